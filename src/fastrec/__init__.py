@@ -1,0 +1,30 @@
+"""fastrec: compiled kernels for recommender systems.
+
+Layers (data flows down, imports point down)::
+
+    cli.py                                   what people run
+    similarity.py  topk.py  scoring.py       public kernel API: validate, dispatch, wrap
+    _validation.py  _dispatch.py             one front door for inputs; backend choice
+    kernels/  reference.py  numba_cpu.py  numba_cuda.py  cython.py (_cython/*.pyx)
+              raw arrays in, raw arrays out; no scipy objects, no validation, no dispatch
+"""
+from ._config import show_config
+from ._dispatch import BackendUnavailableError, available_backends
+from ._version import __version__
+from .scoring import logistic_loss_grad, sigmoid_scores
+from .similarity import cosine_similarity, cosine_topk
+from .topk import TopK, recommend, topk
+
+__all__ = [
+    "BackendUnavailableError",
+    "TopK",
+    "__version__",
+    "available_backends",
+    "cosine_similarity",
+    "cosine_topk",
+    "logistic_loss_grad",
+    "recommend",
+    "show_config",
+    "sigmoid_scores",
+    "topk",
+]

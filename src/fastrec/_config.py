@@ -1,0 +1,76 @@
+"""What this installation can do: versions, available backends, threads (``fastrec info``)."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from ._dispatch import BACKENDS, backend_status
+from ._validation import usable_cpu_count
+from ._version import __version__
+
+
+def _numba_threading_layer() -> str:
+    """The layer Numba's parallel kernels run on (needs one tiny parallel function compiled)."""
+    import numba
+
+    @numba.njit(parallel=True, cache=False)
+    def _touch(n):
+        acc = 0
+        for i in numba.prange(n):
+            acc += i
+        return acc
+
+    _touch(4)
+    return numba.threading_layer()
+
+
+def config() -> dict:
+    """The facts :func:`show_config` prints, as a dict."""
+    import numpy
+    import scipy
+
+    info = {
+        "fastrec": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "default n_threads": usable_cpu_count(),
+        "backends": {},
+    }
+    for name in BACKENDS:
+        ok, reason = backend_status(name)
+        detail = "available" if ok else f"unavailable: {reason}"
+        if ok and name == "cython":
+            from .kernels._cython._openmp import openmp_enabled, openmp_max_threads
+
+            detail += (
+                f", OpenMP {'on' if openmp_enabled() else 'OFF (one thread)'}"
+                f", {openmp_max_threads()} OpenMP threads"
+            )
+        if ok and name == "numba":
+            import numba
+
+            detail += f", numba {numba.__version__}, threading layer {_numba_threading_layer()}"
+        if ok and name == "cuda":
+            from .kernels.numba_cuda import device_description
+
+            detail += f", {device_description()}"
+        info["backends"][name] = detail
+    return info
+
+
+def show_config(file=None) -> None:
+    """Print fastrec's version, its backends and the default thread count."""
+    file = file or sys.stdout
+    info = config()
+    for key, value in info.items():
+        if key == "backends":
+            print("backends:", file=file)
+            for name, detail in value.items():
+                print(f"  {name:7s} {detail}", file=file)
+        else:
+            print(f"{key}: {value}", file=file)
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        print("note: NUMBA_ENABLE_CUDASIM=1, CUDA kernels run on Numba's simulator", file=file)

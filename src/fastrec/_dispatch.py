@@ -1,0 +1,105 @@
+"""Backend selection: map ``backend=`` to a kernel function, or say why it is not available.
+
+Each backend is a module under ``fastrec.kernels`` exposing the kernels by the same names and
+signatures (see ``kernels/reference.py``). ``"auto"`` walks a per-kernel preference list,
+ordered by what ``benchmarks/`` measured, and takes the first backend that is available and
+implements the kernel. An explicit backend that is unavailable raises
+:class:`BackendUnavailableError`; there is no silent fallback.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+BACKENDS = ("numpy", "cython", "numba", "cuda")
+
+_MODULES = {
+    "numpy": "fastrec.kernels.reference",
+    "cython": "fastrec.kernels.cython",
+    "numba": "fastrec.kernels.numba_cpu",
+    "cuda": "fastrec.kernels.numba_cuda",
+}
+
+_HOW_TO_GET = {
+    "numpy": "it is part of fastrec; a failure here is a bug",
+    "cython": "reinstall fastrec from source with a C compiler (pip install --force-reinstall "
+    "--no-binary fastrec fastrec) or use a wheel built for this platform",
+    "numba": "pip install numba",
+    "cuda": "pip install 'fastrec[cuda]' on a machine with an NVIDIA GPU and driver, or set "
+    "NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels on Numba's simulator",
+}
+
+# Preference of "auto" per kernel, fastest first (CPU backends only; "cuda" is never automatic).
+# Update from benchmarks/RESULTS.md when a compiled kernel lands.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cosine_topk": ("numpy",),
+    "cosine_similarity": ("numpy",),
+    "topk": ("numpy",),
+    "recommend": ("numpy",),
+    "sigmoid_dense": ("numpy",),
+    "sigmoid_csr": ("numpy",),
+    "logistic_loss_grad_dense": ("numpy",),
+    "logistic_loss_grad_csr": ("numpy",),
+}
+
+
+class BackendUnavailableError(ImportError):
+    """The requested backend cannot run here; the message says how to get it."""
+
+
+@lru_cache(maxsize=None)
+def _load(backend: str):
+    """The backend module, or the exception that importing it raised."""
+    try:
+        return importlib.import_module(_MODULES[backend])
+    except Exception as exc:  # any import failure means "unavailable", with its reason kept
+        return exc
+
+
+def backend_status(backend: str) -> tuple[bool, str]:
+    """(available, reason) for one backend name."""
+    mod = _load(backend)
+    if isinstance(mod, Exception):
+        return False, f"{type(mod).__name__}: {mod}"
+    check = getattr(mod, "is_available", None)
+    if check is not None:
+        ok, reason = check()
+        if not ok:
+            return False, reason
+    return True, ""
+
+
+def get_kernel(kernel: str, backend: str = "auto"):
+    """The function implementing ``kernel`` for ``backend`` ("auto" resolves by AUTO_ORDER)."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend == "auto":
+        for name in AUTO_ORDER[kernel]:
+            ok, _ = backend_status(name)
+            fn = getattr(_load(name), kernel, None) if ok else None
+            if fn is not None:
+                return fn
+        raise BackendUnavailableError(f"no backend available for {kernel}")  # pragma: no cover
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    ok, reason = backend_status(backend)
+    if not ok:
+        raise BackendUnavailableError(
+            f"backend {backend!r} is not available ({reason}); to get it: {_HOW_TO_GET[backend]}"
+        )
+    fn = getattr(_load(backend), kernel, None)
+    if fn is None:
+        raise BackendUnavailableError(
+            f"backend {backend!r} does not implement {kernel} in this version of fastrec; "
+            f"use backend='auto' or one of {available_backends(kernel)}"
+        )
+    return fn
+
+
+def available_backends(kernel: str | None = None) -> list[str]:
+    """Backends that can run here (and implement ``kernel``, when given)."""
+    out = []
+    for name in BACKENDS:
+        if backend_status(name)[0] and (kernel is None or hasattr(_load(name), kernel)):
+            out.append(name)
+    return out

@@ -1,0 +1,260 @@
+"""The single front door for inputs: every public function checks and normalises here.
+
+Kernels below this layer trust their arguments (canonical CSR, float32/float64, contiguous
+arrays, k >= 1), so every check lives here once. Nothing here modifies the caller's objects:
+a copy is made whenever normalisation would change something.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class CSR:
+    """A canonical CSR matrix as raw arrays: sorted indices, no duplicates, float32/64 data.
+
+    ``sparse_array`` remembers whether the caller passed a scipy sparse *array* (not a matrix),
+    so that results come back in the caller's family.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+    sparse_array: bool
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def to_scipy(self):
+        """This matrix as a scipy CSR of the caller's family (shares the arrays)."""
+        return make_csr(self.indptr, self.indices, self.data, self.shape, self.sparse_array)
+
+
+def make_csr(indptr, indices, data, shape, sparse_array: bool):
+    """Build a scipy CSR (array or matrix family) from raw arrays without copying or checks."""
+    cls = sp.csr_array if sparse_array else sp.csr_matrix
+    # The tuple constructor would re-check and may downcast indices; set the arrays directly.
+    out = cls((data, indices, indptr), shape=shape, copy=False)
+    return out
+
+
+def _float_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """float32/float64 kept; bool, integers and float16 widened; anything else rejected."""
+    dtype = np.dtype(dtype)
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} has dtype {dtype}; expected float32 or float64 (bool and integer data are "
+        "converted to float64)"
+    )
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if values.size and not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """An explicit output/compute dtype: float32 or float64 only."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_csr(
+    X,
+    name: str = "X",
+    *,
+    dtype=None,
+    allow_nonfinite: bool = False,
+    drop_zeros: bool = False,
+) -> CSR:
+    """Any scipy.sparse array or matrix -> canonical :class:`CSR` (caller's object untouched).
+
+    Duplicates are summed and indices sorted; with ``drop_zeros`` explicitly stored zeros are
+    removed too. ``dtype`` forces the value type; otherwise float32/float64 are kept and bool or
+    integer data become float64. Index arrays stay int32 or int64 (both are accepted by every
+    kernel). NaN and infinity are rejected unless ``allow_nonfinite``.
+    """
+    if not sp.issparse(X):
+        raise TypeError(
+            f"{name} must be a scipy.sparse array or matrix, got {type(X).__name__}"
+        )
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
+    sparse_array = isinstance(X, sp.sparray)
+    target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(X.dtype, name)
+
+    csr = X.tocsr(copy=False)
+    owned = csr is not X  # a conversion already produced a fresh object we may modify
+    if csr.dtype != target:
+        csr = csr.astype(target)
+        owned = True
+    canonical = csr.has_canonical_format
+    needs_drop = drop_zeros and csr.nnz and not np.all(csr.data != 0)
+    if not canonical or needs_drop:
+        if not owned:
+            csr = csr.copy()
+        if not canonical:
+            csr.sum_duplicates()  # also sorts indices
+        if needs_drop:
+            csr.eliminate_zeros()
+
+    indptr, indices, data = csr.indptr, csr.indices, csr.data
+    if indptr.dtype not in (np.int32, np.int64) or indices.dtype != indptr.dtype:
+        itype = np.int64 if max(csr.nnz, csr.shape[1]) > np.iinfo(np.int32).max else np.int32
+        indptr, indices = indptr.astype(itype), indices.astype(itype)
+    if not allow_nonfinite:
+        _check_finite(data, name)
+    return CSR(indptr, indices, data, (int(csr.shape[0]), int(csr.shape[1])), sparse_array)
+
+
+def check_dense(
+    X,
+    name: str = "X",
+    *,
+    ndim: int = 2,
+    dtype=None,
+    allow_nonfinite: bool = False,
+    order: str | None = "C",
+) -> np.ndarray:
+    """Array-like -> NumPy array of float32/float64 with ``ndim`` dimensions.
+
+    ``order`` "C" makes the result C-contiguous (a copy only if needed); None keeps any layout
+    whose last axis or first axis is contiguous (C or F order), copying other strided views.
+    """
+    if sp.issparse(X):
+        raise TypeError(f"{name} must be a dense array, got a scipy.sparse {type(X).__name__}")
+    arr = np.asarray(X)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D with shape {arr.shape}")
+    target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(arr.dtype, name)
+    if order == "C" or not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr, dtype=target)
+    else:
+        arr = arr.astype(target, copy=False)
+    if not allow_nonfinite:
+        _check_finite(arr, name)
+    return arr
+
+
+def check_same_family_csr(A: CSR, B: CSR) -> bool:
+    """Results are sparse arrays only when every sparse input was a sparse array."""
+    return A.sparse_array and B.sparse_array
+
+
+def check_k(k, name: str = "k") -> int:
+    """A positive integer count (Python or NumPy int, not bool or float)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1, got {k}")
+    return int(k)
+
+
+def check_scalar(
+    x, name: str, *, min_value=None, max_value=None, min_inclusive=True, integer=False
+):
+    """A finite real number (or integer) within optional bounds."""
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number, got bool")
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if not isinstance(x, kinds):
+        kind = "an integer" if integer else "a real number"
+        raise TypeError(f"{name} must be {kind}, got {type(x).__name__}")
+    if not integer and not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    if min_value is not None and (x < min_value if min_inclusive else x <= min_value):
+        op = ">=" if min_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {min_value}, got {x}")
+    if max_value is not None and x > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {x}")
+    return int(x) if integer else float(x)
+
+
+def check_choice(x, name: str, choices):
+    if x not in choices:
+        raise ValueError(f"{name} must be one of {sorted(map(repr, choices))}, got {x!r}")
+    return x
+
+
+def check_ids(ids, name: str, n: int) -> np.ndarray:
+    """Row ids as a 1-D int64 array, each in [0, n)."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        bad = arr[(arr < 0) | (arr >= n)][0]
+        raise ValueError(f"{name} contains {bad}, outside [0, {n})")
+    return arr
+
+
+def usable_cpu_count() -> int:
+    """CPUs this process may use: affinity mask and cgroup CPU quota both respected."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, quota)
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """CPU limit from cgroup v2 (cpu.max) or v1 (cfs quota/period), rounded up; None if unset."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0 and period > 0:
+            return max(1, math.ceil(quota / period))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def check_n_threads(n_threads) -> int:
+    """scikit-learn's semantics: None = all usable cores, -1 = all, -2 = all but one, 0 is an error."""
+    n_cpus = usable_cpu_count()
+    if n_threads is None:
+        return n_cpus
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"n_threads must be an integer or None, got {type(n_threads).__name__}")
+    if n_threads == 0:
+        raise ValueError("n_threads must not be 0 (use None or -1 for all cores)")
+    if n_threads < 0:
+        return max(1, n_cpus + int(n_threads) + 1)
+    return int(n_threads)

@@ -1,0 +1,332 @@
+"""NumPy reference kernels: the executable specification every backend is tested against.
+
+Written for clarity and exactness, not speed: arithmetic in float64 (results cast to the
+caller's dtype at the end), memory bounded by processing blocks of rows, ties broken by the
+smaller index everywhere. Every backend module exposes these functions with the same names and
+signatures, on raw arrays (CSR as ``indptr, indices, data``), trusting its inputs: the public API
+in ``fastrec.similarity``, ``fastrec.topk`` and ``fastrec.scoring`` validates them first.
+``n_threads`` is accepted for a uniform signature and ignored here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+# Elements per dense block of work (~64 MB of float64): bounds every reference's memory.
+BLOCK_ELEMENTS = 1 << 23
+
+
+def _rows_per_block(width: int) -> int:
+    return max(1, BLOCK_ELEMENTS // max(1, width))
+
+
+def _csr(indptr, indices, data, shape, dtype=np.float64):
+    return sp.csr_matrix((data.astype(dtype, copy=False), indices, indptr), shape=shape)
+
+
+def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
+    """The same sparsity pattern with every stored value 1.0."""
+    return sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape)
+
+
+def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return sp.csr_matrix(sp.diags(inv) @ m)
+
+
+def select_topk(values: np.ndarray, k: int):
+    """Row-wise top-k of a dense block whose non-candidates are -inf.
+
+    Returns (indices int64, values) of shape (rows, k): sorted by value descending, ties by
+    smaller column index, -1/-inf padding where a row has fewer than k candidates.
+    """
+    rows, width = values.shape
+    kk = min(k, width)
+    out_idx = np.full((rows, k), -1, dtype=np.int64)
+    out_val = np.full((rows, k), -np.inf, dtype=values.dtype)
+    if rows == 0 or kk == 0:
+        return out_idx, out_val
+    if kk < width:
+        kth = -np.partition(-values, kk - 1, axis=1)[:, kk - 1]
+    else:
+        kth = values.min(axis=1)
+    better = values > kth[:, None]
+    tie = values == kth[:, None]
+    need = kk - better.sum(axis=1)
+    keep = better | (tie & (np.cumsum(tie, axis=1) <= need[:, None]))
+    cols = np.nonzero(keep)[1].reshape(rows, kk)  # ascending column order within each row
+    vals = np.take_along_axis(values, cols, axis=1)
+    order = np.lexsort((cols, -vals), axis=1)
+    cols = np.take_along_axis(cols, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    real = vals > -np.inf
+    out_idx[:, :kk] = np.where(real, cols, -1)
+    out_val[:, :kk] = np.where(real, vals, -np.inf)
+    return out_idx, out_val
+
+
+def _similarity_blocks(indptr, indices, data, n_cols, shrink):
+    """Yield (row0, sim, count) dense blocks of the shrunk cosine similarity of X with itself."""
+    n_rows = len(indptr) - 1
+    X = _csr(indptr, indices, data, (n_rows, n_cols))
+    Xn = _row_normalised(X)
+    XnT = Xn.T.tocsr()
+    P = _pattern(X)
+    PT = P.T.tocsr()
+    step = _rows_per_block(n_rows)
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        sim = (Xn[r0:r1] @ XnT).toarray()
+        count = (P[r0:r1] @ PT).toarray()
+        if shrink > 0:
+            sim *= count / (count + shrink)
+        yield r0, sim, count
+
+
+def _csr_from_blocks(parts_idx, parts_val, counts, dtype):
+    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    if parts_idx:
+        indices = np.concatenate(parts_idx).astype(np.int64)
+        values = np.concatenate(parts_val).astype(dtype)
+    else:
+        indices, values = np.zeros(0, np.int64), np.zeros(0, dtype)
+    return indptr, indices, values
+
+
+def cosine_topk(
+    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+):
+    """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
+
+    sim(i, j) = <x_i, x_j> / (|x_i| |x_j|) * c / (c + shrink), c = number of columns where
+    both rows store a value. Row j is a candidate for row i when c >= min_support,
+    sim >= min_similarity and sim != 0, and j != i unless ``include_self``. Each output row
+    holds its best k candidates sorted by sim descending, ties by smaller j.
+    Returns (indptr int64, indices int64, values of data's dtype).
+    Memory: O(nnz + n * rows_per_block) here; compiled backends are O(nnz + n*k + threads*n).
+    """
+    n_rows = len(indptr) - 1
+    parts_idx, parts_val, counts = [], [], np.zeros(n_rows, dtype=np.int64)
+    for r0, sim, count in _similarity_blocks(indptr, indices, data, n_cols, shrink):
+        ok = (count >= min_support) & (sim >= min_similarity) & (sim != 0)
+        if not include_self:
+            rows = np.arange(sim.shape[0])
+            ok[rows, r0 + rows] = False
+        sim[~ok] = -np.inf
+        idx, val = select_topk(sim, k)
+        real = idx >= 0
+        counts[r0 : r0 + sim.shape[0]] = real.sum(axis=1)
+        parts_idx.append(idx[real])
+        parts_val.append(val[real])
+    return _csr_from_blocks(parts_idx, parts_val, counts, data.dtype)
+
+
+def cosine_similarity(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+):
+    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+
+    Entry (i, j) is stored when sim >= min_similarity and sim != 0, columns ascending.
+    Returns (indptr int64, indices int64, values of the result dtype: float32 only if both
+    inputs are float32). Memory: O(nnz(X) + nnz(Y) + nnz(result)).
+    """
+    n_rows, n_other = len(indptr) - 1, len(y_indptr) - 1
+    dtype = np.result_type(data.dtype, y_data.dtype)
+    Xn = _row_normalised(_csr(indptr, indices, data, (n_rows, n_cols)))
+    YnT = _row_normalised(_csr(y_indptr, y_indices, y_data, (n_other, n_cols))).T.tocsr()
+    parts_idx, parts_val, counts = [], [], np.zeros(n_rows, dtype=np.int64)
+    step = _rows_per_block(n_other)
+    for r0 in range(0, n_rows, step):
+        sim = (Xn[r0 : r0 + step] @ YnT).toarray()
+        ok = (sim >= min_similarity) & (sim != 0)
+        rows, cols = np.nonzero(ok)  # row-major: columns ascending within a row
+        counts[r0 : r0 + sim.shape[0]] = ok.sum(axis=1)
+        parts_idx.append(cols)
+        parts_val.append(sim[rows, cols])
+    return _csr_from_blocks(parts_idx, parts_val, counts, dtype)
+
+
+def _mask_rows(values, mask_indptr, mask_indices, rows):
+    """Set values[r, c] = -inf for each stored (rows[r], c) of a CSR mask."""
+    for r, row in enumerate(rows):
+        values[r, mask_indices[mask_indptr[row] : mask_indptr[row + 1]]] = -np.inf
+
+
+def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
+    """Row-wise top-k of a dense (n_rows, n_cols) float array.
+
+    Column c of row r is a candidate unless (r, c) is stored in the exclude mask (CSR pattern;
+    ``exclude_indptr`` None for no mask), or the score is NaN or -inf. Returns (indices int64,
+    scores of the input dtype), both (n_rows, k): sorted by score descending, ties by smaller
+    column, -1/-inf padding. The caller's scores are never written.
+    """
+    n_rows, n_cols = scores.shape
+    out_idx = np.empty((n_rows, k), dtype=np.int64)
+    out_val = np.empty((n_rows, k), dtype=scores.dtype)
+    step = _rows_per_block(n_cols)
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        block = np.array(scores[r0:r1], dtype=scores.dtype)  # a private copy
+        block[np.isnan(block)] = -np.inf
+        if exclude_indptr is not None:
+            _mask_rows(block, exclude_indptr, exclude_indices, range(r0, r1))
+        out_idx[r0:r1], out_val[r0:r1] = select_topk(block, k)
+    return out_idx, out_val
+
+
+def recommend(
+    a_indptr,
+    a_indices,
+    a_data,
+    b_indptr,
+    b_indices,
+    b_data,
+    n_items,
+    rows,
+    n,
+    seen_indptr,
+    seen_indices,
+    ex_indptr,
+    ex_indices,
+    n_threads,
+):
+    """Top-n items for each row r in ``rows`` of the sparse product A @ B, never built whole.
+
+    A is (n_rows, n_mid) CSR and B (n_mid, n_items) CSR. Item-kNN passes A = user x item
+    interactions and B = item neighbours; user-kNN passes A = user neighbours and B = user x item
+    interactions. score(r, j) = sum over stored A[r, i] of A[r, i] * B[i, j]. Item j is a
+    candidate for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in
+    neither mask (``seen_*`` and ``ex_*``, CSR patterns indexed by r; None for no mask), and
+    the score is not NaN or -inf. Returns (indices int64, scores), both (len(rows), n), sorted
+    descending, ties by smaller item, -1/-inf padding. Scores are float32 only when A and B are
+    both float32.
+    """
+    n_rows, n_mid = len(a_indptr) - 1, len(b_indptr) - 1
+    dtype = np.result_type(a_data.dtype, b_data.dtype)
+    A = _csr(a_indptr, a_indices, a_data, (n_rows, n_mid))
+    B = _csr(b_indptr, b_indices, b_data, (n_mid, n_items))
+    BP = _pattern(B)
+    out_idx = np.empty((len(rows), n), dtype=np.int64)
+    out_val = np.empty((len(rows), n), dtype=dtype)
+    step = _rows_per_block(n_items)
+    for r0 in range(0, len(rows), step):
+        batch = rows[r0 : r0 + step]
+        Ab = A[batch]
+        scores = (Ab @ B).toarray()
+        scores[np.isnan(scores)] = -np.inf
+        scores[(_pattern(Ab) @ BP).toarray() == 0] = -np.inf
+        for m_indptr, m_indices in ((seen_indptr, seen_indices), (ex_indptr, ex_indices)):
+            if m_indptr is not None:
+                _mask_rows(scores, m_indptr, m_indices, batch)
+        idx, val = select_topk(scores, n)
+        out_idx[r0 : r0 + len(batch)], out_val[r0 : r0 + len(batch)] = idx, val
+    return out_idx, out_val
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without overflow: exp is only taken of non-positive numbers."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def log1pexp(z: np.ndarray) -> np.ndarray:
+    """log(1 + exp(z)) without overflow or cancellation (scikit-learn's cut-offs)."""
+    out = np.empty_like(z)
+    a = z <= -37
+    b = ~a & (z <= -2)
+    c = (z > -2) & (z <= 18)
+    d = (z > 18) & (z <= 33.3)
+    e = z > 33.3
+    out[a] = np.exp(z[a])
+    out[b] = np.log1p(np.exp(z[b]))
+    out[c] = np.log(1.0 + np.exp(z[c]))
+    out[d] = z[d] + np.exp(-z[d])
+    out[e] = z[e]
+    return out
+
+
+def _dense_logits(X, w, b, r0, r1):
+    return X[r0:r1].astype(np.float64) @ w.astype(np.float64) + b
+
+
+def _csr_logits(indptr, indices, data, w, b, r0, r1):
+    lo, hi = indptr[r0], indptr[r1]
+    block = sp.csr_matrix(
+        (data[lo:hi].astype(np.float64), indices[lo:hi], indptr[r0 : r1 + 1] - lo),
+        shape=(r1 - r0, w.shape[0]),
+    )
+    return block @ w.astype(np.float64) + b
+
+
+def sigmoid_dense(X, w, b, out, n_threads):
+    """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out."""
+    step = _rows_per_block(X.shape[1])
+    for r0 in range(0, X.shape[0], step):
+        r1 = min(X.shape[0], r0 + step)
+        out[r0:r1] = sigmoid(_dense_logits(X, w, b, r0, r1))
+    return out
+
+
+def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
+    """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out."""
+    n_rows = len(indptr) - 1
+    step = _rows_per_block(64)
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        out[r0:r1] = sigmoid(_csr_logits(indptr, indices, data, w, b, r0, r1))
+    return out
+
+
+def _loss_grad(logits_of_block, XT_times, n_rows, y, w, b, l2, sample_weight):
+    """Shared body of the two loss/grad kernels (XT_times(r0, r1, v) = X[r0:r1].T @ v)."""
+    total_weight = float(np.sum(sample_weight, dtype=np.float64))
+    loss = 0.0
+    grad_w = np.zeros(w.shape[0], dtype=np.float64)
+    grad_b = 0.0
+    step = _rows_per_block(max(64, w.shape[0]))
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        z = logits_of_block(r0, r1)
+        yb = y[r0:r1].astype(np.float64)
+        sw = sample_weight[r0:r1].astype(np.float64)
+        loss += float(np.sum(sw * (log1pexp(z) - yb * z)))
+        residual = sw * (sigmoid(z) - yb)
+        grad_w += XT_times(r0, r1, residual)
+        grad_b += float(np.sum(residual))
+    w64 = w.astype(np.float64)
+    loss = loss / total_weight + 0.5 * l2 * float(w64 @ w64)
+    grad_w = grad_w / total_weight + l2 * w64
+    return loss, grad_w, grad_b / total_weight
+
+
+def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
+    """Weighted mean log-loss of sigmoid(X @ w + b) against 0/1 labels y, plus 0.5*l2*|w|^2.
+
+    Returns (loss float, grad_w float64 array, grad_b float): all float64, what a quasi-Newton
+    optimiser needs. The intercept is not penalised.
+    """
+    return _loss_grad(
+        lambda r0, r1: _dense_logits(X, w, b, r0, r1),
+        lambda r0, r1, v: X[r0:r1].astype(np.float64).T @ v,
+        X.shape[0], y, w, b, l2, sample_weight,
+    )
+
+
+def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
+    """:func:`logistic_loss_grad_dense` for a CSR X with len(w) columns."""
+    n_rows = len(indptr) - 1
+
+    def xt_times(r0, r1, v):
+        lo, hi = indptr[r0], indptr[r1]
+        rows = np.repeat(np.arange(r1 - r0), np.diff(indptr[r0 : r1 + 1]))
+        return np.bincount(
+            indices[lo:hi], weights=data[lo:hi].astype(np.float64) * v[rows], minlength=w.shape[0]
+        )
+
+    return _loss_grad(
+        lambda r0, r1: _csr_logits(indptr, indices, data, w, b, r0, r1),
+        xt_times, n_rows, y, w, b, l2, sample_weight,
+    )

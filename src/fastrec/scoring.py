@@ -1,0 +1,107 @@
+"""Public API of the logistic-regression kernels: fused sigmoid scoring and loss/gradient."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._dispatch import get_kernel
+from ._validation import check_csr, check_dense, check_n_threads, check_scalar
+
+
+def _features(X):
+    """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied."""
+    if sp.issparse(X):
+        return True, check_csr(X, "X")
+    return False, check_dense(X, "X", order=None)
+
+
+def _weights(w, n_features, dtype):
+    w = check_dense(w, "w", ndim=1, dtype=dtype)
+    if w.shape[0] != n_features:
+        raise ValueError(f"w must have length {n_features} (the columns of X), got {w.shape[0]}")
+    return w
+
+
+def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
+    """p = 1 / (1 + exp(-(X @ w + b))) for dense (C or F order) or sparse X, in one fused pass.
+
+    Computed in X's dtype (float32 stays float32; w is cast to it). Stable for any finite
+    logit: no overflow warnings, exactly 0 or 1 only where rounding demands it. ``out``: an
+    optional C-contiguous 1-D array of X's dtype and length n_rows, written and returned.
+    Memory: the output only (no temporary logits array in compiled backends).
+    """
+    sparse, A = _features(X)
+    n_rows, n_features = A.shape
+    dtype = A.dtype
+    w = _weights(w, n_features, dtype)
+    b = check_scalar(b, "b")
+    if out is None:
+        out = np.empty(n_rows, dtype=dtype)
+    else:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+        if out.shape != (n_rows,) or out.dtype != dtype:
+            raise ValueError(
+                f"out must have shape ({n_rows},) and dtype {dtype}, got {out.shape} {out.dtype}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError("out must be C-contiguous and writeable")
+    n_threads = check_n_threads(n_threads)
+    if sparse:
+        kernel = get_kernel("sigmoid_csr", backend)
+        return kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
+    kernel = get_kernel("sigmoid_dense", backend)
+    return kernel(A, w, b, out, n_threads)
+
+
+def _labels(y, n_rows):
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_rows:
+        raise ValueError(f"y must be 1-D with length {n_rows} (the rows of X), got shape {y.shape}")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"y must be numeric 0/1 labels, got dtype {y.dtype}")
+    y = y.astype(np.float64)
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("y must contain only 0 and 1")
+    return y
+
+
+def _sample_weight(sample_weight, n_rows):
+    if sample_weight is None:
+        return np.ones(n_rows, dtype=np.float64)
+    sw = check_dense(sample_weight, "sample_weight", ndim=1, dtype=np.float64)
+    if sw.shape[0] != n_rows:
+        raise ValueError(f"sample_weight must have length {n_rows}, got {sw.shape[0]}")
+    if np.any(sw < 0):
+        raise ValueError("sample_weight must be non-negative")
+    if not sw.sum() > 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return sw
+
+
+def logistic_loss_grad(
+    X, y, w, b=0.0, *, l2=0.0, sample_weight=None, backend="auto", n_threads=None
+):
+    """The objective of L2-regularised logistic regression and its gradient, in one fused pass.
+
+    loss = sum_i s_i * (log(1 + exp(z_i)) - y_i z_i) / sum_i s_i + 0.5 * l2 * |w|^2, with
+    z = X @ w + b, s the sample weights (default 1) and y in {0, 1}; the intercept b is not
+    penalised. Returns (loss, grad_w, grad_b): float, float64 array, float (float64
+    throughout, as optimisers need). Deterministic: the same bits for any ``n_threads``.
+    scikit-learn's LogisticRegression(C) minimises this with l2 = 1 / (C * sum_i s_i).
+    """
+    sparse, A = _features(X)
+    n_rows, n_features = A.shape
+    if n_rows == 0:
+        raise ValueError("X must have at least one row")
+    y = _labels(y, n_rows)
+    w = _weights(w, n_features, np.float64)
+    b = check_scalar(b, "b")
+    l2 = check_scalar(l2, "l2", min_value=0)
+    sw = _sample_weight(sample_weight, n_rows)
+    n_threads = check_n_threads(n_threads)
+    if sparse:
+        kernel = get_kernel("logistic_loss_grad_csr", backend)
+        return kernel(A.indptr, A.indices, A.data, y, w, b, l2, sw, n_threads)
+    kernel = get_kernel("logistic_loss_grad_dense", backend)
+    return kernel(A, y, w, b, l2, sw, n_threads)

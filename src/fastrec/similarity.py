@@ -1,0 +1,125 @@
+"""Public API of the similarity kernels: cosine neighbourhood top-k and sparse cosine similarity.
+
+Validates inputs (``_validation``), applies the optional TF-IDF/BM25 weighting, dispatches to a
+backend (``_dispatch``) and wraps the raw CSR arrays back into scipy objects.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._dispatch import get_kernel
+from ._validation import (
+    CSR,
+    check_choice,
+    check_csr,
+    check_k,
+    check_n_threads,
+    check_scalar,
+    make_csr,
+)
+
+WEIGHTINGS = (None, "tfidf", "bm25")
+
+
+def weight_rows(X: CSR, weighting, *, bm25_k1: float = 100.0, bm25_b: float = 0.8) -> CSR:
+    """TF-IDF or BM25 weighting of the rows of X, as in ``implicit.nearest_neighbours``.
+
+    Rows are the documents (the vectors compared) and columns the terms: with N rows and
+    df_c the number of rows storing column c, idf_c = log(N) - log(1 + df_c).
+    TF-IDF: x' = sqrt(x) * idf_c. BM25: x' = x (K1 + 1) / (K1 * L_r + x) * idf_c with the
+    length norm L_r = (1 - B) + B * rowsum_r / mean(rowsum). Values must be non-negative.
+    Entries weighted to exactly zero are dropped.
+    """
+    if weighting is None:
+        return X
+    if X.nnz and X.data.min() < 0:
+        raise ValueError(f"weighting={weighting!r} needs non-negative values in X")
+    n_rows = X.shape[0]
+    data = X.data.astype(np.float64)
+    df = np.bincount(X.indices, minlength=X.shape[1])
+    idf = np.log(max(n_rows, 1)) - np.log1p(df)
+    if weighting == "tfidf":
+        data = np.sqrt(data) * idf[X.indices]
+    else:
+        row_sums = np.add.reduceat(data, X.indptr[:-1]) if X.nnz else np.zeros(n_rows)
+        row_sums[np.diff(X.indptr) == 0] = 0.0  # reduceat repeats a value for empty rows
+        mean_len = row_sums.mean() if n_rows else 1.0
+        length_norm = (1.0 - bm25_b) + bm25_b * row_sums / (mean_len if mean_len > 0 else 1.0)
+        rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
+        data = data * (bm25_k1 + 1.0) / (bm25_k1 * length_norm[rows] + data) * idf[X.indices]
+    weighted = sp.csr_matrix((data.astype(X.dtype), X.indices, X.indptr), shape=X.shape)
+    return check_csr(weighted, "X", drop_zeros=True)
+
+
+def _check_weighting(weighting, bm25_k1, bm25_b):
+    check_choice(weighting, "weighting", WEIGHTINGS)
+    check_scalar(bm25_k1, "bm25_k1", min_value=0)
+    check_scalar(bm25_b, "bm25_b", min_value=0, max_value=1)
+
+
+def cosine_topk(
+    X,
+    k,
+    *,
+    shrink=0.0,
+    min_similarity=0.0,
+    min_support=1,
+    include_self=False,
+    weighting=None,
+    bm25_k1=100.0,
+    bm25_b=0.8,
+    backend="auto",
+    n_threads=None,
+):
+    """Each row's k most cosine-similar rows of sparse X (n x m), as an n x n CSR.
+
+    sim(i, j) = <x_i, x_j> / (|x_i| |x_j|) * c / (c + shrink) with c the co-count (columns
+    stored in both rows). Row j is kept for row i when c >= ``min_support``,
+    sim >= ``min_similarity`` and sim != 0, and j != i unless ``include_self``. Each output row
+    holds at most k entries **in order of similarity, descending, ties by smaller column**
+    (so its indices are not column-sorted); rows with no co-occurring neighbour are empty.
+    ``weighting`` ("tfidf", "bm25") reweights X first (see :func:`weight_rows`).
+    The dense n x n product is never formed; compiled backends use
+    O(nnz(X) + n*k + threads*n) memory. Result: CSR of X's family and dtype.
+    """
+    A = check_csr(X, "X", drop_zeros=True)
+    k = check_k(k)
+    shrink = check_scalar(shrink, "shrink", min_value=0)
+    min_similarity = check_scalar(min_similarity, "min_similarity")
+    min_support = check_scalar(min_support, "min_support", min_value=1, integer=True)
+    include_self = bool(include_self)
+    _check_weighting(weighting, bm25_k1, bm25_b)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("cosine_topk", backend)
+    A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
+    indptr, indices, data = kernel(
+        A.indptr, A.indices, A.data, A.shape[1], k, shrink, min_similarity, min_support,
+        include_self, n_threads,
+    )
+    return make_csr(indptr, indices, data, (A.shape[0], A.shape[0]), A.sparse_array)
+
+
+def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_threads=None):
+    """Sparse cosine similarity of the rows of X (n x m) with the rows of Y (p x m; X if None).
+
+    Entry (i, j) is stored when sim >= ``min_similarity`` and sim != 0; columns ascending.
+    Memory is O(nnz(X) + nnz(Y) + nnz(result)): the result itself can be up to n x p, so use
+    ``min_similarity`` or :func:`cosine_topk` on large inputs. Result: CSR, float32 only when
+    both inputs are float32; a sparse array only when the inputs are sparse arrays.
+    """
+    A = check_csr(X, "X", drop_zeros=True)
+    B = A if Y is None else check_csr(Y, "Y", drop_zeros=True)
+    if B.shape[1] != A.shape[1]:
+        raise ValueError(
+            f"X and Y must have the same number of columns, got {A.shape[1]} and {B.shape[1]}"
+        )
+    min_similarity = check_scalar(min_similarity, "min_similarity")
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("cosine_similarity", backend)
+    indptr, indices, data = kernel(
+        A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, A.shape[1], min_similarity,
+        n_threads,
+    )
+    family = A.sparse_array and B.sparse_array
+    return make_csr(indptr, indices, data, (A.shape[0], B.shape[0]), family)

@@ -1,0 +1,91 @@
+"""Public API of the ranking kernels: batched top-k of dense scores and fused sparse recommend."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._dispatch import get_kernel
+from ._validation import check_csr, check_dense, check_ids, check_k, check_n_threads
+
+
+class TopK(NamedTuple):
+    """Row-wise top-k: ``indices`` (int64) and ``scores``, both (n_rows, k).
+
+    Rows are sorted by score descending, ties by smaller index; a row with fewer than k
+    candidates is padded with index -1 and score -inf.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+def _mask(exclude, name, shape):
+    """A CSR exclusion mask (pattern only: stored values are ignored) of the given shape."""
+    if exclude is None:
+        return None, None
+    M = check_csr(exclude, name, allow_nonfinite=True)
+    if M.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {M.shape}")
+    return M.indptr, M.indices
+
+
+def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
+    """Row-wise top-k of a dense 2-D float32/float64 score array.
+
+    ``exclude`` is an optional sparse mask of the same shape: its stored positions are never
+    returned (its values are ignored). NaN and -inf scores are never candidates; +inf is a
+    score like any other. Rows are sorted descending, ties by smaller column, padded with
+    -1/-inf. The score array is only read. Memory: O(n_rows * k) beyond the inputs.
+    """
+    S = check_dense(scores, "scores", allow_nonfinite=True)
+    k = check_k(k)
+    ex_indptr, ex_indices = _mask(exclude, "exclude", S.shape)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("topk", backend)
+    return TopK(*kernel(S, k, ex_indptr, ex_indices, n_threads))
+
+
+def recommend(
+    user_items,
+    item_neighbours,
+    n,
+    *,
+    user_ids=None,
+    exclude_seen=True,
+    exclude=None,
+    backend="auto",
+    n_threads=None,
+) -> TopK:
+    """Top-n items per user from interactions and an item neighbourhood (item-kNN scoring).
+
+    score(u, j) = sum over the items i of user u of user_items[u, i] * item_neighbours[i, j],
+    computed sparsely: no dense users x items matrix is built. An item is a candidate for u
+    when one of u's items lists it as a neighbour; items u has interacted with are skipped when
+    ``exclude_seen``, and so are the positions stored in ``exclude`` (a mask shaped like
+    user_items, indexed by user id). ``user_ids`` (default: all users) may be any subset in any
+    order; row r of the result belongs to user_ids[r]. Sorted descending, ties by smaller item,
+    -1/-inf padding. Memory: O(threads * n_items + len(user_ids) * n) in compiled backends.
+    """
+    UI = check_csr(user_items, "user_items", drop_zeros=True)
+    NB = check_csr(item_neighbours, "item_neighbours", drop_zeros=True)
+    n_users, n_items = UI.shape
+    if NB.shape != (n_items, n_items):
+        raise ValueError(
+            f"item_neighbours must have shape ({n_items}, {n_items}) to match user_items "
+            f"{UI.shape}, got {NB.shape}"
+        )
+    n = check_k(n, "n")
+    rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
+        user_ids, "user_ids", n_users
+    )
+    ex_indptr, ex_indices = _mask(exclude, "exclude", UI.shape)
+    seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("recommend", backend)
+    return TopK(
+        *kernel(
+            UI.indptr, UI.indices, UI.data, NB.indptr, NB.indices, NB.data, n_items, rows, n,
+            seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+        )
+    )
