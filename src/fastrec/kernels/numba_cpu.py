@@ -111,10 +111,13 @@ def _topk_row(row, k, ex, hv, hi):
         if j1 > n_cols:
             j1 = n_cols
         else:
-            hit = False
-            for t in range(j0, j1):
-                hit |= row[t] > thr
-            if not hit:
+            # A fixed-length loop over a slice, OR-ing integers: the form LLVM vectorises
+            # (a bool accumulator over row[j0:j1] indexing stayed scalar, ~8x slower).
+            block = row[j0:j1]
+            hit = np.uint32(0)
+            for t in range(_BLOCK):
+                hit |= np.uint32(block[t] > thr)
+            if hit == 0:
                 j0 = j1
                 continue
         for j in range(j0, j1):
