@@ -120,7 +120,7 @@ def test_weighting_tfidf_and_bm25_follow_the_literature():
 
 @given(raw_csr(signed=True), st.sampled_from([-1.0, 0.0, 0.4]), st.booleans())
 def test_cosine_similarity_matches_dense(m, min_similarity, with_y):
-    Y = m[::-1] if with_y and m.shape[0] else None
+    Y = sp.csr_matrix(m)[::-1] if with_y else None
     got = fastrec.cosine_similarity(m, Y, min_similarity=min_similarity, backend="numpy")
     X = canonical(m).toarray()
     Yd = X[::-1] if Y is not None else X

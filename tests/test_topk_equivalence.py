@@ -165,3 +165,15 @@ def test_recommend_nan_and_minus_inf_sums_are_not_candidates(backend):
     got = get_kernel("recommend", backend)(*args)
     assert_topk_equal(got, want, exact=True)
     np.testing.assert_array_equal(got[0], [[2, 3, -1, -1]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recommend_ranks_float32_sums_as_returned(backend):
+    """1 + 1e-9 rounds to 1.0 in float32: a tie, so the smaller item comes first."""
+    UI = sp.csr_matrix(np.array([[1.0, 1.0, 0, 0]], dtype=np.float32))
+    NB = sp.csr_matrix(np.array([[0, 0, 1.0, 1.0], [0, 0, 0, 1e-9], [0] * 4, [0] * 4],
+                                dtype=np.float32))
+    for b in ("numpy", backend):
+        got = fastrec.recommend(UI, NB, 2, backend=b)
+        np.testing.assert_array_equal(got.indices, [[2, 3]])
+        assert got.scores.dtype == np.float32

@@ -207,9 +207,10 @@ def _recommend_impl(
         acc = np.zeros(n_items, dtype=np.float64)
         mark = np.zeros(n_items, dtype=np.uint8)
         touched = np.empty(n_items, dtype=np.int64)
-        hv = np.empty(n, dtype=np.float64)
+        rounded = np.empty(1, dtype=out_val.dtype)
         for r in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
             row = rows[r]
+            hv = out_val[r]  # the heap lives in the output row
             hi = out_idx[r]
             n_touched = 0
             # float64 sums in the reference's order (A's stored order, then B's).
@@ -230,17 +231,17 @@ def _recommend_impl(
             size = 0
             for t in range(n_touched):
                 j = touched[t]
-                v = acc[j]
+                # Ranked as returned (rounded to the output dtype, as the reference), so
+                # sums that round to the same float32 are tied and go to the smaller item.
+                rounded[0] = acc[j]
+                v = rounded[0]
                 if mark[j] == 1 and v > -np.inf:  # rejects NaN and -inf
                     size = heap_offer(hv, hi, size, n, v, np.int64(j))
                 acc[j] = 0.0
                 mark[j] = 0
             heap_sort(hv, hi, size)
-            # Selected on the float64 sums (as the reference), then cast to the output dtype.
-            for t in range(size):
-                out_val[r, t] = hv[t]
             for t in range(size, n):
-                out_val[r, t] = -np.inf
+                hv[t] = -np.inf
                 hi[t] = -1
 
 
@@ -254,7 +255,8 @@ def recommend(
     B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
     for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
     (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
-    the float64 sum is not NaN or -inf. Returns (indices int64, scores), both (len(rows), n),
+    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
+    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both (len(rows), n),
     sorted descending, ties by smaller item, -1/-inf padding; scores float32 only when A and B
     both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
     memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.

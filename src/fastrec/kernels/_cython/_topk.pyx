@@ -227,17 +227,18 @@ def _recommend_impl(
     const index_t[::1] seen_indptr, const index_t[::1] seen_indices, bint has_seen,
     const index_t[::1] ex_indptr, const index_t[::1] ex_indices, bint has_ex,
     double[:, ::1] acc, uint8_t[:, ::1] mark, int64_t[:, ::1] touched,
-    double[:, ::1] heap_val, int64_t[:, ::1] out_idx, floating[:, ::1] out_val, int n_threads,
+    int64_t[:, ::1] out_idx, floating[:, ::1] out_val, int n_threads,
 ):
     cdef Py_ssize_t n_rows = rows.shape[0], r, t, n_touched, size
     cdef int tid
     cdef int64_t row, i, j
     cdef index_t p, q
-    cdef double a, v
+    cdef double a
+    cdef floating v
     cdef double* my_acc
     cdef uint8_t* my_mark
     cdef int64_t* my_touched
-    cdef double* hv
+    cdef floating* hv
     cdef int64_t* hi
     if n_rows == 0:
         return
@@ -249,7 +250,7 @@ def _recommend_impl(
             my_acc = &acc[tid, 0]
             my_mark = &mark[tid, 0]
             my_touched = &touched[tid, 0]
-            hv = &heap_val[tid, 0]
+            hv = &out_val[r, 0]  # the heap lives in the output row
             hi = &out_idx[r, 0]
             row = rows[r]
             n_touched = 0
@@ -272,18 +273,17 @@ def _recommend_impl(
             size = 0
             for t in range(n_touched):
                 j = my_touched[t]
-                v = my_acc[j]
+                # Ranked as returned (rounded to the output dtype, as the reference), so
+                # sums that round to the same float32 are tied and go to the smaller item.
+                v = <floating> my_acc[j]
                 # v > -inf rejects NaN and -inf: they are never candidates.
                 if my_mark[j] == 1 and v > -INFINITY:
                     size = _heap_offer(hv, hi, size, n, v, j)
                 my_acc[j] = 0.0
                 my_mark[j] = 0
             _heap_sort(hv, hi, size)
-            # Selected on the float64 sums (as the reference), then cast to the output dtype.
-            for t in range(size):
-                out_val[r, t] = <floating> hv[t]
             for t in range(size, n):
-                out_val[r, t] = -INFINITY
+                hv[t] = -INFINITY
                 hi[t] = -1
 
 
@@ -297,7 +297,8 @@ def recommend(
     B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
     for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
     (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
-    the float64 sum is not NaN or -inf. Returns (indices int64, scores), both (len(rows), n),
+    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
+    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both (len(rows), n),
     sorted descending, ties by smaller item, -1/-inf padding; scores float32 only when A and B
     both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
     memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
@@ -331,11 +332,10 @@ def recommend(
     acc = np.zeros((n_buf, max(1, n_items)), dtype=np.float64)
     mark = np.zeros((n_buf, max(1, n_items)), dtype=np.uint8)
     touched = np.empty((n_buf, max(1, n_items)), dtype=np.int64)
-    heap_val = np.empty((n_buf, n), dtype=np.float64)
     _recommend_impl(
         ix(a_indptr), arr(ix(a_indices)), arr(np.ascontiguousarray(a_data, dtype=dtype)),
         ix(b_indptr), arr(ix(b_indices)), arr(np.ascontiguousarray(b_data, dtype=dtype)),
         rows, n, s_ptr, s_ind, has_seen, e_ptr, e_ind, has_ex,
-        acc, mark, touched, heap_val, out_idx, out_val, n_buf,
+        acc, mark, touched, out_idx, out_val, n_buf,
     )
     return out_idx, out_val
