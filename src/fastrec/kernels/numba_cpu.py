@@ -206,7 +206,7 @@ def _recommend_impl(
     for c in numba.prange(n_chunks):
         acc = np.zeros(n_items, dtype=np.float64)
         mark = np.zeros(n_items, dtype=np.uint8)
-        touched = np.empty(n_items, dtype=np.int64)
+        touched = np.empty(n_items + 1, dtype=np.int64)  # +1: the branch-free spare write
         rounded = np.empty(1, dtype=out_val.dtype)
         for r in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
             row = rows[r]
@@ -219,10 +219,11 @@ def _recommend_impl(
                 i = a_indices[p]
                 for q in range(b_indptr[i], b_indptr[i + 1]):
                     j = b_indices[q]
-                    if mark[j] == 0:
-                        mark[j] = 1
-                        touched[n_touched] = j
-                        n_touched += 1
+                    # Branch-free first-touch bookkeeping: whether j is new is unpredictable,
+                    # so always write the slot and advance only for a new item.
+                    touched[n_touched] = j
+                    n_touched += 1 - mark[j]
+                    mark[j] = 1
                     acc[j] += a * np.float64(b_data[q])
             if has_seen:
                 _mark_excluded(seen_indptr, seen_indices, row, mark)

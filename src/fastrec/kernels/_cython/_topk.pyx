@@ -261,10 +261,11 @@ def _recommend_impl(
                 i = a_indices[p]
                 for q in range(b_indptr[i], b_indptr[i + 1]):
                     j = b_indices[q]
-                    if my_mark[j] == 0:
-                        my_mark[j] = 1
-                        my_touched[n_touched] = j
-                        n_touched = n_touched + 1
+                    # Branch-free first-touch bookkeeping: whether j is new is unpredictable,
+                    # so always write the slot and advance only for a new item.
+                    my_touched[n_touched] = j
+                    n_touched = n_touched + (my_mark[j] ^ 1)
+                    my_mark[j] = 1
                     my_acc[j] = my_acc[j] + a * b_data[q]
             if has_seen:
                 _mark_excluded(&seen_indptr[0], &seen_indices[0], row, my_mark)
@@ -331,7 +332,7 @@ def recommend(
     n_items = int(n_items)
     acc = np.zeros((n_buf, max(1, n_items)), dtype=np.float64)
     mark = np.zeros((n_buf, max(1, n_items)), dtype=np.uint8)
-    touched = np.empty((n_buf, max(1, n_items)), dtype=np.int64)
+    touched = np.empty((n_buf, n_items + 1), dtype=np.int64)  # +1: the branch-free spare write
     _recommend_impl(
         ix(a_indptr), arr(ix(a_indices)), arr(np.ascontiguousarray(a_data, dtype=dtype)),
         ix(b_indptr), arr(ix(b_indices)), arr(np.ascontiguousarray(b_data, dtype=dtype)),
