@@ -177,3 +177,30 @@ def test_recommend_ranks_float32_sums_as_returned(backend):
         got = fastrec.recommend(UI, NB, 2, backend=b)
         np.testing.assert_array_equal(got.indices, [[2, 3]])
         assert got.scores.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memory_stays_within_the_stated_bound(backend):
+    """topk: O(n_rows * k) beyond the scores (no copy, no dense mask); recommend: O(threads *
+    n_items + users * n) beyond the inputs (no dense users x items block)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    S = rng.random((2000, 5000))  # 80 MB
+    M = sp.random(2000, 5000, density=0.01, format="csr", random_state=1)
+    UI = sp.random(5000, 2000, density=0.02, format="csr", random_state=2)
+    NB = sp.random(2000, 2000, density=0.05, format="csr", random_state=3)
+    fastrec.topk(S[:2], 5, exclude=M[:2], backend=backend)  # compile / warm up outside
+    fastrec.recommend(UI[:2], NB, 5, backend=backend)
+    tracemalloc.start()
+    try:
+        fastrec.topk(S, 10, exclude=M, backend=backend, n_threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < 2000 * 10 * 16 + (2 << 20), peak  # output + 2 MB (vs 80 MB of scores)
+        tracemalloc.reset_peak()
+        fastrec.recommend(UI, NB, 10, backend=backend, n_threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+        # output 0.8 MB + per-thread buffers 2 x 2000 x 17 B + 2 MB (dense would be 80 MB)
+        assert peak < 5000 * 10 * 16 + 2 * 2001 * 17 + (2 << 20), peak
+    finally:
+        tracemalloc.stop()
