@@ -155,7 +155,8 @@ def test_recommend_implicit(benchmark, mid_neighbours):
     users = np.arange(user_items.shape[0])
     ids, _ = _median(benchmark, model.recommend, users, user_items, N=10,
                      filter_already_liked_items=True, rounds=3)
-    ours = fastrec.recommend(user_items, neighbours, 10, backend=COMPILED[0] if COMPILED else "numpy")
+    ours = fastrec.recommend(user_items, neighbours, 10,
+                             backend=COMPILED[0] if COMPILED else "numpy")
     # Same neighbourhood, same scores: the top-10 sets agree up to ties at the cut.
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids[:2000], ours.indices[:2000])])
     benchmark.extra_info["top10 overlap with fastrec"] = round(float(overlap), 4)
@@ -164,8 +165,12 @@ def test_recommend_implicit(benchmark, mid_neighbours):
 
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("backend", COMPILED)
-def test_recommend(benchmark, mid_neighbours, backend, n_threads):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_recommend(benchmark, mid_neighbours, dtype, backend, n_threads):
+    """float64: implicit's matrix as is; float32: what fastrec.cosine_topk returns for the
+    float32 interactions (less to read per update)."""
     user_items, neighbours = mid_neighbours
+    neighbours = neighbours.astype(dtype)
     benchmark.group = "recommend mid top-10 all users"
     out = _median(benchmark, fastrec.recommend, user_items, neighbours, 10, backend=backend,
                   n_threads=n_threads)
