@@ -1,4 +1,4 @@
-"""Ranking kernels: dense top-k against memory bandwidth and numpy, fused recommend against implicit.
+"""Ranking kernels: dense top-k vs memory bandwidth and numpy; fused recommend vs implicit.
 
     python -m pytest benchmarks/test_bench_topk.py --benchmark-only \
         --benchmark-columns=median,min,max,rounds --benchmark-sort=name -k dense_4096

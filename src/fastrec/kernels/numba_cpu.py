@@ -257,9 +257,9 @@ def recommend(
     for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
     (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
     the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
-    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both (len(rows), n),
-    sorted descending, ties by smaller item, -1/-inf padding; scores float32 only when A and B
-    both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
+    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
+    (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
+    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
     memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
     """
     dtype = np.result_type(a_data.dtype, b_data.dtype)
