@@ -73,7 +73,7 @@ def device_description() -> str:
 _WARP = 32
 _FULL_MASK = 0xFFFFFFFF
 _THREADS = 64 if _SIM else 256  # threads per block
-_ITEMS = 2 if _SIM else 4  # elements each thread loads per selection tile
+_ITEMS = 1 if _SIM else 4  # elements each thread loads per selection tile
 _TILE = _THREADS * _ITEMS
 _SHARED_BYTES = 40 * 1024  # selection buffers above this go to global memory
 _SCRATCH_BYTES = 1 << 30  # cap on per-block accumulators of the sparse products
@@ -456,14 +456,13 @@ def _cosine_topk_kernel(P, shared, vtype):
                 for t in range(c0 + tid, min(c0 + nthreads * _ITEMS, n_touched), nthreads):
                     j = touched[t]
                     sim = acc[j]
-                    ok = sim != 0 and sim >= min_similarity and (include_self or j != row)
+                    ok = include_self or j != row
                     if with_count:
                         c = count[j]
                         ok = ok and c >= min_support
                         if shrink > 0:
                             sim = sim * (c / (c + shrink))
-                            ok = ok and sim != 0 and sim >= min_similarity
-                    if ok:
+                    if ok and sim != 0 and sim >= min_similarity:
                         _sel_offer(sim, j, k, buf_val, buf_idx, meta, tv, ti)
             _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
             _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val)
