@@ -30,6 +30,7 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -80,6 +81,7 @@ _SCRATCH_BYTES = 1 << 30  # cap on per-block accumulators of the sparse products
 _INT32_MAX = 2147483647
 
 
+@functools.lru_cache(maxsize=None)
 def _sm_count() -> int:
     if _SIM:
         return 1
@@ -141,6 +143,21 @@ def _host(a) -> np.ndarray:
     return a.copy_to_host() if _is_device(a) else np.asarray(a)
 
 
+
+
+@cuda.jit
+def _fill_zero(flat):
+    for i in range(cuda.grid(1), flat.shape[0], cuda.gridsize(1)):
+        flat[i] = 0
+
+
+def _zeros(shape, dtype):
+    """A zero-filled device array, filled on the device (no host buffer, no transfer)."""
+    out = cuda.device_array(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    if size:
+        _fill_zero[_grid(size, _THREADS), _THREADS](out.reshape(size))
+    return out
 
 
 def _empty_index(n_rows: int, dtype=np.int64):
@@ -210,15 +227,15 @@ def _in_sorted(indices, lo, hi, value):
 
 
 @cuda.jit(device=True)
-def _sel_offer(v, idx, k, buf_val, buf_idx, meta, thr_v, thr_i):
+def _sel_offer(v, idx, full, thr_v, thr_i, buf_val, buf_idx, meta):
     """Append candidate (v, idx) to the block's buffer if it beats the current k-th best.
 
-    ``thr_v, thr_i`` is the block's threshold as read from shared memory after the last
-    barrier; NaN and -inf are never candidates.
+    ``full`` (k entries known) and the threshold ``thr_v, thr_i`` are the block's state as
+    read from shared memory after the last barrier; NaN and -inf are never candidates.
     """
     if v != v or v == -math.inf:
         return
-    if meta[0] >= k and not _before(v, idx, thr_v, thr_i):
+    if full and not _before(v, idx, thr_v, thr_i):
         return
     pos = cuda.atomic.add(meta, 1, 1)
     buf_val[pos] = v
@@ -374,7 +391,7 @@ def _normalised_transpose(d_indptr, d_indices, d_data, n_rows, n_cols):
     grid = _grid(n_rows, _THREADS // _WARP)
     if nnz:
         _normalise_rows[grid, _THREADS](d_indptr, d_data, d_norm)
-    counts = cuda.to_device(np.zeros(n_cols, dtype=np.int64))
+    counts = _zeros(n_cols, np.int64)
     if nnz:
         _column_counts[_grid(nnz, _THREADS), _THREADS](d_indices, counts)
     t_indptr = np.zeros(n_cols + 1, dtype=np.int64)
@@ -451,6 +468,7 @@ def _cosine_topk_kernel(P, shared, vtype):
             for c0 in range(0, n_touched, nthreads * _ITEMS):
                 if cuda.syncthreads_or(int(meta[1] > P - nthreads * _ITEMS)):
                     _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
+                full = meta[0] >= k
                 tv = thr_v[0]
                 ti = thr_i[0]
                 for t in range(c0 + tid, min(c0 + nthreads * _ITEMS, n_touched), nthreads):
@@ -463,7 +481,7 @@ def _cosine_topk_kernel(P, shared, vtype):
                         if shrink > 0:
                             sim = sim * (c / (c + shrink))
                     if ok and sim != 0 and sim >= min_similarity:
-                        _sel_offer(sim, j, k, buf_val, buf_idx, meta, tv, ti)
+                        _sel_offer(sim, j, full, tv, ti, buf_val, buf_idx, meta)
             _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
             _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val)
             if tid == 0:
@@ -529,7 +547,7 @@ def cosine_topk(
     per_block = n_rows * (dtype.itemsize + 4 + 4 + (4 if with_count else 0))
     G = _scratch_grid(n_rows, per_block)
     acc = cuda.device_array((G, max(n_rows, 1)), dtype=dtype)
-    mark = cuda.to_device(np.zeros((G, max(n_rows, 1)), dtype=np.int32))
+    mark = _zeros((G, max(n_rows, 1)), np.int32)
     count = cuda.device_array((G, max(n_rows, 1) if with_count else 1), dtype=np.int32)
     touched = cuda.device_array((G, max(n_rows, 1)), dtype=np.int32)
     gbuf_val, gbuf_idx = _selection_buffers(P, shared, G, dtype)
@@ -630,7 +648,7 @@ def cosine_similarity(
     G = _scratch_grid(n_rows, n_other * (dtype.itemsize + 8))
     width = max(n_other, 1)
     acc = cuda.device_array((G, width), dtype=dtype)
-    mark = cuda.to_device(np.zeros((G, width), dtype=np.int32))
+    mark = _zeros((G, width), np.int32)
     touched = cuda.device_array((G, width), dtype=np.int32)
     counts = cuda.to_device(np.zeros(n_rows, dtype=np.int64))
     dummy_i, dummy_v = cuda.device_array(1, np.int64), cuda.device_array(1, dtype)
@@ -645,7 +663,7 @@ def cosine_similarity(
     out_indices = cuda.device_array(max(nnz, 1), dtype=np.int64)
     out_values = cuda.device_array(max(nnz, 1), dtype=dtype)
     if launch is not None and nnz:
-        mark = cuda.to_device(np.zeros((G, width), dtype=np.int32))
+        mark = _zeros((G, width), np.int32)
         launch(d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, float(min_similarity),
                True, d_out_indptr, acc, mark, touched, counts, out_indices, out_values)
     if keep:
@@ -682,14 +700,15 @@ def _topk_kernel(P, shared, vtype):
                 # Barrier + uniform decision: compact when another tile might not fit.
                 if cuda.syncthreads_or(int(meta[1] > P - tile)):
                     _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
+                full = meta[0] >= k
                 tv = thr_v[0]
                 ti = thr_i[0]
                 for c in range(c0 + tid, min(c0 + tile, n_cols), nthreads):  # coalesced
                     v = scores[row, c]
                     if v == v and v > -math.inf:
-                        if meta[0] < k or _before(v, c, tv, ti):
+                        if not full or _before(v, c, tv, ti):
                             if not _in_sorted(ex_indices, lo, hi, c):  # only for survivors
-                                _sel_offer(v, c, k, buf_val, buf_idx, meta, tv, ti)
+                                _sel_offer(v, c, full, tv, ti, buf_val, buf_idx, meta)
             _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
             _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val)
             cuda.syncthreads()
@@ -774,11 +793,12 @@ def _recommend_kernel(P, shared, vtype):
             for c0 in range(0, n_touched, tile):
                 if cuda.syncthreads_or(int(meta[1] > P - tile)):
                     _sel_compact(n, buf_val, buf_idx, meta, thr_v, thr_i)
+                full = meta[0] >= n
                 tv = thr_v[0]
                 ti = thr_i[0]
                 for t in range(c0 + tid, min(c0 + tile, n_touched), nthreads):
                     j = touched[t]
-                    _sel_offer(acc[j], j, n, buf_val, buf_idx, meta, tv, ti)
+                    _sel_offer(acc[j], j, full, tv, ti, buf_val, buf_idx, meta)
             _sel_compact(n, buf_val, buf_idx, meta, thr_v, thr_i)
             _sel_write(q, n, buf_val, buf_idx, meta, out_idx, out_val)
             cuda.syncthreads()
@@ -826,7 +846,7 @@ def recommend(
     G = _scratch_grid(n_out, n_items * (dtype.itemsize + 8))
     width = max(n_items, 1)
     acc = cuda.device_array((G, width), dtype=dtype)
-    mark = cuda.to_device(np.zeros((G, width), dtype=np.int32))
+    mark = _zeros((G, width), np.int32)
     touched = cuda.device_array((G, width), dtype=np.int32)
     gbuf_val, gbuf_idx = _selection_buffers(P, shared, G, dtype)
     out_idx = cuda.device_array((n_out, n), dtype=np.int64)
@@ -1130,6 +1150,6 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     grid = _grid(n_rows, _THREADS // _WARP)
     _terms_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw,
                                d_residual, d_loss)
-    d_grad = cuda.to_device(np.zeros(max(n_features, 1), dtype=np.float64))
+    d_grad = _zeros(max(n_features, 1), np.float64)
     _xt_atomic_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, d_grad)
     return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, sample_weight, keep)
