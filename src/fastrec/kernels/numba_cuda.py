@@ -1086,15 +1086,16 @@ def _chunking(n_rows: int) -> tuple[int, int]:
     return chunk_rows, -(-n_rows // chunk_rows)
 
 
-def _finish_loss_grad(d_residual, d_loss, d_grad, w, l2, sample_weight, keep):
+def _finish_loss_grad(d_residual, d_loss, d_grad, w, l2, d_sample_weight, keep):
     n_rows = d_residual.shape[0]
     chunk_rows, n_chunks = _chunking(n_rows)
-    sums = cuda.device_array((2, n_chunks), dtype=np.float64)
+    sums = cuda.device_array((3, n_chunks), dtype=np.float64)
     grid = _grid(n_chunks, _THREADS // _WARP)
     _chunk_sums[grid, _THREADS](d_loss, chunk_rows, sums[0])
     _chunk_sums[grid, _THREADS](d_residual, chunk_rows, sums[1])
+    _chunk_sums[grid, _THREADS](d_sample_weight, chunk_rows, sums[2])
     totals = sums.copy_to_host().sum(axis=1)  # n_chunks values each, fixed order
-    total_weight = float(np.sum(_host(sample_weight), dtype=np.float64))
+    total_weight = float(totals[2])
     w64 = _host(w).astype(np.float64)
     loss = float(totals[0]) / total_weight + 0.5 * l2 * float(w64 @ w64)
     grad_b = float(totals[1]) / total_weight
@@ -1129,7 +1130,7 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
         tasks = n_chunks * (n_features if f_order else -(-n_features // _WARP))
         kern[_grid(tasks, _THREADS // _WARP), _THREADS](d_X, d_residual, chunk_rows, partial)
         _sum_chunks[_grid(n_features, _THREADS), _THREADS](partial, d_grad)
-    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, sample_weight, keep)
+    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)
 
 
 def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
@@ -1152,4 +1153,4 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
                                d_residual, d_loss)
     d_grad = _zeros(max(n_features, 1), np.float64)
     _xt_atomic_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, d_grad)
-    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, sample_weight, keep)
+    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)
