@@ -74,13 +74,14 @@ def compile_all() -> int:
             cases.append(("scatter_T", C._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))
             cases.append(("compact_rows", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i32), a((4, 3), vt), a(4, i64), a(4, vt))))
             cases.append(("compact_rows64", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))
-            cases.append(("sigmoid_csr", C._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt))))
-            cases.append(("terms_csr", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64))))
+            cases.append(("sigmoid_csr", C._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt), 8)))
+            cases.append(("terms_csr", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8)))
             cases.append(("xt_atomic_csr", C._xt_atomic_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
         for order in "CF":
             X = a((3, 4), vt, order)
-            cases.append((f"sigmoid_dense_{order}", (C._sigmoid_dense_c if order == "C" else C._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt))))
-            cases.append((f"terms_dense_{order}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64))))
+            lanes = (8,) if order == "C" else ()
+            cases.append((f"sigmoid_dense_{order}", (C._sigmoid_dense_c if order == "C" else C._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt)) + lanes))
+            cases.append((f"terms_dense_{order}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes))
             cases.append((f"xt_partials_{order}", (C._xt_partials_c if order == "C" else C._xt_partials_f).py_func, (X, a(3, f64), 256, a((2, 4), f64))))
         cases.append(("strided topk", C._topk_kernel(2048, True, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))

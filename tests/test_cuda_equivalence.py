@@ -63,6 +63,23 @@ def test_sigmoid_scores_match_reference(case, b):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_rows, n_cols", [(45, 3), (9, 300)])
+def test_scoring_rows_shared_by_lanes_or_spanning_a_warp(n_rows, n_cols):
+    """Short rows: many rows per warp (groups of lanes); long rows: a whole warp per row."""
+    rng = np.random.default_rng(n_cols)
+    X = rng.normal(size=(n_rows, n_cols)).astype(np.float32)
+    w = rng.normal(size=n_cols) / 4
+    y = rng.random(n_rows) < 0.5
+    for A in (X, sp.csr_matrix(np.where(rng.random(X.shape) < 0.5, X, 0))):
+        np.testing.assert_allclose(fastrec.sigmoid_scores(A, w, 0.2, backend="cuda"),
+                                   fastrec.sigmoid_scores(A, w, 0.2, backend="numpy"),
+                                   rtol=1e-5, atol=1e-6)
+        got = fastrec.logistic_loss_grad(A, y, w, 0.2, backend="cuda")
+        want = fastrec.logistic_loss_grad(A, y, w, 0.2, backend="numpy")
+        assert got[0] == pytest.approx(want[0], rel=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
 def test_sigmoid_extreme_logits_and_out():
     X = np.array([[800.0], [-800.0], [0.0], [40.0], [-40.0]], dtype=np.float32)
     out = np.empty(5, dtype=np.float32)

@@ -867,30 +867,55 @@ def recommend(
 
 
 @cuda.jit(device=True)
-def _warp_row_dot(X, row, w, lane):
-    """X[row] @ w in float64 by one warp: lanes read 32 consecutive elements per step."""
-    acc = 0.0
-    for j in range(lane, X.shape[1], _WARP):
-        acc += X[row, j] * w[j]
-    return _warp_sum(acc)
+def _group_sum(v, lanes):
+    """Sum over aligned groups of ``lanes`` lanes (a power of two <= 32), result in every lane
+    of the group; every lane of the warp must call it."""
+    offset = lanes // 2
+    while offset > 0:
+        v += cuda.shfl_xor_sync(_FULL_MASK, v, offset)
+        offset //= 2
+    return v
 
 
 @cuda.jit(device=True)
-def _warp_csr_dot(indptr, indices, data, row, w, lane):
+def _group_row_dot(X, row, w, sub, lanes):
+    """X[row] @ w in float64 by a group of ``lanes`` lanes: at each step the group reads
+    ``lanes`` consecutive elements (whole 32-byte sectors), and a warp serves 32/lanes rows."""
     acc = 0.0
-    for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
-        acc += data[p] * w[indices[p]]
-    return _warp_sum(acc)
+    if row < X.shape[0]:
+        for j in range(sub, X.shape[1], lanes):
+            acc += X[row, j] * w[j]
+    return _group_sum(acc, lanes)
+
+
+@cuda.jit(device=True)
+def _group_csr_dot(indptr, indices, data, row, w, sub, lanes):
+    acc = 0.0
+    if row < indptr.shape[0] - 1:
+        for p in range(indptr[row] + sub, indptr[row + 1], lanes):
+            acc += data[p] * w[indices[p]]
+    return _group_sum(acc, lanes)
+
+
+def _lanes_per_row(per_row: float, per_lane: int) -> int:
+    """Lanes given to one row: enough that each loads about ``per_lane`` elements, at most a
+    warp. Short rows share a warp (no idle lanes), long rows get a whole warp."""
+    need = max(1, math.ceil(per_row / per_lane))
+    return min(_WARP, 1 << (need - 1).bit_length())
 
 
 @cuda.jit
-def _sigmoid_dense_c(X, w, b, out):
+def _sigmoid_dense_c(X, w, b, out, lanes):
     lane = cuda.threadIdx.x % _WARP
-    warp = cuda.grid(1) // _WARP
-    n_warps = cuda.gridsize(1) // _WARP
-    for row in range(warp, X.shape[0], n_warps):  # warp-uniform: every lane shuffles
-        z = _warp_row_dot(X, row, w, lane) + b
-        if lane == 0:
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    # The loop over row batches is warp-uniform (rows past the end compute 0): every lane
+    # reaches every shuffle.
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, X.shape[0],
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_row_dot(X, row, w, sub, lanes) + b
+        if sub == 0 and row < X.shape[0]:
             out[row] = _sigmoid(z)
 
 
@@ -905,13 +930,16 @@ def _sigmoid_dense_f(X, w, b, out):
 
 
 @cuda.jit
-def _sigmoid_csr(indptr, indices, data, w, b, out):
+def _sigmoid_csr(indptr, indices, data, w, b, out, lanes):
     lane = cuda.threadIdx.x % _WARP
-    warp = cuda.grid(1) // _WARP
-    n_warps = cuda.gridsize(1) // _WARP
-    for row in range(warp, indptr.shape[0] - 1, n_warps):
-        z = _warp_csr_dot(indptr, indices, data, row, w, lane) + b
-        if lane == 0:
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    n_rows = indptr.shape[0] - 1
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, n_rows,
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
+        if sub == 0 and row < n_rows:
             out[row] = _sigmoid(z)
 
 
@@ -930,10 +958,23 @@ def _finish_out(d_out, out):
     return out
 
 
+def _dense_launch(n_rows, n_cols):
+    """(blocks, lanes per row) of the C-order dense kernels: 8 elements per lane."""
+    lanes = _lanes_per_row(n_cols, 8)
+    return _grid(n_rows, _THREADS // lanes), lanes
+
+
+def _csr_launch(n_rows, nnz):
+    """(blocks, lanes per row) of the CSR kernels, from the mean row length: 4 entries a lane."""
+    lanes = _lanes_per_row(nnz / max(1, n_rows), 4)
+    return _grid(n_rows, _THREADS // lanes), lanes
+
+
 def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
-    Dots and sigmoid in float64, stored in out's dtype. One read of X: O(n * d) bytes moved.
+    C order: a group of lanes per row (8 elements per lane; a warp serves 32/lanes rows), dot
+    reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
     """
     d_X = _dev(X)
     d_w = _dev(w, np.float64)
@@ -943,25 +984,30 @@ def sigmoid_dense(X, w, b, out, n_threads):
         if _is_f_order(X):
             _sigmoid_dense_f[_grid(n_rows, _THREADS), _THREADS](d_X, d_w, float(b), d_out)
         else:
-            grid = _grid(n_rows, _THREADS // _WARP)
-            _sigmoid_dense_c[grid, _THREADS](d_X, d_w, float(b), d_out)
+            grid, lanes = _dense_launch(n_rows, int(X.shape[1]))
+            _sigmoid_dense_c[grid, _THREADS](d_X, d_w, float(b), d_out, lanes)
     return _finish_out(d_out, out)
 
 
 def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
-    """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out."""
+    """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out.
+
+    A group of lanes per row sized by the mean row length; float64 dots. One read of X.
+    """
     d_w = _dev(w, np.float64)
     d_out = _dev(out) if _is_device(out) else cuda.device_array(out.shape[0], dtype=out.dtype)
     n_rows = int(indptr.shape[0]) - 1
     if n_rows:
         d_indices = _dev(indices)
-        if d_indices.shape[0] == 0:
+        nnz = int(d_indices.shape[0])
+        if nnz == 0:
             d_indices = cuda.to_device(np.zeros(1, dtype=d_indices.dtype))
             d_data = cuda.to_device(np.zeros(1, dtype=data.dtype))
         else:
             d_data = _dev(data)
-        grid = _grid(n_rows, _THREADS // _WARP)
-        _sigmoid_csr[grid, _THREADS](_dev(indptr), d_indices, d_data, d_w, float(b), d_out)
+        grid, lanes = _csr_launch(n_rows, nnz)
+        _sigmoid_csr[grid, _THREADS](_dev(indptr), d_indices, d_data, d_w, float(b), d_out,
+                                     lanes)
     return _finish_out(d_out, out)
 
 
@@ -973,13 +1019,15 @@ def _row_terms(z, row, y, sample_weight, residual, loss):
 
 
 @cuda.jit
-def _terms_dense_c(X, y, w, b, sample_weight, residual, loss):
+def _terms_dense_c(X, y, w, b, sample_weight, residual, loss, lanes):
     lane = cuda.threadIdx.x % _WARP
-    warp = cuda.grid(1) // _WARP
-    n_warps = cuda.gridsize(1) // _WARP
-    for row in range(warp, X.shape[0], n_warps):
-        z = _warp_row_dot(X, row, w, lane) + b
-        if lane == 0:
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, X.shape[0],
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_row_dot(X, row, w, sub, lanes) + b
+        if sub == 0 and row < X.shape[0]:
             _row_terms(z, row, y, sample_weight, residual, loss)
 
 
@@ -993,13 +1041,16 @@ def _terms_dense_f(X, y, w, b, sample_weight, residual, loss):
 
 
 @cuda.jit
-def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss):
+def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss, lanes):
     lane = cuda.threadIdx.x % _WARP
-    warp = cuda.grid(1) // _WARP
-    n_warps = cuda.gridsize(1) // _WARP
-    for row in range(warp, indptr.shape[0] - 1, n_warps):
-        z = _warp_csr_dot(indptr, indices, data, row, w, lane) + b
-        if lane == 0:
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    n_rows = indptr.shape[0] - 1
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, n_rows,
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
+        if sub == 0 and row < n_rows:
             _row_terms(z, row, y, sample_weight, residual, loss)
 
 
@@ -1120,8 +1171,8 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
         _terms_dense_f[_grid(n_rows, _THREADS), _THREADS](
             d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss)
     else:
-        _terms_dense_c[_grid(n_rows, _THREADS // _WARP), _THREADS](
-            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss)
+        grid, lanes = _dense_launch(n_rows, n_features)
+        _terms_dense_c[grid, _THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, lanes)
     chunk_rows, n_chunks = _chunking(n_rows)
     partial = cuda.device_array((n_chunks, max(n_features, 1)), dtype=np.float64)
     d_grad = cuda.device_array(max(n_features, 1), dtype=np.float64)
@@ -1148,9 +1199,10 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     d_y, d_w, d_sw = _dev(y, np.float64), _dev(w, np.float64), _dev(sample_weight, np.float64)
     d_residual = cuda.device_array(n_rows, dtype=np.float64)
     d_loss = cuda.device_array(n_rows, dtype=np.float64)
-    grid = _grid(n_rows, _THREADS // _WARP)
+    grid, lanes = _csr_launch(n_rows, int(indices.shape[0]))
     _terms_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw,
-                               d_residual, d_loss)
+                               d_residual, d_loss, lanes)
+    grid = _grid(n_rows, _THREADS // _WARP)
     d_grad = _zeros(max(n_features, 1), np.float64)
     _xt_atomic_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, d_grad)
     return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)
