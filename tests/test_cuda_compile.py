@@ -60,7 +60,8 @@ def compile_all() -> int:
                 cases.append((f"cosine_topk {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
                     (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), 5, 0.0, 0.0, 1, False, True,
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((2, 4), i32),
-                     a((1, 1), vt), a((1, 1), i32), a((4, 5), i32), a((4, 5), vt), a(4, i64))))
+                     a((1, 1), vt), a((1, 1), i32), a((4, 5), i32), a((4, 5), vt), a(4, i64),
+                     a(4, i64), a(1, i64))))
                 k = C._recommend_kernel(P, shared, vt)
                 cases.append((f"recommend {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
                     (ip, ix, dv, ip, ix, dv, a(3, i64), 5, ip, ix, a(5, i64), a(1, i64),
@@ -71,6 +72,7 @@ def compile_all() -> int:
                  a((2, 4), i32), a((2, 4), i32), a(4, i64), a(4, i64), a(4, vt))))
             cases.append(("normalise", C._normalise_rows.py_func, (ip, dv, a(4, vt))))
             cases.append(("column_counts", C._column_counts.py_func, (ix, a(4, i64))))
+            cases.append(("row_work", C._row_work.py_func, (ip, ix, a(4, i64), a(4, i64))))
             cases.append(("scatter_T", C._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))
             cases.append(("compact_rows", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i32), a((4, 3), vt), a(4, i64), a(4, vt))))
             cases.append(("compact_rows64", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))

@@ -97,7 +97,7 @@ def _grid(units: int, per_block: int = 1, cap_per_sm: int = 32) -> int:
 def _scratch_grid(units: int, bytes_per_block: int) -> int:
     """Blocks for the sparse-product kernels: enough to fill the GPU, bounded by memory."""
     by_memory = max(1, _SCRATCH_BYTES // max(1, bytes_per_block))
-    return max(1, min(units, 2 if _SIM else _sm_count() * 4, by_memory))
+    return max(1, min(units, 2 if _SIM else _sm_count() * 8, by_memory))
 
 
 def _next_pow2(n: int) -> int:
@@ -402,7 +402,7 @@ def _normalised_transpose(d_indptr, d_indices, d_data, n_rows, n_cols):
     t_data = cuda.device_array(max(nnz, 1), dtype=d_data.dtype)
     if nnz:
         _scatter_transpose[grid, _THREADS](d_indptr, d_indices, d_norm, cursor, t_indices, t_data)
-    return d_norm, d_t_indptr, t_indices, t_data
+    return d_norm, d_t_indptr, t_indices, t_data, counts
 
 
 @cuda.jit(device=True)
@@ -440,8 +440,9 @@ def _cosine_topk_kernel(P, shared, vtype):
     @cuda.jit
     def kernel(indptr, indices, values, t_indptr, t_indices, t_data, k, shrink, min_similarity,
                min_support, include_self, with_count, acc2, mark2, count2, touched2,
-               gbuf_val, gbuf_idx, out_idx, out_val, out_count):
+               gbuf_val, gbuf_idx, out_idx, out_val, out_count, order, ticket):
         meta = cuda.shared.array(3, numba.int64)
+        next_row = cuda.shared.array(1, numba.int64)
         thr_v = cuda.shared.array(1, vtype)
         thr_i = cuda.shared.array(1, numba.int32)
         if shared:
@@ -457,11 +458,18 @@ def _cosine_topk_kernel(P, shared, vtype):
         tid = cuda.threadIdx.x
         nthreads = cuda.blockDim.x
         n_rows = indptr.shape[0] - 1
-        for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
-            _sel_reset(meta, thr_v, thr_i)
+        while True:
+            # Dynamic schedule: each block takes the next row (heaviest rows first, see
+            # ``order``), so a few very popular rows do not leave one block working alone.
             if tid == 0:
+                next_row[0] = cuda.atomic.add(ticket, 0, 1)
                 meta[2] = 0
+            _sel_reset(meta, thr_v, thr_i)
             cuda.syncthreads()
+            ticket_no = next_row[0]
+            if ticket_no >= n_rows:  # block-uniform
+                break
+            row = order[ticket_no]
             _accumulate_row(row, row + 1, indptr, indices, values, t_indptr, t_indices, t_data,
                             acc, mark, count, touched, meta, with_count)
             n_touched = meta[2]
@@ -489,6 +497,30 @@ def _cosine_topk_kernel(P, shared, vtype):
             cuda.syncthreads()
 
     return kernel
+
+
+@cuda.jit
+def _row_work(indptr, indices, col_counts, work):
+    """work[r] = sum over stored (r, c) of col_counts[c]: the scatter steps row r costs."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    for row in range(warp, indptr.shape[0] - 1, n_warps):
+        acc = 0
+        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+            acc += col_counts[indices[p]]
+        acc = _warp_sum(acc)
+        if lane == 0:
+            work[row] = acc
+
+
+def _heaviest_first(d_indptr, d_indices, col_counts, n_rows):
+    """Row order for the dynamic schedule: most work first (ties by row), as int64."""
+    work = _zeros(n_rows, np.int64)
+    if d_indices.shape[0]:
+        _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_indices, col_counts,
+                                                              work)
+    return np.argsort(-work.copy_to_host(), kind="stable").astype(np.int64)
 
 
 @cuda.jit
@@ -538,7 +570,7 @@ def cosine_topk(
     dtype = np.dtype(data.dtype)
     n_rows = int(indptr.shape[0]) - 1
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
-    d_norm, t_indptr, t_indices, t_data = _normalised_transpose(
+    d_norm, t_indptr, t_indices, t_data, col_counts = _normalised_transpose(
         d_indptr, d_indices, d_data, n_rows, int(n_cols)
     )
     k_eff = max(1, min(k, n_rows))
@@ -555,10 +587,12 @@ def cosine_topk(
     out_val = cuda.device_array((max(n_rows, 1), k), dtype=dtype)
     out_count = cuda.to_device(np.zeros(n_rows, dtype=np.int64))
     if n_rows:
+        order = cuda.to_device(_heaviest_first(d_indptr, d_indices, col_counts, n_rows))
         _cosine_topk_kernel(P, shared, dtype)[G, _THREADS](
             d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, k, float(shrink),
             float(min_similarity), int(min_support), bool(include_self), with_count,
             acc, mark, count, touched, gbuf_val, gbuf_idx, out_idx, out_val, out_count,
+            order, _zeros(1, np.int64),
         )
     return _csr_result(out_count, out_idx, out_val, dtype, keep)
 
@@ -642,7 +676,7 @@ def cosine_similarity(
     d_norm = cuda.device_array(max(d_data.shape[0], 1), dtype=dtype)
     if d_data.shape[0]:
         _normalise_rows[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_norm)
-    _, t_indptr, t_indices, t_data = _normalised_transpose(
+    _, t_indptr, t_indices, t_data, _ = _normalised_transpose(
         _dev(y_indptr), _dev(y_indices), _dev(y_data, dtype), n_other, int(n_cols)
     )
     G = _scratch_grid(n_rows, n_other * (dtype.itemsize + 8))
