@@ -10,9 +10,12 @@ ignored. Every kernel is deterministic except the CSR gradient (float64 atomics:
 
 Design, per kernel group (why these shapes: coalesced loads and no CPU loops run per thread):
 
-* scoring (dense C order, CSR): one warp per row, lanes stride along the row so a warp reads
-  128 contiguous bytes per step, partial dots reduced with shuffles; F-order dense uses one
-  thread per row (consecutive threads read consecutive rows of a column: coalesced too).
+* scoring (dense C order, CSR): a group of lanes per row (a whole warp for long rows; for
+  short rows 32/lanes rows share a warp, so no lane idles), the group striding along its row so
+  each load instruction reads whole 32-byte sectors; partial dots reduced with xor shuffles,
+  in float64. F-order dense uses one thread per row (a warp reads 32 consecutive rows of a
+  column: coalesced too). Loss/gradient: per-row terms, then X.T @ residual by row chunks
+  summed in a fixed order (dense) or float64 atomics (CSR).
 * ranking and selection (``topk``, and the last step of ``recommend`` / ``cosine_topk``): one
   block per row. Candidates stream through in tiles of ``_TILE`` elements; each thread compares
   its candidates against the block's current k-th best (a threshold kept in shared memory) and
@@ -26,7 +29,8 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
   reused: O(blocks * width)), a stamp array marking which slots this row touched, and the list
   of touched slots. The block walks the row's stored entries in order; for each, its threads
   scatter one row of the other operand (distinct slots, so no atomics and a fixed order of
-  additions: deterministic). Cosine needs X's transpose, built on the device in O(nnz).
+  additions: deterministic). Cosine needs X's transpose, built on the device in O(nnz), and
+  hands rows to blocks dynamically, heaviest first (popular items cost 100x the mean).
 """
 from __future__ import annotations
 
