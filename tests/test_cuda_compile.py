@@ -66,7 +66,7 @@ def compile_all() -> int:
                 cases.append((f"recommend {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
                     (ip, ix, dv, ip, ix, dv, a(3, i64), 5, ip, ix, a(5, i64), a(1, i64),
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((1, 1), vt), a((1, 1), i32),
-                     a((3, 5), i64), a((3, 5), vt))))
+                     a((3, 5), i64), a((3, 5), vt), a(3, i64), a(1, i64))))
             cases.append((f"cosine_similarity {vt.__name__} {it.__name__}", C._cosine_similarity_kernel.py_func,
                 (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), 0.0, True, a(5, i64), a((2, 4), vt),
                  a((2, 4), i32), a((2, 4), i32), a(4, i64), a(4, i64), a(4, vt))))

@@ -187,6 +187,20 @@ def test_recommend_matches_reference(case, n, exclude_seen):
     assert_topk_equal(got, want)
 
 
+def test_recommend_repeated_users_any_order_with_masks():
+    rng = np.random.default_rng(11)
+    UI = sp.random(9, 40, density=0.3, format="csr", random_state=2, dtype=np.float32)
+    NB = sp.random(40, 40, density=0.4, format="csr", random_state=3, dtype=np.float32)
+    NB.data[:] = np.round(NB.data * 4)  # ties, and explicit zeros dropped by validation
+    exclude = sp.random(9, 40, density=0.2, format="csr", random_state=4)
+    user_ids = rng.integers(0, 9, 12)
+    for n in (3, 45):
+        kw = dict(user_ids=user_ids, exclude=exclude)
+        got = fastrec.recommend(UI, NB, n, backend="cuda", **kw)
+        want = fastrec.recommend(UI, NB, n, backend="numpy", **kw)
+        assert_topk_equal(got, want)
+
+
 # ---- similarity -----------------------------------------------------------------------------
 
 

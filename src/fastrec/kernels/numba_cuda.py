@@ -797,8 +797,9 @@ def _recommend_kernel(P, shared, vtype):
     @cuda.jit
     def kernel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, rows, n,
                seen_indptr, seen_indices, ex_indptr, ex_indices, acc2, mark2, touched2,
-               gbuf_val, gbuf_idx, out_idx, out_val):
+               gbuf_val, gbuf_idx, out_idx, out_val, order, ticket):
         meta = cuda.shared.array(3, numba.int64)
+        next_row = cuda.shared.array(1, numba.int64)
         thr_v = cuda.shared.array(1, vtype)
         thr_i = cuda.shared.array(1, numba.int32)
         if shared:
@@ -813,13 +814,18 @@ def _recommend_kernel(P, shared, vtype):
         tid = cuda.threadIdx.x
         nthreads = cuda.blockDim.x
         tile = nthreads * _ITEMS
-        for q in range(cuda.blockIdx.x, rows.shape[0], cuda.gridDim.x):
+        while True:  # dynamic schedule, heaviest rows first (as in cosine_topk)
+            if tid == 0:
+                next_row[0] = cuda.atomic.add(ticket, 0, 1)
+                meta[2] = 0
+            _sel_reset(meta, thr_v, thr_i)
+            cuda.syncthreads()
+            ticket_no = next_row[0]
+            if ticket_no >= rows.shape[0]:  # block-uniform
+                break
+            q = order[ticket_no]
             r = rows[q]
             stamp = q + 1
-            _sel_reset(meta, thr_v, thr_i)
-            if tid == 0:
-                meta[2] = 0
-            cuda.syncthreads()
             _accumulate_row(r, stamp, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
                             acc, mark, acc, touched, meta, False)
             # Masks: a masked slot that this row touched can never be a candidate.
@@ -897,10 +903,18 @@ def recommend(
         b_dev = _dev(b_indices)
         if b_dev.shape[0] == 0:
             b_dev = cuda.to_device(np.zeros(1, dtype=b_dev.dtype))
+        d_a_indptr, d_a_indices, d_b_indptr = _dev(a_indptr), _dev(a_indices), _dev(b_indptr)
+        # Work of a row: the B entries it scatters (sum of B's row lengths over its entries).
+        b_lengths = cuda.to_device(np.diff(_host(b_indptr)).astype(np.int64))
+        work = _zeros(n_rows, np.int64)
+        if d_a_indices.shape[0]:
+            _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_a_indptr, d_a_indices,
+                                                                  b_lengths, work)
+        order = np.argsort(-work.copy_to_host()[_host(rows)], kind="stable").astype(np.int64)
         _recommend_kernel(P, shared, dtype)[G, _THREADS](
-            _dev(a_indptr), _dev(a_indices), _dev(a_data, dtype), _dev(b_indptr), b_dev,
+            d_a_indptr, d_a_indices, _dev(a_data, dtype), d_b_indptr, b_dev,
             _dev(b_data, dtype), _dev(rows), n, *masks, acc, mark, touched,
-            gbuf_val, gbuf_idx, out_idx, out_val,
+            gbuf_val, gbuf_idx, out_idx, out_val, cuda.to_device(order), _zeros(1, np.int64),
         )
     return _index_result(out_idx, out_val, keep)
 
