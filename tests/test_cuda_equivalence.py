@@ -261,6 +261,19 @@ def test_device_inputs_give_device_results():
                                rtol=1e-12)
 
 
+def test_device_csr_inputs_give_device_csr_results():
+    from numba import cuda
+
+    C = _cuda_module()
+    X = sp.random(12, 7, density=0.4, format="csr", random_state=8, dtype=np.float32)
+    args = (X.shape[1], 3, 0.0, 0.0, 1, False, 1)
+    on_device = C.cosine_topk(*(cuda.to_device(a) for a in (X.indptr, X.indices, X.data)), *args)
+    assert all(C._is_device(a) for a in on_device)
+    on_host = C.cosine_topk(X.indptr, X.indices, X.data, *args)
+    for d, h in zip(on_device, on_host):
+        np.testing.assert_array_equal(d.copy_to_host(), h)
+
+
 def test_same_result_every_run():
     X = sp.random(14, 9, density=0.4, format="csr", random_state=5, dtype=np.float32)
     a = fastrec.cosine_topk(X, 4, backend="cuda")

@@ -144,9 +144,7 @@ def _dev(a, dtype=None):
 
 
 def _host(a) -> np.ndarray:
-    return a.copy_to_host() if _is_device(a) else np.asarray(a)
-
-
+    return _dev(a).copy_to_host() if _is_device(a) else np.asarray(a)
 
 
 @cuda.jit
@@ -546,7 +544,7 @@ def _csr_result(d_counts, d_idx, d_val, dtype, keep_on_device):
     indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     nnz = int(indptr[-1])
-    if not keep_on_device and d_idx.ndim == 2:  # gather on the host: one copy, no extra launch
+    if not keep_on_device:  # gather on the host: one copy, no extra launch
         idx, val = d_idx.copy_to_host()[: len(counts)], d_val.copy_to_host()[: len(counts)]
         real = np.arange(idx.shape[1])[None, :] < counts[:, None]
         return indptr, idx[real].astype(np.int64), val[real].astype(dtype)
