@@ -33,6 +33,16 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+_missing = []
+for _name in ("numpy", "scipy", "numba", "numba.cuda"):
+    try:
+        __import__(_name)
+    except Exception as _exc:  # noqa: BLE001
+        _missing.append(f"{_name} ({type(_exc).__name__}: {_exc})")
+if _missing:
+    sys.exit("gpu_bench needs numpy<2.5, scipy, numba and numba-cuda; cannot import: "
+             + "; ".join(_missing))
+
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from numba import cuda  # noqa: E402
@@ -452,7 +462,8 @@ def main(argv=None):
         CASE_SECONDS = 0.1
     import numba
 
-    print(f"device: {C.device_description()}")
+    ok, why = C.is_available()
+    print(f"device: {C.device_description() if ok else 'none (' + why + ')'}")
     versions = f"numpy {np.__version__}, numba {numba.__version__}"
     try:
         from importlib.metadata import version
@@ -463,7 +474,6 @@ def main(argv=None):
     versions += f", torch {torch.__version__}" if torch is not None else ", torch: none"
     versions += f", cupy {cp.__version__}" if cp is not None else ", cupy: none"
     print(versions)
-    ok, why = C.is_available()
     if not ok or (C._SIM and not args.dry_run):
         print(f"no GPU in use ({why or 'simulator'}): this script is meant for a GPU machine")
         return 1
