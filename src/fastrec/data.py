@@ -1,0 +1,538 @@
+"""Interaction data: events -> user x item CSR with id maps both ways, filters, splits, synthetic data.
+
+An :class:`Interactions` holds the users x items CSR (canonical: sorted, no duplicates), the
+original user and item ids of its rows and columns, and optionally one timestamp per stored
+entry (aligned with ``matrix.data``) and categorical side features per user and per item.
+Builders: :func:`from_arrays`, :func:`from_dataframe`, :func:`read` (CSV/TSV with a header, or
+MovieLens-style ``user item rating timestamp`` files). Every split is seeded and keeps the id
+maps and the shape, so train and test matrices line up.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validation import check_scalar
+
+DUPLICATE_RULES = ("sum", "max", "first", "last", "count")
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """A users x items CSR with its id maps, optional timestamps and side features.
+
+    ``matrix``: scipy CSR (float32 or float64), canonical. ``user_ids[r]`` / ``item_ids[c]``:
+    the original id of row r / column c (sorted ascending, so lookups are binary searches).
+    ``timestamps``: None or an int64/float array aligned with ``matrix.data``.
+    ``user_features`` / ``item_features``: name -> int array (one category code per row/column).
+    """
+
+    matrix: sp.csr_matrix
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    timestamps: np.ndarray | None = None
+    user_features: dict = field(default_factory=dict)
+    item_features: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    @property
+    def n_users(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def nnz(self) -> int:
+        return self.matrix.nnz
+
+    def __repr__(self) -> str:
+        ts = ", timestamps" if self.timestamps is not None else ""
+        return f"Interactions({self.n_users} users x {self.n_items} items, nnz={self.nnz}{ts})"
+
+    def user_index(self, ids) -> np.ndarray:
+        """Rows (int64) of the given original user ids; ValueError naming an unknown id."""
+        return _lookup(self.user_ids, ids, "user id")
+
+    def item_index(self, ids) -> np.ndarray:
+        """Columns (int64) of the given original item ids; ValueError naming an unknown id."""
+        return _lookup(self.item_ids, ids, "item id")
+
+    def decode_items(self, indices, fill=None) -> np.ndarray:
+        """Original item ids of an array of columns (e.g. ``TopK.indices``); -1 becomes ``fill``.
+
+        The result has the shape of ``indices``; its dtype is the item ids' dtype, or object
+        when padding is present and ``fill`` is None (padding then reads None).
+        """
+        idx = np.asarray(indices)
+        pad = idx < 0
+        if not pad.any():
+            return self.item_ids[idx]
+        out = self.item_ids.astype(object)[np.where(pad, 0, idx)] if fill is None else (
+            self.item_ids[np.where(pad, 0, idx)]
+        )
+        out[pad] = fill
+        return out
+
+    def to_frame(self, topk, user_rows):
+        """Recommendations as a long pandas DataFrame: user, rank (1 = best), item, score."""
+        import pandas as pd
+
+        rows = np.asarray(user_rows, dtype=np.int64).reshape(-1)
+        idx, scores = np.asarray(topk.indices), np.asarray(topk.scores)
+        r, rank = np.nonzero(idx >= 0)
+        return pd.DataFrame(
+            {
+                "user": self.user_ids[rows[r]],
+                "rank": rank + 1,
+                "item": self.item_ids[idx[r, rank]],
+                "score": scores[r, rank],
+            }
+        )
+
+    def with_matrix(self, matrix: sp.csr_matrix, timestamps=None) -> Interactions:
+        """The same ids and side features over another matrix of the same shape."""
+        return replace(self, matrix=matrix, timestamps=timestamps)
+
+
+def _lookup(sorted_ids: np.ndarray, ids, what: str) -> np.ndarray:
+    ids = np.asarray(ids)
+    scalar = ids.ndim == 0
+    ids = ids.reshape(-1)
+    if len(sorted_ids) == 0:
+        if ids.size:
+            raise ValueError(f"unknown {what} {ids[0]!r}")
+        return np.zeros(0, dtype=np.int64)
+    try:
+        pos = np.searchsorted(sorted_ids, ids)
+    except TypeError as exc:  # e.g. str ids looked up in an int map
+        raise ValueError(f"unknown {what} {ids[0]!r} ({exc})") from None
+    pos = np.minimum(pos, len(sorted_ids) - 1)
+    bad = sorted_ids[pos] != ids
+    if np.any(bad):
+        raise ValueError(f"unknown {what} {ids[np.argmax(bad)]!r}")
+    return pos.astype(np.int64)[0:1] if scalar else pos.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- building
+
+def _column(values, name: str, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} must have length {n} (like users), got {arr.shape[0]}")
+    return arr
+
+
+def _numeric(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}") from None
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def from_arrays(
+    users,
+    items,
+    values=None,
+    timestamps=None,
+    *,
+    duplicates: str = "sum",
+    dtype=np.float32,
+) -> Interactions:
+    """Build :class:`Interactions` from parallel 1-D arrays of events.
+
+    ``users`` / ``items``: any sortable ids (ints, strings). ``values``: event weights (default
+    1). ``timestamps``: optional numbers. Events of the same (user, item) pair are combined by
+    ``duplicates``: "sum" (default) adds values, "max" keeps the largest, "first"/"last" keep
+    the earliest/latest event (by timestamp, then input order), "count" counts events. The
+    combined entry keeps the latest timestamp of its events. Entries whose value is 0 are still
+    stored (they are interactions). Cost: one O(E log E) sort of the E events.
+    """
+    if duplicates not in DUPLICATE_RULES:
+        raise ValueError(f"duplicates must be one of {DUPLICATE_RULES}, got {duplicates!r}")
+    users = _column(users, "users")
+    n = users.shape[0]
+    items = _column(items, "items", n)
+    vals = np.ones(n) if values is None else _numeric(_column(values, "values", n), "values")
+    ts = None if timestamps is None else _numeric(_column(timestamps, "timestamps", n), "timestamps")
+    for arr, name in ((users, "users"), (items, "items")):
+        if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinity")
+        if arr.dtype == object and any(v is None for v in arr):
+            raise ValueError(f"{name} contains missing ids")
+    try:
+        user_ids, u = np.unique(users, return_inverse=True)
+        item_ids, i = np.unique(items, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"user and item ids must be sortable: {exc}") from None
+    u, i = u.reshape(-1).astype(np.int64), i.reshape(-1).astype(np.int64)
+    order_key = np.arange(n) if ts is None else ts
+    # Sort by (user, item, time, input order): a stable lexsort keeps input order on equal times.
+    order = np.lexsort((order_key, i, u))
+    u, i, vals = u[order], i[order], vals[order].astype(np.float64)
+    ts_sorted = None if ts is None else ts[order]
+    key = u * max(len(item_ids), 1) + i
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], n] - 1 if n else starts
+    if duplicates == "sum":
+        combined = np.add.reduceat(vals, starts) if n else vals
+    elif duplicates == "max":
+        combined = np.maximum.reduceat(vals, starts) if n else vals
+    elif duplicates == "first":
+        combined = vals[starts]
+    elif duplicates == "last":
+        combined = vals[ends]
+    else:
+        combined = (ends - starts + 1).astype(np.float64)
+    rows, cols = u[starts], i[starts]
+    shape = (len(user_ids), len(item_ids))
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    itype = np.int32 if max(len(rows), shape[1]) < np.iinfo(np.int32).max else np.int64
+    # Entries are already in (row, column) order, so the CSR is canonical as built.
+    matrix = sp.csr_matrix(
+        (combined.astype(dtype), cols.astype(itype), indptr.astype(itype)), shape=shape
+    )
+    matrix.has_sorted_indices = True
+    out_ts = None
+    if ts_sorted is not None:
+        out_ts = np.maximum.reduceat(ts_sorted, starts) if n else ts_sorted
+    return Interactions(matrix, user_ids, item_ids, out_ts)
+
+
+def from_dataframe(
+    df,
+    *,
+    user: str = "user",
+    item: str = "item",
+    value: str | None = None,
+    timestamp: str | None = None,
+    duplicates: str = "sum",
+    dtype=np.float32,
+) -> Interactions:
+    """Build :class:`Interactions` from a pandas DataFrame of events (see :func:`from_arrays`).
+
+    ``value`` and ``timestamp`` name optional columns; datetime timestamps become int64 ns.
+    """
+    missing = [c for c in (user, item, value, timestamp) if c is not None and c not in df.columns]
+    if missing:
+        raise ValueError(f"DataFrame has no column {missing[0]!r}; columns: {list(df.columns)}")
+    if df[[user, item]].isna().any().any():
+        raise ValueError(f"columns {user!r} and {item!r} must not contain missing values")
+    ts = None
+    if timestamp is not None:
+        col = df[timestamp]
+        ts = col.astype("int64").to_numpy() if col.dtype.kind == "M" else col.to_numpy()
+    return from_arrays(
+        df[user].to_numpy(),
+        df[item].to_numpy(),
+        None if value is None else df[value].to_numpy(),
+        ts,
+        duplicates=duplicates,
+        dtype=dtype,
+    )
+
+
+_ML_NAMES = ("user", "item", "rating", "timestamp")
+
+
+def read(
+    path,
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    user: str = "user",
+    item: str = "item",
+    value: str | None = "rating",
+    timestamp: str | None = "timestamp",
+    duplicates: str = "sum",
+) -> Interactions:
+    """Read events from a text file: CSV/TSV with a header, or MovieLens-style without one.
+
+    ``sep``: None sniffs it from the first line (``::``, tab, comma, semicolon or whitespace,
+    as in MovieLens ``ratings.dat``/``u.data``/``ratings.csv``). ``header``: None guesses (a
+    first line whose fields are not all numbers is a header). Without a header the columns are
+    ``user item [rating [timestamp]]``. ``value`` / ``timestamp`` columns are used when present.
+    Raises FileNotFoundError or ValueError with a one-line message on bad paths or content.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a file: {path}")
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            first = f.readline()
+            text = first + f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    if not first.strip():
+        raise ValueError(f"{path}: the file is empty")
+    if sep is None:
+        sep = next((s for s in ("::", "\t", ",", ";") if s in first), None)
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = [line.split(sep) if sep is not None else line.split() for line in lines]
+    if sep in (",", ";", "\t"):
+        rows = list(csv.reader(lines, delimiter=sep))
+    rows = [[field.strip() for field in r] for r in rows]
+    if header is None:
+        header = not all(_is_number(x) for x in rows[0])
+    if header:
+        names, rows = rows[0], rows[1:]
+    else:
+        names = list(_ML_NAMES[: len(rows[0])])
+    if not rows:
+        raise ValueError(f"{path}: no events after the header")
+    width = len(names)
+    for line_no, r in enumerate(rows, start=2 if header else 1):
+        if len(r) != width:
+            raise ValueError(
+                f"{path}, line {line_no}: expected {width} fields separated by {sep or 'spaces'!r}, "
+                f"got {len(r)}"
+            )
+    if user not in names or item not in names:
+        raise ValueError(f"{path}: needs columns {user!r} and {item!r}, found {names}")
+    cols = {name: np.array([r[j] for r in rows]) for j, name in enumerate(names)}
+
+    def numeric(name):
+        try:
+            return cols[name].astype(np.float64)
+        except ValueError:
+            bad = next(x for x in cols[name] if not _is_number(x))
+            raise ValueError(f"{path}: column {name!r} has a non-numeric value {bad!r}") from None
+
+    def ids(name):
+        arr = cols[name]
+        return arr.astype(np.int64) if all(_is_int(x) for x in arr) else arr
+
+    vals = numeric(value) if value is not None and value in names else None
+    ts = numeric(timestamp) if timestamp is not None and timestamp in names else None
+    if ts is not None and np.all(ts == np.round(ts)):
+        ts = ts.astype(np.int64)
+    return from_arrays(ids(user), ids(item), vals, ts, duplicates=duplicates)
+
+
+def _is_number(x: str) -> bool:
+    try:
+        float(x)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_int(x: str) -> bool:
+    try:
+        int(x)
+        return True
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+def _entry_rows(m: sp.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+
+
+def _select(data: Interactions, keep: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray | None]:
+    """The matrix restricted to stored entries where ``keep`` (aligned with data) is True."""
+    m = data.matrix
+    rows = _entry_rows(m)[keep]
+    indptr = np.zeros(m.shape[0] + 1, dtype=m.indptr.dtype)
+    np.cumsum(np.bincount(rows, minlength=m.shape[0]), out=indptr[1:])
+    out = sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+    out.has_sorted_indices = True
+    ts = None if data.timestamps is None else data.timestamps[keep]
+    return out, ts
+
+
+def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) -> Interactions:
+    """Drop users with fewer than ``min_user`` and items with fewer than ``min_item`` entries.
+
+    Applied repeatedly until both hold (dropping items can push users below the bar). Dropped
+    rows and columns are removed from the matrix and the id maps.
+    """
+    min_user = check_scalar(min_user, "min_user", min_value=1, integer=True)
+    min_item = check_scalar(min_item, "min_item", min_value=1, integer=True)
+    cur = data
+    while True:
+        m = cur.matrix
+        ucount = np.diff(m.indptr)
+        icount = np.bincount(m.indices, minlength=m.shape[1])
+        keep_u, keep_i = ucount >= min_user, icount >= min_item
+        if keep_u.all() and keep_i.all():
+            return cur
+        entry_keep = keep_u[_entry_rows(m)] & keep_i[m.indices]
+        sub, ts = _select(cur, entry_keep)
+        new_cols = np.cumsum(keep_i) - 1
+        sub = sub[keep_u]
+        sub = sp.csr_matrix((sub.data, new_cols[sub.indices], sub.indptr),
+                            shape=(int(keep_u.sum()), int(keep_i.sum())))
+        cur = Interactions(
+            sub, cur.user_ids[keep_u], cur.item_ids[keep_i], ts,
+            {k: v[keep_u] for k, v in cur.user_features.items()},
+            {k: v[keep_i] for k, v in cur.item_features.items()},
+        )
+
+
+def to_implicit(data: Interactions, threshold: float = 0.0, *, binary: bool = True) -> Interactions:
+    """Keep entries with value > ``threshold`` (e.g. ratings >= 4 with threshold 3.5).
+
+    ``binary``: kept values become 1 (else they keep their value). Ids and shape are kept.
+    """
+    threshold = check_scalar(threshold, "threshold")
+    keep = data.matrix.data > threshold
+    m, ts = _select(data, keep)
+    if binary:
+        m.data = np.ones_like(m.data)
+    return data.with_matrix(m, ts)
+
+
+# --------------------------------------------------------------------------- splits
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _split_by(data: Interactions, test_mask: np.ndarray) -> tuple[Interactions, Interactions]:
+    train, train_ts = _select(data, ~test_mask)
+    test, test_ts = _select(data, test_mask)
+    return data.with_matrix(train, train_ts), data.with_matrix(test, test_ts)
+
+
+def _check_fraction(test_fraction):
+    return check_scalar(test_fraction, "test_fraction", min_value=0, max_value=1)
+
+
+def random_split(data: Interactions, test_fraction: float = 0.2, *, seed=0):
+    """(train, test): each stored entry goes to test with probability ``test_fraction``."""
+    test_fraction = _check_fraction(test_fraction)
+    return _split_by(data, _rng(seed).random(data.nnz) < test_fraction)
+
+
+def per_user_split(data: Interactions, test_fraction: float = 0.2, *, seed=0, min_train: int = 1):
+    """(train, test): for each user, round(fraction * d_u) random entries go to test.
+
+    At least ``min_train`` entries of each user stay in train (users with d_u <= min_train keep
+    all their entries in train). Vectorised: one random key per entry, ranked within its row.
+    """
+    test_fraction = _check_fraction(test_fraction)
+    min_train = check_scalar(min_train, "min_train", min_value=0, integer=True)
+    m = data.matrix
+    deg = np.diff(m.indptr)
+    rows = _entry_rows(m)
+    key = _rng(seed).random(data.nnz)
+    rank = _rank_within_rows(rows, key, m.indptr)
+    n_test = np.minimum(np.round(test_fraction * deg), np.maximum(deg - min_train, 0))
+    return _split_by(data, rank < n_test[rows])
+
+
+def _rank_within_rows(rows, key, indptr) -> np.ndarray:
+    """0-based rank of each entry's key within its row (ascending, ties by position)."""
+    order = np.lexsort((np.arange(len(key)), key, rows))
+    rank = np.empty(len(key), dtype=np.int64)
+    rank[order] = np.arange(len(key)) - indptr[rows[order]]
+    return rank
+
+
+def leave_last_out(data: Interactions, n_last: int = 1, *, min_train: int = 1):
+    """(train, test): each user's ``n_last`` latest entries (by timestamp) go to test.
+
+    Ties in time go by item column (the larger column counts as later). Users with no more than
+    ``min_train`` entries keep them all in train. Needs timestamps.
+    """
+    if data.timestamps is None:
+        raise ValueError("leave_last_out needs timestamps; this Interactions has none")
+    n_last = check_scalar(n_last, "n_last", min_value=1, integer=True)
+    min_train = check_scalar(min_train, "min_train", min_value=0, integer=True)
+    m = data.matrix
+    deg = np.diff(m.indptr)
+    rows = _entry_rows(m)
+    rank_from_end = deg[rows] - 1 - _rank_within_rows(rows, data.timestamps, m.indptr)
+    n_test = np.minimum(n_last, np.maximum(deg - min_train, 0))
+    return _split_by(data, rank_from_end < n_test[rows])
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+def synthetic(
+    n_users: int = 6000,
+    n_items: int = 2500,
+    *,
+    n_segments: int = 8,
+    n_categories: int = 16,
+    n_factors: int = 16,
+    impressions_per_user: float = 250.0,
+    popularity_skew: float = 1.0,
+    taste_strength: float = 3.0,
+    segment_noise: float = 0.1,
+    seed=0,
+) -> Interactions:
+    """A seeded implicit-feedback data set with latent structure: the built-in data of the demo.
+
+    Users belong to hidden taste segments and items to categories; each has a latent vector
+    (its segment's or category's centre plus noise). Item popularity is Zipf-like with exponent
+    ``popularity_skew`` (shuffled over ids) and user activity log-normal. Each user is shown
+    items drawn by popularity (about ``impressions_per_user`` on average) and clicks each with
+    probability sigmoid(taste_strength * <u, v> + log-popularity + user bias - offset): the
+    clicks are the interactions (value 1, a timestamp per click). Observed side features:
+    ``user_features["segment"]`` (the hidden segment, wrong for a ``segment_noise`` fraction of
+    users) and ``item_features["category"]``, so CTR models on features and CF models on the
+    matrix both have real signal. Memory: O(n_users * impressions_per_user).
+    """
+    n_users = check_scalar(n_users, "n_users", min_value=1, integer=True)
+    n_items = check_scalar(n_items, "n_items", min_value=1, integer=True)
+    rng = _rng(seed)
+    seg_centres = rng.normal(size=(n_segments, n_factors)) / np.sqrt(n_factors)
+    cat_centres = rng.normal(size=(n_categories, n_factors)) / np.sqrt(n_factors)
+    segment = rng.integers(n_segments, size=n_users)
+    category = rng.integers(n_categories, size=n_items)
+    U = seg_centres[segment] + 0.5 * rng.normal(size=(n_users, n_factors)) / np.sqrt(n_factors)
+    V = cat_centres[category] + 0.5 * rng.normal(size=(n_items, n_factors)) / np.sqrt(n_factors)
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    popularity = rng.permutation(1.0 / (np.arange(n_items) + 5.0) ** popularity_skew)
+    popularity /= popularity.sum()
+    activity = rng.lognormal(0.0, 0.8, n_users)
+    n_shown = np.minimum(
+        np.maximum(5, np.round(activity / activity.mean() * impressions_per_user)), n_items
+    ).astype(np.int64)
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), n_shown)
+    # Impressions lean towards popular items, with a uniform share so that the tail is seen.
+    shown_p = 0.7 * popularity + 0.3 / n_items
+    cols = rng.choice(n_items, size=rows.size, p=shown_p / shown_p.sum())
+    user_bias = rng.normal(0.0, 0.3, n_users)
+    logit = (
+        taste_strength * np.einsum("ij,ij->i", U[rows], V[cols])
+        + 0.5 * np.log(popularity[cols] * n_items)
+        + user_bias[rows]
+        - 1.5
+    )
+    clicked = rng.random(rows.size) < 1.0 / (1.0 + np.exp(-logit))
+    times = rng.random(rows.size) * 1e6
+    data = from_arrays(rows[clicked], cols[clicked], None, times[clicked].astype(np.int64),
+                       duplicates="max")
+    # from_arrays maps ids through np.unique: users/items never clicked are dropped, so the
+    # side features are gathered through the id maps (ids here are the generator's indices).
+    observed = segment.copy()
+    flip = rng.random(n_users) < segment_noise
+    observed[flip] = rng.integers(n_segments, size=int(flip.sum()))
+    return replace(
+        data,
+        user_features={"segment": observed[data.user_ids].astype(np.int64)},
+        item_features={"category": category[data.item_ids].astype(np.int64)},
+    )
