@@ -116,7 +116,8 @@ def cosine_topk(
             rows = np.arange(sim.shape[0])
             ok[rows, r0 + rows] = False
         sim[~ok] = -np.inf
-        idx, val = select_topk(sim, k)
+        # Rank the values as returned, so ties after rounding to float32 go to the smaller j.
+        idx, val = select_topk(sim.astype(data.dtype, copy=False), k)
         real = idx >= 0
         counts[r0 : r0 + sim.shape[0]] = real.sum(axis=1)
         parts_idx.append(idx[real])
@@ -221,7 +222,7 @@ def recommend(
         for m_indptr, m_indices in ((seen_indptr, seen_indices), (ex_indptr, ex_indices)):
             if m_indptr is not None:
                 _mask_rows(scores, m_indptr, m_indices, batch)
-        idx, val = select_topk(scores, n)
+        idx, val = select_topk(scores.astype(dtype, copy=False), n)
         out_idx[r0 : r0 + len(batch)], out_val[r0 : r0 + len(batch)] = idx, val
     return out_idx, out_val
 

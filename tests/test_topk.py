@@ -1,0 +1,146 @@
+"""Contract of topk and recommend (DESIGN.md), checked on the reference backend against
+brute-force oracles written independently of it."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastrec
+from comparators import assert_topk_equal
+from strategies import canonical, dense, raw_csr
+
+
+def oracle_topk_rows(scores, k, banned):
+    """Per row: candidates sorted by (-score, index), cut at k, padded with -1/-inf."""
+    n = scores.shape[0]
+    idx = np.full((n, k), -1, dtype=np.int64)
+    val = np.full((n, k), -np.inf, dtype=scores.dtype)
+    for r in range(n):
+        c = [(-float(s), j) for j, s in enumerate(scores[r])
+             if not banned[r, j] and not np.isnan(s) and s > -np.inf]
+        for p, (s, j) in enumerate(sorted(c)[:k]):
+            idx[r, p], val[r, p] = j, -s
+    return idx, val
+
+
+@st.composite
+def scores_and_mask(draw):
+    S = draw(dense(max_rows=8, max_cols=30))
+    mask = None
+    if draw(st.booleans()) and S.size:
+        mask = draw(raw_csr(max_rows=S.shape[0], max_cols=S.shape[1],
+                            min_rows=S.shape[0], min_cols=S.shape[1]))
+    specials = draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), max_size=4))
+    if S.size and specials:
+        S = S.copy()
+        rng = np.random.default_rng(len(specials))
+        for v in specials:
+            S[rng.integers(S.shape[0]), rng.integers(S.shape[1])] = v
+    return S, mask
+
+
+@given(scores_and_mask(), st.integers(1, 35))
+def test_topk_matches_brute_force(case, k):
+    S, mask = case
+    before = S.copy()
+    got = fastrec.topk(S, k, exclude=mask, backend="numpy")
+    banned = np.zeros(S.shape, bool) if mask is None else canonical(mask).toarray() != 0
+    if mask is not None:  # the mask is a pattern: explicit zeros still exclude
+        m = sp.csr_matrix(mask)
+        banned = np.zeros(S.shape, bool)
+        banned[np.repeat(np.arange(m.shape[0]), np.diff(m.indptr)), m.indices] = True
+    assert_topk_equal(got, oracle_topk_rows(S, k, banned), exact=True)
+    np.testing.assert_array_equal(S, before)
+    assert got.scores.dtype == S.dtype and got.indices.dtype == np.int64
+
+
+def test_ties_broken_by_smaller_index():
+    got = fastrec.topk(np.array([[1.0, 3.0, 3.0, 1.0, 3.0]]), 4, backend="numpy")
+    np.testing.assert_array_equal(got.indices, [[1, 2, 4, 0]])
+
+
+def test_rows_with_fewer_candidates_padded():
+    S = np.array([[1.0, np.nan, -np.inf], [np.inf, 2.0, 0.0]])
+    got = fastrec.topk(S, 4, backend="numpy")
+    np.testing.assert_array_equal(got.indices, [[0, -1, -1, -1], [0, 1, 2, -1]])
+    np.testing.assert_array_equal(got.scores[0], [1.0, -np.inf, -np.inf, -np.inf])
+
+
+def test_excluded_items_never_returned_and_scores_untouched():
+    S = np.arange(12.0).reshape(2, 6)
+    mask = sp.csr_array((np.ones(3), ([0, 0, 1], [5, 4, 0])), shape=(2, 6))
+    got = fastrec.topk(S, 2, exclude=mask, backend="numpy")
+    np.testing.assert_array_equal(got.indices, [[3, 2], [5, 4]])
+    np.testing.assert_array_equal(S, np.arange(12.0).reshape(2, 6))
+
+
+def test_topk_bad_inputs_rejected():
+    S = np.ones((2, 3))
+    with pytest.raises(ValueError, match="exclude must have shape"):
+        fastrec.topk(S, 1, exclude=sp.csr_matrix((3, 3)))
+    with pytest.raises(ValueError, match="scores must be 2-D"):
+        fastrec.topk(np.ones(3), 1)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        fastrec.topk(S, 0)
+    with pytest.raises(TypeError, match="scores must be a dense array"):
+        fastrec.topk(sp.csr_matrix(S), 1)
+
+
+def oracle_recommend(UI, NB, n, rows, exclude_seen, exclude):
+    U = canonical(UI).toarray()
+    N = canonical(NB).toarray()
+    scores = U[rows] @ N
+    touched = ((U[rows] != 0).astype(float) @ (N != 0).astype(float)) > 0
+    banned = ~touched
+    if exclude_seen:
+        banned |= U[rows] != 0
+    if exclude is not None:
+        banned |= canonical(exclude).toarray()[rows] != 0
+    return oracle_topk_rows(scores, n, banned)
+
+
+@st.composite
+def recommend_case(draw):
+    UI = draw(raw_csr(max_rows=10, max_cols=9, min_cols=1))
+    n_items = UI.shape[1]
+    NB = draw(raw_csr(max_rows=n_items, max_cols=n_items, min_rows=n_items, min_cols=n_items,
+                      signed=True))
+    ex = None
+    if draw(st.booleans()):
+        ex = draw(raw_csr(max_rows=UI.shape[0], max_cols=n_items, min_rows=UI.shape[0],
+                          min_cols=n_items, binary=True, canonical=True))
+    rows = draw(st.lists(st.integers(0, max(0, UI.shape[0] - 1)), max_size=6)) \
+        if UI.shape[0] else []
+    return UI, NB, ex, rows
+
+
+@given(recommend_case(), st.integers(1, 12), st.booleans(), st.booleans())
+def test_recommend_matches_brute_force(case, n, exclude_seen, all_users):
+    UI, NB, ex, rows = case
+    user_ids = None if all_users else rows
+    got = fastrec.recommend(UI, NB, n, user_ids=user_ids, exclude_seen=exclude_seen, exclude=ex,
+                            backend="numpy")
+    r = np.arange(UI.shape[0]) if all_users else np.asarray(rows, dtype=np.int64)
+    assert_topk_equal(got, oracle_recommend(UI, NB, n, r, exclude_seen, ex))
+
+
+def test_recommend_skips_seen_items():
+    UI = sp.csr_matrix(np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    NB = sp.csr_matrix(np.array([[0, 0.9, 0.5], [0.9, 0, 0.1], [0.5, 0.1, 0]]))
+    got = fastrec.recommend(UI, NB, 3, backend="numpy")
+    np.testing.assert_array_equal(got.indices, [[1, 2, -1], [0, 2, -1]])
+    got = fastrec.recommend(UI, NB, 1, user_ids=[1, 0], exclude_seen=False, backend="numpy")
+    np.testing.assert_array_equal(got.indices, [[0], [1]])
+
+
+def test_recommend_bad_inputs_rejected():
+    UI = sp.csr_matrix(np.eye(3))
+    with pytest.raises(ValueError, match="item_neighbours must have shape"):
+        fastrec.recommend(UI, sp.csr_matrix(np.eye(2)), 2)
+    with pytest.raises(ValueError, match="user_ids contains 5"):
+        fastrec.recommend(UI, UI, 2, user_ids=[5])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastrec.recommend(UI, UI, 0)
+    with pytest.raises(ValueError, match="exclude must have shape"):
+        fastrec.recommend(UI, UI, 1, exclude=sp.csr_matrix((2, 3)))
