@@ -109,16 +109,16 @@ def _lookup(sorted_ids: np.ndarray, ids, what: str) -> np.ndarray:
     ids = ids.reshape(-1)
     if len(sorted_ids) == 0:
         if ids.size:
-            raise ValueError(f"unknown {what} {ids[0]!r}")
+            raise ValueError(f"unknown {what} {ids[0].item()!r}")
         return np.zeros(0, dtype=np.int64)
     try:
         pos = np.searchsorted(sorted_ids, ids)
     except TypeError as exc:  # e.g. str ids looked up in an int map
-        raise ValueError(f"unknown {what} {ids[0]!r} ({exc})") from None
+        raise ValueError(f"unknown {what} {ids[0].item()!r} ({exc})") from None
     pos = np.minimum(pos, len(sorted_ids) - 1)
     bad = sorted_ids[pos] != ids
     if np.any(bad):
-        raise ValueError(f"unknown {what} {ids[np.argmax(bad)]!r}")
+        raise ValueError(f"unknown {what} {ids[np.argmax(bad)].item()!r}")
     return pos.astype(np.int64)[0:1] if scalar else pos.astype(np.int64)
 
 
@@ -236,7 +236,9 @@ def from_dataframe(
     ts = None
     if timestamp is not None:
         col = df[timestamp]
-        ts = col.astype("int64").to_numpy() if col.dtype.kind == "M" else col.to_numpy()
+        ts = col.to_numpy()
+        if ts.dtype.kind == "M":
+            ts = ts.astype("datetime64[ns]").astype(np.int64)
     return from_arrays(
         df[user].to_numpy(),
         df[item].to_numpy(),
@@ -312,7 +314,7 @@ def read(
         try:
             return cols[name].astype(np.float64)
         except ValueError:
-            bad = next(x for x in cols[name] if not _is_number(x))
+            bad = next(str(x) for x in cols[name] if not _is_number(x))
             raise ValueError(f"{path}: column {name!r} has a non-numeric value {bad!r}") from None
 
     def ids(name):
@@ -476,9 +478,10 @@ def synthetic(
     n_segments: int = 8,
     n_categories: int = 16,
     n_factors: int = 16,
-    impressions_per_user: float = 250.0,
+    impressions_per_user: float = 300.0,
     popularity_skew: float = 1.0,
-    taste_strength: float = 3.0,
+    popularity_share: float = 0.3,
+    taste_strength: float = 10.0,
     segment_noise: float = 0.1,
     seed=0,
 ) -> Interactions:
@@ -487,8 +490,9 @@ def synthetic(
     Users belong to hidden taste segments and items to categories; each has a latent vector
     (its segment's or category's centre plus noise). Item popularity is Zipf-like with exponent
     ``popularity_skew`` (shuffled over ids) and user activity log-normal. Each user is shown
-    items drawn by popularity (about ``impressions_per_user`` on average) and clicks each with
-    probability sigmoid(taste_strength * <u, v> + log-popularity + user bias - offset): the
+    about ``impressions_per_user`` items, a ``popularity_share`` of them drawn by popularity and
+    the rest uniformly, and clicks each with probability
+    sigmoid(taste_strength * <u, v> + 0.3 log-popularity + user bias - offset): the
     clicks are the interactions (value 1, a timestamp per click). Observed side features:
     ``user_features["segment"]`` (the hidden segment, wrong for a ``segment_noise`` fraction of
     users) and ``item_features["category"]``, so CTR models on features and CF models on the
@@ -512,15 +516,15 @@ def synthetic(
         np.maximum(5, np.round(activity / activity.mean() * impressions_per_user)), n_items
     ).astype(np.int64)
     rows = np.repeat(np.arange(n_users, dtype=np.int64), n_shown)
-    # Impressions lean towards popular items, with a uniform share so that the tail is seen.
-    shown_p = 0.7 * popularity + 0.3 / n_items
+    # A share of impressions follows popularity, the rest is uniform so that the tail is seen.
+    shown_p = popularity_share * popularity + (1.0 - popularity_share) / n_items
     cols = rng.choice(n_items, size=rows.size, p=shown_p / shown_p.sum())
     user_bias = rng.normal(0.0, 0.3, n_users)
     logit = (
         taste_strength * np.einsum("ij,ij->i", U[rows], V[cols])
-        + 0.5 * np.log(popularity[cols] * n_items)
+        + 0.3 * np.log(popularity[cols] * n_items)
         + user_bias[rows]
-        - 1.5
+        - 2.5
     )
     clicked = rng.random(rows.size) < 1.0 / (1.0 + np.exp(-logit))
     times = rng.random(rows.size) * 1e6

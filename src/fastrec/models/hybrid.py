@@ -254,6 +254,11 @@ class Hybrid(Recommender):
 
     # -- persistence ---------------------------------------------------------------------
     def _params_json(self) -> dict:
+        if self.ranker_ is not None and type(self.ranker_).__module__ != "fastrec.models.logistic":
+            raise TypeError(
+                f"only a LogisticCTR ranker can be saved in a model file, not "
+                f"{type(self.ranker_).__name__}"
+            )
         models = self.candidates_
         params = {k: v for k, v in self.get_params().items() if k not in ("candidates", "ranker")}
         params["weights"] = None if self.weights is None else [float(w) for w in self.weights]
