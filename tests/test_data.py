@@ -132,7 +132,7 @@ def test_splits_partition_and_are_seeded():
     d = data.synthetic(300, 120, seed=3)
     for split in (data.random_split, data.per_user_split):
         a_train, a_test = split(d, 0.25, seed=7)
-        b_train, b_test = split(d, 0.25, seed=7)
+        _, b_test = split(d, 0.25, seed=7)
         _union_is_original(d, a_train, a_test)
         assert (a_test.matrix != b_test.matrix).nnz == 0
         assert 0.15 < a_test.nnz / d.nnz < 0.35
@@ -140,7 +140,7 @@ def test_splits_partition_and_are_seeded():
 
 def test_per_user_split_fraction_per_user():
     d = data.synthetic(200, 100, seed=1)
-    train, test = data.per_user_split(d, 0.2, seed=0)
+    _, test = data.per_user_split(d, 0.2, seed=0)
     deg = np.diff(d.matrix.indptr)
     np.testing.assert_array_equal(
         np.diff(test.matrix.indptr), np.minimum(np.round(0.2 * deg), deg - 1)

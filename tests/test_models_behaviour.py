@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from fastrec import data
-from fastrec.models import Hybrid, ItemKNN, Popularity, UserKNN
-from fastrec.models import _persist
+from fastrec.models import Hybrid, ItemKNN, Popularity, UserKNN, _persist
 
 try:
     from fastrec.models.logistic import LogisticCTR
@@ -95,7 +94,7 @@ def test_seen_items_never_returned(fitted, train):
 
 
 def test_exclude_seen_false_can_return_seen_items(fitted, train):
-    name, model = fitted
+    _, model = fitted
     res = model.recommend(np.arange(train.n_users), n=30, exclude_seen=False)
     seen = train.matrix
     hits = sum(

@@ -344,6 +344,23 @@ def _is_int(x: str) -> bool:
         return False
 
 
+def contains(indptr, indices, n_cols: int, rows, cols) -> np.ndarray:
+    """Whether each (rows[t], cols[t]) is stored in a canonical CSR (indptr, indices).
+
+    Any shape of rows/cols (broadcast together); negative columns (padding) read False.
+    One binary search of (row, column) keys: O(nnz + q log nnz) time, O(nnz + q) memory.
+    """
+    keys = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * n_cols
+    keys += np.asarray(indices, dtype=np.int64)
+    rows, cols = np.broadcast_arrays(np.asarray(rows, dtype=np.int64),
+                                     np.asarray(cols, dtype=np.int64))
+    q = rows * n_cols + cols
+    if keys.size == 0:
+        return np.zeros(q.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+    return (keys[at] == q) & (cols >= 0)
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 def _entry_rows(m: sp.csr_matrix) -> np.ndarray:

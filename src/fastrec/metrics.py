@@ -19,6 +19,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ._validation import check_csr, check_dense, check_ids, check_k
+from .data import contains
 
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 
@@ -55,15 +56,7 @@ def _hits(recommendations, held_out, user_ids, k):
     if k > idx.shape[1]:
         raise ValueError(f"k={k} exceeds the {idx.shape[1]} recommendations per user")
     idx = idx[:, :k]
-    # Canonical CSR: (row, column) keys of stored entries are strictly increasing.
-    t_rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(T.indptr))
-    keys = t_rows * n_items + T.indices.astype(np.int64)
-    q = rows[:, None] * n_items + idx
-    pos = np.searchsorted(keys, q)
-    found = keys[np.minimum(pos, max(len(keys) - 1, 0))] == q if len(keys) else np.zeros(
-        q.shape, dtype=bool
-    )
-    hits = found & (idx >= 0)
+    hits = contains(T.indptr, T.indices, n_items, rows[:, None], idx)
     n_rel = np.diff(T.indptr)[rows]
     return hits, n_rel, k
 

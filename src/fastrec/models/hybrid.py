@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_scalar
-from ..data import Interactions, per_user_split
+from ..data import Interactions, contains, per_user_split
 from ..topk import TopK, topk
 from ._base import Recommender, as_user_items
 from .knn import ItemKNN, UserKNN
@@ -147,7 +147,8 @@ class Hybrid(Recommender):
         cand_rows, cand_items, X = self._candidates_and_features(
             fitted, part.matrix, item_pop, users, n_cand, exclude_seen=True
         )
-        y = _stored(held.matrix, users[cand_rows], cand_items)
+        y = contains(held.matrix.indptr, held.matrix.indices, self.n_items_, users[cand_rows],
+                     cand_items)
         if y.all() or not y.any():
             raise ValueError("too little data to train the ranker: candidate labels are constant")
         ranker = copy.deepcopy(self.ranker) if self.ranker is not None else _default_ranker()
@@ -330,19 +331,6 @@ def _restore_ranker(spec, arrays):
     ranker.coef_ = np.array(arrays["ranker__coef_"])
     ranker.intercept_ = np.array(arrays["ranker__intercept_"])
     return ranker
-
-
-def _stored(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Whether each (rows[t], cols[t]) is stored in the canonical CSR M (binary search)."""
-    n_cols = M.shape[1]
-    keys = np.repeat(np.arange(M.shape[0], dtype=np.int64), np.diff(M.indptr)) * n_cols + (
-        M.indices.astype(np.int64)
-    )
-    q = rows.astype(np.int64) * n_cols + cols
-    if keys.size == 0:
-        return np.zeros(q.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(keys, q), keys.size - 1)
-    return keys[at] == q
 
 
 __all__ = ["Hybrid"]

@@ -6,8 +6,6 @@ matrix is ever built. Scores are sums of similarities weighted by the interactio
 """
 from __future__ import annotations
 
-
-
 from .._validation import check_k
 from ..similarity import cosine_topk
 from ..topk import TopK, recommend, recommend_user_based
