@@ -164,3 +164,16 @@ def test_synthetic_is_seeded_and_has_side_features():
     assert isinstance(a.matrix, sp.csr_matrix) and a.matrix.has_canonical_format
     counts = np.bincount(a.matrix.indices, minlength=a.n_items)
     assert counts.max() > 3 * np.median(counts)  # popularity skew
+
+
+def test_object_ids_become_numpy_arrays_savable_without_pickle():
+    d = data.from_arrays(np.array(["x", "y"], dtype=object), np.array([3, 4], dtype=object))
+    assert d.user_ids.dtype.kind == "U" and d.item_ids.dtype == np.int64
+    with pytest.raises(TypeError, match="mix of types"):
+        data.from_arrays(np.array(["x", 1], dtype=object), [1, 2])
+
+
+def test_contains_finds_stored_entries_only():
+    m = sp.csr_matrix(np.array([[0, 1, 1], [1, 0, 0]]))
+    got = data.contains(m.indptr, m.indices, 3, [0, 0, 1, 1, 0], [1, 0, 0, 2, -1])
+    np.testing.assert_array_equal(got, [True, False, True, False, False])

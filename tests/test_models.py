@@ -143,3 +143,19 @@ def test_hybrid_beats_popularity_and_each_single_model_on_ndcg():
         ndcg[type(m).__name__] = metrics.ndcg_at_k(res, test.matrix, 10, user_ids=users)
     best_single = max(v for k, v in ndcg.items() if k != "Hybrid")
     assert ndcg["Hybrid"] > best_single, ndcg
+
+
+def test_hybrid_results_do_not_depend_on_the_user_block_size(monkeypatch):
+    from _ranker import TinyLogistic
+
+    import fastrec.models.hybrid as hybrid
+
+    d = data.synthetic(300, 100, seed=3, impressions_per_user=40)
+    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=TinyLogistic(),
+                   n_candidates=20).fit(d)
+    users = np.arange(d.n_users)
+    whole = model.recommend(users, n=5)
+    monkeypatch.setattr(hybrid, "_BLOCK_USERS", 7)
+    blocked = model.recommend(users, n=5)
+    np.testing.assert_array_equal(whole.indices, blocked.indices)
+    np.testing.assert_array_equal(whole.scores, blocked.scores)

@@ -133,6 +133,16 @@ def _column(values, name: str, n: int | None = None) -> np.ndarray:
     return arr
 
 
+def _text_ids(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype != object:
+        return arr
+    if all(isinstance(v, str) for v in arr):
+        return arr.astype(str)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr):
+        return arr.astype(np.int64)
+    raise TypeError(f"{name} must be all strings or all integers, got a mix of types")
+
+
 def _numeric(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         try:
@@ -174,6 +184,9 @@ def from_arrays(
             raise ValueError(f"{name} contains NaN or infinity")
         if arr.dtype == object and any(v is None for v in arr):
             raise ValueError(f"{name} contains missing ids")
+    # Text ids held as Python objects (e.g. from pandas) become a NumPy unicode array: sortable,
+    # compact, and savable without pickle.
+    users, items = _text_ids(users, "users"), _text_ids(items, "items")
     try:
         user_ids, u = np.unique(users, return_inverse=True)
         item_ids, i = np.unique(items, return_inverse=True)

@@ -11,7 +11,7 @@ on :class:`fastrec.data.Interactions` that has them, e.g. segment x category).
 ``rerank=True`` (default): a :class:`LogisticCTR` (``ranker``) learns P(click) from those
 features on a seeded per-user hold-out of the training data (CF models refit on the rest), and
 ranks by it. ``rerank=False``: the blend ranks. Either way no dense users x items matrix is
-built: the work per user is O(models * n_candidates).
+built: the work per user is O(models * n_candidates), memory O(2048 users * candidates).
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from ._base import Recommender, as_user_items
 from .knn import ItemKNN, UserKNN
 from .popularity import Popularity
 
+# Users scored per block in recommend: bounds the candidate feature matrix.
+_BLOCK_USERS = 2048
 _CF_CLASSES = {cls.__name__: cls for cls in (ItemKNN, UserKNN, Popularity)}
 
 
@@ -215,6 +217,15 @@ class Hybrid(Recommender):
 
     # -- recommending --------------------------------------------------------------------
     def _recommend(self, rows, n, exclude_seen) -> TopK:
+        # Blocks of users bound the candidate features' memory to O(_BLOCK_USERS * candidates).
+        parts = [self._recommend_block(rows[r0 : r0 + _BLOCK_USERS], n, exclude_seen)
+                 for r0 in range(0, len(rows), _BLOCK_USERS)]
+        if not parts:
+            return TopK(np.zeros((0, n), dtype=np.int64), np.zeros((0, n)))
+        return TopK(np.concatenate([p.indices for p in parts]),
+                    np.concatenate([p.scores for p in parts]))
+
+    def _recommend_block(self, rows, n, exclude_seen) -> TopK:
         n_cand = max(int(self.n_candidates), n)
         cand_rows, cand_items, X = self._candidates_and_features(
             self.candidates_, self.user_items_, self.item_pop_, rows, n_cand, exclude_seen
