@@ -85,6 +85,13 @@ def test_read_movielens_and_csv(tmp_path):
     csv.write_text("user,item,rating\nann,x,1\nbob,y,2\n")
     d = data.read(csv)
     assert list(d.user_ids) == ["ann", "bob"] and d.timestamps is None
+    ml_csv = tmp_path / "ratings.csv"
+    ml_csv.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n")
+    d = data.read(ml_csv)
+    np.testing.assert_array_equal(d.item_ids, [31, 1029])
+    np.testing.assert_array_equal(d.matrix.data, [2.5, 3.0])
+    with pytest.raises(ValueError, match="no column 'who'"):
+        data.read(ml_csv, user="who")
 
 
 def test_read_errors_are_one_line(tmp_path):

@@ -270,13 +270,17 @@ def read(
     *,
     sep: str | None = None,
     header: bool | None = None,
-    user: str = "user",
-    item: str = "item",
-    value: str | None = "rating",
-    timestamp: str | None = "timestamp",
+    user: str | None = None,
+    item: str | None = None,
+    value: str | None = None,
+    timestamp: str | None = None,
     duplicates: str = "sum",
 ) -> Interactions:
     """Read events from a text file: CSV/TSV with a header, or MovieLens-style without one.
+
+    Columns: ``user`` / ``item`` / ``value`` / ``timestamp`` name them; None finds them by the
+    usual names, case-insensitively (user, userId, user_id; item, movieId, item_id; rating,
+    value, weight; timestamp, time, ts), so MovieLens ``ratings.csv`` needs no arguments.
 
     ``sep``: None sniffs it from the first line (``::``, tab, comma, semicolon or whitespace,
     as in MovieLens ``ratings.dat``/``u.data``/``ratings.csv``). ``header``: None guesses (a
@@ -319,8 +323,12 @@ def read(
                 f"{path}, line {line_no}: expected {width} fields separated by {sep or 'spaces'!r}, "
                 f"got {len(r)}"
             )
-    if user not in names or item not in names:
-        raise ValueError(f"{path}: needs columns {user!r} and {item!r}, found {names}")
+    user = _pick(names, user, _ALIASES["user"])
+    item = _pick(names, item, _ALIASES["item"])
+    value = _pick(names, value, _ALIASES["value"])
+    timestamp = _pick(names, timestamp, _ALIASES["timestamp"])
+    if user is None or item is None:
+        raise ValueError(f"{path}: needs a user and an item column, found {names}")
     cols = {name: np.array([r[j] for r in rows]) for j, name in enumerate(names)}
 
     def numeric(name):
@@ -334,11 +342,29 @@ def read(
         arr = cols[name]
         return arr.astype(np.int64) if all(_is_int(x) for x in arr) else arr
 
-    vals = numeric(value) if value is not None and value in names else None
-    ts = numeric(timestamp) if timestamp is not None and timestamp in names else None
+    vals = numeric(value) if value is not None else None
+    ts = numeric(timestamp) if timestamp is not None else None
     if ts is not None and np.all(ts == np.round(ts)):
         ts = ts.astype(np.int64)
     return from_arrays(ids(user), ids(item), vals, ts, duplicates=duplicates)
+
+
+_ALIASES = {
+    "user": ("user", "userid", "user_id", "uid"),
+    "item": ("item", "itemid", "item_id", "movieid", "movie_id", "iid"),
+    "value": ("rating", "value", "weight", "count"),
+    "timestamp": ("timestamp", "time", "ts", "datetime"),
+}
+
+
+def _pick(names, wanted, aliases):
+    """The column called ``wanted`` (error if absent), or the first alias present, or None."""
+    if wanted is not None:
+        if wanted not in names:
+            raise ValueError(f"no column {wanted!r}; columns: {names}")
+        return wanted
+    lower = {n.lower(): n for n in names}
+    return next((lower[a] for a in aliases if a in lower), None)
 
 
 def _is_number(x: str) -> bool:
