@@ -159,3 +159,18 @@ def test_hybrid_results_do_not_depend_on_the_user_block_size(monkeypatch):
     blocked = model.recommend(users, n=5)
     np.testing.assert_array_equal(whole.indices, blocked.indices)
     np.testing.assert_array_equal(whole.scores, blocked.scores)
+
+
+def test_similar_items_sorted_and_survive_save_load(small, tmp_path):
+    model = ItemKNN(k=8).fit(small)
+    items = np.arange(small.shape[1])
+    res = model.similar_items(items, n=8)
+    for r in range(len(items)):
+        real = res.indices[r] >= 0
+        s, i = res.scores[r][real], res.indices[r][real]
+        order = np.lexsort((i, -s))  # score descending, ties by smaller index
+        np.testing.assert_array_equal(order, np.arange(real.sum()))
+    loaded = ItemKNN.load(model.save(tmp_path / "m"))
+    again = loaded.similar_items(items, n=8)
+    np.testing.assert_array_equal(res.indices, again.indices)
+    np.testing.assert_array_equal(res.scores, again.scores)

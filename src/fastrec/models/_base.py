@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from .._validation import CSR, check_csr, check_k
 from ..data import Interactions
-from ..topk import TopK
+from ..topk import TopK, topk
 from . import _persist
 
 
@@ -176,17 +176,25 @@ class Recommender:
         self._load_state(arrays)
 
 
-def topk_rows_of_csr(M: sp.csr_matrix, rows: np.ndarray, n: int) -> TopK:
-    """The first n stored entries of each row of M (rows already sorted best first) as TopK.
+def topk_rows_of_csr(M: sp.csr_matrix, rows: np.ndarray, n: int, *, backend="auto",
+                     n_threads=None) -> TopK:
+    """The n largest stored entries of each row of M, for neighbour queries, as TopK.
 
-    Used for neighbour lists, whose rows cosine_topk returns sorted by similarity descending.
-    Vectorised gather; -1/-inf padding where a row has fewer than n entries.
+    The rows' entries are laid out in a dense (len(rows), max row length) block padded with
+    -inf and ranked by :func:`fastrec.topk`: descending, ties by smaller column (M canonical),
+    -1/-inf padding. Memory O(len(rows) * max row length), i.e. O(len(rows) * k) for kNN.
     """
-    starts = M.indptr[rows].astype(np.int64)
-    lengths = np.minimum(np.diff(M.indptr)[rows], n)
-    cols = np.arange(n)
+    starts = np.asarray(M.indptr)[rows].astype(np.int64)
+    lengths = np.diff(np.asarray(M.indptr))[rows].astype(np.int64)
+    width = max(int(lengths.max()) if lengths.size else 0, 1)
+    cols = np.arange(width)
     valid = cols[None, :] < lengths[:, None]
     pos = np.where(valid, starts[:, None] + cols[None, :], 0)
-    idx = np.where(valid, np.asarray(M.indices)[pos] if M.nnz else 0, -1).astype(np.int64)
-    scores = np.where(valid, np.asarray(M.data)[pos] if M.nnz else 0, -np.inf).astype(M.dtype)
-    return TopK(idx, scores)
+    data = np.asarray(M.data)
+    indices = np.asarray(M.indices)
+    scores = np.where(valid, data[pos] if M.nnz else 0.0, -np.inf).astype(M.dtype)
+    best = topk(scores, n, backend=backend, n_threads=n_threads)
+    found = best.indices >= 0
+    picked = np.take_along_axis(pos, np.maximum(best.indices, 0), axis=1)
+    idx = np.where(found, indices[picked] if M.nnz else -1, -1).astype(np.int64)
+    return TopK(idx, best.scores)

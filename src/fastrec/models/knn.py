@@ -6,6 +6,8 @@ matrix is ever built. Scores are sums of similarities weighted by the interactio
 """
 from __future__ import annotations
 
+import scipy.sparse as sp
+
 from .._validation import check_k
 from ..similarity import cosine_topk
 from ..topk import TopK, recommend, recommend_user_based
@@ -34,20 +36,23 @@ class _KNN(Recommender):
         self.n_threads = n_threads
 
     def _neighbours_of(self, vectors):
-        return cosine_topk(
+        nb = cosine_topk(
             vectors, self.k, shrink=self.shrink, min_support=self.min_support,
             weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
             backend=self.backend, n_threads=self.n_threads,
         )
+        # Kept canonical (columns ascending): the recommend kernels then take it as it is,
+        # with no per-call sort; neighbour queries order their few entries by score instead.
+        nb = sp.csr_matrix(nb)
+        nb.has_sorted_indices = False
+        nb.sort_indices()
+        return nb
 
     def _state(self) -> dict:
         return csr_arrays("neighbours", self.neighbours_)
 
     def _load_state(self, arrays) -> None:
-        # Neighbour rows are sorted by similarity, not by column: not canonical CSR.
         self.neighbours_ = csr_from_arrays("neighbours", arrays)
-        self.neighbours_.has_sorted_indices = False
-        self.neighbours_.has_canonical_format = False
 
 
 class ItemKNN(_KNN):
@@ -55,7 +60,7 @@ class ItemKNN(_KNN):
 
     ``fit(user_items)``: each item's ``k`` most similar items (cosine over the users' columns,
     optionally TF-IDF/BM25 weighted, damped by ``shrink``, at least ``min_support`` common
-    users) -> ``neighbours_`` (items x items CSR, rows best first). score(u, j) = sum over the
+    users) -> ``neighbours_`` (items x items canonical CSR). score(u, j) = sum over the
     items i of u of value(u, i) * sim(i, j). Fit memory: that of cosine_topk,
     O(nnz + n_items * k + threads * n_items) with compiled backends.
     """
@@ -74,16 +79,18 @@ class ItemKNN(_KNN):
         )
 
     def similar_items(self, item_ids, n: int = 10) -> TopK:
-        """Each item's n most similar other items (at most ``k`` exist), best first."""
+        """Each item's n most similar other items (at most ``k`` exist): best first, ties by
+        smaller index."""
         items = self._check_items(item_ids)
-        return topk_rows_of_csr(self.neighbours_, items, check_k(n, "n"))
+        return topk_rows_of_csr(self.neighbours_, items, check_k(n, "n"), backend=self.backend,
+                                n_threads=self.n_threads)
 
 
 class UserKNN(_KNN):
     """User-based k-nearest-neighbours (cosine).
 
     ``fit(user_items)``: each user's ``k`` most similar users -> ``neighbours_`` (users x users
-    CSR, rows best first). score(u, j) = sum over the neighbours v of u of sim(u, v) *
+    canonical CSR). score(u, j) = sum over the neighbours v of u of sim(u, v) *
     value(v, j). Parameters as :class:`ItemKNN` (weighting applies to users' rows).
     """
 
@@ -103,7 +110,8 @@ class UserKNN(_KNN):
     def similar_users(self, user_ids, n: int = 10) -> TopK:
         """Each user's n most similar other users (at most ``k`` exist), best first."""
         rows = self._check_users(user_ids)
-        return topk_rows_of_csr(self.neighbours_, rows, check_k(n, "n"))
+        return topk_rows_of_csr(self.neighbours_, rows, check_k(n, "n"), backend=self.backend,
+                                n_threads=self.n_threads)
 
 
 __all__ = ["ItemKNN", "UserKNN"]
