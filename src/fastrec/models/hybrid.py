@@ -16,6 +16,9 @@ built: the work per user is O(models * n_candidates), memory O(2048 users * cand
 from __future__ import annotations
 
 import copy
+import io
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -260,6 +263,10 @@ class Hybrid(Recommender):
 
     def _score(self, X) -> np.ndarray:
         if self.ranker_ is not None:
+            # LogisticCTR.predict_proba1: P(click) alone from the fused sigmoid kernel.
+            proba1 = getattr(self.ranker_, "predict_proba1", None)
+            if proba1 is not None:
+                return np.asarray(proba1(X), dtype=np.float64)
             p = np.asarray(self.ranker_.predict_proba(X), dtype=np.float64)
             return p[:, 1] if p.ndim == 2 else p
         return np.asarray(X[:, 3 * len(self.candidates_)].toarray()).ravel()
@@ -279,8 +286,7 @@ class Hybrid(Recommender):
         ]
         params["ranker"] = None
         if self.ranker_ is not None:
-            params["ranker"] = {"class": type(self.ranker_).__name__,
-                                "params": self.ranker_.get_params()}
+            params["ranker"] = {"class": type(self.ranker_).__name__}
         params["user_feature_names"] = sorted(self.user_features_)
         params["item_feature_names"] = sorted(self.item_features_)
         return params
@@ -308,8 +314,11 @@ class Hybrid(Recommender):
             for key, arr in m._state().items():
                 arrays[f"cand{i}__{key}"] = arr
         if self.ranker_ is not None:
-            arrays["ranker__coef_"] = np.asarray(self.ranker_.coef_)
-            arrays["ranker__intercept_"] = np.asarray(self.ranker_.intercept_)
+            # The ranker's own .npz (LogisticCTR.save), embedded as bytes: one file, and its
+            # format stays LogisticCTR's business.
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.ranker_.save(Path(tmp) / "ranker.npz")
+                arrays["ranker__npz"] = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
         return arrays
 
     def _load_state(self, arrays) -> None:
@@ -338,10 +347,7 @@ def _restore_ranker(spec, arrays):
     cls = getattr(logistic, spec["class"], None)
     if cls is None:
         raise ValueError(f"unknown ranker class {spec['class']!r} in the model file")
-    ranker = cls(**spec["params"])
-    ranker.coef_ = np.array(arrays["ranker__coef_"])
-    ranker.intercept_ = np.array(arrays["ranker__intercept_"])
-    return ranker
+    return cls.load(io.BytesIO(np.asarray(arrays["ranker__npz"]).tobytes()))
 
 
 __all__ = ["Hybrid"]
