@@ -99,8 +99,15 @@ def test_read_errors_are_one_line(tmp_path):
         data.read(tmp_path / "missing.csv")
     bad = tmp_path / "bad.tsv"
     bad.write_text("1\t2\t3\n4\t5\n")
-    with pytest.raises(ValueError, match="line 2: expected 3 fields"):
+    with pytest.raises(ValueError, match="line 2 .*: expected 3 fields"):
         data.read(bad)
+    swapped = tmp_path / "swapped.dat"  # one line short, one long: same total field count
+    swapped.write_text("1::2::3::4\n1::2::3\n1::2::3::4::5\n")
+    with pytest.raises(ValueError, match="line 2 .*: expected 4 fields"):
+        data.read(swapped)
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('user,item\n"a, b",x\n\nc,y\n')
+    assert list(data.read(quoted).user_ids) == ["a, b", "c"]
     nonnum = tmp_path / "nonnum.csv"
     nonnum.write_text("user,item,rating\n1,2,high\n")
     with pytest.raises(ValueError, match="non-numeric value 'high'"):

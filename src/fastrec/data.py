@@ -303,33 +303,21 @@ def read(
         raise ValueError(f"{path}: the file is empty")
     if sep is None:
         sep = next((s for s in ("::", "\t", ",", ";") if s in first), None)
-    lines = [line for line in text.splitlines() if line.strip()]
-    rows = [line.split(sep) if sep is not None else line.split() for line in lines]
-    if sep in (",", ";", "\t"):
-        rows = list(csv.reader(lines, delimiter=sep))
-    rows = [[field.strip() for field in r] for r in rows]
+    first_fields = _split_lines([first.strip()], sep)[0]
     if header is None:
-        header = not all(_is_number(x) for x in rows[0])
-    if header:
-        names, rows = rows[0], rows[1:]
-    else:
-        names = list(_ML_NAMES[: len(rows[0])])
-    if not rows:
+        header = not all(_is_number(x) for x in first_fields)
+    names = first_fields if header else list(_ML_NAMES[: len(first_fields)])
+    body = text[len(first):] if header else text
+    table = _parse_table(body, sep, len(names), path, first_line=2 if header else 1)
+    if table.shape[0] == 0:
         raise ValueError(f"{path}: no events after the header")
-    width = len(names)
-    for line_no, r in enumerate(rows, start=2 if header else 1):
-        if len(r) != width:
-            raise ValueError(
-                f"{path}, line {line_no}: expected {width} fields separated by {sep or 'spaces'!r}, "
-                f"got {len(r)}"
-            )
+    cols = {name: table[:, j] for j, name in enumerate(names)}
     user = _pick(names, user, _ALIASES["user"])
     item = _pick(names, item, _ALIASES["item"])
     value = _pick(names, value, _ALIASES["value"])
     timestamp = _pick(names, timestamp, _ALIASES["timestamp"])
     if user is None or item is None:
         raise ValueError(f"{path}: needs a user and an item column, found {names}")
-    cols = {name: np.array([r[j] for r in rows]) for j, name in enumerate(names)}
 
     def numeric(name):
         try:
@@ -339,8 +327,10 @@ def read(
             raise ValueError(f"{path}: column {name!r} has a non-numeric value {bad!r}") from None
 
     def ids(name):
-        arr = cols[name]
-        return arr.astype(np.int64) if all(_is_int(x) for x in arr) else arr
+        try:
+            return cols[name].astype(np.int64)  # NumPy parses the strings in C
+        except (ValueError, OverflowError):
+            return cols[name]
 
     vals = numeric(value) if value is not None else None
     ts = numeric(timestamp) if timestamp is not None else None
@@ -367,17 +357,51 @@ def _pick(names, wanted, aliases):
     return next((lower[a] for a in aliases if a in lower), None)
 
 
+def _split_lines(lines, sep):
+    if sep in (",", ";", "\t"):
+        rows = csv.reader(lines, delimiter=sep)
+    else:
+        rows = (line.split(sep) if sep is not None else line.split() for line in lines)
+    return [[field.strip() for field in r] for r in rows]
+
+
+def _parse_table(body: str, sep, width: int, path, first_line: int) -> np.ndarray:
+    """The fields of ``body`` as a (lines, width) string array; blank lines are skipped.
+
+    Fast path (no quotes, no blank lines): one split of the whole text, reshaped. Otherwise
+    line by line (csv quoting honoured), with the first malformed line named in the error.
+    """
+    text = body.replace("\r\n", "\n").strip("\n")
+    if not text.strip():
+        return np.zeros((0, width), dtype=str)
+    n_lines = text.count("\n") + 1
+    if sep is not None and '"' not in text and "\n\n" not in text:
+        one = sep if len(sep) == 1 else "\x1f"
+        if len(sep) == 1 or one not in text:
+            flat_text = text if one == sep else text.replace(sep, one)
+            # Separators per line, counted on the bytes (sep and newline are ASCII).
+            buf = np.frombuffer(flat_text.encode(), dtype=np.uint8)
+            sep_at = np.flatnonzero(buf == ord(one))
+            before_newline = np.searchsorted(sep_at, np.flatnonzero(buf == 10))
+            per_line = np.diff(np.r_[0, before_newline, sep_at.size])
+            if np.all(per_line == width - 1):
+                flat = flat_text.replace("\n", one).split(one)
+                return np.char.strip(np.array(flat).reshape(n_lines, width))
+    lines = [line for line in text.split("\n") if line.strip()]
+    rows = _split_lines(lines, sep)
+    widths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    if np.any(widths != width):
+        bad = int(np.argmax(widths != width))
+        raise ValueError(
+            f"{path}, line {bad + first_line} (not counting blank lines): expected {width} "
+            f"fields separated by {sep or 'spaces'!r}, got {widths[bad]}"
+        )
+    return np.array(rows, dtype=str).reshape(len(rows), width)
+
+
 def _is_number(x: str) -> bool:
     try:
         float(x)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_int(x: str) -> bool:
-    try:
-        int(x)
         return True
     except ValueError:
         return False
