@@ -174,3 +174,20 @@ def test_similar_items_sorted_and_survive_save_load(small, tmp_path):
     again = loaded.similar_items(items, n=8)
     np.testing.assert_array_equal(res.indices, again.indices)
     np.testing.assert_array_equal(res.scores, again.scores)
+
+
+def test_hybrid_on_a_bare_matrix_has_no_side_features():
+    from _ranker import TinyLogistic
+
+    X = data.synthetic(200, 80, seed=5, impressions_per_user=40).matrix
+    model = Hybrid(candidates=[ItemKNN(k=10), Popularity()], ranker=TinyLogistic(),
+                   n_candidates=15).fit(X)
+    assert model.user_features_ == {} and model.item_features_ == {}
+    res = model.recommend([0, 1], n=5)
+    assert res.indices.shape == (2, 5) and (res.indices >= 0).all()
+
+
+def test_hybrid_reranker_needs_held_out_data():
+    X = sp.csr_matrix(np.eye(4))  # one item per user: nothing to hold out
+    with pytest.raises(ValueError, match="too little data"):
+        Hybrid(candidates=[Popularity()]).fit(X)
