@@ -191,3 +191,24 @@ def test_contains_finds_stored_entries_only():
     m = sp.csr_matrix(np.array([[0, 1, 1], [1, 0, 0]]))
     got = data.contains(m.indptr, m.indices, 3, [0, 0, 1, 1, 0], [1, 0, 0, 2, -1])
     np.testing.assert_array_equal(got, [True, False, True, False, False])
+
+
+def test_contexts_follow_entries_through_duplicates_filters_and_splits():
+    d = data.from_arrays([0, 0, 0, 1, 1, 2], [0, 0, 1, 0, 1, 1], None, [1, 5, 2, 3, 4, 6],
+                         contexts={"daypart": [3, 1, 2, 0, 2, 1]})
+    # (0, 0) combines two events: the context of the latest (time 5) is kept
+    np.testing.assert_array_equal(d.contexts["daypart"], [1, 2, 0, 2, 1])
+    train, test = data.leave_last_out(d)
+    np.testing.assert_array_equal(test.contexts["daypart"], [1, 2])  # (0,0)@5 and (1,1)@4
+    kept = data.filter_min_counts(d, min_user=2)
+    np.testing.assert_array_equal(kept.contexts["daypart"], [1, 2, 0, 2])
+    assert train.contexts["daypart"].size == train.nnz
+    with pytest.raises(ValueError, match="non-negative integer codes"):
+        data.from_arrays([0], [0], contexts={"daypart": [-1]})
+
+
+def test_from_dataframe_contexts():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"user": [1, 1, 2], "item": [5, 6, 5], "hour": [7, 20, 9]})
+    d = data.from_dataframe(df, contexts=["hour"])
+    np.testing.assert_array_equal(d.contexts["hour"], [7, 20, 9])

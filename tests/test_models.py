@@ -191,3 +191,53 @@ def test_hybrid_reranker_needs_held_out_data():
     X = sp.csr_matrix(np.eye(4))  # one item per user: nothing to hold out
     with pytest.raises(ValueError, match="too little data"):
         Hybrid(candidates=[Popularity()]).fit(X)
+
+
+@pytest.fixture(scope="module")
+def context_hybrid():
+    from _ranker import TinyLogistic
+
+    d = data.synthetic(400, 150, seed=8, impressions_per_user=60)
+    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=TinyLogistic(),
+                   n_candidates=30).fit(d)
+    return d, model
+
+
+def test_hybrid_ranks_for_the_requested_context(context_hybrid):
+    d, model = context_hybrid
+    assert model.context_names_ == ["daypart"]
+    users = np.arange(30)
+    by_context = [model.recommend(users, n=10, context={"daypart": c}) for c in range(4)]
+    assert any(not np.array_equal(by_context[0].indices, r.indices) for r in by_context[1:])
+    # one code per user is the same as a scalar for everyone, row by row
+    mixed = model.recommend(users, n=10, context={"daypart": np.arange(30) % 4})
+    for u in users:
+        np.testing.assert_array_equal(mixed.indices[u], by_context[u % 4].indices[u])
+
+
+def test_hybrid_context_validated(context_hybrid):
+    _, model = context_hybrid
+    with pytest.raises(ValueError, match="keys"):
+        model.recommend([0], context={"hour": 1})
+    with pytest.raises(ValueError, match=r"lie in \[0, 4\)"):
+        model.recommend([0], context={"daypart": 4})
+    with pytest.raises(ValueError, match="one per user"):
+        model.recommend([0, 1], context={"daypart": [1, 2, 3]})
+    plain = Hybrid(candidates=[Popularity()], rerank=False).fit(sp.csr_matrix(np.eye(3)))
+    with pytest.raises(ValueError, match="fit without contexts"):
+        plain.recommend([0], context={"daypart": 1})
+
+
+def test_hybrid_with_context_survives_save_load(context_hybrid, tmp_path):
+    pytest.importorskip("fastrec.models.logistic")
+    from fastrec.models.logistic import LogisticCTR
+
+    d, _ = context_hybrid
+    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=LogisticCTR(),
+                   n_candidates=30).fit(d)
+    loaded = Hybrid.load(model.save(tmp_path / "h"))
+    users = np.arange(d.n_users)
+    ctx = {"daypart": users % 4}
+    a, b = model.recommend(users, 10, context=ctx), loaded.recommend(users, 10, context=ctx)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.scores, b.scores)

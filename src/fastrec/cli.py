@@ -87,10 +87,12 @@ def demo(
     table = Table(
         title=f"fastrec demo: {result.source}\n{result.n_users} users x {result.n_items} items, "
               f"{result.n_train} train / {result.n_test} held-out interactions, "
-              f"{result.n_eval_users} users evaluated\nbackend={backend}, "
+              f"{result.n_requests} requests evaluated\nbackend={backend}, "
               f"threads={threads or 'all'}",
         title_justify="left",
-        caption="AUC / log-loss: the CTR re-ranker on the held-out users' candidates",
+        caption="A request is a user, or a (user, context) pair when the data has contexts: "
+                "CF models give a user one list, the Hybrid ranks for the context.\n"
+                "AUC / log-loss: the Hybrid's CTR re-ranker on the candidates of 3000 requests.",
         caption_justify="left",
     )
     for col in ("model", "fit s", "rec s", "P@10", "R@10", "NDCG@10", "MAP@10",

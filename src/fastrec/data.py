@@ -29,6 +29,8 @@ class Interactions:
     the original id of row r / column c (sorted ascending, so lookups are binary searches).
     ``timestamps``: None or an int64/float array aligned with ``matrix.data``.
     ``user_features`` / ``item_features``: name -> int array (one category code per row/column).
+    ``contexts``: name -> non-negative int array aligned with ``matrix.data`` (the context of
+    each interaction, e.g. the time of day: what a CTR model conditions on at request time).
     """
 
     matrix: sp.csr_matrix
@@ -37,6 +39,7 @@ class Interactions:
     timestamps: np.ndarray | None = None
     user_features: dict = field(default_factory=dict)
     item_features: dict = field(default_factory=dict)
+    contexts: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -98,9 +101,9 @@ class Interactions:
             }
         )
 
-    def with_matrix(self, matrix: sp.csr_matrix, timestamps=None) -> Interactions:
+    def with_matrix(self, matrix: sp.csr_matrix, timestamps=None, contexts=None) -> Interactions:
         """The same ids and side features over another matrix of the same shape."""
-        return replace(self, matrix=matrix, timestamps=timestamps)
+        return replace(self, matrix=matrix, timestamps=timestamps, contexts=contexts or {})
 
 
 def _lookup(sorted_ids: np.ndarray, ids, what: str) -> np.ndarray:
@@ -133,6 +136,12 @@ def _column(values, name: str, n: int | None = None) -> np.ndarray:
     return arr
 
 
+def _codes(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0):
+        raise ValueError(f"{name} must hold non-negative integer codes")
+    return arr.astype(np.int64)
+
+
 def _text_ids(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype != object:
         return arr
@@ -160,10 +169,14 @@ def from_arrays(
     values=None,
     timestamps=None,
     *,
+    contexts=None,
     duplicates: str = "sum",
     dtype=np.float32,
 ) -> Interactions:
     """Build :class:`Interactions` from parallel 1-D arrays of events.
+
+    ``contexts``: optional dict name -> non-negative integer codes, one per event; a combined
+    entry keeps the context of its latest event.
 
     ``users`` / ``items``: any sortable ids (ints, strings). ``values``: event weights (default
     1). ``timestamps``: optional numbers. Events of the same (user, item) pair are combined by
@@ -179,6 +192,8 @@ def from_arrays(
     items = _column(items, "items", n)
     vals = np.ones(n) if values is None else _numeric(_column(values, "values", n), "values")
     ts = None if timestamps is None else _numeric(_column(timestamps, "timestamps", n), "timestamps")
+    ctx = {name: _codes(_column(c, f"contexts[{name!r}]", n), f"contexts[{name!r}]")
+           for name, c in (contexts or {}).items()}
     for arr, name in ((users, "users"), (items, "items")):
         if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinity")
@@ -224,7 +239,8 @@ def from_arrays(
     out_ts = None
     if ts_sorted is not None:
         out_ts = np.maximum.reduceat(ts_sorted, starts) if n else ts_sorted
-    return Interactions(matrix, user_ids, item_ids, out_ts)
+    out_ctx = {name: c[order][ends] for name, c in ctx.items()}
+    return Interactions(matrix, user_ids, item_ids, out_ts, contexts=out_ctx)
 
 
 def from_dataframe(
@@ -234,14 +250,17 @@ def from_dataframe(
     item: str = "item",
     value: str | None = None,
     timestamp: str | None = None,
+    contexts=(),
     duplicates: str = "sum",
     dtype=np.float32,
 ) -> Interactions:
     """Build :class:`Interactions` from a pandas DataFrame of events (see :func:`from_arrays`).
 
     ``value`` and ``timestamp`` name optional columns; datetime timestamps become int64 ns.
+    ``contexts``: names of integer-coded context columns (e.g. hour of day).
     """
-    missing = [c for c in (user, item, value, timestamp) if c is not None and c not in df.columns]
+    wanted = (user, item, value, timestamp, *contexts)
+    missing = [c for c in wanted if c is not None and c not in df.columns]
     if missing:
         raise ValueError(f"DataFrame has no column {missing[0]!r}; columns: {list(df.columns)}")
     if df[[user, item]].isna().any().any():
@@ -257,6 +276,7 @@ def from_dataframe(
         df[item].to_numpy(),
         None if value is None else df[value].to_numpy(),
         ts,
+        contexts={name: df[name].to_numpy() for name in contexts},
         duplicates=duplicates,
         dtype=dtype,
     )
@@ -430,7 +450,7 @@ def _entry_rows(m: sp.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
 
 
-def _select(data: Interactions, keep: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray | None]:
+def _select(data: Interactions, keep: np.ndarray):
     """The matrix restricted to stored entries where ``keep`` (aligned with data) is True."""
     m = data.matrix
     rows = _entry_rows(m)[keep]
@@ -439,7 +459,7 @@ def _select(data: Interactions, keep: np.ndarray) -> tuple[sp.csr_matrix, np.nda
     out = sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
     out.has_sorted_indices = True
     ts = None if data.timestamps is None else data.timestamps[keep]
-    return out, ts
+    return out, ts, {name: c[keep] for name, c in data.contexts.items()}
 
 
 def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) -> Interactions:
@@ -459,7 +479,7 @@ def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) 
         if keep_u.all() and keep_i.all():
             return cur
         entry_keep = keep_u[_entry_rows(m)] & keep_i[m.indices]
-        sub, ts = _select(cur, entry_keep)
+        sub, ts, ctx = _select(cur, entry_keep)
         new_cols = np.cumsum(keep_i) - 1
         sub = sub[keep_u]
         sub = sp.csr_matrix((sub.data, new_cols[sub.indices], sub.indptr),
@@ -468,6 +488,7 @@ def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) 
             sub, cur.user_ids[keep_u], cur.item_ids[keep_i], ts,
             {k: v[keep_u] for k, v in cur.user_features.items()},
             {k: v[keep_i] for k, v in cur.item_features.items()},
+            ctx,
         )
 
 
@@ -478,10 +499,10 @@ def to_implicit(data: Interactions, threshold: float = 0.0, *, binary: bool = Tr
     """
     threshold = check_scalar(threshold, "threshold")
     keep = data.matrix.data > threshold
-    m, ts = _select(data, keep)
+    m, ts, ctx = _select(data, keep)
     if binary:
         m.data = np.ones_like(m.data)
-    return data.with_matrix(m, ts)
+    return data.with_matrix(m, ts, ctx)
 
 
 # --------------------------------------------------------------------------- splits
@@ -491,9 +512,7 @@ def _rng(seed):
 
 
 def _split_by(data: Interactions, test_mask: np.ndarray) -> tuple[Interactions, Interactions]:
-    train, train_ts = _select(data, ~test_mask)
-    test, test_ts = _select(data, test_mask)
-    return data.with_matrix(train, train_ts), data.with_matrix(test, test_ts)
+    return data.with_matrix(*_select(data, ~test_mask)), data.with_matrix(*_select(data, test_mask))
 
 
 def _check_fraction(test_fraction):
@@ -563,6 +582,8 @@ def synthetic(
     popularity_share: float = 0.3,
     taste_strength: float = 10.0,
     segment_noise: float = 0.1,
+    n_contexts: int = 4,
+    context_strength: float = 1.0,
     seed=0,
 ) -> Interactions:
     """A seeded implicit-feedback data set with latent structure: the built-in data of the demo.
@@ -576,7 +597,11 @@ def synthetic(
     clicks are the interactions (value 1, a timestamp per click). Observed side features:
     ``user_features["segment"]`` (the hidden segment, wrong for a ``segment_noise`` fraction of
     users) and ``item_features["category"]``, so CTR models on features and CF models on the
-    matrix both have real signal. Memory: O(n_users * impressions_per_user).
+    matrix both have real signal. Each impression happens in one of ``n_contexts`` contexts
+    (say, parts of the day) drawn uniformly, and each (category, context) pair adds an
+    affinity ~ N(0, context_strength) to the click logit: ``contexts["daypart"]`` holds the
+    context of each click, so a context-aware CTR model has signal that CF alone lacks.
+    Memory: O(n_users * impressions_per_user).
     """
     n_users = check_scalar(n_users, "n_users", min_value=1, integer=True)
     n_items = check_scalar(n_items, "n_items", min_value=1, integer=True)
@@ -600,8 +625,11 @@ def synthetic(
     shown_p = popularity_share * popularity + (1.0 - popularity_share) / n_items
     cols = rng.choice(n_items, size=rows.size, p=shown_p / shown_p.sum())
     user_bias = rng.normal(0.0, 0.3, n_users)
+    daypart = rng.integers(n_contexts, size=rows.size)
+    affinity = rng.normal(0.0, context_strength, (n_categories, n_contexts))
     logit = (
         taste_strength * np.einsum("ij,ij->i", U[rows], V[cols])
+        + affinity[category[cols], daypart]
         + 0.3 * np.log(popularity[cols] * n_items)
         + user_bias[rows]
         - 2.5
@@ -609,7 +637,7 @@ def synthetic(
     clicked = rng.random(rows.size) < 1.0 / (1.0 + np.exp(-logit))
     times = rng.random(rows.size) * 1e6
     data = from_arrays(rows[clicked], cols[clicked], None, times[clicked].astype(np.int64),
-                       duplicates="max")
+                       contexts={"daypart": daypart[clicked]}, duplicates="max")
     # from_arrays maps ids through np.unique: users/items never clicked are dropped, so the
     # side features are gathered through the id maps (ids here are the generator's indices).
     observed = segment.copy()

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import data as fdata
 from . import metrics
@@ -37,7 +38,7 @@ class DemoResult:
     n_items: int
     n_train: int
     n_test: int
-    n_eval_users: int
+    n_requests: int
     models: list
 
 
@@ -82,15 +83,62 @@ def ranker(backend="auto", n_threads=None):
     return LogisticCTR(C=1.0, backend=backend, n_threads=n_threads)
 
 
+@dataclass
+class Requests:
+    """What is evaluated: one row per user, or per (user, context) when the data has contexts.
+
+    ``users``: the user row of each request; ``context``: None or name -> code per request
+    (what Hybrid.recommend takes); ``held_out``: requests x items CSR of the held-out items of
+    that user (taken in that context).
+    """
+
+    users: np.ndarray
+    context: dict | None
+    held_out: sp.csr_matrix
+
+
+def requests(test: fdata.Interactions) -> Requests:
+    """The evaluation requests of a held-out split (see :class:`Requests`)."""
+    T = test.matrix
+    users = np.flatnonzero(np.diff(T.indptr) > 0)
+    if not test.contexts:
+        return Requests(users, None, T[users])
+    names = sorted(test.contexts)
+    codes = np.stack([test.contexts[c] for c in names], axis=1)
+    sizes = codes.max(axis=0) + 1
+    code = np.zeros(T.nnz, dtype=np.int64)
+    for c in range(len(names)):
+        code = code * int(sizes[c]) + codes[:, c]
+    n_codes = int(np.prod(sizes))
+    rows = np.repeat(np.arange(T.shape[0], dtype=np.int64), np.diff(T.indptr))
+    keys, req_of_entry = np.unique(rows * n_codes + code, return_inverse=True)
+    held = sp.csr_matrix(
+        (np.ones(T.nnz, dtype=np.float32), (req_of_entry.reshape(-1), T.indices)),
+        shape=(keys.size, T.shape[1]),
+    )
+    req_code = keys % n_codes
+    context = {}
+    for c in range(len(names) - 1, -1, -1):
+        context[names[c]] = req_code % int(sizes[c])
+        req_code = req_code // int(sizes[c])
+    return Requests(keys // n_codes, context, held)
+
+
 def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, threshold=None,
-        n_users=DEMO_USERS, n_items=DEMO_ITEMS) -> DemoResult:
-    """Run the demo pipeline; ``stage(description)`` is called as each stage starts."""
+        n_users=DEMO_USERS, n_items=DEMO_ITEMS, ctr_requests=3000) -> DemoResult:
+    """Run the demo pipeline; ``stage(description)`` is called as each stage starts.
+
+    Models are evaluated per request (see :func:`requests`): CF models give a user the same
+    list in every context, the Hybrid ranks for the request's context. AUC / log-loss: the
+    Hybrid's CTR ranker on the candidates of ``ctr_requests`` seeded random requests.
+    """
     stage = stage or (lambda _desc: None)
     stage("loading data")
     d, source = load(path, threshold=threshold, seed=seed, n_users=n_users, n_items=n_items)
     stage("splitting")
     train, test = fdata.per_user_split(d, 0.2, seed=seed + 1)
-    users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)
+    req = requests(test)
+    uniq, pos = np.unique(req.users, return_inverse=True)
     results = []
     for model in models(backend, n_threads):
         name = type(model).__name__
@@ -100,17 +148,29 @@ def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, thresh
         fit_s = time.perf_counter() - t0
         stage(f"recommending with {name}")
         t0 = time.perf_counter()
-        recs = model.recommend(users, n=K)
+        if isinstance(model, Hybrid):
+            recs = model.recommend(req.users, n=K, context=req.context).indices
+        else:
+            recs = model.recommend(uniq, n=K).indices[pos.reshape(-1)]
         rec_s = time.perf_counter() - t0
         stage(f"evaluating {name}")
-        res = ModelResult(
-            name, fit_s, rec_s, metrics.ranking_metrics(recs, test.matrix, K, user_ids=users),
-            metrics.coverage(recs, d.n_items),
-        )
+        res = ModelResult(name, fit_s, rec_s, metrics.ranking_metrics(recs, req.held_out, K),
+                          metrics.coverage(recs, d.n_items))
         if isinstance(model, Hybrid) and model.ranker_ is not None:
-            rows, items, p = model.candidate_scores(users)
-            y = fdata.contains(test.matrix.indptr, test.matrix.indices, d.n_items, rows, items)
-            if y.any() and not y.all():
-                res.ctr = {"auc": metrics.roc_auc(y, p), "log_loss": metrics.log_loss(y, p)}
+            res.ctr = _ctr_metrics(model, req, ctr_requests, seed)
         results.append(res)
-    return DemoResult(source, d.n_users, d.n_items, train.nnz, test.nnz, users.size, results)
+    return DemoResult(source, d.n_users, d.n_items, train.nnz, test.nnz, req.users.size,
+                      results)
+
+
+def _ctr_metrics(model, req, n_requests, seed):
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(req.users.size, size=min(n_requests, req.users.size),
+                              replace=False))
+    context = None if req.context is None else {k: v[pick] for k, v in req.context.items()}
+    at, items, p = model.candidate_scores(req.users[pick], context=context)
+    H = req.held_out[pick]
+    y = fdata.contains(H.indptr, H.indices, H.shape[1], at, items)
+    if not y.any() or y.all():
+        return {}
+    return {"auc": metrics.roc_auc(y, p), "log_loss": metrics.log_loss(y, p)}

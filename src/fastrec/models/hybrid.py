@@ -5,8 +5,15 @@ Candidates: each CF model (default ItemKNN, UserKNN and Popularity) proposes its
 each CF model m, the score normalised by that user's best score from m (0 when m did not
 propose the item), the reciprocal rank and a "proposed" flag; the weighted blend of the
 normalised scores; the item's log-popularity and the user's log-activity (both scaled to
-[0, 1]); and one-hot crosses of the user's and the item's categorical side features (when fit
-on :class:`fastrec.data.Interactions` that has them, e.g. segment x category).
+[0, 1]); one-hot crosses of the user's and the item's categorical side features, and of the
+request's context with the item's features (when fit on :class:`fastrec.data.Interactions`
+that has them: e.g. segment x category, daypart x category).
+
+Context: when the training Interactions carries ``contexts`` (one code per interaction), the
+ranker is trained on requests = distinct (user, context) pairs of the hold-out, a candidate
+being positive when the user interacted with it in that context; ``recommend(...,
+context={"daypart": codes})`` then ranks for the given context of each request (no context:
+the context features are left at zero, i.e. unknown).
 
 ``rerank=True`` (default): a :class:`LogisticCTR` (``ranker``) learns P(click) from those
 features on a seeded per-user hold-out of the training data (CF models refit on the rest), and
@@ -23,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_scalar
+from .._validation import check_k, check_scalar
 from ..data import Interactions, contains, per_user_split
 from ..topk import TopK, topk
 from ._base import Recommender, as_user_items
@@ -50,6 +57,39 @@ class Hybrid(Recommender):
     ``validation_fraction`` of each user's items held out to train the ranker,
     ``max_train_users`` (users sampled for ranker training), ``seed``.
     """
+
+    def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True, context=None) -> TopK:
+        """Top-n items per user row: TopK (len(user_ids), n).
+
+        ``context``: None, or a dict giving every context the model was fit with (name ->
+        one code, or one code per user row), e.g. ``{"daypart": 2}``.
+        """
+        rows = self._check_users(user_ids)
+        n = check_k(n, "n")
+        return self._recommend(rows, n, bool(exclude_seen), self._check_context(context, rows))
+
+    def _check_context(self, context, rows):
+        if context is None:
+            return None
+        names = getattr(self, "context_names_", [])
+        if not names:
+            raise ValueError("this Hybrid was fit without contexts; pass context=None")
+        if not isinstance(context, dict) or set(context) != set(names):
+            raise ValueError(f"context must be a dict with the keys {names}, got {context!r}")
+        cols = []
+        for name, size in zip(names, self.context_sizes_):
+            codes = np.asarray(context[name])
+            if codes.ndim == 0:
+                codes = np.full(len(rows), codes)
+            if codes.shape != (len(rows),) or (codes.size and codes.dtype.kind not in "iu"):
+                raise ValueError(
+                    f"context[{name!r}] must be one integer code or one per user "
+                    f"({len(rows)}), got shape {codes.shape} dtype {codes.dtype}"
+                )
+            if codes.size and (codes.min() < 0 or codes.max() >= size):
+                raise ValueError(f"context[{name!r}] codes must lie in [0, {size}) as in fit")
+            cols.append(codes.astype(np.int64))
+        return np.stack(cols, axis=1)
 
     def __init__(
         self,
@@ -106,10 +146,16 @@ class Hybrid(Recommender):
         self._set_data(UI, source)
         self.user_features_ = dict(source.user_features) if source is not None else {}
         self.item_features_ = dict(source.item_features) if source is not None else {}
+        contexts = dict(source.contexts) if source is not None else {}
+        self.context_names_ = sorted(contexts)
+        self.context_sizes_ = np.array(
+            [int(contexts[c].max()) + 1 if contexts[c].size else 1 for c in self.context_names_],
+            dtype=np.int64,
+        )
         self._check_side_features()
         self.ranker_ = None
         if self.rerank:
-            self.ranker_ = self._fit_ranker(models, n_cand)
+            self.ranker_ = self._fit_ranker(models, n_cand, contexts)
         self.candidates_ = [m.clone().fit(self.user_items_) for m in models]
         self.item_pop_ = self._scaled_log(np.bincount(self.user_items_.indices,
                                                       minlength=self.n_items_))
@@ -134,12 +180,13 @@ class Hybrid(Recommender):
         top = v.max() if v.size else 0.0
         return v / top if top > 0 else v
 
-    def _fit_ranker(self, models, n_cand):
+    def _fit_ranker(self, models, n_cand, contexts):
         frac = check_scalar(self.validation_fraction, "validation_fraction",
                             min_value=0, max_value=1, min_inclusive=False)
         max_users = check_scalar(self.max_train_users, "max_train_users", min_value=1,
                                  integer=True)
-        whole = Interactions(self.user_items_, np.arange(self.n_users_), np.arange(self.n_items_))
+        whole = Interactions(self.user_items_, np.arange(self.n_users_), np.arange(self.n_items_),
+                             contexts=contexts)
         part, held = per_user_split(whole, frac, seed=self.seed)
         rng = np.random.default_rng(self.seed)
         users = np.flatnonzero(np.diff(held.matrix.indptr) > 0)
@@ -152,14 +199,47 @@ class Hybrid(Recommender):
         cand_rows, cand_items, X = self._candidates_and_features(
             fitted, part.matrix, item_pop, users, n_cand, exclude_seen=True
         )
-        y = contains(held.matrix.indptr, held.matrix.indices, self.n_items_, users[cand_rows],
-                     cand_items)
+        H = held.matrix
+        if not self.context_names_:
+            y = contains(H.indptr, H.indices, self.n_items_, users[cand_rows], cand_items)
+            X = self._with_context(X, None, cand_items)
+        else:
+            # Requests: distinct (user, context) pairs of the sampled users' held-out entries.
+            # Each request gets its user's candidates; positives are the items the user took
+            # in that very context.
+            n_codes = int(np.prod(self.context_sizes_))
+            h_rows = np.repeat(np.arange(self.n_users_, dtype=np.int64), np.diff(H.indptr))
+            h_code = self._encode(np.stack([held.contexts[c] for c in self.context_names_], 1))
+            sampled = np.isin(h_rows, users)
+            req = np.unique(h_rows[sampled] * n_codes + h_code[sampled])
+            req_user, req_code = req // n_codes, req % n_codes
+            rep_req, idx = _expand(cand_rows, users.size, np.searchsorted(users, req_user))
+            items = cand_items[idx]
+            X = self._with_context(X[idx], self._decode(req_code)[rep_req], items)
+            held_keys = np.sort((h_rows * self.n_items_ + H.indices) * n_codes + h_code)
+            want = (req_user[rep_req] * self.n_items_ + items) * n_codes + req_code[rep_req]
+            at = np.minimum(np.searchsorted(held_keys, want), held_keys.size - 1)
+            y = held_keys[at] == want
         if y.all() or not y.any():
             raise ValueError("too little data to train the ranker: candidate labels are constant")
         ranker = copy.deepcopy(self.ranker) if self.ranker is not None else _default_ranker()
         ranker.fit(X, y.astype(np.float64))
         self.ranker_train_size_ = (int(X.shape[0]), int(y.sum()))
         return ranker
+
+    def _encode(self, ctx):
+        """Mixed-radix code of each row of context codes (n, n_contexts)."""
+        code = np.zeros(ctx.shape[0], dtype=np.int64)
+        for c, size in enumerate(self.context_sizes_):
+            code = code * int(size) + ctx[:, c]
+        return code
+
+    def _decode(self, code):
+        out = np.empty((code.size, len(self.context_sizes_)), dtype=np.int64)
+        for c in range(len(self.context_sizes_) - 1, -1, -1):
+            size = int(self.context_sizes_[c])
+            code, out[:, c] = code // size, code % size
+        return out
 
     # -- candidates and features ---------------------------------------------------------
     def _candidates_and_features(self, models, UI, item_pop, rows, n_cand, exclude_seen):
@@ -218,22 +298,60 @@ class Hybrid(Recommender):
                 ))
         return blocks
 
+    def _with_context(self, X, ctx_rows, items):
+        """X with the one-hot (context code x item feature code) blocks appended.
+
+        ``ctx_rows``: (n, n_contexts) codes per row of X, or None (unknown: all zeros).
+        """
+        n = items.size
+        blocks = [X]
+        for c, size in enumerate(getattr(self, "context_sizes_", [])):
+            for i_name in sorted(self.item_features_):
+                i_codes = np.asarray(self.item_features_[i_name])
+                n_i = int(i_codes.max()) + 1 if i_codes.size else 1
+                width = int(size) * n_i
+                if ctx_rows is None:
+                    blocks.append(sp.csr_matrix((n, width)))
+                    continue
+                cross = ctx_rows[:, c] * n_i + i_codes[items]
+                blocks.append(sp.csr_matrix((np.ones(n), (np.arange(n), cross)),
+                                            shape=(n, width)))
+        return sp.hstack(blocks, format="csr") if len(blocks) > 1 else X
+
     # -- recommending --------------------------------------------------------------------
-    def _recommend(self, rows, n, exclude_seen) -> TopK:
+    def _recommend(self, rows, n, exclude_seen, ctx=None) -> TopK:
         # Blocks of users bound the candidate features' memory to O(_BLOCK_USERS * candidates).
-        parts = [self._recommend_block(rows[r0 : r0 + _BLOCK_USERS], n, exclude_seen)
-                 for r0 in range(0, len(rows), _BLOCK_USERS)]
+        parts = [
+            self._recommend_block(rows[r0 : r0 + _BLOCK_USERS], n, exclude_seen,
+                                  None if ctx is None else ctx[r0 : r0 + _BLOCK_USERS])
+            for r0 in range(0, len(rows), _BLOCK_USERS)
+        ]
         if not parts:
             return TopK(np.zeros((0, n), dtype=np.int64), np.zeros((0, n)))
         return TopK(np.concatenate([p.indices for p in parts]),
                     np.concatenate([p.scores for p in parts]))
 
-    def _recommend_block(self, rows, n, exclude_seen) -> TopK:
-        n_cand = max(int(self.n_candidates), n)
-        cand_rows, cand_items, X = self._candidates_and_features(
-            self.candidates_, self.user_items_, self.item_pop_, rows, n_cand, exclude_seen
+    def _scored_candidates(self, rows, n_cand, exclude_seen, ctx):
+        """(position in rows, item, score) of each candidate, by (position, item).
+
+        A user repeated in ``rows`` (one row per context, say) has its CF candidates and
+        base features computed once, then copied per row.
+        """
+        uniq, pos = np.unique(rows, return_inverse=True)
+        cand_u, cand_items, X = self._candidates_and_features(
+            self.candidates_, self.user_items_, self.item_pop_, uniq, n_cand, exclude_seen
         )
-        score = self._score(X)
+        if uniq.size == rows.size and np.array_equal(uniq, rows):
+            cand_rows = cand_u
+        else:
+            cand_rows, idx = _expand(cand_u, uniq.size, pos.reshape(-1))
+            cand_items, X = cand_items[idx], X[idx]
+        X = self._with_context(X, None if ctx is None else ctx[cand_rows], cand_items)
+        return cand_rows, cand_items, self._score(X)
+
+    def _recommend_block(self, rows, n, exclude_seen, ctx) -> TopK:
+        n_cand = max(int(self.n_candidates), n)
+        cand_rows, cand_items, score = self._scored_candidates(rows, n_cand, exclude_seen, ctx)
         # Lay each row's candidates (ascending items) out densely, padded with -inf.
         counts = np.bincount(cand_rows, minlength=len(rows))
         width = max(int(counts.max()) if counts.size else 0, 1)
@@ -248,18 +366,16 @@ class Hybrid(Recommender):
         items = np.where(found, np.take_along_axis(I, np.maximum(best.indices, 0), 1), -1)
         return TopK(items, best.scores)
 
-    def candidate_scores(self, user_ids, exclude_seen: bool = True):
-        """(user rows, items, scores) of every candidate of the given users, unranked.
+    def candidate_scores(self, user_ids, exclude_seen: bool = True, context=None):
+        """(positions in user_ids, items, scores) of every candidate of the given users.
 
-        The scores are the ranker's P(click) with ``rerank`` (what a CTR evaluation needs:
-        label them with held-out interactions) and the blend otherwise.
+        Unranked; ordered by (position, item). The scores are the ranker's P(click) with
+        ``rerank`` (what a CTR evaluation needs: label them with held-out interactions) and the
+        blend otherwise. ``context`` as in :meth:`recommend`.
         """
         rows = self._check_users(user_ids)
-        cand_rows, cand_items, X = self._candidates_and_features(
-            self.candidates_, self.user_items_, self.item_pop_, rows, int(self.n_candidates),
-            bool(exclude_seen),
-        )
-        return rows[cand_rows], cand_items, self._score(X)
+        ctx = self._check_context(context, rows)
+        return self._scored_candidates(rows, int(self.n_candidates), bool(exclude_seen), ctx)
 
     def _score(self, X) -> np.ndarray:
         if self.ranker_ is not None:
@@ -289,6 +405,7 @@ class Hybrid(Recommender):
             params["ranker"] = {"class": type(self.ranker_).__name__}
         params["user_feature_names"] = sorted(self.user_features_)
         params["item_feature_names"] = sorted(self.item_features_)
+        params["context_names"] = list(self.context_names_)
         return params
 
     @classmethod
@@ -298,14 +415,17 @@ class Hybrid(Recommender):
         ranker_spec = params.pop("ranker")
         user_names = params.pop("user_feature_names")
         item_names = params.pop("item_feature_names")
+        context_names = params.pop("context_names")
         models = [_CF_CLASSES[s["class"]](**s["params"]) for s in specs]
         model = cls(candidates=models, **params)
         model._ranker_spec = ranker_spec
         model._feature_names = (user_names, item_names)
+        model.context_names_ = context_names
         return model
 
     def _state(self) -> dict:
-        arrays = {"weights_": self.weights_, "item_pop_": self.item_pop_}
+        arrays = {"weights_": self.weights_, "item_pop_": self.item_pop_,
+                  "context_sizes_": self.context_sizes_}
         for name, codes in self.user_features_.items():
             arrays[f"ufeat__{name}"] = np.asarray(codes)
         for name, codes in self.item_features_.items():
@@ -324,6 +444,7 @@ class Hybrid(Recommender):
     def _load_state(self, arrays) -> None:
         self.weights_ = arrays["weights_"]
         self.item_pop_ = arrays["item_pop_"]
+        self.context_sizes_ = np.asarray(arrays["context_sizes_"])
         user_names, item_names = self._feature_names
         self.user_features_ = {n: arrays[f"ufeat__{n}"] for n in user_names}
         self.item_features_ = {n: arrays[f"ifeat__{n}"] for n in item_names}
@@ -339,6 +460,21 @@ class Hybrid(Recommender):
         spec = self._ranker_spec
         if spec is not None:
             self.ranker_ = _restore_ranker(spec, arrays)
+
+
+def _expand(cand_group, n_groups, group_of_row):
+    """Copy each group's run of candidates to every row of that group.
+
+    ``cand_group``: sorted group of each candidate; ``group_of_row``: the group of each output
+    row. Returns (row of each output candidate, index into the candidates), rows ascending
+    and, within a row, the group's order kept.
+    """
+    counts = np.bincount(cand_group, minlength=n_groups)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    lengths = counts[group_of_row]
+    row = np.repeat(np.arange(group_of_row.size), lengths)
+    offset = np.arange(lengths.sum()) - np.repeat(np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return row, starts[group_of_row][row] + offset
 
 
 def _restore_ranker(spec, arrays):
