@@ -148,7 +148,7 @@ def test_hybrid_beats_popularity_and_each_single_model_on_ndcg():
 def test_hybrid_results_do_not_depend_on_the_user_block_size(monkeypatch):
     from _ranker import TinyLogistic
 
-    import fastrec.models.hybrid as hybrid
+    from fastrec.models import hybrid
 
     d = data.synthetic(300, 100, seed=3, impressions_per_user=40)
     model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=TinyLogistic(),
@@ -204,7 +204,7 @@ def context_hybrid():
 
 
 def test_hybrid_ranks_for_the_requested_context(context_hybrid):
-    d, model = context_hybrid
+    _, model = context_hybrid
     assert model.context_names_ == ["daypart"]
     users = np.arange(30)
     by_context = [model.recommend(users, n=10, context={"daypart": c}) for c in range(4)]
