@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastrec import data
 
@@ -212,3 +214,34 @@ def test_from_dataframe_contexts():
     df = pd.DataFrame({"user": [1, 1, 2], "item": [5, 6, 5], "hour": [7, 20, 9]})
     d = data.from_dataframe(df, contexts=["hour"])
     np.testing.assert_array_equal(d.contexts["hour"], [7, 20, 9])
+
+
+@st.composite
+def event_lists(draw):
+    n = draw(st.integers(0, 30))
+    users = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    items = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
+    values = draw(st.lists(st.integers(-3, 5), min_size=n, max_size=n))
+    times = draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
+    return users, items, values, times
+
+
+@given(event_lists(), st.sampled_from(data.DUPLICATE_RULES))
+def test_from_arrays_matches_a_naive_dictionary(events, rule):
+    users, items, values, times = events
+    groups = {}
+    for pos, (u, i, v, t) in enumerate(zip(users, items, values, times)):
+        groups.setdefault((u, i), []).append((t, pos, v))
+    expected = {}
+    for key, evs in groups.items():
+        evs.sort()  # by time, then input order
+        vals = [v for _, _, v in evs]
+        expected[key] = {"sum": sum(vals), "max": max(vals), "first": vals[0],
+                         "last": vals[-1], "count": len(vals)}[rule], max(t for t, _, _ in evs)
+    d = data.from_arrays(np.array(users, dtype=np.int64), np.array(items, dtype=str),
+                         np.array(values, dtype=float), np.array(times, dtype=np.int64),
+                         duplicates=rule, dtype=np.float64)
+    assert d.nnz == len(expected)
+    m = d.matrix.tocoo()
+    for r, c, v, t in zip(m.row, m.col, m.data, d.timestamps):
+        assert expected[(d.user_ids[r], d.item_ids[c])] == (v, t)
