@@ -102,12 +102,14 @@ def recommend_user_based(
     backend="auto",
     n_threads=None,
 ) -> TopK:
-    """Top-n items per user from a user neighbourhood (user-kNN scoring).
+    """Top-n items per user from interactions and a user neighbourhood (user-kNN scoring).
 
-    score(u, j) = sum over the neighbours v of u of user_neighbours[u, v] * user_items[v, j]:
-    the same fused sparse A @ B kernel as :func:`recommend` with A = user_neighbours and
-    B = user_items; the seen mask is user_items itself. Same ordering, padding, masks and
-    memory bound as :func:`recommend`.
+    score(u, j) = sum over the neighbours v of user u of user_neighbours[u, v] *
+    user_items[v, j]: the same fused kernel as :func:`recommend` with the roles swapped (A =
+    user_neighbours, B = user_items, seen mask = user_items). An item is a candidate for u when
+    a neighbour of u has it; items u has interacted with are skipped when ``exclude_seen``, and
+    so are the positions stored in ``exclude`` (shaped like user_items). ``user_ids``, sorting,
+    ties (smaller item first), padding (-1/-inf) and memory as in :func:`recommend`.
     """
     UI = check_csr(user_items, "user_items", drop_zeros=True)
     NB = check_csr(user_neighbours, "user_neighbours", drop_zeros=True)
