@@ -1,10 +1,12 @@
-"""One behavioural suite run over every model: the contract fit / recommend / save / load."""
+"""One behavioural suite run over every model and every CPU backend that implements the kernels
+the models use: the contract fit / recommend / save / load."""
 import mmap
 
 import numpy as np
 import pytest
 
-from fastrec import data
+from comparators import assert_topk_equal
+from fastrec import available_backends, data
 from fastrec.models import Hybrid, ItemKNN, Popularity, UserKNN, _persist
 
 try:
@@ -21,28 +23,34 @@ def is_memory_mapped(arr) -> bool:
     return False
 
 
-def make_ranker():
+def make_ranker(backend):
     if LogisticCTR is not None:
-        return LogisticCTR(C=1.0)
+        return LogisticCTR(C=1.0, backend=backend)
     from _ranker import TinyLogistic
 
     return TinyLogistic()
 
 
 MODELS = {
-    "popularity": lambda: Popularity(),
-    "itemknn": lambda: ItemKNN(k=20),
-    "itemknn-bm25-shrink": lambda: ItemKNN(k=15, shrink=5.0, weighting="bm25", min_support=2),
-    "itemknn-tfidf": lambda: ItemKNN(k=15, weighting="tfidf"),
-    "userknn": lambda: UserKNN(k=20),
-    "hybrid-blend": lambda: Hybrid(
-        candidates=[ItemKNN(k=20), UserKNN(k=20), Popularity()], rerank=False, n_candidates=20
+    "popularity": lambda b: Popularity(backend=b),
+    "itemknn": lambda b: ItemKNN(k=20, backend=b),
+    "itemknn-bm25-shrink": lambda b: ItemKNN(k=15, shrink=5.0, weighting="bm25", min_support=2,
+                                             backend=b),
+    "itemknn-tfidf": lambda b: ItemKNN(k=15, weighting="tfidf", backend=b),
+    "userknn": lambda b: UserKNN(k=20, backend=b),
+    "hybrid-blend": lambda b: Hybrid(
+        candidates=[ItemKNN(k=20, backend=b), UserKNN(k=20, backend=b), Popularity(backend=b)],
+        rerank=False, n_candidates=20,
     ),
-    "hybrid-rerank": lambda: Hybrid(
-        candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(), n_candidates=20,
-        max_train_users=200,
+    "hybrid-rerank": lambda b: Hybrid(
+        candidates=[ItemKNN(k=20, backend=b), Popularity(backend=b)], ranker=make_ranker(b),
+        n_candidates=20, max_train_users=200,
     ),
 }
+KERNELS = ("cosine_topk", "recommend", "topk", "sigmoid_csr", "logistic_loss_grad_csr")
+BACKENDS = [b for b in available_backends() if b != "cuda"
+            and all(b in available_backends(k) for k in KERNELS)]
+CASES = [(m, b) for m in sorted(MODELS) for b in BACKENDS]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +58,21 @@ def train():
     return data.synthetic(250, 120, seed=11, impressions_per_user=40)
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
+@pytest.fixture(scope="module", params=CASES, ids=[f"{m}-{b}" for m, b in CASES])
 def fitted(request, train):
-    model = MODELS[request.param]()
+    name, backend = request.param
+    model = MODELS[name](backend)
     assert model.fit(train) is model
-    return request.param, model
+    return name, model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_every_backend_recommends_what_the_reference_does(train, name, backend):
+    users = np.arange(train.n_users)
+    expected = MODELS[name]("numpy").fit(train).recommend(users, n=10)
+    actual = MODELS[name](backend).fit(train).recommend(users, n=10)
+    assert_topk_equal(actual, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_recommend_shapes_sorted_and_padded(fitted, train):
@@ -165,4 +183,4 @@ def test_bad_n_rejected(fitted):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_not_fitted_is_a_clear_error(name):
     with pytest.raises(RuntimeError, match="not fitted"):
-        MODELS[name]().recommend([0])
+        MODELS[name]("numpy").recommend([0])
