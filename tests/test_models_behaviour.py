@@ -4,8 +4,8 @@ import mmap
 
 import numpy as np
 import pytest
-
 from comparators import assert_topk_equal
+
 from fastrec import available_backends, data
 from fastrec.models import Hybrid, ItemKNN, Popularity, UserKNN, _persist
 
