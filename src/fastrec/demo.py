@@ -3,7 +3,8 @@
 Runs Popularity, ItemKNN, UserKNN and the Hybrid (CF candidates re-ranked by LogisticCTR) on the
 built-in synthetic data (or a MovieLens-style file), and reports per model the fit and
 recommend wall times and precision/recall/NDCG/MAP@10 and coverage on a seeded per-user
-hold-out, plus AUC and log-loss of the CTR ranker on the hold-out's candidates.
+hold-out (per request: a user, or a (user, context) pair when the data has contexts, as the
+synthetic data's daypart), plus AUC and log-loss of the CTR ranker on the requests' candidates.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def load(path=None, *, threshold=None, min_count=1, seed=0, n_users=DEMO_USERS,
     if path is None:
         d = fdata.synthetic(n_users, n_items, seed=seed)
         return d, f"synthetic({n_users} x {n_items}, seed={seed})"
-    d = fdata.read(path)
+    d = fdata.read(path, duplicates="last")  # a re-rated item keeps its latest rating
     if threshold is None:
         vals = d.matrix.data
         threshold = 3.5 if vals.size and vals.max() > 1 and vals.max() <= 10 else float("-inf")
