@@ -29,3 +29,12 @@ class TinyLogistic:
 
     def predict_proba(self, X):
         return fastrec.sigmoid_scores(X, self.coef_, float(self.intercept_[0]))
+
+
+def make_ranker(backend="auto"):
+    """fastrec.models.LogisticCTR when it is installed, else the test ranker above."""
+    try:
+        from fastrec.models.logistic import LogisticCTR
+    except ImportError:
+        return TinyLogistic()
+    return LogisticCTR(C=1.0, backend=backend)

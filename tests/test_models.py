@@ -125,13 +125,9 @@ def test_hybrid_weights_validated():
 
 @pytest.mark.slow
 def test_hybrid_beats_popularity_and_each_single_model_on_ndcg():
-    from _ranker import TinyLogistic
+    from _ranker import make_ranker
 
-    try:
-        from fastrec.models.logistic import LogisticCTR
-        ranker = LogisticCTR(C=1.0)
-    except ImportError:
-        ranker = TinyLogistic()
+    ranker = make_ranker()
     d = data.synthetic(2000, 800, seed=0)
     train, test = data.per_user_split(d, 0.2, seed=1)
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)
@@ -146,12 +142,12 @@ def test_hybrid_beats_popularity_and_each_single_model_on_ndcg():
 
 
 def test_hybrid_results_do_not_depend_on_the_user_block_size(monkeypatch):
-    from _ranker import TinyLogistic
+    from _ranker import make_ranker
 
     from fastrec.models import hybrid
 
     d = data.synthetic(300, 100, seed=3, impressions_per_user=40)
-    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=TinyLogistic(),
+    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(),
                    n_candidates=20).fit(d)
     users = np.arange(d.n_users)
     whole = model.recommend(users, n=5)
@@ -177,10 +173,10 @@ def test_similar_items_sorted_and_survive_save_load(small, tmp_path):
 
 
 def test_hybrid_on_a_bare_matrix_has_no_side_features():
-    from _ranker import TinyLogistic
+    from _ranker import make_ranker
 
     X = data.synthetic(200, 80, seed=5, impressions_per_user=40).matrix
-    model = Hybrid(candidates=[ItemKNN(k=10), Popularity()], ranker=TinyLogistic(),
+    model = Hybrid(candidates=[ItemKNN(k=10), Popularity()], ranker=make_ranker(),
                    n_candidates=15).fit(X)
     assert model.user_features_ == {} and model.item_features_ == {}
     res = model.recommend([0, 1], n=5)
@@ -195,10 +191,10 @@ def test_hybrid_reranker_needs_held_out_data():
 
 @pytest.fixture(scope="module")
 def context_hybrid():
-    from _ranker import TinyLogistic
+    from _ranker import make_ranker
 
     d = data.synthetic(400, 150, seed=8, impressions_per_user=60)
-    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=TinyLogistic(),
+    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(),
                    n_candidates=30).fit(d)
     return d, model
 

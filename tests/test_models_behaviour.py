@@ -4,6 +4,7 @@ import mmap
 
 import numpy as np
 import pytest
+from _ranker import make_ranker
 from comparators import assert_topk_equal
 
 from fastrec import available_backends, data
@@ -21,14 +22,6 @@ def is_memory_mapped(arr) -> bool:
             return True
         arr = getattr(arr, "base", None)
     return False
-
-
-def make_ranker(backend):
-    if LogisticCTR is not None:
-        return LogisticCTR(C=1.0, backend=backend)
-    from _ranker import TinyLogistic
-
-    return TinyLogistic()
 
 
 MODELS = {
