@@ -111,3 +111,10 @@ def test_bench_bad_report_is_one_error_line(tmp_path):
     bad.write_text("{")
     one_error_line(runner.invoke(app, ["bench", "--json", str(bad)]), "not a pytest-benchmark")
     one_error_line(runner.invoke(app, ["bench", "--path", str(tmp_path)]), "no benchmark suite")
+
+
+def test_demo_reports_every_stage(ranker):
+    stages = []
+    fastrec.demo.run(n_users=200, n_items=80, backend="numpy", stage=stages.append)
+    assert len(stages) == fastrec.demo.N_STAGES
+    assert stages[0] == "loading data" and stages[-1] == "evaluating Hybrid"

@@ -55,7 +55,14 @@ def demo(
     """Run the whole pipeline (data, split, fit, recommend, evaluate) and print one table."""
     import time
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.table import Table
     from threadpoolctl import threadpool_limits
 
@@ -71,13 +78,22 @@ def demo(
     try:
         # BLAS threads busy-waiting beside the kernels' threads slow everything on few cores.
         with threadpool_limits(limits=1, user_api="blas"), Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=console, transient=True,
+            SpinnerColumn(), TextColumn("{task.description:<32}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
         ) as progress:
-            task = progress.add_task("starting", total=None)
+            task = progress.add_task("starting", total=pipeline.N_STAGES)
+            stages_started = []
+
+            def stage(desc):
+                # Each stage's start completes the one before it.
+                if stages_started:
+                    progress.advance(task)
+                stages_started.append(desc)
+                progress.update(task, description=desc)
+
             result = pipeline.run(
                 data, backend=backend, n_threads=threads, seed=seed, n_users=users,
-                n_items=items, stage=lambda desc: progress.update(task, description=desc),
+                n_items=items, stage=stage,
             )
     except (FileNotFoundError, ValueError, TypeError, BackendUnavailableError) as exc:
         _fail(str(exc).splitlines()[0])
@@ -95,20 +111,22 @@ def demo(
                 "AUC / log-loss: the Hybrid's CTR re-ranker on the candidates of 3000 requests.",
         caption_justify="left",
     )
-    for col in ("model", "fit s", "rec s", "P@10", "R@10", "NDCG@10", "MAP@10",
-                "coverage", "AUC", "log-loss"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    # MAP and coverage only where they fit: an 80-column terminal shows the rest untruncated.
+    wide = console.width >= 100
+    columns = ["model", "fit s", "rec s", "P@10", "R@10", "NDCG@10"]
+    columns += ["MAP@10", "coverage"] if wide else []
+    for col in [*columns, "AUC", "log-loss"]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     best = max(m.ranking["ndcg"] for m in result.models)
     for m in result.models:
         r = m.ranking
         ndcg = f"{r['ndcg']:.4f}"
-        table.add_row(
-            m.name, f"{m.fit_s:.2f}", f"{m.recommend_s:.2f}", f"{r['precision']:.4f}",
-            f"{r['recall']:.4f}", f"[bold]{ndcg}[/]" if r["ndcg"] == best else ndcg,
-            f"{r['map']:.4f}", f"{m.coverage:.3f}",
-            f"{m.ctr['auc']:.4f}" if m.ctr else "-",
-            f"{m.ctr['log_loss']:.4f}" if m.ctr else "-",
-        )
+        cells = [m.name, f"{m.fit_s:.2f}", f"{m.recommend_s:.2f}", f"{r['precision']:.4f}",
+                 f"{r['recall']:.4f}", f"[bold]{ndcg}[/]" if r["ndcg"] == best else ndcg]
+        cells += [f"{r['map']:.4f}", f"{m.coverage:.3f}"] if wide else []
+        cells += [f"{m.ctr['auc']:.4f}" if m.ctr else "-",
+                  f"{m.ctr['log_loss']:.4f}" if m.ctr else "-"]
+        table.add_row(*cells)
     console.print(table)
     console.print(f"total {total:.1f} s", highlight=False)
 

@@ -20,6 +20,8 @@ from .models import Hybrid, ItemKNN, Popularity, UserKNN
 
 DEMO_USERS, DEMO_ITEMS = 6000, 2500
 K = 10
+# Stages reported through run(stage=...): loading, splitting, then fit/recommend/evaluate x 4.
+N_STAGES = 2 + 3 * 4
 
 
 @dataclass
