@@ -345,8 +345,12 @@ def _factory(builder):
 
 
 @cuda.jit
-def _normalise_rows(indptr, data, out):
-    """out = data scaled so each CSR row has unit L2 norm (norm in float64; zero rows stay 0)."""
+def _inverse_norms(indptr, data, inv):
+    """inv[r] = 1 / |row r| in float64 (0 for an empty row).
+
+    The products accumulate the raw values and are scaled by inv[i] * inv[j] at the end: binary
+    data then sums exact integer counts, and the one rounding to float32 comes last.
+    """
     lane = cuda.threadIdx.x % _WARP
     warp = cuda.grid(1) // _WARP
     n_warps = cuda.gridsize(1) // _WARP
@@ -357,9 +361,8 @@ def _normalise_rows(indptr, data, out):
             x = data[p] * 1.0
             acc += x * x
         acc = _warp_sum(acc)
-        inv = 1.0 / math.sqrt(acc) if acc > 0 else 0.0
-        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
-            out[p] = data[p] * inv
+        if lane == 0:
+            inv[row] = 1.0 / math.sqrt(acc) if acc > 0 else 0.0
 
 
 @cuda.jit
@@ -382,17 +385,24 @@ def _scatter_transpose(indptr, indices, data, cursor, t_indices, t_data):
             t_data[pos] = data[p]
 
 
-def _normalised_transpose(d_indptr, d_indices, d_data, n_rows, n_cols):
-    """Row-normalised data and the CSR of the normalised matrix's transpose, all on the device.
+@cuda.jit(device=True)
+def _cosine(dot, inv_i, inv_j):
+    """dot / (|x_i| |x_j|) in float64, clamped to [-1, 1]: float32 dot products of parallel
+    vectors can land a rounding past +-1, which would break min_similarity=-1 ("keep all")."""
+    return min(1.0, max(-1.0, dot * (inv_i * inv_j)))
+
+
+def _transpose_with_norms(d_indptr, d_indices, d_data, n_rows, n_cols):
+    """Inverse row norms (float64) and the CSR of the matrix's transpose, all on the device.
 
     The order of rows inside a transposed column is not fixed; the products below never depend
     on it (each accumulator slot receives one term per outer step, in the outer order).
     """
     nnz = d_indices.shape[0]
-    d_norm = cuda.device_array(nnz, dtype=d_data.dtype)
+    d_inv = _zeros(max(n_rows, 1), np.float64)
     grid = _grid(n_rows, _THREADS // _WARP)
     if nnz:
-        _normalise_rows[grid, _THREADS](d_indptr, d_data, d_norm)
+        _inverse_norms[grid, _THREADS](d_indptr, d_data, d_inv)
     counts = _zeros(n_cols, np.int64)
     if nnz:
         _column_counts[_grid(nnz, _THREADS), _THREADS](d_indices, counts)
@@ -403,8 +413,8 @@ def _normalised_transpose(d_indptr, d_indices, d_data, n_rows, n_cols):
     t_indices = cuda.device_array(max(nnz, 1), dtype=np.int32)
     t_data = cuda.device_array(max(nnz, 1), dtype=d_data.dtype)
     if nnz:
-        _scatter_transpose[grid, _THREADS](d_indptr, d_indices, d_norm, cursor, t_indices, t_data)
-    return d_norm, d_t_indptr, t_indices, t_data, counts
+        _scatter_transpose[grid, _THREADS](d_indptr, d_indices, d_data, cursor, t_indices, t_data)
+    return d_inv, d_t_indptr, t_indices, t_data, counts
 
 
 @cuda.jit(device=True)
@@ -440,13 +450,15 @@ def _accumulate_row(row, stamp, indptr, indices, values, t_indptr, t_indices, t_
 @_factory
 def _cosine_topk_kernel(P, shared, vtype):
     @cuda.jit
-    def kernel(indptr, indices, values, t_indptr, t_indices, t_data, k, shrink, min_similarity,
-               min_support, include_self, with_count, acc2, mark2, count2, touched2,
+    def kernel(indptr, indices, values, t_indptr, t_indices, t_data, inv, k, shrink,
+               min_similarity, min_support, include_self, with_count, acc2, mark2, count2,
+               touched2,
                gbuf_val, gbuf_idx, out_idx, out_val, out_count, order, ticket):
         meta = cuda.shared.array(3, numba.int64)
         next_row = cuda.shared.array(1, numba.int64)
         thr_v = cuda.shared.array(1, vtype)
         thr_i = cuda.shared.array(1, numba.int32)
+        rounded = cuda.local.array(1, vtype)
         if shared:
             buf_val = cuda.shared.array(P, vtype)
             buf_idx = cuda.shared.array(P, numba.int32)
@@ -483,7 +495,7 @@ def _cosine_topk_kernel(P, shared, vtype):
                 ti = thr_i[0]
                 for t in range(c0 + tid, min(c0 + nthreads * _ITEMS, n_touched), nthreads):
                     j = touched[t]
-                    sim = acc[j]
+                    sim = _cosine(acc[j], inv[row], inv[j])
                     ok = include_self or j != row
                     if with_count:
                         c = count[j]
@@ -491,7 +503,9 @@ def _cosine_topk_kernel(P, shared, vtype):
                         if shrink > 0:
                             sim = sim * (c / (c + shrink))
                     if ok and sim != 0 and sim >= min_similarity:
-                        _sel_offer(sim, j, full, tv, ti, buf_val, buf_idx, meta)
+                        # Rank the value as returned (ties after rounding: smaller j).
+                        rounded[0] = sim
+                        _sel_offer(rounded[0], j, full, tv, ti, buf_val, buf_idx, meta)
             _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
             _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val)
             if tid == 0:
@@ -564,7 +578,8 @@ def cosine_topk(
     """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
 
     Same contract as the reference (sorted by similarity descending, ties by smaller column;
-    rows without candidates empty). Exact: accumulates in X's dtype (float32 stays float32).
+    rows without candidates empty). Accumulates the raw values in X's dtype (binary data: exact
+    counts) and scales by the float64 inverse norms once at the end, then rounds to X's dtype.
     Work O(sum over columns of (column count)^2); memory O(nnz + n*k + blocks*n) on the device
     (transpose, padded (n, k) results, one accumulator row per resident block); never n x n.
     """
@@ -572,7 +587,7 @@ def cosine_topk(
     dtype = np.dtype(data.dtype)
     n_rows = int(indptr.shape[0]) - 1
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
-    d_norm, t_indptr, t_indices, t_data, col_counts = _normalised_transpose(
+    d_inv, t_indptr, t_indices, t_data, col_counts = _transpose_with_norms(
         d_indptr, d_indices, d_data, n_rows, int(n_cols)
     )
     k_eff = max(1, min(k, n_rows))
@@ -592,7 +607,7 @@ def cosine_topk(
     if n_rows:
         order = cuda.to_device(_heaviest_first(d_indptr, d_indices, col_counts, n_rows))
         _cosine_topk_kernel(P, shared, dtype)[G, _THREADS](
-            d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, k, float(shrink),
+            d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv, k, float(shrink),
             float(min_similarity), int(min_support), bool(include_self), with_count,
             acc, mark, count, touched, gbuf_val, gbuf_idx, out_idx, out_val, out_count,
             order, _zeros(1, np.int64),
@@ -601,8 +616,8 @@ def cosine_topk(
 
 
 @cuda.jit
-def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_data,
-                              min_similarity, write, out_indptr, acc2, mark2, touched2,
+def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_data, inv_x,
+                              inv_y, min_similarity, write, out_indptr, acc2, mark2, touched2,
                               out_count, out_indices, out_values):
     """Pass 1 (write=False): count each row's entries; pass 2: write them, columns ascending.
 
@@ -629,7 +644,8 @@ def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_da
         if not write:
             n_touched = meta[2]
             for t in range(tid, n_touched, nthreads):
-                sim = acc[touched[t]]
+                j = touched[t]
+                sim = _cosine(acc[j], inv_x[row], inv_y[j])
                 if sim != 0 and sim >= min_similarity:
                     cuda.atomic.add(meta, 0, 1)
             cuda.syncthreads()
@@ -640,8 +656,9 @@ def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_da
             for j0 in range(0, n_other, nthreads):
                 j = j0 + tid
                 flag = 0
+                sim = 0.0
                 if j < n_other and mark[j] == stamp:
-                    sim = acc[j]
+                    sim = _cosine(acc[j], inv_x[row], inv_y[j])
                     if sim != 0 and sim >= min_similarity:
                         flag = 1
                 scan[tid] = flag
@@ -656,7 +673,7 @@ def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_da
                 if flag:
                     pos = base + scan[tid] - 1
                     out_indices[pos] = j
-                    out_values[pos] = acc[j]
+                    out_values[pos] = sim
                 base += scan[nthreads - 1]
                 cuda.syncthreads()
         cuda.syncthreads()
@@ -676,10 +693,10 @@ def cosine_similarity(
     dtype = np.result_type(data.dtype, y_data.dtype)
     n_rows, n_other = int(indptr.shape[0]) - 1, int(y_indptr.shape[0]) - 1
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data, dtype)
-    d_norm = cuda.device_array(max(d_data.shape[0], 1), dtype=dtype)
+    d_inv_x = _zeros(max(n_rows, 1), np.float64)
     if d_data.shape[0]:
-        _normalise_rows[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_norm)
-    _, t_indptr, t_indices, t_data, _ = _normalised_transpose(
+        _inverse_norms[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_inv_x)
+    d_inv_y, t_indptr, t_indices, t_data, _ = _transpose_with_norms(
         _dev(y_indptr), _dev(y_indices), _dev(y_data, dtype), n_other, int(n_cols)
     )
     G = _scratch_grid(n_rows, n_other * (dtype.itemsize + 8))
@@ -691,7 +708,8 @@ def cosine_similarity(
     dummy_i, dummy_v = cuda.device_array(1, np.int64), cuda.device_array(1, dtype)
     launch = _cosine_similarity_kernel[G, _THREADS] if n_rows and n_other else None
     if launch is not None:
-        launch(d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, float(min_similarity),
+        launch(d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv_x, d_inv_y,
+               float(min_similarity),
                False, counts, acc, mark, touched, counts, dummy_i, dummy_v)
     out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts.copy_to_host(), out=out_indptr[1:])
@@ -701,7 +719,8 @@ def cosine_similarity(
     out_values = cuda.device_array(max(nnz, 1), dtype=dtype)
     if launch is not None and nnz:
         mark = _zeros((G, width), np.int32)
-        launch(d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, float(min_similarity),
+        launch(d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv_x, d_inv_y,
+               float(min_similarity),
                True, d_out_indptr, acc, mark, touched, counts, out_indices, out_values)
     if keep:
         return d_out_indptr, out_indices[:nnz], out_values[:nnz]
