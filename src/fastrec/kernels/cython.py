@@ -4,3 +4,9 @@ from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (
 
 def is_available():
     return True, ""
+from ._cython._scoring import (  # noqa: F401
+    logistic_loss_grad_csr,
+    logistic_loss_grad_dense,
+    sigmoid_csr,
+    sigmoid_dense,
+)
