@@ -131,9 +131,11 @@ def _sigmoid_dense_f(X, w, b, out):
         r1 = min(n, r0 + _DENSE_BLOCK)
         acc = np.zeros(r1 - r0, dtype=np.float64)
         for j in range(d):
+            # A column slice indexed from 0: offset indexing into X defeats vectorisation.
+            col = X[r0:r1, j]
             wj = np.float64(w[j])
             for t in range(r1 - r0):
-                acc[t] += np.float64(X[r0 + t, j]) * wj
+                acc[t] += np.float64(col[t]) * wj
         for t in range(r1 - r0):
             out[r0 + t] = _sigmoid(acc[t] + b)
 
@@ -200,9 +202,10 @@ def _loss_block_f(X, r0, r1, y, w, b, sw, g, sums):
     m = r1 - r0
     buf = np.zeros(m, dtype=np.float64)
     for j in range(d):
+        col = X[r0:r1, j]  # a slice indexed from 0 vectorises; offset indexing does not
         wj = w[j]
         for t in range(m):
-            buf[t] += np.float64(X[r0 + t, j]) * wj
+            buf[t] += np.float64(col[t]) * wj
     loss = gb = wsum = 0.0
     for t in range(m):
         z = buf[t] + b
