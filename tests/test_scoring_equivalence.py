@@ -29,6 +29,13 @@ def _weights(rng, n, dtype, scale=1.0):
     return (rng.standard_normal(n) * scale).astype(dtype)
 
 
+def _random_csr(rng, n_rows, n_cols, per_row):
+    """About ``per_row`` entries per row (scipy's sp.random is slow for wide matrices)."""
+    rows = np.repeat(np.arange(n_rows), rng.integers(0, 2 * per_row + 1, n_rows))
+    cols = rng.integers(0, n_cols, rows.size)
+    return sp.csr_matrix((rng.standard_normal(rows.size), (rows, cols)), shape=(n_rows, n_cols))
+
+
 def _problem(rng, n):
     y = (rng.random(n) < 0.4).astype(np.float64)
     sw = rng.uniform(0.1, 2.0, n) if rng.random() < 0.5 else None
@@ -134,7 +141,7 @@ def test_sigmoid_same_result_any_thread_count(backend, make):
     elif make == "strided":
         X = X[:, ::2]
     elif make.startswith("csr"):
-        X = sp.random(3000, 500, density=0.05, format="csr", random_state=3)
+        X = _random_csr(rng, 3000, 500, 25)
         if make == "csr64":
             X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
     elif make == "zero_cols":
@@ -216,7 +223,7 @@ def test_loss_grad_same_result_any_thread_count(backend, make):
     n = 5 * _scoring_plan.DENSE_BLOCK + 17
     if make.startswith("csr"):
         n_cols = 300_000 if make == "csr_wide" else 400
-        X = sp.random(n, n_cols, density=30 / n_cols, format="csr", random_state=5)
+        X = _random_csr(rng, n, n_cols, 30)
         if make == "csr64":
             X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
     else:
