@@ -105,3 +105,52 @@ def logistic_loss_grad(
         return kernel(A.indptr, A.indices, A.data, y, w, b, l2, sw, n_threads)
     kernel = get_kernel("logistic_loss_grad_dense", backend)
     return kernel(A, y, w, b, l2, sw, n_threads)
+
+
+class LogisticObjective:
+    """The L2-regularised logistic objective of fixed data, as scipy.optimize wants it.
+
+    Validates and canonicalises X, y and sample_weight once and picks the kernel once, so an
+    optimiser's many evaluations pay for neither. ``objective(theta)`` returns (loss, grad)
+    with theta = [w, b] when ``fit_intercept`` (b unpenalised) or theta = w (b fixed at 0);
+    loss and grad as in :func:`logistic_loss_grad` with the current ``l2``.
+    Attributes: ``n_rows``, ``n_features``, ``total_weight`` (sum of sample weights), ``l2``,
+    ``n_evaluations``.
+    """
+
+    def __init__(self, X, y, *, l2=0.0, sample_weight=None, fit_intercept=True,
+                 backend="auto", n_threads=None):
+        sparse, A = _features(X)
+        self.n_rows, self.n_features = A.shape
+        if self.n_rows == 0:
+            raise ValueError("X must have at least one row")
+        self._y = _labels(y, self.n_rows)
+        self._sw = _sample_weight(sample_weight, self.n_rows)
+        self.total_weight = float(np.sum(self._sw))
+        self.l2 = check_scalar(l2, "l2", min_value=0)
+        self.fit_intercept = bool(fit_intercept)
+        self._n_threads = check_n_threads(n_threads)
+        self.n_evaluations = 0
+        if sparse:
+            kernel = get_kernel("logistic_loss_grad_csr", backend)
+            self._args = (A.indptr, A.indices, A.data)
+        else:
+            kernel = get_kernel("logistic_loss_grad_dense", backend)
+            self._args = (A,)
+        self._kernel = kernel
+
+    def __call__(self, theta):
+        theta = np.asarray(theta, dtype=np.float64)
+        d = self.n_features
+        w = np.ascontiguousarray(theta[:d])
+        b = float(theta[d]) if self.fit_intercept else 0.0
+        loss, grad_w, grad_b = self._kernel(
+            *self._args, self._y, w, b, self.l2, self._sw, self._n_threads
+        )
+        self.n_evaluations += 1
+        if self.fit_intercept:
+            grad = np.empty(d + 1, dtype=np.float64)
+            grad[:d] = grad_w
+            grad[d] = grad_b
+            return loss, grad
+        return loss, grad_w
