@@ -301,3 +301,23 @@ def test_bad_inputs_rejected_with_the_argument_named():
         fastrec.logistic_loss_grad(X, np.array([0, 1, 1]), np.zeros(2), l2=-1.0)
     with pytest.raises(ValueError, match="at least one row"):
         fastrec.logistic_loss_grad(np.ones((0, 2)), np.zeros(0), np.zeros(2))
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + SIGMOID_BACKENDS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("w_at_bad", [0.0, 1.0, -1.0])
+@pytest.mark.parametrize("kind", ["C", "F", "csr", "float32"])
+def test_nonfinite_X_rejected_however_the_logit_comes_out(backend, bad, w_at_bad, kind):
+    # The check runs on the scores first (see sigmoid_scores): every way a bad entry can
+    # surface (NaN, +-inf logit, 0 * inf) must still end in the ValueError.
+    X = np.full((40, 3), 0.5)
+    X[17, 1] = bad
+    if kind == "F":
+        X = np.asfortranarray(X)
+    elif kind == "float32":
+        X = X.astype(np.float32)
+    elif kind == "csr":
+        X = sp.csr_matrix(X)
+    w = np.array([0.1, w_at_bad, -0.2])
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        fastrec.sigmoid_scores(X, w, backend=backend)

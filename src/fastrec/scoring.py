@@ -8,11 +8,16 @@ from ._dispatch import get_kernel
 from ._validation import check_csr, check_dense, check_n_threads, check_scalar
 
 
-def _features(X):
+def _features(X, allow_nonfinite=False):
     """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied."""
     if sp.issparse(X):
-        return True, check_csr(X, "X")
-    return False, check_dense(X, "X", order=None)
+        return True, check_csr(X, "X", allow_nonfinite=allow_nonfinite)
+    return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
+
+
+def _scores_prove_finite(out) -> bool:
+    """True when every score lies strictly inside (0, 1), which proves X finite (see below)."""
+    return out.size == 0 or bool(out.min() > 0 and out.max() < 1)
 
 
 def _weights(w, n_features, dtype):
@@ -29,8 +34,14 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     logit: no overflow warnings, exactly 0 or 1 only where rounding demands it. ``out``: an
     optional C-contiguous 1-D array of X's dtype and length n_rows, written and returned.
     Memory: the output only (no temporary logits array in compiled backends).
+
+    NaN or infinity in X raises ValueError, checked without a second pass over X where
+    possible: w is checked first, so a non-finite entry of X makes its row's logit NaN or
+    +-inf, hence its score NaN, 0 or 1. X is therefore scanned only when some score is
+    exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. On that error
+    ``out`` has been written.
     """
-    sparse, A = _features(X)
+    sparse, A = _features(X, allow_nonfinite=True)
     n_rows, n_features = A.shape
     dtype = A.dtype
     w = _weights(w, n_features, dtype)
@@ -49,9 +60,13 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     n_threads = check_n_threads(n_threads)
     if sparse:
         kernel = get_kernel("sigmoid_csr", backend)
-        return kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
-    kernel = get_kernel("sigmoid_dense", backend)
-    return kernel(A, w, b, out, n_threads)
+        kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
+    else:
+        kernel = get_kernel("sigmoid_dense", backend)
+        kernel(A, w, b, out, n_threads)
+    if not _scores_prove_finite(out):
+        _features(A.to_scipy() if sparse else A)  # the full check: raises on NaN or infinity
+    return out
 
 
 def _labels(y, n_rows):
