@@ -58,12 +58,15 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ValueError("out must be C-contiguous and writeable")
     n_threads = check_n_threads(n_threads)
-    if sparse:
-        kernel = get_kernel("sigmoid_csr", backend)
-        kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
-    else:
-        kernel = get_kernel("sigmoid_dense", backend)
-        kernel(A, w, b, out, n_threads)
+    # X is unchecked here: the reference's NumPy arithmetic must not warn about what the check
+    # below turns into a ValueError.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if sparse:
+            kernel = get_kernel("sigmoid_csr", backend)
+            kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
+        else:
+            kernel = get_kernel("sigmoid_dense", backend)
+            kernel(A, w, b, out, n_threads)
     if not _scores_prove_finite(out):
         _features(A.to_scipy() if sparse else A)  # the full check: raises on NaN or infinity
     return out
