@@ -7,6 +7,7 @@ import json
 import sys
 from collections import defaultdict
 
+OBJ = "objective - sklearn's"
 BASELINES = {"sigmoid dense": "read-bandwidth", "sigmoid CSR": "scipy", "fit": "sklearn-lbfgs"}
 
 
@@ -38,7 +39,8 @@ def main(path):
                     ratio = f"{base['stats']['median'] / med:.2f}x" if base else "-"
                 else:
                     figure = (f"{info['iterations']} it, coef diff "
-                              f"{info['max |coef diff| / max |coef|']:.1e}")
+                              f"{info['max |coef diff| / max |coef|']:.1e}, objective diff "
+                              f"{info[OBJ]:.1e}")
                     ratio = f"{base['stats']['median'] / med:.2f}x" if base else "-"
                 print(f"| {threads} | {impl} | {med * 1e3:.1f} ms | {figure} | {ratio} |")
 

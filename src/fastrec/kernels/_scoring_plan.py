@@ -14,6 +14,7 @@ import numpy as np
 DENSE_BLOCK = 256
 CSR_BLOCK = 1024
 COMBINE_BLOCK = 4096
+COMBINE_PARALLEL_MIN = 1 << 20  # smaller folds of partial gradients run on one thread
 CSR_GRAD_CHUNKS = 8
 CSR_GRAD_BYTES = 1 << 27
 

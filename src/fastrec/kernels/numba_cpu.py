@@ -278,6 +278,7 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
             _loss_grad_dense_c(X, y, w, float(b), sample_weight, G, S)
         else:
             _loss_grad_dense_f(X, y, w, float(b), sample_weight, G, S)
+    with _scoring_threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)
 
@@ -318,5 +319,6 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     grad = np.empty(d, dtype=np.float64)
     with _scoring_threads(n_threads):
         _loss_grad_csr(indptr, indices, data, bounds, y, w, float(b), sample_weight, G, S)
+    with _scoring_threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)

@@ -36,6 +36,8 @@ cdef enum:
     CSR_BLOCK = 1024
     # Columns per block when the partial gradients are combined (in parallel over columns).
     COMBINE_BLOCK = 4096
+    # Folds of fewer partial-gradient entries than this run on one thread.
+    COMBINE_PARALLEL_MIN = 1 << 20
 
 # Block sizes are fixed with the other backends in _scoring_plan (checked at import).
 if (DENSE_BLOCK, CSR_BLOCK, COMBINE_BLOCK) != (
@@ -382,6 +384,10 @@ cdef void _combine(
         loss += S[3 * p]
         gb += S[3 * p + 1]
         tw += S[3 * p + 2]
+    # Small folds run on one thread: waking the team costs more than the adds (and, on a
+    # loaded machine, a scheduler quantum per parallel region per optimiser step).
+    if n_parts * d < COMBINE_PARALLEL_MIN:
+        n_threads = 1
     for cb in prange(ncb, schedule="static", num_threads=n_threads):
         _combine_columns(G, n_parts, d, cb * COMBINE_BLOCK, min(d, (cb + 1) * COMBINE_BLOCK),
                          w, l2, tw, grad, &wsq_parts[cb])
