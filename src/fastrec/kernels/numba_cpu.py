@@ -153,13 +153,20 @@ def _sigmoid_csr(indptr, indices, data, w, b, out):
             out[i] = _sigmoid(_sparse_dot(indices, data, w, indptr[i], indptr[i + 1]) + b)
 
 
+def _unsigned(a):
+    """An unsigned view of an int32 CSR index array: Numba then gathers without sign handling
+    (measured 15.9 vs 11.6 Mrows/s, one thread, 40 nnz per row into 2^20 columns). int64
+    stays signed: uint64 mixed with Numba's int64 loop counters would become float64."""
+    return a.view(np.uint32) if a.dtype == np.int32 else a
+
+
 def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out.
 
     float64 dot product in a fixed order; O(nnz) time, no memory beyond out.
     """
     with _scoring_threads(n_threads):
-        _sigmoid_csr(indptr, indices, data, w, float(b), out)
+        _sigmoid_csr(_unsigned(indptr), _unsigned(indices), data, w, float(b), out)
     return out
 
 
@@ -318,7 +325,8 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     S = np.empty((G.shape[0], 3), dtype=np.float64)
     grad = np.empty(d, dtype=np.float64)
     with _scoring_threads(n_threads):
-        _loss_grad_csr(indptr, indices, data, bounds, y, w, float(b), sample_weight, G, S)
+        _loss_grad_csr(_unsigned(indptr), _unsigned(indices), data, bounds, y, w, float(b),
+                       sample_weight, G, S)
     with _scoring_threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)
