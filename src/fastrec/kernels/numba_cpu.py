@@ -24,8 +24,9 @@ def is_available():
 
 
 # ---- scoring: sigmoid_dense, sigmoid_csr, logistic_loss_grad_dense, logistic_loss_grad_csr --
-# Same blocks, chunk boundaries and summation orders as the Cython kernels (_scoring_plan):
-# float64 arithmetic, fixed-order reductions, so results do not depend on the thread count.
+# Same blocks and chunk boundaries as the Cython kernels (_scoring_plan), float64 arithmetic,
+# fixed-order reductions (dense dot products in LLVM's vectorised order, fixed at compile
+# time), so results do not depend on the thread count.
 
 from . import _scoring_plan as _plan  # noqa: E402
 

@@ -107,7 +107,8 @@ class LogisticCTR:
         d = objective.n_features
         theta0 = np.zeros(d + int(self.fit_intercept), dtype=np.float64)
         # L-BFGS-B's own vector work would otherwise start BLAS threads that busy-wait beside
-        # the kernel's threads on the same cores.
+        # the kernel's threads on the same cores (measured: 100k x 100, 2 threads, 0.23-0.28 s
+        # with the limit against 0.33-0.35 s without).
         with threadpool_limits(limits=1, user_api="blas"):
             result = scipy.optimize.minimize(
                 objective, theta0, method="L-BFGS-B", jac=True,
