@@ -39,7 +39,7 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
     "sigmoid_csr": ("cython", "numba", "numpy"),
-    "logistic_loss_grad_dense": ("cython", "numba", "numpy"),
+    "logistic_loss_grad_dense": ("numba", "cython", "numpy"),
     "logistic_loss_grad_csr": ("cython", "numba", "numpy"),
 }
 
