@@ -321,3 +321,15 @@ def test_nonfinite_X_rejected_however_the_logit_comes_out(backend, bad, w_at_bad
     w = np.array([0.1, w_at_bad, -0.2])
     with pytest.raises(ValueError, match="X contains NaN or infinity"):
         fastrec.sigmoid_scores(X, w, backend=backend)
+
+
+def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
+    nb = pytest.importorskip("fastrec.kernels.numba_cpu")
+    x = np.concatenate([np.linspace(-800.0, 0.0, 400_001), -np.abs(np.random.default_rng(7)
+                                                                   .standard_normal(10_000))])
+    got = np.array([nb._exp_nonpos(v) for v in x[::97]] + [nb._exp_nonpos(0.0)])
+    want = np.exp(np.append(x[::97], 0.0))
+    normal = want > 2.3e-308
+    np.testing.assert_allclose(got[normal], want[normal], rtol=3.4e-16, atol=0)
+    np.testing.assert_allclose(got[~normal], want[~normal], rtol=0, atol=1e-323)
+    assert got[-1] == 1.0 and nb._exp_nonpos(-746.0) == 0.0 and nb._exp_nonpos(-800.0) == 0.0

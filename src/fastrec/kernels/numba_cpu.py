@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np  # noqa: F401  (used by the kernels below)
+from numba.core import types
+from numba.extending import intrinsic
 
 
 def is_available():
@@ -74,6 +76,54 @@ def _log1pexp_sigmoid(z):
     return z, p
 
 
+@intrinsic
+def _f64_from_bits(typingctx, bits):
+    """The float64 whose IEEE bits are the int64 ``bits`` (a register bitcast)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return sig, codegen
+
+
+_LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2: k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_INV_LN2 = 1.44269504088896338700e00
+
+
+@numba.njit(cache=True)
+def _exp_nonpos(x):
+    """exp(x) for x <= 0 without a libm call or a branch, so loops over it vectorise.
+
+    Cody-Waite reduction x = k ln2 + r, |r| <= ln2 / 2, a degree-13 Taylor polynomial
+    (truncation < 5e-18) and 2^k built from exponent bits in two halves (subnormal results
+    included); 0 below -745. Measured within 3 ulp of libm over [-800, 0].
+    """
+    xc = x if x > -745.0 else -745.0
+    k = np.floor(xc * _INV_LN2 + 0.5)
+    r = (xc - k * _LN2_HI) - k * _LN2_LO
+    p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (
+        1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (
+            1 / 3628800 + r * (1 / 39916800 + r * (1 / 479001600 + r / 6227020800))))))))))))
+    ki = np.int64(k)
+    h = ki >> 1
+    e = p * _f64_from_bits((h + 1023) << 52) * _f64_from_bits((ki - h + 1023) << 52)
+    return e if x >= -745.0 else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _sigmoid_block(z, b, out):
+    """out[t] = sigmoid(z[t] + b) over a block, branch-free with :func:`_exp_nonpos` so the
+    loop vectorises (float32 scores: measured 10.1 against 19.3 ns per 64-wide row). Inlined
+    into its callers at Numba IR level: called as a function, the loop stayed scalar."""
+    for t in range(z.shape[0]):
+        zt = z[t] + b
+        e = _exp_nonpos(-abs(zt))
+        num = 1.0 if zt >= 0.0 else e
+        out[t] = num / (1.0 + e)
+
+
 @numba.njit(cache=True, fastmath={"reassoc"})
 def _dot(x, w):
     """sum_j x[j] * w[j] in float64.
@@ -107,15 +157,23 @@ def _sparse_dot(indices, data, w, lo, hi):
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_dense_c(X, w, b, out):
+def _sigmoid_dense_c(X, w, b, out, block_exp):
     n = X.shape[0]
     for blk in numba.prange((n + _DENSE_BLOCK - 1) // _DENSE_BLOCK):
-        for i in range(blk * _DENSE_BLOCK, min(n, (blk + 1) * _DENSE_BLOCK)):
-            out[i] = _sigmoid(_dot(X[i], w) + b)
+        r0 = blk * _DENSE_BLOCK
+        r1 = min(n, r0 + _DENSE_BLOCK)
+        if block_exp:
+            z = np.empty(r1 - r0, dtype=np.float64)
+            for t in range(r1 - r0):
+                z[t] = _dot(X[r0 + t], w)
+            _sigmoid_block(z, b, out[r0:r1])
+        else:
+            for i in range(r0, r1):
+                out[i] = _sigmoid(_dot(X[i], w) + b)
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_dense_f(X, w, b, out):
+def _sigmoid_dense_f(X, w, b, out, block_exp):
     # Column-major: a block's logits are built column by column (contiguous, vectorised).
     n, d = X.shape
     for blk in numba.prange((n + _DENSE_BLOCK - 1) // _DENSE_BLOCK):
@@ -128,21 +186,28 @@ def _sigmoid_dense_f(X, w, b, out):
             wj = np.float64(w[j])
             for t in range(r1 - r0):
                 acc[t] += np.float64(col[t]) * wj
-        for t in range(r1 - r0):
-            out[r0 + t] = _sigmoid(acc[t] + b)
+        if block_exp:
+            _sigmoid_block(acc, b, out[r0:r1])
+        else:
+            for t in range(r1 - r0):
+                out[r0 + t] = _sigmoid(acc[t] + b)
 
 
 def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
     w and out have X's dtype; dot product and sigmoid in float64, rounded once into out.
-    One fused pass, O(n d) time, no temporary beyond one block's logits (F order).
+    One fused pass, O(n d) time, no temporary beyond one block's logits. float32 scores take
+    the sigmoid of a block of logits at once with a vectorised polynomial exp (within 3 float64
+    ulp, invisible after rounding to float32); float64 scores keep libm's exp, which measured
+    faster there (22.5 vs 27.8 ns per 64-wide row).
     """
+    block_exp = out.dtype == np.float32
     with _scoring_threads(n_threads):
         if X.flags.c_contiguous:
-            _sigmoid_dense_c(X, w, float(b), out)
+            _sigmoid_dense_c(X, w, float(b), out, block_exp)
         else:
-            _sigmoid_dense_f(X, w, float(b), out)
+            _sigmoid_dense_f(X, w, float(b), out, block_exp)
     return out
 
 
