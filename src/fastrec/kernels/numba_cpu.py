@@ -52,15 +52,6 @@ class _scoring_threads:
 
 
 @numba.njit(cache=True)
-def _sigmoid(z):
-    """1 / (1 + exp(-z)); exp is only taken of a non-positive number, so it never overflows."""
-    if z >= 0.0:
-        return 1.0 / (1.0 + np.exp(-z))
-    e = np.exp(z)
-    return e / (1.0 + e)
-
-
-@numba.njit(cache=True)
 def _log1pexp_sigmoid(z):
     """(log(1 + exp(z)) with scikit-learn's cut-offs, sigmoid(z)) from one exp of -|z|."""
     e = np.exp(-z) if z >= 0.0 else np.exp(z)
@@ -157,23 +148,19 @@ def _sparse_dot(indices, data, w, lo, hi):
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_dense_c(X, w, b, out, block_exp):
+def _sigmoid_dense_c(X, w, b, out):
     n = X.shape[0]
     for blk in numba.prange((n + _DENSE_BLOCK - 1) // _DENSE_BLOCK):
         r0 = blk * _DENSE_BLOCK
         r1 = min(n, r0 + _DENSE_BLOCK)
-        if block_exp:
-            z = np.empty(r1 - r0, dtype=np.float64)
-            for t in range(r1 - r0):
-                z[t] = _dot(X[r0 + t], w)
-            _sigmoid_block(z, b, out[r0:r1])
-        else:
-            for i in range(r0, r1):
-                out[i] = _sigmoid(_dot(X[i], w) + b)
+        z = np.empty(r1 - r0, dtype=np.float64)
+        for t in range(r1 - r0):
+            z[t] = _dot(X[r0 + t], w)
+        _sigmoid_block(z, b, out[r0:r1])
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_dense_f(X, w, b, out, block_exp):
+def _sigmoid_dense_f(X, w, b, out):
     # Column-major: a block's logits are built column by column (contiguous, vectorised).
     n, d = X.shape
     for blk in numba.prange((n + _DENSE_BLOCK - 1) // _DENSE_BLOCK):
@@ -186,28 +173,23 @@ def _sigmoid_dense_f(X, w, b, out, block_exp):
             wj = np.float64(w[j])
             for t in range(r1 - r0):
                 acc[t] += np.float64(col[t]) * wj
-        if block_exp:
-            _sigmoid_block(acc, b, out[r0:r1])
-        else:
-            for t in range(r1 - r0):
-                out[r0 + t] = _sigmoid(acc[t] + b)
+        _sigmoid_block(acc, b, out[r0:r1])
 
 
 def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
     w and out have X's dtype; dot product and sigmoid in float64, rounded once into out.
-    One fused pass, O(n d) time, no temporary beyond one block's logits. float32 scores take
-    the sigmoid of a block of logits at once with a vectorised polynomial exp (within 3 float64
-    ulp, invisible after rounding to float32); float64 scores keep libm's exp, which measured
-    faster there (22.5 vs 27.8 ns per 64-wide row).
+    One fused pass, O(n d) time, no temporary beyond one block's logits. The sigmoid of a
+    block of logits is taken at once with a vectorised polynomial exp (within 3 float64 ulp of
+    libm's; measured per 64-wide row, one thread: float32 10.2 vs 19.5 ns, float64 C order
+    18.7 vs 22.9 ns, F order 26.8 vs 34.8 ns against a libm exp per row).
     """
-    block_exp = out.dtype == np.float32
     with _scoring_threads(n_threads):
         if X.flags.c_contiguous:
-            _sigmoid_dense_c(X, w, float(b), out, block_exp)
+            _sigmoid_dense_c(X, w, float(b), out)
         else:
-            _sigmoid_dense_f(X, w, float(b), out, block_exp)
+            _sigmoid_dense_f(X, w, float(b), out)
     return out
 
 
@@ -215,8 +197,12 @@ def sigmoid_dense(X, w, b, out, n_threads):
 def _sigmoid_csr(indptr, indices, data, w, b, out):
     n = indptr.shape[0] - 1
     for blk in numba.prange((n + _CSR_BLOCK - 1) // _CSR_BLOCK):
-        for i in range(blk * _CSR_BLOCK, min(n, (blk + 1) * _CSR_BLOCK)):
-            out[i] = _sigmoid(_sparse_dot(indices, data, w, indptr[i], indptr[i + 1]) + b)
+        r0 = blk * _CSR_BLOCK
+        r1 = min(n, r0 + _CSR_BLOCK)
+        z = np.empty(r1 - r0, dtype=np.float64)
+        for i in range(r0, r1):
+            z[i - r0] = _sparse_dot(indices, data, w, indptr[i], indptr[i + 1])
+        _sigmoid_block(z, b, out[r0:r1])
 
 
 def _unsigned(a):
