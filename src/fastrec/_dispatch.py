@@ -36,9 +36,9 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cosine_similarity": ("numpy",),
     "topk": ("numpy",),
     "recommend": ("numpy",),
-    # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (2 threads, the default).
+    # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
-    "sigmoid_csr": ("cython", "numba", "numpy"),
+    "sigmoid_csr": ("numba", "cython", "numpy"),
     "logistic_loss_grad_dense": ("numba", "cython", "numpy"),
     "logistic_loss_grad_csr": ("cython", "numba", "numpy"),
 }
