@@ -36,10 +36,11 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cosine_similarity": ("numpy",),
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
-    "sigmoid_dense": ("numpy",),
-    "sigmoid_csr": ("numpy",),
-    "logistic_loss_grad_dense": ("numpy",),
-    "logistic_loss_grad_csr": ("numpy",),
+    # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (weighting 2 threads, the default).
+    "sigmoid_dense": ("numba", "cython", "numpy"),
+    "sigmoid_csr": ("numba", "cython", "numpy"),
+    "logistic_loss_grad_dense": ("numba", "cython", "numpy"),
+    "logistic_loss_grad_csr": ("cython", "numba", "numpy"),
 }
 
 

@@ -8,11 +8,16 @@ from ._dispatch import get_kernel
 from ._validation import check_csr, check_dense, check_n_threads, check_scalar
 
 
-def _features(X):
+def _features(X, allow_nonfinite=False):
     """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied."""
     if sp.issparse(X):
-        return True, check_csr(X, "X")
-    return False, check_dense(X, "X", order=None)
+        return True, check_csr(X, "X", allow_nonfinite=allow_nonfinite)
+    return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
+
+
+def _scores_prove_finite(out) -> bool:
+    """True when every score lies strictly inside (0, 1), which proves X finite (see below)."""
+    return out.size == 0 or bool(out.min() > 0 and out.max() < 1)
 
 
 def _weights(w, n_features, dtype):
@@ -29,8 +34,14 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     logit: no overflow warnings, exactly 0 or 1 only where rounding demands it. ``out``: an
     optional C-contiguous 1-D array of X's dtype and length n_rows, written and returned.
     Memory: the output only (no temporary logits array in compiled backends).
+
+    NaN or infinity in X raises ValueError, checked without a second pass over X where
+    possible: w is checked first, so a non-finite entry of X makes its row's logit NaN or
+    +-inf, hence its score NaN, 0 or 1. X is therefore scanned only when some score is
+    exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. On that error
+    ``out`` has been written.
     """
-    sparse, A = _features(X)
+    sparse, A = _features(X, allow_nonfinite=True)
     n_rows, n_features = A.shape
     dtype = A.dtype
     w = _weights(w, n_features, dtype)
@@ -47,11 +58,18 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ValueError("out must be C-contiguous and writeable")
     n_threads = check_n_threads(n_threads)
-    if sparse:
-        kernel = get_kernel("sigmoid_csr", backend)
-        return kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
-    kernel = get_kernel("sigmoid_dense", backend)
-    return kernel(A, w, b, out, n_threads)
+    # X is unchecked here: the reference's NumPy arithmetic must not warn about what the check
+    # below turns into a ValueError.
+    with np.errstate(invalid="ignore", over="ignore"):
+        if sparse:
+            kernel = get_kernel("sigmoid_csr", backend)
+            kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
+        else:
+            kernel = get_kernel("sigmoid_dense", backend)
+            kernel(A, w, b, out, n_threads)
+    if not _scores_prove_finite(out):
+        _features(A.to_scipy() if sparse else A)  # the full check: raises on NaN or infinity
+    return out
 
 
 def _labels(y, n_rows):
@@ -105,3 +123,52 @@ def logistic_loss_grad(
         return kernel(A.indptr, A.indices, A.data, y, w, b, l2, sw, n_threads)
     kernel = get_kernel("logistic_loss_grad_dense", backend)
     return kernel(A, y, w, b, l2, sw, n_threads)
+
+
+class LogisticObjective:
+    """The L2-regularised logistic objective of fixed data, as scipy.optimize wants it.
+
+    Validates and canonicalises X, y and sample_weight once and picks the kernel once, so an
+    optimiser's many evaluations pay for neither. ``objective(theta)`` returns (loss, grad)
+    with theta = [w, b] when ``fit_intercept`` (b unpenalised) or theta = w (b fixed at 0);
+    loss and grad as in :func:`logistic_loss_grad` with the current ``l2``.
+    Attributes: ``n_rows``, ``n_features``, ``total_weight`` (sum of sample weights), ``l2``,
+    ``n_evaluations``.
+    """
+
+    def __init__(self, X, y, *, l2=0.0, sample_weight=None, fit_intercept=True,
+                 backend="auto", n_threads=None):
+        sparse, A = _features(X)
+        self.n_rows, self.n_features = A.shape
+        if self.n_rows == 0:
+            raise ValueError("X must have at least one row")
+        self._y = _labels(y, self.n_rows)
+        self._sw = _sample_weight(sample_weight, self.n_rows)
+        self.total_weight = float(np.sum(self._sw))
+        self.l2 = check_scalar(l2, "l2", min_value=0)
+        self.fit_intercept = bool(fit_intercept)
+        self._n_threads = check_n_threads(n_threads)
+        self.n_evaluations = 0
+        if sparse:
+            kernel = get_kernel("logistic_loss_grad_csr", backend)
+            self._args = (A.indptr, A.indices, A.data)
+        else:
+            kernel = get_kernel("logistic_loss_grad_dense", backend)
+            self._args = (A,)
+        self._kernel = kernel
+
+    def __call__(self, theta):
+        theta = np.asarray(theta, dtype=np.float64)
+        d = self.n_features
+        w = np.ascontiguousarray(theta[:d])
+        b = float(theta[d]) if self.fit_intercept else 0.0
+        loss, grad_w, grad_b = self._kernel(
+            *self._args, self._y, w, b, self.l2, self._sw, self._n_threads
+        )
+        self.n_evaluations += 1
+        if self.fit_intercept:
+            grad = np.empty(d + 1, dtype=np.float64)
+            grad[:d] = grad_w
+            grad[d] = grad_b
+            return loss, grad
+        return loss, grad_w

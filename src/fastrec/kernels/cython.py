@@ -5,3 +5,9 @@ from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (
 def is_available():
     return True, ""
 from ._cython._topk import recommend, topk  # noqa: F401
+from ._cython._scoring import (  # noqa: F401
+    logistic_loss_grad_csr,
+    logistic_loss_grad_dense,
+    sigmoid_csr,
+    sigmoid_dense,
+)

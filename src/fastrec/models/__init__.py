@@ -1,6 +1,7 @@
 """Recommender models on the public kernel API (scikit-learn conventions: fit returns self)."""
 from .hybrid import Hybrid
 from .knn import ItemKNN, UserKNN
+from .logistic import ConvergenceWarning, LogisticCTR
 from .popularity import Popularity
 
-__all__ = ["Hybrid", "ItemKNN", "Popularity", "UserKNN"]
+__all__ = ["ConvergenceWarning", "Hybrid", "ItemKNN", "LogisticCTR", "Popularity", "UserKNN"]

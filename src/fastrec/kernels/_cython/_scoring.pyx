@@ -1,0 +1,508 @@
+"""Fused sigmoid scoring and logistic loss/gradient: the Cython (OpenMP) kernels.
+
+Same names, signatures and results as ``fastrec.kernels.reference`` (re-exported by
+``fastrec.kernels.cython``). Arithmetic is float64 throughout (float32 inputs are widened as
+they are read, outputs cast back once), so a float32 score is the float64 score rounded.
+
+Determinism: every sum has a fixed order that depends on the data's shape only, never on the
+thread count. Dot products use eight (dense) or four (CSR) interleaved accumulators combined
+in a fixed tree; the loss/gradient reductions use blocks of rows whose boundaries are fixed by
+the shape, each block summing into its own partial buffer, and the partials are combined in
+block order. Threads only decide *who* computes a block, never what it sums.
+"""
+from cython.parallel cimport parallel, prange
+from libc.math cimport exp, log1p
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+from .. import _scoring_plan as _plan
+
+ctypedef fused floating:
+    float
+    double
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+cdef enum:
+    # Rows per block of the dense kernels. For loss/grad the partial gradients cost
+    # n_rows / DENSE_BLOCK * n_features float64s (1/32 of X's bytes for float64 X), and an
+    # F-order block of DENSE_BLOCK rows x ~100 features stays in L2 between its two passes.
+    DENSE_BLOCK = 256
+    # Rows per scheduling block of the CSR sigmoid (no reduction across rows there).
+    CSR_BLOCK = 1024
+    # Columns per block when the partial gradients are combined (in parallel over columns).
+    COMBINE_BLOCK = 4096
+    # Folds of fewer partial-gradient entries than this run on one thread.
+    COMBINE_PARALLEL_MIN = 1 << 20
+
+# Block sizes are fixed with the other backends in _scoring_plan (checked at import).
+if (DENSE_BLOCK, CSR_BLOCK, COMBINE_BLOCK) != (
+    _plan.DENSE_BLOCK, _plan.CSR_BLOCK, _plan.COMBINE_BLOCK
+):  # pragma: no cover
+    raise ImportError("fastrec: _scoring.pyx block sizes differ from kernels/_scoring_plan.py")
+
+
+# ---- the stable sigmoid and log1pexp, written once for every kernel here --------------------
+
+cdef inline double _sigmoid(double z) noexcept nogil:
+    """1 / (1 + exp(-z)); exp is only taken of a non-positive number, so it never overflows."""
+    cdef double e
+    if z >= 0:
+        return 1.0 / (1.0 + exp(-z))
+    e = exp(z)
+    return e / (1.0 + e)
+
+
+cdef inline double _log1pexp_sigmoid(double z, double* p) noexcept nogil:
+    """log(1 + exp(z)) with scikit-learn's cut-offs, and sigmoid(z) into *p, from one exp.
+
+    e = exp(-|z|) <= 1 serves both: for z > 0, log(1 + exp(z)) = z + log1p(e).
+    """
+    cdef double e = exp(-z) if z >= 0 else exp(z)
+    p[0] = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+    if z <= -37:
+        return e
+    if z <= 0:
+        return log1p(e)
+    if z <= 18:
+        return z + log1p(e)
+    if z <= 33.3:
+        return z + e
+    return z
+
+
+# ---- dot products with a fixed summation order -------------------------------------------
+
+cdef inline double _dot(const floating* x, const double* w, Py_ssize_t d) noexcept nogil:
+    """sum_j x[j] * w[j] in float64, w float64 (the loss/grad kernels)."""
+    # Eight interleaved accumulators: a fixed order (same bits on any thread count) that the
+    # compiler can vectorise without -ffast-math, and no single add chain bounding the speed.
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    cdef Py_ssize_t j = 0
+    while j + 8 <= d:
+        a0 += <double>x[j] * w[j]
+        a1 += <double>x[j + 1] * w[j + 1]
+        a2 += <double>x[j + 2] * w[j + 2]
+        a3 += <double>x[j + 3] * w[j + 3]
+        a4 += <double>x[j + 4] * w[j + 4]
+        a5 += <double>x[j + 5] * w[j + 5]
+        a6 += <double>x[j + 6] * w[j + 6]
+        a7 += <double>x[j + 7] * w[j + 7]
+        j += 8
+    a0 = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    while j < d:
+        a0 += <double>x[j] * w[j]
+        j += 1
+    return a0
+
+
+cdef inline double _dot_same(const floating* x, const floating* w, Py_ssize_t d) noexcept nogil:
+    """:func:`_dot` with w of x's type (the sigmoid kernels), accumulated in float64."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    cdef Py_ssize_t j = 0
+    while j + 8 <= d:
+        a0 += <double>x[j] * <double>w[j]
+        a1 += <double>x[j + 1] * <double>w[j + 1]
+        a2 += <double>x[j + 2] * <double>w[j + 2]
+        a3 += <double>x[j + 3] * <double>w[j + 3]
+        a4 += <double>x[j + 4] * <double>w[j + 4]
+        a5 += <double>x[j + 5] * <double>w[j + 5]
+        a6 += <double>x[j + 6] * <double>w[j + 6]
+        a7 += <double>x[j + 7] * <double>w[j + 7]
+        j += 8
+    a0 = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    while j < d:
+        a0 += <double>x[j] * <double>w[j]
+        j += 1
+    return a0
+
+
+cdef inline double _sparse_dot(
+    const index_t* indices, const floating* data, const floating* w, Py_ssize_t lo, Py_ssize_t hi
+) noexcept nogil:
+    """sum_k data[k] * w[indices[k]] over k in [lo, hi), float64, fixed order."""
+    # Four accumulators keep several gathers in flight instead of one add chain.
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
+    cdef Py_ssize_t k = lo
+    while k + 4 <= hi:
+        a0 += <double>data[k] * <double>w[indices[k]]
+        a1 += <double>data[k + 1] * <double>w[indices[k + 1]]
+        a2 += <double>data[k + 2] * <double>w[indices[k + 2]]
+        a3 += <double>data[k + 3] * <double>w[indices[k + 3]]
+        k += 4
+    a0 = (a0 + a1) + (a2 + a3)
+    while k < hi:
+        a0 += <double>data[k] * <double>w[indices[k]]
+        k += 1
+    return a0
+
+
+cdef inline double _sparse_dot64(
+    const index_t* indices, const floating* data, const double* w, Py_ssize_t lo, Py_ssize_t hi
+) noexcept nogil:
+    """:func:`_sparse_dot` with float64 w (the loss/grad kernels)."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
+    cdef Py_ssize_t k = lo
+    while k + 4 <= hi:
+        a0 += <double>data[k] * w[indices[k]]
+        a1 += <double>data[k + 1] * w[indices[k + 1]]
+        a2 += <double>data[k + 2] * w[indices[k + 2]]
+        a3 += <double>data[k + 3] * w[indices[k + 3]]
+        k += 4
+    a0 = (a0 + a1) + (a2 + a3)
+    while k < hi:
+        a0 += <double>data[k] * w[indices[k]]
+        k += 1
+    return a0
+
+
+# ---- sigmoid scoring -------------------------------------------------------------------------
+
+cdef void _sigmoid_rows_c(
+    const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
+    int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, i, r1
+    for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
+        r1 = min(n, (blk + 1) * DENSE_BLOCK)
+        for i in range(blk * DENSE_BLOCK, r1):
+            out[i] = <floating>_sigmoid(_dot_same(X + i * d, w, d) + b)
+
+
+cdef void _sigmoid_rows_f(
+    const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
+    int n_threads,
+) noexcept nogil:
+    # Column-major: a block's logits are built column by column (contiguous, vectorised
+    # axpy), in a thread-private buffer of DENSE_BLOCK float64s.
+    cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, j, t, r0, m
+    cdef double* acc
+    cdef const floating* col
+    cdef double wj
+    with parallel(num_threads=n_threads):
+        acc = <double*>malloc(DENSE_BLOCK * sizeof(double))
+        for blk in prange(nb, schedule="dynamic"):
+            r0 = blk * DENSE_BLOCK
+            m = min(DENSE_BLOCK, n - r0)
+            for t in range(m):
+                acc[t] = 0
+            for j in range(d):
+                col = X + j * n + r0
+                wj = w[j]
+                for t in range(m):
+                    acc[t] = acc[t] + <double>col[t] * wj
+            for t in range(m):
+                out[r0 + t] = <floating>_sigmoid(acc[t] + b)
+        free(acc)
+
+
+def _sigmoid_dense_c(const floating[:, ::1] X, const floating[::1] w, double b,
+                     floating[::1] out, int n_threads):
+    if X.shape[0] == 0:
+        return
+    with nogil:
+        _sigmoid_rows_c(&X[0, 0], X.shape[0], X.shape[1], &w[0] if X.shape[1] else NULL,
+                        b, &out[0], n_threads)
+
+
+def _sigmoid_dense_f(const floating[::1, :] X, const floating[::1] w, double b,
+                     floating[::1] out, int n_threads):
+    if X.shape[0] == 0:
+        return
+    with nogil:
+        _sigmoid_rows_f(&X[0, 0], X.shape[0], X.shape[1], &w[0] if X.shape[1] else NULL,
+                        b, &out[0], n_threads)
+
+
+def sigmoid_dense(X, w, b, out, n_threads):
+    """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
+
+    w and out have X's dtype; the dot product and the sigmoid are float64, rounded once into
+    out. One fused pass over X, no temporary beyond a 2 KB buffer per thread (F order).
+    O(n d) time. Results do not depend on n_threads.
+    """
+    if X.flags.c_contiguous:
+        _sigmoid_dense_c(X, w, b, out, n_threads)
+    else:
+        _sigmoid_dense_f(X, w, b, out, n_threads)
+    return out
+
+
+cdef void _sigmoid_csr_rows(
+    const index_t* indptr, const index_t* indices, const floating* data, Py_ssize_t n,
+    const floating* w, double b, floating* out, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t nb = (n + CSR_BLOCK - 1) // CSR_BLOCK, blk, i, r1
+    for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
+        r1 = min(n, (blk + 1) * CSR_BLOCK)
+        for i in range(blk * CSR_BLOCK, r1):
+            out[i] = <floating>_sigmoid(_sparse_dot(indices, data, w, indptr[i], indptr[i + 1]) + b)
+
+
+def _sigmoid_csr(const index_t[::1] indptr, const index_t[::1] indices,
+                 const floating[::1] data, const floating[::1] w, double b,
+                 floating[::1] out, int n_threads):
+    cdef Py_ssize_t n = indptr.shape[0] - 1
+    if n == 0:
+        return
+    with nogil:
+        _sigmoid_csr_rows(&indptr[0], &indices[0] if indices.shape[0] else NULL,
+                          &data[0] if data.shape[0] else NULL,
+                          n, &w[0] if w.shape[0] else NULL, b, &out[0], n_threads)
+
+
+def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
+    """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out.
+
+    indptr/indices int32 or int64 (the same type); data, w and out of one float dtype. The
+    row's dot product is float64 with a fixed order. O(nnz) time, no memory beyond out.
+    """
+    _sigmoid_csr(indptr, indices, data, w, b, out, n_threads)
+    return out
+
+
+# ---- logistic loss and gradient --------------------------------------------------------------
+
+cdef void _block_c(
+    const floating* X, Py_ssize_t d, Py_ssize_t r0, Py_ssize_t r1, const double* y,
+    const double* w, double b, const double* sw, double* g, double* sums,
+) noexcept nogil:
+    """Rows [r0, r1) of a C-order X: partial gradient into g, (loss, grad_b, weight) into sums."""
+    cdef double loss = 0, gb = 0, wsum = 0, z, p, l, r, s
+    cdef Py_ssize_t i, j
+    cdef const floating* x
+    for j in range(d):
+        g[j] = 0
+    for i in range(r0, r1):
+        x = X + i * d
+        z = _dot(x, w, d) + b
+        l = _log1pexp_sigmoid(z, &p)
+        s = sw[i]
+        loss += s * (l - y[i] * z)
+        r = s * (p - y[i])
+        gb += r
+        wsum += s
+        for j in range(d):  # the row is still in L1: the gradient costs no second read of X
+            g[j] += r * x[j]
+    sums[0] = loss
+    sums[1] = gb
+    sums[2] = wsum
+
+
+cdef void _block_f(
+    const floating* X, Py_ssize_t n, Py_ssize_t d, Py_ssize_t r0, Py_ssize_t r1,
+    const double* y, const double* w, double b, const double* sw, double* g, double* sums,
+    double* buf,
+) noexcept nogil:
+    """:func:`_block_c` for an F-order X: logits column by column into buf, then residuals,
+    then one dot product per column (the block's columns are re-read from cache)."""
+    cdef double loss = 0, gb = 0, wsum = 0, z, p, l, r, s, wj
+    cdef Py_ssize_t t, j, m = r1 - r0
+    cdef const floating* col
+    for t in range(m):
+        buf[t] = 0
+    for j in range(d):
+        col = X + j * n + r0
+        wj = w[j]
+        for t in range(m):
+            buf[t] += <double>col[t] * wj
+    for t in range(m):
+        z = buf[t] + b
+        l = _log1pexp_sigmoid(z, &p)
+        s = sw[r0 + t]
+        loss += s * (l - y[r0 + t] * z)
+        r = s * (p - y[r0 + t])
+        buf[t] = r
+        gb += r
+        wsum += s
+    for j in range(d):
+        g[j] = _dot(X + j * n + r0, buf, m)
+    sums[0] = loss
+    sums[1] = gb
+    sums[2] = wsum
+
+
+cdef void _block_csr(
+    const index_t* indptr, const index_t* indices, const floating* data, Py_ssize_t d,
+    Py_ssize_t r0, Py_ssize_t r1, const double* y, const double* w, double b, const double* sw,
+    double* g, double* sums,
+) noexcept nogil:
+    """Rows [r0, r1) of a CSR X: the gradient is scattered into this chunk's own g."""
+    cdef double loss = 0, gb = 0, wsum = 0, z, p, l, r, s
+    cdef Py_ssize_t i, j, k
+    for j in range(d):
+        g[j] = 0
+    for i in range(r0, r1):
+        z = _sparse_dot64(indices, data, w, indptr[i], indptr[i + 1]) + b
+        l = _log1pexp_sigmoid(z, &p)
+        s = sw[i]
+        loss += s * (l - y[i] * z)
+        r = s * (p - y[i])
+        gb += r
+        wsum += s
+        for k in range(indptr[i], indptr[i + 1]):
+            g[indices[k]] += r * <double>data[k]
+    sums[0] = loss
+    sums[1] = gb
+    sums[2] = wsum
+
+
+cdef void _combine_columns(
+    const double* G, Py_ssize_t n_parts, Py_ssize_t d, Py_ssize_t c0, Py_ssize_t c1,
+    const double* w, double l2, double total_weight, double* grad, double* wsq,
+) noexcept nogil:
+    """grad[c0:c1] = sum over parts p (in order) of G[p, c0:c1] / total_weight + l2 * w."""
+    cdef Py_ssize_t p, j
+    cdef const double* row
+    cdef double acc = 0
+    for j in range(c0, c1):
+        grad[j] = 0
+    for p in range(n_parts):
+        row = G + p * d
+        for j in range(c0, c1):
+            grad[j] += row[j]
+    for j in range(c0, c1):
+        grad[j] = grad[j] / total_weight + l2 * w[j]
+        acc += w[j] * w[j]
+    wsq[0] = acc
+
+
+cdef void _combine(
+    const double* G, const double* S, Py_ssize_t n_parts, Py_ssize_t d, const double* w,
+    double l2, double* grad, double* result, int n_threads,
+) noexcept nogil:
+    """Fold the parts' partial gradients G (n_parts x d) and sums S (n_parts x 3), in part
+    order, into grad and result = (loss, grad_b). Parallel over fixed column blocks."""
+    cdef Py_ssize_t ncb = (d + COMBINE_BLOCK - 1) // COMBINE_BLOCK, cb, p
+    cdef double loss = 0, gb = 0, tw = 0, wsq = 0
+    cdef double* wsq_parts = <double*>malloc((ncb + 1) * sizeof(double))
+    for p in range(n_parts):
+        loss += S[3 * p]
+        gb += S[3 * p + 1]
+        tw += S[3 * p + 2]
+    # Small folds run on one thread: waking the team costs more than the adds (and, on a
+    # loaded machine, a scheduler quantum per parallel region per optimiser step).
+    if n_parts * d < COMBINE_PARALLEL_MIN:
+        n_threads = 1
+    for cb in prange(ncb, schedule="static", num_threads=n_threads):
+        _combine_columns(G, n_parts, d, cb * COMBINE_BLOCK, min(d, (cb + 1) * COMBINE_BLOCK),
+                         w, l2, tw, grad, &wsq_parts[cb])
+    for cb in range(ncb):
+        wsq += wsq_parts[cb]
+    free(wsq_parts)
+    result[0] = loss / tw + 0.5 * l2 * wsq
+    result[1] = gb / tw
+
+
+cdef void _loss_grad_dense_run(
+    const floating* X, Py_ssize_t n, Py_ssize_t d, bint fortran, const double* y,
+    const double* w, double b, const double* sw, double* G, double* S, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, r0, r1
+    cdef double* buf
+    with parallel(num_threads=n_threads):
+        buf = <double*>malloc(DENSE_BLOCK * sizeof(double))
+        for blk in prange(nb, schedule="dynamic"):
+            r0 = blk * DENSE_BLOCK
+            r1 = min(n, r0 + DENSE_BLOCK)
+            if fortran:
+                _block_f(X, n, d, r0, r1, y, w, b, sw, G + blk * d, S + 3 * blk, buf)
+            else:
+                _block_c(X, d, r0, r1, y, w, b, sw, G + blk * d, S + 3 * blk)
+        free(buf)
+
+
+def _loss_grad_dense_c(const floating[:, ::1] X, const double[::1] y, const double[::1] w,
+                       double b, double l2, const double[::1] sw, double[:, ::1] G,
+                       double[:, ::1] S, double[::1] grad, double[::1] result, int n_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    with nogil:
+        _loss_grad_dense_run(&X[0, 0], n, d, False, &y[0], &w[0] if d else NULL, b, &sw[0],
+                             &G[0, 0], &S[0, 0], n_threads)
+        _combine(&G[0, 0], &S[0, 0], G.shape[0], d, &w[0] if d else NULL, l2,
+                 &grad[0] if d else NULL, &result[0], n_threads)
+
+
+def _loss_grad_dense_f(const floating[::1, :] X, const double[::1] y, const double[::1] w,
+                       double b, double l2, const double[::1] sw, double[:, ::1] G,
+                       double[:, ::1] S, double[::1] grad, double[::1] result, int n_threads):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1]
+    with nogil:
+        _loss_grad_dense_run(&X[0, 0], n, d, True, &y[0], &w[0] if d else NULL, b, &sw[0],
+                             &G[0, 0], &S[0, 0], n_threads)
+        _combine(&G[0, 0], &S[0, 0], G.shape[0], d, &w[0] if d else NULL, l2,
+                 &grad[0] if d else NULL, &result[0], n_threads)
+
+
+def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
+    """Weighted mean log-loss of sigmoid(X @ w + b) against 0/1 labels y, plus 0.5*l2*|w|^2.
+
+    X dense (n >= 1 rows) in C or F order, float32 or float64; y, w, sample_weight float64.
+    Returns (loss float, grad_w float64 array, grad_b float); the intercept is not penalised.
+    One fused pass over X: each block of DENSE_BLOCK rows computes its logits, losses and
+    residuals and its partial gradient while its rows are in cache. Time O(n d); memory
+    ceil(n / DENSE_BLOCK) * (d + 3) float64s of partials. The partials are combined in block
+    order, so the result has the same bits for any n_threads.
+    """
+    n, d = X.shape
+    nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK
+    G = np.empty((nb, max(d, 1)), dtype=np.float64)
+    S = np.empty((nb, 3), dtype=np.float64)
+    grad = np.zeros(d, dtype=np.float64)
+    result = np.empty(2, dtype=np.float64)
+    if X.flags.c_contiguous:
+        _loss_grad_dense_c(X, y, w, b, l2, sample_weight, G, S, grad, result, n_threads)
+    else:
+        _loss_grad_dense_f(X, y, w, b, l2, sample_weight, G, S, grad, result, n_threads)
+    return float(result[0]), grad, float(result[1])
+
+
+cdef void _loss_grad_csr_run(
+    const index_t* indptr, const index_t* indices, const floating* data, Py_ssize_t d,
+    const int64_t* bounds, Py_ssize_t n_chunks, const double* y, const double* w, double b,
+    const double* sw, double* G, double* S, int n_threads,
+) noexcept nogil:
+    cdef Py_ssize_t c
+    for c in prange(n_chunks, schedule="dynamic", chunksize=1, num_threads=n_threads):
+        _block_csr(indptr, indices, data, d, bounds[c], bounds[c + 1], y, w, b, sw,
+                   G + c * d, S + 3 * c)
+
+
+def _loss_grad_csr(const index_t[::1] indptr, const index_t[::1] indices,
+                   const floating[::1] data, const int64_t[::1] bounds, const double[::1] y,
+                   const double[::1] w, double b, double l2, const double[::1] sw,
+                   double[:, ::1] G, double[:, ::1] S, double[::1] grad, double[::1] result,
+                   int n_threads):
+    cdef Py_ssize_t d = w.shape[0]
+    with nogil:
+        _loss_grad_csr_run(&indptr[0], &indices[0] if indices.shape[0] else NULL,
+                           &data[0] if data.shape[0] else NULL, d, &bounds[0],
+                           bounds.shape[0] - 1, &y[0], &w[0] if d else NULL, b, &sw[0],
+                           &G[0, 0], &S[0, 0], n_threads)
+        _combine(&G[0, 0], &S[0, 0], G.shape[0], d, &w[0] if d else NULL, l2,
+                 &grad[0] if d else NULL, &result[0], n_threads)
+
+
+def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
+    """:func:`logistic_loss_grad_dense` for a CSR X (n >= 1 rows) with len(w) columns.
+
+    The rows are cut into at most ``_scoring_plan.CSR_GRAD_CHUNKS`` chunks of about equal
+    rows + non-zeros, fixed by the matrix alone; each chunk scatters its gradient into its own dense float64
+    buffer and the buffers are summed in chunk order (the same bits for any n_threads).
+    Time O(nnz + n + chunks * d); memory chunks * d float64s (at most ``CSR_GRAD_BYTES`` unless
+    one buffer alone is larger). Parallelism is at most the number of chunks.
+    """
+    d = w.shape[0]
+    bounds = _plan.csr_chunk_bounds(indptr, d)
+    n_chunks = len(bounds) - 1
+    G = np.empty((n_chunks, max(d, 1)), dtype=np.float64)
+    S = np.empty((n_chunks, 3), dtype=np.float64)
+    grad = np.zeros(d, dtype=np.float64)
+    result = np.empty(2, dtype=np.float64)
+    _loss_grad_csr(indptr, indices, data, bounds, y, w, b, l2, sample_weight, G, S, grad,
+                   result, n_threads)
+    return float(result[0]), grad, float(result[1])
