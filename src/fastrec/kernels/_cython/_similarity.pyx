@@ -16,7 +16,7 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, sqrt
+from libc.math cimport INFINITY, fabs, sqrt
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
@@ -36,6 +36,8 @@ ctypedef fused value_t:
 cdef enum:
     # Accumulator slots tested against the running threshold in one vectorisable pass.
     SCAN_BLOCK = 64
+    # Of the blocks of a dense scan, every SAMPLE_STRIDE-th is ranked first (see _process_row).
+    SAMPLE_STRIDE = 8
     # A row scans the whole accumulator when its work is at least n_other / DENSE_SCAN_RATIO.
     DENSE_SCAN_RATIO = 4
 
@@ -289,9 +291,10 @@ cdef Py_ssize_t _process_row(
 ) noexcept nogil:
     """Row i: mode 0 writes its best kk (sorted) at out_*[0:], mode 1 counts its stored
     entries, mode 2 writes them columns ascending at out_*[0:]; returns the count."""
-    cdef Py_ssize_t nt, n_scan, r0, r1, r, j, size = 0
-    cdef bint has_counts = binary or sparse or need_count, hit
-    cdef double a_i = a[i], s, thr = -INFINITY
+    cdef Py_ssize_t nt, n_scan, r0, r1, r, j, blk, n_blocks, step, size = 0
+    cdef bint has_counts = binary or sparse or need_count, hit, sample_first
+    cdef double a_i = a[i], s, thr_lo = -INFINITY
+    cdef double slack = 2.0 ** -23 if round32 else 0.0
     cdef int32_t cnt
     nt = _accumulate(i, ip, ix, xw, tp, tx, tw, binary, need_count, sparse, acc_c, acc_f, touched)
     if sparse:
@@ -300,48 +303,54 @@ cdef Py_ssize_t _process_row(
             _sort_rows(touched, nt)
     else:
         n_scan = n_other
-    r0 = 0
-    while r0 < n_scan:
-        r1 = r0 + SCAN_BLOCK
-        if r1 > n_scan:
-            r1 = n_scan
-        if mode == 0 and size == kk and not sparse:
-            # Columns ascend, so a later one must beat the root strictly: a block with
-            # nothing above it is skipped after one vectorisable pass.
-            hit = False
-            for j in range(r0, r1):
-                hit |= _similarity(j, a_i, b, acc_c, acc_f, binary, shrink) > thr
-            if not hit:
-                r0 = r1
+    # Top-k over a dense scan: every SAMPLE_STRIDE-th block first, so that the running
+    # threshold (the heap's root) is near its final value before the other blocks come; a
+    # block with nothing at or above it is then skipped after one vectorisable pass. Blocks
+    # come out of column order, so ties with the root are offered (the heap breaks them).
+    sample_first = mode == 0 and not sparse
+    n_blocks = (n_scan + SCAN_BLOCK - 1) // SCAN_BLOCK
+    for step in range(2 if sample_first else 1):
+        for blk in range(n_blocks):
+            if sample_first and ((blk % SAMPLE_STRIDE == 0) != (step == 0)):
                 continue
-        for r in range(r0, r1):
-            j = touched[r] if sparse else r
-            s = _similarity(j, a_i, b, acc_c, acc_f, binary, shrink)
-            if mode == 0 and size == kk and not sparse and s <= thr:
-                continue
-            cnt = acc_c[j]
-            if sparse:
-                acc_c[j] = 0
-                if not binary:
-                    acc_f[j] = 0.0
-            if has_counts and cnt < min_support:  # also skips untouched slots (cnt 0)
-                continue
-            if s == 0.0 or s < min_similarity:
-                continue
-            if mode == 0:
-                if j == i and not include_self:
+            r0 = blk * SCAN_BLOCK
+            r1 = r0 + SCAN_BLOCK
+            if r1 > n_scan:
+                r1 = n_scan
+            if sample_first and size == kk:
+                hit = False
+                for j in range(r0, r1):
+                    hit |= _similarity(j, a_i, b, acc_c, acc_f, binary, shrink) >= thr_lo
+                if not hit:
                     continue
-                if round32:  # rank the value as returned (float32), like the reference
-                    s = <double>(<float>s)
-                size = _heap_offer(hv, hi, size, kk, s, j)
-                if size == kk:
-                    thr = hv[0]
-            else:
-                if mode == 2:
-                    out_idx[size] = j
-                    out_val[size] = s
-                size += 1
-        r0 = r1
+            for r in range(r0, r1):
+                j = touched[r] if sparse else r
+                s = _similarity(j, a_i, b, acc_c, acc_f, binary, shrink)
+                if sample_first and size == kk and s < thr_lo:
+                    continue
+                cnt = acc_c[j]
+                if sparse:
+                    acc_c[j] = 0
+                    if not binary:
+                        acc_f[j] = 0.0
+                if has_counts and cnt < min_support:  # also skips untouched slots (cnt 0)
+                    continue
+                if s == 0.0 or s < min_similarity:
+                    continue
+                if mode == 0:
+                    if j == i and not include_self:
+                        continue
+                    if round32:  # rank the value as returned (float32), like the reference
+                        s = <double>(<float>s)
+                    size = _heap_offer(hv, hi, size, kk, s, j)
+                    if size == kk:
+                        # float64 values below thr_lo cannot round up to the float32 root.
+                        thr_lo = hv[0] - fabs(hv[0]) * slack
+                else:
+                    if mode == 2:
+                        out_idx[size] = j
+                        out_val[size] = s
+                    size += 1
     if not sparse:
         if has_counts:
             memset(acc_c, 0, n_other * sizeof(int32_t))
