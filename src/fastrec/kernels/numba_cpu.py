@@ -138,7 +138,7 @@ def _similarity(j, a_i, b, acc_c, acc_f, binary, shrink):
     """The shrunk cosine of slot j (0.0 when rows i and j share nothing)."""
     c = acc_c[j]
     if binary:
-        s = np.float64(c) * a_i * b[j]
+        s = np.float64(c) * (a_i * b[j])  # a_i * b_j == b_j * a_i: (i, j) rounds like (j, i)
     else:
         s = acc_f[j]
     if shrink > 0.0:

@@ -189,7 +189,7 @@ cdef inline double _similarity(
     cdef double c = acc_c[j]
     cdef double s
     if binary:
-        s = c * a_i * b[j]
+        s = c * (a_i * b[j])  # a_i * b_j == b_j * a_i: the pair (i, j) rounds like (j, i)
     else:
         s = acc_f[j]
     if shrink > 0.0:
