@@ -41,6 +41,39 @@ print(json.dumps(dict(seconds=times, peak_rss=peak, data_rss=base, W=datasets.wo
 """
 
 
+_INTERLEAVED = """
+import json, sys, time
+sys.path.insert(0, {here!r})
+from threadpoolctl import threadpool_limits
+import datasets, similarity_cases as sc
+size, k, threads, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+names = sys.argv[5:]
+ui = datasets.interactions(size)
+X = sc.item_users(ui)
+times = {{name: [] for name in names}}
+with threadpool_limits(limits=1, user_api="blas"):
+    for name in names:
+        sc.CASES[name](X[:200], k, threads)
+    for _ in range(rounds):
+        for name in names:  # round-robin: a burst of load on the machine hits every case
+            t = time.perf_counter()
+            S = sc.CASES[name](X, k, threads)
+            times[name].append(time.perf_counter() - t)
+            del S
+print(json.dumps(dict(times=times, W=datasets.work(ui))))
+"""
+
+
+def run_interleaved(names, size, k, threads, rounds, timeout):
+    """Seconds of every case, run round-robin in one process (no RSS: see run_case)."""
+    code = _INTERLEAVED.format(here=str(HERE))
+    out = subprocess.run([sys.executable, "-c", code, size, str(k), str(threads), str(rounds),
+                          *names], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_case(name, size, k, threads, rounds, timeout):
     code = _CHILD.format(here=str(HERE))
     out = subprocess.run([sys.executable, "-c", code, name, size, str(k), str(threads),
@@ -62,7 +95,28 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--json", type=Path, help="append raw results here (one JSON per line)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time the cases round-robin in one process (fairer ratios on a busy "
+                        "machine; no RSS)")
     args = p.parse_args(argv)
+    if args.interleave:
+        print("| size | k | threads | case | median s | min s | ratio to fastest library | W/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for size in args.sizes:
+            for k in args.ks:
+                for threads in args.threads:
+                    res = run_interleaved(args.cases, size, k, threads, args.rounds, args.timeout)
+                    med = {n: sorted(t)[len(t) // 2] for n, t in res["times"].items()}
+                    libs = [med[n] for n in med if n.startswith(("implicit", "sparse_dot"))]
+                    best = min(libs) if libs else float("nan")
+                    for n, t in res["times"].items():
+                        print(f"| {size} | {k} | {threads} | {n} | {med[n]:.2f} | {min(t):.2f} | "
+                              f"{med[n] / best:.2f} | {res['W'] / med[n]:.3g} |", flush=True)
+                    if args.json:
+                        with open(args.json, "a") as f:
+                            f.write(json.dumps(dict(size=size, k=k, threads=threads,
+                                                    interleaved=True, **res)) + "\n")
+        return
     print("| size | k | threads | case | median s | min s | peak RSS MB | W/s |")
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
