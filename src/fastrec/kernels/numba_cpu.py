@@ -33,6 +33,8 @@ def is_available():
 _DENSE_SCAN_RATIO = 4
 # Accumulator slots tested against the running top-k threshold in one vectorisable pass.
 _SCAN_BLOCK = 64
+# Of the blocks of a dense scan, every _SAMPLE_STRIDE-th is ranked first (see _cosine_rows).
+_SAMPLE_STRIDE = 8
 
 
 @numba.njit(cache=True)
@@ -164,6 +166,8 @@ def _cosine_rows(ip, ix, xw, tp, tx, tw, a, b, n_other, binary, need_count, orde
     heap_i = np.empty((n_threads, max(kk, 1)), np.int64)
     cast = np.empty((n_threads, 1), out_val.dtype)  # rounds a float64 to the output dtype
     counts_needed = need_count
+    cast[0, 0] = 1.0 + 2.0 ** -30  # the output dtype is float32 when this rounds to 1.0
+    slack = 2.0 ** -23 if cast[0, 0] == 1.0 else 0.0
     for pos in numba.prange(order.shape[0]):
         t = numba.get_thread_id()
         i = order[pos]
@@ -185,48 +189,54 @@ def _cosine_rows(ip, ix, xw, tp, tx, tw, a, b, n_other, binary, need_count, orde
         hi = heap_i[t]
         cst = cast[t]
         has_counts = binary or sparse or counts_needed
-        thr = -np.inf
-        r0 = 0
-        while r0 < n_scan:
-            r1 = min(r0 + _SCAN_BLOCK, n_scan)
-            if mode == 0 and size == kk and not sparse:
-                # Columns ascend, so a later one must beat the root strictly: a block with
-                # nothing above it is skipped after one vectorisable pass.
-                thr = np.float64(hv[0])
-                hit = False
-                for j in range(r0, r1):
-                    hit |= _similarity(j, a_i, b, c_row, f_row, binary, shrink) > thr
-                if not hit:
-                    r0 = r1
+        # Top-k over a dense scan: every _SAMPLE_STRIDE-th block first, so that the running
+        # threshold (the heap's root) is near its final value before the other blocks come; a
+        # block with nothing at or above it is then skipped after one vectorisable pass.
+        # Blocks come out of column order, so ties with the root are offered (the heap
+        # breaks them); thr_lo is the root lowered by the float32 rounding slack.
+        sample_first = mode == 0 and not sparse
+        thr_lo = -np.inf
+        n_blocks = (n_scan + _SCAN_BLOCK - 1) // _SCAN_BLOCK
+        for step in range(2 if sample_first else 1):
+            for blk in range(n_blocks):
+                if sample_first and ((blk % _SAMPLE_STRIDE == 0) != (step == 0)):
                     continue
-            for r in range(r0, r1):
-                j = np.int64(tch[r]) if sparse else r
-                s = _similarity(j, a_i, b, c_row, f_row, binary, shrink)
-                if mode == 0 and size == kk and not sparse and s <= thr:
-                    continue
-                cnt = c_row[j]
-                if sparse:
-                    c_row[j] = 0
-                    if not binary:
-                        f_row[j] = 0.0
-                if has_counts and cnt < min_support:  # also skips untouched slots (cnt 0)
-                    continue
-                if s == 0.0 or s < min_similarity:
-                    continue
-                if mode == 0:
-                    if j == i and not include_self:
+                r0 = blk * _SCAN_BLOCK
+                r1 = min(r0 + _SCAN_BLOCK, n_scan)
+                if sample_first and size == kk:
+                    hit = False
+                    for j in range(r0, r1):
+                        hit |= _similarity(j, a_i, b, c_row, f_row, binary, shrink) >= thr_lo
+                    if not hit:
                         continue
-                    cst[0] = s
-                    size = heap_offer(hv, hi, size, kk, cst[0], j)
-                    if size == kk:
-                        thr = np.float64(hv[0])
-                elif mode == 1:
-                    size += 1
-                else:
-                    out_idx[dst] = j
-                    out_val[dst] = s
-                    dst += 1
-            r0 = r1
+                for r in range(r0, r1):
+                    j = np.int64(tch[r]) if sparse else r
+                    s = _similarity(j, a_i, b, c_row, f_row, binary, shrink)
+                    if sample_first and size == kk and s < thr_lo:
+                        continue
+                    cnt = c_row[j]
+                    if sparse:
+                        c_row[j] = 0
+                        if not binary:
+                            f_row[j] = 0.0
+                    if has_counts and cnt < min_support:  # also skips untouched slots (cnt 0)
+                        continue
+                    if s == 0.0 or s < min_similarity:
+                        continue
+                    if mode == 0:
+                        if j == i and not include_self:
+                            continue
+                        cst[0] = s  # rank the value as returned (output dtype), like the reference
+                        size = heap_offer(hv, hi, size, kk, cst[0], j)
+                        if size == kk:
+                            root = np.float64(hv[0])
+                            thr_lo = root - abs(root) * slack
+                    elif mode == 1:
+                        size += 1
+                    else:
+                        out_idx[dst] = j
+                        out_val[dst] = s
+                        dst += 1
         if not sparse:
             if has_counts:
                 c_row[:] = 0
