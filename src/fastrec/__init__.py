@@ -13,7 +13,7 @@ from ._dispatch import BackendUnavailableError, available_backends
 from ._version import __version__
 from .scoring import logistic_loss_grad, sigmoid_scores
 from .similarity import cosine_similarity, cosine_topk
-from .topk import TopK, recommend, topk
+from .topk import TopK, recommend, recommend_user_based, topk
 
 __all__ = [
     "BackendUnavailableError",
@@ -24,6 +24,7 @@ __all__ = [
     "cosine_topk",
     "logistic_loss_grad",
     "recommend",
+    "recommend_user_based",
     "show_config",
     "sigmoid_scores",
     "topk",

@@ -5,3 +5,4 @@ from ._cython._similarity import cosine_similarity, cosine_topk  # noqa: F401
 
 def is_available():
     return True, ""
+from ._cython._topk import recommend, topk  # noqa: F401
