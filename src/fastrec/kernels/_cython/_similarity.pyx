@@ -48,7 +48,9 @@ cdef inline bint _worse(double va, int64_t ia, double vb, int64_t ib) noexcept n
     return va < vb or (va == vb and ia > ib)
 
 
-cdef inline void _sift_down(double* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t pos) noexcept nogil:
+cdef inline void _sift_down(
+    double* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t pos
+) noexcept nogil:
     cdef double v = hv[pos]
     cdef int64_t i = hi[pos]
     cdef Py_ssize_t child
