@@ -8,6 +8,8 @@ Layers (data flows down, imports point down)::
     kernels/  reference.py  numba_cpu.py  numba_cuda.py  cython.py (_cython/*.pyx)
               raw arrays in, raw arrays out; no scipy objects, no validation, no dispatch
 """
+# The recommender layer (data, metrics, models), built on the kernel API below.
+from . import data, metrics, models
 from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
 from ._version import __version__
@@ -22,7 +24,10 @@ __all__ = [
     "available_backends",
     "cosine_similarity",
     "cosine_topk",
+    "data",
     "logistic_loss_grad",
+    "metrics",
+    "models",
     "recommend",
     "recommend_user_based",
     "show_config",
