@@ -32,8 +32,8 @@ _HOW_TO_GET = {
 # Preference of "auto" per kernel, fastest first (CPU backends only; "cuda" is never automatic).
 # Update from benchmarks/RESULTS.md when a compiled kernel lands.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "cosine_topk": ("numpy",),
-    "cosine_similarity": ("numpy",),
+    "cosine_topk": ("cython", "numba", "numpy"),
+    "cosine_similarity": ("cython", "numba", "numpy"),
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
     # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (weighting 2 threads, the default).

@@ -258,3 +258,37 @@ def check_n_threads(n_threads) -> int:
     if n_threads < 0:
         return max(1, n_cpus + int(n_threads) + 1)
     return int(n_threads)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup v2 limit.
+    None when neither can be read (then no memory check is made)."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                room = int(limit) - int(f.read())
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_memory(estimate: int, what: str) -> None:
+    """Raise MemoryError, with the estimate, before a kernel allocates more than is available."""
+    avail = available_memory()
+    if avail is not None and estimate > avail:
+        raise MemoryError(
+            f"{what} needs about {estimate / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB "
+            "is available; lower k, use fewer threads, or process the rows in blocks"
+        )

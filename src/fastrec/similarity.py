@@ -14,6 +14,7 @@ from ._validation import (
     check_choice,
     check_csr,
     check_k,
+    check_memory,
     check_n_threads,
     check_scalar,
     make_csr,
@@ -50,6 +51,32 @@ def weight_rows(X: CSR, weighting, *, bm25_k1: float = 100.0, bm25_b: float = 0.
         data = data * (bm25_k1 + 1.0) / (bm25_k1 * length_norm[rows] + data) * idf[X.indices]
     weighted = sp.csr_matrix((data.astype(X.dtype), X.indices, X.indptr), shape=X.shape)
     return check_csr(weighted, "X", drop_zeros=True)
+
+
+def cosine_topk_memory(n_rows: int, n_cols: int, nnz: int, k: int, n_threads: int) -> int:
+    """Bytes the compiled cosine_topk kernels may hold at their peak, beyond the input.
+
+    O(nnz + n*k + threads*n): the transposed input with float64 normalised values on both
+    sides (8 + 8 + 8 bytes per stored value, the weighted case), per-row scales, work and order
+    (5 x 8 bytes per row), per-thread accumulators, touched list and heap ((4 + 8 + 8) bytes
+    per row plus 16 per kept entry), the n*k best-k slots (16 bytes each) and the CSR result
+    (16 bytes per entry). Never the n x n product.
+    """
+    kk = min(k, n_rows)
+    return int(
+        24 * nnz + 8 * (n_cols + 1) + 40 * n_rows
+        + n_threads * (20 * n_rows + 16 * kk)
+        + 32 * n_rows * kk
+    )
+
+
+def cosine_similarity_memory(n_rows: int, n_other: int, n_cols: int, nnz: int, n_threads: int):
+    """Bytes the compiled cosine_similarity kernels hold before they size the result: the
+    transposed Y and float64 normalised values (24 per stored value of X and Y), per-row
+    arrays and per-thread accumulators over Y's rows. The result (16 bytes per stored entry,
+    known only after the counting pass) comes on top and is allocated by NumPy, which raises
+    MemoryError with its size when it cannot."""
+    return int(24 * nnz + 8 * (n_cols + 1) + 40 * (n_rows + n_other) + n_threads * 20 * n_other)
 
 
 def _check_weighting(weighting, bm25_k1, bm25_b):
@@ -92,6 +119,7 @@ def cosine_topk(
     _check_weighting(weighting, bm25_k1, bm25_b)
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("cosine_topk", backend)
+    check_memory(cosine_topk_memory(A.shape[0], A.shape[1], A.nnz, k, n_threads), "cosine_topk")
     A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
     indptr, indices, data = kernel(
         A.indptr, A.indices, A.data, A.shape[1], k, shrink, min_similarity, min_support,
@@ -117,6 +145,10 @@ def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_thread
     min_similarity = check_scalar(min_similarity, "min_similarity")
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("cosine_similarity", backend)
+    check_memory(
+        cosine_similarity_memory(A.shape[0], B.shape[0], A.shape[1], A.nnz + B.nnz, n_threads),
+        "cosine_similarity",
+    )
     indptr, indices, data = kernel(
         A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, A.shape[1], min_similarity,
         n_threads,

@@ -1,0 +1,553 @@
+"""Cython (OpenMP) similarity kernels: sparse cosine neighbourhood top-k and cosine similarity.
+
+The exact row-wise Gustavson product S = Xn Xn^T (or Xn Yn^T): for row i, every stored (i, u)
+meets every stored (j, u) of column u through the transposed matrix, summed into a per-thread
+dense accumulator of length n_other, allocated once per thread. When every row's stored values
+are one constant (binary implicit feedback, the common case) only int32 co-counts are
+accumulated and sim = c * a_i * b_j with a_i = v_i / |x_i|; otherwise float64 products of the
+normalised values (plus co-counts when ``shrink`` or ``min_support`` need them). A row whose
+work (the summed lengths of the columns it meets) is small against n_other records the slots it
+touches; other rows scan the accumulator densely, skipping 64-slot blocks with nothing above the
+running top-k threshold after one vectorisable pass. Rows are processed longest first with
+dynamic scheduling; each row is computed by one thread into its own output slots, so the
+result is bit-identical for any thread count. Signatures copy ``kernels/reference.py``.
+"""
+import numpy as np
+
+cimport cython
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY, fabs, sqrt
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+ctypedef fused row_t:
+    int32_t
+    int64_t
+
+ctypedef fused value_t:
+    float
+    double
+
+cdef enum:
+    # Accumulator slots tested against the running threshold in one vectorisable pass.
+    SCAN_BLOCK = 64
+    # Of the blocks of a dense scan, every SAMPLE_STRIDE-th is ranked first (see _process_row).
+    SAMPLE_STRIDE = 8
+    # A row scans the whole accumulator when its work is at least n_other / DENSE_SCAN_RATIO.
+    DENSE_SCAN_RATIO = 4
+
+
+# ---- the bounded heap: root = worst kept entry (smaller value, or equal and larger index) ----
+
+cdef inline bint _worse(double va, int64_t ia, double vb, int64_t ib) noexcept nogil:
+    return va < vb or (va == vb and ia > ib)
+
+
+cdef inline void _sift_down(
+    double* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t pos
+) noexcept nogil:
+    cdef double v = hv[pos]
+    cdef int64_t i = hi[pos]
+    cdef Py_ssize_t child
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _worse(hv[child + 1], hi[child + 1], hv[child], hi[child]):
+            child += 1
+        if not _worse(hv[child], hi[child], v, i):
+            break
+        hv[pos] = hv[child]
+        hi[pos] = hi[child]
+        pos = child
+    hv[pos] = v
+    hi[pos] = i
+
+
+cdef inline Py_ssize_t _heap_offer(
+    double* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t k, double v, int64_t i
+) noexcept nogil:
+    """Offer (v, i) to a heap of ``size`` <= k entries; returns the new size. O(log k)."""
+    cdef Py_ssize_t pos, parent
+    if size < k:
+        pos = size
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if not _worse(v, i, hv[parent], hi[parent]):
+                break
+            hv[pos] = hv[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hv[pos] = v
+        hi[pos] = i
+        return size + 1
+    if _worse(hv[0], hi[0], v, i):
+        hv[0] = v
+        hi[0] = i
+        _sift_down(hv, hi, size, 0)
+    return size
+
+
+cdef inline void _heap_sort(double* hv, int64_t* hi, Py_ssize_t size) noexcept nogil:
+    """In place: heap -> best first (value descending, ties by smaller index)."""
+    cdef Py_ssize_t end
+    cdef double v
+    cdef int64_t i
+    for end in range(size - 1, 0, -1):
+        v = hv[0]
+        i = hi[0]
+        hv[0] = hv[end]
+        hi[0] = hi[end]
+        hv[end] = v
+        hi[end] = i
+        _sift_down(hv, hi, end, 0)
+
+
+# ---- preparation: row scales, transpose, row work -------------------------------------------
+
+def _row_scales(const int64_t[::1] indptr, const value_t[::1] data):
+    """(inv_norm, row_scale, constant): 1/|x_i| (0 for empty rows), v_i/|x_i| for rows whose
+    stored values all equal v_i, and whether every row is such a row. O(nnz)."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i
+    cdef int64_t p, lo, hi
+    cdef double s, v0
+    cdef bint constant = True
+    inv_norm = np.zeros(n, np.float64)
+    scale = np.zeros(n, np.float64)
+    cdef double[::1] inv = inv_norm, sc = scale
+    with nogil:
+        for i in range(n):
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            if hi == lo:
+                continue
+            s = 0.0
+            for p in range(lo, hi):
+                s += <double>data[p] * <double>data[p]
+            inv[i] = 1.0 / sqrt(s)
+            v0 = data[lo]
+            for p in range(lo + 1, hi):
+                if data[p] != v0:
+                    constant = False
+                    break
+            sc[i] = v0 * inv[i]
+    return inv_norm, scale, bool(constant)
+
+
+def _transpose(const int64_t[::1] indptr, const index_t[::1] indices, const value_t[::1] data,
+               const double[::1] inv_norm, Py_ssize_t n_cols, bint weighted,
+               int64_t[::1] t_indptr, row_t[::1] t_indices, double[::1] t_data):
+    """Counting-sort transpose into t_* (row ids ascending per column); with ``weighted`` the
+    values are normalised (x / |x_row|, float64). O(nnz + n_cols)."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i, c
+    cdef int64_t p, q
+    cdef int64_t[::1] fill
+    with nogil:
+        memset(&t_indptr[0], 0, (n_cols + 1) * sizeof(int64_t))
+        for p in range(indptr[n]):
+            t_indptr[indices[p] + 1] += 1
+        for c in range(n_cols):
+            t_indptr[c + 1] += t_indptr[c]
+    fill = np.array(t_indptr[:n_cols], dtype=np.int64)
+    with nogil:
+        for i in range(n):
+            for p in range(indptr[i], indptr[i + 1]):
+                c = indices[p]
+                q = fill[c]
+                t_indices[q] = <row_t>i
+                if weighted:
+                    t_data[q] = <double>data[p] * inv_norm[i]
+                fill[c] = q + 1
+
+
+def _row_work(const int64_t[::1] indptr, const index_t[::1] indices, const int64_t[::1] t_indptr,
+              int n_threads):
+    """Multiply-adds of each row: the summed lengths of the columns it meets. O(nnz)."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i
+    cdef int64_t p, w, u
+    work = np.zeros(n, np.int64)
+    cdef int64_t[::1] out = work
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        w = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            u = indices[p]
+            w = w + t_indptr[u + 1] - t_indptr[u]
+        out[i] = w
+    return work
+
+
+# ---- the row kernel -------------------------------------------------------------------------
+
+cdef inline double _similarity(
+    Py_ssize_t j, double a_i, const double* b, const int32_t* acc_c, const double* acc_f,
+    bint binary, double shrink
+) noexcept nogil:
+    """The shrunk cosine of slot j (0.0 when rows i and j share nothing)."""
+    cdef double c = acc_c[j]
+    cdef double s
+    if binary:
+        s = c * (a_i * b[j])  # a_i * b_j == b_j * a_i: the pair (i, j) rounds like (j, i)
+    else:
+        s = acc_f[j]
+    if shrink > 0.0:
+        s = s * (c / (c + shrink))
+    return s
+
+
+cdef Py_ssize_t _accumulate(
+    Py_ssize_t i, const int64_t* ip, const index_t* ix, const double* xw, const int64_t* tp,
+    const row_t* tx, const double* tw, bint binary, bint need_count, bint sparse,
+    int32_t* acc_c, double* acc_f, row_t* touched
+) noexcept nogil:
+    """Scatter row i's products into the accumulators; returns the number of touched slots
+    (recorded only when ``sparse``; acc_c then also marks touched slots)."""
+    cdef Py_ssize_t nt = 0
+    cdef int64_t p, q, lo, hi
+    cdef row_t j
+    cdef double wv
+    for p in range(ip[i], ip[i + 1]):
+        lo = tp[ix[p]]
+        hi = tp[ix[p] + 1]
+        if binary:
+            if sparse:
+                for q in range(lo, hi):
+                    j = tx[q]
+                    touched[nt] = j
+                    nt += acc_c[j] == 0
+                    acc_c[j] += 1
+            else:
+                for q in range(lo, hi):
+                    acc_c[tx[q]] += 1
+        else:
+            wv = xw[p]
+            if sparse:
+                for q in range(lo, hi):
+                    j = tx[q]
+                    touched[nt] = j
+                    nt += acc_c[j] == 0
+                    acc_c[j] += 1
+                    acc_f[j] += wv * tw[q]
+            elif need_count:
+                for q in range(lo, hi):
+                    j = tx[q]
+                    acc_c[j] += 1
+                    acc_f[j] += wv * tw[q]
+            else:
+                for q in range(lo, hi):
+                    acc_f[tx[q]] += wv * tw[q]
+    return nt
+
+
+cdef void _sort_rows(row_t* a, Py_ssize_t n) noexcept nogil:
+    """Ascending in-place sort of touched slots (insertion sort below 32, else heapsort)."""
+    cdef Py_ssize_t i, j, start, end, root, child
+    cdef row_t v, t
+    if n < 32:
+        for i in range(1, n):
+            v = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > v:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = v
+        return
+    start = n // 2 - 1
+    end = n
+    while end > 1:
+        if start >= 0:
+            root = start
+            start -= 1
+        else:
+            end -= 1
+            t = a[0]
+            a[0] = a[end]
+            a[end] = t
+            root = 0
+        while True:
+            child = 2 * root + 1
+            if child >= end:
+                break
+            if child + 1 < end and a[child + 1] > a[child]:
+                child += 1
+            if a[root] < a[child]:
+                t = a[root]
+                a[root] = a[child]
+                a[child] = t
+                root = child
+            else:
+                break
+
+
+cdef Py_ssize_t _process_row(
+    Py_ssize_t i, const int64_t* ip, const index_t* ix, const double* xw, const int64_t* tp,
+    const row_t* tx, const double* tw, const double* a, const double* b, Py_ssize_t n_other,
+    bint binary, bint need_count, bint sparse, int mode, Py_ssize_t kk, double shrink,
+    double min_similarity, int64_t min_support, bint include_self, bint round32,
+    int32_t* acc_c, double* acc_f, row_t* touched, double* hv, int64_t* hi,
+    int64_t* out_idx, double* out_val
+) noexcept nogil:
+    """Row i: mode 0 writes its best kk (sorted) at out_*[0:], mode 1 counts its stored
+    entries, mode 2 writes them columns ascending at out_*[0:]; returns the count."""
+    cdef Py_ssize_t nt, n_scan, r0, r1, r, j, blk, n_blocks, step, size = 0
+    cdef bint has_counts = binary or sparse or need_count, hit, sample_first
+    cdef double a_i = a[i], s, thr_lo = -INFINITY
+    cdef double slack = 2.0 ** -23 if round32 else 0.0
+    cdef int32_t cnt
+    nt = _accumulate(i, ip, ix, xw, tp, tx, tw, binary, need_count, sparse, acc_c, acc_f, touched)
+    if sparse:
+        n_scan = nt
+        if mode == 2:
+            _sort_rows(touched, nt)
+    else:
+        n_scan = n_other
+    # Top-k over a dense scan: every SAMPLE_STRIDE-th block first, so that the running
+    # threshold (the heap's root) is near its final value before the other blocks come; a
+    # block with nothing at or above it is then skipped after one vectorisable pass. Blocks
+    # come out of column order, so ties with the root are offered (the heap breaks them).
+    sample_first = mode == 0 and not sparse
+    n_blocks = (n_scan + SCAN_BLOCK - 1) // SCAN_BLOCK
+    for step in range(2 if sample_first else 1):
+        for blk in range(n_blocks):
+            if sample_first and ((blk % SAMPLE_STRIDE == 0) != (step == 0)):
+                continue
+            r0 = blk * SCAN_BLOCK
+            r1 = r0 + SCAN_BLOCK
+            if r1 > n_scan:
+                r1 = n_scan
+            if sample_first and size == kk:
+                hit = False
+                for j in range(r0, r1):
+                    hit |= _similarity(j, a_i, b, acc_c, acc_f, binary, shrink) >= thr_lo
+                if not hit:
+                    continue
+            for r in range(r0, r1):
+                j = touched[r] if sparse else r
+                s = _similarity(j, a_i, b, acc_c, acc_f, binary, shrink)
+                if sample_first and size == kk and s < thr_lo:
+                    continue
+                cnt = acc_c[j]
+                if sparse:
+                    acc_c[j] = 0
+                    if not binary:
+                        acc_f[j] = 0.0
+                if has_counts and cnt < min_support:  # also skips untouched slots (cnt 0)
+                    continue
+                if s == 0.0 or s < min_similarity:
+                    continue
+                if mode == 0:
+                    if j == i and not include_self:
+                        continue
+                    if round32:  # rank the value as returned (float32), like the reference
+                        s = <double>(<float>s)
+                    size = _heap_offer(hv, hi, size, kk, s, j)
+                    if size == kk:
+                        # float64 values below thr_lo cannot round up to the float32 root.
+                        thr_lo = hv[0] - fabs(hv[0]) * slack
+                else:
+                    if mode == 2:
+                        out_idx[size] = j
+                        out_val[size] = s
+                    size += 1
+    if not sparse:
+        if has_counts:
+            memset(acc_c, 0, n_other * sizeof(int32_t))
+        if not binary:
+            memset(acc_f, 0, n_other * sizeof(double))
+    if mode == 0:
+        _heap_sort(hv, hi, size)
+        for r in range(size):
+            out_idx[r] = hi[r]
+            out_val[r] = hv[r]
+    return size
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _cosine_rows(const int64_t[::1] ip, const index_t[::1] ix, const double[::1] xw,
+                 const int64_t[::1] tp, const row_t[::1] tx, const double[::1] tw,
+                 const double[::1] a, const double[::1] b, Py_ssize_t n_other, bint binary,
+                 bint need_count, const int64_t[::1] order, const int64_t[::1] work, int mode,
+                 Py_ssize_t kk, double shrink, double min_similarity, int64_t min_support,
+                 bint include_self, bint round32, int64_t[::1] out_count,
+                 const int64_t[::1] out_ptr, int64_t[::1] out_idx, double[::1] out_val,
+                 int n_threads):
+    """One pass over the rows of X in ``order`` (see _process_row for ``mode``). Mode 0
+    writes row i at slot i*kk, mode 2 at out_ptr[i]; counts go to out_count[i]."""
+    cdef Py_ssize_t n = order.shape[0], pos, i, cnt
+    cdef int64_t dst
+    cdef int32_t* acc_c
+    cdef double* acc_f
+    cdef row_t* touched
+    cdef double* hv
+    cdef int64_t* hi
+    # A thread that cannot allocate flags it through this pointer (a plain variable assigned
+    # inside the parallel block would be thread-private) and its rows are reported below.
+    cdef int32_t[::1] failed_view = np.zeros(1, np.int32)
+    cdef int32_t* failed = &failed_view[0]
+    cdef const double* xw_p = &xw[0] if xw.shape[0] else NULL
+    cdef const double* tw_p = &tw[0] if tw.shape[0] else NULL
+    cdef const index_t* ix_p = &ix[0] if ix.shape[0] else NULL
+    cdef const row_t* tx_p = &tx[0] if tx.shape[0] else NULL
+    cdef int64_t* idx_p = &out_idx[0] if out_idx.shape[0] else NULL
+    cdef double* val_p = &out_val[0] if out_val.shape[0] else NULL
+    cdef Py_ssize_t heap_len = kk if kk > 0 else 1
+    if n == 0:
+        return
+    with nogil, parallel(num_threads=n_threads):
+        acc_c = <int32_t*> calloc(n_other + 1, sizeof(int32_t))
+        acc_f = <double*> calloc(1 if binary else n_other + 1, sizeof(double))
+        touched = <row_t*> malloc((n_other + 1) * sizeof(row_t))
+        hv = <double*> malloc(heap_len * sizeof(double))
+        hi = <int64_t*> malloc(heap_len * sizeof(int64_t))
+        if acc_c == NULL or acc_f == NULL or touched == NULL or hv == NULL or hi == NULL:
+            failed[0] = 1
+        for pos in prange(n, schedule="dynamic", chunksize=1):
+            if failed[0]:
+                continue
+            i = order[pos]
+            if mode == 0:
+                dst = i * kk
+            elif mode == 2:
+                dst = out_ptr[i]
+            else:
+                dst = 0
+            cnt = _process_row(
+                i, &ip[0], ix_p, xw_p, &tp[0], tx_p, tw_p, &a[0], &b[0], n_other, binary,
+                need_count, work[i] * DENSE_SCAN_RATIO < n_other, mode, kk, shrink,
+                min_similarity, min_support, include_self, round32, acc_c, acc_f, touched,
+                hv, hi, idx_p + dst if idx_p != NULL else NULL,
+                val_p + dst if val_p != NULL else NULL,
+            )
+            out_count[i] = cnt
+        free(acc_c)
+        free(acc_f)
+        free(touched)
+        free(hv)
+        free(hi)
+    if failed_view[0]:
+        raise MemoryError(
+            f"cosine kernel could not allocate its per-thread buffers ({n_other} slots)"
+        )
+
+
+def _compact(const int64_t[::1] counts, Py_ssize_t kk, const int64_t[::1] out_idx,
+             const double[::1] out_val, const int64_t[::1] indptr, int64_t[::1] indices,
+             value_t[::1] values, int n_threads):
+    """Copy row i's counts[i] entries from slot i*kk into CSR position indptr[i]."""
+    cdef Py_ssize_t n = counts.shape[0], i
+    cdef int64_t r, src, dst
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        src = i * kk
+        dst = indptr[i]
+        for r in range(counts[i]):
+            indices[dst + r] = out_idx[src + r]
+            values[dst + r] = <value_t>out_val[src + r]
+
+
+# ---- public kernels (reference signatures) --------------------------------------------------
+
+def _prepare_side(indptr, indices, data, n_cols, weighted, n):
+    """(row scales, transposed CSR with float64 normalised values when weighted)."""
+    inv_norm, scale, constant = _row_scales(indptr, data)
+    weighted = weighted or not constant
+    nnz = int(indptr[n]) if n else 0
+    t_indptr = np.empty(n_cols + 1, np.int64)
+    t_indices = np.empty(nnz, np.int32 if n < 2**31 else np.int64)
+    t_data = np.empty(nnz if weighted else 0, np.float64)
+    _transpose(indptr, indices, data, inv_norm, n_cols, weighted, t_indptr, t_indices, t_data)
+    return inv_norm, scale, constant, t_indptr, t_indices, t_data
+
+
+def _row_weights(indptr, data, inv_norm):
+    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product)."""
+    rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+    return data.astype(np.float64) * inv_norm[rows]
+
+
+def _empty(n, dtype):
+    return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+
+
+def cosine_topk(
+    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+):
+    """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
+
+    Same rules as ``reference.cosine_topk``: candidates have co-count c >= min_support,
+    sim >= min_similarity, sim != 0, j != i unless include_self; sim shrunk by c/(c+shrink);
+    rows sorted by sim descending (ranked in data's dtype), ties by smaller j.
+    Returns (indptr int64, indices int64, values of data's dtype).
+    Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
+    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n).
+    """
+    n = indptr.shape[0] - 1
+    kk = min(int(k), n)
+    if n == 0 or kk == 0:
+        return _empty(n, data.dtype)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n_threads = max(1, int(n_threads))
+    need_count = shrink > 0 or min_support > 1
+    inv_norm, scale, binary, tp, tx, tw = _prepare_side(indptr, indices, data, n_cols, False, n)
+    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
+    work = _row_work(indptr, indices, tp, n_threads)
+    order = np.argsort(-work, kind="stable")
+    counts = np.zeros(n, np.int64)
+    out_idx = np.empty(n * kk, np.int64)
+    out_val = np.empty(n * kk, np.float64)
+    _cosine_rows(indptr, indices, xw, tp, tx, tw, scale, scale, n, binary, need_count, order,
+                 work, 0, kk, float(shrink), float(min_similarity), int(min_support),
+                 bool(include_self), data.dtype == np.float32, counts, counts, out_idx, out_val,
+                 n_threads)
+    out_indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=out_indptr[1:])
+    nnz = int(out_indptr[-1])
+    out_indices = np.empty(nnz, np.int64)
+    out_values = np.empty(nnz, data.dtype)
+    _compact(counts, kk, out_idx, out_val, out_indptr, out_indices, out_values, n_threads)
+    return out_indptr, out_indices, out_values
+
+
+def cosine_similarity(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+):
+    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+
+    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
+    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
+    so that the output is allocated once at its exact size.
+    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
+    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
+    """
+    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
+    dtype = np.result_type(data.dtype, y_data.dtype)
+    if n == 0 or p == 0:
+        return _empty(n, dtype)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    y_indptr = np.asarray(y_indptr, dtype=np.int64)
+    n_threads = max(1, int(n_threads))
+    inv_x, scale_x, const_x = _row_scales(indptr, data)
+    _, scale_y, const_y, tp, tx, tw = _prepare_side(
+        y_indptr, y_indices, y_data, n_cols, not const_x, p
+    )
+    binary = const_x and const_y
+    if not binary and tw.shape[0] != y_data.shape[0]:  # Y constant, X not: weigh Y too
+        _, scale_y, _, tp, tx, tw = _prepare_side(y_indptr, y_indices, y_data, n_cols, True, p)
+    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_x)
+    work = _row_work(indptr, indices, tp, n_threads)
+    order = np.argsort(-work, kind="stable")
+    counts = np.zeros(n, np.int64)
+    args = (indptr, indices, xw, tp, tx, tw, scale_x, scale_y, p, binary, False, order, work)
+    rule = (0, 0.0, float(min_similarity), 1, True, False)
+    _cosine_rows(*args, 1, *rule, counts, counts, np.zeros(0, np.int64), np.zeros(0), n_threads)
+    out_indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=out_indptr[1:])
+    nnz = int(out_indptr[-1])
+    out_idx = np.empty(nnz, np.int64)
+    out_val = np.empty(nnz, np.float64)
+    _cosine_rows(*args, 2, *rule, counts, out_indptr, out_idx, out_val, n_threads)
+    return out_indptr, out_idx, out_val.astype(dtype, copy=False)
