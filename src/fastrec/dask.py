@@ -443,6 +443,8 @@ def recommend(
         if not isinstance(to_parquet, (str, os.PathLike)):
             raise TypeError(f"to_parquet must be a path, got {type(to_parquet).__name__}")
         to_parquet = os.fspath(to_parquet)
+        if "://" not in to_parquet:  # the workers may run in another directory
+            to_parquet = os.path.abspath(to_parquet)
     if _is_model(model_or_matrices):
         model = model_or_matrices
         n_users = getattr(model, "n_users_", None)
