@@ -1,18 +1,18 @@
 """fastrec.dask against the local call: 2 single-thread worker processes vs one 2-thread call.
 
-    FASTREC_BENCH_SIZES=small,mid python -m pytest benchmarks/test_bench_dask.py --benchmark-only \\
-        --benchmark-columns=median,min,max,rounds -s
+    FASTREC_BENCH_SIZES=small,mid python -m pytest benchmarks/test_bench_dask.py \\
+        --benchmark-only --benchmark-columns=median,min,max,rounds -s
 
 Cosine top-k (k=100) of the item x user matrix and top-10 recommendation for every user of a
 datasets.py size (default small; the reference backend takes ~1 min per call on mid, so mid and
 large are worth it only with a compiled backend). The dask timing includes validation,
 weighting and the scatter of the matrix to the workers: it is what a caller waits for. Each
 dask benchmark resets the workers' peak-RSS counters first and records in ``extra_info``
-(printed with ``-s``): each worker's RSS before and peak RSS over its rounds, the per-block task times and
-each block's multiply-adds W_block. ``test_*_block_cost`` measure, in this process and in CPU
-seconds, what one block costs: the fixed set-up of a call (a one-row block) and the cost per
-multiply-add (a block of 1/8 of the rows), the two numbers the 1e9-interaction estimate in
-RESULTS.md is built from.
+(printed with ``-s``): each worker's RSS before and peak RSS over its rounds, the per-block
+task times and each block's multiply-adds W_block. ``test_*_block_cost`` measure, in this
+process and in CPU seconds, what one block costs: the fixed set-up of a call (a one-row block)
+and the cost per multiply-add (a block of 1/8 of the rows), the two numbers the
+1e9-interaction estimate in RESULTS.md is built from.
 """
 import os
 import time

@@ -43,6 +43,7 @@ def _all_workers_up(request):
 def assert_csr_identical(a, b):
     assert type(a) is type(b)
     assert a.shape == b.shape and a.dtype == b.dtype
+    assert a.indptr.dtype == b.indptr.dtype and a.indices.dtype == b.indices.dtype
     np.testing.assert_array_equal(a.indptr, b.indptr)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_array_equal(a.data, b.data)

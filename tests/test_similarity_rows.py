@@ -79,7 +79,8 @@ def test_cosine_topk_contiguous_blocks_reassemble_the_full_result(backend):
 @given(raw_csr(max_rows=14, min_cols=1), st.booleans(), st.sampled_from([0.0, 0.4]), st.data())
 def test_cosine_similarity_row_block_equals_rows_of_full(backend, m, with_y, min_sim, data):
     X = canonical(m).astype(m.dtype)
-    Y = data.draw(raw_csr(max_rows=8, min_cols=X.shape[1], max_cols=X.shape[1])) if with_y else None
+    width = X.shape[1]
+    Y = data.draw(raw_csr(max_rows=8, min_cols=width, max_cols=width)) if with_y else None
     full = fastrec.cosine_similarity(X, Y, min_similarity=min_sim, backend=backend)
     n = X.shape[0]
     r0 = data.draw(st.integers(0, n))

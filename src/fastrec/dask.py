@@ -206,11 +206,12 @@ def _check_retries(retries) -> int:
 
 
 def _run_blocks(client, name, fn, shared, blocks, extra, retries, progress):
-    """Run fn(*shared, r0, r1, *extra) per block; return the results in block order."""
+    """Run fn(*shared, *block, *extra) per block (a tuple of per-block arguments); return
+    the results in block order."""
     tag = f"fastrec-{name}-{uuid.uuid4().hex[:8]}"
     futures = [
-        client.submit(fn, *shared, r0, r1, *extra, key=(tag, i), retries=retries, pure=False)
-        for i, (r0, r1) in enumerate(blocks)
+        client.submit(fn, *shared, *block, *extra, key=(tag, i), retries=retries, pure=False)
+        for i, block in enumerate(blocks)
     ]
     results = [None] * len(futures)
     try:
@@ -236,7 +237,8 @@ def _stack_csr(parts, n_cols, dtype, sparse_array):
     if counts:
         np.cumsum(np.concatenate(counts), out=indptr[1:])
     indices = np.concatenate([ix for _, ix, _ in parts] + [np.zeros(0, np.int64)])
-    data = np.concatenate([d for _, _, d in parts] + [np.zeros(0, dtype)]).astype(dtype)
+    data = np.concatenate([d for _, _, d in parts] + [np.zeros(0, dtype)])
+    data = data.astype(dtype, copy=False)
     return make_csr(indptr, indices.astype(np.int64, copy=False), data,
                     (len(indptr) - 1, n_cols), sparse_array)
 
@@ -366,8 +368,7 @@ def _is_model(obj) -> bool:
     return callable(getattr(obj, "recommend", None)) and not isinstance(obj, (tuple, list))
 
 
-def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, users, r0, r1, n, opts, out):
-    block = users[r0:r1]
+def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, r0, block, n, opts, out):
     result = _local_recommend(
         UI.to_scipy(), NB.to_scipy(), n, user_ids=block,
         exclude=None if EX is None else EX.to_scipy(), **opts,
@@ -375,8 +376,7 @@ def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, users, r0, r1, n, op
     return _deliver(result, block, r0, out)
 
 
-def _recommend_model_block(model, users, r0, r1, n, exclude_seen, out):
-    block = users[r0:r1]
+def _recommend_model_block(model, r0, block, n, exclude_seen, out):
     result = model.recommend(block, n=n, exclude_seen=exclude_seen)
     return _deliver(TopK(*result), block, r0, out)
 
@@ -484,7 +484,8 @@ def recommend(
         shared = [_scatter(client, UI), _scatter(client, NB),
                   None if EX is None else _scatter(client, EX)]
         fn, extra = _recommend_pair_block, (n, opts, to_parquet)
-    shared.append(_scatter(client, users))
+    # Each task carries its own user ids (small); the big inputs were scattered once.
+    blocks = [(r0, users[r0:r1]) for r0, r1 in blocks]
     try:
         parts = _run_blocks(client, "recommend", fn, shared, blocks, extra, retries, progress)
     finally:
