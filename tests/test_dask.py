@@ -311,7 +311,9 @@ def test_closed_client_rejected(client):
     (lambda X, c: fd.recommend((X, sp.eye(X.shape[1], format="csr")), [0, 10**6], 3,
                                client=c), ValueError, "user_ids contains 1000000"),
     (lambda X, c: fd.recommend(_PairModel(X, sp.eye(X.shape[1], format="csr")), None, 3,
-                               client=c, exclude=X), ValueError, "exclude= applies to"),
+                               client=c, exclude=X), ValueError, "exclude= and backend= apply"),
+    (lambda X, c: fd.recommend(_PairModel(X, sp.eye(X.shape[1], format="csr")), None, 3,
+                               client=c, backend="numpy"), ValueError, "a model recommends"),
 ])
 def test_bad_arguments_rejected_clearly(client, call, err, msg):
     with pytest.raises(err, match=msg):

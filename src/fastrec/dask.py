@@ -450,8 +450,11 @@ def recommend(
         n_users = getattr(model, "n_users_", None)
         if n_users is None:
             raise ValueError(f"{type(model).__name__} is not fitted: call fit() first")
-        if exclude is not None:
-            raise ValueError("exclude= applies to a (user_items, item_neighbours) pair only")
+        if exclude is not None or backend != "auto":
+            raise ValueError(
+                "exclude= and backend= apply to a (user_items, item_neighbours) pair only: a "
+                "model recommends with its own settings"
+            )
         users = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
             user_ids, "user_ids", n_users)
         blocks = _blocks(len(users), block_users, client, "block_users")
