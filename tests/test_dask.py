@@ -343,3 +343,33 @@ def test_bad_dataframes_rejected(client, pdf, columns, err, msg):
     frame = dd.from_pandas(pd.DataFrame(pdf), npartitions=1)
     with pytest.raises(err, match=msg):
         fd.cosine_topk(frame, 2, client=client, columns=columns)
+
+
+# ---- fitted models (fastrec.models) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_models():
+    """Every fitted model kind, small and single-threaded (skipped where models are absent)."""
+    models = pytest.importorskip("fastrec.models")
+    if not hasattr(models, "ItemKNN"):
+        pytest.skip("fastrec.models has no ItemKNN yet")
+    X = interactions(150, 70, seed=6, binary=True)
+    out = {
+        "itemknn": models.ItemKNN(k=10, shrink=1.0, n_threads=1).fit(X),
+        "userknn": models.UserKNN(k=10, n_threads=1).fit(X),
+        "hybrid-blend": models.Hybrid(
+            candidates=[models.ItemKNN(k=10, n_threads=1), models.Popularity()], rerank=False,
+        ).fit(X),
+    }
+    return out
+
+
+@pytest.mark.parametrize("kind", ["itemknn", "userknn", "hybrid-blend"])
+def test_fitted_models_identical_to_local(client, fitted_models, kind):
+    model = fitted_models[kind]
+    users = np.array([149, 0, 5, 77, 77, 3, 120, 64, 9])
+    for exclude_seen in (True, False):
+        got = fd.recommend(model, users, 6, client=client, block_users=4,
+                           exclude_seen=exclude_seen)
+        assert_topk_identical(got, model.recommend(users, n=6, exclude_seen=exclude_seen))

@@ -376,9 +376,34 @@ def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, r0, block, n, opts, 
     return _deliver(result, block, r0, out)
 
 
-def _recommend_model_block(model, r0, block, n, exclude_seen, out):
-    result = model.recommend(block, n=n, exclude_seen=exclude_seen)
+def _recommend_model_block(model, r0, block, context, n, exclude_seen, out):
+    extra = {} if context is None else {"context": context}
+    result = model.recommend(block, n=n, exclude_seen=exclude_seen, **extra)
     return _deliver(TopK(*result), block, r0, out)
+
+
+def _check_context(context, n_users):
+    """Per-user context codes as arrays (checked further by the model itself)."""
+    if context is None:
+        return None
+    if not isinstance(context, dict):
+        raise TypeError(f"context must be a dict, got {type(context).__name__}")
+    out = {}
+    for name, codes in context.items():
+        arr = np.asarray(codes)
+        if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != n_users):
+            raise ValueError(
+                f"context[{name!r}] must be one code or one per user ({n_users}), "
+                f"got shape {arr.shape}"
+            )
+        out[name] = arr
+    return out
+
+
+def _context_rows(context, r0, r1):
+    if context is None:
+        return None
+    return {name: arr if arr.ndim == 0 else arr[r0:r1] for name, arr in context.items()}
 
 
 def _deliver(result: TopK, users, r0, out):
@@ -415,6 +440,7 @@ def recommend(
     exclude=None,
     backend="auto",
     n_threads=1,
+    context=None,
     to_parquet=None,
     retries=2,
     progress=False,
@@ -427,7 +453,9 @@ def recommend(
     once and asked per block; or the pair ``(user_items, item_neighbours)`` for
     :func:`fastrec.recommend` (``user_items`` may be a Dask DataFrame of interactions, see
     :func:`interactions_to_csr`; ``exclude``, ``backend`` and ``n_threads`` apply to the pair
-    only: a model uses its own settings). ``user_ids``: user rows (default all), any order;
+    only: a model uses its own settings). ``context`` (models only, e.g. a Hybrid fit with
+    contexts): name -> one code, or one code per entry of ``user_ids`` (split with the blocks).
+    ``user_ids``: user rows (default all), any order;
     split into blocks of ``block_users``. Returns the TopK of ``len(user_ids)`` rows, or, with
     ``to_parquet`` (a directory, or an fsspec URL, that every worker can write), writes one
     file per block (columns user, rank (1 = best), item, score; padding dropped) from the
@@ -457,7 +485,9 @@ def recommend(
             )
         users = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
             user_ids, "user_ids", n_users)
-        blocks = _blocks(len(users), block_users, client, "block_users")
+        context = _check_context(context, len(users))
+        blocks = [(r0, users[r0:r1], _context_rows(context, r0, r1))
+                  for r0, r1 in _blocks(len(users), block_users, client, "block_users")]
         shared = [_scatter(client, model)]
         fn, extra = _recommend_model_block, (n, exclude_seen, to_parquet)
     else:
@@ -466,6 +496,8 @@ def recommend(
                 "model_or_matrices must be a fitted model or a (user_items, item_neighbours) "
                 f"pair, got {type(model_or_matrices).__name__}"
             )
+        if context is not None:
+            raise ValueError("context= applies to a model only")
         NB = check_csr(model_or_matrices[1], "item_neighbours", drop_zeros=True)
         UI = _as_csr(model_or_matrices[0], "user_items", client, columns, n_cols=NB.shape[0])
         n_users, n_items = UI.shape
@@ -483,12 +515,12 @@ def recommend(
             user_ids, "user_ids", n_users)
         opts = dict(exclude_seen=exclude_seen, backend=_check_backend(backend),
                     n_threads=_check_task_threads(n_threads))
-        blocks = _blocks(len(users), block_users, client, "block_users")
+        blocks = [(r0, users[r0:r1])
+                  for r0, r1 in _blocks(len(users), block_users, client, "block_users")]
         shared = [_scatter(client, UI), _scatter(client, NB),
                   None if EX is None else _scatter(client, EX)]
         fn, extra = _recommend_pair_block, (n, opts, to_parquet)
     # Each task carries its own user ids (small); the big inputs were scattered once.
-    blocks = [(r0, users[r0:r1]) for r0, r1 in blocks]
     try:
         parts = _run_blocks(client, "recommend", fn, shared, blocks, extra, retries, progress)
     finally:
@@ -497,7 +529,8 @@ def recommend(
         return parts
     if not parts:  # no users: the local call gives the right empty shapes and dtypes
         if _is_model(model_or_matrices):
-            return TopK(*model_or_matrices.recommend(users, n=n, exclude_seen=exclude_seen))
+            return _recommend_model_block(model_or_matrices, 0, users, context, n,
+                                          exclude_seen, None)
         return _local_recommend(UI.to_scipy(), NB.to_scipy(), n, user_ids=users, **opts)
     return TopK(np.concatenate([p.indices for p in parts]),
                 np.concatenate([p.scores for p in parts]))
