@@ -373,3 +373,21 @@ def test_fitted_models_identical_to_local(client, fitted_models, kind):
         got = fd.recommend(model, users, 6, client=client, block_users=4,
                            exclude_seen=exclude_seen)
         assert_topk_identical(got, model.recommend(users, n=6, exclude_seen=exclude_seen))
+
+
+def test_hybrid_with_context_identical_to_local(client):
+    data = pytest.importorskip("fastrec.data")
+    models = pytest.importorskip("fastrec.models")
+    ranker = pytest.importorskip("_ranker")  # tests/_ranker.py, with the models
+    d = data.synthetic(400, 150, seed=8, impressions_per_user=60)
+    model = models.Hybrid(candidates=[models.ItemKNN(k=20, n_threads=1), models.Popularity()],
+                          ranker=ranker.make_ranker(), n_candidates=30).fit(d)
+    users = np.arange(30)
+    for context in ({"daypart": 2}, {"daypart": np.arange(30) % 4}):
+        got = fd.recommend(model, users, 10, client=client, block_users=7, context=context)
+        assert_topk_identical(got, model.recommend(users, 10, context=context))
+    with pytest.raises(ValueError, match=r"context\['daypart'\] must be one code or one per"):
+        fd.recommend(model, users, 10, client=client, context={"daypart": [1, 2]})
+    with pytest.raises(ValueError, match="context= applies to a model only"):
+        fd.recommend((d.user_items if hasattr(d, "user_items") else model.user_items_,
+                      sp.eye(150, format="csr")), users, 3, client=client, context={"a": 1})
