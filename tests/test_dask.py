@@ -389,5 +389,5 @@ def test_hybrid_with_context_identical_to_local(client):
     with pytest.raises(ValueError, match=r"context\['daypart'\] must be one code or one per"):
         fd.recommend(model, users, 10, client=client, context={"daypart": [1, 2]})
     with pytest.raises(ValueError, match="context= applies to a model only"):
-        fd.recommend((d.user_items if hasattr(d, "user_items") else model.user_items_,
-                      sp.eye(150, format="csr")), users, 3, client=client, context={"a": 1})
+        fd.recommend((model.user_items_, sp.eye(150, format="csr")), users, 3, client=client,
+                     context={"daypart": 1})
