@@ -10,7 +10,7 @@ import inspect
 import numpy as np
 import scipy.sparse as sp
 
-from ._dispatch import AUTO_ORDER, BackendUnavailableError, get_kernel
+from ._dispatch import BackendUnavailableError, get_kernel
 from ._validation import (
     CSR,
     check_choice,
@@ -69,27 +69,19 @@ def _accepts_rows(kernel) -> bool:
 
 
 def _row_subset_kernel(backend):
-    """The cosine_topk kernel of ``backend`` that can compute a subset of rows (``rows=``).
+    """The cosine_topk kernel ``backend`` resolves to, if it can compute a subset of rows.
 
-    "auto" takes the first backend of AUTO_ORDER that is available and supports it; an
-    explicit backend without it is an error, never a silent switch.
+    "auto" resolves exactly as for all rows, never to another backend: another backend may
+    round differently, and a subset must be bit for bit rows of the all-rows result.
     """
-    if backend != "auto":
-        kernel = get_kernel("cosine_topk", backend)
-        if not _accepts_rows(kernel):
-            raise BackendUnavailableError(
-                f"backend {backend!r} cannot compute a subset of rows (rows=) of cosine_topk "
-                "in this version of fastrec; use backend='auto' or backend='numpy'"
-            )
-        return kernel
-    for name in AUTO_ORDER["cosine_topk"]:
-        try:
-            kernel = get_kernel("cosine_topk", name)
-        except BackendUnavailableError:
-            continue
-        if _accepts_rows(kernel):
-            return kernel
-    raise BackendUnavailableError("no backend can compute a subset of rows of cosine_topk")
+    kernel = get_kernel("cosine_topk", backend)
+    if not _accepts_rows(kernel):
+        raise BackendUnavailableError(
+            f"backend={backend!r} resolves to the cosine_topk of {kernel.__module__}, which "
+            "cannot compute a subset of rows (rows=) in this version of fastrec; pass "
+            "backend='numpy'"
+        )
+    return kernel
 
 
 def cosine_topk(
