@@ -24,7 +24,7 @@ N_WORKERS = 2
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0",
         silence_logs=logging.CRITICAL,
     )
     c = distributed.Client(cluster)
@@ -284,6 +284,13 @@ def test_closed_client_rejected(client):
                                       client=other)):
         with pytest.raises(ValueError, match="client is not running.*closed"):
             call()
+
+
+def test_cluster_without_workers_rejected():
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl:
+        with distributed.Client(cl, set_as_default=False) as empty:
+            with pytest.raises(ValueError, match="has no workers"):
+                fd.cosine_topk(interactions(), 3, client=empty)
 
 
 @pytest.mark.parametrize("call, err, msg", [

@@ -81,6 +81,10 @@ def _client(client) -> distributed.Client:
         raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
     if client.status != "running":
         raise ValueError(f"client is not running (status {client.status!r}): it was closed")
+    if not client.nthreads():  # the inputs are scattered to workers: there must be some
+        raise ValueError(
+            "the Dask cluster has no workers: start some (or client.wait_for_workers(n))"
+        )
     return client
 
 
