@@ -188,11 +188,11 @@ def interactions_to_csr(df, *, columns=INTERACTION_COLUMNS, shape=None, client=N
     shape = (None, None) if shape is None else tuple(shape)
     shape = tuple(inf if s is None else int(s) for s, inf in zip(shape, inferred))
     if shape[0] < inferred[0] or shape[1] < inferred[1]:
-        raise ValueError(f"shape {shape} is too small for ids up to {inferred}")
+        raise ValueError(f"shape {shape} is too small: the ids need at least {inferred}")
     parts = [
         dask.delayed(_partition_csr)(p, (r, c, v), shape, dtype) for p in df.to_delayed()
     ]
-    while len(parts) > 1:  # a tree of pairwise sums: no worker receives every partition
+    while len(parts) > 1:  # a tree of sums, 8 at a time: no task receives every partition
         parts = [dask.delayed(_sum_csr)(parts[i : i + 8]) for i in range(0, len(parts), 8)]
     return client.compute(parts[0], sync=True)
 
@@ -289,7 +289,6 @@ def cosine_topk(
     """
     client = _client(client)
     retries = _check_retries(retries)
-    A = _as_csr(X, "X", client, columns)
     k = check_k(k)
     opts = dict(
         shrink=check_scalar(shrink, "shrink", min_value=0),
@@ -300,6 +299,7 @@ def cosine_topk(
         n_threads=_check_task_threads(n_threads),
     )
     _similarity._check_weighting(weighting, bm25_k1, bm25_b)
+    A = _as_csr(X, "X", client, columns)  # after the cheap checks: it may build from a frame
     blocks = _blocks(A.shape[0], block_rows, client, "block_rows")
     # Weighting needs every row (document frequencies): done once, before the split.
     W = _similarity.weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
