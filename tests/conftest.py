@@ -1,6 +1,17 @@
 """Test configuration: hypothesis profiles (CI keeps runs short; `--hypothesis-profile=thorough`
-for a deeper search)."""
+for a deeper search); the CUDA backend on Numba's simulator when this machine has no GPU."""
+import glob
+import os
+
 from hypothesis import HealthCheck, settings
+
+# CUDA backend: Numba reads NUMBA_ENABLE_CUDASIM once, when numba is first imported, so it must
+# be set here (pytest loads this file before any test module imports fastrec or numba). On a
+# machine without an NVIDIA device the CUDA kernels then run on the simulator in the normal
+# test run (tests/test_cuda_equivalence.py); with a GPU they run on it. An explicit setting of
+# the variable wins. The simulator only replaces numba.cuda: Numba's CPU kernels are unaffected.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not glob.glob("/dev/nvidia[0-9]*"):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 settings.register_profile(
     "default",

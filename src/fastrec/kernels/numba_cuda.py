@@ -1,30 +1,1262 @@
 """The CUDA backend (numba-cuda): GPU kernels with the reference's names and signatures.
 
 Runs on an NVIDIA GPU, or on Numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1 (how CI tests
-it). Host arrays are copied in and results copied out.
+it; the simulator lacks warp intrinsics, which ``_cudasim_warp`` supplies). Host (NumPy) arrays
+are copied in and results copied out; when any array argument is already a device array
+(anything with ``__cuda_array_interface__``: Numba device arrays, CuPy, PyTorch) the results stay
+on the device as Numba device arrays. ``n_threads`` is accepted for a uniform signature and
+ignored. Every kernel is deterministic except the CSR gradient (float64 atomics: see
+:func:`logistic_loss_grad_csr`).
+
+Design, per kernel group (why these shapes: coalesced loads and no CPU loops run per thread):
+
+* scoring (dense C order, CSR): a group of lanes per row (a whole warp for long rows; for
+  short rows 32/lanes rows share a warp, so no lane idles), the group striding along its row so
+  each load instruction reads whole 32-byte sectors; partial dots reduced with xor shuffles,
+  in float64. F-order dense uses one thread per row (a warp reads 32 consecutive rows of a
+  column: coalesced too). Loss/gradient: per-row terms, then X.T @ residual by row chunks
+  summed in a fixed order (dense) or float64 atomics (CSR).
+* ranking and selection (``topk``, and the last step of ``recommend`` / ``cosine_topk``): one
+  block per row. Candidates stream through in tiles of ``_TILE`` elements; each thread compares
+  its candidates against the block's current k-th best (a threshold kept in shared memory) and
+  appends survivors to a buffer of P >= k + tile entries (shared memory when it fits, otherwise
+  a per-block slice of global memory). When the buffer could overflow, the block bitonic-sorts
+  it, keeps the best k and raises the threshold; after the first few tiles almost nothing
+  survives, so the row is read once at memory speed. Ties: the order is (score descending,
+  index ascending) everywhere, so the result does not depend on the order candidates arrive.
+* sparse products (``recommend``, ``cosine_topk``, ``cosine_similarity``): one block per output
+  row with a dense accumulator of the row's width in global memory (one per resident block,
+  reused: O(blocks * width)), a stamp array marking which slots this row touched, and the list
+  of touched slots. The block walks the row's stored entries in order; for each, its threads
+  scatter one row of the other operand (distinct slots, so no atomics and a fixed order of
+  additions: deterministic). Cosine needs X's transpose, built on the device in O(nnz), and
+  hands rows to blocks dynamically, heaviest first (popular items cost 100x the mean).
 """
 from __future__ import annotations
 
-import os
+import functools
+import math
+
+import numpy as np
+
+import numba
+from numba import config as _numba_config
+from numba import cuda  # an ImportError here makes the dispatcher report "cuda" unavailable
+
+_SIM = bool(_numba_config.ENABLE_CUDASIM)
+if _SIM:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _FakeCUDAArray
+
+    from ._cudasim_warp import install as _install_warp_primitives
+
+    _install_warp_primitives()
 
 
 def is_available():
-    try:
-        from numba import cuda
-    except Exception as exc:  # numba-cuda missing or broken
-        return False, f"numba.cuda cannot be imported ({type(exc).__name__}: {exc})"
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    if _SIM:
         return True, ""
-    if not cuda.is_available():
-        return False, "no CUDA GPU or driver found"
+    try:
+        if not cuda.is_available():
+            return False, "no CUDA GPU or driver found"
+    except Exception as exc:  # a broken driver or CUDA runtime
+        return False, f"CUDA is not usable ({type(exc).__name__}: {exc})"
     return True, ""
 
 
 def device_description() -> str:
-    from numba import cuda
-
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return "Numba CUDA simulator"
+    if _SIM:
+        return "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1), no GPU in use"
     dev = cuda.get_current_device()
     name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
     return f"GPU {name} (compute capability {dev.compute_capability})"
+
+
+# ---- launch geometry ------------------------------------------------------------------------
+# The simulator runs every CUDA thread as a Python thread: small blocks and few of them keep CI
+# fast while still exercising several warps per block and several blocks per grid.
+
+_WARP = 32
+_FULL_MASK = 0xFFFFFFFF
+_THREADS = 64 if _SIM else 256  # threads per block
+_ITEMS = 1 if _SIM else 4  # elements each thread loads per selection tile
+_TILE = _THREADS * _ITEMS
+_SHARED_BYTES = 40 * 1024  # selection buffers above this go to global memory
+_SCRATCH_BYTES = 1 << 30  # cap on per-block accumulators of the sparse products
+_INT32_MAX = 2147483647
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count() -> int:
+    if _SIM:
+        return 1
+    return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+
+
+def _grid(units: int, per_block: int = 1, cap_per_sm: int = 32) -> int:
+    """Blocks for ``units`` work items, ``per_block`` per block; kernels use grid-stride loops."""
+    cap = 3 if _SIM else _sm_count() * cap_per_sm
+    return max(1, min(-(-units // per_block), cap))
+
+
+def _scratch_grid(units: int, bytes_per_block: int) -> int:
+    """Blocks for the sparse-product kernels: enough to fill the GPU, bounded by memory."""
+    by_memory = max(1, _SCRATCH_BYTES // max(1, bytes_per_block))
+    return max(1, min(units, 2 if _SIM else _sm_count() * 8, by_memory))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(1, int(n - 1).bit_length())
+
+
+# ---- host/device transfer -------------------------------------------------------------------
+
+
+def _is_device(a) -> bool:
+    if a is None or isinstance(a, np.ndarray):
+        return False
+    if _SIM and isinstance(a, _FakeCUDAArray):
+        return True
+    return hasattr(a, "__cuda_array_interface__")
+
+
+def _any_device(*arrays) -> bool:
+    return any(_is_device(a) for a in arrays)
+
+
+def _dev(a, dtype=None):
+    """A device view of ``a`` (no copy when it is already on the device), optionally cast."""
+    if _is_device(a):
+        d = a if (_SIM and isinstance(a, _FakeCUDAArray)) else cuda.as_cuda_array(a)
+        if dtype is not None and np.dtype(d.dtype) != np.dtype(dtype):
+            if d.ndim != 1:  # only 1-D vectors (weights, labels) are ever cast here
+                return cuda.to_device(d.copy_to_host().astype(dtype))
+            out = cuda.device_array(d.shape[0], dtype=dtype)
+            if d.shape[0]:
+                _cast_kernel[_grid(d.shape[0], _THREADS), _THREADS](d, out)
+            return out
+        return d
+    arr = np.asarray(a)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    return cuda.to_device(arr)
+
+
+def _host(a) -> np.ndarray:
+    return _dev(a).copy_to_host() if _is_device(a) else np.asarray(a)
+
+
+@cuda.jit
+def _fill_zero(flat):
+    for i in range(cuda.grid(1), flat.shape[0], cuda.gridsize(1)):
+        flat[i] = 0
+
+
+def _zeros(shape, dtype):
+    """A zero-filled device array, filled on the device (no host buffer, no transfer)."""
+    out = cuda.device_array(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    if size:
+        _fill_zero[_grid(size, _THREADS), _THREADS](out.reshape(size))
+    return out
+
+
+def _empty_index(n_rows: int, dtype=np.int64):
+    """An all-empty CSR mask (indptr of zeros) standing in for 'no mask'."""
+    return cuda.to_device(np.zeros(n_rows + 1, dtype=dtype)), cuda.to_device(np.zeros(1, dtype))
+
+
+# ---- shared helpers (device functions) ------------------------------------------------------
+
+
+@cuda.jit
+def _cast_kernel(src, dst):
+    for i in range(cuda.grid(1), src.shape[0], cuda.gridsize(1)):
+        dst[i] = src[i]
+
+
+@cuda.jit(device=True)
+def _warp_sum(v):
+    """Sum over the 32 lanes of a warp (tree of shuffles; every lane must call it)."""
+    offset = 16
+    while offset > 0:
+        v += cuda.shfl_down_sync(_FULL_MASK, v, offset)
+        offset //= 2
+    return cuda.shfl_sync(_FULL_MASK, v, 0)
+
+
+@cuda.jit(device=True)
+def _sigmoid(z):
+    """1 / (1 + exp(-z)), exp only of non-positive numbers (no overflow)."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@cuda.jit(device=True)
+def _log1pexp(z):
+    """log(1 + exp(z)) with scikit-learn's cut-offs (same as the reference)."""
+    if z <= -37.0:
+        return math.exp(z)
+    if z <= -2.0:
+        return math.log1p(math.exp(z))
+    if z <= 18.0:
+        return math.log(1.0 + math.exp(z))
+    if z <= 33.3:
+        return z + math.exp(-z)
+    return z
+
+
+@cuda.jit(device=True)
+def _before(av, ai, bv, bi):
+    """The ranking order: larger score first, smaller index among equal scores."""
+    return av > bv or (av == bv and ai < bi)
+
+
+@cuda.jit(device=True)
+def _in_sorted(indices, lo, hi, value):
+    """Whether ``value`` is among the sorted ``indices[lo:hi]`` (binary search)."""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if indices[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and indices[lo] == value
+
+
+@cuda.jit(device=True)
+def _sel_offer(v, idx, full, thr_v, thr_i, buf_val, buf_idx, meta):
+    """Append candidate (v, idx) to the block's buffer if it beats the current k-th best.
+
+    ``full`` (k entries known) and the threshold ``thr_v, thr_i`` are the block's state as
+    read from shared memory after the last barrier; NaN and -inf are never candidates.
+    """
+    if v != v or v == -math.inf:
+        return
+    if full and not _before(v, idx, thr_v, thr_i):
+        return
+    pos = cuda.atomic.add(meta, 1, 1)
+    buf_val[pos] = v
+    buf_idx[pos] = idx
+
+
+@cuda.jit(device=True)
+def _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i):
+    """Block-wide: sort the buffer, keep the best k, update the threshold. All threads call it.
+
+    ``meta[1]`` is the number of buffered entries, ``meta[0]`` the number known to be among the
+    best k after the last compaction (the threshold is valid once it reaches k).
+    """
+    tid = cuda.threadIdx.x
+    nthreads = cuda.blockDim.x
+    cuda.syncthreads()
+    count = meta[1]
+    size = 2
+    while size < count:
+        size *= 2
+    for t in range(count + tid, size, nthreads):  # pad to a power of two with sentinels
+        buf_val[t] = -math.inf
+        buf_idx[t] = _INT32_MAX
+    # Bitonic sort of buf[0:size] into the ranking order.
+    block = 2
+    while block <= size:
+        stride = block // 2
+        while stride > 0:
+            cuda.syncthreads()
+            for t in range(tid, size // 2, nthreads):
+                i = 2 * t - (t & (stride - 1))
+                j = i + stride
+                av, ai, bv, bi = buf_val[i], buf_idx[i], buf_val[j], buf_idx[j]
+                if (i & block) == 0:
+                    swap = _before(bv, bi, av, ai)
+                else:
+                    swap = _before(av, ai, bv, bi)
+                if swap:
+                    buf_val[i], buf_idx[i] = bv, bi
+                    buf_val[j], buf_idx[j] = av, ai
+            stride //= 2
+        block *= 2
+    cuda.syncthreads()
+    if tid == 0:
+        kept = min(count, k)
+        meta[0] = kept
+        meta[1] = kept
+        if kept >= k:
+            thr_v[0] = buf_val[k - 1]
+            thr_i[0] = buf_idx[k - 1]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _sel_reset(meta, thr_v, thr_i):
+    """Start a new row (thread 0 writes; the caller's next barrier publishes it)."""
+    if cuda.threadIdx.x == 0:
+        meta[0] = 0
+        meta[1] = 0
+        thr_v[0] = -math.inf
+        thr_i[0] = _INT32_MAX
+
+
+@cuda.jit(device=True)
+def _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val):
+    """Write the sorted best k (after a final compaction), padded with -1 / -inf."""
+    kept = meta[0]
+    for t in range(cuda.threadIdx.x, k, cuda.blockDim.x):
+        if t < kept:
+            out_idx[row, t] = buf_idx[t]
+            out_val[row, t] = buf_val[t]
+        else:
+            out_idx[row, t] = -1
+            out_val[row, t] = -math.inf
+
+
+def _selection_plan(k_eff: int, dtype) -> tuple[int, bool]:
+    """(buffer entries P, whether the buffer fits shared memory) for a best-k selection."""
+    size = _next_pow2(max(k_eff + _TILE, 2 * _TILE))
+    return size, size * (np.dtype(dtype).itemsize + 4) <= _SHARED_BYTES
+
+
+def _selection_buffers(P: int, shared: bool, blocks: int, dtype):
+    """Global buffers when the selection does not fit shared memory (1 x 1 dummies if it does)."""
+    rows, cols = (1, 1) if shared else (blocks, P)
+    return cuda.device_array((rows, cols), dtype=dtype), cuda.device_array((rows, cols), np.int32)
+
+
+_KERNELS: dict = {}
+
+
+def _factory(builder):
+    """Cache kernels built per (P, shared, dtype): shared-array sizes and types are constants."""
+
+    def get(P, shared, dtype):
+        key = (builder.__name__, P, shared, np.dtype(dtype).str)
+        if key not in _KERNELS:
+            _KERNELS[key] = builder(P, shared, numba.from_dtype(np.dtype(dtype)))
+        return _KERNELS[key]
+
+    return get
+
+
+# ---- similarity: cosine_topk, cosine_similarity ---------------------------------------------
+
+
+@cuda.jit
+def _normalise_rows(indptr, data, out):
+    """out = data scaled so each CSR row has unit L2 norm (norm in float64; zero rows stay 0)."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    n_rows = indptr.shape[0] - 1
+    for row in range(warp, n_rows, n_warps):  # warp-uniform loop
+        acc = 0.0
+        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+            x = data[p] * 1.0
+            acc += x * x
+        acc = _warp_sum(acc)
+        inv = 1.0 / math.sqrt(acc) if acc > 0 else 0.0
+        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+            out[p] = data[p] * inv
+
+
+@cuda.jit
+def _column_counts(indices, counts):
+    for p in range(cuda.grid(1), indices.shape[0], cuda.gridsize(1)):
+        cuda.atomic.add(counts, indices[p], 1)
+
+
+@cuda.jit
+def _scatter_transpose(indptr, indices, data, cursor, t_indices, t_data):
+    """Place every entry in its column's segment (order inside a segment is arbitrary)."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    n_rows = indptr.shape[0] - 1
+    for row in range(warp, n_rows, n_warps):
+        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+            pos = cuda.atomic.add(cursor, indices[p], 1)
+            t_indices[pos] = row
+            t_data[pos] = data[p]
+
+
+def _normalised_transpose(d_indptr, d_indices, d_data, n_rows, n_cols):
+    """Row-normalised data and the CSR of the normalised matrix's transpose, all on the device.
+
+    The order of rows inside a transposed column is not fixed; the products below never depend
+    on it (each accumulator slot receives one term per outer step, in the outer order).
+    """
+    nnz = d_indices.shape[0]
+    d_norm = cuda.device_array(nnz, dtype=d_data.dtype)
+    grid = _grid(n_rows, _THREADS // _WARP)
+    if nnz:
+        _normalise_rows[grid, _THREADS](d_indptr, d_data, d_norm)
+    counts = _zeros(n_cols, np.int64)
+    if nnz:
+        _column_counts[_grid(nnz, _THREADS), _THREADS](d_indices, counts)
+    t_indptr = np.zeros(n_cols + 1, dtype=np.int64)
+    np.cumsum(counts.copy_to_host(), out=t_indptr[1:])
+    d_t_indptr = cuda.to_device(t_indptr)
+    cursor = cuda.to_device(t_indptr[:-1].copy())
+    t_indices = cuda.device_array(max(nnz, 1), dtype=np.int32)
+    t_data = cuda.device_array(max(nnz, 1), dtype=d_data.dtype)
+    if nnz:
+        _scatter_transpose[grid, _THREADS](d_indptr, d_indices, d_norm, cursor, t_indices, t_data)
+    return d_norm, d_t_indptr, t_indices, t_data, counts
+
+
+@cuda.jit(device=True)
+def _accumulate_row(row, stamp, indptr, indices, values, t_indptr, t_indices, t_data,
+                    acc, mark, count, touched, meta, with_count):
+    """acc[j] = sum over stored (row, c) of values[p] * T[c, j], for this block's row.
+
+    ``mark[j] == stamp`` says slot j was touched by this row (no clearing between rows);
+    ``touched[0:meta[2]]`` lists the touched slots; ``count[j]`` the number of terms when
+    ``with_count``. One stored entry at a time; its threads take distinct j, so no atomics.
+    """
+    tid = cuda.threadIdx.x
+    nthreads = cuda.blockDim.x
+    for p in range(indptr[row], indptr[row + 1]):
+        c = indices[p]
+        x = values[p]
+        for q in range(t_indptr[c] + tid, t_indptr[c + 1], nthreads):
+            j = t_indices[q]
+            prod = x * t_data[q]
+            if mark[j] != stamp:
+                mark[j] = stamp
+                acc[j] = prod
+                if with_count:
+                    count[j] = 1
+                touched[cuda.atomic.add(meta, 2, 1)] = j
+            else:
+                acc[j] += prod
+                if with_count:
+                    count[j] += 1
+        cuda.syncthreads()
+
+
+@_factory
+def _cosine_topk_kernel(P, shared, vtype):
+    @cuda.jit
+    def kernel(indptr, indices, values, t_indptr, t_indices, t_data, k, shrink, min_similarity,
+               min_support, include_self, with_count, acc2, mark2, count2, touched2,
+               gbuf_val, gbuf_idx, out_idx, out_val, out_count, order, ticket):
+        meta = cuda.shared.array(3, numba.int64)
+        next_row = cuda.shared.array(1, numba.int64)
+        thr_v = cuda.shared.array(1, vtype)
+        thr_i = cuda.shared.array(1, numba.int32)
+        if shared:
+            buf_val = cuda.shared.array(P, vtype)
+            buf_idx = cuda.shared.array(P, numba.int32)
+        else:
+            buf_val = gbuf_val[cuda.blockIdx.x]
+            buf_idx = gbuf_idx[cuda.blockIdx.x]
+        acc = acc2[cuda.blockIdx.x]
+        mark = mark2[cuda.blockIdx.x]
+        count = count2[cuda.blockIdx.x]
+        touched = touched2[cuda.blockIdx.x]
+        tid = cuda.threadIdx.x
+        nthreads = cuda.blockDim.x
+        n_rows = indptr.shape[0] - 1
+        while True:
+            # Dynamic schedule: each block takes the next row (heaviest rows first, see
+            # ``order``), so a few very popular rows do not leave one block working alone.
+            if tid == 0:
+                next_row[0] = cuda.atomic.add(ticket, 0, 1)
+                meta[2] = 0
+            _sel_reset(meta, thr_v, thr_i)
+            cuda.syncthreads()
+            ticket_no = next_row[0]
+            if ticket_no >= n_rows:  # block-uniform
+                break
+            row = order[ticket_no]
+            _accumulate_row(row, row + 1, indptr, indices, values, t_indptr, t_indices, t_data,
+                            acc, mark, count, touched, meta, with_count)
+            n_touched = meta[2]
+            for c0 in range(0, n_touched, nthreads * _ITEMS):
+                if cuda.syncthreads_or(int(meta[1] > P - nthreads * _ITEMS)):
+                    _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
+                full = meta[0] >= k
+                tv = thr_v[0]
+                ti = thr_i[0]
+                for t in range(c0 + tid, min(c0 + nthreads * _ITEMS, n_touched), nthreads):
+                    j = touched[t]
+                    sim = acc[j]
+                    ok = include_self or j != row
+                    if with_count:
+                        c = count[j]
+                        ok = ok and c >= min_support
+                        if shrink > 0:
+                            sim = sim * (c / (c + shrink))
+                    if ok and sim != 0 and sim >= min_similarity:
+                        _sel_offer(sim, j, full, tv, ti, buf_val, buf_idx, meta)
+            _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
+            _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val)
+            if tid == 0:
+                out_count[row] = meta[0]
+            cuda.syncthreads()
+
+    return kernel
+
+
+@cuda.jit
+def _row_work(indptr, indices, col_counts, work):
+    """work[r] = sum over stored (r, c) of col_counts[c]: the scatter steps row r costs."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    for row in range(warp, indptr.shape[0] - 1, n_warps):
+        acc = 0
+        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+            acc += col_counts[indices[p]]
+        acc = _warp_sum(acc)
+        if lane == 0:
+            work[row] = acc
+
+
+def _heaviest_first(d_indptr, d_indices, col_counts, n_rows):
+    """Row order for the dynamic schedule: most work first (ties by row), as int64."""
+    work = _zeros(n_rows, np.int64)
+    if d_indices.shape[0]:
+        _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_indices, col_counts,
+                                                              work)
+    return np.argsort(-work.copy_to_host(), kind="stable").astype(np.int64)
+
+
+@cuda.jit
+def _compact_rows(row_counts, indptr, src_idx, src_val, dst_idx, dst_val):
+    """Gather each row's first row_counts[r] entries of (n, k) arrays into CSR arrays."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    for row in range(warp, row_counts.shape[0], n_warps):
+        base = indptr[row]
+        for t in range(lane, row_counts[row], _WARP):
+            dst_idx[base + t] = src_idx[row, t]
+            dst_val[base + t] = src_val[row, t]
+
+
+def _csr_result(d_counts, d_idx, d_val, dtype, keep_on_device):
+    """(indptr, indices, values) from per-row counts and (n, k) padded results."""
+    counts = d_counts.copy_to_host()
+    indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    nnz = int(indptr[-1])
+    if not keep_on_device:  # gather on the host: one copy, no extra launch
+        idx, val = d_idx.copy_to_host()[: len(counts)], d_val.copy_to_host()[: len(counts)]
+        real = np.arange(idx.shape[1])[None, :] < counts[:, None]
+        return indptr, idx[real].astype(np.int64), val[real].astype(dtype)
+    d_indptr = cuda.to_device(indptr)
+    out_idx = cuda.device_array(max(nnz, 1), dtype=np.int64)
+    out_val = cuda.device_array(max(nnz, 1), dtype=dtype)
+    if nnz:
+        _compact_rows[_grid(counts.shape[0], _THREADS // _WARP), _THREADS](
+            d_counts, d_indptr, d_idx, d_val, out_idx, out_val
+        )
+    return d_indptr, out_idx[:nnz], out_val[:nnz]
+
+
+def cosine_topk(
+    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+):
+    """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
+
+    Same contract as the reference (sorted by similarity descending, ties by smaller column;
+    rows without candidates empty). Exact: accumulates in X's dtype (float32 stays float32).
+    Work O(sum over columns of (column count)^2); memory O(nnz + n*k + blocks*n) on the device
+    (transpose, padded (n, k) results, one accumulator row per resident block); never n x n.
+    """
+    keep = _any_device(indptr, indices, data)
+    dtype = np.dtype(data.dtype)
+    n_rows = int(indptr.shape[0]) - 1
+    d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
+    d_norm, t_indptr, t_indices, t_data, col_counts = _normalised_transpose(
+        d_indptr, d_indices, d_data, n_rows, int(n_cols)
+    )
+    k_eff = max(1, min(k, n_rows))
+    P, shared = _selection_plan(k_eff, dtype)
+    with_count = bool(shrink > 0 or min_support > 1)
+    per_block = n_rows * (dtype.itemsize + 4 + 4 + (4 if with_count else 0))
+    per_block += 0 if shared else P * (dtype.itemsize + 4)
+    G = _scratch_grid(n_rows, per_block)
+    acc = cuda.device_array((G, max(n_rows, 1)), dtype=dtype)
+    mark = _zeros((G, max(n_rows, 1)), np.int32)
+    count = cuda.device_array((G, max(n_rows, 1) if with_count else 1), dtype=np.int32)
+    touched = cuda.device_array((G, max(n_rows, 1)), dtype=np.int32)
+    gbuf_val, gbuf_idx = _selection_buffers(P, shared, G, dtype)
+    out_idx = cuda.device_array((max(n_rows, 1), k), dtype=np.int32)
+    out_val = cuda.device_array((max(n_rows, 1), k), dtype=dtype)
+    out_count = cuda.to_device(np.zeros(n_rows, dtype=np.int64))
+    if n_rows:
+        order = cuda.to_device(_heaviest_first(d_indptr, d_indices, col_counts, n_rows))
+        _cosine_topk_kernel(P, shared, dtype)[G, _THREADS](
+            d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, k, float(shrink),
+            float(min_similarity), int(min_support), bool(include_self), with_count,
+            acc, mark, count, touched, gbuf_val, gbuf_idx, out_idx, out_val, out_count,
+            order, _zeros(1, np.int64),
+        )
+    return _csr_result(out_count, out_idx, out_val, dtype, keep)
+
+
+@cuda.jit
+def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_data,
+                              min_similarity, write, out_indptr, acc2, mark2, touched2,
+                              out_count, out_indices, out_values):
+    """Pass 1 (write=False): count each row's entries; pass 2: write them, columns ascending.
+
+    Pass 2 walks the row's stamp array in column order and places entries with a block-wide
+    prefix sum, so the output needs no sort.
+    """
+    meta = cuda.shared.array(3, numba.int64)
+    scan = cuda.shared.array(_THREADS, numba.int64)
+    acc = acc2[cuda.blockIdx.x]
+    mark = mark2[cuda.blockIdx.x]
+    touched = touched2[cuda.blockIdx.x]
+    tid = cuda.threadIdx.x
+    nthreads = cuda.blockDim.x
+    n_rows = indptr.shape[0] - 1
+    n_other = acc.shape[0]
+    for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
+        stamp = row + 1
+        if tid == 0:
+            meta[0] = 0
+            meta[2] = 0
+        cuda.syncthreads()
+        _accumulate_row(row, stamp, indptr, indices, values, t_indptr, t_indices, t_data,
+                        acc, mark, acc, touched, meta, False)
+        if not write:
+            n_touched = meta[2]
+            for t in range(tid, n_touched, nthreads):
+                sim = acc[touched[t]]
+                if sim != 0 and sim >= min_similarity:
+                    cuda.atomic.add(meta, 0, 1)
+            cuda.syncthreads()
+            if tid == 0:
+                out_count[row] = meta[0]
+        else:
+            base = out_indptr[row]
+            for j0 in range(0, n_other, nthreads):
+                j = j0 + tid
+                flag = 0
+                if j < n_other and mark[j] == stamp:
+                    sim = acc[j]
+                    if sim != 0 and sim >= min_similarity:
+                        flag = 1
+                scan[tid] = flag
+                offset = 1
+                while offset < nthreads:  # inclusive Hillis-Steele scan
+                    cuda.syncthreads()
+                    v = scan[tid - offset] if tid >= offset else 0
+                    cuda.syncthreads()
+                    scan[tid] += v
+                    offset *= 2
+                cuda.syncthreads()
+                if flag:
+                    pos = base + scan[tid] - 1
+                    out_indices[pos] = j
+                    out_values[pos] = acc[j]
+                base += scan[nthreads - 1]
+                cuda.syncthreads()
+        cuda.syncthreads()
+
+
+def cosine_similarity(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+):
+    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+
+    Same contract as the reference (columns ascending; float32 only if both are float32).
+    Two passes over the same exact product (count, then write into the exact-size result), so
+    memory is O(nnz(X) + nnz(Y) + nnz(result) + blocks * p); work O(n * p) extra for the
+    ordered write-out.
+    """
+    keep = _any_device(indptr, indices, data, y_indptr, y_indices, y_data)
+    dtype = np.result_type(data.dtype, y_data.dtype)
+    n_rows, n_other = int(indptr.shape[0]) - 1, int(y_indptr.shape[0]) - 1
+    d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data, dtype)
+    d_norm = cuda.device_array(max(d_data.shape[0], 1), dtype=dtype)
+    if d_data.shape[0]:
+        _normalise_rows[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_norm)
+    _, t_indptr, t_indices, t_data, _ = _normalised_transpose(
+        _dev(y_indptr), _dev(y_indices), _dev(y_data, dtype), n_other, int(n_cols)
+    )
+    G = _scratch_grid(n_rows, n_other * (dtype.itemsize + 8))
+    width = max(n_other, 1)
+    acc = cuda.device_array((G, width), dtype=dtype)
+    mark = _zeros((G, width), np.int32)
+    touched = cuda.device_array((G, width), dtype=np.int32)
+    counts = cuda.to_device(np.zeros(n_rows, dtype=np.int64))
+    dummy_i, dummy_v = cuda.device_array(1, np.int64), cuda.device_array(1, dtype)
+    launch = _cosine_similarity_kernel[G, _THREADS] if n_rows and n_other else None
+    if launch is not None:
+        launch(d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, float(min_similarity),
+               False, counts, acc, mark, touched, counts, dummy_i, dummy_v)
+    out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts.copy_to_host(), out=out_indptr[1:])
+    nnz = int(out_indptr[-1])
+    d_out_indptr = cuda.to_device(out_indptr)
+    out_indices = cuda.device_array(max(nnz, 1), dtype=np.int64)
+    out_values = cuda.device_array(max(nnz, 1), dtype=dtype)
+    if launch is not None and nnz:
+        mark = _zeros((G, width), np.int32)
+        launch(d_indptr, d_indices, d_norm, t_indptr, t_indices, t_data, float(min_similarity),
+               True, d_out_indptr, acc, mark, touched, counts, out_indices, out_values)
+    if keep:
+        return d_out_indptr, out_indices[:nnz], out_values[:nnz]
+    return out_indptr, out_indices.copy_to_host()[:nnz], out_values.copy_to_host()[:nnz]
+
+
+# ---- ranking: topk, recommend ---------------------------------------------------------------
+
+
+@_factory
+def _topk_kernel(P, shared, vtype):
+    @cuda.jit
+    def kernel(scores, k, ex_indptr, ex_indices, gbuf_val, gbuf_idx, out_idx, out_val):
+        meta = cuda.shared.array(3, numba.int64)
+        thr_v = cuda.shared.array(1, vtype)
+        thr_i = cuda.shared.array(1, numba.int32)
+        if shared:
+            buf_val = cuda.shared.array(P, vtype)
+            buf_idx = cuda.shared.array(P, numba.int32)
+        else:
+            buf_val = gbuf_val[cuda.blockIdx.x]
+            buf_idx = gbuf_idx[cuda.blockIdx.x]
+        tid = cuda.threadIdx.x
+        nthreads = cuda.blockDim.x
+        tile = nthreads * _ITEMS
+        n_rows, n_cols = scores.shape
+        for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
+            _sel_reset(meta, thr_v, thr_i)
+            cuda.syncthreads()
+            lo = ex_indptr[row]
+            hi = ex_indptr[row + 1]
+            for c0 in range(0, n_cols, tile):
+                # Barrier + uniform decision: compact when another tile might not fit.
+                if cuda.syncthreads_or(int(meta[1] > P - tile)):
+                    _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
+                full = meta[0] >= k
+                tv = thr_v[0]
+                ti = thr_i[0]
+                for c in range(c0 + tid, min(c0 + tile, n_cols), nthreads):  # coalesced
+                    v = scores[row, c]
+                    if v == v and v > -math.inf:
+                        if not full or _before(v, c, tv, ti):
+                            if not _in_sorted(ex_indices, lo, hi, c):  # only for survivors
+                                _sel_offer(v, c, full, tv, ti, buf_val, buf_idx, meta)
+            _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i)
+            _sel_write(row, k, buf_val, buf_idx, meta, out_idx, out_val)
+            cuda.syncthreads()
+
+    return kernel
+
+
+def _index_result(d_idx, d_val, keep):
+    if keep:
+        return d_idx, d_val
+    return d_idx.copy_to_host().astype(np.int64), d_val.copy_to_host()
+
+
+def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
+    """Row-wise top-k of a dense (n_rows, n_cols) float array (contract of the reference).
+
+    One block per row reads the row once (coalesced) against a shared-memory threshold; the
+    exclusion mask is only consulted (binary search) for the few elements that beat it.
+    Memory: O(n_rows * k) output plus O(k + tile) per resident block.
+    """
+    keep = _any_device(scores, exclude_indptr, exclude_indices)
+    dtype = np.dtype(scores.dtype)
+    n_rows, n_cols = int(scores.shape[0]), int(scores.shape[1])
+    d_scores = _dev(scores)
+    if exclude_indptr is None:
+        ex_indptr, ex_indices = _empty_index(n_rows)
+    else:
+        ex_indptr, ex_indices = _dev(exclude_indptr), _dev(exclude_indices)
+        if ex_indices.shape[0] == 0:
+            ex_indices = cuda.to_device(np.zeros(1, dtype=ex_indices.dtype))
+    P, shared = _selection_plan(max(1, min(k, n_cols)), dtype)
+    G = _grid(n_rows, 1, cap_per_sm=16)
+    if not shared:  # per-block global buffers: bound their total size
+        G = max(1, min(G, _SCRATCH_BYTES // (P * (dtype.itemsize + 4))))
+    gbuf_val, gbuf_idx = _selection_buffers(P, shared, G, dtype)
+    out_idx = cuda.device_array((n_rows, k), dtype=np.int64)
+    out_val = cuda.device_array((n_rows, k), dtype=dtype)
+    if n_rows:
+        _topk_kernel(P, shared, dtype)[G, _THREADS](
+            d_scores, k, ex_indptr, ex_indices, gbuf_val, gbuf_idx, out_idx, out_val
+        )
+    return _index_result(out_idx, out_val, keep)
+
+
+@_factory
+def _recommend_kernel(P, shared, vtype):
+    @cuda.jit
+    def kernel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, rows, n,
+               seen_indptr, seen_indices, ex_indptr, ex_indices, acc2, mark2, touched2,
+               gbuf_val, gbuf_idx, out_idx, out_val, order, ticket):
+        meta = cuda.shared.array(3, numba.int64)
+        next_row = cuda.shared.array(1, numba.int64)
+        thr_v = cuda.shared.array(1, vtype)
+        thr_i = cuda.shared.array(1, numba.int32)
+        if shared:
+            buf_val = cuda.shared.array(P, vtype)
+            buf_idx = cuda.shared.array(P, numba.int32)
+        else:
+            buf_val = gbuf_val[cuda.blockIdx.x]
+            buf_idx = gbuf_idx[cuda.blockIdx.x]
+        acc = acc2[cuda.blockIdx.x]
+        mark = mark2[cuda.blockIdx.x]
+        touched = touched2[cuda.blockIdx.x]
+        tid = cuda.threadIdx.x
+        nthreads = cuda.blockDim.x
+        tile = nthreads * _ITEMS
+        while True:  # dynamic schedule, heaviest rows first (as in cosine_topk)
+            if tid == 0:
+                next_row[0] = cuda.atomic.add(ticket, 0, 1)
+                meta[2] = 0
+            _sel_reset(meta, thr_v, thr_i)
+            cuda.syncthreads()
+            ticket_no = next_row[0]
+            if ticket_no >= rows.shape[0]:  # block-uniform
+                break
+            q = order[ticket_no]
+            r = rows[q]
+            stamp = q + 1
+            _accumulate_row(r, stamp, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
+                            acc, mark, acc, touched, meta, False)
+            # Masks: a masked slot that this row touched can never be a candidate.
+            for p in range(seen_indptr[r] + tid, seen_indptr[r + 1], nthreads):
+                if mark[seen_indices[p]] == stamp:
+                    acc[seen_indices[p]] = -math.inf
+            for p in range(ex_indptr[r] + tid, ex_indptr[r + 1], nthreads):
+                if mark[ex_indices[p]] == stamp:
+                    acc[ex_indices[p]] = -math.inf
+            cuda.syncthreads()
+            n_touched = meta[2]
+            for c0 in range(0, n_touched, tile):
+                if cuda.syncthreads_or(int(meta[1] > P - tile)):
+                    _sel_compact(n, buf_val, buf_idx, meta, thr_v, thr_i)
+                full = meta[0] >= n
+                tv = thr_v[0]
+                ti = thr_i[0]
+                for t in range(c0 + tid, min(c0 + tile, n_touched), nthreads):
+                    j = touched[t]
+                    _sel_offer(acc[j], j, full, tv, ti, buf_val, buf_idx, meta)
+            _sel_compact(n, buf_val, buf_idx, meta, thr_v, thr_i)
+            _sel_write(q, n, buf_val, buf_idx, meta, out_idx, out_val)
+            cuda.syncthreads()
+
+    return kernel
+
+
+def recommend(
+    a_indptr,
+    a_indices,
+    a_data,
+    b_indptr,
+    b_indices,
+    b_data,
+    n_items,
+    rows,
+    n,
+    seen_indptr,
+    seen_indices,
+    ex_indptr,
+    ex_indices,
+    n_threads,
+):
+    """Top-n items for each row r in ``rows`` of the sparse product A @ B (reference contract).
+
+    One block per requested row: scatter-accumulate (no atomics, deterministic), mask, select.
+    Memory: O(len(rows) * n) output plus O(blocks * n_items) accumulators; never rows x items.
+    """
+    keep = _any_device(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, rows,
+                       seen_indptr, seen_indices, ex_indptr, ex_indices)
+    dtype = np.result_type(a_data.dtype, b_data.dtype)
+    n_rows = int(a_indptr.shape[0]) - 1
+    n_items = int(n_items)
+    n_out = int(rows.shape[0])
+    masks = []
+    for m_indptr, m_indices in ((seen_indptr, seen_indices), (ex_indptr, ex_indices)):
+        if m_indptr is None:
+            masks.extend(_empty_index(n_rows))
+        else:
+            d_ind = _dev(m_indices)
+            if d_ind.shape[0] == 0:
+                d_ind = cuda.to_device(np.zeros(1, dtype=d_ind.dtype))
+            masks.extend((_dev(m_indptr), d_ind))
+    P, shared = _selection_plan(max(1, min(n, n_items)), dtype)
+    G = _scratch_grid(n_out, n_items * (dtype.itemsize + 8)
+                      + (0 if shared else P * (dtype.itemsize + 4)))
+    width = max(n_items, 1)
+    acc = cuda.device_array((G, width), dtype=dtype)
+    mark = _zeros((G, width), np.int32)
+    touched = cuda.device_array((G, width), dtype=np.int32)
+    gbuf_val, gbuf_idx = _selection_buffers(P, shared, G, dtype)
+    out_idx = cuda.device_array((n_out, n), dtype=np.int64)
+    out_val = cuda.device_array((n_out, n), dtype=dtype)
+    if n_out:
+        b_dev = _dev(b_indices)
+        if b_dev.shape[0] == 0:
+            b_dev = cuda.to_device(np.zeros(1, dtype=b_dev.dtype))
+        d_a_indptr, d_a_indices, d_b_indptr = _dev(a_indptr), _dev(a_indices), _dev(b_indptr)
+        # Work of a row: the B entries it scatters (sum of B's row lengths over its entries).
+        b_lengths = cuda.to_device(np.diff(_host(b_indptr)).astype(np.int64))
+        work = _zeros(n_rows, np.int64)
+        if d_a_indices.shape[0]:
+            _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_a_indptr, d_a_indices,
+                                                                  b_lengths, work)
+        order = np.argsort(-work.copy_to_host()[_host(rows)], kind="stable").astype(np.int64)
+        _recommend_kernel(P, shared, dtype)[G, _THREADS](
+            d_a_indptr, d_a_indices, _dev(a_data, dtype), d_b_indptr, b_dev,
+            _dev(b_data, dtype), _dev(rows), n, *masks, acc, mark, touched,
+            gbuf_val, gbuf_idx, out_idx, out_val, cuda.to_device(order), _zeros(1, np.int64),
+        )
+    return _index_result(out_idx, out_val, keep)
+
+
+# ---- scoring: sigmoid_dense, sigmoid_csr, logistic_loss_grad_dense, logistic_loss_grad_csr --
+
+
+@cuda.jit(device=True)
+def _group_sum(v, lanes):
+    """Sum over aligned groups of ``lanes`` lanes (a power of two <= 32), result in every lane
+    of the group; every lane of the warp must call it."""
+    offset = lanes // 2
+    while offset > 0:
+        v += cuda.shfl_xor_sync(_FULL_MASK, v, offset)
+        offset //= 2
+    return v
+
+
+@cuda.jit(device=True)
+def _group_row_dot(X, row, w, sub, lanes):
+    """X[row] @ w in float64 by a group of ``lanes`` lanes: at each step the group reads
+    ``lanes`` consecutive elements (whole 32-byte sectors), and a warp serves 32/lanes rows."""
+    acc = 0.0
+    if row < X.shape[0]:
+        for j in range(sub, X.shape[1], lanes):
+            acc += X[row, j] * w[j]
+    return _group_sum(acc, lanes)
+
+
+@cuda.jit(device=True)
+def _group_csr_dot(indptr, indices, data, row, w, sub, lanes):
+    acc = 0.0
+    if row < indptr.shape[0] - 1:
+        for p in range(indptr[row] + sub, indptr[row + 1], lanes):
+            acc += data[p] * w[indices[p]]
+    return _group_sum(acc, lanes)
+
+
+def _lanes_per_row(per_row: float, per_lane: int) -> int:
+    """Lanes given to one row: enough that each loads about ``per_lane`` elements, at most a
+    warp. Short rows share a warp (no idle lanes), long rows get a whole warp."""
+    need = max(1, math.ceil(per_row / per_lane))
+    return min(_WARP, 1 << (need - 1).bit_length())
+
+
+@cuda.jit
+def _sigmoid_dense_c(X, w, b, out, lanes):
+    lane = cuda.threadIdx.x % _WARP
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    # The loop over row batches is warp-uniform (rows past the end compute 0): every lane
+    # reaches every shuffle.
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, X.shape[0],
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_row_dot(X, row, w, sub, lanes) + b
+        if sub == 0 and row < X.shape[0]:
+            out[row] = _sigmoid(z)
+
+
+@cuda.jit
+def _sigmoid_dense_f(X, w, b, out):
+    """F order: thread per row, so a warp reads 32 consecutive rows of one column per step."""
+    for row in range(cuda.grid(1), X.shape[0], cuda.gridsize(1)):
+        acc = 0.0
+        for j in range(X.shape[1]):
+            acc += X[row, j] * w[j]
+        out[row] = _sigmoid(acc + b)
+
+
+@cuda.jit
+def _sigmoid_csr(indptr, indices, data, w, b, out, lanes):
+    lane = cuda.threadIdx.x % _WARP
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    n_rows = indptr.shape[0] - 1
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, n_rows,
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
+        if sub == 0 and row < n_rows:
+            out[row] = _sigmoid(z)
+
+
+def _is_f_order(X) -> bool:
+    if isinstance(X, np.ndarray):
+        return bool(X.flags.f_contiguous and not X.flags.c_contiguous)
+    d = _dev(X)
+    return bool(d.is_f_contiguous() and not d.is_c_contiguous())
+
+
+def _finish_out(d_out, out):
+    """Write the device result into the caller's ``out`` (host or device) and return it."""
+    if _is_device(out):
+        return out
+    out[:] = d_out.copy_to_host()
+    return out
+
+
+def _dense_launch(n_rows, n_cols):
+    """(blocks, lanes per row) of the C-order dense kernels: 8 elements per lane."""
+    lanes = _lanes_per_row(n_cols, 8)
+    return _grid(n_rows, _THREADS // lanes), lanes
+
+
+def _csr_launch(n_rows, nnz):
+    """(blocks, lanes per row) of the CSR kernels, from the mean row length: 4 entries a lane."""
+    lanes = _lanes_per_row(nnz / max(1, n_rows), 4)
+    return _grid(n_rows, _THREADS // lanes), lanes
+
+
+def sigmoid_dense(X, w, b, out, n_threads):
+    """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
+
+    C order: a group of lanes per row (8 elements per lane; a warp serves 32/lanes rows), dot
+    reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
+    """
+    d_X = _dev(X)
+    d_w = _dev(w, np.float64)
+    d_out = _dev(out) if _is_device(out) else cuda.device_array(out.shape[0], dtype=out.dtype)
+    n_rows = int(X.shape[0])
+    if n_rows:
+        if _is_f_order(X):
+            _sigmoid_dense_f[_grid(n_rows, _THREADS), _THREADS](d_X, d_w, float(b), d_out)
+        else:
+            grid, lanes = _dense_launch(n_rows, int(X.shape[1]))
+            _sigmoid_dense_c[grid, _THREADS](d_X, d_w, float(b), d_out, lanes)
+    return _finish_out(d_out, out)
+
+
+def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
+    """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out.
+
+    A group of lanes per row sized by the mean row length; float64 dots. One read of X.
+    """
+    d_w = _dev(w, np.float64)
+    d_out = _dev(out) if _is_device(out) else cuda.device_array(out.shape[0], dtype=out.dtype)
+    n_rows = int(indptr.shape[0]) - 1
+    if n_rows:
+        d_indices = _dev(indices)
+        nnz = int(d_indices.shape[0])
+        if nnz == 0:
+            d_indices = cuda.to_device(np.zeros(1, dtype=d_indices.dtype))
+            d_data = cuda.to_device(np.zeros(1, dtype=data.dtype))
+        else:
+            d_data = _dev(data)
+        grid, lanes = _csr_launch(n_rows, nnz)
+        _sigmoid_csr[grid, _THREADS](_dev(indptr), d_indices, d_data, d_w, float(b), d_out,
+                                     lanes)
+    return _finish_out(d_out, out)
+
+
+@cuda.jit(device=True)
+def _row_terms(z, row, y, sample_weight, residual, loss):
+    s = sample_weight[row]
+    loss[row] = s * (_log1pexp(z) - y[row] * z)
+    residual[row] = s * (_sigmoid(z) - y[row])
+
+
+@cuda.jit
+def _terms_dense_c(X, y, w, b, sample_weight, residual, loss, lanes):
+    lane = cuda.threadIdx.x % _WARP
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, X.shape[0],
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_row_dot(X, row, w, sub, lanes) + b
+        if sub == 0 and row < X.shape[0]:
+            _row_terms(z, row, y, sample_weight, residual, loss)
+
+
+@cuda.jit
+def _terms_dense_f(X, y, w, b, sample_weight, residual, loss):
+    for row in range(cuda.grid(1), X.shape[0], cuda.gridsize(1)):
+        acc = 0.0
+        for j in range(X.shape[1]):
+            acc += X[row, j] * w[j]
+        _row_terms(acc + b, row, y, sample_weight, residual, loss)
+
+
+@cuda.jit
+def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss, lanes):
+    lane = cuda.threadIdx.x % _WARP
+    sub = lane % lanes
+    rows_per_warp = _WARP // lanes
+    n_rows = indptr.shape[0] - 1
+    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, n_rows,
+                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+        row = base + lane // lanes
+        z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
+        if sub == 0 and row < n_rows:
+            _row_terms(z, row, y, sample_weight, residual, loss)
+
+
+@cuda.jit
+def _xt_partials_c(X, residual, chunk_rows, partial):
+    """partial[chunk, j] = sum over the chunk's rows of X[i, j] * residual[i] (C order).
+
+    A warp owns (chunk, 32 columns): each step reads 32 consecutive elements of one row.
+    """
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    n_rows, n_cols = X.shape
+    col_tiles = (n_cols + _WARP - 1) // _WARP
+    for task in range(warp, partial.shape[0] * col_tiles, n_warps):
+        chunk = task // col_tiles
+        j = (task % col_tiles) * _WARP + lane
+        if j < n_cols:
+            acc = 0.0
+            for i in range(chunk * chunk_rows, min(n_rows, (chunk + 1) * chunk_rows)):
+                acc += X[i, j] * residual[i]
+            partial[chunk, j] = acc
+
+
+@cuda.jit
+def _xt_partials_f(X, residual, chunk_rows, partial):
+    """F order: a warp owns (chunk, column), lanes read consecutive rows, shuffle-reduced."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    n_rows, n_cols = X.shape
+    for task in range(warp, partial.shape[0] * n_cols, n_warps):
+        chunk = task // n_cols
+        j = task % n_cols
+        acc = 0.0
+        for i in range(chunk * chunk_rows + lane, min(n_rows, (chunk + 1) * chunk_rows), _WARP):
+            acc += X[i, j] * residual[i]
+        acc = _warp_sum(acc)
+        if lane == 0:
+            partial[chunk, j] = acc
+
+
+@cuda.jit
+def _xt_atomic_csr(indptr, indices, data, residual, grad):
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    for row in range(warp, indptr.shape[0] - 1, n_warps):
+        r = residual[row]
+        if r != 0:
+            for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+                cuda.atomic.add(grad, indices[p], data[p] * r)
+
+
+@cuda.jit
+def _chunk_sums(v, chunk_rows, partial):
+    """partial[chunk] = sum of v over the chunk (a warp per chunk, fixed reduction tree)."""
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    for chunk in range(warp, partial.shape[0], n_warps):
+        acc = 0.0
+        for i in range(chunk * chunk_rows + lane, min(v.shape[0], (chunk + 1) * chunk_rows),
+                       _WARP):
+            acc += v[i]
+        acc = _warp_sum(acc)
+        if lane == 0:
+            partial[chunk] = acc
+
+
+@cuda.jit
+def _sum_chunks(partial, out):
+    """out[j] = sum over chunks of partial[chunk, j], chunks in order (deterministic)."""
+    for j in range(cuda.grid(1), partial.shape[1], cuda.gridsize(1)):
+        acc = 0.0
+        for chunk in range(partial.shape[0]):
+            acc += partial[chunk, j]
+        out[j] = acc
+
+
+def _chunking(n_rows: int) -> tuple[int, int]:
+    """(rows per chunk, chunks): depends on n_rows only, so sums are the same on every GPU."""
+    chunk_rows = max(256, -(-n_rows // 1024))
+    return chunk_rows, -(-n_rows // chunk_rows)
+
+
+def _finish_loss_grad(d_residual, d_loss, d_grad, w, l2, d_sample_weight, keep):
+    n_rows = d_residual.shape[0]
+    chunk_rows, n_chunks = _chunking(n_rows)
+    sums = cuda.device_array((3, n_chunks), dtype=np.float64)
+    grid = _grid(n_chunks, _THREADS // _WARP)
+    _chunk_sums[grid, _THREADS](d_loss, chunk_rows, sums[0])
+    _chunk_sums[grid, _THREADS](d_residual, chunk_rows, sums[1])
+    _chunk_sums[grid, _THREADS](d_sample_weight, chunk_rows, sums[2])
+    totals = sums.copy_to_host().sum(axis=1)  # n_chunks values each, fixed order
+    total_weight = float(totals[2])
+    w64 = _host(w).astype(np.float64)
+    loss = float(totals[0]) / total_weight + 0.5 * l2 * float(w64 @ w64)
+    grad_b = float(totals[1]) / total_weight
+    grad = _host(d_grad) / total_weight + l2 * w64
+    return loss, (cuda.to_device(grad) if keep else grad), grad_b
+
+
+def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
+    """Weighted mean log-loss of sigmoid(X @ w + b) plus 0.5*l2*|w|^2, and its gradient.
+
+    Two passes over X (per-row terms, then X.T @ residual by row chunks summed in a fixed
+    order): deterministic, float64 throughout. Memory O(n + chunks * d).
+    """
+    keep = _any_device(X, y, w, sample_weight)
+    n_rows, n_features = int(X.shape[0]), int(X.shape[1])
+    d_X, d_y, d_w = _dev(X), _dev(y, np.float64), _dev(w, np.float64)
+    d_sw = _dev(sample_weight, np.float64)
+    d_residual = cuda.device_array(n_rows, dtype=np.float64)
+    d_loss = cuda.device_array(n_rows, dtype=np.float64)
+    f_order = _is_f_order(X)
+    if f_order:
+        _terms_dense_f[_grid(n_rows, _THREADS), _THREADS](
+            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss)
+    else:
+        grid, lanes = _dense_launch(n_rows, n_features)
+        _terms_dense_c[grid, _THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, lanes)
+    chunk_rows, n_chunks = _chunking(n_rows)
+    partial = cuda.device_array((n_chunks, max(n_features, 1)), dtype=np.float64)
+    d_grad = cuda.device_array(max(n_features, 1), dtype=np.float64)
+    if n_features:
+        kern = _xt_partials_f if f_order else _xt_partials_c
+        tasks = n_chunks * (n_features if f_order else -(-n_features // _WARP))
+        kern[_grid(tasks, _THREADS // _WARP), _THREADS](d_X, d_residual, chunk_rows, partial)
+        _sum_chunks[_grid(n_features, _THREADS), _THREADS](partial, d_grad)
+    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)
+
+
+def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
+    """:func:`logistic_loss_grad_dense` for a CSR X with len(w) columns.
+
+    The gradient X.T @ residual is scattered with float64 atomic adds, so its last bits may
+    differ between runs (the loss and grad_b are deterministic); |error| ~ 1e-16 relative.
+    """
+    keep = _any_device(indptr, indices, data, y, w, sample_weight)
+    n_rows, n_features = int(indptr.shape[0]) - 1, int(w.shape[0])
+    d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
+    if d_indices.shape[0] == 0:
+        d_indices = cuda.to_device(np.zeros(1, dtype=d_indices.dtype))
+        d_data = cuda.to_device(np.zeros(1, dtype=data.dtype))
+    d_y, d_w, d_sw = _dev(y, np.float64), _dev(w, np.float64), _dev(sample_weight, np.float64)
+    d_residual = cuda.device_array(n_rows, dtype=np.float64)
+    d_loss = cuda.device_array(n_rows, dtype=np.float64)
+    grid, lanes = _csr_launch(n_rows, int(indices.shape[0]))
+    _terms_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw,
+                               d_residual, d_loss, lanes)
+    grid = _grid(n_rows, _THREADS // _WARP)
+    d_grad = _zeros(max(n_features, 1), np.float64)
+    _xt_atomic_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, d_grad)
+    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)

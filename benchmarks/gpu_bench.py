@@ -1,0 +1,498 @@
+"""GPU benchmark: fastrec's CUDA backend against PyTorch and CuPy, checked against the CPU backend.
+
+One run, about 3-5 minutes, on a machine with an NVIDIA GPU, from the repository root:
+
+    python benchmarks/gpu_bench.py                    # every case
+    python benchmarks/gpu_bench.py --cases topk sigmoid_dense
+
+fastrec is imported from ./src (no install needed; the Cython backend is not used). Data: the
+shapes of DESIGN.md's performance notes and benchmarks/datasets.py. Dense inputs are generated on
+the device (Numba's xoroshiro128p, seeded); the sparse interaction matrices come from
+datasets.generate (host, seeded) and are moved to the device once, before timing. fastrec's
+kernels are called with device arrays, so times exclude host transfers (torch and CuPy get the
+same device memory, zero-copy). Each time is the median of several runs after one warm-up run
+(which also compiles the kernels), the device synchronised around each. Every fastrec result is
+checked against the NumPy reference backend (on a slice of rows where the reference would be
+too slow), and against torch where both compute the same thing. Each case is independent: an
+error is printed in its row and the run goes on. PyTorch or CuPy missing: their rows say so.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import math
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+_missing = []
+for _name in ("numpy", "scipy", "numba", "numba.cuda"):
+    try:
+        __import__(_name)
+    except Exception as _exc:  # noqa: BLE001
+        _missing.append(f"{_name} ({type(_exc).__name__}: {_exc})")
+if _missing:
+    sys.exit("gpu_bench needs numpy<2.5, scipy, numba and numba-cuda; cannot import: "
+             + "; ".join(_missing))
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from numba import cuda  # noqa: E402
+from numba.cuda.random import (  # noqa: E402
+    create_xoroshiro128p_states,
+    xoroshiro128p_uniform_float32,
+)
+
+import datasets  # noqa: E402
+import fastrec  # noqa: E402
+from comparators import assert_topk_equal  # noqa: E402
+from fastrec.kernels import numba_cuda as C  # noqa: E402
+
+try:
+    import torch
+except Exception as exc:  # noqa: BLE001 - any import failure means "skip torch"
+    torch, TORCH_WHY = None, f"{type(exc).__name__}: {exc}"
+try:
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+except Exception as exc:  # noqa: BLE001
+    cp, CUPY_WHY = None, f"{type(exc).__name__}: {exc}"
+
+FILL_GRID = (2, 32) if C._SIM else (1024, 256)  # blocks, threads of the data generators
+ROWS: list[tuple] = []  # (case, implementation, seconds or None, metric, check or error)
+CASE_SECONDS = 40.0  # time budget for the repetitions of one implementation
+# Problem sizes; --dry-run shrinks them so the script itself can be exercised on the simulator.
+SIZES = {"dense_rows": 2_000_000, "csr_rows": 2_000_000, "csr_cols": 1 << 20, "topk_rows": 4096,
+         "topk_cols": 100_000, "check_rows": 100_000, "rec_users": 8192, "cos_check": 512,
+         "small": datasets.SIZES["small"], "large": datasets.SIZES["large"]}
+TINY = {"dense_rows": 300, "csr_rows": 200, "csr_cols": 500, "topk_rows": 5, "topk_cols": 700,
+        "check_rows": 50, "rec_users": 6, "cos_check": 20, "small": (60, 30, 300),
+        "large": (80, 40, 500)}
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def sync():
+    cuda.synchronize()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+    if cp is not None:
+        cp.cuda.Device().synchronize()
+
+
+def timed(fn, reps=7, budget=CASE_SECONDS):
+    """Median seconds of fn() over up to ``reps`` runs after one warm-up, within ``budget``."""
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    first = time.perf_counter() - t0
+    n = max(1, min(reps, int(budget / max(first, 1e-6))))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def record(case, impl, fn_or_seconds, metric=None, check=""):
+    """Time one implementation (or take a given time) and add a row; errors become rows."""
+    try:
+        seconds = fn_or_seconds() if callable(fn_or_seconds) else fn_or_seconds
+        ROWS.append((case, impl, seconds, metric(seconds) if metric else "", check))
+        return seconds
+    except Exception as exc:  # noqa: BLE001 - one failed implementation must not stop the run
+        ROWS.append((case, impl, None, "", f"ERROR {type(exc).__name__}: {str(exc)[:160]}"))
+        traceback.print_exc()
+        return None
+
+
+def skip(case, impl, why):
+    ROWS.append((case, impl, None, "", f"skipped: {why}"))
+
+
+def device_uniform(shape, seed, lo=-1.0, hi=1.0, dtype=np.float32):
+    """A C-contiguous device array of uniform values, generated on the device."""
+    out = cuda.device_array(shape, dtype=dtype)
+    flat = out.reshape(out.size)
+    blocks, threads = FILL_GRID
+    states = create_xoroshiro128p_states(threads * blocks, seed=seed)
+    _fill_uniform[blocks, threads](flat, states, lo, hi)
+    return out
+
+
+@cuda.jit
+def _fill_uniform(out, states, lo, hi):
+    tid = cuda.grid(1)
+    for i in range(tid, out.shape[0], cuda.gridsize(1)):
+        out[i] = lo + (hi - lo) * xoroshiro128p_uniform_float32(states, tid)
+
+
+@cuda.jit
+def _fill_indices(out, states, n_cols):
+    tid = cuda.grid(1)
+    for i in range(tid, out.shape[0], cuda.gridsize(1)):
+        out[i] = min(n_cols - 1, int(xoroshiro128p_uniform_float32(states, tid) * n_cols))
+
+
+def free():
+    gc.collect()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if cp is not None:
+        cp.get_default_memory_pool().free_all_blocks()
+
+
+def max_abs(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) \
+        if np.size(a) else 0.0
+
+
+def verdict(ok, detail):
+    return ("ok " if ok else "MISMATCH ") + detail
+
+
+# ---- cases ----------------------------------------------------------------------------------
+
+
+def case_sigmoid_dense():
+    case = "sigmoid dense 2M x 64 fp32"
+    n, d, b = SIZES["dense_rows"], 64, 0.1
+    X = device_uniform((n, d), seed=1)
+    w = np.random.default_rng(2).normal(size=d) / 4
+    dw = cuda.to_device(w)
+    out = cuda.device_array(n, dtype=np.float32)
+    C.sigmoid_dense(X, dw, b, out, None)
+    sync()
+    m = SIZES["check_rows"]
+    want = fastrec.sigmoid_scores(X[:m].copy_to_host(), w, b, backend="numpy")
+    got = out.copy_to_host()
+    err = max_abs(got[:m], want)
+    check = verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy ({m} rows)")
+    gbs = lambda s: f"{n * d * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
+    record(case, "fastrec cuda (warp per row)",
+           lambda: timed(lambda: C.sigmoid_dense(X, dw, b, out, None)), gbs, check)
+    if torch is None:
+        return skip(case, "torch sigmoid(X @ w + b)", TORCH_WHY)
+    Xt = torch.as_tensor(X, device="cuda")
+    wt = torch.as_tensor(w.astype(np.float32), device="cuda")
+    p = torch.sigmoid(Xt @ wt + b)
+    err = max_abs(p.cpu().numpy()[:m], want)
+    record(case, "torch sigmoid(X @ w + b)", lambda: timed(lambda: torch.sigmoid(Xt @ wt + b)),
+           gbs, verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+
+
+def case_sigmoid_csr():
+    case = "sigmoid CSR 2M x 2^20, 40 nnz/row"
+    n, m, per_row, b = SIZES["csr_rows"], SIZES["csr_cols"], 40, -0.2
+    indptr = cuda.to_device(np.arange(0, n * per_row + 1, per_row, dtype=np.int32))
+    indices = cuda.device_array(n * per_row, dtype=np.int32)
+    blocks, threads = FILL_GRID
+    _fill_indices[blocks, threads](indices, create_xoroshiro128p_states(blocks * threads, seed=3), m)
+    data = device_uniform(n * per_row, seed=4, lo=0.0, hi=1.0)
+    w = np.random.default_rng(5).normal(size=m) / 4
+    dw = cuda.to_device(w)
+    out = cuda.device_array(n, dtype=np.float32)
+    C.sigmoid_csr(indptr, indices, data, dw, b, out, None)
+    sync()
+    rows = SIZES["check_rows"]
+    nz = rows * per_row
+    host = sp.csr_matrix((data[:nz].copy_to_host(), indices[:nz].copy_to_host(),
+                          indptr[: rows + 1].copy_to_host()), shape=(rows, m))
+    want = fastrec.sigmoid_scores(host, w, b, backend="numpy")
+    err = max_abs(out.copy_to_host()[:rows], want)
+    check = verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy ({rows} rows)")
+    mrows = lambda s: f"{n / s / 1e6:.0f} Mrows/s"  # noqa: E731
+    record(case, "fastrec cuda (warp per row)",
+           lambda: timed(lambda: C.sigmoid_csr(indptr, indices, data, dw, b, out, None)),
+           mrows, check)
+    if cp is None:
+        skip(case, "cupy CSR @ w, then sigmoid", CUPY_WHY)
+    else:
+        A = cpsp.csr_matrix((cp.asarray(data), cp.asarray(indices), cp.asarray(indptr)),
+                            shape=(n, m))
+        wc = cp.asarray(w.astype(np.float32))
+        f = lambda: 1.0 / (1.0 + cp.exp(-(A @ wc + b)))  # noqa: E731
+        err = max_abs(cp.asnumpy(f())[:rows], want)
+        record(case, "cupy CSR @ w, then sigmoid", lambda: timed(f), mrows,
+               verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+    if torch is None:
+        skip(case, "torch CSR @ w, then sigmoid", TORCH_WHY)
+    else:
+        A = torch.sparse_csr_tensor(torch.as_tensor(indptr, device="cuda").long(),
+                                    torch.as_tensor(indices, device="cuda").long(),
+                                    torch.as_tensor(data, device="cuda"), size=(n, m))
+        wt = torch.as_tensor(w.astype(np.float32), device="cuda")
+        f = lambda: torch.sigmoid(A @ wt + b)  # noqa: E731
+        err = max_abs(f().cpu().numpy()[:rows], want)
+        record(case, "torch CSR @ w, then sigmoid", lambda: timed(f), mrows,
+               verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+
+
+def case_logistic_loss_grad():
+    case = "logistic loss+grad 2M x 64 fp32"
+    n, d, b = SIZES["dense_rows"], 64, 0.1
+    X = device_uniform((n, d), seed=6)
+    w = np.random.default_rng(7).normal(size=d) / 4
+    y_host = (np.random.default_rng(8).random(n) < 0.3).astype(np.float64)
+    dw, dy, dsw = cuda.to_device(w), cuda.to_device(y_host), cuda.to_device(np.ones(n))
+    f = lambda: C.logistic_loss_grad_dense(X, dy, dw, b, 0.0, dsw, None)  # noqa: E731
+    rows = 2 * SIZES["check_rows"]
+    Xh = X[:rows].copy_to_host()
+    loss, grad, gb = C.logistic_loss_grad_dense(
+        cuda.to_device(Xh), cuda.to_device(y_host[:rows]), dw, b, 0.0,
+        cuda.to_device(np.ones(rows)), None)
+    wl, wg, wb = fastrec.logistic_loss_grad(Xh, y_host[:rows], w, b, backend="numpy")
+    grad = grad.copy_to_host()
+    err = max(abs(loss - wl), max_abs(grad, wg), abs(gb - wb))
+    check = verdict(err <= 1e-10, f"max|diff| {err:.1e} vs numpy ({rows} rows)")
+    gbs = lambda s: f"{2 * n * d * 4 / s / 1e12:.2f} TB/s (2 reads)"  # noqa: E731
+    record(case, "fastrec cuda (2 passes, fp64 sums)", lambda: timed(f), gbs, check)
+    if torch is None:
+        return skip(case, "torch (fp32 matmuls, autograd-free)", TORCH_WHY)
+    Xt = torch.as_tensor(X, device="cuda")
+    wt = torch.as_tensor(w.astype(np.float32), device="cuda")
+    yt = torch.as_tensor(y_host.astype(np.float32), device="cuda")
+
+    def torch_loss_grad():
+        z = Xt @ wt + b
+        loss = (torch.nn.functional.softplus(z) - yt * z).mean()
+        r = (torch.sigmoid(z) - yt) / n
+        return loss.item(), Xt.T @ r, r.sum().item()
+
+    record(case, "torch (fp32 matmuls, autograd-free)", lambda: timed(torch_loss_grad), gbs)
+
+
+def case_topk():
+    case = "topk 4096 x 100k fp32, k=100"
+    n, m, k = SIZES["topk_rows"], SIZES["topk_cols"], 100
+    S = device_uniform((n, m), seed=9)
+    idx, val = C.topk(S, k, None, None, None)
+    sync()
+    rows = min(32, n)
+    want = fastrec.topk(S[:rows].copy_to_host(), k, backend="numpy")
+    try:
+        assert_topk_equal((idx[:rows].copy_to_host(), val[:rows].copy_to_host()), want,
+                          exact=True)
+        check = f"ok exact vs numpy ({rows} rows)"
+    except AssertionError as exc:
+        check = f"MISMATCH vs numpy: {str(exc)[:120]}"
+    gbs = lambda s: f"{n * m * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
+    record(case, "fastrec cuda (block per row, threshold)",
+           lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs, check)
+    if torch is None:
+        return skip(case, "torch.topk", TORCH_WHY)
+    St = torch.as_tensor(S, device="cuda")
+    tv, _ = torch.topk(St, k, dim=1)
+    err = max_abs(tv.cpu().numpy(), val.copy_to_host())
+    record(case, "torch.topk", lambda: timed(lambda: torch.topk(St, k, dim=1)), gbs,
+           verdict(err == 0, f"values max|diff| {err:.1e} vs fastrec"))
+
+
+@functools.lru_cache(maxsize=None)
+def _item_users(size):
+    """Items x users CSR (float32, int32 indices) of a datasets.py size: rows are the vectors."""
+    ui = datasets.generate(*SIZES[size])
+    iu = ui.T.tocsr()
+    iu.sort_indices()
+    return ui, iu
+
+
+def _to_device_csr(m):
+    return cuda.to_device(m.indptr), cuda.to_device(m.indices), cuda.to_device(m.data)
+
+
+def case_cosine_topk():
+    case = "cosine top-k large 27k items x 138k users x 20M, k=100"
+    k = 100
+    # Correctness on the small set against the CPU reference (and the compile warm-up).
+    _, small = _item_users("small")
+    got = C.cosine_topk(small.indptr, small.indices, small.data, small.shape[1], k,
+                        0.0, 0.0, 1, False, None)
+    got = sp.csr_matrix((got[2], got[1], got[0]), shape=(small.shape[0],) * 2)
+    want = fastrec.cosine_topk(small, k, backend="numpy")
+    from comparators import assert_csr_topk_equal
+
+    try:
+        assert_csr_topk_equal(got, want, k)
+        check = "ok vs numpy on the small set (2k items)"
+    except AssertionError as exc:
+        check = f"MISMATCH vs numpy on small: {str(exc)[:100]}"
+    ui, iu = _item_users("large")
+    n_items, n_users = iu.shape
+    W = datasets.work(ui)
+    d_indptr, d_indices, d_data = _to_device_csr(iu)
+    result = {}
+
+    def run():
+        result["r"] = C.cosine_topk(d_indptr, d_indices, d_data, n_users, k, 0.0, 0.0, 1,
+                                    False, None)
+
+    rate = lambda s: f"{W / s / 1e9:.0f} G multiply-adds/s"  # noqa: E731
+    t_fast = record(case, "fastrec cuda (exact fp32, sparse, O(nnz + n*k))",
+                    lambda: timed(run, reps=3), rate, check)
+    if torch is None:
+        return skip(case, "torch dense GEMM + topk", TORCH_WHY)
+    # The dense approach: normalised items x users dense (15 GB), blocks of S = Xn_b @ Xn.T.
+    crow = torch.as_tensor(iu.indptr.astype(np.int64), device="cuda")
+    col = torch.as_tensor(iu.indices.astype(np.int64), device="cuda")
+    vals = torch.as_tensor(iu.data, device="cuda")
+    Xn = torch.sparse_csr_tensor(crow, col, vals, size=iu.shape).to_dense()
+    Xn /= torch.linalg.vector_norm(Xn, dim=1, keepdim=True).clamp_min(1e-30)
+    block = 2048
+
+    def dense_topk():
+        out_v, out_i = [], []
+        for r0 in range(0, n_items, block):
+            S = Xn[r0 : r0 + block] @ Xn.T
+            rows = torch.arange(S.shape[0], device="cuda")
+            S[rows, rows + r0] = -math.inf
+            S.masked_fill_(S == 0, -math.inf)
+            v, i = torch.topk(S, k, dim=1)
+            out_v.append(v)
+            out_i.append(i)
+        return torch.cat(out_v), torch.cat(out_i)
+
+    for label, tf32 in (("fp32", False), ("tf32", True)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            check = ""
+            if not tf32 and t_fast is not None:  # compare the first items, tie-tolerant
+                tv, ti = dense_topk()
+                r_indptr, r_idx, r_val = (x.copy_to_host() for x in result["r"])
+                c = SIZES["cos_check"]
+                mine = sp.csr_matrix((r_val, r_idx, r_indptr), shape=(n_items, n_items))[:c]
+                from comparators import csr_rows_as_topk
+
+                tvv = tv[:c].cpu().numpy()
+                tii = np.where(np.isfinite(tvv), ti[:c].cpu().numpy(), -1)
+                try:
+                    assert_topk_equal(csr_rows_as_topk(mine, k), (tii, tvv), rtol=1e-4,
+                                      atol=1e-5)
+                    check = f"ok fastrec vs torch fp32 ({c} items, tie-tolerant)"
+                except AssertionError as exc:
+                    check = f"MISMATCH fastrec vs torch fp32: {str(exc)[:100]}"
+            record(case, f"torch dense GEMM {label} + topk",
+                   lambda: timed(dense_topk, reps=3), rate, check)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+    del Xn
+
+
+def case_recommend():
+    case = f"recommend {SIZES['rec_users']} users, large, n=10"
+    n = 10
+    ui, iu = _item_users("large")
+    ui = ui.tocsr()
+    ui.sort_indices()
+    nb = C.cosine_topk(iu.indptr, iu.indices, iu.data, iu.shape[1], 100, 0.0, 0.0, 1, False,
+                       None)
+    NB = sp.csr_matrix((nb[2], nb[1], nb[0]), shape=(iu.shape[0],) * 2)
+    NB.sort_indices()
+    rows = np.arange(min(SIZES["rec_users"], ui.shape[0]), dtype=np.int64)
+    d_ui, d_nb = _to_device_csr(ui), _to_device_csr(NB)
+    d_rows = cuda.to_device(rows)
+    f = lambda: C.recommend(*d_ui, *d_nb, NB.shape[0], d_rows, n, d_ui[0], d_ui[1], None,  # noqa: E731
+                            None, None)
+    idx, val = f()
+    sync()
+    m = min(64, len(rows))
+    want = fastrec.recommend(ui, NB, n, user_ids=rows[:m], backend="numpy")
+    try:
+        assert_topk_equal((idx[:m].copy_to_host(), val[:m].copy_to_host()), want)
+        check = f"ok vs numpy ({m} users)"
+    except AssertionError as exc:
+        check = f"MISMATCH vs numpy: {str(exc)[:120]}"
+    record(case, "fastrec cuda (fused sparse, no dense scores)", lambda: timed(f),
+           lambda s: f"{len(rows) / s / 1e6:.2f} M users/s", check)
+
+
+CASES = {
+    "sigmoid_dense": case_sigmoid_dense,
+    "sigmoid_csr": case_sigmoid_csr,
+    "logistic_loss_grad": case_logistic_loss_grad,
+    "topk": case_topk,
+    "cosine_topk": case_cosine_topk,
+    "recommend": case_recommend,
+}
+
+
+def print_table():
+    base = {}
+    for case, impl, seconds, _, _ in ROWS:
+        if impl.startswith("fastrec") and seconds is not None:
+            base[case] = seconds
+    head = ("case", "implementation", "time ms", "throughput", "vs fastrec", "check")
+    lines = []
+    for case, impl, seconds, metric, check in ROWS:
+        t = f"{seconds * 1e3:.2f}" if seconds is not None else "-"
+        ratio = "-"
+        if seconds is not None and case in base:
+            ratio = "1.00" if impl.startswith("fastrec") else f"{seconds / base[case]:.2f}x"
+        lines.append((case, impl, t, metric, ratio, check))
+    widths = [max(len(str(r[i])) for r in lines + [head]) for i in range(5)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths) + "  {}"
+    print()
+    print(fmt.format(*head))
+    for row in lines:
+        print(fmt.format(*row))
+    print("\n'vs fastrec' = other time / fastrec time (above 1: fastrec is faster).")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--dry-run", action="store_true",
+                        help="tiny sizes, simulator allowed: checks the script, times nothing real")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        global CASE_SECONDS
+        SIZES.update(TINY)
+        CASE_SECONDS = 0.1
+    import numba
+
+    ok, why = C.is_available()
+    print(f"device: {C.device_description() if ok else 'none (' + why + ')'}")
+    versions = f"numpy {np.__version__}, numba {numba.__version__}"
+    try:
+        from importlib.metadata import version
+
+        versions += f", numba-cuda {version('numba-cuda')}"
+    except Exception:  # noqa: BLE001
+        pass
+    versions += f", torch {torch.__version__}" if torch is not None else ", torch: none"
+    versions += f", cupy {cp.__version__}" if cp is not None else ", cupy: none"
+    print(versions)
+    if not ok or (C._SIM and not args.dry_run):
+        print(f"no GPU in use ({why or 'simulator'}): this script is meant for a GPU machine")
+        return 1
+    start = time.perf_counter()
+    for name in args.cases:
+        t0 = time.perf_counter()
+        print(f"-- {name}", flush=True)
+        try:
+            CASES[name]()
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next case
+            ROWS.append((name, "(setup)", None, "", f"ERROR {type(exc).__name__}: "
+                         f"{str(exc)[:160]}"))
+            traceback.print_exc()
+        free()
+        print(f"   {time.perf_counter() - t0:.1f} s", flush=True)
+    print_table()
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

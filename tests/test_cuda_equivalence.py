@@ -1,0 +1,291 @@
+"""The CUDA backend against the reference, kernel group by kernel group.
+
+Without a GPU (CI) tests/conftest.py switches on Numba's CUDA simulator before numba is imported,
+so these tests run the real kernels, thread by thread, in Python: inputs stay tiny and
+hypothesis draws few examples (the simulator costs ~1-5 s per kernel launch). With a GPU the
+same tests run on it. Skipped, with the reason, when numba-cuda is not installed.
+"""
+import io
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastrec
+from comparators import assert_csr_close, assert_csr_topk_equal, assert_topk_equal
+from fastrec._dispatch import backend_status
+from strategies import dense, raw_csr
+
+_ok, _why = backend_status("cuda")
+pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
+
+few = settings(max_examples=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quick_thread_switches():
+    """The simulator's threads hand the GIL around at every barrier: switch more often."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5e-4)
+    yield
+    sys.setswitchinterval(old)
+
+
+def _cuda_module():
+    from fastrec.kernels import numba_cuda
+
+    return numba_cuda
+
+
+# ---- scoring --------------------------------------------------------------------------------
+
+
+@st.composite
+def features(draw, max_rows=12, max_cols=40):
+    if draw(st.booleans()):
+        X = draw(raw_csr(max_rows=max_rows, max_cols=12, min_cols=1, signed=True))
+    else:
+        X = draw(dense(max_rows=max_rows, max_cols=max_cols, min_cols=1))
+    rng = np.random.default_rng(X.shape[0] * 31 + X.shape[1])
+    return X, rng.normal(size=X.shape[1])
+
+
+@few
+@given(features(), st.floats(-3, 3))
+def test_sigmoid_scores_match_reference(case, b):
+    X, w = case
+    got = fastrec.sigmoid_scores(X, w, b, backend="cuda")
+    want = fastrec.sigmoid_scores(X, w, b, backend="numpy")
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_rows, n_cols", [(45, 3), (9, 300)])
+def test_scoring_rows_shared_by_lanes_or_spanning_a_warp(n_rows, n_cols):
+    """Short rows: many rows per warp (groups of lanes); long rows: a whole warp per row."""
+    rng = np.random.default_rng(n_cols)
+    X = rng.normal(size=(n_rows, n_cols)).astype(np.float32)
+    w = rng.normal(size=n_cols) / 4
+    y = rng.random(n_rows) < 0.5
+    for A in (X, sp.csr_matrix(np.where(rng.random(X.shape) < 0.5, X, 0))):
+        np.testing.assert_allclose(fastrec.sigmoid_scores(A, w, 0.2, backend="cuda"),
+                                   fastrec.sigmoid_scores(A, w, 0.2, backend="numpy"),
+                                   rtol=1e-5, atol=1e-6)
+        got = fastrec.logistic_loss_grad(A, y, w, 0.2, backend="cuda")
+        want = fastrec.logistic_loss_grad(A, y, w, 0.2, backend="numpy")
+        assert got[0] == pytest.approx(want[0], rel=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+def test_sigmoid_extreme_logits_and_out():
+    X = np.array([[800.0], [-800.0], [0.0], [40.0], [-40.0]], dtype=np.float32)
+    out = np.empty(5, dtype=np.float32)
+    got = fastrec.sigmoid_scores(X, np.ones(1), out=out, backend="cuda")
+    assert got is out
+    np.testing.assert_array_equal(out[:3], [1.0, 0.0, 0.5])
+    assert 0 < out[4] < 1e-17
+
+
+@few
+@given(features(max_rows=10, max_cols=12), st.floats(-2, 2), st.sampled_from([0.0, 0.5]),
+       st.booleans())
+def test_logistic_loss_grad_matches_reference(case, b, l2, weighted):
+    X, w = case
+    rng = np.random.default_rng(X.shape[0])
+    y = (rng.random(X.shape[0]) < 0.5).astype(np.int64)
+    if X.shape[0] == 0:
+        return
+    sw = rng.uniform(0.1, 2.0, X.shape[0]) if weighted else None
+    got = fastrec.logistic_loss_grad(X, y, w, b, l2=l2, sample_weight=sw, backend="cuda")
+    want = fastrec.logistic_loss_grad(X, y, w, b, l2=l2, sample_weight=sw, backend="numpy")
+    assert got[0] == pytest.approx(want[0], rel=1e-12, abs=1e-12)
+    assert got[1].dtype == np.float64
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+    assert got[2] == pytest.approx(want[2], rel=1e-10, abs=1e-12)
+
+
+# ---- ranking --------------------------------------------------------------------------------
+
+
+@st.composite
+def scores_and_mask(draw):
+    S = draw(dense(max_rows=6, max_cols=30))
+    mask = None
+    if draw(st.booleans()) and S.size:
+        mask = draw(raw_csr(max_rows=S.shape[0], max_cols=S.shape[1],
+                            min_rows=S.shape[0], min_cols=S.shape[1]))
+    specials = draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), max_size=4))
+    if S.size and specials:
+        S = S.copy()
+        rng = np.random.default_rng(len(specials))
+        for v in specials:
+            S[rng.integers(S.shape[0]), rng.integers(S.shape[1])] = v
+    return S, mask
+
+
+@few
+@given(scores_and_mask(), st.integers(1, 35))
+def test_topk_matches_reference(case, k):
+    S, mask = case
+    before = S.copy()
+    got = fastrec.topk(S, k, exclude=mask, backend="cuda")
+    want = fastrec.topk(S, k, exclude=mask, backend="numpy")
+    assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
+    # Dense scores are not computed, only moved: the result must match bit for bit.
+    assert_topk_equal(got, want, exact=True)
+    np.testing.assert_array_equal(S, before)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-buffer", "global-buffer"])
+def test_topk_long_rows_many_ties_both_buffer_kinds(shared, monkeypatch):
+    """Rows several tiles long with heavy ties, k below and above the row length: the
+    threshold, repeated compactions and both buffer placements are exercised."""
+    C = _cuda_module()
+    if not shared:
+        monkeypatch.setattr(C, "_SHARED_BYTES", 0)
+    rng = np.random.default_rng(7)
+    S = rng.integers(0, 6, (3, 3 * C._TILE + 17)).astype(np.float64)
+    S[1, ::3] = np.nan
+    mask = sp.random(3, S.shape[1], density=0.2, format="csr", random_state=1)
+    for k in (40, S.shape[1] + 3):
+        got = fastrec.topk(S, k, exclude=mask, backend="cuda")
+        want = fastrec.topk(S, k, exclude=mask, backend="numpy")
+        assert_topk_equal(got, want, exact=True)
+
+
+def test_topk_ties_broken_by_smaller_index_and_padding():
+    got = fastrec.topk(np.array([[1.0, 3.0, 3.0, 1.0, 3.0], [np.nan, -np.inf, 2.0, 0, 0]]), 4,
+                       backend="cuda")
+    np.testing.assert_array_equal(got.indices, [[1, 2, 4, 0], [2, 3, 4, -1]])
+    assert got.scores[1, 3] == -np.inf
+
+
+@st.composite
+def recommend_case(draw):
+    UI = draw(raw_csr(max_rows=8, max_cols=10, min_rows=1, min_cols=1))
+    n_items = UI.shape[1]
+    NB = draw(raw_csr(max_rows=n_items, max_cols=n_items, min_rows=n_items, min_cols=n_items))
+    user_ids = draw(st.one_of(st.none(), st.lists(st.integers(0, UI.shape[0] - 1), max_size=6)))
+    exclude = None
+    if draw(st.booleans()):
+        exclude = draw(raw_csr(max_rows=UI.shape[0], max_cols=n_items, min_rows=UI.shape[0],
+                               min_cols=n_items))
+    return UI, NB, user_ids, exclude
+
+
+@few
+@given(recommend_case(), st.integers(1, 12), st.booleans())
+def test_recommend_matches_reference(case, n, exclude_seen):
+    UI, NB, user_ids, exclude = case
+    kw = dict(user_ids=user_ids, exclude_seen=exclude_seen, exclude=exclude)
+    got = fastrec.recommend(UI, NB, n, backend="cuda", **kw)
+    want = fastrec.recommend(UI, NB, n, backend="numpy", **kw)
+    assert got.scores.dtype == want.scores.dtype
+    assert_topk_equal(got, want)
+
+
+def test_recommend_repeated_users_any_order_with_masks():
+    rng = np.random.default_rng(11)
+    UI = sp.random(9, 40, density=0.3, format="csr", random_state=2, dtype=np.float32)
+    NB = sp.random(40, 40, density=0.4, format="csr", random_state=3, dtype=np.float32)
+    NB.data[:] = np.round(NB.data * 4)  # ties, and explicit zeros dropped by validation
+    exclude = sp.random(9, 40, density=0.2, format="csr", random_state=4)
+    user_ids = rng.integers(0, 9, 12)
+    for n in (3, 45):
+        kw = dict(user_ids=user_ids, exclude=exclude)
+        got = fastrec.recommend(UI, NB, n, backend="cuda", **kw)
+        want = fastrec.recommend(UI, NB, n, backend="numpy", **kw)
+        assert_topk_equal(got, want)
+
+
+# ---- similarity -----------------------------------------------------------------------------
+
+
+@few
+@given(raw_csr(max_rows=12, max_cols=10, signed=True), st.integers(1, 14),
+       st.sampled_from([0.0, 2.0]), st.sampled_from([-1.0, 0.0, 0.3]), st.integers(1, 3),
+       st.booleans())
+def test_cosine_topk_matches_reference(m, k, shrink, min_similarity, min_support, include_self):
+    kw = dict(shrink=shrink, min_similarity=min_similarity, min_support=min_support,
+              include_self=include_self)
+    got = fastrec.cosine_topk(m, k, backend="cuda", **kw)
+    want = fastrec.cosine_topk(m, k, backend="numpy", **kw)
+    assert_csr_topk_equal(got, want, k)
+
+
+def test_cosine_topk_many_candidates_global_buffer(monkeypatch):
+    """Candidates of a row span three selection tiles (so the buffer is compacted mid-row),
+    on the global-memory buffer."""
+    C = _cuda_module()
+    monkeypatch.setattr(C, "_SHARED_BYTES", 0)
+    rng = np.random.default_rng(3)
+    X = sp.csr_matrix(rng.integers(1, 4, (2 * C._TILE + 9, 2)).astype(np.float32))  # ties
+    got = fastrec.cosine_topk(X, 7, shrink=1.0, backend="cuda")
+    want = fastrec.cosine_topk(X, 7, shrink=1.0, backend="numpy")
+    assert_csr_topk_equal(got, want, 7)
+
+
+@few
+@given(raw_csr(max_rows=10, max_cols=8, min_cols=1, signed=True), st.integers(0, 9),
+       st.sampled_from([-1.0, 0.0, 0.2]))
+def test_cosine_similarity_matches_reference(X, n_other, min_similarity):
+    Y = sp.random(n_other, X.shape[1], density=0.4, format="csr", random_state=n_other)
+    got = fastrec.cosine_similarity(X, Y, min_similarity=min_similarity, backend="cuda")
+    want = fastrec.cosine_similarity(X, Y, min_similarity=min_similarity, backend="numpy")
+    assert_csr_close(got, want)
+    assert np.all(np.diff(got.indptr) >= 0)
+    for r in range(got.shape[0]):  # columns ascending within each row
+        assert np.all(np.diff(got.indices[got.indptr[r]:got.indptr[r + 1]]) > 0)
+
+
+# ---- device arrays, determinism, info -------------------------------------------------------
+
+
+def test_device_inputs_give_device_results():
+    from numba import cuda
+
+    C = _cuda_module()
+    rng = np.random.default_rng(1)
+    S = rng.random((3, 50)).astype(np.float32)
+    idx, val = C.topk(cuda.to_device(S), 5, None, None, 1)
+    assert C._is_device(idx) and C._is_device(val)
+    want = fastrec.topk(S, 5, backend="numpy")
+    assert_topk_equal((idx.copy_to_host(), val.copy_to_host()), want, exact=True)
+    X = rng.random((6, 33))
+    out = cuda.device_array(6, dtype=np.float64)
+    assert C.sigmoid_dense(cuda.to_device(X), cuda.to_device(np.ones(33)), 0.0, out, 1) is out
+    np.testing.assert_allclose(out.copy_to_host(), fastrec.sigmoid_scores(X, np.ones(33)),
+                               rtol=1e-12)
+
+
+def test_device_csr_inputs_give_device_csr_results():
+    from numba import cuda
+
+    C = _cuda_module()
+    X = sp.random(12, 7, density=0.4, format="csr", random_state=8, dtype=np.float32)
+    args = (X.shape[1], 3, 0.0, 0.0, 1, False, 1)
+    on_device = C.cosine_topk(*(cuda.to_device(a) for a in (X.indptr, X.indices, X.data)), *args)
+    assert all(C._is_device(a) for a in on_device)
+    on_host = C.cosine_topk(X.indptr, X.indices, X.data, *args)
+    for d, h in zip(on_device, on_host):
+        np.testing.assert_array_equal(d.copy_to_host(), h)
+
+
+def test_same_result_every_run():
+    X = sp.random(14, 9, density=0.4, format="csr", random_state=5, dtype=np.float32)
+    a = fastrec.cosine_topk(X, 4, backend="cuda")
+    b = fastrec.cosine_topk(X, 4, backend="cuda")
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_info_says_simulator_or_device():
+    C = _cuda_module()
+    buf = io.StringIO()
+    fastrec.show_config(file=buf)
+    line = next(s for s in buf.getvalue().splitlines() if s.strip().startswith("cuda"))
+    assert ("simulator" in line) == C._SIM
+    assert "available" in line and ("simulator" in line or "GPU" in line)
