@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-_PROBE = "from numba.cuda.cudadrv import nvvm; nvvm.NVVM()"
+# A whole compile, not just loading NVVM: some machines have NVVM but no NVRTC, which the
+# compile also needs.
+_PROBE = (
+    "from numba.cuda.cudadrv import nvvm; nvvm.NVVM(); from numba import cuda; "
+    "cuda.compile_ptx(lambda x: None, '(float32[:],)', cc=(9, 0))"
+)
 
 
 def _env():

@@ -144,3 +144,104 @@ def test_recommend_bad_inputs_rejected():
         fastrec.recommend(UI, UI, 0)
     with pytest.raises(ValueError, match="exclude must have shape"):
         fastrec.recommend(UI, UI, 1, exclude=sp.csr_matrix((2, 3)))
+
+
+# ---- every backend: the documented rules, and user-kNN (recommend_user_based) ----------------
+
+from backends import compiled_backends  # noqa: E402
+
+BACKENDS = ["numpy"] + compiled_backends("topk")
+
+
+def _stored(m):
+    """Positions stored in a (summed-duplicates) CSR: the mask pattern, explicit zeros included."""
+    m = sp.csr_matrix(m, copy=True)
+    m.sum_duplicates()
+    out = np.zeros(m.shape, dtype=bool)
+    out[np.repeat(np.arange(m.shape[0]), np.diff(m.indptr)), m.indices] = True
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_minus_inf_never_candidates_plus_inf_is_a_score(backend):
+    S = np.array([[np.nan, -np.inf, np.inf, 1.0, np.nan]], dtype=np.float32)
+    got = fastrec.topk(S, 4, backend=backend)
+    np.testing.assert_array_equal(got.indices, [[2, 3, -1, -1]])
+    np.testing.assert_array_equal(got.scores, [[np.inf, 1.0, -np.inf, -np.inf]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_broken_by_smaller_index_across_blocks(backend):
+    S = np.zeros((2, 300))
+    S[0, [250, 3, 130, 64]] = 1.0
+    got = fastrec.topk(S, 6, backend=backend)
+    np.testing.assert_array_equal(got.indices[0], [3, 64, 130, 250, 0, 1])
+    np.testing.assert_array_equal(got.indices[1], [0, 1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mask_pattern_excludes_and_all_excluded_row_is_padding(backend):
+    rng = np.random.default_rng(3)
+    S = rng.random((7, 300))
+    before = S.copy()
+    mask = sp.random(7, 300, density=0.3, format="lil", random_state=4)
+    mask[6] = 1.0  # a fully excluded row
+    mask = mask.tocsr()
+    mask.data[:5] = 0.0  # stored zeros still exclude: only the pattern counts
+    got = fastrec.topk(S, 10, exclude=mask, backend=backend)
+    np.testing.assert_array_equal(S, before)
+    assert_topk_equal(got, oracle_topk_rows(S, 10, _stored(mask)), exact=True)
+    assert np.all(got.indices[6] == -1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recommend_users_without_candidates_padded_any_order(backend):
+    UI = sp.csr_matrix(np.array([[1.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0]]))
+    NB = sp.csr_matrix(np.array([[0, 0.5, 0.5, 0], [0.9, 0, 0, 0], [0, 0, 0, 0], [1.0, 0, 0, 0]]))
+    got = fastrec.recommend(UI, NB, 3, backend=backend)
+    np.testing.assert_array_equal(got.indices, [[1, 2, -1], [-1, -1, -1], [0, -1, -1]])
+    ex = sp.csr_matrix(np.array([[0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    got = fastrec.recommend(UI, NB, 3, user_ids=[2, 0], exclude=ex, backend=backend)
+    np.testing.assert_array_equal(got.indices, [[0, -1, -1], [2, -1, -1]])
+
+
+@st.composite
+def user_based_case(draw):
+    UI = draw(raw_csr(max_rows=9, max_cols=9, min_rows=1))
+    n_users = UI.shape[0]
+    UN = draw(raw_csr(max_rows=n_users, max_cols=n_users, min_rows=n_users, min_cols=n_users,
+                      signed=True))
+    ex = None
+    if draw(st.booleans()):
+        ex = draw(raw_csr(max_rows=n_users, max_cols=UI.shape[1], min_rows=n_users,
+                          min_cols=UI.shape[1], binary=True, canonical=True))
+    rows = draw(st.none() | st.lists(st.integers(0, n_users - 1), max_size=6))
+    return UI, UN, ex, rows
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(user_based_case(), st.integers(1, 12), st.booleans())
+def test_recommend_user_based_matches_brute_force(backend, case, n, exclude_seen):
+    """score(u, j) = sum over neighbours v of user_neighbours[u, v] * user_items[v, j]."""
+    UI, UN, ex, rows = case
+    got = fastrec.recommend_user_based(UI, UN, n, user_ids=rows, exclude_seen=exclude_seen,
+                                       exclude=ex, backend=backend)
+    r = np.arange(UI.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    U, N = canonical(UI).toarray(), canonical(UN).toarray()
+    scores = (N[r] @ U).astype(got.scores.dtype)
+    banned = ((N[r] != 0).astype(float) @ (U != 0).astype(float)) == 0
+    if exclude_seen:
+        banned |= U[r] != 0
+    if ex is not None:
+        banned |= canonical(ex).toarray()[r] != 0
+    assert_topk_equal(got, oracle_topk_rows(scores, n, banned))
+
+
+def test_recommend_user_based_bad_inputs_rejected():
+    UI = sp.csr_matrix(np.eye(3))
+    with pytest.raises(ValueError, match=r"user_neighbours must have shape \(3, 3\)"):
+        fastrec.recommend_user_based(UI, sp.csr_matrix(np.eye(2)), 2)
+    with pytest.raises(ValueError, match="user_neighbours contains NaN"):
+        fastrec.recommend_user_based(UI, sp.csr_matrix(np.full((3, 3), np.nan)), 2)
+    with pytest.raises(TypeError, match="user_items must be a scipy.sparse"):
+        fastrec.recommend_user_based(np.eye(3), UI, 2)

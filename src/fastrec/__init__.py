@@ -8,12 +8,14 @@ Layers (data flows down, imports point down)::
     kernels/  reference.py  numba_cpu.py  numba_cuda.py  cython.py (_cython/*.pyx)
               raw arrays in, raw arrays out; no scipy objects, no validation, no dispatch
 """
+# The recommender layer (data, metrics, models), built on the kernel API below.
+from . import data, metrics, models
 from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
 from ._version import __version__
 from .scoring import logistic_loss_grad, sigmoid_scores
 from .similarity import cosine_similarity, cosine_topk
-from .topk import TopK, recommend, topk
+from .topk import TopK, recommend, recommend_user_based, topk
 
 __all__ = [
     "BackendUnavailableError",
@@ -22,8 +24,12 @@ __all__ = [
     "available_backends",
     "cosine_similarity",
     "cosine_topk",
+    "data",
     "logistic_loss_grad",
+    "metrics",
+    "models",
     "recommend",
+    "recommend_user_based",
     "show_config",
     "sigmoid_scores",
     "topk",

@@ -34,8 +34,8 @@ _HOW_TO_GET = {
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cosine_topk": ("numpy",),
     "cosine_similarity": ("numpy",),
-    "topk": ("numpy",),
-    "recommend": ("numpy",),
+    "topk": ("cython", "numba", "numpy"),
+    "recommend": ("cython", "numba", "numpy"),
     "sigmoid_dense": ("numpy",),
     "sigmoid_csr": ("numpy",),
     "logistic_loss_grad_dense": ("numpy",),

@@ -1,6 +1,8 @@
 """The ``fastrec`` command line."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -21,6 +23,161 @@ def info() -> None:
     from ._config import show_config
 
     show_config()
+
+
+def _fail(message: str) -> None:
+    """One clear error line on stderr and exit status 1 (no traceback)."""
+    # Plain echo, not rich: rich would wrap a long path over several lines.
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(1)
+
+
+def _console():
+    """A rich console; wide enough for the tables when the output is not a terminal."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 120))
+
+
+@app.command()
+def demo(
+    data: Path | None = typer.Option(None, "--data", help="MovieLens-style or CSV/TSV events file "
+                              "(default: the built-in synthetic data)."),
+    backend: str = typer.Option("auto", "--backend", help="Kernel backend: auto, numpy, "
+                                "cython, numba or cuda."),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for the kernels "
+                                "(default: all usable cores)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and the split."),
+    users: int = typer.Option(6000, "--users", help="Users in the synthetic data."),
+    items: int = typer.Option(2500, "--items", help="Items in the synthetic data."),
+) -> None:
+    """Run the whole pipeline (data, split, fit, recommend, evaluate) and print one table."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+    from threadpoolctl import threadpool_limits
+
+    from . import demo as pipeline
+    from ._dispatch import BACKENDS, BackendUnavailableError
+
+    if backend != "auto" and backend not in BACKENDS:
+        _fail(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {backend!r}")
+    if threads is not None and threads == 0:
+        _fail("--threads must not be 0")
+    console = _console()
+    start = time.perf_counter()
+    try:
+        # BLAS threads busy-waiting beside the kernels' threads slow everything on few cores.
+        with threadpool_limits(limits=1, user_api="blas"), Progress(
+            SpinnerColumn(), TextColumn("{task.description:<32}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+        ) as progress:
+            task = progress.add_task("starting", total=pipeline.N_STAGES)
+            stages_started = []
+
+            def stage(desc):
+                # Each stage's start completes the one before it.
+                if stages_started:
+                    progress.advance(task)
+                stages_started.append(desc)
+                progress.update(task, description=desc)
+
+            result = pipeline.run(
+                data, backend=backend, n_threads=threads, seed=seed, n_users=users,
+                n_items=items, stage=stage,
+            )
+    except (FileNotFoundError, ValueError, TypeError, BackendUnavailableError) as exc:
+        _fail(str(exc).splitlines()[0])
+    except ImportError as exc:
+        _fail(f"{exc} (the demo needs fastrec.models.LogisticCTR)")
+    total = time.perf_counter() - start
+    table = Table(
+        title=f"fastrec demo: {result.source}\n{result.n_users} users x {result.n_items} items, "
+              f"{result.n_train} train / {result.n_test} held-out interactions, "
+              f"{result.n_requests} requests evaluated\nbackend={backend}, "
+              f"threads={threads or 'all'}",
+        title_justify="left",
+        caption="A request is a user, or a (user, context) pair when the data has contexts: "
+                "CF models give a user one list, the Hybrid ranks for the context.\n"
+                "AUC / log-loss: the Hybrid's CTR re-ranker on the candidates of 3000 requests.",
+        caption_justify="left",
+    )
+    # MAP and coverage only where they fit: an 80-column terminal shows the rest untruncated.
+    wide = console.width >= 100
+    columns = ["model", "fit s", "rec s", "P@10", "R@10", "NDCG@10"]
+    columns += ["MAP@10", "coverage"] if wide else []
+    for col in [*columns, "AUC", "log-loss"]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    best = max(m.ranking["ndcg"] for m in result.models)
+    for m in result.models:
+        r = m.ranking
+        ndcg = f"{r['ndcg']:.4f}"
+        cells = [m.name, f"{m.fit_s:.2f}", f"{m.recommend_s:.2f}", f"{r['precision']:.4f}",
+                 f"{r['recall']:.4f}", f"[bold]{ndcg}[/]" if r["ndcg"] == best else ndcg]
+        cells += [f"{r['map']:.4f}", f"{m.coverage:.3f}"] if wide else []
+        cells += [f"{m.ctr['auc']:.4f}" if m.ctr else "-",
+                  f"{m.ctr['log_loss']:.4f}" if m.ctr else "-"]
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"total {total:.1f} s", highlight=False)
+
+
+@app.command()
+def bench(
+    select: str | None = typer.Option(None, "-k", help="Only benchmarks matching this pytest -k "
+                               "expression."),
+    path: Path | None = typer.Option(None, "--path", help="The benchmarks/ folder (default: "
+                              "./benchmarks or the source tree's)."),
+    report: Path | None = typer.Option(None, "--json", help="Print the table of an existing "
+                                "pytest-benchmark JSON report instead of running."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Backend or library the ratios "
+                                 "are relative to (default: the NumPy reference)."),
+) -> None:
+    """Run the benchmark suite (pytest-benchmark) and print the ratio table."""
+    import tempfile
+
+    from rich.table import Table
+
+    from . import _bench
+
+    try:
+        if report is None:
+            bench_dir = _bench.find_benchmarks(path)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "bench.json"
+                code = _bench.run_suite(bench_dir, out, select)
+                if not out.exists():
+                    _fail(f"the benchmark run failed (pytest exit code {code}); no report")
+                data = _bench.load_report(out)
+        else:
+            data = _bench.load_report(report)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    rows = _bench.ratio_rows(data, baseline)
+    if not rows:
+        _fail("no benchmarks ran (check -k)")
+    machine = data.get("machine_info", {})
+    table = Table(
+        title=f"fastrec bench: {machine.get('cpu', {}).get('brand_raw', machine.get('machine', '?'))}, "
+              f"{data.get('datetime', '')}; ratio = {baseline or 'numpy reference'} median / "
+              "median (> 1 is faster)",
+        title_justify="left",
+    )
+    for col in ("benchmark", "case", "backend", "median s", "ratio"):
+        table.add_column(col, justify="right" if col in ("median s", "ratio") else "left")
+    for r in rows:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        table.add_row(r["test"], r["case"], r["backend"], f"{r['median']:.4f}", ratio)
+    _console().print(table)
 
 
 def main() -> None:

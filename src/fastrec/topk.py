@@ -89,3 +89,47 @@ def recommend(
             seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
         )
     )
+
+
+def recommend_user_based(
+    user_items,
+    user_neighbours,
+    n,
+    *,
+    user_ids=None,
+    exclude_seen=True,
+    exclude=None,
+    backend="auto",
+    n_threads=None,
+) -> TopK:
+    """Top-n items per user from interactions and a user neighbourhood (user-kNN scoring).
+
+    score(u, j) = sum over the neighbours v of user u of user_neighbours[u, v] *
+    user_items[v, j]: the same fused kernel as :func:`recommend` with the roles swapped (A =
+    user_neighbours, B = user_items, seen mask = user_items). An item is a candidate for u when
+    a neighbour of u has it; items u has interacted with are skipped when ``exclude_seen``, and
+    so are the positions stored in ``exclude`` (shaped like user_items). ``user_ids``, sorting,
+    ties (smaller item first), padding (-1/-inf) and memory as in :func:`recommend`.
+    """
+    UI = check_csr(user_items, "user_items", drop_zeros=True)
+    NB = check_csr(user_neighbours, "user_neighbours", drop_zeros=True)
+    n_users, n_items = UI.shape
+    if NB.shape != (n_users, n_users):
+        raise ValueError(
+            f"user_neighbours must have shape ({n_users}, {n_users}) to match user_items "
+            f"{UI.shape}, got {NB.shape}"
+        )
+    n = check_k(n, "n")
+    rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
+        user_ids, "user_ids", n_users
+    )
+    ex_indptr, ex_indices = _mask(exclude, "exclude", UI.shape)
+    seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("recommend", backend)
+    return TopK(
+        *kernel(
+            NB.indptr, NB.indices, NB.data, UI.indptr, UI.indices, UI.data, n_items, rows, n,
+            seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+        )
+    )

@@ -4,3 +4,4 @@ from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (
 
 def is_available():
     return True, ""
+from ._cython._topk import recommend, topk  # noqa: F401

@@ -1,0 +1,342 @@
+"""Cython (OpenMP) ranking kernels: dense top-k with a CSR exclusion mask, fused sparse recommend.
+
+Both kernels keep each row's best k in a bounded min-heap whose root is the current worst
+kept entry ("worse" = smaller score, or equal score and larger index). The heap is written
+once here (``_heap_offer``, ``_heap_sort``) and used by both kernels. Rows are independent and
+each writes only its own output slots, so results are bit-identical for any thread count.
+Signatures copy ``kernels/reference.py`` exactly; inputs are trusted (canonical CSR masks:
+sorted indices per row), the public API validates them.
+"""
+import numpy as np
+
+cimport cython
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport INFINITY
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+ctypedef fused floating:
+    float
+    double
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+# Width of the blocks that are tested against the running threshold with one vectorisable
+# comparison before any element is looked at individually (a cache line is 16 floats).
+cdef enum:
+    BLOCK = 64
+
+
+# ---- the bounded heap (shared by both kernels) ----------------------------------------------
+
+cdef inline bint _worse(floating va, int64_t ia, floating vb, int64_t ib) noexcept nogil:
+    """(va, ia) ranks below (vb, ib): smaller score, or equal score and larger index."""
+    return va < vb or (va == vb and ia > ib)
+
+
+cdef inline void _sift_down(
+    floating* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t pos
+) noexcept nogil:
+    cdef floating v = hv[pos]
+    cdef int64_t i = hi[pos]
+    cdef Py_ssize_t child
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _worse(hv[child + 1], hi[child + 1], hv[child], hi[child]):
+            child += 1
+        if not _worse(hv[child], hi[child], v, i):
+            break
+        hv[pos] = hv[child]
+        hi[pos] = hi[child]
+        pos = child
+    hv[pos] = v
+    hi[pos] = i
+
+
+cdef inline Py_ssize_t _heap_offer(
+    floating* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t k, floating v, int64_t i
+) noexcept nogil:
+    """Offer candidate (v, i) to a heap of ``size`` <= k entries; returns the new size.
+
+    O(log k). The caller filters non-candidates (NaN, -inf) before offering.
+    """
+    cdef Py_ssize_t pos, parent
+    if size < k:
+        pos = size
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if not _worse(v, i, hv[parent], hi[parent]):
+                break
+            hv[pos] = hv[parent]
+            hi[pos] = hi[parent]
+            pos = parent
+        hv[pos] = v
+        hi[pos] = i
+        return size + 1
+    if _worse(hv[0], hi[0], v, i):
+        hv[0] = v
+        hi[0] = i
+        _sift_down(hv, hi, size, 0)
+    return size
+
+
+cdef inline void _heap_sort(floating* hv, int64_t* hi, Py_ssize_t size) noexcept nogil:
+    """In place: heap -> best first (score descending, ties by smaller index)."""
+    cdef Py_ssize_t end
+    cdef floating v
+    cdef int64_t i
+    for end in range(size - 1, 0, -1):
+        v = hv[0]
+        i = hi[0]
+        hv[0] = hv[end]
+        hi[0] = hi[end]
+        hv[end] = v
+        hi[end] = i
+        _sift_down(hv, hi, end, 0)
+
+
+# ---- dense top-k -----------------------------------------------------------------------------
+
+cdef inline bint _any_above(const floating* p, floating thr) noexcept nogil:
+    """Some p[0:BLOCK] > thr (NaN never is). Branch-free so the compiler vectorises it."""
+    cdef int hit = 0
+    cdef Py_ssize_t t
+    for t in range(BLOCK):
+        hit |= p[t] > thr
+    return hit
+
+
+cdef void _topk_row(
+    const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
+    const index_t* ex, Py_ssize_t n_ex, floating* hv, int64_t* hi,
+) noexcept nogil:
+    """Best k of one row into hv/hi (sorted, padded). Reads each score once from memory.
+
+    Columns are scanned in increasing order, so an entry equal to the heap's root never beats
+    it (the root has the smaller index): a candidate must be strictly above ``thr``, the
+    root's score once the heap is full and -inf before (which also rejects NaN and -inf).
+    Whole blocks with nothing above ``thr`` are skipped after one vector comparison. The
+    row's excluded columns (sorted) are merged in only for entries that pass the threshold.
+    """
+    cdef Py_ssize_t size = 0, p = 0, j0 = 0, j1, j
+    cdef floating thr = -INFINITY
+    cdef floating v
+    while j0 < n_cols:
+        j1 = j0 + BLOCK
+        if j1 > n_cols:
+            j1 = n_cols
+        elif not _any_above(row + j0, thr):
+            j0 = j1
+            continue
+        for j in range(j0, j1):
+            v = row[j]
+            if v > thr:
+                while p < n_ex and ex[p] < j:
+                    p += 1
+                if p < n_ex and ex[p] == j:
+                    continue
+                size = _heap_offer(hv, hi, size, k, v, j)
+                if size == k:
+                    thr = hv[0]
+        j0 = j1
+    _heap_sort(hv, hi, size)
+    for j in range(size, k):
+        hv[j] = -INFINITY
+        hi[j] = -1
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _topk_impl(
+    const floating[:, ::1] scores, Py_ssize_t k, const index_t[::1] ex_indptr,
+    const index_t[::1] ex_indices, bint has_mask, int64_t[:, ::1] out_idx,
+    floating[:, ::1] out_val, int n_threads,
+):
+    cdef Py_ssize_t n_rows = scores.shape[0], n_cols = scores.shape[1], r
+    cdef Py_ssize_t lo, hi
+    if n_rows == 0:
+        return
+    with nogil:
+        for r in prange(n_rows, schedule="dynamic", num_threads=n_threads):
+            if has_mask:
+                lo = ex_indptr[r]
+                hi = ex_indptr[r + 1]
+            else:
+                lo = 0
+                hi = 0
+            _topk_row(
+                &scores[r, 0] if n_cols > 0 else <const floating*> NULL, n_cols, k,
+                &ex_indices[lo] if hi > lo else <const index_t*> NULL, hi - lo,
+                &out_val[r, 0], &out_idx[r, 0],
+            )
+
+
+def _index_type(*arrays):
+    """int64 if any given index array is int64, else int32 (one specialisation per call)."""
+    return np.int64 if any(a is not None and a.dtype == np.int64 for a in arrays) else np.int32
+
+
+def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
+    """Row-wise top-k of a dense (n_rows, n_cols) float32/float64 array.
+
+    Column c of row r is a candidate unless (r, c) is stored in the exclude mask (CSR pattern
+    with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
+    +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
+    sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
+    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus
+    O(log k) per heap insertion; memory O(n_rows * k) (the heaps are the output rows).
+    """
+    scores = np.ascontiguousarray(scores)
+    n_rows = scores.shape[0]
+    out_idx = np.empty((n_rows, k), dtype=np.int64)
+    out_val = np.empty((n_rows, k), dtype=scores.dtype)
+    has_mask = exclude_indptr is not None
+    itype = _index_type(exclude_indptr, exclude_indices)
+    if has_mask:
+        ex_indptr = np.ascontiguousarray(exclude_indptr, dtype=itype)
+        ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
+    else:
+        ex_indptr = ex_indices = np.zeros(1, dtype=itype)
+    if ex_indices.shape[0] == 0:
+        ex_indices = np.zeros(1, dtype=itype)  # a valid address for the memoryview
+    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, n_threads)
+    return out_idx, out_val
+
+
+# ---- fused sparse recommend ------------------------------------------------------------------
+
+cdef inline void _mark_excluded(
+    const index_t* m_indptr, const index_t* m_indices, int64_t row, uint8_t* mark
+) noexcept nogil:
+    """Flag the touched items of a mask row as excluded (untouched ones are not candidates)."""
+    cdef index_t q
+    for q in range(m_indptr[row], m_indptr[row + 1]):
+        if mark[m_indices[q]] == 1:
+            mark[m_indices[q]] = 2
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _recommend_impl(
+    const index_t[::1] a_indptr, const index_t[::1] a_indices, const floating[::1] a_data,
+    const index_t[::1] b_indptr, const index_t[::1] b_indices, const floating[::1] b_data,
+    const int64_t[::1] rows, Py_ssize_t n,
+    const index_t[::1] seen_indptr, const index_t[::1] seen_indices, bint has_seen,
+    const index_t[::1] ex_indptr, const index_t[::1] ex_indices, bint has_ex,
+    double[:, ::1] acc, uint8_t[:, ::1] mark, int64_t[:, ::1] touched,
+    int64_t[:, ::1] out_idx, floating[:, ::1] out_val, int n_threads,
+):
+    cdef Py_ssize_t n_rows = rows.shape[0], r, t, n_touched, size
+    cdef int tid
+    cdef int64_t row, i, j
+    cdef index_t p, q
+    cdef double a
+    cdef floating v
+    cdef double* my_acc
+    cdef uint8_t* my_mark
+    cdef int64_t* my_touched
+    cdef floating* hv
+    cdef int64_t* hi
+    if n_rows == 0:
+        return
+    with nogil:
+        for r in prange(n_rows, schedule="dynamic", num_threads=n_threads):
+            # Thread-private buffers, allocated once per call by the caller: memory
+            # O(threads * n_items), never O(users * items).
+            tid = threadid()
+            my_acc = &acc[tid, 0]
+            my_mark = &mark[tid, 0]
+            my_touched = &touched[tid, 0]
+            hv = &out_val[r, 0]  # the heap lives in the output row
+            hi = &out_idx[r, 0]
+            row = rows[r]
+            n_touched = 0
+            # score(row, j) accumulated in float64 in the reference's order (A's stored
+            # order, then B's), so the sums are those of scipy's product.
+            for p in range(a_indptr[row], a_indptr[row + 1]):
+                a = a_data[p]
+                i = a_indices[p]
+                for q in range(b_indptr[i], b_indptr[i + 1]):
+                    j = b_indices[q]
+                    # Branch-free first-touch bookkeeping: whether j is new is unpredictable,
+                    # so always write the slot and advance only for a new item.
+                    my_touched[n_touched] = j
+                    n_touched = n_touched + (my_mark[j] ^ 1)
+                    my_mark[j] = 1
+                    my_acc[j] = my_acc[j] + a * b_data[q]
+            if has_seen:
+                _mark_excluded(&seen_indptr[0], &seen_indices[0], row, my_mark)
+            if has_ex:
+                _mark_excluded(&ex_indptr[0], &ex_indices[0], row, my_mark)
+            size = 0
+            for t in range(n_touched):
+                j = my_touched[t]
+                # Ranked as returned (rounded to the output dtype, as the reference), so
+                # sums that round to the same float32 are tied and go to the smaller item.
+                v = <floating> my_acc[j]
+                # v > -inf rejects NaN and -inf: they are never candidates.
+                if my_mark[j] == 1 and v > -INFINITY:
+                    size = _heap_offer(hv, hi, size, n, v, j)
+                my_acc[j] = 0.0
+                my_mark[j] = 0
+            _heap_sort(hv, hi, size)
+            for t in range(size, n):
+                hv[t] = -INFINITY
+                hi[t] = -1
+
+
+def recommend(
+    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
+    seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+):
+    """Top-n items for each row r in ``rows`` of the sparse product A @ B, never built whole.
+
+    A is (n_rows, n_mid) CSR and B (n_mid, n_items) CSR (item-kNN: A = user_items,
+    B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
+    for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
+    (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
+    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
+    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
+    (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
+    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
+    memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
+    """
+    dtype = np.result_type(a_data.dtype, b_data.dtype)
+    itype = _index_type(a_indptr, a_indices, b_indptr, b_indices, seen_indptr, seen_indices,
+                        ex_indptr, ex_indices)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    n_rows = rows.shape[0]
+    out_idx = np.empty((n_rows, n), dtype=np.int64)
+    out_val = np.empty((n_rows, n), dtype=dtype)
+    if n_rows == 0:
+        return out_idx, out_val
+
+    def ix(a):
+        return np.ascontiguousarray(a, dtype=itype)
+
+    def mask(m_indptr, m_indices):
+        if m_indptr is None:
+            return np.zeros(1, itype), np.zeros(1, itype), False
+        m_indices = ix(m_indices)
+        return ix(m_indptr), (m_indices if m_indices.shape[0] else np.zeros(1, itype)), True
+
+    def arr(a):  # empty arrays get one dummy slot so that memoryviews have an address
+        return a if a.shape[0] else np.zeros(1, a.dtype)
+
+    s_ptr, s_ind, has_seen = mask(seen_indptr, seen_indices)
+    e_ptr, e_ind, has_ex = mask(ex_indptr, ex_indices)
+    n_buf = max(1, min(int(n_threads), n_rows))
+    n_items = int(n_items)
+    acc = np.zeros((n_buf, max(1, n_items)), dtype=np.float64)
+    mark = np.zeros((n_buf, max(1, n_items)), dtype=np.uint8)
+    touched = np.empty((n_buf, n_items + 1), dtype=np.int64)  # +1: the branch-free spare write
+    _recommend_impl(
+        ix(a_indptr), arr(ix(a_indices)), arr(np.ascontiguousarray(a_data, dtype=dtype)),
+        ix(b_indptr), arr(ix(b_indices)), arr(np.ascontiguousarray(b_data, dtype=dtype)),
+        rows, n, s_ptr, s_ind, has_seen, e_ptr, e_ind, has_ex,
+        acc, mark, touched, out_idx, out_val, n_buf,
+    )
+    return out_idx, out_val

@@ -1,0 +1,206 @@
+"""Every compiled backend of topk and recommend against the NumPy reference (hypothesis).
+
+topk is pure selection, so results must match the reference bit for bit; recommend sums in
+float64 in the reference's order and is compared tie-tolerantly. Each backend must also give
+bit-identical output for 1, 2 and 3 threads and leave its inputs untouched.
+"""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastrec
+from backends import compiled_backends
+from comparators import assert_topk_equal
+from fastrec._dispatch import get_kernel
+from strategies import float_dtypes, index_dtypes, raw_csr
+
+BACKENDS = compiled_backends("topk")
+pytestmark = pytest.mark.skipif(not BACKENDS, reason="no compiled backend available")
+
+
+@st.composite
+def score_matrices(draw, max_rows=9, max_cols=300):
+    """Dense scores with ties, NaN, +inf and -inf sprinkled in; C, F or strided layout; widths
+    past several 64-wide blocks so that block skipping is exercised."""
+    n_rows = draw(st.integers(0, max_rows))
+    n_cols = draw(st.integers(0, max_cols))
+    dtype = draw(float_dtypes)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["uniform", "ties", "ascending", "descending"]))
+    if kind == "uniform":
+        S = rng.standard_normal((n_rows, n_cols))
+    elif kind == "ties":
+        S = rng.integers(-2, 3, (n_rows, n_cols)).astype(float)
+    else:  # monotone rows: every entry (or none) beats the running threshold
+        S = np.tile(np.arange(n_cols, dtype=float), (n_rows, 1))
+        S = S if kind == "ascending" else -S
+    S = S.astype(dtype)
+    for value, p in ((np.nan, 0.05), (np.inf, 0.02), (-np.inf, 0.05)):
+        if draw(st.booleans()):
+            S[rng.random(S.shape) < p] = value
+    layout = draw(st.sampled_from(["C", "F", "strided"]))
+    if layout == "F":
+        S = np.asfortranarray(S)
+    elif layout == "strided":
+        wide = np.empty((n_rows, 2 * n_cols), dtype=dtype)
+        wide[:, ::2] = S
+        S = wide[:, ::2]
+    return S
+
+
+@st.composite
+def masks(draw, shape):
+    """None, or a CSR exclusion pattern of ``shape`` (int32/int64, some rows fully excluded)."""
+    if draw(st.booleans()):
+        return None
+    n_rows, n_cols = shape
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    density = draw(st.sampled_from([0.01, 0.2, 0.8]))
+    dense = rng.random(shape) < density
+    if n_rows and draw(st.booleans()):
+        dense[rng.integers(0, n_rows)] = True  # an all-excluded row
+    M = sp.csr_matrix(dense.astype(np.float64))
+    itype = draw(index_dtypes)
+    M.indptr, M.indices = M.indptr.astype(itype), M.indices.astype(itype)
+    return M
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data(), k=st.integers(1, 70))
+def test_topk_equals_reference(backend, data, k):
+    S = data.draw(score_matrices())
+    M = data.draw(masks(S.shape))
+    before = S.copy()
+    want = fastrec.topk(S, k, exclude=M, backend="numpy")
+    got = fastrec.topk(S, k, exclude=M, backend=backend)
+    np.testing.assert_array_equal(S, before)  # NaN == NaN here: scores never written
+    assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
+    assert_topk_equal(got, want, exact=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data(), k=st.integers(1, 70))
+def test_raw_topk_kernel_equals_reference(backend, data, k):
+    """The raw kernel on a non-contiguous view and a raw int64/int32 mask, as a model would call
+    it: same signature, same output as the reference."""
+    S = data.draw(score_matrices())
+    M = data.draw(masks(S.shape))
+    args = (M.indptr, M.indices) if M is not None else (None, None)
+    ref = get_kernel("topk", "numpy")(S, k, *args, 1)
+    out = get_kernel("topk", backend)(S, k, *args, 2)
+    assert_topk_equal(out, ref, exact=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data(), k=st.integers(1, 40))
+def test_topk_same_result_any_thread_count(backend, data, k):
+    S = data.draw(score_matrices(max_rows=20))
+    M = data.draw(masks(S.shape))
+    runs = [fastrec.topk(S, k, exclude=M, backend=backend, n_threads=t) for t in (1, 2, 3)]
+    for other in runs[1:]:
+        assert_topk_equal(other, runs[0], exact=True)
+
+
+@st.composite
+def recommend_case(draw):
+    n_users = draw(st.integers(1, 15))
+    n_items = draw(st.integers(1, 20))
+    dtype = draw(st.sampled_from([np.float32, np.float64, None]))
+    UI = draw(raw_csr(min_rows=n_users, max_rows=n_users, min_cols=n_items, max_cols=n_items,
+                      dtype=dtype))
+    NB = draw(raw_csr(min_rows=n_items, max_rows=n_items, min_cols=n_items, max_cols=n_items,
+                      signed=True))
+    EX = draw(st.none() | raw_csr(min_rows=n_users, max_rows=n_users, min_cols=n_items,
+                                  max_cols=n_items))
+    ids = draw(st.none() | st.lists(st.integers(0, n_users - 1), max_size=20))
+    return UI, NB, EX, ids
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=recommend_case(), n=st.integers(1, 25), exclude_seen=st.booleans())
+def test_recommend_equals_reference(backend, case, n, exclude_seen):
+    UI, NB, EX, ids = case
+    copies = [m.copy() for m in (UI, NB)]
+    kw = dict(user_ids=ids, exclude_seen=exclude_seen, exclude=EX)
+    want = fastrec.recommend(UI, NB, n, backend="numpy", **kw)
+    got = fastrec.recommend(UI, NB, n, backend=backend, **kw)
+    assert got.scores.dtype == want.scores.dtype
+    assert_topk_equal(got, want)
+    for m, c in zip((UI, NB), copies):
+        assert (m != c).nnz == 0
+    UN = _user_neighbours(UI)  # user-kNN: the same kernel with the roles swapped
+    assert_topk_equal(fastrec.recommend_user_based(UI, UN, n, backend=backend, **kw),
+                      fastrec.recommend_user_based(UI, UN, n, backend="numpy", **kw))
+
+
+def _user_neighbours(UI):
+    """A signed user x user neighbourhood derived from the interactions (shape is all that
+    matters to the kernel)."""
+    C = sp.csr_matrix(UI, dtype=np.float64)
+    G = (C @ C.T).tocsr()
+    G.data = np.cos(G.data)  # signed, with cancellations
+    return G
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=recommend_case(), n=st.integers(1, 10))
+def test_recommend_same_result_any_thread_count(backend, case, n):
+    UI, NB, EX, ids = case
+    runs = [fastrec.recommend(UI, NB, n, user_ids=ids, exclude=EX, backend=backend,
+                              n_threads=t) for t in (1, 2, 3)]
+    for other in runs[1:]:
+        assert_topk_equal(other, runs[0], exact=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recommend_nan_and_minus_inf_sums_are_not_candidates(backend):
+    """Raw kernel: inf + -inf = NaN and -inf sums are dropped, +inf kept (the reference's rule)."""
+    a = (np.array([0, 2]), np.array([0, 1]), np.array([1.0, 1.0]))
+    b = (np.array([0, 3, 5]), np.array([0, 1, 2, 0, 3]),
+         np.array([np.inf, -np.inf, np.inf, -np.inf, 2.0]))
+    args = (*a, *b, 4, np.array([0]), 4, None, None, None, None, 1)
+    want = get_kernel("recommend", "numpy")(*args)
+    got = get_kernel("recommend", backend)(*args)
+    assert_topk_equal(got, want, exact=True)
+    np.testing.assert_array_equal(got[0], [[2, 3, -1, -1]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recommend_ranks_float32_sums_as_returned(backend):
+    """1 + 1e-9 rounds to 1.0 in float32: a tie, so the smaller item comes first."""
+    UI = sp.csr_matrix(np.array([[1.0, 1.0, 0, 0]], dtype=np.float32))
+    NB = sp.csr_matrix(np.array([[0, 0, 1.0, 1.0], [0, 0, 0, 1e-9], [0] * 4, [0] * 4],
+                                dtype=np.float32))
+    for b in ("numpy", backend):
+        got = fastrec.recommend(UI, NB, 2, backend=b)
+        np.testing.assert_array_equal(got.indices, [[2, 3]])
+        assert got.scores.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memory_stays_within_the_stated_bound(backend):
+    """topk: O(n_rows * k) beyond the scores (no copy, no dense mask); recommend: O(threads *
+    n_items + users * n) beyond the inputs (no dense users x items block)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    S = rng.random((2000, 5000))  # 80 MB
+    M = sp.random(2000, 5000, density=0.01, format="csr", random_state=1)
+    UI = sp.random(5000, 2000, density=0.02, format="csr", random_state=2)
+    NB = sp.random(2000, 2000, density=0.05, format="csr", random_state=3)
+    fastrec.topk(S[:2], 5, exclude=M[:2], backend=backend)  # compile / warm up outside
+    fastrec.recommend(UI[:2], NB, 5, backend=backend)
+    tracemalloc.start()
+    try:
+        fastrec.topk(S, 10, exclude=M, backend=backend, n_threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < 2000 * 10 * 16 + (2 << 20), peak  # output + 2 MB (vs 80 MB of scores)
+        tracemalloc.reset_peak()
+        fastrec.recommend(UI, NB, 10, backend=backend, n_threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+        # output 0.8 MB + per-thread buffers 2 x 2000 x 17 B + 2 MB (dense would be 80 MB)
+        assert peak < 5000 * 10 * 16 + 2 * 2001 * 17 + (2 << 20), peak
+    finally:
+        tracemalloc.stop()
