@@ -216,6 +216,20 @@ def test_cosine_topk_matches_reference(m, k, shrink, min_similarity, min_support
     assert_csr_topk_equal(got, want, k)
 
 
+def test_cosine_topk_rows_are_rows_of_the_full_result():
+    """rows= (how fastrec.dask splits the work): bit for bit the rows of the all-rows call."""
+    rng = np.random.default_rng(5)
+    X = sp.csr_matrix(rng.integers(0, 3, (14, 6)).astype(np.float32))
+    full = fastrec.cosine_topk(X, 4, shrink=1.0, backend="cuda")
+    rows = [9, 2, 2, 13, 0]
+    got = fastrec.cosine_topk(X, 4, shrink=1.0, rows=rows, backend="cuda")
+    want = full[rows]
+    assert got.shape == (5, 14)
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+
+
 def test_cosine_topk_many_candidates_global_buffer(monkeypatch):
     """Candidates of a row span three selection tiles (so the buffer is compacted mid-row),
     on the global-memory buffer."""

@@ -13,6 +13,7 @@ from ._validation import (
     CSR,
     check_choice,
     check_csr,
+    check_ids,
     check_k,
     check_memory,
     check_n_threads,
@@ -43,11 +44,11 @@ def weight_rows(X: CSR, weighting, *, bm25_k1: float = 100.0, bm25_b: float = 0.
     if weighting == "tfidf":
         data = np.sqrt(data) * idf[X.indices]
     else:
-        row_sums = np.add.reduceat(data, X.indptr[:-1]) if X.nnz else np.zeros(n_rows)
-        row_sums[np.diff(X.indptr) == 0] = 0.0  # reduceat repeats a value for empty rows
+        rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
+        # bincount, not reduceat: reduceat fails on trailing empty rows (offset == nnz).
+        row_sums = np.bincount(rows, weights=data, minlength=n_rows)
         mean_len = row_sums.mean() if n_rows else 1.0
         length_norm = (1.0 - bm25_b) + bm25_b * row_sums / (mean_len if mean_len > 0 else 1.0)
-        rows = np.repeat(np.arange(n_rows), np.diff(X.indptr))
         data = data * (bm25_k1 + 1.0) / (bm25_k1 * length_norm[rows] + data) * idf[X.indices]
     weighted = sp.csr_matrix((data.astype(X.dtype), X.indices, X.indptr), shape=X.shape)
     return check_csr(weighted, "X", drop_zeros=True)
@@ -89,6 +90,7 @@ def cosine_topk(
     X,
     k,
     *,
+    rows=None,
     shrink=0.0,
     min_similarity=0.0,
     min_support=1,
@@ -107,6 +109,9 @@ def cosine_topk(
     holds at most k entries **in order of similarity, descending, ties by smaller column**
     (so its indices are not column-sorted); rows with no co-occurring neighbour are empty.
     ``weighting`` ("tfidf", "bm25") reweights X first (see :func:`weight_rows`).
+    ``rows`` (row ids, any order): compute only these rows' neighbours, a len(rows) x n CSR
+    whose row r is bit for bit row rows[r] of the all-rows result (every row is still a
+    candidate); this is how ``fastrec.dask`` splits the work into row blocks.
     The dense n x n product is never formed; compiled backends use
     O(nnz(X) + n*k + threads*n) memory. Result: CSR of X's family and dtype.
     """
@@ -120,12 +125,15 @@ def cosine_topk(
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("cosine_topk", backend)
     check_memory(cosine_topk_memory(A.shape[0], A.shape[1], A.nnz, k, n_threads), "cosine_topk")
+    row_ids = None if rows is None else check_ids(rows, "rows", A.shape[0])
+    n_out = A.shape[0] if rows is None else len(row_ids)
+    # Weighting uses every row (document frequencies), also when only some rows are computed.
     A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
     indptr, indices, data = kernel(
         A.indptr, A.indices, A.data, A.shape[1], k, shrink, min_similarity, min_support,
-        include_self, n_threads,
+        include_self, n_threads, row_ids,
     )
-    return make_csr(indptr, indices, data, (A.shape[0], A.shape[0]), A.sparse_array)
+    return make_csr(indptr, indices, data, (n_out, A.shape[0]), A.sparse_array)
 
 
 def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_threads=None):

@@ -7,9 +7,11 @@ so results do not depend on the thread count.
 from __future__ import annotations
 
 import numba
-import numpy as np  # noqa: F401  (used by the kernels below)
+import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
+
+from . import _rows
 
 
 def is_available():
@@ -316,7 +318,17 @@ def _csr_from_slots(counts, kk, out_idx, out_val, n_threads):
 
 
 def cosine_topk(
-    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+    indptr,
+    indices,
+    data,
+    n_cols,
+    k,
+    shrink,
+    min_similarity,
+    min_support,
+    include_self,
+    n_threads,
+    rows=None,
 ):
     """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
 
@@ -326,24 +338,27 @@ def cosine_topk(
     Returns (indptr int64, indices int64, values of data's dtype).
     Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
     W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n).
+    ``rows``: None, or the row ids to compute (output row r is row rows[r]).
     """
     n = indptr.shape[0] - 1
     kk = min(int(k), n)
     if n == 0 or kk == 0:
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, data.dtype)
+        n_out = n if rows is None else len(rows)
+        return np.zeros(n_out + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, data.dtype)
     need_count = shrink > 0 or min_support > 1
     inv_norm, scale, binary, (tp, tx, tw) = _prepare_side(indptr, indices, data, n_cols, False)
     xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
     ix = _unsigned(indices)
     work = _run(n_threads, _row_work, indptr, ix, tp)
-    order = np.argsort(-work, kind="stable")
+    order = _rows.schedule(work, rows)
     counts = np.zeros(n, np.int64)
     out_idx = np.empty(n * kk, np.int64)
     out_val = np.empty(n * kk, data.dtype)
     _run(n_threads, _cosine_rows, indptr, ix, xw, tp, tx, tw, scale, scale, n, binary,
          need_count, order, work, 0, kk, float(shrink), float(min_similarity), int(min_support),
          bool(include_self), counts, counts, out_idx, out_val, _threads(n_threads))
-    return _csr_from_slots(counts, kk, out_idx, out_val, n_threads)
+    result = _csr_from_slots(counts, kk, out_idx, out_val, n_threads)
+    return result if rows is None else _rows.take_rows(*result, rows)
 
 
 def cosine_similarity(

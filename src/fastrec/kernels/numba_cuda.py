@@ -43,6 +43,8 @@ import numba
 from numba import config as _numba_config
 from numba import cuda  # an ImportError here makes the dispatcher report "cuda" unavailable
 
+from . import _rows
+
 _SIM = bool(_numba_config.ENABLE_CUDASIM)
 if _SIM:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _FakeCUDAArray
@@ -481,7 +483,7 @@ def _cosine_topk_kernel(P, shared, vtype):
             _sel_reset(meta, thr_v, thr_i)
             cuda.syncthreads()
             ticket_no = next_row[0]
-            if ticket_no >= n_rows:  # block-uniform
+            if ticket_no >= order.shape[0]:  # block-uniform
                 break
             row = order[ticket_no]
             _accumulate_row(row, row + 1, indptr, indices, values, t_indptr, t_indices, t_data,
@@ -530,13 +532,14 @@ def _row_work(indptr, indices, col_counts, work):
             work[row] = acc
 
 
-def _heaviest_first(d_indptr, d_indices, col_counts, n_rows):
-    """Row order for the dynamic schedule: most work first (ties by row), as int64."""
+def _heaviest_first(d_indptr, d_indices, col_counts, n_rows, rows=None):
+    """Row order for the dynamic schedule: most work first (ties by row), as int64; only the
+    rows in ``rows`` when given."""
     work = _zeros(n_rows, np.int64)
     if d_indices.shape[0]:
         _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_indices, col_counts,
                                                               work)
-    return np.argsort(-work.copy_to_host(), kind="stable").astype(np.int64)
+    return _rows.schedule(work.copy_to_host(), rows).astype(np.int64)
 
 
 @cuda.jit
@@ -573,7 +576,17 @@ def _csr_result(d_counts, d_idx, d_val, dtype, keep_on_device):
 
 
 def cosine_topk(
-    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+    indptr,
+    indices,
+    data,
+    n_cols,
+    k,
+    shrink,
+    min_similarity,
+    min_support,
+    include_self,
+    n_threads,
+    rows=None,
 ):
     """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
 
@@ -582,8 +595,9 @@ def cosine_topk(
     counts) and scales by the float64 inverse norms once at the end, then rounds to X's dtype.
     Work O(sum over columns of (column count)^2); memory O(nnz + n*k + blocks*n) on the device
     (transpose, padded (n, k) results, one accumulator row per resident block); never n x n.
+    ``rows``: None, or the row ids to compute (output row r is row rows[r]; host result).
     """
-    keep = _any_device(indptr, indices, data)
+    keep = _any_device(indptr, indices, data) and rows is None
     dtype = np.dtype(data.dtype)
     n_rows = int(indptr.shape[0]) - 1
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
@@ -605,14 +619,15 @@ def cosine_topk(
     out_val = cuda.device_array((max(n_rows, 1), k), dtype=dtype)
     out_count = cuda.to_device(np.zeros(n_rows, dtype=np.int64))
     if n_rows:
-        order = cuda.to_device(_heaviest_first(d_indptr, d_indices, col_counts, n_rows))
+        order = cuda.to_device(_heaviest_first(d_indptr, d_indices, col_counts, n_rows, rows))
         _cosine_topk_kernel(P, shared, dtype)[G, _THREADS](
             d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv, k, float(shrink),
             float(min_similarity), int(min_support), bool(include_self), with_count,
             acc, mark, count, touched, gbuf_val, gbuf_idx, out_idx, out_val, out_count,
             order, _zeros(1, np.int64),
         )
-    return _csr_result(out_count, out_idx, out_val, dtype, keep)
+    result = _csr_result(out_count, out_idx, out_val, dtype, keep)
+    return result if rows is None else _rows.take_rows(*result, np.asarray(rows))
 
 
 @cuda.jit

@@ -67,8 +67,13 @@ def select_topk(values: np.ndarray, k: int):
     return out_idx, out_val
 
 
-def _similarity_blocks(indptr, indices, data, n_cols, shrink):
-    """Yield (row0, sim, count) dense blocks of the shrunk cosine similarity of X with itself."""
+def _similarity_blocks(indptr, indices, data, n_cols, shrink, rows):
+    """Yield (batch, sim, count): dense blocks of the shrunk cosine similarity of the rows
+    ``batch`` (consecutive entries of ``rows``) of X with every row of X.
+
+    Each row's block values depend only on that row and X (sparse row times X^T), so any
+    subset of rows gets exactly the values of the all-rows call.
+    """
     n_rows = len(indptr) - 1
     X = _csr(indptr, indices, data, (n_rows, n_cols))
     Xn = _row_normalised(X)
@@ -76,13 +81,13 @@ def _similarity_blocks(indptr, indices, data, n_cols, shrink):
     P = _pattern(X)
     PT = P.T.tocsr()
     step = _rows_per_block(n_rows)
-    for r0 in range(0, n_rows, step):
-        r1 = min(n_rows, r0 + step)
-        sim = (Xn[r0:r1] @ XnT).toarray()
-        count = (P[r0:r1] @ PT).toarray()
+    for b0 in range(0, len(rows), step):
+        batch = rows[b0 : b0 + step]
+        sim = (Xn[batch] @ XnT).toarray()
+        count = (P[batch] @ PT).toarray()
         if shrink > 0:
             sim *= count / (count + shrink)
-        yield r0, sim, count
+        yield batch, sim, count
 
 
 def _csr_from_blocks(parts_idx, parts_val, counts, dtype):
@@ -97,7 +102,17 @@ def _csr_from_blocks(parts_idx, parts_val, counts, dtype):
 
 
 def cosine_topk(
-    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+    indptr,
+    indices,
+    data,
+    n_cols,
+    k,
+    shrink,
+    min_similarity,
+    min_support,
+    include_self,
+    n_threads,
+    rows=None,
 ):
     """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
 
@@ -105,23 +120,29 @@ def cosine_topk(
     both rows store a value. Row j is a candidate for row i when c >= min_support,
     sim >= min_similarity and sim != 0, and j != i unless ``include_self``. Each output row
     holds its best k candidates sorted by sim descending, ties by smaller j.
+    ``rows``: None for every row, or an int64 array of row ids (any order, repeats allowed):
+    output row r is then row rows[r]'s neighbours, bit for bit those of the all-rows call
+    (candidates are still all n rows). This is what splits the work over row blocks.
     Returns (indptr int64, indices int64, values of data's dtype).
     Memory: O(nnz + n * rows_per_block) here; compiled backends are O(nnz + n*k + threads*n).
     """
     n_rows = len(indptr) - 1
-    parts_idx, parts_val, counts = [], [], np.zeros(n_rows, dtype=np.int64)
-    for r0, sim, count in _similarity_blocks(indptr, indices, data, n_cols, shrink):
+    if rows is None:
+        rows = np.arange(n_rows, dtype=np.int64)
+    parts_idx, parts_val, counts = [], [], np.zeros(len(rows), dtype=np.int64)
+    b0 = 0
+    for batch, sim, count in _similarity_blocks(indptr, indices, data, n_cols, shrink, rows):
         ok = (count >= min_support) & (sim >= min_similarity) & (sim != 0)
         if not include_self:
-            rows = np.arange(sim.shape[0])
-            ok[rows, r0 + rows] = False
+            ok[np.arange(len(batch)), batch] = False
         sim[~ok] = -np.inf
         # Rank the values as returned, so ties after rounding to float32 go to the smaller j.
         idx, val = select_topk(sim.astype(data.dtype, copy=False), k)
         real = idx >= 0
-        counts[r0 : r0 + sim.shape[0]] = real.sum(axis=1)
+        counts[b0 : b0 + len(batch)] = real.sum(axis=1)
         parts_idx.append(idx[real])
         parts_val.append(val[real])
+        b0 += len(batch)
     return _csr_from_blocks(parts_idx, parts_val, counts, data.dtype)
 
 

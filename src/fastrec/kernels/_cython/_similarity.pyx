@@ -14,6 +14,8 @@ result is bit-identical for any thread count. Signatures copy ``kernels/referenc
 """
 import numpy as np
 
+from fastrec.kernels._rows import schedule, take_rows
+
 cimport cython
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, fabs, sqrt
@@ -474,7 +476,17 @@ def _empty(n, dtype):
 
 
 def cosine_topk(
-    indptr, indices, data, n_cols, k, shrink, min_similarity, min_support, include_self, n_threads
+    indptr,
+    indices,
+    data,
+    n_cols,
+    k,
+    shrink,
+    min_similarity,
+    min_support,
+    include_self,
+    n_threads,
+    rows=None,
 ):
     """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
 
@@ -484,18 +496,19 @@ def cosine_topk(
     Returns (indptr int64, indices int64, values of data's dtype).
     Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
     W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n).
+    ``rows``: None, or the row ids to compute (output row r is row rows[r]).
     """
     n = indptr.shape[0] - 1
     kk = min(int(k), n)
     if n == 0 or kk == 0:
-        return _empty(n, data.dtype)
+        return _empty(n if rows is None else len(rows), data.dtype)
     indptr = np.asarray(indptr, dtype=np.int64)
     n_threads = max(1, int(n_threads))
     need_count = shrink > 0 or min_support > 1
     inv_norm, scale, binary, tp, tx, tw = _prepare_side(indptr, indices, data, n_cols, False, n)
     xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
     work = _row_work(indptr, indices, tp, n_threads)
-    order = np.argsort(-work, kind="stable")
+    order = schedule(work, rows)
     counts = np.zeros(n, np.int64)
     out_idx = np.empty(n * kk, np.int64)
     out_val = np.empty(n * kk, np.float64)
@@ -509,6 +522,8 @@ def cosine_topk(
     out_indices = np.empty(nnz, np.int64)
     out_values = np.empty(nnz, data.dtype)
     _compact(counts, kk, out_idx, out_val, out_indptr, out_indices, out_values, n_threads)
+    if rows is not None:
+        return take_rows(out_indptr, out_indices, out_values, rows)
     return out_indptr, out_indices, out_values
 
 
