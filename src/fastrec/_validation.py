@@ -156,11 +156,6 @@ def check_dense(
     return arr
 
 
-def check_same_family_csr(A: CSR, B: CSR) -> bool:
-    """Results are sparse arrays only when every sparse input was a sparse array."""
-    return A.sparse_array and B.sparse_array
-
-
 def check_k(k, name: str = "k") -> int:
     """A positive integer count (Python or NumPy int, not bool or float)."""
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):

@@ -69,26 +69,13 @@ def recommend(
     """
     UI = check_csr(user_items, "user_items", drop_zeros=True)
     NB = check_csr(item_neighbours, "item_neighbours", drop_zeros=True)
-    n_users, n_items = UI.shape
+    n_items = UI.shape[1]
     if NB.shape != (n_items, n_items):
         raise ValueError(
             f"item_neighbours must have shape ({n_items}, {n_items}) to match user_items "
             f"{UI.shape}, got {NB.shape}"
         )
-    n = check_k(n, "n")
-    rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
-        user_ids, "user_ids", n_users
-    )
-    ex_indptr, ex_indices = _mask(exclude, "exclude", UI.shape)
-    seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
-    n_threads = check_n_threads(n_threads)
-    kernel = get_kernel("recommend", backend)
-    return TopK(
-        *kernel(
-            UI.indptr, UI.indices, UI.data, NB.indptr, NB.indices, NB.data, n_items, rows, n,
-            seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
-        )
-    )
+    return _fused_recommend(UI, UI, NB, n, user_ids, exclude_seen, exclude, backend, n_threads)
 
 
 def recommend_user_based(
@@ -113,12 +100,19 @@ def recommend_user_based(
     """
     UI = check_csr(user_items, "user_items", drop_zeros=True)
     NB = check_csr(user_neighbours, "user_neighbours", drop_zeros=True)
-    n_users, n_items = UI.shape
+    n_users = UI.shape[0]
     if NB.shape != (n_users, n_users):
         raise ValueError(
             f"user_neighbours must have shape ({n_users}, {n_users}) to match user_items "
             f"{UI.shape}, got {NB.shape}"
         )
+    return _fused_recommend(UI, NB, UI, n, user_ids, exclude_seen, exclude, backend, n_threads)
+
+
+def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_threads) -> TopK:
+    """Score the users of UI by the rows of A @ B (the recommend kernel) with UI's items as the
+    seen mask: the shared tail of :func:`recommend` and :func:`recommend_user_based`."""
+    n_users, n_items = UI.shape
     n = check_k(n, "n")
     rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
         user_ids, "user_ids", n_users
@@ -129,7 +123,7 @@ def recommend_user_based(
     kernel = get_kernel("recommend", backend)
     return TopK(
         *kernel(
-            NB.indptr, NB.indices, NB.data, UI.indptr, UI.indices, UI.data, n_items, rows, n,
+            A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, n_items, rows, n,
             seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
         )
     )
