@@ -23,6 +23,8 @@ from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
+from ._heap cimport _heap_offer, _heap_sort
+
 ctypedef fused index_t:
     int32_t
     int64_t
@@ -42,72 +44,6 @@ cdef enum:
     SAMPLE_STRIDE = 8
     # A row scans the whole accumulator when its work is at least n_other / DENSE_SCAN_RATIO.
     DENSE_SCAN_RATIO = 4
-
-
-# ---- the bounded heap: root = worst kept entry (smaller value, or equal and larger index) ----
-
-cdef inline bint _worse(double va, int64_t ia, double vb, int64_t ib) noexcept nogil:
-    return va < vb or (va == vb and ia > ib)
-
-
-cdef inline void _sift_down(
-    double* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t pos
-) noexcept nogil:
-    cdef double v = hv[pos]
-    cdef int64_t i = hi[pos]
-    cdef Py_ssize_t child
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            break
-        if child + 1 < size and _worse(hv[child + 1], hi[child + 1], hv[child], hi[child]):
-            child += 1
-        if not _worse(hv[child], hi[child], v, i):
-            break
-        hv[pos] = hv[child]
-        hi[pos] = hi[child]
-        pos = child
-    hv[pos] = v
-    hi[pos] = i
-
-
-cdef inline Py_ssize_t _heap_offer(
-    double* hv, int64_t* hi, Py_ssize_t size, Py_ssize_t k, double v, int64_t i
-) noexcept nogil:
-    """Offer (v, i) to a heap of ``size`` <= k entries; returns the new size. O(log k)."""
-    cdef Py_ssize_t pos, parent
-    if size < k:
-        pos = size
-        while pos > 0:
-            parent = (pos - 1) >> 1
-            if not _worse(v, i, hv[parent], hi[parent]):
-                break
-            hv[pos] = hv[parent]
-            hi[pos] = hi[parent]
-            pos = parent
-        hv[pos] = v
-        hi[pos] = i
-        return size + 1
-    if _worse(hv[0], hi[0], v, i):
-        hv[0] = v
-        hi[0] = i
-        _sift_down(hv, hi, size, 0)
-    return size
-
-
-cdef inline void _heap_sort(double* hv, int64_t* hi, Py_ssize_t size) noexcept nogil:
-    """In place: heap -> best first (value descending, ties by smaller index)."""
-    cdef Py_ssize_t end
-    cdef double v
-    cdef int64_t i
-    for end in range(size - 1, 0, -1):
-        v = hv[0]
-        i = hi[0]
-        hv[0] = hv[end]
-        hi[0] = hi[end]
-        hv[end] = v
-        hi[end] = i
-        _sift_down(hv, hi, end, 0)
 
 
 # ---- preparation: row scales, transpose, row work -------------------------------------------
