@@ -23,6 +23,11 @@ ctypedef fused floating:
     float
     double
 
+# The weights' type, independent of X's: X's own type for scoring, float64 for loss/grad.
+ctypedef fused weight_t:
+    float
+    double
+
 ctypedef fused index_t:
     int32_t
     int64_t
@@ -77,31 +82,10 @@ cdef inline double _log1pexp_sigmoid(double z, double* p) noexcept nogil:
 
 # ---- dot products with a fixed summation order -------------------------------------------
 
-cdef inline double _dot(const floating* x, const double* w, Py_ssize_t d) noexcept nogil:
-    """sum_j x[j] * w[j] in float64, w float64 (the loss/grad kernels)."""
+cdef inline double _dot(const floating* x, const weight_t* w, Py_ssize_t d) noexcept nogil:
+    """sum_j x[j] * w[j] in float64; w of x's type (sigmoid) or float64 (loss/grad)."""
     # Eight interleaved accumulators: a fixed order (same bits on any thread count) that the
     # compiler can vectorise without -ffast-math, and no single add chain bounding the speed.
-    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
-    cdef Py_ssize_t j = 0
-    while j + 8 <= d:
-        a0 += <double>x[j] * w[j]
-        a1 += <double>x[j + 1] * w[j + 1]
-        a2 += <double>x[j + 2] * w[j + 2]
-        a3 += <double>x[j + 3] * w[j + 3]
-        a4 += <double>x[j + 4] * w[j + 4]
-        a5 += <double>x[j + 5] * w[j + 5]
-        a6 += <double>x[j + 6] * w[j + 6]
-        a7 += <double>x[j + 7] * w[j + 7]
-        j += 8
-    a0 = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    while j < d:
-        a0 += <double>x[j] * w[j]
-        j += 1
-    return a0
-
-
-cdef inline double _dot_same(const floating* x, const floating* w, Py_ssize_t d) noexcept nogil:
-    """:func:`_dot` with w of x's type (the sigmoid kernels), accumulated in float64."""
     cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
     cdef Py_ssize_t j = 0
     while j + 8 <= d:
@@ -122,9 +106,10 @@ cdef inline double _dot_same(const floating* x, const floating* w, Py_ssize_t d)
 
 
 cdef inline double _sparse_dot(
-    const index_t* indices, const floating* data, const floating* w, Py_ssize_t lo, Py_ssize_t hi
+    const index_t* indices, const floating* data, const weight_t* w, Py_ssize_t lo, Py_ssize_t hi
 ) noexcept nogil:
-    """sum_k data[k] * w[indices[k]] over k in [lo, hi), float64, fixed order."""
+    """sum_k data[k] * w[indices[k]] over k in [lo, hi), float64, fixed order; w of data's type
+    (sigmoid) or float64 (loss/grad)."""
     # Four accumulators keep several gathers in flight instead of one add chain.
     cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
     cdef Py_ssize_t k = lo
@@ -141,25 +126,6 @@ cdef inline double _sparse_dot(
     return a0
 
 
-cdef inline double _sparse_dot64(
-    const index_t* indices, const floating* data, const double* w, Py_ssize_t lo, Py_ssize_t hi
-) noexcept nogil:
-    """:func:`_sparse_dot` with float64 w (the loss/grad kernels)."""
-    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0
-    cdef Py_ssize_t k = lo
-    while k + 4 <= hi:
-        a0 += <double>data[k] * w[indices[k]]
-        a1 += <double>data[k + 1] * w[indices[k + 1]]
-        a2 += <double>data[k + 2] * w[indices[k + 2]]
-        a3 += <double>data[k + 3] * w[indices[k + 3]]
-        k += 4
-    a0 = (a0 + a1) + (a2 + a3)
-    while k < hi:
-        a0 += <double>data[k] * w[indices[k]]
-        k += 1
-    return a0
-
-
 # ---- sigmoid scoring -------------------------------------------------------------------------
 
 cdef void _sigmoid_rows_c(
@@ -170,7 +136,7 @@ cdef void _sigmoid_rows_c(
     for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
         r1 = min(n, (blk + 1) * DENSE_BLOCK)
         for i in range(blk * DENSE_BLOCK, r1):
-            out[i] = <floating>_sigmoid(_dot_same(X + i * d, w, d) + b)
+            out[i] = <floating>_sigmoid(_dot(X + i * d, w, d) + b)
 
 
 cdef void _sigmoid_rows_f(
@@ -337,7 +303,7 @@ cdef void _block_csr(
     for j in range(d):
         g[j] = 0
     for i in range(r0, r1):
-        z = _sparse_dot64(indices, data, w, indptr[i], indptr[i + 1]) + b
+        z = _sparse_dot(indices, data, w, indptr[i], indptr[i + 1]) + b
         l = _log1pexp_sigmoid(z, &p)
         s = sw[i]
         loss += s * (l - y[i] * z)
