@@ -265,12 +265,21 @@ def test_killed_worker_mid_run_gives_complete_identical_result(client):
     assert busy[0] not in client.run(os.getpid)  # the killed worker really went away
 
 
-def test_error_in_a_task_reaches_the_caller(client):
-    if "cuda" in fastrec.available_backends():  # the simulator (tests/conftest.py) or a GPU
-        pytest.skip("needs a backend that fails inside the task: cuda is available here")
-    X = interactions()
+class _FailingModel(_PairModel):
+    def recommend(self, user_ids, n=10, exclude_seen=True):
+        if 7 in user_ids:
+            raise RuntimeError("user 7 cannot be scored")
+        return super().recommend(user_ids, n, exclude_seen)
+
+
+def test_error_in_a_task_reaches_the_caller(client, pair):
+    with pytest.raises(RuntimeError, match="user 7 cannot be scored"):
+        fd.recommend(_FailingModel(*pair), None, 3, client=client, block_users=5, retries=0)
+
+
+def test_backend_that_cannot_prepare_rejected_before_any_task(client):
     with pytest.raises(BackendUnavailableError, match="cuda"):
-        fd.cosine_topk(X, 3, client=client, backend="cuda", retries=0)
+        fd.cosine_topk(interactions(), 3, client=client, backend="cuda")
 
 
 # ---- bad inputs ----------------------------------------------------------------------------

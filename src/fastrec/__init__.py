@@ -14,11 +14,12 @@ from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
 from ._version import __version__
 from .scoring import logistic_loss_grad, sigmoid_scores
-from .similarity import cosine_similarity, cosine_topk
+from .similarity import PreparedCosine, cosine_similarity, cosine_topk, prepare_cosine_topk
 from .topk import TopK, recommend, recommend_user_based, topk
 
 __all__ = [
     "BackendUnavailableError",
+    "PreparedCosine",
     "TopK",
     "__version__",
     "available_backends",
@@ -28,6 +29,7 @@ __all__ = [
     "logistic_loss_grad",
     "metrics",
     "models",
+    "prepare_cosine_topk",
     "recommend",
     "recommend_user_based",
     "show_config",

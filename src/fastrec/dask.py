@@ -5,12 +5,17 @@ How it works::
 
     client                                   workers (each holds one copy of the inputs)
     ------                                   -------------------------------------------
-    validate + weight once  --scatter(broadcast)-->  X (or user_items, neighbours, model)
+    validate + weight once  --scatter(broadcast)-->  X (or user_items, neighbours, model);
+    (cosine_topk: + prepare)                          for cosine_topk the PreparedCosine
     split rows into blocks  --submit one task per block-->  the local public kernel on
-                                                             that block: cosine_topk(rows=),
+                                                             that block: cosine_topk(P, rows=),
                                                              cosine_similarity(X[r0:r1], Y),
                                                              recommend(user_ids=block)
     assemble blocks in order  <--results (or one Parquet file per block)--
+
+cosine_topk's O(nnz) set-up (row norms, transpose, row work) is done once, on the client
+(:func:`fastrec.similarity.prepare_cosine_topk`), and the prepared matrix is what is
+scattered: a task then costs only its own rows' work, and its output is O(block_rows * k).
 
 A row's result depends only on that row and the whole (scattered) matrix, so the blocks
 assembled in order are the local call's result, for any block size and any number of
@@ -59,7 +64,7 @@ from .topk import recommend as _local_recommend
 __all__ = ["cosine_similarity", "cosine_topk", "interactions_to_csr", "recommend"]
 
 # Default number of blocks per worker thread: enough for the scheduler to balance rows of
-# uneven cost and to re-run little after a lost worker; each block repeats an O(nnz) set-up.
+# uneven cost and to re-run little after a lost worker.
 BLOCKS_PER_THREAD = 4
 INTERACTION_COLUMNS = ("user", "item", "weight")
 
@@ -250,8 +255,8 @@ def _stack_csr(parts, n_cols, dtype, sparse_array):
 # ---- similarity ---------------------------------------------------------------------------
 
 
-def _cosine_topk_block(W: CSR, r0, r1, k, opts):
-    S = _similarity.cosine_topk(W.to_scipy(), k, rows=np.arange(r0, r1), **opts)
+def _cosine_topk_block(P: _similarity.PreparedCosine, r0, r1, k, opts):
+    S = _similarity.cosine_topk(P, k, rows=np.arange(r0, r1), **opts)
     return S.indptr, S.indices, S.data
 
 
@@ -278,14 +283,19 @@ def cosine_topk(
 
     ``X``: a scipy sparse matrix, or a Dask DataFrame of interactions whose ``columns``
     (row, column, value) say which ids are the rows compared (see
-    :func:`interactions_to_csr`). The matrix is validated and weighted once here, scattered
-    once to every worker, and each task computes ``block_rows`` rows (default: about
-    4 blocks per worker thread) with ``fastrec.cosine_topk(rows=...)``. ``n_threads``: threads
-    per task (default 1, as a worker already runs one task per thread). ``retries``: re-runs
-    of a task that raised; lost workers are handled by the scheduler. ``progress``: show
-    Dask's progress bar. Memory per worker: the weighted matrix (O(nnz)) plus each running
-    task's kernel memory and its block result (O(block_rows * k)); the client holds the
-    result, O(n * k). Other arguments, result and tie rule: as :func:`fastrec.cosine_topk`.
+    :func:`interactions_to_csr`). The matrix is validated, weighted and prepared
+    (normalised, transposed: :func:`fastrec.prepare_cosine_topk`, for ``backend``) once
+    here, scattered once to every worker, and each task computes ``block_rows`` rows
+    (default: about 4 blocks per worker thread) with ``fastrec.cosine_topk(prepared,
+    rows=...)``. ``n_threads``: threads per task (default 1, as a worker already runs one
+    task per thread). ``retries``: re-runs of a task that raised; lost workers are handled by
+    the scheduler. ``progress``: show Dask's progress bar. Memory per worker: the prepared
+    matrix (``PreparedCosine.nbytes``: 8-16 bytes per stored value when binary, 24-32
+    otherwise) plus each running task's accumulators (O(n) per thread) and block result
+    (O(block_rows * k)); the client holds X, the prepared matrix while the call runs, and
+    the result, O(n * k). Client and workers must have the same fastrec build (the prepared
+    arrays are the backend's). Other arguments, result and tie rule: as
+    :func:`fastrec.cosine_topk`.
     """
     client = _client(client)
     retries = _check_retries(retries)
@@ -295,21 +305,22 @@ def cosine_topk(
         min_similarity=check_scalar(min_similarity, "min_similarity"),
         min_support=check_scalar(min_support, "min_support", min_value=1, integer=True),
         include_self=bool(include_self),
-        backend=_check_backend(backend),
         n_threads=_check_task_threads(n_threads),
     )
+    backend = _check_backend(backend)
     _similarity._check_weighting(weighting, bm25_k1, bm25_b)
     A = _as_csr(X, "X", client, columns)  # after the cheap checks: it may build from a frame
     blocks = _blocks(A.shape[0], block_rows, client, "block_rows")
-    # Weighting needs every row (document frequencies): done once, before the split.
-    W = _similarity.weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
-    shared = _scatter(client, W)
+    # Weighting needs every row (document frequencies), and the norms and the transpose the
+    # whole matrix: done once, here, and shipped prepared.
+    P = _similarity._prepare(A, weighting, bm25_k1, bm25_b, backend, check_n_threads(None))
+    shared = _scatter(client, P)
     try:
         parts = _run_blocks(client, "cosine-topk", _cosine_topk_block, [shared], blocks,
                             (k, opts), retries, progress)
     finally:
         _release(client, [shared])
-    return _stack_csr(parts, A.shape[0], W.dtype, A.sparse_array)
+    return _stack_csr(parts, A.shape[0], P.dtype, A.sparse_array)
 
 
 def _cosine_similarity_block(A: CSR, B: CSR | None, r0, r1, opts):

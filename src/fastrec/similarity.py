@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ._dispatch import get_kernel
+from ._dispatch import AUTO_ORDER, BackendUnavailableError, get_kernel
 from ._validation import (
     CSR,
     check_choice,
@@ -54,21 +54,30 @@ def weight_rows(X: CSR, weighting, *, bm25_k1: float = 100.0, bm25_b: float = 0.
     return check_csr(weighted, "X", drop_zeros=True)
 
 
-def cosine_topk_memory(n_rows: int, n_cols: int, nnz: int, k: int, n_threads: int) -> int:
+def cosine_topk_memory(
+    n_rows: int, n_cols: int, nnz: int, k: int, n_threads: int, n_out: int | None = None
+) -> int:
     """Bytes the compiled cosine_topk kernels may hold at their peak, beyond the input.
 
-    O(nnz + n*k + threads*n): the transposed input with float64 normalised values on both
-    sides (8 + 8 + 8 bytes per stored value, the weighted case), per-row scales, work and order
-    (5 x 8 bytes per row), per-thread accumulators, touched list and heap ((4 + 8 + 8) bytes
-    per row plus 16 per kept entry), the n*k best-k slots (16 bytes each) and the CSR result
-    (16 bytes per entry). Never the n x n product.
+    O(nnz + n_out*k + threads*n), n_out the rows computed (None: all n): the preparation
+    (:func:`cosine_topk_prepare_memory`), per-thread accumulators, touched list and heap
+    ((4 + 8 + 8) bytes per row plus 16 per kept entry), the n_out*k best-k slots (16 bytes
+    each) and the CSR result (16 bytes per entry). Never the n x n product.
     """
+    return cosine_topk_prepare_memory(n_rows, n_cols, nnz) + _cosine_rows_memory(
+        n_rows, k, n_threads, n_rows if n_out is None else n_out)
+
+
+def cosine_topk_prepare_memory(n_rows: int, n_cols: int, nnz: int) -> int:
+    """Bytes of a :class:`PreparedCosine` beyond the input: the transposed input with float64
+    normalised values on both sides (8 + 8 + 8 bytes per stored value, the weighted case) and
+    per-row scales, work and order (5 x 8 bytes per row)."""
+    return int(24 * nnz + 8 * (n_cols + 1) + 40 * n_rows)
+
+
+def _cosine_rows_memory(n_rows: int, k: int, n_threads: int, n_out: int) -> int:
     kk = min(k, n_rows)
-    return int(
-        24 * nnz + 8 * (n_cols + 1) + 40 * n_rows
-        + n_threads * (20 * n_rows + 16 * kk)
-        + 32 * n_rows * kk
-    )
+    return int(n_threads * (20 * n_rows + 16 * kk) + 32 * n_out * kk)
 
 
 def cosine_similarity_memory(n_rows: int, n_other: int, n_cols: int, nnz: int, n_threads: int):
@@ -84,6 +93,104 @@ def _check_weighting(weighting, bm25_k1, bm25_b):
     check_choice(weighting, "weighting", WEIGHTINGS)
     check_scalar(bm25_k1, "bm25_k1", min_value=0)
     check_scalar(bm25_b, "bm25_b", min_value=0, max_value=1)
+
+
+class PreparedCosine:
+    """A matrix made ready once for many :func:`cosine_topk` calls over blocks of its rows.
+
+    Made by :func:`prepare_cosine_topk`: X validated, weighted, its rows normalised and the
+    matrix transposed, for one backend (``backend``). ``cosine_topk(prepared, k, rows=block)``
+    then costs only the block's own work: this is what ``fastrec.dask`` sends to its workers
+    instead of X. Picklable (plain arrays); ``nbytes`` is what it holds. ``shape``, ``dtype``
+    and ``sparse_array`` are X's.
+    """
+
+    __slots__ = ("backend", "shape", "dtype", "sparse_array", "state")
+
+    def __init__(self, backend, shape, dtype, sparse_array, state):
+        self.backend = backend
+        self.shape = shape
+        self.dtype = dtype
+        self.sparse_array = sparse_array
+        self.state = state
+
+    @property
+    def nbytes(self) -> int:
+        def size(obj):
+            if isinstance(obj, np.ndarray):
+                return obj.nbytes
+            return sum(size(o) for o in obj) if isinstance(obj, tuple) else 0
+        return size(self.state)
+
+    def __getstate__(self):
+        return (self.backend, self.shape, self.dtype, self.sparse_array, self.state)
+
+    def __setstate__(self, state):
+        self.backend, self.shape, self.dtype, self.sparse_array, self.state = state
+
+    def __repr__(self):
+        return (f"PreparedCosine(shape={self.shape}, dtype={self.dtype}, "
+                f"backend={self.backend!r}, nbytes={self.nbytes})")
+
+
+def _prepare_backend(backend) -> str:
+    """The backend name a preparation is made for ("auto": the first in cosine_topk's
+    preference that is available and prepares)."""
+    if backend != "auto":
+        get_kernel("cosine_topk_prepare", backend)  # raises, saying why, if it cannot
+        return backend
+    for name in AUTO_ORDER["cosine_topk"]:
+        try:
+            get_kernel("cosine_topk_prepare", name)
+        except BackendUnavailableError:
+            continue
+        return name
+    raise BackendUnavailableError("no backend available for cosine_topk_prepare")  # pragma: no cover
+
+
+def _prepare(A: CSR, weighting, bm25_k1, bm25_b, backend, n_threads) -> PreparedCosine:
+    """prepare_cosine_topk of a validated CSR (arguments already checked)."""
+    name = _prepare_backend(backend)
+    check_memory(cosine_topk_prepare_memory(A.shape[0], A.shape[1], A.nnz),
+                 "prepare_cosine_topk")
+    A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
+    state = get_kernel("cosine_topk_prepare", name)(
+        A.indptr, A.indices, A.data, A.shape[1], n_threads)
+    return PreparedCosine(name, A.shape, A.dtype, A.sparse_array, state)
+
+
+def prepare_cosine_topk(
+    X, *, weighting=None, bm25_k1=100.0, bm25_b=0.8, backend="auto", n_threads=None
+) -> PreparedCosine:
+    """X made ready once for many :func:`cosine_topk` calls over blocks of its rows.
+
+    Validates X, applies ``weighting`` (see :func:`weight_rows`), normalises the rows and
+    transposes the matrix for ``backend`` ("auto": the cosine_topk preference; "cuda" does
+    not prepare): the O(nnz) set-up that ``cosine_topk(X, k, rows=...)`` would otherwise redo
+    in every call. ``cosine_topk(prepared, k, rows=block, ...)`` is then bit for bit
+    ``cosine_topk(X, k, rows=block, weighting=..., backend=...)``. Time O(nnz + n_cols);
+    memory (``nbytes``) 8 to 16 bytes per stored value for binary X, 24 to 32 otherwise,
+    plus O(n + n_cols).
+    """
+    A = check_csr(X, "X", drop_zeros=True)
+    _check_weighting(weighting, bm25_k1, bm25_b)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    n_threads = check_n_threads(n_threads)
+    return _prepare(A, weighting, bm25_k1, bm25_b, backend, n_threads)
+
+
+def _check_prepared(P: PreparedCosine, weighting, backend):
+    if weighting is not None:
+        raise ValueError(
+            "X is a PreparedCosine: its weighting was applied by prepare_cosine_topk, so "
+            f"weighting= must be None here, got {weighting!r}"
+        )
+    if backend not in ("auto", P.backend):
+        raise ValueError(
+            f"X was prepared for backend {P.backend!r}, got backend={backend!r}: prepare it "
+            "again for that backend"
+        )
 
 
 def cosine_topk(
@@ -111,10 +218,16 @@ def cosine_topk(
     ``weighting`` ("tfidf", "bm25") reweights X first (see :func:`weight_rows`).
     ``rows`` (row ids, any order): compute only these rows' neighbours, a len(rows) x n CSR
     whose row r is bit for bit row rows[r] of the all-rows result (every row is still a
-    candidate); this is how ``fastrec.dask`` splits the work into row blocks.
+    candidate); this is how ``fastrec.dask`` splits the work into row blocks. ``X`` may be a
+    :class:`PreparedCosine` (:func:`prepare_cosine_topk`): the set-up is then not repeated
+    (``weighting`` and ``backend`` were fixed when preparing).
     The dense n x n product is never formed; compiled backends use
-    O(nnz(X) + n*k + threads*n) memory. Result: CSR of X's family and dtype.
+    O(nnz(X) + len(rows)*k + threads*n) memory. Result: CSR of X's family and dtype.
     """
+    if isinstance(X, PreparedCosine):
+        _check_prepared(X, weighting, backend)
+        return _cosine_topk_prepared(X, k, rows, shrink, min_similarity, min_support,
+                                     include_self, n_threads)
     A = check_csr(X, "X", drop_zeros=True)
     k = check_k(k)
     shrink = check_scalar(shrink, "shrink", min_value=0)
@@ -124,9 +237,10 @@ def cosine_topk(
     _check_weighting(weighting, bm25_k1, bm25_b)
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("cosine_topk", backend)
-    check_memory(cosine_topk_memory(A.shape[0], A.shape[1], A.nnz, k, n_threads), "cosine_topk")
     row_ids = None if rows is None else check_ids(rows, "rows", A.shape[0])
     n_out = A.shape[0] if rows is None else len(row_ids)
+    check_memory(cosine_topk_memory(A.shape[0], A.shape[1], A.nnz, k, n_threads, n_out),
+                 "cosine_topk")
     # Weighting uses every row (document frequencies), also when only some rows are computed.
     A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
     indptr, indices, data = kernel(
@@ -134,6 +248,26 @@ def cosine_topk(
         include_self, n_threads, row_ids,
     )
     return make_csr(indptr, indices, data, (n_out, A.shape[0]), A.sparse_array)
+
+
+def _cosine_topk_prepared(P: PreparedCosine, k, rows, shrink, min_similarity, min_support,
+                          include_self, n_threads):
+    """cosine_topk of a PreparedCosine: the same checks, then only the rows' own work."""
+    k = check_k(k)
+    shrink = check_scalar(shrink, "shrink", min_value=0)
+    min_similarity = check_scalar(min_similarity, "min_similarity")
+    min_support = check_scalar(min_support, "min_support", min_value=1, integer=True)
+    include_self = bool(include_self)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("cosine_topk_rows", P.backend)
+    n = P.shape[0]
+    row_ids = None if rows is None else check_ids(rows, "rows", n)
+    n_out = n if rows is None else len(row_ids)
+    check_memory(_cosine_rows_memory(n, k, n_threads, n_out), "cosine_topk")
+    indptr, indices, data = kernel(
+        P.state, k, shrink, min_similarity, min_support, include_self, n_threads, row_ids,
+    )
+    return make_csr(indptr, indices, data, (n_out, n), P.sparse_array)
 
 
 def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_threads=None):

@@ -23,3 +23,23 @@ def take_rows(indptr, indices, values, rows):
     np.cumsum(lengths, out=out_indptr[1:])
     src = np.repeat(indptr[rows] - out_indptr[:-1], lengths) + np.arange(out_indptr[-1])
     return out_indptr, indices[src], values[src]
+
+
+def plan(work: np.ndarray, rows):
+    """(order, slots) for a kernel that writes each computed row into its own output slot.
+
+    ``order``: the rows to compute, each once, heaviest first (ties by row id); row order[s]
+    owns slot s. ``slots``: for each output row (every row, or each entry of ``rows``: any
+    order, repeats allowed), the slot holding its result. So a block of rows needs
+    O(len(rows)) slots, not one per row of X.
+    """
+    if rows is None:
+        order = np.argsort(-work, kind="stable")
+        slots = np.empty_like(order)
+        slots[order] = np.arange(order.shape[0])
+        return order, slots
+    todo, where = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    rank = np.argsort(-work[todo], kind="stable")
+    slot_of_todo = np.empty_like(rank)
+    slot_of_todo[rank] = np.arange(rank.shape[0])
+    return todo[rank], slot_of_todo[where.reshape(-1)]

@@ -1,6 +1,11 @@
 """The Cython (OpenMP) backend: re-exports the compiled kernels under their reference names."""
 from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (import = built)
-from ._cython._similarity import cosine_similarity, cosine_topk  # noqa: F401
+from ._cython._similarity import (  # noqa: F401
+    cosine_similarity,
+    cosine_topk,
+    cosine_topk_prepare,
+    cosine_topk_rows,
+)
 
 
 def is_available():

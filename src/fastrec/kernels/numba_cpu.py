@@ -158,8 +158,9 @@ def _cosine_rows(ip, ix, xw, tp, tx, tw, a, b, n_other, binary, need_count, orde
                  out_count, out_ptr, out_idx, out_val, n_threads):
     """One pass over the rows of X in ``order``.
 
-    mode 0 (top-k): best kk candidates of row i, sorted, into out_idx/out_val[i*kk:], count
-    into out_count[i]. mode 1: count row i's stored entries (sim != 0, >= min_similarity)
+    mode 0 (top-k): best kk candidates of row i = order[pos], sorted, into slot pos
+    (out_idx/out_val[pos*kk:], count into out_count[pos]: a block of rows needs slots for that
+    block only). mode 1: count row i's stored entries (sim != 0, >= min_similarity)
     into out_count[i]. mode 2: write them, columns ascending, at out_ptr[i].
     ``n_threads`` must be the Numba thread count in force (it sizes the per-thread buffers).
     """
@@ -248,22 +249,26 @@ def _cosine_rows(ip, ix, xw, tp, tx, tw, a, b, n_other, binary, need_count, orde
                 f_row[:] = 0.0
         if mode == 0:
             heap_sort(hv, hi, size)
-            base = np.int64(i) * kk
+            base = np.int64(pos) * kk
             for r in range(size):
                 out_idx[base + r] = hi[r]
                 out_val[base + r] = hv[r]
-        out_count[i] = size if mode != 2 else dst - out_ptr[i]
+            out_count[pos] = size
+        else:
+            out_count[i] = size if mode == 1 else dst - out_ptr[i]
 
 
 @numba.njit(parallel=True, cache=True)
-def _compact(counts, kk, out_idx, out_val, indptr, indices, values):
-    """Copy row i's counts[i] entries from slot i*kk into CSR position indptr[i]."""
-    for i in numba.prange(counts.shape[0]):
-        src = np.int64(i) * kk
-        dst = indptr[i]
-        for r in range(counts[i]):
-            indices[dst + r] = out_idx[src + r]
-            values[dst + r] = out_val[src + r]
+def _compact(counts, kk, out_idx, out_val, slots, indptr, indices, values):
+    """Output row r: copy the counts[s] entries of slot s = slots[r] (at s*kk) into CSR
+    position indptr[r]."""
+    for r in numba.prange(slots.shape[0]):
+        s = slots[r]
+        src = s * kk
+        dst = indptr[r]
+        for e in range(counts[s]):
+            indices[dst + e] = out_idx[src + e]
+            values[dst + e] = out_val[src + e]
 
 
 def _unsigned(a):
@@ -308,13 +313,56 @@ def _run(n_threads, fn, *args):
         numba.set_num_threads(previous)
 
 
-def _csr_from_slots(counts, kk, out_idx, out_val, n_threads):
-    indptr = np.zeros(counts.shape[0] + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
+def _csr_from_slots(counts, kk, out_idx, out_val, slots, n_threads):
+    indptr = np.zeros(slots.shape[0] + 1, np.int64)
+    np.cumsum(counts[slots], out=indptr[1:])
     indices = np.empty(int(indptr[-1]), np.int64)
     values = np.empty(int(indptr[-1]), out_val.dtype)
-    _run(n_threads, _compact, counts, kk, out_idx, out_val, indptr, indices, values)
+    _run(n_threads, _compact, counts, kk, out_idx, out_val, slots, indptr, indices, values)
     return indptr, indices, values
+
+
+def cosine_topk_prepare(indptr, indices, data, n_cols, n_threads):
+    """The part of cosine_topk that depends on X only, done once for any number of row blocks.
+
+    Row scales (1/|x_i|, and whether every row holds one constant value), the transposed
+    matrix (float64 normalised values unless binary), the normalised row values and each
+    row's work. Returns an opaque tuple of arrays (picklable: ``fastrec.dask`` ships it to its
+    workers) for :func:`cosine_topk_rows`. Time O(nnz + n_cols); memory O(nnz + n + n_cols).
+    Backends' tuples differ: pass it back to this module's cosine_topk_rows.
+    """
+    inv_norm, scale, binary, (tp, tx, tw) = _prepare_side(indptr, indices, data, n_cols, False)
+    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
+    ix = _unsigned(indices)
+    work = _run(n_threads, _row_work, indptr, ix, tp)
+    return (int(n_cols), data.dtype, bool(binary), indptr, ix, xw, scale, tp, tx, tw, work)
+
+
+def cosine_topk_rows(
+    prepared, k, shrink, min_similarity, min_support, include_self, n_threads, rows
+):
+    """cosine_topk of a prepared X (:func:`cosine_topk_prepare`) for some or all of its rows.
+
+    ``rows``: None for every row, or an int64 array of row ids (any order, repeats allowed):
+    output row r is row rows[r]'s neighbours, bit for bit those of the all-rows call.
+    Returns (indptr int64, indices int64, values of X's dtype), as cosine_topk.
+    Memory O(b*k + threads*n) beyond the prepared tuple, b the number of distinct rows.
+    """
+    n_cols, dtype, binary, indptr, ix, xw, scale, tp, tx, tw, work = prepared
+    n = indptr.shape[0] - 1
+    kk = min(int(k), n)
+    if n == 0 or kk == 0:
+        n_out = n if rows is None else len(rows)
+        return np.zeros(n_out + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+    need_count = shrink > 0 or min_support > 1
+    order, slots = _rows.plan(work, rows)
+    counts = np.zeros(order.shape[0], np.int64)
+    out_idx = np.empty(order.shape[0] * kk, np.int64)
+    out_val = np.empty(order.shape[0] * kk, dtype)
+    _run(n_threads, _cosine_rows, indptr, ix, xw, tp, tx, tw, scale, scale, n, binary,
+         need_count, order, work, 0, kk, float(shrink), float(min_similarity), int(min_support),
+         bool(include_self), counts, counts, out_idx, out_val, _threads(n_threads))
+    return _csr_from_slots(counts, kk, out_idx, out_val, slots, n_threads)
 
 
 def cosine_topk(
@@ -337,28 +385,17 @@ def cosine_topk(
     rows sorted by sim descending (ranked in data's dtype), ties by smaller j.
     Returns (indptr int64, indices int64, values of data's dtype).
     Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
-    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n).
-    ``rows``: None, or the row ids to compute (output row r is row rows[r]).
+    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n); with ``rows``
+    (None, or the row ids to compute: output row r is row rows[r]) O(nnz + len(rows)*k +
+    threads*n). :func:`cosine_topk_prepare` + :func:`cosine_topk_rows`, in one call.
     """
     n = indptr.shape[0] - 1
-    kk = min(int(k), n)
-    if n == 0 or kk == 0:
+    if n == 0 or min(int(k), n) == 0:
         n_out = n if rows is None else len(rows)
         return np.zeros(n_out + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, data.dtype)
-    need_count = shrink > 0 or min_support > 1
-    inv_norm, scale, binary, (tp, tx, tw) = _prepare_side(indptr, indices, data, n_cols, False)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
-    ix = _unsigned(indices)
-    work = _run(n_threads, _row_work, indptr, ix, tp)
-    order = _rows.schedule(work, rows)
-    counts = np.zeros(n, np.int64)
-    out_idx = np.empty(n * kk, np.int64)
-    out_val = np.empty(n * kk, data.dtype)
-    _run(n_threads, _cosine_rows, indptr, ix, xw, tp, tx, tw, scale, scale, n, binary,
-         need_count, order, work, 0, kk, float(shrink), float(min_similarity), int(min_support),
-         bool(include_self), counts, counts, out_idx, out_val, _threads(n_threads))
-    result = _csr_from_slots(counts, kk, out_idx, out_val, n_threads)
-    return result if rows is None else _rows.take_rows(*result, rows)
+    prepared = cosine_topk_prepare(indptr, indices, data, n_cols, n_threads)
+    return cosine_topk_rows(prepared, k, shrink, min_similarity, min_support, include_self,
+                            n_threads, rows)
 
 
 def cosine_similarity(

@@ -67,19 +67,19 @@ def select_topk(values: np.ndarray, k: int):
     return out_idx, out_val
 
 
-def _similarity_blocks(indptr, indices, data, n_cols, shrink, rows):
+def _similarity_blocks(prepared, shrink, rows):
     """Yield (batch, sim, count): dense blocks of the shrunk cosine similarity of the rows
-    ``batch`` (consecutive entries of ``rows``) of X with every row of X.
+    ``batch`` (consecutive entries of ``rows``) of a prepared X with every row of X.
 
     Each row's block values depend only on that row and X (sparse row times X^T), so any
     subset of rows gets exactly the values of the all-rows call.
     """
-    n_rows = len(indptr) - 1
-    X = _csr(indptr, indices, data, (n_rows, n_cols))
-    Xn = _row_normalised(X)
-    XnT = Xn.T.tocsr()
-    P = _pattern(X)
-    PT = P.T.tocsr()
+    n_cols, _, xn, xnt, p, pt = prepared
+    n_rows = len(xn[0]) - 1
+    Xn = _csr(*xn, (n_rows, n_cols))
+    XnT = _csr(*xnt, (n_cols, n_rows))
+    P = _pattern(_csr(*p, np.ones(len(p[1])), (n_rows, n_cols)))
+    PT = _pattern(_csr(*pt, np.ones(len(pt[1])), (n_cols, n_rows)))
     step = _rows_per_block(n_rows)
     for b0 in range(0, len(rows), step):
         batch = rows[b0 : b0 + step]
@@ -99,6 +99,54 @@ def _csr_from_blocks(parts_idx, parts_val, counts, dtype):
     else:
         indices, values = np.zeros(0, np.int64), np.zeros(0, dtype)
     return indptr, indices, values
+
+
+def cosine_topk_prepare(indptr, indices, data, n_cols, n_threads):
+    """The part of cosine_topk that depends on X only, done once for any number of row blocks.
+
+    Returns an opaque tuple for :func:`cosine_topk_rows`: X's number of columns and dtype, the
+    CSR arrays of the row-normalised float64 X and of its transpose, and X's pattern
+    (indptr, indices) and that of its transpose. Memory O(nnz). Each backend's tuple is its
+    own: pass it back to the same module's cosine_topk_rows.
+    """
+    n_rows = len(indptr) - 1
+    X = _csr(indptr, indices, data, (n_rows, n_cols))
+    Xn = _row_normalised(X)
+    XnT = Xn.T.tocsr()
+    PT = _pattern(X).T.tocsr()
+    return (int(n_cols), np.dtype(data.dtype), (Xn.indptr, Xn.indices, Xn.data),
+            (XnT.indptr, XnT.indices, XnT.data), (X.indptr, X.indices),
+            (PT.indptr, PT.indices))
+
+
+def cosine_topk_rows(
+    prepared, k, shrink, min_similarity, min_support, include_self, n_threads, rows
+):
+    """cosine_topk of a prepared X (:func:`cosine_topk_prepare`) for some or all of its rows.
+
+    ``rows``: None for every row, or an int64 array of row ids (any order, repeats allowed):
+    output row r is then row rows[r]'s neighbours, bit for bit those of the all-rows call.
+    Returns (indptr int64, indices int64, values of X's dtype), as :func:`cosine_topk`.
+    """
+    dtype = prepared[1]
+    n_rows = len(prepared[2][0]) - 1
+    if rows is None:
+        rows = np.arange(n_rows, dtype=np.int64)
+    parts_idx, parts_val, counts = [], [], np.zeros(len(rows), dtype=np.int64)
+    b0 = 0
+    for batch, sim, count in _similarity_blocks(prepared, shrink, rows):
+        ok = (count >= min_support) & (sim >= min_similarity) & (sim != 0)
+        if not include_self:
+            ok[np.arange(len(batch)), batch] = False
+        sim[~ok] = -np.inf
+        # Rank the values as returned, so ties after rounding to float32 go to the smaller j.
+        idx, val = select_topk(sim.astype(dtype, copy=False), k)
+        real = idx >= 0
+        counts[b0 : b0 + len(batch)] = real.sum(axis=1)
+        parts_idx.append(idx[real])
+        parts_val.append(val[real])
+        b0 += len(batch)
+    return _csr_from_blocks(parts_idx, parts_val, counts, dtype)
 
 
 def cosine_topk(
@@ -125,25 +173,11 @@ def cosine_topk(
     (candidates are still all n rows). This is what splits the work over row blocks.
     Returns (indptr int64, indices int64, values of data's dtype).
     Memory: O(nnz + n * rows_per_block) here; compiled backends are O(nnz + n*k + threads*n).
+    It is :func:`cosine_topk_prepare` then :func:`cosine_topk_rows`.
     """
-    n_rows = len(indptr) - 1
-    if rows is None:
-        rows = np.arange(n_rows, dtype=np.int64)
-    parts_idx, parts_val, counts = [], [], np.zeros(len(rows), dtype=np.int64)
-    b0 = 0
-    for batch, sim, count in _similarity_blocks(indptr, indices, data, n_cols, shrink, rows):
-        ok = (count >= min_support) & (sim >= min_similarity) & (sim != 0)
-        if not include_self:
-            ok[np.arange(len(batch)), batch] = False
-        sim[~ok] = -np.inf
-        # Rank the values as returned, so ties after rounding to float32 go to the smaller j.
-        idx, val = select_topk(sim.astype(data.dtype, copy=False), k)
-        real = idx >= 0
-        counts[b0 : b0 + len(batch)] = real.sum(axis=1)
-        parts_idx.append(idx[real])
-        parts_val.append(val[real])
-        b0 += len(batch)
-    return _csr_from_blocks(parts_idx, parts_val, counts, data.dtype)
+    prepared = cosine_topk_prepare(indptr, indices, data, n_cols, n_threads)
+    return cosine_topk_rows(prepared, k, shrink, min_similarity, min_support, include_self,
+                            n_threads, rows)
 
 
 def cosine_similarity(

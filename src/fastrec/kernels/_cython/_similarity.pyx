@@ -14,7 +14,7 @@ result is bit-identical for any thread count. Signatures copy ``kernels/referenc
 """
 import numpy as np
 
-from fastrec.kernels._rows import schedule, take_rows
+from fastrec.kernels._rows import plan
 
 cimport cython
 from cython.parallel cimport parallel, prange
@@ -315,7 +315,9 @@ def _cosine_rows(const int64_t[::1] ip, const index_t[::1] ix, const double[::1]
                  const int64_t[::1] out_ptr, int64_t[::1] out_idx, double[::1] out_val,
                  int n_threads):
     """One pass over the rows of X in ``order`` (see _process_row for ``mode``). Mode 0
-    writes row i at slot i*kk, mode 2 at out_ptr[i]; counts go to out_count[i]."""
+    writes row order[pos] into slot pos (out_*[pos*kk:], its count at out_count[pos]), so a
+    block of rows needs slots for that block only; modes 1 and 2 count row i at out_count[i]
+    and mode 2 writes it at out_ptr[i]."""
     cdef Py_ssize_t n = order.shape[0], pos, i, cnt
     cdef int64_t dst
     cdef int32_t* acc_c
@@ -349,7 +351,7 @@ def _cosine_rows(const int64_t[::1] ip, const index_t[::1] ix, const double[::1]
                 continue
             i = order[pos]
             if mode == 0:
-                dst = i * kk
+                dst = pos * kk
             elif mode == 2:
                 dst = out_ptr[i]
             else:
@@ -361,7 +363,10 @@ def _cosine_rows(const int64_t[::1] ip, const index_t[::1] ix, const double[::1]
                 hv, hi, idx_p + dst if idx_p != NULL else NULL,
                 val_p + dst if val_p != NULL else NULL,
             )
-            out_count[i] = cnt
+            if mode == 0:
+                out_count[pos] = cnt
+            else:
+                out_count[i] = cnt
         free(acc_c)
         free(acc_f)
         free(touched)
@@ -374,17 +379,19 @@ def _cosine_rows(const int64_t[::1] ip, const index_t[::1] ix, const double[::1]
 
 
 def _compact(const int64_t[::1] counts, Py_ssize_t kk, const int64_t[::1] out_idx,
-             const double[::1] out_val, const int64_t[::1] indptr, int64_t[::1] indices,
-             value_t[::1] values, int n_threads):
-    """Copy row i's counts[i] entries from slot i*kk into CSR position indptr[i]."""
-    cdef Py_ssize_t n = counts.shape[0], i
-    cdef int64_t r, src, dst
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
-        src = i * kk
-        dst = indptr[i]
-        for r in range(counts[i]):
-            indices[dst + r] = out_idx[src + r]
-            values[dst + r] = <value_t>out_val[src + r]
+             const double[::1] out_val, const int64_t[::1] slots, const int64_t[::1] indptr,
+             int64_t[::1] indices, value_t[::1] values, int n_threads):
+    """Output row r: copy the counts[s] entries of slot s = slots[r] (at s*kk) into CSR
+    position indptr[r]."""
+    cdef Py_ssize_t n = slots.shape[0], r
+    cdef int64_t e, s, src, dst
+    for r in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        s = slots[r]
+        src = s * kk
+        dst = indptr[r]
+        for e in range(counts[s]):
+            indices[dst + e] = out_idx[src + e]
+            values[dst + e] = <value_t>out_val[src + e]
 
 
 # ---- public kernels (reference signatures) --------------------------------------------------
@@ -411,6 +418,61 @@ def _empty(n, dtype):
     return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
 
 
+def cosine_topk_prepare(indptr, indices, data, n_cols, n_threads):
+    """The part of cosine_topk that depends on X only, done once for any number of row blocks.
+
+    Row scales (1/|x_i|, and whether every row holds one constant value), the transposed
+    matrix (float64 normalised values unless binary), the normalised row values and each
+    row's work. Returns an opaque tuple of arrays (picklable: ``fastrec.dask`` ships it to its
+    workers) for :func:`cosine_topk_rows`. Time O(nnz + n_cols); memory O(nnz + n + n_cols)
+    (the tuple keeps X's indices: 8 or 16 bytes per stored value in all when binary, 24 or 32
+    otherwise). Backends' tuples differ: pass it back to this module's cosine_topk_rows.
+    """
+    n = indptr.shape[0] - 1
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n_threads = max(1, int(n_threads))
+    inv_norm, scale, binary, tp, tx, tw = _prepare_side(indptr, indices, data, n_cols, False, n)
+    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
+    work = _row_work(indptr, indices, tp, n_threads) if n else np.zeros(0, np.int64)
+    return (int(n_cols), data.dtype, bool(binary), indptr, indices, xw, scale, tp, tx, tw, work)
+
+
+def cosine_topk_rows(
+    prepared, k, shrink, min_similarity, min_support, include_self, n_threads, rows
+):
+    """cosine_topk of a prepared X (:func:`cosine_topk_prepare`) for some or all of its rows.
+
+    ``rows``: None for every row, or an int64 array of row ids (any order, repeats allowed):
+    output row r is row rows[r]'s neighbours, bit for bit those of the all-rows call.
+    Returns (indptr int64, indices int64, values of X's dtype), as cosine_topk.
+    Time O(sum over the distinct rows of (w_i + min(n, w_i)) + b k log k) for b distinct rows;
+    memory O(b*k + threads*n) beyond the prepared tuple.
+    """
+    n_cols, dtype, binary, indptr, indices, xw, scale, tp, tx, tw, work = prepared
+    n = indptr.shape[0] - 1
+    kk = min(int(k), n)
+    if n == 0 or kk == 0:
+        return _empty(n if rows is None else len(rows), dtype)
+    n_threads = max(1, int(n_threads))
+    need_count = shrink > 0 or min_support > 1
+    order, slots = plan(work, rows)
+    counts = np.zeros(order.shape[0], np.int64)
+    out_idx = np.empty(order.shape[0] * kk, np.int64)
+    out_val = np.empty(order.shape[0] * kk, np.float64)
+    _cosine_rows(indptr, indices, xw, tp, tx, tw, scale, scale, n, binary, need_count, order,
+                 work, 0, kk, float(shrink), float(min_similarity), int(min_support),
+                 bool(include_self), dtype == np.float32, counts, counts, out_idx, out_val,
+                 n_threads)
+    out_indptr = np.zeros(slots.shape[0] + 1, np.int64)
+    np.cumsum(counts[slots], out=out_indptr[1:])
+    nnz = int(out_indptr[-1])
+    out_indices = np.empty(nnz, np.int64)
+    out_values = np.empty(nnz, dtype)
+    _compact(counts, kk, out_idx, out_val, slots, out_indptr, out_indices, out_values,
+             n_threads)
+    return out_indptr, out_indices, out_values
+
+
 def cosine_topk(
     indptr,
     indices,
@@ -431,36 +493,16 @@ def cosine_topk(
     rows sorted by sim descending (ranked in data's dtype), ties by smaller j.
     Returns (indptr int64, indices int64, values of data's dtype).
     Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
-    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n).
-    ``rows``: None, or the row ids to compute (output row r is row rows[r]).
+    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n); with ``rows``
+    (None, or the row ids to compute: output row r is row rows[r]) O(nnz + len(rows)*k +
+    threads*n). :func:`cosine_topk_prepare` + :func:`cosine_topk_rows`, in one call.
     """
     n = indptr.shape[0] - 1
-    kk = min(int(k), n)
-    if n == 0 or kk == 0:
+    if n == 0 or min(int(k), n) == 0:
         return _empty(n if rows is None else len(rows), data.dtype)
-    indptr = np.asarray(indptr, dtype=np.int64)
-    n_threads = max(1, int(n_threads))
-    need_count = shrink > 0 or min_support > 1
-    inv_norm, scale, binary, tp, tx, tw = _prepare_side(indptr, indices, data, n_cols, False, n)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
-    work = _row_work(indptr, indices, tp, n_threads)
-    order = schedule(work, rows)
-    counts = np.zeros(n, np.int64)
-    out_idx = np.empty(n * kk, np.int64)
-    out_val = np.empty(n * kk, np.float64)
-    _cosine_rows(indptr, indices, xw, tp, tx, tw, scale, scale, n, binary, need_count, order,
-                 work, 0, kk, float(shrink), float(min_similarity), int(min_support),
-                 bool(include_self), data.dtype == np.float32, counts, counts, out_idx, out_val,
-                 n_threads)
-    out_indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=out_indptr[1:])
-    nnz = int(out_indptr[-1])
-    out_indices = np.empty(nnz, np.int64)
-    out_values = np.empty(nnz, data.dtype)
-    _compact(counts, kk, out_idx, out_val, out_indptr, out_indices, out_values, n_threads)
-    if rows is not None:
-        return take_rows(out_indptr, out_indices, out_values, rows)
-    return out_indptr, out_indices, out_values
+    prepared = cosine_topk_prepare(indptr, indices, data, n_cols, n_threads)
+    return cosine_topk_rows(prepared, k, shrink, min_similarity, min_support, include_self,
+                            n_threads, rows)
 
 
 def cosine_similarity(
