@@ -120,6 +120,17 @@ def test_cosine_similarity_identical_to_local(client, with_y, min_similarity, bl
     assert_csr_identical(got, fastrec.cosine_similarity(X, Y, min_similarity=min_similarity))
 
 
+def test_cosine_similarity_blocks_of_constant_rows_identical_to_local(client):
+    # Blocks whose rows each hold one constant value while other rows do not: the product is
+    # decided over the whole of X (binary or weighted), as in the local call.
+    X = interactions(40, 30, density=0.5, seed=7)
+    for i in range(20):
+        X.data[X.indptr[i] : X.indptr[i + 1]] = (0.3, 1.7, 2.9, 7.1)[i % 4]
+    Y = interactions(25, 30, density=0.6, seed=8, binary=True)
+    got = fd.cosine_similarity(X, Y, client=client, block_rows=10)
+    assert_csr_identical(got, fastrec.cosine_similarity(X, Y))
+
+
 # ---- recommend -----------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import fastrec
 import fastrec.similarity as similarity
+from fastrec._validation import check_csr
 from fastrec import available_backends
 from strategies import canonical, raw_csr
 
@@ -75,8 +76,19 @@ def test_cosine_topk_contiguous_blocks_reassemble_the_full_result(backend):
     assert_csr_identical(sp.vstack(blocks, format="csr"), full)
 
 
-@pytest.mark.parametrize("backend", [b for b in available_backends("cosine_similarity")
-                                     if b != "cuda"])
+def _similarity_backends():
+    return [b for b in available_backends("cosine_similarity_prepare") if b != "cuda"]
+
+
+def _prepared_block(X, Y, r0, r1, min_sim, backend):
+    """Rows [r0, r1) of cosine_similarity(X, Y) the way fastrec.dask computes a block."""
+    A = check_csr(X, "X", drop_zeros=True)
+    B = None if Y is None else check_csr(Y, "Y", drop_zeros=True)
+    P = similarity._prepare_similarity(A, B, backend, 2)
+    return similarity._cosine_similarity_block(P, r0, r1, min_sim, 1)
+
+
+@pytest.mark.parametrize("backend", _similarity_backends())
 @given(raw_csr(max_rows=14, min_cols=1), st.booleans(), st.sampled_from([0.0, 0.4]), st.data())
 def test_cosine_similarity_row_block_equals_rows_of_full(backend, m, with_y, min_sim, data):
     X = canonical(m).astype(m.dtype)
@@ -86,9 +98,24 @@ def test_cosine_similarity_row_block_equals_rows_of_full(backend, m, with_y, min
     n = X.shape[0]
     r0 = data.draw(st.integers(0, n))
     r1 = data.draw(st.integers(r0, n))
-    Yb = X if Y is None else Y
-    block = fastrec.cosine_similarity(X[r0:r1], Yb, min_similarity=min_sim, backend=backend)
+    block = _prepared_block(X, Y, r0, r1, min_sim, backend)
     assert_csr_identical(block, full[r0:r1])
+
+
+@pytest.mark.parametrize("backend", _similarity_backends())
+def test_cosine_similarity_block_of_constant_rows_computed_as_in_the_whole_call(backend):
+    # Rows 0-5 each hold one constant value, the others do not: alone, the block would take
+    # the binary product (c * a_i * b_j), whose rounding differs from the weighted sum the
+    # whole call computes. The preparation decides over all of X, so the block matches.
+    rng = np.random.default_rng(1)
+    X = sp.random(12, 30, density=0.5, random_state=rng, format="csr")
+    X.data[:] = rng.integers(1, 5, X.nnz)
+    for i in range(6):
+        X.data[X.indptr[i] : X.indptr[i + 1]] = [0.3, 1.7, 2.9, 7.1, 0.3, 1.7][i]
+    Y = sp.random(9, 30, density=0.6, random_state=rng, format="csr")
+    Y.data[:] = 1.0
+    full = fastrec.cosine_similarity(X, Y, backend=backend)
+    assert_csr_identical(_prepared_block(X, Y, 0, 6, 0.0, backend), full[0:6])
 
 
 @pytest.mark.parametrize("rows, err, msg", [

@@ -323,9 +323,9 @@ def cosine_topk(
     return _stack_csr(parts, A.shape[0], P.dtype, A.sparse_array)
 
 
-def _cosine_similarity_block(A: CSR, B: CSR | None, r0, r1, opts):
-    Xb = A.to_scipy()[r0:r1]
-    S = _similarity.cosine_similarity(Xb, (A if B is None else B).to_scipy(), **opts)
+def _cosine_similarity_block(P, r0, r1, min_similarity, n_threads):
+    S = _similarity._cosine_similarity_block(P, r0, r1, min_similarity,
+                                             check_n_threads(n_threads))
     return S.indptr, S.indices, S.data
 
 
@@ -344,11 +344,13 @@ def cosine_similarity(
 ):
     """:func:`fastrec.cosine_similarity` on a Dask cluster: the same CSR, bit for bit.
 
-    X (and Y) are validated once here and scattered once to every worker; each task computes
-    ``cosine_similarity(X[r0:r1], Y)`` for a block of ``block_rows`` rows of X. Dask
-    DataFrames are accepted as in :func:`cosine_topk`. Memory per worker: X and Y plus the
-    block results it holds; the client holds the whole result, which can be up to n x p:
-    use ``min_similarity``, or :func:`cosine_topk` for large inputs.
+    X and Y are validated, and Y prepared (row scales, transpose) once here, with the choice
+    of the binary product made over the whole of X as in the local call; X and the prepared Y
+    are scattered once to every worker, and each task computes the rows of a block of
+    ``block_rows`` rows of X. Dask DataFrames are accepted as in :func:`cosine_topk`. Memory
+    per worker: X and the prepared Y plus the block results it holds; the client holds the
+    whole result, which can be up to n x p: use ``min_similarity``, or :func:`cosine_topk`
+    for large inputs.
     """
     client = _client(client)
     retries = _check_retries(retries)
@@ -358,22 +360,19 @@ def cosine_similarity(
         raise ValueError(
             f"X and Y must have the same number of columns, got {A.shape[1]} and {B.shape[1]}"
         )
-    opts = dict(
-        min_similarity=check_scalar(min_similarity, "min_similarity"),
-        backend=_check_backend(backend),
-        n_threads=_check_task_threads(n_threads),
-    )
+    min_similarity = check_scalar(min_similarity, "min_similarity")
+    backend = _check_backend(backend)
+    task_threads = _check_task_threads(n_threads)
     blocks = _blocks(A.shape[0], block_rows, client, "block_rows")
     dtype = np.result_type(A.dtype, (A if B is None else B).dtype)
-    family = A.sparse_array and (A if B is None else B).sparse_array
-    futures = [_scatter(client, A), None if B is None else _scatter(client, B)]
+    P = _similarity._prepare_similarity(A, B, backend, check_n_threads(None))
+    futures = [_scatter(client, P)]
     try:
         parts = _run_blocks(client, "cosine-similarity", _cosine_similarity_block, futures,
-                            blocks, (opts,), retries, progress)
+                            blocks, (min_similarity, task_threads), retries, progress)
     finally:
         _release(client, futures)
-    n_other = A.shape[0] if B is None else B.shape[0]
-    return _stack_csr(parts, n_other, dtype, family)
+    return _stack_csr(parts, P.n_other, dtype, P.family)
 
 
 # ---- recommendation -----------------------------------------------------------------------

@@ -297,3 +297,57 @@ def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_thread
     )
     family = A.sparse_array and B.sparse_array
     return make_csr(indptr, indices, data, (A.shape[0], B.shape[0]), family)
+
+
+class _PreparedSimilarity:
+    """X and Y validated, Y prepared once (for ``backend``): cosine_similarity over blocks
+    of X's rows, each bit for bit those rows of the whole call (``fastrec.dask`` ships one
+    to its workers). Picklable."""
+
+    __slots__ = ("backend", "X", "n_other", "family", "state")
+
+    def __init__(self, backend, X, n_other, family, state):
+        self.backend, self.X, self.n_other, self.family, self.state = (
+            backend, X, n_other, family, state)
+
+    def __getstate__(self):
+        return (self.backend, self.X, self.n_other, self.family, self.state)
+
+    def __setstate__(self, state):
+        self.backend, self.X, self.n_other, self.family, self.state = state
+
+
+def _prepare_similarity(A: CSR, B: CSR | None, backend, n_threads) -> _PreparedSimilarity:
+    """Validated X (and Y: None for X) -> the preparation of :func:`cosine_similarity`; the
+    decision of a binary product is taken over the whole of X, as in the whole call."""
+    B = A if B is None else B
+    if B.shape[1] != A.shape[1]:
+        raise ValueError(
+            f"X and Y must have the same number of columns, got {A.shape[1]} and {B.shape[1]}"
+        )
+    name = backend
+    if backend == "auto":
+        for name in AUTO_ORDER["cosine_similarity"]:
+            try:
+                get_kernel("cosine_similarity_prepare", name)
+            except BackendUnavailableError:
+                continue
+            break
+    prepare = get_kernel("cosine_similarity_prepare", name)
+    check_memory(cosine_similarity_memory(0, B.shape[0], A.shape[1], B.nnz, n_threads),
+                 "cosine_similarity")
+    state = prepare(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, A.shape[1],
+                    n_threads)
+    return _PreparedSimilarity(name, A, B.shape[0], A.sparse_array and B.sparse_array, state)
+
+
+def _cosine_similarity_block(P: _PreparedSimilarity, r0, r1, min_similarity, n_threads):
+    """Rows [r0, r1) of cosine_similarity(X, Y) from the preparation (arguments checked)."""
+    X = P.X
+    lo, hi = int(X.indptr[r0]), int(X.indptr[r1])
+    indptr = np.asarray(X.indptr[r0 : r1 + 1], dtype=np.int64) - lo
+    check_memory(cosine_similarity_memory(r1 - r0, P.n_other, X.shape[1], hi - lo, n_threads),
+                 "cosine_similarity")
+    out = get_kernel("cosine_similarity_rows", P.backend)(
+        P.state, indptr, X.indices[lo:hi], X.data[lo:hi], min_similarity, n_threads)
+    return make_csr(*out, (r1 - r0, P.n_other), P.family)

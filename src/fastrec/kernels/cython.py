@@ -2,6 +2,8 @@
 from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (import = built)
 from ._cython._similarity import (  # noqa: F401
     cosine_similarity,
+    cosine_similarity_prepare,
+    cosine_similarity_rows,
     cosine_topk,
     cosine_topk_prepare,
     cosine_topk_rows,

@@ -398,28 +398,36 @@ def cosine_topk(
                             n_threads, rows)
 
 
-def cosine_similarity(
-    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+def cosine_similarity_prepare(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
 ):
-    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+    """The part of cosine_similarity that does not depend on which rows of X are computed.
 
-    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
-    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
-    so that the output is allocated once at its exact size.
-    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
-    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
+    Whether the product is binary (every row of X and of Y holds one constant value: decided
+    over all of X, so that any block of X's rows is computed exactly as in the whole call),
+    and Y's side: row scales and the transposed Y (float64 normalised values unless binary).
+    Returns an opaque tuple for :func:`cosine_similarity_rows`. Time O(nnz(X) + nnz(Y)).
     """
-    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
     dtype = np.result_type(data.dtype, y_data.dtype)
-    if n == 0 or p == 0:
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    inv_x, scale_x, const_x = _row_scales(indptr, data)
-    inv_y, scale_y, const_y, (tp, tx, tw) = _prepare_side(
+    _, _, const_x = _row_scales(indptr, data)
+    _, scale_y, const_y, (tp, tx, tw) = _prepare_side(
         y_indptr, y_indices, y_data, n_cols, not const_x
     )
     binary = const_x and const_y
     if not binary and tw.shape[0] != y_data.shape[0]:  # Y constant, X not: weigh Y too
-        inv_y, scale_y, _, (tp, tx, tw) = _prepare_side(y_indptr, y_indices, y_data, n_cols, True)
+        _, scale_y, _, (tp, tx, tw) = _prepare_side(y_indptr, y_indices, y_data, n_cols, True)
+    return (int(n_cols), dtype, bool(binary), scale_y, tp, tx, tw)
+
+
+def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads):
+    """cosine_similarity of some rows of X (given as a CSR: X itself, or a block of its rows)
+    with the prepared Y (:func:`cosine_similarity_prepare` of X and Y); each output row is
+    bit for bit that row of the whole call. Memory O(nnz(rows) + nnz(result) + threads*p)."""
+    n_cols, dtype, binary, scale_y, tp, tx, tw = prepared
+    n, p = indptr.shape[0] - 1, scale_y.shape[0]
+    if n == 0 or p == 0:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+    inv_x, scale_x, _ = _row_scales(indptr, data)
     xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_x)
     ix = _unsigned(indices)
     work = _run(n_threads, _row_work, indptr, ix, tp)
@@ -437,6 +445,28 @@ def cosine_similarity(
     out_val = np.empty(int(out_indptr[-1]), dtype)
     _run(n_threads, _cosine_rows, *args, 2, *rule, counts, out_indptr, out_idx, out_val, nt)
     return out_indptr, out_idx, out_val
+
+
+def cosine_similarity(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+):
+    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+
+    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
+    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
+    so that the output is allocated once at its exact size.
+    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
+    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
+    :func:`cosine_similarity_prepare` + :func:`cosine_similarity_rows`, in one call.
+    """
+    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
+    if n == 0 or p == 0:
+        dtype = np.result_type(data.dtype, y_data.dtype)
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+    prepared = cosine_similarity_prepare(
+        indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
+    )
+    return cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads)
 
 
 # ---- ranking: topk, recommend ---------------------------------------------------------------

@@ -189,10 +189,30 @@ def cosine_similarity(
     Returns (indptr int64, indices int64, values of the result dtype: float32 only if both
     inputs are float32). Memory: O(nnz(X) + nnz(Y) + nnz(result)).
     """
-    n_rows, n_other = len(indptr) - 1, len(y_indptr) - 1
+    prepared = cosine_similarity_prepare(
+        indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
+    )
+    return cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads)
+
+
+def cosine_similarity_prepare(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
+):
+    """The part of cosine_similarity that does not depend on which rows of X are computed:
+    an opaque tuple (n_cols, result dtype, CSR arrays of the row-normalised Y transposed)."""
+    n_other = len(y_indptr) - 1
     dtype = np.result_type(data.dtype, y_data.dtype)
-    Xn = _row_normalised(_csr(indptr, indices, data, (n_rows, n_cols)))
     YnT = _row_normalised(_csr(y_indptr, y_indices, y_data, (n_other, n_cols))).T.tocsr()
+    return (int(n_cols), dtype, n_other, (YnT.indptr, YnT.indices, YnT.data))
+
+
+def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads):
+    """cosine_similarity of some rows of X (given as a CSR: X itself, or a block of its rows)
+    with the prepared Y; each output row is that row of the whole call."""
+    n_cols, dtype, n_other, ynt = prepared
+    n_rows = len(indptr) - 1
+    Xn = _row_normalised(_csr(indptr, indices, data, (n_rows, n_cols)))
+    YnT = _csr(*ynt, (n_cols, n_other))
     parts_idx, parts_val, counts = [], [], np.zeros(n_rows, dtype=np.int64)
     step = _rows_per_block(n_other)
     for r0 in range(0, n_rows, step):

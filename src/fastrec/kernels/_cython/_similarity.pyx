@@ -505,31 +505,46 @@ def cosine_topk(
                             n_threads, rows)
 
 
-def cosine_similarity(
-    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+def cosine_similarity_prepare(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
 ):
-    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+    """The part of cosine_similarity that does not depend on which rows of X are computed.
 
-    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
-    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
-    so that the output is allocated once at its exact size.
-    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
-    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
+    Whether the product is binary (every row of X and of Y holds one constant value: decided
+    over all of X, so that any block of X's rows is computed exactly as in the whole call),
+    and Y's side: row scales and the transposed Y (float64 normalised values unless binary).
+    Returns an opaque tuple for :func:`cosine_similarity_rows`. Time O(nnz(X) + nnz(Y));
+    memory O(nnz(Y) + p + n_cols).
     """
-    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
+    p = y_indptr.shape[0] - 1
     dtype = np.result_type(data.dtype, y_data.dtype)
-    if n == 0 or p == 0:
-        return _empty(n, dtype)
     indptr = np.asarray(indptr, dtype=np.int64)
     y_indptr = np.asarray(y_indptr, dtype=np.int64)
-    n_threads = max(1, int(n_threads))
-    inv_x, scale_x, const_x = _row_scales(indptr, data)
+    _, _, const_x = _row_scales(indptr, data)
     _, scale_y, const_y, tp, tx, tw = _prepare_side(
         y_indptr, y_indices, y_data, n_cols, not const_x, p
     )
     binary = const_x and const_y
     if not binary and tw.shape[0] != y_data.shape[0]:  # Y constant, X not: weigh Y too
         _, scale_y, _, tp, tx, tw = _prepare_side(y_indptr, y_indices, y_data, n_cols, True, p)
+    return (int(n_cols), dtype, bool(binary), scale_y, tp, tx, tw)
+
+
+def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads):
+    """cosine_similarity of some rows of X (given as a CSR: X itself, or a block of its rows)
+    with the prepared Y (:func:`cosine_similarity_prepare` of X and Y).
+
+    Each output row is bit for bit that row of the whole call. Returns (indptr int64, indices
+    int64, values of the result dtype). Time O(2 (W_rows + sum_i min(p, w_i))); memory
+    O(nnz(rows) + nnz(result) + threads*p) beyond the prepared tuple.
+    """
+    n_cols, dtype, binary, scale_y, tp, tx, tw = prepared
+    n, p = indptr.shape[0] - 1, scale_y.shape[0]
+    if n == 0 or p == 0:
+        return _empty(n, dtype)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n_threads = max(1, int(n_threads))
+    inv_x, scale_x, _ = _row_scales(indptr, data)
     xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_x)
     work = _row_work(indptr, indices, tp, n_threads)
     order = np.argsort(-work, kind="stable")
@@ -544,3 +559,24 @@ def cosine_similarity(
     out_val = np.empty(nnz, np.float64)
     _cosine_rows(*args, 2, *rule, counts, out_indptr, out_idx, out_val, n_threads)
     return out_indptr, out_idx, out_val.astype(dtype, copy=False)
+
+
+def cosine_similarity(
+    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
+):
+    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+
+    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
+    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
+    so that the output is allocated once at its exact size.
+    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
+    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
+    :func:`cosine_similarity_prepare` + :func:`cosine_similarity_rows`, in one call.
+    """
+    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
+    if n == 0 or p == 0:
+        return _empty(n, np.result_type(data.dtype, y_data.dtype))
+    prepared = cosine_similarity_prepare(
+        indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
+    )
+    return cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads)
