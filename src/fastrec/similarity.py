@@ -145,7 +145,8 @@ def _prepare_backend(backend) -> str:
         except BackendUnavailableError:
             continue
         return name
-    raise BackendUnavailableError("no backend available for cosine_topk_prepare")  # pragma: no cover
+    # numpy always prepares: not reached.
+    raise BackendUnavailableError("no backend available for cosine_topk_prepare")
 
 
 def _prepare(A: CSR, weighting, bm25_k1, bm25_b, backend, n_threads) -> PreparedCosine:
