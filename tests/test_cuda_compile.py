@@ -63,7 +63,7 @@ def compile_all() -> int:
                     (a((3, 4), vt, "F"), 5, ip, ix, a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
                 k = C._cosine_topk_kernel(P, shared, vt)
                 cases.append((f"cosine_topk {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
-                    (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), 5, 0.0, 0.0, 1, False, True,
+                    (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), 5, 0.0, 0.0, 1, False, True,
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((2, 4), i32),
                      a((1, 1), vt), a((1, 1), i32), a((4, 5), i32), a((4, 5), vt), a(4, i64),
                      a(4, i64), a(1, i64))))
@@ -73,9 +73,10 @@ def compile_all() -> int:
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((1, 1), vt), a((1, 1), i32),
                      a((3, 5), i64), a((3, 5), vt), a(3, i64), a(1, i64))))
             cases.append((f"cosine_similarity {vt.__name__} {it.__name__}", C._cosine_similarity_kernel.py_func,
-                (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), 0.0, True, a(5, i64), a((2, 4), vt),
+                (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), a(4, f64), 0.0, True,
+                 a(5, i64), a((2, 4), vt),
                  a((2, 4), i32), a((2, 4), i32), a(4, i64), a(4, i64), a(4, vt))))
-            cases.append(("normalise", C._normalise_rows.py_func, (ip, dv, a(4, vt))))
+            cases.append(("inverse_norms", C._inverse_norms.py_func, (ip, dv, a(4, f64))))
             cases.append(("column_counts", C._column_counts.py_func, (ix, a(4, i64))))
             cases.append(("row_work", C._row_work.py_func, (ip, ix, a(4, i64), a(4, i64))))
             cases.append(("scatter_T", C._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))
