@@ -94,6 +94,12 @@ def compile_all() -> int:
         cases.append(("strided topk", C._topk_kernel(2048, True, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
     cases.append(("chunk_sums", C._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))
+    cases.append(("finish_grad", C._finish_grad.py_func, (a(4, f64), a(4, f64), 2.0, 0.5, a(4, f64))))
+    for dt in (f32, f64, i64, np.bool_):
+        cases.append((f"summary_1d {dt.__name__}", C._summary_1d.py_func, (a(4, dt), a(5, f64))))
+        cases.append((f"summary_2d {dt.__name__}", C._summary_2d.py_func, (a((2, 3), dt), a(5, f64))))
+        cases.append((f"summary_2d strided {dt.__name__}", C._summary_2d.py_func, (a((2, 6), dt)[:, ::2], a(5, f64))))
+    cases.append(("cast i64", C._cast_kernel.py_func, (a(4, i64), a(4, f64))))
     cases.append(("sum_chunks", C._sum_chunks.py_func, (a((2, 4), f64), a(4, f64))))
     cases.append(("fill_zero i32", C._fill_zero.py_func, (a(4, i32),)))
     cases.append(("fill_zero f64", C._fill_zero.py_func, (a(4, f64),)))

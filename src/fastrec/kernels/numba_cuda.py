@@ -169,6 +169,115 @@ def _empty_index(n_rows: int, dtype=np.int64):
     return cuda.to_device(np.zeros(n_rows + 1, dtype=dtype)), cuda.to_device(np.zeros(1, dtype))
 
 
+# ---- device arrays given to the public API: views, allocation, validation reductions -----------
+# The public API (``fastrec._validation``) checks device inputs with these raw-array helpers, so
+# nothing is copied to the host but a handful of scalars.
+
+
+def is_device_array(a) -> bool:
+    """Whether ``a`` lives on the GPU (``__cuda_array_interface__``, or a simulator array)."""
+    return _is_device(a)
+
+
+def device_view(a):
+    """A Numba device array viewing device array ``a`` (zero copy; CuPy, PyTorch, Numba)."""
+    return _dev(a)
+
+
+def device_empty(shape, dtype):
+    """An uninitialised Numba device array."""
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def device_cast(v, dtype):
+    """1-D device vector ``v`` as ``dtype``: itself when it already has it, else a cast on the
+    device (no host round trip)."""
+    return _dev(v, dtype)
+
+
+class DeviceSummary(tuple):
+    """(n_nonfinite, min, max, total, n_not_binary) of a device array; min/max/total over the
+    finite values (+inf/-inf/0 when there are none), ``n_not_binary`` counts values not 0 or 1."""
+
+    __slots__ = ()
+
+    n_nonfinite = property(lambda s: int(s[0]))
+    min = property(lambda s: float(s[1]))
+    max = property(lambda s: float(s[2]))
+    total = property(lambda s: float(s[3]))
+    n_not_binary = property(lambda s: int(s[4]))
+
+
+@cuda.jit(device=True)
+def _summary_take(x, acc):
+    v = x * 1.0  # float64 for any numeric dtype
+    if v != v or v == math.inf or v == -math.inf:
+        acc[0] += 1.0
+    else:
+        acc[1] = min(acc[1], v)
+        acc[2] = max(acc[2], v)
+        acc[3] += v
+    if v != 0.0 and v != 1.0:
+        acc[4] += 1.0
+
+
+@cuda.jit(device=True)
+def _summary_flush(acc, stats):
+    """One set of atomics per thread (a few thousand in all): cheap next to the pass itself."""
+    if acc[0] > 0:
+        cuda.atomic.add(stats, 0, acc[0])
+    cuda.atomic.min(stats, 1, acc[1])
+    cuda.atomic.max(stats, 2, acc[2])
+    cuda.atomic.add(stats, 3, acc[3])
+    if acc[4] > 0:
+        cuda.atomic.add(stats, 4, acc[4])
+
+
+@cuda.jit(device=True)
+def _summary_init(acc):
+    acc[0] = 0.0
+    acc[1] = math.inf
+    acc[2] = -math.inf
+    acc[3] = 0.0
+    acc[4] = 0.0
+
+
+@cuda.jit
+def _summary_1d(v, stats):
+    acc = cuda.local.array(5, numba.float64)
+    _summary_init(acc)
+    for i in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
+        _summary_take(v[i], acc)
+    _summary_flush(acc, stats)
+
+
+@cuda.jit
+def _summary_2d(X, stats):
+    """Flat index in the view's row-major order (callers pass X.T for F order: coalesced)."""
+    acc = cuda.local.array(5, numba.float64)
+    _summary_init(acc)
+    n_cols = X.shape[1]
+    for i in range(cuda.grid(1), X.shape[0] * n_cols, cuda.gridsize(1)):
+        _summary_take(X[i // n_cols, i % n_cols], acc)
+    _summary_flush(acc, stats)
+
+
+def device_summary(a) -> DeviceSummary:
+    """Count NaN/inf, min, max and sum (float64 atomics: the sum's last bits may vary, it is
+    only compared with 0) and count non-0/1 values of a 1-D or 2-D device array, in one pass
+    on the device. O(size) reads; 40 bytes come back to the host."""
+    d = _dev(a)
+    stats = cuda.to_device(np.array([0.0, np.inf, -np.inf, 0.0, 0.0]))
+    size = int(np.prod(d.shape))
+    if size:
+        if d.ndim == 1:
+            _summary_1d[_grid(size, _THREADS), _THREADS](d, stats)
+        else:
+            view = d.T if _is_f_order(d) else d
+            _summary_2d[_grid(size, _THREADS), _THREADS](view, stats)
+    return DeviceSummary(stats.copy_to_host().tolist())
+
+
 # ---- shared helpers (device functions) ------------------------------------------------------
 
 
@@ -1225,21 +1334,42 @@ def _chunking(n_rows: int) -> tuple[int, int]:
     return chunk_rows, -(-n_rows // chunk_rows)
 
 
-def _finish_loss_grad(d_residual, d_loss, d_grad, w, l2, d_sample_weight, keep):
-    n_rows = d_residual.shape[0]
-    chunk_rows, n_chunks = _chunking(n_rows)
-    sums = cuda.device_array((3, n_chunks), dtype=np.float64)
+@cuda.jit
+def _finish_grad(grad, w, total_weight, l2, w_squared):
+    """grad = grad / total_weight + l2 * w in place, and w_squared = w * w (for |w|^2)."""
+    for j in range(cuda.grid(1), grad.shape[0], cuda.gridsize(1)):
+        grad[j] = grad[j] / total_weight + l2 * w[j]
+        w_squared[j] = w[j] * w[j]
+
+
+def _fixed_order_sums(vectors) -> list[float]:
+    """The sum of each 1-D float64 device vector (all the same length), in an order fixed by
+    the length alone: chunk sums on the device, then the chunks in order on the host."""
+    n = vectors[0].shape[0]
+    chunk_rows, n_chunks = _chunking(n)
+    sums = cuda.device_array((len(vectors), max(n_chunks, 1)), dtype=np.float64)
     grid = _grid(n_chunks, _THREADS // _WARP)
-    _chunk_sums[grid, _THREADS](d_loss, chunk_rows, sums[0])
-    _chunk_sums[grid, _THREADS](d_residual, chunk_rows, sums[1])
-    _chunk_sums[grid, _THREADS](d_sample_weight, chunk_rows, sums[2])
-    totals = sums.copy_to_host().sum(axis=1)  # n_chunks values each, fixed order
-    total_weight = float(totals[2])
-    w64 = _host(w).astype(np.float64)
-    loss = float(totals[0]) / total_weight + 0.5 * l2 * float(w64 @ w64)
-    grad_b = float(totals[1]) / total_weight
-    grad = _host(d_grad) / total_weight + l2 * w64
-    return loss, (cuda.to_device(grad) if keep else grad), grad_b
+    for i, v in enumerate(vectors):
+        if n:
+            _chunk_sums[grid, _THREADS](v, chunk_rows, sums[i])
+    if not n:
+        return [0.0] * len(vectors)
+    return [float(x) for x in sums.copy_to_host()[:, :n_chunks].sum(axis=1)]
+
+
+def _finish_loss_grad(d_residual, d_loss, d_grad, d_w, l2, d_sample_weight, keep):
+    """Means, the L2 term and the gradient's scaling, on the device: only scalars come back."""
+    loss_sum, residual_sum, total_weight = _fixed_order_sums(
+        [d_loss, d_residual, d_sample_weight])
+    n_features = d_grad.shape[0]
+    w_squared = cuda.device_array(max(n_features, 1), dtype=np.float64)
+    if n_features:
+        _finish_grad[_grid(n_features, _THREADS), _THREADS](d_grad, d_w, total_weight,
+                                                            float(l2), w_squared)
+    (w_norm2,) = _fixed_order_sums([w_squared[:n_features]])
+    loss = loss_sum / total_weight + 0.5 * l2 * w_norm2
+    grad_b = residual_sum / total_weight
+    return loss, (d_grad if keep else d_grad.copy_to_host()), grad_b
 
 
 def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
@@ -1269,7 +1399,7 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
         tasks = n_chunks * (n_features if f_order else -(-n_features // _WARP))
         kern[_grid(tasks, _THREADS // _WARP), _THREADS](d_X, d_residual, chunk_rows, partial)
         _sum_chunks[_grid(n_features, _THREADS), _THREADS](partial, d_grad)
-    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)
+    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], d_w, l2, d_sw, keep)
 
 
 def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
@@ -1293,4 +1423,4 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     grid = _grid(n_rows, _THREADS // _WARP)
     d_grad = _zeros(max(n_features, 1), np.float64)
     _xt_atomic_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, d_grad)
-    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], w, l2, d_sw, keep)
+    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], d_w, l2, d_sw, keep)
