@@ -91,6 +91,12 @@ def compile_all() -> int:
             cases.append((f"sigmoid_dense_{order}", (C._sigmoid_dense_c if order == "C" else C._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt)) + lanes))
             cases.append((f"terms_dense_{order}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes))
             cases.append((f"xt_partials_{order}", (C._xt_partials_c if order == "C" else C._xt_partials_f).py_func, (X, a(3, f64), 256, a((2, 4), f64))))
+        for B, wpb in ((512, 8), (1024, 4)):
+            for it in (i32, i64):
+                cases.append((f"warp topk {vt.__name__} {it.__name__} B{B}", C._warp_topk_kernel(B, wpb, vt).py_func,
+                    (a((3, 4), vt), 5, a(4, it), a(1, it), a((3, 5), i64), a((3, 5), vt))))
+        cases.append(("strided warp topk", C._warp_topk_kernel(512, 8, vt).py_func,
+            (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((3, 5), i64), a((3, 5), vt))))
         cases.append(("strided topk", C._topk_kernel(2048, True, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
     cases.append(("chunk_sums", C._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))

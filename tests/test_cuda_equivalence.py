@@ -131,20 +131,29 @@ def scores_and_mask(draw):
 def test_topk_matches_reference(case, k):
     S, mask = case
     before = S.copy()
-    got = fastrec.topk(S, k, exclude=mask, backend="cuda")
-    want = fastrec.topk(S, k, exclude=mask, backend="numpy")
-    assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
-    # Dense scores are not computed, only moved: the result must match bit for bit.
-    assert_topk_equal(got, want, exact=True)
+    C = _cuda_module()
+    old = C._WARP_TOPK_MIN_ROWS
+    try:
+        for min_rows in (1, 10**9):  # the warp-per-row kernel, then the block-per-row one
+            C._WARP_TOPK_MIN_ROWS = min_rows
+            got = fastrec.topk(S, k, exclude=mask, backend="cuda")
+            want = fastrec.topk(S, k, exclude=mask, backend="numpy")
+            assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
+            # Dense scores are not computed, only moved: the result must match bit for bit.
+            assert_topk_equal(got, want, exact=True)
+    finally:
+        C._WARP_TOPK_MIN_ROWS = old
     np.testing.assert_array_equal(S, before)
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared-buffer", "global-buffer"])
-def test_topk_long_rows_many_ties_both_buffer_kinds(shared, monkeypatch):
-    """Rows several tiles long with heavy ties, k below and above the row length: the
-    threshold, repeated compactions and both buffer placements are exercised."""
+@pytest.mark.parametrize("kernel", ["warp", "block-shared", "block-global"])
+def test_topk_long_rows_many_ties_each_kernel(kernel, monkeypatch):
+    """Rows several steps long with heavy ties, k below and above the row length: the
+    threshold, repeated compactions, the warp-per-row kernel and both buffer placements of the
+    block-per-row kernel are exercised."""
     C = _cuda_module()
-    if not shared:
+    monkeypatch.setattr(C, "_WARP_TOPK_MIN_ROWS", 1 if kernel == "warp" else 10**9)
+    if kernel == "block-global":
         monkeypatch.setattr(C, "_SHARED_BYTES", 0)
     rng = np.random.default_rng(7)
     S = rng.integers(0, 6, (3, 3 * C._TILE + 17)).astype(np.float64)

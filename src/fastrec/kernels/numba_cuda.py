@@ -16,8 +16,11 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
   in float64. F-order dense uses one thread per row (a warp reads 32 consecutive rows of a
   column: coalesced too). Loss/gradient: per-row terms, then X.T @ residual by row chunks
   summed in a fixed order (dense) or float64 atomics (CSR).
-* ranking and selection (``topk``, and the last step of ``recommend`` / ``cosine_topk``): one
-  block per row. Candidates stream through in tiles of ``_TILE`` elements; each thread compares
+* ``topk`` with many rows: a warp per row, loads of a step issued together, survivors of the
+  warp's running threshold gathered by ballot into a shared-memory buffer that a warp bitonic
+  sort compacts (see :func:`topk`).
+* ranking and selection (``topk`` with few rows, and the last step of ``recommend`` /
+  ``cosine_topk``): one block per row. Candidates stream through in tiles of ``_TILE`` elements; each thread compares
   its candidates against the block's current k-th best (a threshold kept in shared memory) and
   appends survivors to a buffer of P >= k + tile entries (shared memory when it fits, otherwise
   a per-block slice of global memory). When the buffer could overflow, the block bitonic-sorts
@@ -83,6 +86,11 @@ _THREADS = 64 if _SIM else 256  # threads per block
 _ITEMS = 1 if _SIM else 4  # elements each thread loads per selection tile
 _TILE = _THREADS * _ITEMS
 _SHARED_BYTES = 40 * 1024  # selection buffers above this go to global memory
+# Warp-per-row topk: elements each lane loads per step before it looks at any of them (loads in
+# flight per lane: what keeps HBM busy), and the row count from which a warp per row fills the
+# GPU (below it, a block per row; None: 8 rows per SM, computed at the first call).
+_WARP_ITEMS = 2 if _SIM else 8
+_WARP_TOPK_MIN_ROWS = 2 if _SIM else None
 _SCRATCH_BYTES = 1 << 30  # cap on per-block accumulators of the sparse products
 _INT32_MAX = 2147483647
 
@@ -441,12 +449,13 @@ _KERNELS: dict = {}
 
 
 def _factory(builder):
-    """Cache kernels built per (P, shared, dtype): shared-array sizes and types are constants."""
+    """Cache kernels built per (sizes..., dtype): shared-array sizes and types are constants."""
 
-    def get(P, shared, dtype):
-        key = (builder.__name__, P, shared, np.dtype(dtype).str)
+    def get(*sizes_then_dtype):
+        *sizes, dtype = sizes_then_dtype
+        key = (builder.__name__, *sizes, np.dtype(dtype).str)
         if key not in _KERNELS:
-            _KERNELS[key] = builder(P, shared, numba.from_dtype(np.dtype(dtype)))
+            _KERNELS[key] = builder(*sizes, numba.from_dtype(np.dtype(dtype)))
         return _KERNELS[key]
 
     return get
@@ -896,6 +905,116 @@ def _topk_kernel(P, shared, vtype):
     return kernel
 
 
+@cuda.jit(device=True)
+def _warp_sort(buf_val, buf_idx, count, lane):
+    """Sort buf[0:count] into the ranking order by one warp (bitonic, padded to a power of
+    two with sentinels that rank last); returns the padded size. Every lane must call it."""
+    size = 2
+    while size < count:
+        size *= 2
+    for t in range(count + lane, size, _WARP):
+        buf_val[t] = -math.inf
+        buf_idx[t] = _INT32_MAX
+    block = 2
+    while block <= size:
+        stride = block // 2
+        while stride > 0:
+            cuda.syncwarp(_FULL_MASK)
+            for t in range(lane, size // 2, _WARP):
+                i = 2 * t - (t & (stride - 1))
+                j = i + stride
+                av, ai, bv, bi = buf_val[i], buf_idx[i], buf_val[j], buf_idx[j]
+                if (i & block) == 0:
+                    swap = _before(bv, bi, av, ai)
+                else:
+                    swap = _before(av, ai, bv, bi)
+                if swap:
+                    buf_val[i], buf_idx[i] = bv, bi
+                    buf_val[j], buf_idx[j] = av, ai
+            stride //= 2
+        block *= 2
+    cuda.syncwarp(_FULL_MASK)
+    return size
+
+
+@_factory
+def _warp_topk_kernel(B, warps_per_block, vtype):
+    """Warp per row; B = candidate-buffer entries per warp (shared memory), a power of two."""
+    step = _WARP * _WARP_ITEMS
+
+    @cuda.jit
+    def kernel(scores, k, ex_indptr, ex_indices, out_idx, out_val):
+        sbuf_val = cuda.shared.array((warps_per_block, B), vtype)
+        sbuf_idx = cuda.shared.array((warps_per_block, B), numba.int32)
+        vals = cuda.local.array(_WARP_ITEMS, vtype)
+        lane = cuda.threadIdx.x % _WARP
+        buf_val = sbuf_val[cuda.threadIdx.x // _WARP]
+        buf_idx = sbuf_idx[cuda.threadIdx.x // _WARP]
+        below = (1 << lane) - 1  # the lanes before this one, as a ballot mask
+        n_rows, n_cols = scores.shape
+        # Every loop below is warp-uniform (bounds from the row and from ballots), so every lane
+        # reaches every ballot and syncwarp.
+        for row in range(cuda.grid(1) // _WARP, n_rows, cuda.gridsize(1) // _WARP):
+            lo = ex_indptr[row]
+            hi = ex_indptr[row + 1]
+            count = 0  # entries in the buffer; after a compaction the best ones, sorted, first
+            full = False  # the buffer's first k entries are the best k so far: tv, ti is the k-th
+            tv = -math.inf
+            ti = _INT32_MAX
+            for c0 in range(0, n_cols, step):
+                if count > B - step:  # the next step might not fit: keep the best k
+                    _warp_sort(buf_val, buf_idx, count, lane)
+                    count = min(count, k)
+                    full = count >= k
+                    if full:
+                        tv = buf_val[k - 1]
+                        ti = buf_idx[k - 1]
+                # All loads of the step first (independent: _WARP_ITEMS in flight per lane,
+                # each instruction a warp-wide contiguous 32-element segment), then the filter.
+                if c0 + step <= n_cols:
+                    for i in range(_WARP_ITEMS):
+                        vals[i] = scores[row, c0 + i * _WARP + lane]
+                else:
+                    for i in range(_WARP_ITEMS):
+                        c = c0 + i * _WARP + lane
+                        vals[i] = scores[row, c] if c < n_cols else -math.inf
+                for i in range(_WARP_ITEMS):
+                    c = c0 + i * _WARP + lane
+                    v = vals[i]
+                    ok = v == v and v > -math.inf and (not full or _before(v, c, tv, ti))
+                    if ok and hi > lo:  # the mask is searched for survivors only
+                        ok = not _in_sorted(ex_indices, lo, hi, c)
+                    ballot = cuda.ballot_sync(_FULL_MASK, ok)
+                    if ok:
+                        pos = count + cuda.popc(ballot & below)
+                        buf_val[pos] = v
+                        buf_idx[pos] = c
+                    count += cuda.popc(ballot)
+            _warp_sort(buf_val, buf_idx, count, lane)
+            kept = min(count, k)
+            for t in range(lane, k, _WARP):
+                if t < kept:
+                    out_idx[row, t] = buf_idx[t]
+                    out_val[row, t] = buf_val[t]
+                else:
+                    out_idx[row, t] = -1
+                    out_val[row, t] = -math.inf
+            cuda.syncwarp(_FULL_MASK)
+
+    return kernel
+
+
+def _warp_topk_plan(n_rows: int, k_eff: int, dtype):
+    """(B, warps per block) for the warp-per-row topk, or None when a block per row is better:
+    too few rows to give every SM several warps, or a buffer too large for shared memory."""
+    min_rows = _WARP_TOPK_MIN_ROWS if _WARP_TOPK_MIN_ROWS is not None else 8 * _sm_count()
+    B = _next_pow2(k_eff + _WARP * _WARP_ITEMS)
+    per_warp = B * (np.dtype(dtype).itemsize + 4)
+    if n_rows < min_rows or per_warp > _SHARED_BYTES:
+        return None
+    return B, max(1, min(_THREADS // _WARP, _SHARED_BYTES // per_warp))
+
+
 def _index_result(d_idx, d_val, keep):
     if keep:
         return d_idx, d_val
@@ -905,9 +1024,17 @@ def _index_result(d_idx, d_val, keep):
 def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     """Row-wise top-k of a dense (n_rows, n_cols) float array (contract of the reference).
 
-    One block per row reads the row once (coalesced) against a shared-memory threshold; the
-    exclusion mask is only consulted (binary search) for the few elements that beat it.
-    Memory: O(n_rows * k) output plus O(k + tile) per resident block.
+    Enough rows (8 per SM): a warp per row. Each step every lane issues ``_WARP_ITEMS``
+    independent loads (a warp-wide contiguous segment each), then filters them against the
+    warp's current k-th best; survivors are appended, by ballot and popcount, to the warp's
+    candidate buffer in shared memory (B = next power of two >= k + one step), which a warp
+    bitonic sort compacts to the best k, raising the threshold, whenever the next step might
+    not fit. After the first few steps almost nothing survives, so the row is read once at
+    memory speed. Fewer rows, or a k too large for a warp's shared buffer: a block per row
+    (the same scheme with block-wide tiles, shared or global buffer). The exclusion mask is
+    only consulted (binary search) for elements that beat the threshold. Ties: the order
+    (score descending, index ascending) is total, so the result does not depend on arrival
+    order. Memory: O(n_rows * k) output plus O(k + step) shared per resident warp or block.
     """
     keep = _any_device(scores, exclude_indptr, exclude_indices)
     dtype = np.dtype(scores.dtype)
@@ -919,13 +1046,20 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         ex_indptr, ex_indices = _dev(exclude_indptr), _dev(exclude_indices)
         if ex_indices.shape[0] == 0:
             ex_indices = cuda.to_device(np.zeros(1, dtype=ex_indices.dtype))
+    out_idx = cuda.device_array((n_rows, k), dtype=np.int64)
+    out_val = cuda.device_array((n_rows, k), dtype=dtype)
+    plan = _warp_topk_plan(n_rows, max(1, min(k, n_cols)), dtype)
+    if plan is not None:
+        B, warps_per_block = plan
+        grid = _grid(n_rows, warps_per_block, cap_per_sm=64 // warps_per_block)
+        _warp_topk_kernel(B, warps_per_block, dtype)[grid, warps_per_block * _WARP](
+            d_scores, k, ex_indptr, ex_indices, out_idx, out_val)
+        return _index_result(out_idx, out_val, keep)
     P, shared = _selection_plan(max(1, min(k, n_cols)), dtype)
     G = _grid(n_rows, 1, cap_per_sm=16)
     if not shared:  # per-block global buffers: bound their total size
         G = max(1, min(G, _SCRATCH_BYTES // (P * (dtype.itemsize + 4))))
     gbuf_val, gbuf_idx = _selection_buffers(P, shared, G, dtype)
-    out_idx = cuda.device_array((n_rows, k), dtype=np.int64)
-    out_val = cuda.device_array((n_rows, k), dtype=dtype)
     if n_rows:
         _topk_kernel(P, shared, dtype)[G, _THREADS](
             d_scores, k, ex_indptr, ex_indices, gbuf_val, gbuf_idx, out_idx, out_val
