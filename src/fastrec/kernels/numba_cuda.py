@@ -1208,14 +1208,29 @@ def _group_sum(v, lanes):
     return v
 
 
+_DOT_ITEMS = 8  # elements of X each lane loads before it uses any (loads in flight per lane)
+
+
 @cuda.jit(device=True)
 def _group_row_dot(X, row, w, sub, lanes):
-    """X[row] @ w in float64 by a group of ``lanes`` lanes: at each step the group reads
-    ``lanes`` consecutive elements (whole 32-byte sectors), and a warp serves 32/lanes rows."""
+    """X[row] @ w in float64 by a group of ``lanes`` lanes: each load instruction has the group
+    read ``lanes`` consecutive elements (whole 32-byte sectors; a warp serves 32/lanes rows),
+    and each lane issues ``_DOT_ITEMS`` independent loads before the first multiply-add, so
+    enough bytes are in flight to keep HBM busy (a dependent one-load-at-a-time loop reached a
+    third of the bandwidth). Terms are added in column order, as a plain loop would."""
     acc = 0.0
     if row < X.shape[0]:
-        for j in range(sub, X.shape[1], lanes):
-            acc += X[row, j] * w[j]
+        n_cols = X.shape[1]
+        x = cuda.local.array(_DOT_ITEMS, numba.float64)
+        for j0 in range(sub, n_cols, lanes * _DOT_ITEMS):
+            if j0 + lanes * (_DOT_ITEMS - 1) < n_cols:  # a whole chunk: unrolled, no guards
+                for i in range(_DOT_ITEMS):
+                    x[i] = X[row, j0 + i * lanes]
+                for i in range(_DOT_ITEMS):
+                    acc += x[i] * w[j0 + i * lanes]
+            else:
+                for j in range(j0, n_cols, lanes):
+                    acc += X[row, j] * w[j]
     return _group_sum(acc, lanes)
 
 
