@@ -84,7 +84,8 @@ def compile_all() -> int:
             cases.append(("compact_rows64", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))
             cases.append(("sigmoid_csr", C._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt), 8)))
             cases.append(("terms_csr", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8)))
-            cases.append(("xt_atomic_csr", C._xt_atomic_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
+            cases.append(("xt_csr_column_max", C._xt_csr_column_max.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
+            cases.append(("xt_csr_exact_sums", C._xt_csr_exact_sums.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 3, a(4, f64), a(4, f64))))
         for order in "CF":
             X = a((3, 4), vt, order)
             lanes = (8,) if order == "C" else ()
@@ -100,6 +101,7 @@ def compile_all() -> int:
         cases.append(("strided topk", C._topk_kernel(2048, True, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
     cases.append(("chunk_sums", C._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))
+    cases.append(("add_levels", C._add_levels.py_func, (a(4, f64), a(4, f64), a(4, f64))))
     cases.append(("finish_grad", C._finish_grad.py_func, (a(4, f64), a(4, f64), 2.0, 0.5, a(4, f64))))
     for dt in (f32, f64, i64, np.bool_):
         cases.append((f"summary_1d {dt.__name__}", C._summary_1d.py_func, (a(4, dt), a(5, f64))))

@@ -5,8 +5,8 @@ it; the simulator lacks warp intrinsics, which ``_cudasim_warp`` supplies). Host
 are copied in and results copied out; when any array argument is already a device array
 (anything with ``__cuda_array_interface__``: Numba device arrays, CuPy, PyTorch) the results stay
 on the device as Numba device arrays. ``n_threads`` is accepted for a uniform signature and
-ignored. Every kernel is deterministic except the CSR gradient (float64 atomics: see
-:func:`logistic_loss_grad_csr`).
+ignored. Every kernel is deterministic (the CSR gradient too: its atomics add pre-rounded
+parts whose sums are exact, see :func:`logistic_loss_grad_csr`).
 
 Design, per kernel group (why these shapes: coalesced loads and no CPU loops run per thread):
 
@@ -15,7 +15,8 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
   each load instruction reads whole 32-byte sectors; partial dots reduced with xor shuffles,
   in float64. F-order dense uses one thread per row (a warp reads 32 consecutive rows of a
   column: coalesced too). Loss/gradient: per-row terms, then X.T @ residual by row chunks
-  summed in a fixed order (dense) or float64 atomics (CSR).
+  summed in a fixed order (dense) or float64 atomics of pre-rounded, exactly summed parts
+  (CSR).
 * ``topk`` with many rows: a warp per row, loads of a step issued together, survivors of the
   warp's running threshold gathered by ballot into a shared-memory buffer that a warp bitonic
   sort compacts (see :func:`topk`).
@@ -1439,8 +1440,20 @@ def _xt_partials_f(X, residual, chunk_rows, partial):
             partial[chunk, j] = acc
 
 
+# X.T @ residual for CSR X, deterministic with atomics: each product is split into two parts
+# that are multiples of per-column powers of two (quanta) small enough that every partial sum
+# of a column is exact in float64, whatever the order the atomics land in ("pre-rounding", as
+# in Demmel & Nguyen's reproducible summation). Column j's quantum comes from the largest
+# product magnitude M_j of that column and the row count n: 2^e_j >= 2 n M_j, u1 = 2^(e_j-52),
+# u2 = 2^(e_j-103+L) with n <= 2^L. Level 1 keeps prod rounded to a multiple of u1, level 2 the
+# remainder (|r| <= u1/2) rounded to u2; the error left, at most n * u2 / 2 per column, is below
+# 2^-52 M_j for n up to about 2^17 and below what a float64 loop over the column would commit.
+
+
 @cuda.jit
-def _xt_atomic_csr(indptr, indices, data, residual, grad):
+def _xt_csr_column_max(indptr, indices, data, residual, col_max):
+    """col_max[j] = max |X[i, j] * residual[i]| (atomic max: the result does not depend on order;
+    most products are below the current maximum and skip the atomic)."""
     lane = cuda.threadIdx.x % _WARP
     warp = cuda.grid(1) // _WARP
     n_warps = cuda.gridsize(1) // _WARP
@@ -1448,7 +1461,42 @@ def _xt_atomic_csr(indptr, indices, data, residual, grad):
         r = residual[row]
         if r != 0:
             for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
-                cuda.atomic.add(grad, indices[p], data[p] * r)
+                m = abs(data[p] * r)
+                j = indices[p]
+                if m > col_max[j]:
+                    cuda.atomic.max(col_max, j, m)
+
+
+@cuda.jit(device=True)
+def _quantise(x, exponent):
+    """x rounded to a multiple of 2^exponent, exactly (any fixed rounding rule will do)."""
+    return math.ldexp(math.floor(math.ldexp(x, -exponent) + 0.5), exponent)
+
+
+@cuda.jit
+def _xt_csr_exact_sums(indptr, indices, data, residual, col_max, log2_rows, level1, level2):
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.grid(1) // _WARP
+    n_warps = cuda.gridsize(1) // _WARP
+    for row in range(warp, indptr.shape[0] - 1, n_warps):
+        r = residual[row]
+        if r != 0:
+            for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+                j = indices[p]
+                prod = data[p] * r
+                if prod != 0:
+                    _, e = math.frexp(col_max[j])  # 2^e > M_j
+                    e += log2_rows + 1  # 2^e >= 2 n M_j
+                    q1 = _quantise(prod, e - 52)
+                    q2 = _quantise(prod - q1, e - 103 + log2_rows)  # prod - q1 is exact
+                    cuda.atomic.add(level1, j, q1)
+                    cuda.atomic.add(level2, j, q2)
+
+
+@cuda.jit
+def _add_levels(level1, level2, out):
+    for j in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        out[j] = level1[j] + level2[j]
 
 
 @cuda.jit
@@ -1554,8 +1602,10 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
 def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
     """:func:`logistic_loss_grad_dense` for a CSR X with len(w) columns.
 
-    The gradient X.T @ residual is scattered with float64 atomic adds, so its last bits may
-    differ between runs (the loss and grad_b are deterministic); |error| ~ 1e-16 relative.
+    The gradient X.T @ residual is scattered with float64 atomic adds of pre-rounded parts
+    (see ``_xt_csr_exact_sums``): every partial sum is exact, so the result is the same bits on
+    every run although the atomics land in any order. Three passes over X (terms, column
+    maxima, sums); memory O(n + 3 * len(w)).
     """
     keep = _any_device(indptr, indices, data, y, w, sample_weight)
     n_rows, n_features = int(indptr.shape[0]) - 1, int(w.shape[0])
@@ -1570,6 +1620,12 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     _terms_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw,
                                d_residual, d_loss, lanes)
     grid = _grid(n_rows, _THREADS // _WARP)
-    d_grad = _zeros(max(n_features, 1), np.float64)
-    _xt_atomic_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, d_grad)
+    width = max(n_features, 1)
+    col_max, level1, level2 = (_zeros(width, np.float64) for _ in range(3))
+    log2_rows = max(1, n_rows).bit_length()  # n_rows < 2^log2_rows
+    _xt_csr_column_max[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, col_max)
+    _xt_csr_exact_sums[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, col_max,
+                                       log2_rows, level1, level2)
+    d_grad = cuda.device_array(width, dtype=np.float64)
+    _add_levels[_grid(width, _THREADS), _THREADS](level1, level2, d_grad)
     return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], d_w, l2, d_sw, keep)
