@@ -299,7 +299,9 @@ def case_logistic_csr():
     w = np.random.default_rng(13).normal(size=m) / 4
     y = (np.random.default_rng(14).random(n) < 0.3).astype(np.float64)
     dw, dy, dsw = cuda.to_device(w), cuda.to_device(y), cuda.to_device(np.ones(n))
-    f = lambda: C.logistic_loss_grad_csr(indptr, indices, data, dy, dw, b, 0.0, dsw, None)  # noqa: E731
+    def f():
+        return C.logistic_loss_grad_csr(indptr, indices, data, dy, dw, b, 0.0, dsw, None)
+
     runs = [f()[1].copy_to_host() for _ in range(3)]
     same = all(np.array_equal(runs[0], r) for r in runs[1:])
     rows = SIZES["check_rows"]

@@ -21,13 +21,15 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
   warp's running threshold gathered by ballot into a shared-memory buffer that a warp bitonic
   sort compacts (see :func:`topk`).
 * ranking and selection (``topk`` with few rows, and the last step of ``recommend`` /
-  ``cosine_topk``): one block per row. Candidates stream through in tiles of ``_TILE`` elements; each thread compares
-  its candidates against the block's current k-th best (a threshold kept in shared memory) and
-  appends survivors to a buffer of P >= k + tile entries (shared memory when it fits, otherwise
-  a per-block slice of global memory). When the buffer could overflow, the block bitonic-sorts
-  it, keeps the best k and raises the threshold; after the first few tiles almost nothing
-  survives, so the row is read once at memory speed. Ties: the order is (score descending,
-  index ascending) everywhere, so the result does not depend on the order candidates arrive.
+  ``cosine_topk``): one block per row. Candidates stream through in tiles of ``_TILE``
+  elements; each thread compares its candidates against the block's current k-th best (a
+  threshold kept in shared memory) and appends survivors to a buffer of P >= k + tile entries
+  (shared memory when it fits, otherwise a per-block slice of global memory). When the buffer
+  could overflow, the block bitonic-sorts it, keeps the best k and raises the threshold; after
+  the first few tiles almost nothing survives. Ties: the order is (score descending, index
+  ascending) everywhere, so the result does not depend on the order candidates arrive.
+* device arrays given to the public API are validated here too, by one-pass reductions
+  (``device_summary``) that bring back only scalars.
 * sparse products (``recommend``, ``cosine_topk``, ``cosine_similarity``): one block per output
   row with a dense accumulator of the row's width in global memory (one per resident block,
   reused: O(blocks * width)), a stamp array marking which slots this row touched, and the list
