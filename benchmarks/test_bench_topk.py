@@ -122,6 +122,19 @@ def test_topk(benchmark, dense_case, k, backend, masked, n_threads):
         assert not np.isin(out.indices[r], mask.indices[mask.indptr[r] : mask.indptr[r + 1]]).any()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("k", [10, 100])
+def test_topk_compute_per_call(benchmark, k, backend, dtype):
+    """Selection work without the memory stream: 16 rows of 100,000 (6.4/12.8 MB, cache
+    resident), one thread. Run with ``--benchmark-timer time.process_time`` for CPU time,
+    which a shared machine barely disturbs; per row = median / 16."""
+    scores = np.random.default_rng(0).random((16, 100_000)).astype(dtype)
+    benchmark.group = f"compute 16x100k k={k}"
+    benchmark.pedantic(fastrec.topk, args=(scores, k), kwargs=dict(backend=backend, n_threads=1),
+                       rounds=40, iterations=1, warmup_rounds=2)
+
+
 # ---- recommend -------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba.core import types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from . import _rows
@@ -473,50 +474,185 @@ _BLOCK = 64
 
 
 @numba.njit(inline="always")
+def _block_hits(block, thr):
+    """Bit t set when block[t] > thr (NaN never is), len(block) <= 64.
+
+    A full block is first tested with one fixed-length loop OR-ing integers, the form LLVM
+    vectorises best, so that the common case (nothing above) costs a few instructions.
+    """
+    n = block.shape[0]
+    if n == _BLOCK:
+        hit = np.uint32(0)
+        for t in range(_BLOCK):
+            hit |= np.uint32(block[t] > thr)
+        if hit == 0:
+            return np.uint64(0)
+    m = np.uint64(0)
+    for t in range(n):
+        m |= np.uint64(block[t] > thr) << np.uint64(t)
+    return m
+
+
+@numba.njit(inline="always")
+def _not_excluded(ex, p, j):
+    """Advance the sorted exclusion cursor p to column j; returns (p, whether j is allowed)."""
+    n_ex = ex.shape[0]
+    while p < n_ex and ex[p] < j:
+        p += 1
+    return p, not (p < n_ex and ex[p] == j)
+
+
+@numba.njit(inline="always")
 def _topk_row(row, k, ex, hv, hi):
     """Best k of one row into hv/hi (sorted, padded), reading each score once from memory.
 
     Columns are scanned in increasing order, so an entry equal to the root never beats it: a
     candidate must be strictly above ``thr`` (the root's score once full, -inf before, which
     also rejects NaN and -inf). Blocks with nothing above ``thr`` are skipped after one
-    branch-free comparison; the row's sorted excluded columns are merged in only for entries
-    that pass the threshold.
+    branch-free comparison, and only the set bits of a block's hit mask are visited; the
+    row's sorted excluded columns are merged in only for entries that pass the threshold.
     """
     n_cols = row.shape[0]
-    n_ex = ex.shape[0]
     size = 0
     p = 0
     thr = -np.inf
-    j0 = 0
-    while j0 < n_cols:
-        j1 = j0 + _BLOCK
-        if j1 > n_cols:
-            j1 = n_cols
-        else:
-            # A fixed-length loop over a slice, OR-ing integers: the form LLVM vectorises
-            # (a bool accumulator over row[j0:j1] indexing stayed scalar, ~8x slower).
-            block = row[j0:j1]
-            hit = np.uint32(0)
-            for t in range(_BLOCK):
-                hit |= np.uint32(block[t] > thr)
-            if hit == 0:
-                j0 = j1
-                continue
-        for j in range(j0, j1):
+    for j0 in range(0, n_cols, _BLOCK):
+        m = _block_hits(row[j0 : j0 + _BLOCK], thr)
+        while m:
+            j = j0 + trailing_zeros(m)
+            m &= m - np.uint64(1)
             v = row[j]
             if v > thr:
-                while p < n_ex and ex[p] < j:
-                    p += 1
-                if p < n_ex and ex[p] == j:
-                    continue
-                size = heap_offer(hv, hi, size, k, v, j)
-                if size == k:
-                    thr = hv[0]
-        j0 = j1
+                p, ok = _not_excluded(ex, p, j)
+                if ok:
+                    size = heap_offer(hv, hi, size, k, v, j)
+                    if size == k:
+                        thr = hv[0]
     heap_sort(hv, hi, size)
     for j in range(size, k):
         hv[j] = -np.inf
         hi[j] = -1
+
+
+# float32 rows keep their candidates as one uint64 key each: the score's bits mapped to an
+# unsigned integer of the same order (-0.0 first made +0.0, they are equal scores), then the
+# complemented column, so that one integer comparison ranks (score desc, column asc). Keys are
+# appended to a buffer of 2k; a full buffer is cut back to its best k by a quickselect, whose
+# k-th key becomes the threshold. Each candidate costs O(1) instead of a heap's O(log k) chain
+# of dependent, unpredictable branches (~4.5x less work per row at k=100, n=1e5).
+_KEY_LOW = np.uint64(0xFFFFFFFF)
+
+
+@numba.njit(inline="always")
+def _f32_key(v, j):
+    b = np.uint32(np.float32(v + np.float32(0.0)).view(np.uint32))
+    flip = np.uint32(0xFFFFFFFF) if b >> np.uint32(31) else np.uint32(0x80000000)
+    return (np.uint64(b ^ flip) << np.uint64(32)) | (_KEY_LOW - np.uint64(j))
+
+
+@numba.njit(inline="always")
+def _key_f32(key):
+    b = np.uint32(key >> np.uint64(32))
+    flip = np.uint32(0x80000000) if b >> np.uint32(31) else np.uint32(0xFFFFFFFF)
+    return np.uint32(b ^ flip).view(np.float32)
+
+
+@numba.njit(inline="always")
+def _key_column(key):
+    return np.int64(_KEY_LOW - (key & _KEY_LOW))
+
+
+@numba.njit(inline="always")
+def _select_keys(a, n, k):
+    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least of them.
+
+    Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
+    advance when above the pivot): expected O(n).
+    """
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        med = max(min(x, y), min(max(x, y), z))
+        if med == x:
+            a[lo] = z
+        elif med == y:
+            a[mid] = z
+        a[hi] = med
+        s = lo
+        for t in range(lo, hi):
+            x = a[t]
+            a[t] = a[s]
+            a[s] = x
+            s += np.int64(x > med)
+        a[hi] = a[s]
+        a[s] = med
+        if s == k - 1:
+            return
+        if s > k - 1:
+            hi = s - 1
+        else:
+            lo = s + 1
+
+
+@numba.njit(inline="always")
+def _key_sift_down(a, size, pos, key):
+    """Place ``key`` at ``pos`` of the min-heap a[:size], moving it down as needed."""
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and a[c + 1] < a[c]:
+            c += 1
+        if a[c] >= key:
+            break
+        a[pos] = a[c]
+        pos = c
+    a[pos] = key
+
+
+@numba.njit(inline="always")
+def _topk_row_f32(row, k, ex, buf, hv, hi):
+    """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf`` (2k)."""
+    n_cols = row.shape[0]
+    cap = buf.shape[0]
+    cnt = 0
+    p = 0
+    thr = np.float32(-np.inf)
+    for j0 in range(0, n_cols, _BLOCK):
+        block = row[j0 : j0 + _BLOCK]
+        m = _block_hits(block, thr)
+        while m:
+            t = trailing_zeros(m)
+            m &= m - np.uint64(1)
+            v = block[t]
+            if v > thr:  # thr may have risen since the mask was taken
+                p, ok = _not_excluded(ex, p, j0 + t)
+                if ok:
+                    buf[cnt] = _f32_key(v, j0 + t)
+                    cnt += 1
+                    if cnt == cap:
+                        _select_keys(buf, cnt, k)
+                        cnt = k
+                        thr = _key_f32(buf[k - 1])
+    if cnt > k:
+        _select_keys(buf, cnt, k)
+        cnt = k
+    # Heap-sort the keys (a min-heap popped to the back leaves them descending).
+    for t in range(cnt // 2 - 1, -1, -1):
+        _key_sift_down(buf, cnt, t, buf[t])
+    for end in range(cnt - 1, 0, -1):
+        last = buf[end]
+        buf[end] = buf[0]
+        _key_sift_down(buf, end, 0, last)
+    for t in range(cnt):
+        j = _key_column(buf[t])
+        hi[t] = j
+        hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
+    for t in range(cnt, k):
+        hv[t] = -np.inf
+        hi[t] = -1
 
 
 @numba.njit(parallel=True, cache=True)
@@ -525,6 +661,15 @@ def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
     for r in numba.prange(scores.shape[0]):
         ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
         _topk_row(scores[r], k, ex, out_val[r], out_idx[r])
+
+
+@numba.njit(parallel=True, cache=True)
+def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    empty = ex_indices[:0]
+    for r in numba.prange(scores.shape[0]):
+        ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+        buf = np.empty(2 * k, np.uint64)
+        _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r])
 
 
 def _with_threads(n_threads, fn, *args):
@@ -549,8 +694,9 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
     +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
     sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
-    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus O(log k) per
-    heap insertion; memory O(n_rows * k) (the heaps are the output rows).
+    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus, per entry
+    above the running threshold, O(1) (float32: key buffer) or O(log k) (float64: heap);
+    memory O(n_rows * k) output plus O(k) per thread.
     """
     scores = np.ascontiguousarray(scores)
     n_rows = scores.shape[0]
@@ -563,8 +709,9 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
     else:
         ex_indptr = ex_indices = np.zeros(1, dtype=itype)
-    _with_threads(n_threads, _topk_impl, scores, k, ex_indptr, ex_indices, has_mask,
-                  out_idx, out_val)
+    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
+    _with_threads(n_threads, _topk_impl_f32 if keyed else _topk_impl, scores, k, ex_indptr,
+                  ex_indices, has_mask, out_idx, out_val)
     return out_idx, out_val
 
 

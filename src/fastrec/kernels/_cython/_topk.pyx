@@ -1,9 +1,10 @@
 """Cython (OpenMP) ranking kernels: dense top-k with a CSR exclusion mask, fused sparse recommend.
 
 Both kernels keep each row's best k in a bounded min-heap whose root is the current worst
-kept entry ("worse" = smaller score, or equal score and larger index). The heap is written
-once here (``_heap_offer``, ``_heap_sort``) and used by both kernels. Rows are independent and
-each writes only its own output slots, so results are bit-identical for any thread count.
+kept entry ("worse" = smaller score, or equal score and larger index), written once in
+``_heap.pxd``; dense float32 rows use a buffer of packed (score, column) keys cut back by a
+selection instead (see ``_topk_row_f32``). Rows are independent and each writes only its own
+output slots, so results are bit-identical for any thread count.
 Signatures copy ``kernels/reference.py`` exactly; inputs are trusted (canonical CSR masks:
 sorted indices per row), the public API validates them.
 """
@@ -12,7 +13,8 @@ import numpy as np
 cimport cython
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from ._heap cimport _heap_offer, _heap_sort
 
@@ -29,14 +31,93 @@ ctypedef fused index_t:
 cdef enum:
     BLOCK = 64
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* A full 64-wide block: whether any p[t] > thr, and the hit mask (bit t set when
+       p[t] > thr; never for NaN). gcc vectorises neither well at the base ISA, so on x86-64
+       they are spelled with SSE2, which every x86-64 CPU has. */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline int fastrec_any_f32(const float* p, float thr) {
+        __m128 t = _mm_set1_ps(thr), h = _mm_setzero_ps();
+        for (int q = 0; q < 16; q++)
+            h = _mm_or_ps(h, _mm_cmpgt_ps(_mm_loadu_ps(p + 4 * q), t));
+        return _mm_movemask_ps(h);
+    }
+    static inline int fastrec_any_f64(const double* p, double thr) {
+        __m128d t = _mm_set1_pd(thr), h = _mm_setzero_pd();
+        for (int q = 0; q < 32; q++)
+            h = _mm_or_pd(h, _mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t));
+        return _mm_movemask_pd(h);
+    }
+    static inline uint64_t fastrec_hits_f32(const float* p, float thr) {
+        __m128 t = _mm_set1_ps(thr);
+        uint64_t m = 0;
+        for (int q = 0; q < 16; q++)
+            m |= (uint64_t)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(p + 4 * q), t)) << (4 * q);
+        return m;
+    }
+    static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
+        __m128d t = _mm_set1_pd(thr);
+        uint64_t m = 0;
+        for (int q = 0; q < 32; q++)
+            m |= (uint64_t)_mm_movemask_pd(_mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t)) << (2 * q);
+        return m;
+    }
+    #else
+    static inline int fastrec_any_f32(const float* p, float thr) {
+        int h = 0;
+        for (int t = 0; t < 64; t++) h |= p[t] > thr;
+        return h;
+    }
+    static inline int fastrec_any_f64(const double* p, double thr) {
+        int h = 0;
+        for (int t = 0; t < 64; t++) h |= p[t] > thr;
+        return h;
+    }
+    static inline uint64_t fastrec_hits_f32(const float* p, float thr) {
+        uint64_t m = 0;
+        for (int t = 0; t < 64; t++) m |= (uint64_t)(p[t] > thr) << t;
+        return m;
+    }
+    static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
+        uint64_t m = 0;
+        for (int t = 0; t < 64; t++) m |= (uint64_t)(p[t] > thr) << t;
+        return m;
+    }
+    #endif
+    """
+    int fastrec_any_f32(const float* p, float thr) nogil
+    int fastrec_any_f64(const double* p, double thr) nogil
+    uint64_t fastrec_hits_f32(const float* p, float thr) nogil
+    uint64_t fastrec_hits_f64(const double* p, double thr) nogil
+    int __builtin_ctzll(unsigned long long) nogil
 
-cdef inline bint _any_above(const floating* p, floating thr) noexcept nogil:
-    """Some p[0:BLOCK] > thr (NaN never is). Branch-free so the compiler vectorises it."""
-    cdef int hit = 0
+
+cdef inline uint64_t _block_hits(const floating* p, Py_ssize_t n, floating thr) noexcept nogil:
+    """Bit t set when p[t] > thr (NaN never is), n <= BLOCK.
+
+    A full block is first tested as a whole, so that the common case (nothing above) costs
+    a few vector instructions.
+    """
+    cdef uint64_t m = 0
     cdef Py_ssize_t t
-    for t in range(BLOCK):
-        hit |= p[t] > thr
-    return hit
+    if n == BLOCK:
+        if floating is float:
+            return fastrec_hits_f32(p, thr) if fastrec_any_f32(p, thr) else 0
+        else:
+            return fastrec_hits_f64(p, thr) if fastrec_any_f64(p, thr) else 0
+    for t in range(n):
+        m |= (<uint64_t> (p[t] > thr)) << t
+    return m
+
+
+cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p, Py_ssize_t j) noexcept nogil:
+    """Advance the sorted exclusion cursor p[0] to column j; whether j is not excluded."""
+    while p[0] < n_ex and ex[p[0]] < j:
+        p[0] += 1
+    return not (p[0] < n_ex and ex[p[0]] == j)
 
 
 cdef void _topk_row(
@@ -48,26 +129,23 @@ cdef void _topk_row(
     Columns are scanned in increasing order, so an entry equal to the heap's root never beats
     it (the root has the smaller index): a candidate must be strictly above ``thr``, the
     root's score once the heap is full and -inf before (which also rejects NaN and -inf).
-    Whole blocks with nothing above ``thr`` are skipped after one vector comparison. The
-    row's excluded columns (sorted) are merged in only for entries that pass the threshold.
+    Whole blocks with nothing above ``thr`` are skipped after one vector comparison, and only
+    the set bits of a block's hit mask are visited. The row's excluded columns (sorted) are
+    merged in only for entries that pass the threshold.
     """
-    cdef Py_ssize_t size = 0, p = 0, j0 = 0, j1, j
+    cdef Py_ssize_t size = 0, p = 0, j0, j1, j
     cdef floating thr = -INFINITY
     cdef floating v
+    cdef uint64_t m
+    j0 = 0
     while j0 < n_cols:
-        j1 = j0 + BLOCK
-        if j1 > n_cols:
-            j1 = n_cols
-        elif not _any_above(row + j0, thr):
-            j0 = j1
-            continue
-        for j in range(j0, j1):
+        j1 = j0 + BLOCK if j0 + BLOCK < n_cols else n_cols
+        m = _block_hits(row + j0, j1 - j0, thr)
+        while m:
+            j = j0 + __builtin_ctzll(m)
+            m &= m - 1
             v = row[j]
-            if v > thr:
-                while p < n_ex and ex[p] < j:
-                    p += 1
-                if p < n_ex and ex[p] == j:
-                    continue
+            if v > thr and _allowed(ex, n_ex, &p, j):
                 size = _heap_offer(hv, hi, size, k, v, j)
                 if size == k:
                     thr = hv[0]
@@ -78,15 +156,132 @@ cdef void _topk_row(
         hi[j] = -1
 
 
+# float32 rows keep their candidates as one uint64 key each: the score's bits mapped to an
+# unsigned integer of the same order (-0.0 first made +0.0, they are equal scores), then the
+# complemented column, so that one integer comparison ranks (score desc, column asc). Keys are
+# appended to a buffer of 2k; a full buffer is cut back to its best k by a quickselect, whose
+# k-th key becomes the threshold. Each candidate costs O(1) instead of a heap's O(log k) chain
+# of dependent, unpredictable branches.
+cdef inline uint64_t _f32_key(float v, Py_ssize_t j) noexcept nogil:
+    cdef float c = v + <float> 0.0
+    cdef uint32_t b
+    memcpy(&b, &c, 4)
+    b ^= 0xFFFFFFFFu if b >> 31 else 0x80000000u
+    return ((<uint64_t> b) << 32) | (0xFFFFFFFFu - <uint64_t> j)
+
+
+cdef inline float _key_f32(uint64_t key) noexcept nogil:
+    cdef uint32_t b = <uint32_t> (key >> 32)
+    cdef float v
+    b ^= 0x80000000u if b >> 31 else 0xFFFFFFFFu
+    memcpy(&v, &b, 4)
+    return v
+
+
+cdef inline void _select_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least
+    of them. Quickselect with a median-of-three pivot and a branch-free Lomuto partition
+    (swap always, advance when above the pivot): expected O(n)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, mid, s, t
+    cdef uint64_t x, y, z, med
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x = a[lo]
+        y = a[mid]
+        z = a[hi]
+        med = max(min(x, y), min(max(x, y), z))
+        if med == x:
+            a[lo] = z
+        elif med == y:
+            a[mid] = z
+        a[hi] = med
+        s = lo
+        for t in range(lo, hi):
+            x = a[t]
+            a[t] = a[s]
+            a[s] = x
+            s += x > med
+        a[hi] = a[s]
+        a[s] = med
+        if s == k - 1:
+            return
+        if s > k - 1:
+            hi = s - 1
+        else:
+            lo = s + 1
+
+
+cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos, uint64_t key) noexcept nogil:
+    """Place ``key`` at ``pos`` of the min-heap a[:size], moving it down as needed."""
+    cdef Py_ssize_t c
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and a[c + 1] < a[c]:
+            c += 1
+        if a[c] >= key:
+            break
+        a[pos] = a[c]
+        pos = c
+    a[pos] = key
+
+
+cdef void _topk_row_f32(
+    const float* row, Py_ssize_t n_cols, Py_ssize_t k,
+    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float* hv, int64_t* hi,
+) noexcept nogil:
+    """_topk_row for float32 rows of fewer than 2**32 columns, with a key buffer of 2k."""
+    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0, j1, j, t, end
+    cdef float thr = -INFINITY
+    cdef float v
+    cdef uint64_t m, last
+    j0 = 0
+    while j0 < n_cols:
+        j1 = j0 + BLOCK if j0 + BLOCK < n_cols else n_cols
+        m = _block_hits(row + j0, j1 - j0, thr)
+        while m:
+            j = j0 + __builtin_ctzll(m)
+            m &= m - 1
+            v = row[j]
+            if v > thr and _allowed(ex, n_ex, &p, j):  # thr may have risen since the mask
+                buf[cnt] = _f32_key(v, j)
+                cnt += 1
+                if cnt == cap:
+                    _select_keys(buf, cnt, k)
+                    cnt = k
+                    thr = _key_f32(buf[k - 1])
+        j0 = j1
+    if cnt > k:
+        _select_keys(buf, cnt, k)
+        cnt = k
+    # Heap-sort the keys (a min-heap popped to the back leaves them descending).
+    for t in range(cnt // 2 - 1, -1, -1):
+        _key_sift_down(buf, cnt, t, buf[t])
+    for end in range(cnt - 1, 0, -1):
+        last = buf[end]
+        buf[end] = buf[0]
+        _key_sift_down(buf, end, 0, last)
+    for t in range(cnt):
+        j = <Py_ssize_t> (0xFFFFFFFFu - (buf[t] & 0xFFFFFFFFu))
+        hi[t] = j
+        hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
+    for t in range(cnt, k):
+        hv[t] = -INFINITY
+        hi[t] = -1
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def _topk_impl(
     const floating[:, ::1] scores, Py_ssize_t k, const index_t[::1] ex_indptr,
     const index_t[::1] ex_indices, bint has_mask, int64_t[:, ::1] out_idx,
-    floating[:, ::1] out_val, int n_threads,
+    floating[:, ::1] out_val, uint64_t[:, ::1] bufs, bint keyed, int n_threads,
 ):
     cdef Py_ssize_t n_rows = scores.shape[0], n_cols = scores.shape[1], r
     cdef Py_ssize_t lo, hi
+    cdef const floating* row
+    cdef const index_t* ex
     if n_rows == 0:
         return
     with nogil:
@@ -97,11 +292,14 @@ def _topk_impl(
             else:
                 lo = 0
                 hi = 0
-            _topk_row(
-                &scores[r, 0] if n_cols > 0 else <const floating*> NULL, n_cols, k,
-                &ex_indices[lo] if hi > lo else <const index_t*> NULL, hi - lo,
-                &out_val[r, 0], &out_idx[r, 0],
-            )
+            row = &scores[r, 0] if n_cols > 0 else <const floating*> NULL
+            ex = &ex_indices[lo] if hi > lo else <const index_t*> NULL
+            if floating is float:
+                if keyed:
+                    _topk_row_f32(row, n_cols, k, ex, hi - lo, &bufs[threadid(), 0],
+                                  &out_val[r, 0], &out_idx[r, 0])
+                    continue
+            _topk_row(row, n_cols, k, ex, hi - lo, &out_val[r, 0], &out_idx[r, 0])
 
 
 def _index_type(*arrays):
@@ -116,8 +314,9 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
     +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
     sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
-    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus
-    O(log k) per heap insertion; memory O(n_rows * k) (the heaps are the output rows).
+    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus, per entry
+    above the running threshold, O(1) (float32: key buffer) or O(log k) (float64: heap);
+    memory O(n_rows * k) output plus O(k) per thread.
     """
     scores = np.ascontiguousarray(scores)
     n_rows = scores.shape[0]
@@ -132,7 +331,10 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         ex_indptr = ex_indices = np.zeros(1, dtype=itype)
     if ex_indices.shape[0] == 0:
         ex_indices = np.zeros(1, dtype=itype)  # a valid address for the memoryview
-    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, n_threads)
+    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
+    bufs = np.empty((max(1, n_threads), 2 * k if keyed else 1), dtype=np.uint64)
+    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, bufs, keyed,
+               n_threads)
     return out_idx, out_val
 
 
