@@ -211,6 +211,55 @@ def check_device_vector(v, name: str, length: int, dtype):
     return cu.device_cast(d, dtype)
 
 
+def check_device_labels(y, n_rows: int):
+    """Device labels: 1-D, length n_rows, only 0 and 1 (one reduction); as float64."""
+    d = _cuda().device_view(y)
+    if d.ndim != 1 or d.shape[0] != n_rows:
+        raise ValueError(f"y must be 1-D with length {n_rows} (the rows of X), got shape "
+                         f"{tuple(d.shape)}")
+    if np.dtype(d.dtype).kind not in "biuf":
+        raise TypeError(f"y must be numeric 0/1 labels, got dtype {np.dtype(d.dtype)}")
+    if d.size and _cuda().device_summary(d).n_not_binary:  # NaN counts as not binary
+        raise ValueError("y must contain only 0 and 1")
+    return _cuda().device_cast(d, np.float64)
+
+
+def check_device_sample_weight(sample_weight, n_rows: int):
+    """Device sample weights: finite, non-negative, positive sum (one reduction); as float64."""
+    cu = _cuda()
+    d = cu.device_view(sample_weight)
+    if d.ndim != 1 or d.shape[0] != n_rows:
+        raise ValueError(f"sample_weight must have length {n_rows}, got shape {tuple(d.shape)}")
+    if np.dtype(d.dtype).kind not in "biuf":
+        raise TypeError(f"sample_weight must hold numbers, got dtype {np.dtype(d.dtype)}")
+    stats = cu.device_summary(d)
+    if stats.n_nonfinite:
+        raise ValueError("sample_weight contains NaN or infinity")
+    if stats.min < 0:
+        raise ValueError("sample_weight must be non-negative")
+    if not stats.total > 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return cu.device_cast(d, np.float64)
+
+
+def check_device_out(out, n_rows: int, dtype):
+    """An output buffer for a device computation: a C-contiguous 1-D device array of ``dtype``
+    and length n_rows, or None (then a new device array). Returns the device array to write."""
+    cu = _cuda()
+    if out is None:
+        return cu.device_empty(n_rows, dtype)
+    if not is_device_array(out):
+        raise TypeError(f"out must be a device array when the inputs are, got "
+                        f"{type(out).__name__}")
+    d = cu.device_view(out)
+    if tuple(d.shape) != (n_rows,) or np.dtype(d.dtype) != np.dtype(dtype):
+        raise ValueError(f"out must have shape ({n_rows},) and dtype {np.dtype(dtype)}, got "
+                         f"{tuple(d.shape)} {np.dtype(d.dtype)}")
+    if not d.is_c_contiguous():
+        raise ValueError("out must be C-contiguous")
+    return out
+
+
 def device_summary(d):
     """(n_nonfinite, min, max, total, n_not_binary) of a device array, computed on the device."""
     return _cuda().device_summary(d)

@@ -7,11 +7,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._dispatch import get_kernel
-from ._dispatch import backend_module
 from ._validation import (
     check_csr,
     check_dense,
     check_device_dense,
+    check_device_labels,
+    check_device_out,
+    check_device_sample_weight,
     check_device_vector,
     check_n_threads,
     check_placement,
@@ -107,18 +109,7 @@ def _sigmoid_scores_device(X, w, b, out, backend, n_threads):
     w = (check_device_vector(w, "w", n_features, dtype) if is_device_array(w)
          else _weights(w, n_features, dtype))
     b = check_scalar(b, "b")
-    if out is None:
-        out = backend_module("cuda").device_empty(n_rows, dtype)
-    elif is_device_array(out):
-        d = backend_module("cuda").device_view(out)
-        if tuple(d.shape) != (n_rows,) or np.dtype(d.dtype) != dtype:
-            raise ValueError(f"out must have shape ({n_rows},) and dtype {dtype}, got "
-                             f"{tuple(d.shape)} {np.dtype(d.dtype)}")
-        if not d.is_c_contiguous():
-            raise ValueError("out must be C-contiguous")
-    else:
-        raise TypeError("out must be a device array when X or w is one, got "
-                        f"{type(out).__name__}")
+    out = check_device_out(out, n_rows, dtype)
     n_threads = check_n_threads(n_threads)
     if sparse:
         get_kernel("sigmoid_csr", backend)(A.indptr, A.indices, A.data, w, b, out, n_threads)
@@ -207,25 +198,13 @@ def _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads
     n_rows, n_features = A.shape
     if n_rows == 0:
         raise ValueError("X must have at least one row")
-    if is_device_array(y):
-        if device_summary(_device_vector_view(y, "y", n_rows)).n_not_binary:
-            raise ValueError("y must contain only 0 and 1")
-        y = check_device_vector(y, "y", n_rows, np.float64)
-    else:
-        y = _labels(y, n_rows)
+    y = check_device_labels(y, n_rows) if is_device_array(y) else _labels(y, n_rows)
     w = (check_device_vector(w, "w", n_features, np.float64) if is_device_array(w)
          else _weights(w, n_features, np.float64))
     b = check_scalar(b, "b")
     l2 = check_scalar(l2, "l2", min_value=0)
-    if is_device_array(sample_weight):
-        sw = check_device_vector(sample_weight, "sample_weight", n_rows, np.float64)
-        stats = device_summary(sw)
-        if stats.min < 0:
-            raise ValueError("sample_weight must be non-negative")
-        if not stats.total > 0:
-            raise ValueError("sample_weight must have a positive sum")
-    else:
-        sw = _sample_weight(sample_weight, n_rows)
+    sw = (check_device_sample_weight(sample_weight, n_rows) if is_device_array(sample_weight)
+          else _sample_weight(sample_weight, n_rows))
     n_threads = check_n_threads(n_threads)
     if sparse:
         kernel = get_kernel("logistic_loss_grad_csr", backend)
@@ -235,13 +214,6 @@ def _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads
     if X_on_device and not math.isfinite(result[0]):
         check_device_dense(A, "X")  # raises on NaN or infinity
     return result
-
-
-def _device_vector_view(v, name, length):
-    d = backend_module("cuda").device_view(v)
-    if d.ndim != 1 or d.shape[0] != length:
-        raise ValueError(f"{name} must be 1-D with length {length}, got shape {tuple(d.shape)}")
-    return d
 
 
 class LogisticObjective:
