@@ -176,8 +176,9 @@ def _zeros(shape, dtype):
 
 
 def _empty_index(n_rows: int, dtype=np.int64):
-    """An all-empty CSR mask (indptr of zeros) standing in for 'no mask'."""
-    return cuda.to_device(np.zeros(n_rows + 1, dtype=dtype)), cuda.to_device(np.zeros(1, dtype))
+    """An all-empty CSR mask (indptr of zeros) standing in for 'no mask', filled on the device
+    (no host transfer, which would also synchronise)."""
+    return _zeros(n_rows + 1, dtype), _zeros(1, dtype)
 
 
 # ---- device arrays given to the public API: views, allocation, validation reductions -----------
