@@ -1023,7 +1023,9 @@ def _warp_topk_plan(n_rows: int, k_eff: int, dtype):
     per_warp = B * (np.dtype(dtype).itemsize + 4)
     if n_rows < min_rows or per_warp > _SHARED_BYTES:
         return None
-    return B, max(1, min(_THREADS // _WARP, _SHARED_BYTES // per_warp))
+    # At most 4 warps a block: the kernel needs ~94 registers a thread (ptxas, sm_90), so an SM
+    # holds 2 blocks of 8 warps (16 warps) but 5 blocks of 4 (20 warps).
+    return B, max(1, min(4, _THREADS // _WARP, _SHARED_BYTES // per_warp))
 
 
 def _index_result(d_idx, d_val, keep):
