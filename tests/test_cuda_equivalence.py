@@ -63,7 +63,7 @@ def test_sigmoid_scores_match_reference(case, b):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n_rows, n_cols", [(45, 3), (9, 300), (12, 64), (7, 133)])
+@pytest.mark.parametrize("n_rows, n_cols", [(45, 3), (9, 300), (12, 64), (7, 133), (2, 1030)])
 def test_scoring_rows_shared_by_lanes_or_spanning_a_warp(n_rows, n_cols):
     """Short rows: many rows per warp (groups of lanes); long rows: a whole warp per row."""
     rng = np.random.default_rng(n_cols)

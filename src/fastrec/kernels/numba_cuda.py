@@ -1221,7 +1221,11 @@ def _group_sum(v, lanes):
     return v
 
 
-_DOT_ITEMS = 8  # elements of X each lane loads before it uses any (loads in flight per lane)
+# Dense dot products: elements of X each lane loads before it uses any (loads in flight per
+# lane), and threads per block: ptxas gives the dense kernels 66 registers (sm_90), so blocks
+# of 128 threads let 28 warps share an SM (blocks of 256: 24), 2 KB of loads in flight each.
+_DOT_ITEMS = 16
+_DENSE_THREADS = _THREADS if _SIM else 128
 
 
 @cuda.jit(device=True)
@@ -1318,9 +1322,14 @@ def _finish_out(d_out, out):
 
 
 def _dense_launch(n_rows, n_cols):
-    """(blocks, lanes per row) of the C-order dense kernels: 8 elements per lane."""
-    lanes = _lanes_per_row(n_cols, 8)
-    return _grid(n_rows, _THREADS // lanes), lanes
+    """(blocks, lanes per row) of the C-order dense kernels (blocks of _DENSE_THREADS): the
+    most lanes (a power of two, at most a warp) that still give each lane a whole chunk of
+    _DOT_ITEMS elements, so the unrolled loads do the bulk of the row (64 columns: 4 lanes
+    of 16, 8 rows per warp)."""
+    lanes = 1
+    while lanes < _WARP and 2 * lanes * _DOT_ITEMS <= n_cols:
+        lanes *= 2
+    return _grid(n_rows, _DENSE_THREADS // lanes), lanes
 
 
 def _csr_launch(n_rows, nnz):
@@ -1332,8 +1341,8 @@ def _csr_launch(n_rows, nnz):
 def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
-    C order: a group of lanes per row (8 elements per lane; a warp serves 32/lanes rows), dot
-    reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
+    C order: a group of lanes per row (16 loads in flight per lane; a warp serves 32/lanes
+    rows), dot reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
     """
     d_X = _dev(X)
     d_w = _dev(w, np.float64)
@@ -1344,7 +1353,7 @@ def sigmoid_dense(X, w, b, out, n_threads):
             _sigmoid_dense_f[_grid(n_rows, _THREADS), _THREADS](d_X, d_w, float(b), d_out)
         else:
             grid, lanes = _dense_launch(n_rows, int(X.shape[1]))
-            _sigmoid_dense_c[grid, _THREADS](d_X, d_w, float(b), d_out, lanes)
+            _sigmoid_dense_c[grid, _DENSE_THREADS](d_X, d_w, float(b), d_out, lanes)
     return _finish_out(d_out, out)
 
 
@@ -1599,7 +1608,8 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
             d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss)
     else:
         grid, lanes = _dense_launch(n_rows, n_features)
-        _terms_dense_c[grid, _THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, lanes)
+        _terms_dense_c[grid, _DENSE_THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss,
+                                             lanes)
     chunk_rows, n_chunks = _chunking(n_rows)
     partial = cuda.device_array((n_chunks, max(n_features, 1)), dtype=np.float64)
     d_grad = cuda.device_array(max(n_features, 1), dtype=np.float64)
