@@ -1231,10 +1231,11 @@ _DENSE_THREADS = _THREADS if _SIM else 128
 @cuda.jit(device=True)
 def _group_row_dot(X, row, w, sub, lanes):
     """X[row] @ w in float64 by a group of ``lanes`` lanes: each load instruction has the group
-    read ``lanes`` consecutive elements (whole 32-byte sectors; a warp serves 32/lanes rows),
-    and each lane issues ``_DOT_ITEMS`` independent loads before the first multiply-add, so
-    enough bytes are in flight to keep HBM busy (a dependent one-load-at-a-time loop reached a
-    third of the bandwidth). Terms are added in column order, as a plain loop would."""
+    read ``lanes`` consecutive elements (a warp serves 32/lanes rows), and each lane issues
+    ``_DOT_ITEMS`` independent loads before the first multiply-add, so that enough bytes are
+    in flight to keep HBM busy (the plain strided loop, which LLVM unrolled by 4 behind a
+    guarded remainder, reached 0.92 TB/s on an H200, a fifth of its bandwidth). Terms are added
+    in column order, as the plain loop did: same results."""
     acc = 0.0
     if row < X.shape[0]:
         n_cols = X.shape[1]
