@@ -63,7 +63,7 @@ def compile_all() -> int:
                     (a((3, 4), vt, "F"), 5, ip, ix, a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
                 k = C._cosine_topk_kernel(P, shared, vt)
                 cases.append((f"cosine_topk {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
-                    (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), 5, 0.0, 0.0, 1, False, True,
+                    (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), 5, 0.0, 0.0, 1, False, True,
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((2, 4), i32),
                      a((1, 1), vt), a((1, 1), i32), a((4, 5), i32), a((4, 5), vt), a(4, i64),
                      a(4, i64), a(1, i64))))
@@ -73,9 +73,10 @@ def compile_all() -> int:
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((1, 1), vt), a((1, 1), i32),
                      a((3, 5), i64), a((3, 5), vt), a(3, i64), a(1, i64))))
             cases.append((f"cosine_similarity {vt.__name__} {it.__name__}", C._cosine_similarity_kernel.py_func,
-                (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), 0.0, True, a(5, i64), a((2, 4), vt),
+                (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), a(4, f64), 0.0, True,
+                 a(5, i64), a((2, 4), vt),
                  a((2, 4), i32), a((2, 4), i32), a(4, i64), a(4, i64), a(4, vt))))
-            cases.append(("normalise", C._normalise_rows.py_func, (ip, dv, a(4, vt))))
+            cases.append(("inverse_norms", C._inverse_norms.py_func, (ip, dv, a(4, f64))))
             cases.append(("column_counts", C._column_counts.py_func, (ix, a(4, i64))))
             cases.append(("row_work", C._row_work.py_func, (ip, ix, a(4, i64), a(4, i64))))
             cases.append(("scatter_T", C._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))
@@ -83,16 +84,30 @@ def compile_all() -> int:
             cases.append(("compact_rows64", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))
             cases.append(("sigmoid_csr", C._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt), 8)))
             cases.append(("terms_csr", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8)))
-            cases.append(("xt_atomic_csr", C._xt_atomic_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
+            cases.append(("xt_csr_column_max", C._xt_csr_column_max.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
+            cases.append(("xt_csr_exact_sums", C._xt_csr_exact_sums.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 3, a(4, f64), a(4, f64))))
         for order in "CF":
             X = a((3, 4), vt, order)
             lanes = (8,) if order == "C" else ()
             cases.append((f"sigmoid_dense_{order}", (C._sigmoid_dense_c if order == "C" else C._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt)) + lanes))
             cases.append((f"terms_dense_{order}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes))
             cases.append((f"xt_partials_{order}", (C._xt_partials_c if order == "C" else C._xt_partials_f).py_func, (X, a(3, f64), 256, a((2, 4), f64))))
+        for B, wpb in ((512, 8), (1024, 4)):
+            for it in (i32, i64):
+                cases.append((f"warp topk {vt.__name__} {it.__name__} B{B}", C._warp_topk_kernel(B, wpb, vt).py_func,
+                    (a((3, 4), vt), 5, a(4, it), a(1, it), a((3, 5), i64), a((3, 5), vt))))
+        cases.append(("strided warp topk", C._warp_topk_kernel(512, 8, vt).py_func,
+            (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((3, 5), i64), a((3, 5), vt))))
         cases.append(("strided topk", C._topk_kernel(2048, True, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
     cases.append(("chunk_sums", C._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))
+    cases.append(("add_levels", C._add_levels.py_func, (a(4, f64), a(4, f64), a(4, f64))))
+    cases.append(("finish_grad", C._finish_grad.py_func, (a(4, f64), a(4, f64), 2.0, 0.5, a(4, f64))))
+    for dt in (f32, f64, i64, np.bool_):
+        cases.append((f"summary_1d {dt.__name__}", C._summary_1d.py_func, (a(4, dt), a(5, f64))))
+        cases.append((f"summary_2d {dt.__name__}", C._summary_2d.py_func, (a((2, 3), dt), a(5, f64))))
+        cases.append((f"summary_2d strided {dt.__name__}", C._summary_2d.py_func, (a((2, 6), dt)[:, ::2], a(5, f64))))
+    cases.append(("cast i64", C._cast_kernel.py_func, (a(4, i64), a(4, f64))))
     cases.append(("sum_chunks", C._sum_chunks.py_func, (a((2, 4), f64), a(4, f64))))
     cases.append(("fill_zero i32", C._fill_zero.py_func, (a(4, i32),)))
     cases.append(("fill_zero f64", C._fill_zero.py_func, (a(4, f64),)))

@@ -63,7 +63,7 @@ def test_sigmoid_scores_match_reference(case, b):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n_rows, n_cols", [(45, 3), (9, 300)])
+@pytest.mark.parametrize("n_rows, n_cols", [(45, 3), (9, 300), (12, 64), (7, 133), (2, 1030)])
 def test_scoring_rows_shared_by_lanes_or_spanning_a_warp(n_rows, n_cols):
     """Short rows: many rows per warp (groups of lanes); long rows: a whole warp per row."""
     rng = np.random.default_rng(n_cols)
@@ -107,6 +107,25 @@ def test_logistic_loss_grad_matches_reference(case, b, l2, weighted):
     assert got[2] == pytest.approx(want[2], rel=1e-10, abs=1e-12)
 
 
+def test_csr_gradient_does_not_depend_on_summation_order():
+    """The CSR gradient's atomics add pre-rounded parts whose sums are exact: permuting the rows
+    (which reorders every column's additions) gives the same bits, on values spanning 16
+    decades where a plain float64 sum would differ in its last bits."""
+    rng = np.random.default_rng(9)
+    X = sp.random(48, 5, density=0.6, format="csr", random_state=10)
+    X.data = rng.choice([-1.0, 1.0], X.nnz) * 10.0 ** rng.uniform(-8, 8, X.nnz)
+    y = rng.integers(0, 2, 48)
+    w = rng.normal(size=5) * 1e-9
+    grads = []
+    for perm in (np.arange(48), rng.permutation(48), rng.permutation(48)):
+        loss, grad, _ = fastrec.logistic_loss_grad(X[perm], y[perm], w, 0.0, backend="cuda")
+        grads.append(grad)
+    want = fastrec.logistic_loss_grad(X, y, w, 0.0, backend="numpy")[1]
+    np.testing.assert_allclose(grads[0], want, rtol=1e-12)
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(grads[0], grads[2])
+
+
 # ---- ranking --------------------------------------------------------------------------------
 
 
@@ -131,20 +150,29 @@ def scores_and_mask(draw):
 def test_topk_matches_reference(case, k):
     S, mask = case
     before = S.copy()
-    got = fastrec.topk(S, k, exclude=mask, backend="cuda")
-    want = fastrec.topk(S, k, exclude=mask, backend="numpy")
-    assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
-    # Dense scores are not computed, only moved: the result must match bit for bit.
-    assert_topk_equal(got, want, exact=True)
+    C = _cuda_module()
+    old = C._WARP_TOPK_MIN_ROWS
+    try:
+        for min_rows in (1, 10**9):  # the warp-per-row kernel, then the block-per-row one
+            C._WARP_TOPK_MIN_ROWS = min_rows
+            got = fastrec.topk(S, k, exclude=mask, backend="cuda")
+            want = fastrec.topk(S, k, exclude=mask, backend="numpy")
+            assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
+            # Dense scores are not computed, only moved: the result must match bit for bit.
+            assert_topk_equal(got, want, exact=True)
+    finally:
+        C._WARP_TOPK_MIN_ROWS = old
     np.testing.assert_array_equal(S, before)
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["shared-buffer", "global-buffer"])
-def test_topk_long_rows_many_ties_both_buffer_kinds(shared, monkeypatch):
-    """Rows several tiles long with heavy ties, k below and above the row length: the
-    threshold, repeated compactions and both buffer placements are exercised."""
+@pytest.mark.parametrize("kernel", ["warp", "block-shared", "block-global"])
+def test_topk_long_rows_many_ties_each_kernel(kernel, monkeypatch):
+    """Rows several steps long with heavy ties, k below and above the row length: the
+    threshold, repeated compactions, the warp-per-row kernel and both buffer placements of the
+    block-per-row kernel are exercised."""
     C = _cuda_module()
-    if not shared:
+    monkeypatch.setattr(C, "_WARP_TOPK_MIN_ROWS", 1 if kernel == "warp" else 10**9)
+    if kernel == "block-global":
         monkeypatch.setattr(C, "_SHARED_BYTES", 0)
     rng = np.random.default_rng(7)
     S = rng.integers(0, 6, (3, 3 * C._TILE + 17)).astype(np.float64)
@@ -286,6 +314,104 @@ def test_device_csr_inputs_give_device_csr_results():
     on_host = C.cosine_topk(X.indptr, X.indices, X.data, *args)
     for d, h in zip(on_device, on_host):
         np.testing.assert_array_equal(d.copy_to_host(), h)
+
+
+def _no_host_copies(d):
+    """Make device array ``d`` raise if anything copies it to the host."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a device input was copied to the host")
+
+    d.copy_to_host = refuse
+    return d
+
+
+def test_topk_device_scores_auto_runs_on_device_without_host_copies():
+    from numba import cuda
+
+    rng = np.random.default_rng(2)
+    S = rng.integers(0, 5, (4, 60)).astype(np.float32)  # ties
+    S[1, 3] = np.nan
+    mask = sp.random(4, 30, density=0.2, format="csr", random_state=3)
+    d = _no_host_copies(cuda.to_device(S))
+    got = fastrec.topk(d[:, ::2], 7, exclude=mask)  # a strided device view, backend="auto"
+    assert _cuda_module()._is_device(got.indices) and _cuda_module()._is_device(got.scores)
+    want = fastrec.topk(S[:, ::2], 7, exclude=mask, backend="numpy")
+    assert_topk_equal((got.indices.copy_to_host(), got.scores.copy_to_host()), want, exact=True)
+
+
+def test_device_array_to_a_cpu_backend_is_a_type_error_naming_it():
+    from numba import cuda
+
+    X, w = np.ones((3, 2)), np.ones(2)
+    with pytest.raises(TypeError, match="scores is a GPU device array.*'numba'"):
+        fastrec.topk(cuda.to_device(X), 1, backend="numba")
+    with pytest.raises(TypeError, match="w is a GPU device array.*'numpy'"):
+        fastrec.sigmoid_scores(X, cuda.to_device(w), backend="numpy")
+    with pytest.raises(TypeError, match="sample_weight is a GPU device array"):
+        fastrec.logistic_loss_grad(X, np.ones(3), w, sample_weight=cuda.to_device(np.ones(3)),
+                                   backend="cython")
+    with pytest.raises(TypeError, match="X is a GPU device array; this call runs on the host"):
+        fastrec.models.LogisticCTR().fit(cuda.to_device(X), np.array([0, 1, 1]))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_sigmoid_scores_device_inputs_and_out(order):
+    from numba import cuda
+
+    rng = np.random.default_rng(4)
+    X = np.asarray(rng.normal(size=(37, 5)).astype(np.float32), order=order)
+    w = rng.normal(size=5)
+    want = fastrec.sigmoid_scores(X, w, 0.25, backend="numpy")
+    out = cuda.device_array(37, dtype=np.float32)
+    got = fastrec.sigmoid_scores(_no_host_copies(cuda.to_device(X)), cuda.to_device(w), 0.25,
+                                 out=out)
+    assert got is out
+    np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-5, atol=1e-6)
+    # A device w alone also puts the call on the device (host X copied in).
+    got = fastrec.sigmoid_scores(X, cuda.to_device(w), 0.25)
+    np.testing.assert_allclose(got.copy_to_host(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="out must have shape"):
+        fastrec.sigmoid_scores(cuda.to_device(X), w, out=cuda.device_array(36, np.float32))
+    with pytest.raises(TypeError, match="out must be a device array"):
+        fastrec.sigmoid_scores(cuda.to_device(X), w, out=np.empty(37, np.float32))
+    with pytest.raises(TypeError, match="dtype int64"):
+        fastrec.sigmoid_scores(cuda.to_device(np.ones((2, 5), np.int64)), w)
+    for bad in (np.nan, np.inf):
+        Xb = X.copy()
+        Xb[5, 1] = bad
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            fastrec.sigmoid_scores(cuda.to_device(Xb), w)
+    with pytest.raises(ValueError, match="w contains NaN"):
+        fastrec.sigmoid_scores(cuda.to_device(X), cuda.to_device(np.full(5, np.nan)))
+
+
+def test_logistic_loss_grad_device_inputs():
+    from numba import cuda
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(29, 4))
+    y = rng.integers(0, 2, 29)
+    w, sw = rng.normal(size=4), rng.uniform(0.5, 2.0, 29)
+    want = fastrec.logistic_loss_grad(X, y, w, 0.3, l2=0.2, sample_weight=sw, backend="numpy")
+    dev = [_no_host_copies(cuda.to_device(a)) for a in (X, y, w, sw)]
+    loss, grad, grad_b = fastrec.logistic_loss_grad(dev[0], dev[1], dev[2], 0.3, l2=0.2,
+                                                    sample_weight=dev[3])
+    assert _cuda_module()._is_device(grad)
+    assert loss == pytest.approx(want[0], rel=1e-12)
+    np.testing.assert_allclose(grad.copy_to_host(), want[1], rtol=1e-10, atol=1e-12)
+    assert grad_b == pytest.approx(want[2], rel=1e-10, abs=1e-12)
+    bad_y = y.astype(np.float64)
+    bad_y[3] = 0.5
+    with pytest.raises(ValueError, match="y must contain only 0 and 1"):
+        fastrec.logistic_loss_grad(dev[0], cuda.to_device(bad_y), w)
+    with pytest.raises(ValueError, match="sample_weight must be non-negative"):
+        fastrec.logistic_loss_grad(dev[0], y, w, sample_weight=cuda.to_device(-sw))
+    with pytest.raises(ValueError, match="sample_weight must have a positive sum"):
+        fastrec.logistic_loss_grad(dev[0], y, w, sample_weight=cuda.to_device(0 * sw))
+    Xb = X.copy()
+    Xb[7, 2] = -np.inf
+    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+        fastrec.logistic_loss_grad(cuda.to_device(Xb), y, w)
 
 
 def test_same_result_every_run():

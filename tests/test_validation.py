@@ -143,3 +143,30 @@ def test_n_threads_semantics_as_scikit_learn():
         check_n_threads(0)
     with pytest.raises(TypeError, match="n_threads must be an integer"):
         check_n_threads(1.0)
+
+
+class _ForeignDeviceArray:
+    """Stands in for a CuPy/PyTorch array: only the interface is looked at, never the data."""
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+def test_device_arrays_recognised_without_touching_them():
+    from fastrec._validation import is_device_array
+
+    assert is_device_array(_ForeignDeviceArray())
+    for host in (np.ones(3), [1.0], 2.0, None, sp.csr_matrix((2, 2))):
+        assert not is_device_array(host)
+
+
+def test_device_array_to_a_cpu_backend_names_the_argument():
+    from fastrec._validation import check_placement
+
+    assert check_placement("numba", X=np.ones(2)) == (False, "numba")
+    assert check_placement("auto", X=np.ones(2), w=_ForeignDeviceArray()) == (True, "cuda")
+    with pytest.raises(TypeError, match="w is a GPU device array but backend='cython'"):
+        check_placement("cython", X=np.ones(2), w=_ForeignDeviceArray())
+    with pytest.raises(TypeError, match="X is a GPU device array; this call runs on the host"):
+        check_dense(_ForeignDeviceArray(), "X")

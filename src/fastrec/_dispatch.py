@@ -29,7 +29,8 @@ _HOW_TO_GET = {
     "NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels on Numba's simulator",
 }
 
-# Preference of "auto" per kernel, fastest first (CPU backends only; "cuda" is never automatic).
+# Preference of "auto" per kernel, fastest first (CPU backends only: "auto" picks "cuda" only
+# when the inputs are device arrays, a choice made in _validation.check_placement).
 # Update from benchmarks/RESULTS.md when a compiled kernel lands.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cosine_topk": ("cython", "numba", "numpy"),
@@ -95,6 +96,17 @@ def get_kernel(kernel: str, backend: str = "auto"):
             f"use backend='auto' or one of {available_backends(kernel)}"
         )
     return fn
+
+
+def backend_module(backend: str):
+    """The module of an explicitly named backend, or :class:`BackendUnavailableError` saying how
+    to get it (the device-array helpers of "cuda" are reached this way)."""
+    ok, reason = backend_status(backend)
+    if not ok:
+        raise BackendUnavailableError(
+            f"backend {backend!r} is not available ({reason}); to get it: {_HOW_TO_GET[backend]}"
+        )
+    return _load(backend)
 
 
 def available_backends(kernel: str | None = None) -> list[str]:

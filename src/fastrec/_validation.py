@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,143 @@ def check_csr(
     return CSR(indptr, indices, data, (int(csr.shape[0]), int(csr.shape[1])), sparse_array)
 
 
+# ---- device arrays (anything with __cuda_array_interface__) --------------------------------
+# Device inputs are validated on the device: the checks below run one-pass reductions of the
+# CUDA backend (``device_summary``) and bring back only scalars, never the data.
+
+CPU_BACKENDS = ("numpy", "cython", "numba")
+
+
+def is_device_array(x) -> bool:
+    """True for arrays that live on a GPU: ``__cuda_array_interface__`` (Numba device arrays,
+    CuPy, PyTorch CUDA tensors), or arrays of Numba's CUDA simulator. Imports nothing."""
+    if x is None or isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
+        return False
+    if hasattr(x, "__cuda_array_interface__"):  # False for a CPU torch tensor (it raises)
+        return True
+    sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return sim is not None and isinstance(x, sim.FakeCUDAArray)
+
+
+def check_placement(backend, **arrays):
+    """The backend to run when any of ``arrays`` (name=value) may be a device array.
+
+    Returns (on_device, backend): with a device array among them, "auto" becomes "cuda" and a
+    CPU backend is a TypeError naming the argument; other names are left to the dispatcher.
+    """
+    device_names = [name for name, a in arrays.items() if is_device_array(a)]
+    if not device_names:
+        return False, backend
+    if backend == "auto":
+        return True, "cuda"
+    if isinstance(backend, str) and backend in CPU_BACKENDS:
+        raise TypeError(
+            f"{device_names[0]} is a GPU device array but backend={backend!r} runs on the CPU; "
+            "use backend='cuda' (or 'auto'), or copy it to the host first"
+        )
+    return True, backend
+
+
+def _cuda():
+    from ._dispatch import backend_module
+
+    return backend_module("cuda")
+
+
+def check_device_dense(X, name: str = "X", *, ndim: int = 2, allow_nonfinite: bool = False):
+    """A device array -> a Numba device view (zero copy) of float32/float64 with ``ndim`` dims.
+
+    Any strides are accepted (the CUDA kernels index with them); other dtypes are a TypeError
+    (device data is never converted behind the caller's back). NaN/infinity are counted on the
+    device unless ``allow_nonfinite``.
+    """
+    cu = _cuda()
+    d = cu.device_view(X)
+    if d.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {d.ndim}-D with shape {tuple(d.shape)}")
+    if np.dtype(d.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name} is a device array of dtype {np.dtype(d.dtype)}; expected "
+                        "float32 or float64 (device arrays are not converted)")
+    if not allow_nonfinite:
+        check_device_finite(d, name)
+    return d
+
+
+def check_device_finite(d, name: str) -> None:
+    """ValueError when device array ``d`` holds NaN or infinity (one pass on the device)."""
+    if d.size and _cuda().device_summary(d).n_nonfinite:
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def check_device_vector(v, name: str, length: int, dtype):
+    """A 1-D device vector of ``length`` finite numbers, as a device array of ``dtype`` (cast
+    on the device when needed)."""
+    cu = _cuda()
+    d = cu.device_view(v)
+    if d.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(d.shape)}")
+    if d.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {d.shape[0]}")
+    if np.dtype(d.dtype).kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {np.dtype(d.dtype)}")
+    check_device_finite(d, name)
+    return cu.device_cast(d, dtype)
+
+
+def check_device_labels(y, n_rows: int):
+    """Device labels: 1-D, length n_rows, only 0 and 1 (one reduction); as float64."""
+    d = _cuda().device_view(y)
+    if d.ndim != 1 or d.shape[0] != n_rows:
+        raise ValueError(f"y must be 1-D with length {n_rows} (the rows of X), got shape "
+                         f"{tuple(d.shape)}")
+    if np.dtype(d.dtype).kind not in "biuf":
+        raise TypeError(f"y must be numeric 0/1 labels, got dtype {np.dtype(d.dtype)}")
+    if d.size and _cuda().device_summary(d).n_not_binary:  # NaN counts as not binary
+        raise ValueError("y must contain only 0 and 1")
+    return _cuda().device_cast(d, np.float64)
+
+
+def check_device_sample_weight(sample_weight, n_rows: int):
+    """Device sample weights: finite, non-negative, positive sum (one reduction); as float64."""
+    cu = _cuda()
+    d = cu.device_view(sample_weight)
+    if d.ndim != 1 or d.shape[0] != n_rows:
+        raise ValueError(f"sample_weight must have length {n_rows}, got shape {tuple(d.shape)}")
+    if np.dtype(d.dtype).kind not in "biuf":
+        raise TypeError(f"sample_weight must hold numbers, got dtype {np.dtype(d.dtype)}")
+    stats = cu.device_summary(d)
+    if stats.n_nonfinite:
+        raise ValueError("sample_weight contains NaN or infinity")
+    if stats.min < 0:
+        raise ValueError("sample_weight must be non-negative")
+    if not stats.total > 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return cu.device_cast(d, np.float64)
+
+
+def check_device_out(out, n_rows: int, dtype):
+    """An output buffer for a device computation: a C-contiguous 1-D device array of ``dtype``
+    and length n_rows, or None (then a new device array). Returns the device array to write."""
+    cu = _cuda()
+    if out is None:
+        return cu.device_empty(n_rows, dtype)
+    if not is_device_array(out):
+        raise TypeError(f"out must be a device array when the inputs are, got "
+                        f"{type(out).__name__}")
+    d = cu.device_view(out)
+    if tuple(d.shape) != (n_rows,) or np.dtype(d.dtype) != np.dtype(dtype):
+        raise ValueError(f"out must have shape ({n_rows},) and dtype {np.dtype(dtype)}, got "
+                         f"{tuple(d.shape)} {np.dtype(d.dtype)}")
+    if not d.is_c_contiguous():
+        raise ValueError("out must be C-contiguous")
+    return out
+
+
+def device_summary(d):
+    """(n_nonfinite, min, max, total, n_not_binary) of a device array, computed on the device."""
+    return _cuda().device_summary(d)
+
+
 def check_dense(
     X,
     name: str = "X",
@@ -143,6 +281,9 @@ def check_dense(
     """
     if sp.issparse(X):
         raise TypeError(f"{name} must be a dense array, got a scipy.sparse {type(X).__name__}")
+    if is_device_array(X):  # never a silent copy to the host
+        raise TypeError(f"{name} is a GPU device array; this call runs on the host (use "
+                        "backend='cuda' where the function supports device arrays)")
     arr = np.asarray(X)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D with shape {arr.shape}")

@@ -1,11 +1,26 @@
 """Public API of the logistic-regression kernels: fused sigmoid scoring and loss/gradient."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
 from ._dispatch import get_kernel
-from ._validation import check_csr, check_dense, check_n_threads, check_scalar
+from ._validation import (
+    check_csr,
+    check_dense,
+    check_device_dense,
+    check_device_labels,
+    check_device_out,
+    check_device_sample_weight,
+    check_device_vector,
+    check_n_threads,
+    check_placement,
+    check_scalar,
+    device_summary,
+    is_device_array,
+)
 
 
 def _features(X, allow_nonfinite=False):
@@ -40,7 +55,17 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     +-inf, hence its score NaN, 0 or 1. X is therefore scanned only when some score is
     exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. On that error
     ``out`` has been written.
+
+    Device arrays: X (dense), w and ``out`` may be GPU arrays (``__cuda_array_interface__``;
+    X float32/float64, any strides). Then ``backend="auto"`` runs "cuda", a CPU backend is a
+    TypeError, and the result is ``out`` when it is a device array, else a new Numba device
+    array. The same finiteness rule holds, evaluated by reductions on the device (one pass
+    over the scores, and over X only in the case above): no data is copied to the host. A
+    sparse (host) X with a device w runs on the device too.
     """
+    on_device, backend = check_placement(backend, X=X, w=w, out=out)
+    if on_device:
+        return _sigmoid_scores_device(X, w, b, out, backend, n_threads)
     sparse, A = _features(X, allow_nonfinite=True)
     n_rows, n_features = A.shape
     dtype = A.dtype
@@ -69,6 +94,33 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
             kernel(A, w, b, out, n_threads)
     if not _scores_prove_finite(out):
         _features(A.to_scipy() if sparse else A)  # the full check: raises on NaN or infinity
+    return out
+
+
+def _sigmoid_scores_device(X, w, b, out, backend, n_threads):
+    """:func:`sigmoid_scores` with a device array among X, w, out: validated on the device."""
+    sparse, X_on_device = sp.issparse(X), is_device_array(X)
+    if X_on_device:
+        A = check_device_dense(X, "X", allow_nonfinite=True)
+    else:  # host X (copied in by the kernel) with a device w or out
+        sparse, A = _features(X, allow_nonfinite=True)
+    n_rows, n_features = A.shape
+    dtype = np.dtype(A.dtype)
+    w = (check_device_vector(w, "w", n_features, dtype) if is_device_array(w)
+         else _weights(w, n_features, dtype))
+    b = check_scalar(b, "b")
+    out = check_device_out(out, n_rows, dtype)
+    n_threads = check_n_threads(n_threads)
+    if sparse:
+        get_kernel("sigmoid_csr", backend)(A.indptr, A.indices, A.data, w, b, out, n_threads)
+    else:
+        get_kernel("sigmoid_dense", backend)(A, w, b, out, n_threads)
+    scores = device_summary(out)
+    if scores.n_nonfinite or not (scores.min > 0 and scores.max < 1):
+        if X_on_device:
+            check_device_dense(A, "X")  # raises on NaN or infinity
+        else:
+            _features(A.to_scipy() if sparse else A)
     return out
 
 
@@ -107,7 +159,18 @@ def logistic_loss_grad(
     penalised. Returns (loss, grad_w, grad_b): float, float64 array, float (float64
     throughout, as optimisers need). Deterministic: the same bits for any ``n_threads``.
     scikit-learn's LogisticRegression(C) minimises this with l2 = 1 / (C * sum_i s_i).
+
+    Device arrays: X (dense), y, w and sample_weight may be GPU arrays
+    (``__cuda_array_interface__``). Then ``backend="auto"`` runs "cuda", a CPU backend is a
+    TypeError, and grad_w is a float64 Numba device array (loss and grad_b are floats). y,
+    w and sample_weight are checked by one reduction each on the device; a device X is not
+    scanned up front: a NaN or infinity in X makes its row's logit, hence the loss, NaN or
+    infinite (for every label and weight), so X is scanned, on the device, only when the
+    loss is not finite, and the ValueError is raised then.
     """
+    on_device, backend = check_placement(backend, X=X, y=y, w=w, sample_weight=sample_weight)
+    if on_device:
+        return _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads)
     sparse, A = _features(X)
     n_rows, n_features = A.shape
     if n_rows == 0:
@@ -123,6 +186,34 @@ def logistic_loss_grad(
         return kernel(A.indptr, A.indices, A.data, y, w, b, l2, sw, n_threads)
     kernel = get_kernel("logistic_loss_grad_dense", backend)
     return kernel(A, y, w, b, l2, sw, n_threads)
+
+
+def _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads):
+    """:func:`logistic_loss_grad` with a device array among its inputs: checks on the device."""
+    X_on_device = is_device_array(X)
+    if X_on_device:
+        sparse, A = False, check_device_dense(X, "X", allow_nonfinite=True)
+    else:
+        sparse, A = _features(X)
+    n_rows, n_features = A.shape
+    if n_rows == 0:
+        raise ValueError("X must have at least one row")
+    y = check_device_labels(y, n_rows) if is_device_array(y) else _labels(y, n_rows)
+    w = (check_device_vector(w, "w", n_features, np.float64) if is_device_array(w)
+         else _weights(w, n_features, np.float64))
+    b = check_scalar(b, "b")
+    l2 = check_scalar(l2, "l2", min_value=0)
+    sw = (check_device_sample_weight(sample_weight, n_rows) if is_device_array(sample_weight)
+          else _sample_weight(sample_weight, n_rows))
+    n_threads = check_n_threads(n_threads)
+    if sparse:
+        kernel = get_kernel("logistic_loss_grad_csr", backend)
+        result = kernel(A.indptr, A.indices, A.data, y, w, b, l2, sw, n_threads)
+    else:
+        result = get_kernel("logistic_loss_grad_dense", backend)(A, y, w, b, l2, sw, n_threads)
+    if X_on_device and not math.isfinite(result[0]):
+        check_device_dense(A, "X")  # raises on NaN or infinity
+    return result
 
 
 class LogisticObjective:

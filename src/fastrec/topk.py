@@ -6,14 +6,23 @@ from typing import NamedTuple
 import numpy as np
 
 from ._dispatch import get_kernel
-from ._validation import check_csr, check_dense, check_ids, check_k, check_n_threads
+from ._validation import (
+    check_csr,
+    check_dense,
+    check_device_dense,
+    check_ids,
+    check_k,
+    check_n_threads,
+    check_placement,
+)
 
 
 class TopK(NamedTuple):
     """Row-wise top-k: ``indices`` (int64) and ``scores``, both (n_rows, k).
 
     Rows are sorted by score descending, ties by smaller index; a row with fewer than k
-    candidates is padded with index -1 and score -inf.
+    candidates is padded with index -1 and score -inf. NumPy arrays, or Numba device arrays
+    when the scores were given on the GPU (see :func:`topk`).
     """
 
     indices: np.ndarray
@@ -37,8 +46,18 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
     returned (its values are ignored). NaN and -inf scores are never candidates; +inf is a
     score like any other. Rows are sorted descending, ties by smaller column, padded with
     -1/-inf. The score array is only read. Memory: O(n_rows * k) beyond the inputs.
+
+    Device arrays: ``scores`` may be a GPU array (anything with ``__cuda_array_interface__``:
+    Numba device arrays, CuPy, PyTorch CUDA tensors; float32/float64, any strides). Then
+    ``backend="auto"`` runs "cuda", a CPU backend is a TypeError, nothing is copied to the host
+    (``exclude`` is a host scipy mask, copied in), and ``indices`` and ``scores`` are Numba
+    device arrays (wrap them zero-copy with ``cupy.asarray`` or ``torch.as_tensor``).
     """
-    S = check_dense(scores, "scores", allow_nonfinite=True)
+    on_device, backend = check_placement(backend, scores=scores)
+    if on_device:
+        S = check_device_dense(scores, "scores", allow_nonfinite=True)
+    else:
+        S = check_dense(scores, "scores", allow_nonfinite=True)
     k = check_k(k)
     ex_indptr, ex_indices = _mask(exclude, "exclude", S.shape)
     n_threads = check_n_threads(n_threads)

@@ -1,0 +1,93 @@
+"""Registers, spills and shared memory of the hot CUDA kernels for sm_90, without a GPU.
+
+Compiles each kernel to PTX with Numba (NVVM) and assembles it with nvJitLink, printing ptxas's
+resource line: what bounds occupancy (resident warps per SM), hence the bytes of loads in flight
+that a memory-bound kernel needs. Needs ``pip install "numba-cuda[cu13]"`` (NVVM, nvJitLink and
+cuda-bindings), not a GPU or a driver. From the repository root:
+
+    python benchmarks/cuda_registers.py            # as compiled
+    python benchmarks/cuda_registers.py --max-registers 64
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import numpy as np  # noqa: E402
+import numba.cuda.dispatcher as dispatcher  # noqa: E402
+from numba import cuda, typeof  # noqa: E402
+
+
+class _Sm90:  # device functions ask the current device for its compute capability
+    compute_capability = (9, 0)
+
+
+dispatcher.get_current_device = lambda: _Sm90()
+
+from fastrec.kernels import numba_cuda as C  # noqa: E402
+
+f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
+
+
+def _a(shape, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
+def cases():
+    """(name, python function, example arguments): the kernels the GPU benchmark times."""
+    return [
+        ("sigmoid_dense_c f32", C._sigmoid_dense_c.py_func,
+         (_a((3, 4), f32), _a(4, f64), 0.5, _a(3, f32), 8)),
+        ("terms_dense_c f32", C._terms_dense_c.py_func,
+         (_a((3, 4), f32), _a(3, f64), _a(4, f64), 0.5, _a(3, f64), _a(3, f64), _a(3, f64), 8)),
+        ("warp topk f32 B512", C._warp_topk_kernel(512, 4, f32).py_func,
+         (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((3, 5), i64), _a((3, 5), f32))),
+        ("block topk f32 P2048", C._topk_kernel(2048, True, f32).py_func,
+         (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((1, 1), f32), _a((1, 1), i32),
+          _a((3, 5), i64), _a((3, 5), f32))),
+        ("sigmoid_csr f32", C._sigmoid_csr.py_func,
+         (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), 0.5, _a(3, f32), 8)),
+        ("xt_csr_exact_sums", C._xt_csr_exact_sums.py_func,
+         (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), _a(4, f64), 3, _a(4, f64),
+          _a(4, f64))),
+    ]
+
+
+def resources(ptx: str, name: str, max_registers: int | None) -> str:
+    from cuda.bindings import nvjitlink
+
+    options = ["-arch=sm_90", "-verbose"]
+    if max_registers:
+        options.append(f"-Xptxas=-maxrregcount={max_registers}")
+    handle = nvjitlink.create(len(options), options)
+    data = ptx.encode()
+    nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), name)
+    nvjitlink.complete(handle)
+    log = bytearray(nvjitlink.get_info_log_size(handle))
+    nvjitlink.get_info_log(handle, log)
+    nvjitlink.destroy(handle)
+    lines = log.decode(errors="replace").splitlines()
+    keep = [s.split(":", 1)[-1].replace("ptxas", "").strip(" .") for s in lines
+            if "spill" in s or "Used" in s]
+    return "; ".join(keep)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-registers", type=int, default=None)
+    args = parser.parse_args(argv)
+    for name, fn, example in cases():
+        ptx, _ = cuda.compile_ptx(fn, tuple(typeof(x) for x in example), cc=(9, 0))
+        print(f"{name:24s} {resources(ptx, name, args.max_registers)}")
+    print("\nsm_90: 65536 registers and 64 warps per SM; resident warps <= 65536 / (32 * "
+          "registers rounded up to 8), and by shared memory (228 KB per SM).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
