@@ -367,6 +367,40 @@ def _sel_offer(v, idx, full, thr_v, thr_i, buf_val, buf_idx, meta):
     buf_idx[pos] = idx
 
 
+# Bitonic sort of a shared (value, index) buffer into the ranking order, shared by the
+# block-wide and the warp-wide selections: the caller loops over (block, stride) and puts its
+# own barrier (syncthreads or syncwarp) before each step; ``first``/``step`` spread the work
+# over the block's threads or the warp's lanes.
+
+
+@cuda.jit(device=True)
+def _bitonic_pad(buf_val, buf_idx, count, first, step):
+    """Pad buf[count:size] with sentinels that rank last; returns size, a power of two >= 2."""
+    size = 2
+    while size < count:
+        size *= 2
+    for t in range(count + first, size, step):
+        buf_val[t] = -math.inf
+        buf_idx[t] = _INT32_MAX
+    return size
+
+
+@cuda.jit(device=True)
+def _bitonic_step(buf_val, buf_idx, size, block, stride, first, step):
+    """One compare-exchange pass of the bitonic network over buf[0:size]."""
+    for t in range(first, size // 2, step):
+        i = 2 * t - (t & (stride - 1))
+        j = i + stride
+        av, ai, bv, bi = buf_val[i], buf_idx[i], buf_val[j], buf_idx[j]
+        if (i & block) == 0:
+            swap = _before(bv, bi, av, ai)
+        else:
+            swap = _before(av, ai, bv, bi)
+        if swap:
+            buf_val[i], buf_idx[i] = bv, bi
+            buf_val[j], buf_idx[j] = av, ai
+
+
 @cuda.jit(device=True)
 def _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i):
     """Block-wide: sort the buffer, keep the best k, update the threshold. All threads call it.
@@ -378,29 +412,13 @@ def _sel_compact(k, buf_val, buf_idx, meta, thr_v, thr_i):
     nthreads = cuda.blockDim.x
     cuda.syncthreads()
     count = meta[1]
-    size = 2
-    while size < count:
-        size *= 2
-    for t in range(count + tid, size, nthreads):  # pad to a power of two with sentinels
-        buf_val[t] = -math.inf
-        buf_idx[t] = _INT32_MAX
-    # Bitonic sort of buf[0:size] into the ranking order.
+    size = _bitonic_pad(buf_val, buf_idx, count, tid, nthreads)
     block = 2
     while block <= size:
         stride = block // 2
         while stride > 0:
             cuda.syncthreads()
-            for t in range(tid, size // 2, nthreads):
-                i = 2 * t - (t & (stride - 1))
-                j = i + stride
-                av, ai, bv, bi = buf_val[i], buf_idx[i], buf_val[j], buf_idx[j]
-                if (i & block) == 0:
-                    swap = _before(bv, bi, av, ai)
-                else:
-                    swap = _before(av, ai, bv, bi)
-                if swap:
-                    buf_val[i], buf_idx[i] = bv, bi
-                    buf_val[j], buf_idx[j] = av, ai
+            _bitonic_step(buf_val, buf_idx, size, block, stride, tid, nthreads)
             stride //= 2
         block *= 2
     cuda.syncthreads()
@@ -920,28 +938,13 @@ def _topk_kernel(P, shared, vtype):
 def _warp_sort(buf_val, buf_idx, count, lane):
     """Sort buf[0:count] into the ranking order by one warp (bitonic, padded to a power of
     two with sentinels that rank last); returns the padded size. Every lane must call it."""
-    size = 2
-    while size < count:
-        size *= 2
-    for t in range(count + lane, size, _WARP):
-        buf_val[t] = -math.inf
-        buf_idx[t] = _INT32_MAX
+    size = _bitonic_pad(buf_val, buf_idx, count, lane, _WARP)
     block = 2
     while block <= size:
         stride = block // 2
         while stride > 0:
             cuda.syncwarp(_FULL_MASK)
-            for t in range(lane, size // 2, _WARP):
-                i = 2 * t - (t & (stride - 1))
-                j = i + stride
-                av, ai, bv, bi = buf_val[i], buf_idx[i], buf_val[j], buf_idx[j]
-                if (i & block) == 0:
-                    swap = _before(bv, bi, av, ai)
-                else:
-                    swap = _before(av, ai, bv, bi)
-                if swap:
-                    buf_val[i], buf_idx[i] = bv, bi
-                    buf_val[j], buf_idx[j] = av, ai
+            _bitonic_step(buf_val, buf_idx, size, block, stride, lane, _WARP)
             stride //= 2
         block *= 2
     cuda.syncwarp(_FULL_MASK)
