@@ -790,23 +790,31 @@ def _topk_row_f32(row, k, ex, buf, hv, hi):
         hi[t] = -1
 
 
+_TOPK_GROUP = 8
+
+
 @numba.njit(parallel=True, cache=True)
 def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    n = scores.shape[0]
     empty = ex_indices[:0]
-    for r in numba.prange(scores.shape[0]):
-        ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+    # Rows in groups of _TOPK_GROUP, one candidate buffer per group (not one per row).
+    for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
         bv = np.empty(2 * k, scores.dtype)
         bi = np.empty(2 * k, np.int64)
-        _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r])
+        for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
+            ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r])
 
 
 @numba.njit(parallel=True, cache=True)
 def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    n = scores.shape[0]
     empty = ex_indices[:0]
-    for r in numba.prange(scores.shape[0]):
-        ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+    for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
         buf = np.empty(2 * k, np.uint64)
-        _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r])
+        for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
+            ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r])
 
 
 def _with_threads(n_threads, fn, *args):
