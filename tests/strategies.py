@@ -118,3 +118,21 @@ def canonical(m) -> sp.csr_matrix:
     c.sum_duplicates()
     c.eliminate_zeros()
     return c
+
+
+@st.composite
+def scores_and_mask(draw, max_rows=8, max_cols=30):
+    """A dense score matrix (see ``dense``) with a few NaN/+inf/-inf planted, and None or a raw
+    CSR exclusion mask of the same shape."""
+    S = draw(dense(max_rows=max_rows, max_cols=max_cols))
+    mask = None
+    if draw(st.booleans()) and S.size:
+        mask = draw(raw_csr(max_rows=S.shape[0], max_cols=S.shape[1],
+                            min_rows=S.shape[0], min_cols=S.shape[1]))
+    specials = draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), max_size=4))
+    if S.size and specials:
+        S = S.copy()
+        rng = np.random.default_rng(len(specials))
+        for v in specials:
+            S[rng.integers(S.shape[0]), rng.integers(S.shape[1])] = v
+    return S, mask
