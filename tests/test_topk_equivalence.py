@@ -4,6 +4,8 @@ topk is pure selection, so results must match the reference bit for bit; recomme
 float64 in the reference's order and is compared tie-tolerantly. Each backend must also give
 bit-identical output for 1, 2 and 3 threads and leave its inputs untouched.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -122,6 +124,60 @@ def test_topk_long_rows(backend, dtype, k):
     for mask in (None, M):
         want = fastrec.topk(S, k, exclude=mask, backend="numpy")
         got = fastrec.topk(S, k, exclude=mask, backend=backend, n_threads=2)
+        assert_topk_equal(got, want, exact=True)
+        np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
+
+
+@contextlib.contextmanager
+def _numba_float32_form(compress):
+    """Run Numba's topk with the vector-compress float32 row (used on AVX-512 CPUs) or the
+    bit-mask walk (used elsewhere), whatever this CPU has: both forms must be exact anywhere."""
+    from fastrec.kernels import numba_cpu
+
+    saved = numba_cpu._COMPRESS
+    numba_cpu._COMPRESS = compress
+    try:
+        yield
+    finally:
+        numba_cpu._COMPRESS = saved
+
+
+needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="numba not available")
+
+
+@needs_numba
+@pytest.mark.parametrize("compress", [False, True], ids=["walk", "compress"])
+@given(data=st.data(), k=st.integers(1, 70))
+def test_numba_float32_row_forms_equal_reference(compress, data, k):
+    S = data.draw(score_matrices()).astype(np.float32)
+    M = data.draw(masks(S.shape))
+    want = fastrec.topk(S, k, exclude=M, backend="numpy")
+    with _numba_float32_form(compress):
+        got = fastrec.topk(S, k, exclude=M, backend="numba", n_threads=2)
+    assert_topk_equal(got, want, exact=True)
+
+
+@needs_numba
+@pytest.mark.parametrize("compress", [False, True], ids=["walk", "compress"])
+@pytest.mark.parametrize("k", [1, 3, 100, 700])
+def test_numba_float32_row_forms_long_rows(compress, k):
+    """As test_topk_long_rows, plus a mask that removes most of each row's best entries (the
+    compress form appends a block's entries, then drops its excluded ones)."""
+    rng = np.random.default_rng(k)
+    n = 20_000
+    S = np.stack([
+        rng.standard_normal(n),
+        rng.integers(0, 4, n).astype(float),
+        np.arange(n, dtype=float),
+        np.where(rng.random(n) < 0.5, -0.0, 0.0),
+    ]).astype(np.float32)
+    best = np.argsort(-S, axis=1, kind="stable")[:, : 2 * k]
+    dense = rng.random(S.shape) < 0.3
+    np.put_along_axis(dense, best, rng.random(best.shape) < 0.8, axis=1)
+    for mask in (None, sp.csr_matrix(dense)):
+        want = fastrec.topk(S, k, exclude=mask, backend="numpy")
+        with _numba_float32_form(compress):
+            got = fastrec.topk(S, k, exclude=mask, backend="numba", n_threads=2)
         assert_topk_equal(got, want, exact=True)
         np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
 
