@@ -129,40 +129,52 @@ def test_topk_long_rows(backend, dtype, k):
 
 
 @contextlib.contextmanager
-def _numba_float32_form(compress):
-    """Run Numba's topk with the vector-compress float32 row (used on AVX-512 CPUs) or the
-    bit-mask walk (used elsewhere), whatever this CPU has: both forms must be exact anywhere."""
-    from fastrec.kernels import numba_cpu
+def _float32_form(backend, compress):
+    """Run the backend's float32 topk row in vector-compress form (used on AVX-512 CPUs) or as
+    the bit-mask walk (used elsewhere). Numba's compress form runs on any CPU (LLVM expands
+    it), so both Numba forms are checked anywhere; Cython's needs AVX-512 to run at all."""
+    if backend == "numba":
+        from fastrec.kernels import numba_cpu
 
-    saved = numba_cpu._COMPRESS
-    numba_cpu._COMPRESS = compress
-    try:
-        yield
-    finally:
-        numba_cpu._COMPRESS = saved
+        saved = numba_cpu._COMPRESS
+        numba_cpu._COMPRESS = compress
+        try:
+            yield
+        finally:
+            numba_cpu._COMPRESS = saved
+    else:
+        from fastrec.kernels._cython import _topk
+
+        saved = _topk._set_compress(compress)
+        if compress and not _topk._set_compress(True):
+            _topk._set_compress(saved)
+            pytest.skip("this CPU has no AVX-512: Cython's compress form cannot run")
+        try:
+            yield
+        finally:
+            _topk._set_compress(saved)
 
 
-needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="numba not available")
+FORMS = [(b, c) for b in BACKENDS for c in (False, True)]
+FORM_IDS = [f"{b}-{'compress' if c else 'walk'}" for b, c in FORMS]
 
 
-@needs_numba
-@pytest.mark.parametrize("compress", [False, True], ids=["walk", "compress"])
+@pytest.mark.parametrize(("backend", "compress"), FORMS, ids=FORM_IDS)
 @given(data=st.data(), k=st.integers(1, 70))
-def test_numba_float32_row_forms_equal_reference(compress, data, k):
+def test_float32_row_forms_equal_reference(backend, compress, data, k):
     S = data.draw(score_matrices()).astype(np.float32)
     M = data.draw(masks(S.shape))
     want = fastrec.topk(S, k, exclude=M, backend="numpy")
-    with _numba_float32_form(compress):
-        got = fastrec.topk(S, k, exclude=M, backend="numba", n_threads=2)
+    with _float32_form(backend, compress):
+        got = fastrec.topk(S, k, exclude=M, backend=backend, n_threads=2)
     assert_topk_equal(got, want, exact=True)
 
 
-@needs_numba
-@pytest.mark.parametrize("compress", [False, True], ids=["walk", "compress"])
+@pytest.mark.parametrize(("backend", "compress"), FORMS, ids=FORM_IDS)
 @pytest.mark.parametrize("k", [1, 3, 100, 700])
-def test_numba_float32_row_forms_long_rows(compress, k):
+def test_float32_row_forms_long_rows(backend, compress, k):
     """As test_topk_long_rows, plus a mask that removes most of each row's best entries (the
-    compress form appends a block's entries, then drops its excluded ones)."""
+    compress forms treat blocks holding an excluded column apart)."""
     rng = np.random.default_rng(k)
     n = 20_000
     S = np.stack([
@@ -176,8 +188,8 @@ def test_numba_float32_row_forms_long_rows(compress, k):
     np.put_along_axis(dense, best, rng.random(best.shape) < 0.8, axis=1)
     for mask in (None, sp.csr_matrix(dense)):
         want = fastrec.topk(S, k, exclude=mask, backend="numpy")
-        with _numba_float32_form(compress):
-            got = fastrec.topk(S, k, exclude=mask, backend="numba", n_threads=2)
+        with _float32_form(backend, compress):
+            got = fastrec.topk(S, k, exclude=mask, backend=backend, n_threads=2)
         assert_topk_equal(got, want, exact=True)
         np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
 
