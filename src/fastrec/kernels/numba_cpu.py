@@ -1124,8 +1124,8 @@ def recommend(
 
 # ---- scoring: sigmoid_dense, sigmoid_csr, logistic_loss_grad_dense, logistic_loss_grad_csr --
 # Same blocks and chunk boundaries as the Cython kernels (_scoring_plan), float64 arithmetic,
-# fixed-order reductions (dense dot products in LLVM's vectorised order, fixed at compile
-# time), so results do not depend on the thread count.
+# fixed-order reductions (dense and sparse dot products in LLVM's vectorised order, fixed at
+# compile time for the CPU it targets), so results do not depend on the thread count.
 
 from . import _scoring_plan as _plan  # noqa: E402
 
@@ -1325,9 +1325,9 @@ def _sigmoid_csr(indptr, indices, data, w, b, out, block_exp):
 def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out.
 
-    float64 dot product in a fixed order; O(nnz) time, no memory beyond out (and one block's
-    logits). float32 scores use the block-wise vectorised sigmoid as sigmoid_dense does
-    (22.2 vs 15.9 Mrows/s per thread, 40 nnz per row).
+    float64 dot product in a fixed order (see _sparse_dot); O(nnz) time, no memory beyond out
+    (and one block's logits). float32 scores use the block-wise vectorised sigmoid as
+    sigmoid_dense does (22.2 vs 15.9 Mrows/s per thread, 40 nnz per row).
     """
     with _scoring_threads(n_threads):
         _sigmoid_csr(_unsigned(indptr), _unsigned(indices), data, w, float(b), out,
