@@ -99,23 +99,39 @@ def compress8(typingctx, keys, i, n_valid, pivot, above, out, o):
 
 
 @intrinsic
-def append_f32_keys16(typingctx, row, j, thr, out, o):
-    """Append at out[o:] the ranking keys (see numba_cpu._f32_key) of the entries of
-    row[j:j + 16] (float32) that are > thr, in column order; returns the new count.
-
-    NaN is never > thr. The key of v is built from v + 0.0, so -0.0 ranks as +0.0.
-    """
-    if not (_c_array(row, types.float32) and _c_array(out, types.uint64)):
+def above_mask64(typingctx, row, j, thr):
+    """Bit t set when row[j + t] > thr, for t < 64 (float32; NaN never is): one vector
+    comparison of the block, its lanes packed into an integer."""
+    if not _c_array(row, types.float32):
         return None
-    sig = types.int64(row, types.int64, types.float32, out, types.int64)
+    sig = types.uint64(row, types.int64, types.float32)
 
     def codegen(context, builder, signature, args):
-        row_v, j_v, thr_v, out_v, o_v = args
+        row_v, j_v, thr_v = args
+        f64x = ir.VectorType(ir.FloatType(), 64)
+        vals = _load(builder, _pointer(context, builder, signature.args[0], row_v, j_v), f64x, 4)
+        above = builder.fcmp_ordered(">", vals, _splat(builder, thr_v, f64x))
+        return builder.bitcast(above, _I64)
+
+    return sig, codegen
+
+
+@intrinsic
+def append_f32_keys16(typingctx, row, j, mask, out, o):
+    """Append at out[o:] the ranking keys (see numba_cpu._f32_key) of the entries of
+    row[j:j + 16] (float32) whose bit is set in ``mask`` (bit t: row[j + t]), in column order;
+    returns the new count. The key of v is built from v + 0.0, so -0.0 ranks as +0.0."""
+    if not (_c_array(row, types.float32) and _c_array(out, types.uint64)):
+        return None
+    sig = types.int64(row, types.int64, types.uint64, out, types.int64)
+
+    def codegen(context, builder, signature, args):
+        row_v, j_v, mask_v, out_v, o_v = args
         f16 = ir.VectorType(ir.FloatType(), 16)
         i16 = ir.VectorType(_I32, 16)
         l16 = ir.VectorType(_I64, 16)
         vals = _load(builder, _pointer(context, builder, signature.args[0], row_v, j_v), f16, 4)
-        mask = builder.fcmp_ordered(">", vals, _splat(builder, thr_v, f16))
+        mask = builder.bitcast(builder.trunc(mask_v, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
         bits = builder.bitcast(builder.fadd(vals, ir.Constant(f16, [0.0] * 16)), i16)
         # Order-preserving map of the float bits: flip all bits of negatives, the sign of others.
         flip = builder.or_(builder.ashr(bits, ir.Constant(i16, [31] * 16)),
