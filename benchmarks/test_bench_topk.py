@@ -6,7 +6,8 @@
     python -m pytest benchmarks/test_bench_topk.py --benchmark-only ... -k recommend
 
 Dense top-k: float32 scores of (4096 x 100,000) and (1024 x 1,000,000), k = 10 and 100, with
-and without an exclusion mask of 50 random items per row, on 1 and 2 threads; baselines in the
+and without an exclusion mask of 50 random items per row, on 1 and 2 threads (and the float32
+row's bit-mask walk form, which CPUs without AVX-512 run, at 2 threads); baselines in the
 same run: the machine's read bandwidth (NumPy sum over the same array, one thread, and two
 threads each summing half), numpy argpartition + sort of the top k (row blocks of 64 MB, so
 that its int64 index arrays stay bounded), and torch.topk when torch is installed. Each
@@ -18,6 +19,7 @@ benchmarks/.data), against implicit's ItemItemRecommender.recommend for all user
 (filter_already_liked_items=True) on the same neighbourhood, and against the NumPy reference.
 """
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ import scipy.sparse as sp
 
 import fastrec
 from datasets import CACHE, interactions
+from fastrec.kernels import topk_forms
 
 SHAPES = {"dense_4096x100k": (4096, 100_000), "dense_1024x1M": (1024, 1_000_000)}
 MASK_PER_ROW = 50
@@ -122,17 +125,35 @@ def test_topk(benchmark, dense_case, k, backend, masked, n_threads):
         assert not np.isin(out.indices[r], mask.indices[mask.indptr[r] : mask.indptr[r + 1]]).any()
 
 
+@pytest.mark.parametrize("backend", [b for b in COMPILED if b in topk_forms.BACKENDS])
+@pytest.mark.parametrize("k", [10, 100])
+def test_topk_walk_form(benchmark, dense_case, k, backend):
+    """The bit-mask walk float32 row (what CPUs without AVX-512 run), 2 threads, no mask: the
+    same run's comparison for the compress form that test_topk measures on AVX-512 CPUs."""
+    name, scores, _ = dense_case
+    benchmark.group = f"{name} k={k}"
+    with topk_forms.float32_form(backend, False):
+        _median(benchmark, fastrec.topk, scores, k, backend=backend, n_threads=2)
+    _record_gbs(benchmark, scores.nbytes)
+
+
+@pytest.mark.parametrize("form", ["auto", "walk"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("k", [10, 100])
-def test_topk_compute_per_call(benchmark, k, backend, dtype):
+def test_topk_compute_per_call(benchmark, k, backend, dtype, form):
     """Selection work without the memory stream: 16 rows of 100,000 (6.4/12.8 MB, cache
     resident), one thread. Run with ``--benchmark-timer time.process_time`` for CPU time,
     which a shared machine barely disturbs; per row = median / 16."""
+    if form == "walk" and (dtype != "float32" or backend not in topk_forms.BACKENDS):
+        pytest.skip("only float32 rows have two forms")
     scores = np.random.default_rng(0).random((16, 100_000)).astype(dtype)
     benchmark.group = f"compute 16x100k k={k}"
-    benchmark.pedantic(fastrec.topk, args=(scores, k), kwargs=dict(backend=backend, n_threads=1),
-                       rounds=40, iterations=1, warmup_rounds=2)
+    forced = topk_forms.float32_form(backend, False) if form == "walk" else nullcontext()
+    with forced:
+        benchmark.pedantic(fastrec.topk, args=(scores, k),
+                           kwargs=dict(backend=backend, n_threads=1),
+                           rounds=40, iterations=1, warmup_rounds=2)
 
 
 # ---- recommend -------------------------------------------------------------------------------

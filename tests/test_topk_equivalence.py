@@ -4,8 +4,6 @@ topk is pure selection, so results must match the reference bit for bit; recomme
 float64 in the reference's order and is compared tie-tolerantly. Each backend must also give
 bit-identical output for 1, 2 and 3 threads and leave its inputs untouched.
 """
-import contextlib
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -16,6 +14,7 @@ import fastrec
 from backends import compiled_backends
 from comparators import assert_topk_equal
 from fastrec._dispatch import get_kernel
+from fastrec.kernels import topk_forms
 from strategies import float_dtypes, index_dtypes, raw_csr
 
 BACKENDS = compiled_backends("topk")
@@ -128,34 +127,16 @@ def test_topk_long_rows(backend, dtype, k):
         np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
 
 
-@contextlib.contextmanager
 def _float32_form(backend, compress):
-    """Run the backend's float32 topk row in vector-compress form (used on AVX-512 CPUs) or as
-    the bit-mask walk (used elsewhere). Numba's compress form runs on any CPU (LLVM expands
-    it), so both Numba forms are checked anywhere; Cython's needs AVX-512 to run at all."""
-    if backend == "numba":
-        from fastrec.kernels import numba_cpu
-
-        saved = numba_cpu._COMPRESS
-        numba_cpu._COMPRESS = compress
-        try:
-            yield
-        finally:
-            numba_cpu._COMPRESS = saved
-    else:
-        from fastrec.kernels._cython import _topk
-
-        saved = _topk._set_compress(compress)
-        if compress and not _topk._set_compress(True):
-            _topk._set_compress(saved)
-            pytest.skip("this CPU has no AVX-512: Cython's compress form cannot run")
-        try:
-            yield
-        finally:
-            _topk._set_compress(saved)
+    """The backend's float32 topk row in vector-compress form (AVX-512 CPUs) or as the bit-mask
+    walk (elsewhere): both must be exact. Numba's compress form runs on any CPU (LLVM expands
+    it), Cython's only with AVX-512."""
+    if compress and not topk_forms.compress_available(backend):
+        pytest.skip(f"this CPU has no AVX-512: {backend}'s compress form cannot run")
+    return topk_forms.float32_form(backend, compress)
 
 
-FORMS = [(b, c) for b in BACKENDS for c in (False, True)]
+FORMS = [(b, c) for b in BACKENDS if b in topk_forms.BACKENDS for c in (False, True)]
 FORM_IDS = [f"{b}-{'compress' if c else 'walk'}" for b, c in FORMS]
 
 
@@ -295,3 +276,13 @@ def test_memory_stays_within_the_stated_bound(backend):
         assert peak < 5000 * 10 * 16 + 2 * 2001 * 17 + (2 << 20), peak
     finally:
         tracemalloc.stop()
+
+
+def test_float32_form_switch_restores_and_rejects_bad_input():
+    for backend in [b for b in BACKENDS if b in topk_forms.BACKENDS]:
+        before = topk_forms.compress_enabled(backend)
+        with topk_forms.float32_form(backend, False):
+            assert not topk_forms.compress_enabled(backend)
+        assert topk_forms.compress_enabled(backend) == before
+    with pytest.raises(ValueError, match="backend"):
+        topk_forms.compress_enabled("numpy")

@@ -25,6 +25,13 @@ def _numba_threading_layer() -> str:
     return numba.threading_layer()
 
 
+def _topk_form(backend: str) -> str:
+    from .kernels.topk_forms import compress_enabled
+
+    form = "AVX-512 compress" if compress_enabled(backend) else "bit-mask walk"
+    return f", float32 topk: {form}"
+
+
 def config() -> dict:
     """The facts :func:`show_config` prints, as a dict."""
     import numpy
@@ -49,10 +56,12 @@ def config() -> dict:
                 f", OpenMP {'on' if openmp_enabled() else 'OFF (one thread)'}"
                 f", {openmp_max_threads()} OpenMP threads"
             )
+            detail += _topk_form("cython")
         if ok and name == "numba":
             import numba
 
             detail += f", numba {numba.__version__}, threading layer {_numba_threading_layer()}"
+            detail += _topk_form("numba")
         if ok and name == "cuda":
             from .kernels.numba_cuda import device_description
 

@@ -243,14 +243,21 @@ cdef extern from *:
                           uint64_t* buf, uint64_t* s, Py_ssize_t* cnt_io, float* thr_io) nogil
 
 
-# Whether _topk_row_f32 takes the vector-compress form (AVX-512 CPUs). Measured, 16 x 100k
-# float32 rows cache-resident, one thread: see _topk_row_f32_compress.
+# Whether _topk_row_f32 takes the vector-compress form (AVX-512 CPUs); see
+# fastrec.kernels.topk_forms.
 cdef bint _compress = fastrec_cpu_has_avx512()
 
 
+def _compress_available():
+    return bool(fastrec_cpu_has_avx512())
+
+
+def _compress_enabled():
+    return bool(_compress)
+
+
 def _set_compress(bint flag):
-    """Use (True) or not the vector-compress float32 row, where the CPU has it; returns the
-    previous setting. For tests: both forms must give the reference's result."""
+    """Use (True, where the CPU has it) or not the compress form; returns the previous setting."""
     global _compress
     previous = _compress
     _compress = flag and fastrec_cpu_has_avx512()

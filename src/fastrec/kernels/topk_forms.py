@@ -1,0 +1,67 @@
+"""Which form the float32 top-k row takes in the compiled CPU backends, and a switch for tests
+and benchmarks.
+
+Both backends have two exact forms of the float32 row: the vector-compress form, taken where
+the CPU has AVX-512 (checked once, at import), and the bit-mask walk, taken elsewhere. See
+README ("Ranking") and benchmarks/RESULTS.md for what each costs.
+"""
+from __future__ import annotations
+
+import contextlib
+
+BACKENDS = ("cython", "numba")
+
+
+def _check(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def compress_available(backend: str) -> bool:
+    """Whether ``backend`` can run its compress form here (Numba's runs on any CPU, LLVM
+    expanding the compress to scalar code; Cython's needs AVX-512)."""
+    _check(backend)
+    if backend == "numba":
+        return True
+    from ._cython import _topk
+
+    return bool(_topk._compress_available())
+
+
+def compress_enabled(backend: str) -> bool:
+    """Whether ``backend`` takes the compress form now."""
+    _check(backend)
+    if backend == "numba":
+        from . import numba_cpu
+
+        return bool(numba_cpu._COMPRESS)
+    from ._cython import _topk
+
+    return bool(_topk._compress_enabled())
+
+
+@contextlib.contextmanager
+def float32_form(backend: str, compress: bool):
+    """Within the block, ``backend`` takes the compress form (True) or the walk (False).
+    Raises ValueError if the compress form is asked for where it cannot run. Not thread-safe:
+    it switches a module-wide setting."""
+    _check(backend)
+    if compress and not compress_available(backend):
+        raise ValueError(f"{backend}'s compress form needs a CPU with AVX-512")
+    if backend == "numba":
+        from . import numba_cpu
+
+        saved = numba_cpu._COMPRESS
+        numba_cpu._COMPRESS = bool(compress)
+        try:
+            yield
+        finally:
+            numba_cpu._COMPRESS = saved
+    else:
+        from ._cython import _topk
+
+        saved = _topk._set_compress(bool(compress))
+        try:
+            yield
+        finally:
+            _topk._set_compress(saved)
