@@ -42,6 +42,8 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "sigmoid_csr": ("numba", "cython", "numpy"),
     "logistic_loss_grad_dense": ("numba", "cython", "numpy"),
     "logistic_loss_grad_csr": ("cython", "numba", "numpy"),
+    "logistic_hessp_dense": ("numba", "cython", "numpy"),
+    "logistic_hessp_csr": ("cython", "numba", "numpy"),
 }
 
 

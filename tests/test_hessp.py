@@ -1,0 +1,157 @@
+"""The logistic Hessian-vector kernels: every compiled backend against the NumPy reference,
+determinism across thread counts, and LogisticObjective.hessp against finite differences."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastrec import BackendUnavailableError
+from fastrec._dispatch import get_kernel
+from fastrec.kernels import _scoring_plan
+from fastrec.scoring import LogisticObjective, _features
+
+from backends import compiled_backends
+from strategies import dense, raw_csr
+
+HESSP_BACKENDS = compiled_backends("logistic_hessp_dense")
+
+
+def _kernel_args(X):
+    """(kernel name, the raw arrays before c) of X after the public API's canonicalisation."""
+    sparse, A = _features(X)
+    if sparse:
+        return "logistic_hessp_csr", (A.indptr, A.indices, A.data), A.shape
+    return "logistic_hessp_dense", (A,), A.shape
+
+
+def _direction(rng, n, d):
+    """c as the Hessian has it (s p (1 - p) / sum s: non-negative, at most 1 / (4 n)), and v."""
+    p = rng.random(n)
+    s = rng.uniform(0.1, 2.0, n)
+    return s * p * (1 - p) / s.sum(), rng.standard_normal(d), float(rng.standard_normal())
+
+
+def _assert_hessp_close(actual, expected):
+    hv, hv_b = actual
+    e_hv, e_hv_b = expected
+    assert isinstance(hv_b, float)
+    assert hv.dtype == np.float64 and hv.shape == e_hv.shape
+    scale = max(1e-300, float(np.abs(e_hv).max(initial=0.0)), abs(e_hv_b))
+    np.testing.assert_allclose(hv, e_hv, rtol=1e-11, atol=1e-14 * scale)
+    np.testing.assert_allclose(hv_b, e_hv_b, rtol=1e-11, atol=1e-14 * scale)
+
+
+def _check_against_reference(backend, X, seed, l2):
+    name, args, (n, d) = _kernel_args(X)
+    c, v, vb = _direction(np.random.default_rng(seed), n, d)
+    before = [a.copy() for a in (*args, c, v)]
+    got = get_kernel(name, backend)(*args, c, v, vb, l2, 2)
+    want = get_kernel(name, "numpy")(*args, c, v, vb, l2, 1)
+    _assert_hessp_close(got, want)
+    for a, b in zip((*args, c, v), before):
+        np.testing.assert_array_equal(a, b)  # inputs untouched
+
+
+@pytest.mark.parametrize("backend", HESSP_BACKENDS)
+@given(
+    X=dense(min_rows=1, max_rows=30, max_cols=30),
+    seed=st.integers(0, 2**31),
+    l2=st.sampled_from([0.0, 1e-3, 0.5]),
+)
+def test_hessp_dense_equals_reference(backend, X, seed, l2):
+    _check_against_reference(backend, X, seed, l2)
+
+
+@pytest.mark.parametrize("backend", HESSP_BACKENDS)
+@given(
+    X=raw_csr(min_rows=1, max_rows=30, max_cols=30),
+    seed=st.integers(0, 2**31),
+    l2=st.sampled_from([0.0, 1e-3, 0.5]),
+)
+def test_hessp_csr_equals_reference(backend, X, seed, l2):
+    _check_against_reference(backend, X, seed, l2)
+
+
+def _several_blocks(make, rng):
+    # More rows than DENSE_BLOCK and CSR_GRAD_CHUNKS so that threads really split the work.
+    n = 5 * _scoring_plan.DENSE_BLOCK + 17
+    if make.startswith("csr"):
+        n_cols = 300_000 if make == "csr_wide" else 400
+        rows = np.repeat(np.arange(n), rng.integers(0, 61, n))
+        X = sp.csr_matrix((rng.standard_normal(rows.size), (rows, rng.integers(0, n_cols,
+                          rows.size))), shape=(n, n_cols))
+        if make == "csr64":
+            X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
+        if make == "csr32":
+            X.data = X.data.astype(np.float32)
+        return X
+    X = rng.standard_normal((n, 45)).astype(np.float32 if make.endswith("32") else np.float64)
+    return np.asfortranarray(X) if make.startswith("F") else X
+
+
+@pytest.mark.parametrize("backend", HESSP_BACKENDS)
+@pytest.mark.parametrize("make", ["C", "F", "C32", "F32", "csr32", "csr64", "csr_wide"])
+def test_hessp_same_bits_any_thread_count(backend, make):
+    rng = np.random.default_rng(4)
+    X = _several_blocks(make, rng)
+    name, args, (n, d) = _kernel_args(X)
+    c, v, vb = _direction(rng, n, d)
+    runs = [get_kernel(name, backend)(*args, c, v, vb, 0.01, t) for t in (1, 2, 3)]
+    for hv, hv_b in runs[1:]:
+        assert hv_b == runs[0][1]
+        np.testing.assert_array_equal(hv, runs[0][0])
+    _assert_hessp_close(runs[0], get_kernel(name, "numpy")(*args, c, v, vb, 0.01, 1))
+
+
+def _fd_problem(layout, rng):
+    X = rng.standard_normal((400, 6))
+    X[rng.random(X.shape) < 0.3] = 0.0
+    if layout == "F":
+        X = np.asfortranarray(X)
+    elif layout == "csr":
+        X = sp.csr_matrix(X)
+    y = (rng.random(400) < 0.4).astype(float)
+    return X, y, rng.uniform(0.2, 2.0, 400)
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + HESSP_BACKENDS)
+@pytest.mark.parametrize("layout", ["C", "F", "csr"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_objective_hessp_is_the_gradients_derivative(backend, layout, fit_intercept):
+    rng = np.random.default_rng(7)
+    X, y, sw = _fd_problem(layout, rng)
+    obj = LogisticObjective(X, y, l2=0.05, sample_weight=sw, fit_intercept=fit_intercept,
+                            backend=backend, n_threads=2)
+    k = 6 + int(fit_intercept)
+    theta, eps = rng.standard_normal(k) * 0.5, 1e-6
+    for v in [rng.standard_normal(k), np.eye(k)[k - 1]]:
+        fd = (obj(theta + eps * v)[1] - obj(theta - eps * v)[1]) / (2 * eps)
+        hv = obj.hessp(theta, v)
+        assert hv.shape == (k,) and hv.dtype == np.float64
+        np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-9)
+    assert obj.n_hessp == 2
+    # The curvature is cached per theta: a new theta gets new weights, the same theta the same.
+    c = obj.curvature(theta)
+    assert obj.curvature(theta.copy()) is c and obj.curvature(theta + 1.0) is not c
+
+
+def test_objective_hessp_leaves_its_arguments_alone():
+    rng = np.random.default_rng(8)
+    X, y, sw = _fd_problem("csr", rng)
+    obj = LogisticObjective(X, y, l2=0.1, sample_weight=sw)
+    theta, v = rng.standard_normal(7), rng.standard_normal(7)
+    saved = [a.copy() for a in (theta, v, X.data, X.indices, X.indptr, y, sw)]
+    obj.hessp(theta, v)
+    for a, b in zip((theta, v, X.data, X.indices, X.indptr, y, sw), saved):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="theta must have shape"):
+        obj.hessp(theta, v[:-1])
+
+
+def test_cuda_hessp_is_absent_not_faked():
+    # No CUDA Hessian-vector kernel exists: the dispatcher must say so, not fall back.
+    with pytest.raises(BackendUnavailableError):
+        get_kernel("logistic_hessp_csr", "cuda")
