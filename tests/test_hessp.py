@@ -191,3 +191,19 @@ def test_cuda_csr_hessp_does_not_depend_on_summation_order():
     want = get_kernel("logistic_hessp_csr", "numpy")(X.indptr, X.indices, X.data, c, v, vb,
                                                      0.0, 1)[0]
     np.testing.assert_allclose(runs[0], want, rtol=1e-12)
+
+
+@cuda_only
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cuda_trust_ncg_fit_equals_reference(sparse):
+    from fastrec.models import LogisticCTR
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 5))
+    if sparse:
+        X = sp.csr_matrix(np.where(rng.random(X.shape) < 0.5, X, 0.0))
+    y = (rng.random(200) < 0.4).astype(np.int64)
+    got = LogisticCTR(solver="trust-ncg", tol=1e-8, backend="cuda").fit(X, y)
+    want = LogisticCTR(solver="trust-ncg", tol=1e-8, backend="numpy").fit(X, y)
+    np.testing.assert_allclose(got.coef_, want.coef_, rtol=1e-9, atol=1e-12)
+    assert got.n_hessp_ > 0
