@@ -4,6 +4,8 @@ topk is pure selection, so results must match the reference bit for bit; recomme
 float64 in the reference's order and is compared tie-tolerantly. Each backend must also give
 bit-identical output for 1, 2 and 3 threads and leave its inputs untouched.
 """
+import contextlib
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -122,6 +124,72 @@ def test_topk_long_rows(backend, dtype, k):
     for mask in (None, M):
         want = fastrec.topk(S, k, exclude=mask, backend="numpy")
         got = fastrec.topk(S, k, exclude=mask, backend=backend, n_threads=2)
+        assert_topk_equal(got, want, exact=True)
+        np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
+
+
+@contextlib.contextmanager
+def _float32_form(backend, compress):
+    """Run the backend's float32 topk row in vector-compress form (used on AVX-512 CPUs) or as
+    the bit-mask walk (used elsewhere). Numba's compress form runs on any CPU (LLVM expands
+    it), so both Numba forms are checked anywhere; Cython's needs AVX-512 to run at all."""
+    if backend == "numba":
+        from fastrec.kernels import numba_cpu
+
+        saved = numba_cpu._COMPRESS
+        numba_cpu._COMPRESS = compress
+        try:
+            yield
+        finally:
+            numba_cpu._COMPRESS = saved
+    else:
+        from fastrec.kernels._cython import _topk
+
+        saved = _topk._set_compress(compress)
+        if compress and not _topk._set_compress(True):
+            _topk._set_compress(saved)
+            pytest.skip("this CPU has no AVX-512: Cython's compress form cannot run")
+        try:
+            yield
+        finally:
+            _topk._set_compress(saved)
+
+
+FORMS = [(b, c) for b in BACKENDS for c in (False, True)]
+FORM_IDS = [f"{b}-{'compress' if c else 'walk'}" for b, c in FORMS]
+
+
+@pytest.mark.parametrize(("backend", "compress"), FORMS, ids=FORM_IDS)
+@given(data=st.data(), k=st.integers(1, 70))
+def test_float32_row_forms_equal_reference(backend, compress, data, k):
+    S = data.draw(score_matrices()).astype(np.float32)
+    M = data.draw(masks(S.shape))
+    want = fastrec.topk(S, k, exclude=M, backend="numpy")
+    with _float32_form(backend, compress):
+        got = fastrec.topk(S, k, exclude=M, backend=backend, n_threads=2)
+    assert_topk_equal(got, want, exact=True)
+
+
+@pytest.mark.parametrize(("backend", "compress"), FORMS, ids=FORM_IDS)
+@pytest.mark.parametrize("k", [1, 3, 100, 700])
+def test_float32_row_forms_long_rows(backend, compress, k):
+    """As test_topk_long_rows, plus a mask that removes most of each row's best entries (the
+    compress forms treat blocks holding an excluded column apart)."""
+    rng = np.random.default_rng(k)
+    n = 20_000
+    S = np.stack([
+        rng.standard_normal(n),
+        rng.integers(0, 4, n).astype(float),
+        np.arange(n, dtype=float),
+        np.where(rng.random(n) < 0.5, -0.0, 0.0),
+    ]).astype(np.float32)
+    best = np.argsort(-S, axis=1, kind="stable")[:, : 2 * k]
+    dense = rng.random(S.shape) < 0.3
+    np.put_along_axis(dense, best, rng.random(best.shape) < 0.8, axis=1)
+    for mask in (None, sp.csr_matrix(dense)):
+        want = fastrec.topk(S, k, exclude=mask, backend="numpy")
+        with _float32_form(backend, compress):
+            got = fastrec.topk(S, k, exclude=mask, backend=backend, n_threads=2)
         assert_topk_equal(got, want, exact=True)
         np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
 

@@ -13,6 +13,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from . import _rows
+from ._numba_simd import append_f32_keys16, compress8, count_above8, target_has_compress
 
 
 def is_available():
@@ -795,6 +796,141 @@ def _topk_row_f32(row, k, ex, buf, hv, hi):
         hi[t] = -1
 
 
+@numba.njit(inline="always")
+def _any_above(block, thr):
+    """Whether some entry of a full 64-wide block is > thr: the OR of the comparisons, the form
+    LLVM vectorises best (a few instructions per block)."""
+    hit = np.uint32(0)
+    for t in range(_BLOCK):
+        hit |= np.uint32(block[t] > thr)
+    return hit != 0
+
+
+# Vector-compress form of the float32 row, used where the CPU has AVX-512 (_COMPRESS): a block
+# with an entry above the threshold appends all its entries above it (uint64 keys, see
+# _numba_simd) with four 16-wide compress stores and no per-entry branch, and the buffer is cut
+# back by a quickselect whose partitions are compress passes. Measured, 16 x 100k float32 rows
+# cache-resident, one thread: k=100 16.7 -> 10.2 us per row, k=10 7.7 -> 5.6 (the bit-mask
+# walk's per-entry branches and the scalar partition had cost ~6 us). Without AVX-512 LLVM
+# expands the compress to scalar code and this form is 1.5-1.8x slower than the walk.
+_COMPRESS = target_has_compress()
+_SLACK = _BLOCK + 16  # a block's appends land past the cap before the cut; whole-vector stores
+
+
+@numba.njit(inline="always")
+def _cut_keys(a, n, k, s):
+    """Keep the k largest of the distinct keys a[:n] (n >= k) in a[:k] (in no order); returns
+    the least of them. s: scratch of n + 16. Quickselect with a median-of-three pivot, each
+    level counting then compressing the side that holds the answer; small ends scalar."""
+    src = a
+    m = n
+    need = k
+    while True:
+        if m <= 24:
+            for t in range(m):
+                s[t] = src[t]
+            if m > need:
+                _select_keys(s, m, need)
+                least = s[need - 1]
+            else:
+                least = s[0]
+                for t in range(1, m):
+                    least = min(least, s[t])
+            break
+        x, y, z = src[0], src[m >> 1], src[m - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        above = 0
+        for i in range(0, m, 8):
+            above += count_above8(src, i, min(8, m - i), pivot)
+        if above == need - 1:
+            least = pivot
+            break
+        o = 0
+        if above >= need:
+            for i in range(0, m, 8):
+                o += compress8(src, i, min(8, m - i), pivot, True, s, o)
+        else:
+            for i in range(0, m, 8):
+                o += compress8(src, i, min(8, m - i), pivot, False, s, o)
+            need -= above + 1
+        src = s
+        m = o
+    o = 0
+    for i in range(0, n, 8):  # in place: each store lands at or before the vector it read
+        o += compress8(a, i, min(8, n - i), least - np.uint64(1), True, a, o)
+    return least
+
+
+@numba.njit(cache=True)
+def _drop_excluded(buf, c0, cnt, ex, p):
+    """Remove from buf[c0:cnt] (keys in column order) those whose column is in ex[p:] (sorted);
+    returns the new count."""
+    o = c0
+    n_ex = ex.shape[0]
+    for t in range(c0, cnt):
+        key = buf[t]
+        j = _key_column(key)
+        while p < n_ex and ex[p] < j:
+            p += 1
+        if not (p < n_ex and ex[p] == j):
+            buf[o] = key
+            o += 1
+    return o
+
+
+@numba.njit(inline="always")
+def _topk_row_f32_compress(row, k, ex, buf, s, hv, hi):
+    """_topk_row_f32 in vector-compress form, with the key buffer ``buf`` and scratch ``s``
+    (2k + _SLACK each). A block holding an excluded column appends as the others
+    do, then drops the excluded keys it appended (merging in the bit-mask walk instead cost the
+    unmasked rows 1.5x: the hot loop compiled worse)."""
+    n_cols = row.shape[0]
+    n_ex = ex.shape[0]
+    cap = 2 * k
+    cnt = 0
+    p = 0
+    thr = np.float32(-np.inf)
+    n_full = n_cols - n_cols % _BLOCK
+    for j0 in range(0, n_full, _BLOCK):
+        block = row[j0 : j0 + _BLOCK]
+        if not _any_above(block, thr):
+            continue
+        c0 = cnt
+        for q in range(0, _BLOCK, 16):
+            cnt = append_f32_keys16(row, j0 + q, thr, buf, cnt)
+        while p < n_ex and ex[p] < j0:
+            p += 1
+        if p < n_ex and ex[p] < j0 + _BLOCK:
+            cnt = _drop_excluded(buf, c0, cnt, ex, p)
+        if cnt >= cap:
+            thr = _key_f32(_cut_keys(buf, cnt, k, s))
+            cnt = k
+    for j in range(n_full, n_cols):
+        v = row[j]
+        if v > thr:
+            p, ok = _not_excluded(ex, p, j)
+            if ok:
+                buf[cnt] = _f32_key(v, j)
+                cnt += 1
+    if cnt > k:
+        _cut_keys(buf, cnt, k, s)
+        cnt = k
+    # Heap-sort the keys (a min-heap popped to the back leaves them descending).
+    for t in range(cnt // 2 - 1, -1, -1):
+        _key_sift_down(buf, cnt, t, buf[t])
+    for end in range(cnt - 1, 0, -1):
+        last = buf[end]
+        buf[end] = buf[0]
+        _key_sift_down(buf, end, 0, last)
+    for t in range(cnt):
+        j = _key_column(buf[t])
+        hi[t] = j
+        hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
+    for t in range(cnt, k):
+        hv[t] = -np.inf
+        hi[t] = -1
+
+
 _TOPK_GROUP = 8
 
 
@@ -820,6 +956,18 @@ def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
             _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r])
+
+
+@numba.njit(parallel=True, cache=True)
+def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    n = scores.shape[0]
+    empty = ex_indices[:0]
+    for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
+        buf = np.empty(2 * k + _SLACK, np.uint64)
+        s = np.empty(2 * k + _SLACK, np.uint64)
+        for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
+            ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+            _topk_row_f32_compress(scores[r], k, ex, buf, s, out_val[r], out_idx[r])
 
 
 def _with_threads(n_threads, fn, *args):
@@ -859,9 +1007,11 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
     else:
         ex_indptr = ex_indices = np.zeros(1, dtype=itype)
-    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
-    _with_threads(n_threads, _topk_impl_f32 if keyed else _topk_impl, scores, k, ex_indptr,
-                  ex_indices, has_mask, out_idx, out_val)
+    if scores.dtype == np.float32 and scores.shape[1] < 2**32:
+        impl = _topk_impl_f32_compress if _COMPRESS else _topk_impl_f32
+    else:
+        impl = _topk_impl
+    _with_threads(n_threads, impl, scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val)
     return out_idx, out_val
 
 
