@@ -38,7 +38,10 @@ def main(path):
                     figure = f"{info['Mrows/s']:.1f} Mrows/s"
                     ratio = f"{base['stats']['median'] / med:.2f}x" if base else "-"
                 else:
-                    figure = (f"{info['iterations']} it, coef diff "
+                    hv = f" ({info['hessp']} Hv)" if info.get("hessp") else ""
+                    opt = (f"vs optimum {info['vs optimum']:.1e}, " if "vs optimum" in info
+                           else "")
+                    figure = (f"{info['iterations']} it{hv}, {opt}coef diff "
                               f"{info['max |coef diff| / max |coef|']:.1e}, objective diff "
                               f"{info[OBJ]:.1e}")
                     ratio = f"{base['stats']['median'] / med:.2f}x" if base else "-"

@@ -83,14 +83,16 @@ def compile_all() -> int:
             cases.append(("compact_rows", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i32), a((4, 3), vt), a(4, i64), a(4, vt))))
             cases.append(("compact_rows64", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))
             cases.append(("sigmoid_csr", C._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt), 8)))
-            cases.append(("terms_csr", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8)))
+            for hess in (False, True):  # the loss/grad pass and the Hessian-vector pass
+                cases.append((f"terms_csr hess={hess}", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8, hess)))
             cases.append(("xt_csr_column_max", C._xt_csr_column_max.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
             cases.append(("xt_csr_exact_sums", C._xt_csr_exact_sums.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 3, a(4, f64), a(4, f64))))
         for order in "CF":
             X = a((3, 4), vt, order)
             lanes = (8,) if order == "C" else ()
             cases.append((f"sigmoid_dense_{order}", (C._sigmoid_dense_c if order == "C" else C._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt)) + lanes))
-            cases.append((f"terms_dense_{order}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes))
+            for hess in (False, True):
+                cases.append((f"terms_dense_{order} hess={hess}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes + (hess,)))
             cases.append((f"xt_partials_{order}", (C._xt_partials_c if order == "C" else C._xt_partials_f).py_func, (X, a(3, f64), 256, a((2, 4), f64))))
         for B, wpb in ((512, 8), (1024, 4)):
             for it in (i32, i64):

@@ -126,7 +126,7 @@ def test_get_and_set_params():
     m = LogisticCTR(C=2.0, n_threads=1)
     params = m.get_params()
     assert params == {"C": 2.0, "l2": None, "fit_intercept": True, "max_iter": 100,
-                      "tol": 1e-4, "backend": "auto", "n_threads": 1}
+                      "tol": 1e-4, "backend": "auto", "n_threads": 1, "solver": "lbfgs"}
     assert m.set_params(C=3.0, tol=1e-6) is m and m.C == 3.0 and m.tol == 1e-6
     with pytest.raises(ValueError, match="invalid parameter 'alpha'"):
         m.set_params(alpha=1.0)
@@ -155,6 +155,8 @@ def test_convergence_warning_at_max_iter():
         ({"fit_intercept": "yes"}, None, TypeError, "fit_intercept"),
         ({"backend": "gpu"}, None, ValueError, "backend"),
         ({"n_threads": 0}, None, ValueError, "n_threads"),
+        ({"solver": "newton"}, None, ValueError, "solver must be one of"),
+        ({"solver": None}, None, ValueError, "solver must be one of"),
     ],
 )
 def test_bad_input_rejected(kwargs, fit_args, err, match):
@@ -183,3 +185,93 @@ def test_prediction_input_checks():
     for method in (m.predict_proba, m.predict_proba1, m.decision_function, m.predict):
         with pytest.raises(ValueError, match="features"):
             method(X[:, :-1])
+
+
+# ---- solver="trust-ncg" ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["dense", "fortran", "float32", "sparse", "weights",
+                                  "no_intercept", "strong_l2"])
+def test_trust_ncg_equals_sklearn_and_lbfgs(backend, case):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    X, y = _problem(sparse=case == "sparse", dtype=np.float32 if case == "float32" else np.float64)
+    if case == "fortran":
+        X = np.asfortranarray(X)
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, len(y)) if case == "weights" else None
+    C = 0.01 if case == "strong_l2" else 1.0
+    fit_intercept = case != "no_intercept"
+    X_before = X.copy()
+    # tol is on the gradient's 2-norm; much below 1e-8 trust-ncg's test of the predicted
+    # improvement meets float64 rounding of the loss (see the LogisticCTR docstring).
+    newton = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-8, max_iter=100,
+                         solver="trust-ncg", backend=backend).fit(X, y, sample_weight=sw)
+    lbfgs = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500,
+                        backend=backend).fit(X, y, sample_weight=sw)
+    X_ref = X.astype(np.float64) if case == "float32" else X
+    ref = sklearn.LogisticRegression(C=C, fit_intercept=fit_intercept, tol=1e-10,
+                                     max_iter=500).fit(X_ref, y, sample_weight=sw)
+    assert _rel(newton.coef_, ref.coef_[0]) < 1e-6
+    assert _rel(newton.coef_, lbfgs.coef_) < 1e-6
+    assert abs(newton.intercept_ - float(np.ravel(ref.intercept_)[0])) < 1e-6 * max(
+        1.0, np.abs(ref.coef_).max())
+    assert (newton.intercept_ == 0.0) == (not fit_intercept)
+    assert newton.n_hessp_ > 0 and lbfgs.n_hessp_ == 0
+    np.testing.assert_array_equal(X if not sp.issparse(X) else X.toarray(),
+                                  X_before if not sp.issparse(X) else X_before.toarray())
+
+
+def test_trust_ncg_reaches_the_optimum_where_lbfgs_stalls():
+    # Wide, sparse and weakly regularised (the hashed-feature case): at the optimum the
+    # gradient is zero, so the tightly converged Newton fit has a far smaller gradient.
+    from fastrec.scoring import LogisticObjective
+
+    X, y = _problem(n=2000, d=300, sparse=True, seed=5)
+    newton = LogisticCTR(C=10.0, tol=1e-8, solver="trust-ncg", max_iter=200).fit(X, y)
+    obj = LogisticObjective(X, y, l2=1.0 / (10.0 * X.shape[0]))
+    _, g = obj(np.r_[newton.coef_, newton.intercept_])
+    assert np.linalg.norm(g) < 1e-8
+
+
+def test_trust_ncg_without_penalty_and_intercept():
+    # l2 = 0 on separable-free data (overlapping classes): the optimum exists and is found.
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    X, y = _problem(n=2000, d=5, seed=2)
+    m = LogisticCTR(l2=0.0, fit_intercept=False, tol=1e-8, solver="trust-ncg").fit(X, y)
+    ref = sklearn.LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12,
+                                     max_iter=1000).fit(X, y)
+    assert _rel(m.coef_, ref.coef_[0]) < 1e-6 and m.intercept_ == 0.0
+
+
+def test_trust_ncg_same_model_any_thread_count():
+    X, y = _problem(n=3000, sparse=True, seed=3)
+    fits = [LogisticCTR(solver="trust-ncg", tol=1e-9, n_threads=t).fit(X, y) for t in (1, 2)]
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+    assert fits[0].intercept_ == fits[1].intercept_ and fits[0].n_hessp_ == fits[1].n_hessp_
+
+
+def test_trust_ncg_convergence_warning():
+    X, y = _problem(n=500)
+    with pytest.warns(ConvergenceWarning, match="trust-ncg stopped"):
+        m = LogisticCTR(solver="trust-ncg", max_iter=1, tol=1e-14).fit(X, y)
+    assert m.n_iter_ == 1
+
+
+def test_solver_saved_and_old_files_load_as_lbfgs(tmp_path):
+    X, y = _problem(n=400, sparse=True)
+    m = LogisticCTR(solver="trust-ncg", tol=1e-8).fit(X, y)
+    loaded = LogisticCTR.load(m.save(tmp_path / "newton"))
+    assert loaded.solver == "trust-ncg" and loaded.n_hessp_ == m.n_hessp_
+    assert loaded.get_params() == m.get_params()
+    np.testing.assert_array_equal(loaded.coef_, m.coef_)
+    # A file written before the solver parameter existed (no "solver", no "n_hessp").
+    import json
+
+    params = {k: v for k, v in m.get_params().items() if k != "solver"}
+    np.savez(tmp_path / "old.npz", format=np.array("fastrec.LogisticCTR"),
+             format_version=np.array(1), params=np.array(json.dumps(params)), coef=m.coef_,
+             intercept=np.array(m.intercept_), n_iter=np.array(3), loss=np.array(0.5))
+    old = LogisticCTR.load(tmp_path / "old.npz")
+    assert old.solver == "lbfgs" and old.n_hessp_ == 0
+    np.testing.assert_array_equal(old.coef_, m.coef_)
+    assert LogisticCTR().set_params(solver="trust-ncg").solver == "trust-ncg"

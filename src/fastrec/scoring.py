@@ -223,8 +223,10 @@ class LogisticObjective:
     optimiser's many evaluations pay for neither. ``objective(theta)`` returns (loss, grad)
     with theta = [w, b] when ``fit_intercept`` (b unpenalised) or theta = w (b fixed at 0);
     loss and grad as in :func:`logistic_loss_grad` with the current ``l2``.
+    ``objective.hessp(theta, v)`` returns the Hessian at theta times v (for Newton-type
+    optimisers such as scipy's trust-ncg), one pass over X per product (see :meth:`hessp`).
     Attributes: ``n_rows``, ``n_features``, ``total_weight`` (sum of sample weights), ``l2``,
-    ``n_evaluations``.
+    ``n_evaluations``, ``n_hessp`` (Hessian-vector products computed).
     """
 
     def __init__(self, X, y, *, l2=0.0, sample_weight=None, fit_intercept=True,
@@ -240,6 +242,10 @@ class LogisticObjective:
         self.fit_intercept = bool(fit_intercept)
         self._n_threads = check_n_threads(n_threads)
         self.n_evaluations = 0
+        self.n_hessp = 0
+        self._backend = backend
+        self._sparse = sparse
+        self._dtype = A.dtype
         if sparse:
             kernel = get_kernel("logistic_loss_grad_csr", backend)
             self._args = (A.indptr, A.indices, A.data)
@@ -247,6 +253,9 @@ class LogisticObjective:
             kernel = get_kernel("logistic_loss_grad_dense", backend)
             self._args = (A,)
         self._kernel = kernel
+        self._hessp_kernels = None  # (sigmoid, hessp): looked up on first use
+        self._curvature_key = None  # theta's bytes for the cached c below
+        self._curvature = None
 
     def __call__(self, theta):
         theta = np.asarray(theta, dtype=np.float64)
@@ -263,3 +272,58 @@ class LogisticObjective:
             grad[d] = grad_b
             return loss, grad
         return loss, grad_w
+
+    def _split(self, theta):
+        theta = np.asarray(theta, dtype=np.float64)
+        d = self.n_features
+        if theta.shape != (d + int(self.fit_intercept),):
+            raise ValueError(f"theta must have shape ({d + int(self.fit_intercept)},), "
+                             f"got {theta.shape}")
+        w = np.ascontiguousarray(theta[:d])
+        return w, (float(theta[d]) if self.fit_intercept else 0.0)
+
+    def curvature(self, theta):
+        """c_i = s_i p_i (1 - p_i) / sum(s) with p = sigmoid(X @ w + b) at theta (float64, (n,)):
+        the Hessian's row weights. One fused sigmoid pass over X, cached for the last theta
+        (keyed on its bytes), so the Hessian-vector products of one Newton step share it.
+        For float32 X, p is the float32 score (w rounded to float32): c to ~1e-7 relative, an
+        approximation that changes the optimiser's steps, never its optimum (the gradient is
+        float64)."""
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        key = theta.tobytes()
+        if key != self._curvature_key:
+            w, b = self._split(theta)
+            sigmoid, _ = self._kernels_for_hessp()
+            p = np.empty(self.n_rows, dtype=self._dtype)
+            sigmoid(*self._args, w.astype(self._dtype, copy=False), b, p, self._n_threads)
+            p = p.astype(np.float64, copy=False)
+            self._curvature = self._sw * p * (1.0 - p) / self.total_weight
+            self._curvature_key = key
+        return self._curvature
+
+    def _kernels_for_hessp(self):
+        if self._hessp_kernels is None:
+            kind = "csr" if self._sparse else "dense"
+            self._hessp_kernels = (get_kernel(f"sigmoid_{kind}", self._backend),
+                                   get_kernel(f"logistic_hessp_{kind}", self._backend))
+        return self._hessp_kernels
+
+    def hessp(self, theta, v):
+        """The objective's Hessian at theta times the vector v (same layout as theta), float64.
+
+        H v = [X.T (c * (X v_w + v_b)) + l2 v_w, sum(c * (X v_w + v_b))] with c from
+        :meth:`curvature` (the last part, and v_b, only with ``fit_intercept``; the intercept
+        is unpenalised). One pass over X per product (the hessp kernel) plus, when theta is
+        new, one sigmoid pass for c. Deterministic: same bits for any n_threads.
+        """
+        c = self.curvature(theta)
+        v_w, v_b = self._split(v)
+        _, kernel = self._kernels_for_hessp()
+        hv_w, hv_b = kernel(*self._args, c, v_w, v_b, self.l2, self._n_threads)
+        self.n_hessp += 1
+        if self.fit_intercept:
+            out = np.empty(self.n_features + 1, dtype=np.float64)
+            out[:-1] = hv_w
+            out[-1] = hv_b
+            return out
+        return np.asarray(hv_w, dtype=np.float64)

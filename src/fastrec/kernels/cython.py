@@ -14,6 +14,8 @@ def is_available():
     return True, ""
 from ._cython._topk import recommend, topk  # noqa: F401
 from ._cython._scoring import (  # noqa: F401
+    logistic_hessp_csr,
+    logistic_hessp_dense,
     logistic_loss_grad_csr,
     logistic_loss_grad_dense,
     sigmoid_csr,

@@ -1120,6 +1120,7 @@ def recommend(
 
 
 # ---- scoring: sigmoid_dense, sigmoid_csr, logistic_loss_grad_dense, logistic_loss_grad_csr --
+# (and logistic_hessp_dense, logistic_hessp_csr: the loss/grad passes with hess=True)
 # Same blocks and chunk boundaries as the Cython kernels (_scoring_plan), float64 arithmetic,
 # fixed-order reductions (dense and sparse dot products in LLVM's vectorised order, fixed at
 # compile time for the CPU it targets), so results do not depend on the thread count.
@@ -1332,19 +1333,29 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _row_residual(hess, z, y, s):
+    """(loss term, residual) of one row with logit z, label y and weight s; with ``hess``
+    (the Hessian-vector product: z = x.v + vb, s = c_i) the residual is s * z, no loss."""
+    if hess:
+        return 0.0, s * z
+    lz, p = _log1pexp_sigmoid(z)
+    return s * (lz - y * z), s * (p - y)
+
+
 @numba.njit(cache=True)
-def _loss_block_c(X, r0, r1, y, w, b, sw, g, sums):
-    """Rows [r0, r1) of a C-order X: partial gradient into g, (loss, grad_b, weight) to sums."""
+def _loss_block_c(X, r0, r1, y, w, b, sw, g, sums, hess):
+    """Rows [r0, r1) of a C-order X: partial gradient into g, (loss, grad_b, weight) to sums.
+    With ``hess``: w, b, sw are v, vb, c and g gets X.T (c * (X v + vb)) (see hessp)."""
     d = X.shape[1]
     g[:] = 0.0
     loss = gb = wsum = 0.0
     for i in range(r0, r1):
         x = X[i]
         z = _dot(x, w) + b
-        lz, p = _log1pexp_sigmoid(z)
         s = sw[i]
-        loss += s * (lz - y[i] * z)
-        r = s * (p - y[i])
+        lr, r = _row_residual(hess, z, y[i], s)
+        loss += lr
         gb += r
         wsum += s
         for j in range(d):  # the row is still in L1: no second read of X
@@ -1355,7 +1366,7 @@ def _loss_block_c(X, r0, r1, y, w, b, sw, g, sums):
 
 
 @numba.njit(cache=True)
-def _loss_block_f(X, r0, r1, y, w, b, sw, g, sums):
+def _loss_block_f(X, r0, r1, y, w, b, sw, g, sums, hess):
     """:func:`_loss_block_c` for F-order X: logits column by column, then residuals, then
     one dot product per column over the block (re-read from cache)."""
     d = X.shape[1]
@@ -1369,10 +1380,9 @@ def _loss_block_f(X, r0, r1, y, w, b, sw, g, sums):
     loss = gb = wsum = 0.0
     for t in range(m):
         z = buf[t] + b
-        lz, p = _log1pexp_sigmoid(z)
         s = sw[r0 + t]
-        loss += s * (lz - y[r0 + t] * z)
-        r = s * (p - y[r0 + t])
+        lr, r = _row_residual(hess, z, y[r0 + t], s)
+        loss += lr
         buf[t] = r
         gb += r
         wsum += s
@@ -1384,19 +1394,19 @@ def _loss_block_f(X, r0, r1, y, w, b, sw, g, sums):
 
 
 @numba.njit(parallel=True, cache=True)
-def _loss_grad_dense_c(X, y, w, b, sw, G, S):
+def _loss_grad_dense_c(X, y, w, b, sw, G, S, hess):
     n = X.shape[0]
     for blk in numba.prange(G.shape[0]):
         r0 = blk * _DENSE_BLOCK
-        _loss_block_c(X, r0, min(n, r0 + _DENSE_BLOCK), y, w, b, sw, G[blk], S[blk])
+        _loss_block_c(X, r0, min(n, r0 + _DENSE_BLOCK), y, w, b, sw, G[blk], S[blk], hess)
 
 
 @numba.njit(parallel=True, cache=True)
-def _loss_grad_dense_f(X, y, w, b, sw, G, S):
+def _loss_grad_dense_f(X, y, w, b, sw, G, S, hess):
     n = X.shape[0]
     for blk in numba.prange(G.shape[0]):
         r0 = blk * _DENSE_BLOCK
-        _loss_block_f(X, r0, min(n, r0 + _DENSE_BLOCK), y, w, b, sw, G[blk], S[blk])
+        _loss_block_f(X, r0, min(n, r0 + _DENSE_BLOCK), y, w, b, sw, G[blk], S[blk], hess)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -1444,16 +1454,16 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
     grad = np.empty(d, dtype=np.float64)
     with _scoring_threads(n_threads):
         if X.flags.c_contiguous:
-            _loss_grad_dense_c(X, y, w, float(b), sample_weight, G, S)
+            _loss_grad_dense_c(X, y, w, float(b), sample_weight, G, S, False)
         else:
-            _loss_grad_dense_f(X, y, w, float(b), sample_weight, G, S)
+            _loss_grad_dense_f(X, y, w, float(b), sample_weight, G, S, False)
     with _scoring_threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)
 
 
 @numba.njit(parallel=True, cache=True)
-def _loss_grad_csr(indptr, indices, data, bounds, y, w, b, sw, G, S):
+def _loss_grad_csr(indptr, indices, data, bounds, y, w, b, sw, G, S, hess):
     for c in numba.prange(bounds.shape[0] - 1):
         g = G[c]
         g[:] = 0.0
@@ -1461,10 +1471,9 @@ def _loss_grad_csr(indptr, indices, data, bounds, y, w, b, sw, G, S):
         for i in range(bounds[c], bounds[c + 1]):
             lo, hi = indptr[i], indptr[i + 1]
             z = _sparse_dot(indices, data, w, lo, hi) + b
-            lz, p = _log1pexp_sigmoid(z)
             s = sw[i]
-            loss += s * (lz - y[i] * z)
-            r = s * (p - y[i])
+            lr, r = _row_residual(hess, z, y[i], s)
+            loss += lr
             gb += r
             wsum += s
             for k in range(lo, hi):
@@ -1488,7 +1497,52 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     grad = np.empty(d, dtype=np.float64)
     with _scoring_threads(n_threads):
         _loss_grad_csr(_unsigned(indptr), _unsigned(indices), data, bounds, y, w, float(b),
-                       sample_weight, G, S)
+                       sample_weight, G, S, False)
     with _scoring_threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)
+
+
+# The Hessian-vector product runs the loss/grad pass itself with hess=True (w, b, sw <- v, vb,
+# c; see _row_residual): same blocks, chunks and fixed-order fold. Its c already carries the
+# 1 / sum(s), so the fold's "total weight" is set to exactly 1 (a division that changes no bit).
+
+
+def _hessp_fold(G, S, v, l2, n_threads):
+    S[:, 2] = 0.0
+    S[0, 2] = 1.0
+    hv = np.empty(v.shape[0], dtype=np.float64)
+    with _scoring_threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
+        _, hv_b = _combine(G, S, v, float(l2), hv)
+    return hv, float(hv_b)
+
+
+def logistic_hessp_dense(X, c, v, vb, l2, n_threads):
+    """The logistic objective's Hessian times (v, vb) for a dense X (n >= 1 rows, C or F order).
+
+    t = X @ v + vb, r = c * t; returns (X.T @ r + l2 * v float64, sum(r)). One pass over X in
+    the loss/grad kernel's blocks and fold (same bits for any n_threads); O(n d) time,
+    n / 256 * (d + 3) float64s of memory.
+    """
+    n, d = X.shape
+    G = np.empty((_plan.n_dense_blocks(n), d), dtype=np.float64)
+    S = np.empty((G.shape[0], 3), dtype=np.float64)
+    with _scoring_threads(n_threads):
+        if X.flags.c_contiguous:
+            _loss_grad_dense_c(X, c, v, float(vb), c, G, S, True)
+        else:
+            _loss_grad_dense_f(X, c, v, float(vb), c, G, S, True)
+    return _hessp_fold(G, S, v, l2, n_threads)
+
+
+def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
+    """:func:`logistic_hessp_dense` for a CSR X (n >= 1 rows) with len(v) columns: the loss/grad
+    kernel's chunks and fold; O(nnz + n + chunks * d) time, chunks * d float64s of memory."""
+    d = v.shape[0]
+    bounds = _plan.csr_chunk_bounds(indptr, d)
+    G = np.empty((len(bounds) - 1, d), dtype=np.float64)
+    S = np.empty((G.shape[0], 3), dtype=np.float64)
+    with _scoring_threads(n_threads):
+        _loss_grad_csr(_unsigned(indptr), _unsigned(indices), data, bounds, c, v, float(vb),
+                       c, G, S, True)
+    return _hessp_fold(G, S, v, l2, n_threads)

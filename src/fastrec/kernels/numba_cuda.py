@@ -1211,6 +1211,7 @@ def recommend(
 
 
 # ---- scoring: sigmoid_dense, sigmoid_csr, logistic_loss_grad_dense, logistic_loss_grad_csr --
+# (and logistic_hessp_dense, logistic_hessp_csr: the loss/grad passes with hess=True)
 
 
 @cuda.jit(device=True)
@@ -1384,14 +1385,19 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
 
 
 @cuda.jit(device=True)
-def _row_terms(z, row, y, sample_weight, residual, loss):
+def _row_terms(z, row, y, sample_weight, residual, loss, hess):
+    """A row's loss term and residual; with ``hess`` (the Hessian-vector pass: z = x.v + vb,
+    sample_weight = c) only the residual c_i * z, and ``loss`` is not touched."""
     s = sample_weight[row]
-    loss[row] = s * (_log1pexp(z) - y[row] * z)
-    residual[row] = s * (_sigmoid(z) - y[row])
+    if hess:
+        residual[row] = s * z
+    else:
+        loss[row] = s * (_log1pexp(z) - y[row] * z)
+        residual[row] = s * (_sigmoid(z) - y[row])
 
 
 @cuda.jit
-def _terms_dense_c(X, y, w, b, sample_weight, residual, loss, lanes):
+def _terms_dense_c(X, y, w, b, sample_weight, residual, loss, lanes, hess):
     lane = cuda.threadIdx.x % _WARP
     sub = lane % lanes
     rows_per_warp = _WARP // lanes
@@ -1400,20 +1406,20 @@ def _terms_dense_c(X, y, w, b, sample_weight, residual, loss, lanes):
         row = base + lane // lanes
         z = _group_row_dot(X, row, w, sub, lanes) + b
         if sub == 0 and row < X.shape[0]:
-            _row_terms(z, row, y, sample_weight, residual, loss)
+            _row_terms(z, row, y, sample_weight, residual, loss, hess)
 
 
 @cuda.jit
-def _terms_dense_f(X, y, w, b, sample_weight, residual, loss):
+def _terms_dense_f(X, y, w, b, sample_weight, residual, loss, hess):
     for row in range(cuda.grid(1), X.shape[0], cuda.gridsize(1)):
         acc = 0.0
         for j in range(X.shape[1]):
             acc += X[row, j] * w[j]
-        _row_terms(acc + b, row, y, sample_weight, residual, loss)
+        _row_terms(acc + b, row, y, sample_weight, residual, loss, hess)
 
 
 @cuda.jit
-def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss, lanes):
+def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss, lanes, hess):
     lane = cuda.threadIdx.x % _WARP
     sub = lane % lanes
     rows_per_warp = _WARP // lanes
@@ -1423,7 +1429,7 @@ def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss, la
         row = base + lane // lanes
         z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
         if sub == 0 and row < n_rows:
-            _row_terms(z, row, y, sample_weight, residual, loss)
+            _row_terms(z, row, y, sample_weight, residual, loss, hess)
 
 
 @cuda.jit
@@ -1601,19 +1607,26 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
     order): deterministic, float64 throughout. Memory O(n + chunks * d).
     """
     keep = _any_device(X, y, w, sample_weight)
+    d_w, d_sw = _dev(w, np.float64), _dev(sample_weight, np.float64)
+    d_residual, d_loss, d_grad = _dense_pass(X, _dev(y, np.float64), d_w, b, d_sw, False)
+    return _finish_loss_grad(d_residual, d_loss, d_grad, d_w, l2, d_sw, keep)
+
+
+def _dense_pass(X, d_y, d_w, b, d_sw, hess):
+    """(residual, loss, X.T @ residual) on the device: the row terms, then the chunked X.T
+    product. With ``hess``: d_w, b, d_sw are v, vb, c and there is no loss (None)."""
     n_rows, n_features = int(X.shape[0]), int(X.shape[1])
-    d_X, d_y, d_w = _dev(X), _dev(y, np.float64), _dev(w, np.float64)
-    d_sw = _dev(sample_weight, np.float64)
+    d_X = _dev(X)
     d_residual = cuda.device_array(n_rows, dtype=np.float64)
-    d_loss = cuda.device_array(n_rows, dtype=np.float64)
+    d_loss = cuda.device_array(1 if hess else n_rows, dtype=np.float64)
     f_order = _is_f_order(X)
     if f_order:
         _terms_dense_f[_grid(n_rows, _THREADS), _THREADS](
-            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss)
+            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, hess)
     else:
         grid, lanes = _dense_launch(n_rows, n_features)
         _terms_dense_c[grid, _DENSE_THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss,
-                                             lanes)
+                                             lanes, hess)
     chunk_rows, n_chunks = _chunking(n_rows)
     partial = cuda.device_array((n_chunks, max(n_features, 1)), dtype=np.float64)
     d_grad = cuda.device_array(max(n_features, 1), dtype=np.float64)
@@ -1622,7 +1635,7 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
         tasks = n_chunks * (n_features if f_order else -(-n_features // _WARP))
         kern[_grid(tasks, _THREADS // _WARP), _THREADS](d_X, d_residual, chunk_rows, partial)
         _sum_chunks[_grid(n_features, _THREADS), _THREADS](partial, d_grad)
-    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], d_w, l2, d_sw, keep)
+    return d_residual, (None if hess else d_loss), d_grad[:n_features]
 
 
 def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
@@ -1634,17 +1647,24 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     maxima, sums); memory O(n + 3 * len(w)).
     """
     keep = _any_device(indptr, indices, data, y, w, sample_weight)
-    n_rows, n_features = int(indptr.shape[0]) - 1, int(w.shape[0])
+    d_w, d_sw = _dev(w, np.float64), _dev(sample_weight, np.float64)
+    d_residual, d_loss, d_grad = _csr_pass(indptr, indices, data, _dev(y, np.float64), d_w, b,
+                                           d_sw, False)
+    return _finish_loss_grad(d_residual, d_loss, d_grad, d_w, l2, d_sw, keep)
+
+
+def _csr_pass(indptr, indices, data, d_y, d_w, b, d_sw, hess):
+    """:func:`_dense_pass` for a CSR X: the row terms, then the exact-sum scatter of X.T."""
+    n_rows, n_features = int(indptr.shape[0]) - 1, int(d_w.shape[0])
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
     if d_indices.shape[0] == 0:
         d_indices = cuda.to_device(np.zeros(1, dtype=d_indices.dtype))
         d_data = cuda.to_device(np.zeros(1, dtype=data.dtype))
-    d_y, d_w, d_sw = _dev(y, np.float64), _dev(w, np.float64), _dev(sample_weight, np.float64)
     d_residual = cuda.device_array(n_rows, dtype=np.float64)
-    d_loss = cuda.device_array(n_rows, dtype=np.float64)
+    d_loss = cuda.device_array(1 if hess else n_rows, dtype=np.float64)
     grid, lanes = _csr_launch(n_rows, int(indices.shape[0]))
     _terms_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw,
-                               d_residual, d_loss, lanes)
+                               d_residual, d_loss, lanes, hess)
     grid = _grid(n_rows, _THREADS // _WARP)
     width = max(n_features, 1)
     col_max, level1, level2 = (_zeros(width, np.float64) for _ in range(3))
@@ -1654,4 +1674,35 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
                                        log2_rows, level1, level2)
     d_grad = cuda.device_array(width, dtype=np.float64)
     _add_levels[_grid(width, _THREADS), _THREADS](level1, level2, d_grad)
-    return _finish_loss_grad(d_residual, d_loss, d_grad[:n_features], d_w, l2, d_sw, keep)
+    return d_residual, (None if hess else d_loss), d_grad[:n_features]
+
+
+def _finish_hessp(d_residual, d_hv, d_v, l2, keep):
+    """hv = X.T r + l2 v in place (c carries 1 / sum(s): a total weight of exactly 1), and
+    sum(r) in the fixed order of the loss/grad sums."""
+    n_features = d_hv.shape[0]
+    if n_features:
+        scratch = cuda.device_array(n_features, dtype=np.float64)
+        _finish_grad[_grid(n_features, _THREADS), _THREADS](d_hv, d_v, 1.0, float(l2), scratch)
+    (hv_b,) = _fixed_order_sums([d_residual])
+    return (d_hv if keep else d_hv.copy_to_host()), hv_b
+
+
+def logistic_hessp_dense(X, c, v, vb, l2, n_threads):
+    """The logistic objective's Hessian times (v, vb) for a dense X: (X.T (c * (X v + vb)) +
+    l2 v, sum(c * (X v + vb))). The loss/grad kernel's passes (row terms with residual
+    c_i * (x.v + vb), the chunked X.T product in a fixed order): deterministic, float64.
+    Memory O(n + chunks * d)."""
+    keep = _any_device(X, c, v)
+    d_c, d_v = _dev(c, np.float64), _dev(v, np.float64)
+    d_residual, _, d_hv = _dense_pass(X, d_c, d_v, vb, d_c, True)
+    return _finish_hessp(d_residual, d_hv, d_v, l2, keep)
+
+
+def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
+    """:func:`logistic_hessp_dense` for a CSR X with len(v) columns (the loss/grad kernel's
+    exact-sum scatter: same bits whatever order the atomics land in)."""
+    keep = _any_device(indptr, indices, data, c, v)
+    d_c, d_v = _dev(c, np.float64), _dev(v, np.float64)
+    d_residual, _, d_hv = _csr_pass(indptr, indices, data, d_c, d_v, vb, d_c, True)
+    return _finish_hessp(d_residual, d_hv, d_v, l2, keep)

@@ -406,3 +406,49 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
         lambda r0, r1: _csr_logits(indptr, indices, data, w, b, r0, r1),
         xt_times, n_rows, y, w, b, l2, sample_weight,
     )
+
+
+def _hessp(logits_of_block, XT_times, n_rows, c, v, l2):
+    """Shared body of the two Hessian-vector kernels (logits_of_block(r0, r1) = X[r0:r1] @ v +
+    vb; XT_times(r0, r1, r) = X[r0:r1].T @ r)."""
+    hv_w = np.zeros(v.shape[0], dtype=np.float64)
+    hv_b = 0.0
+    step = _rows_per_block(max(64, v.shape[0]))
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        r = c[r0:r1].astype(np.float64) * logits_of_block(r0, r1)
+        hv_w += XT_times(r0, r1, r)
+        hv_b += float(np.sum(r))
+    return hv_w + l2 * v.astype(np.float64), hv_b
+
+
+def logistic_hessp_dense(X, c, v, vb, l2, n_threads):
+    """The logistic objective's Hessian times a direction (v, vb), for a dense X.
+
+    With t = X @ v + vb and r = c * t (c_i = s_i p_i (1 - p_i) / sum(s) at the point where
+    the Hessian is taken, p = sigmoid(X @ w + b)): returns (hv_w = X.T @ r + l2 * v float64
+    array, hv_b = sum(r) float). The intercept's part is unpenalised. X float32/float64 in C
+    or F order (computed in float64); c and v float64. One pass over X: O(n d).
+    """
+    return _hessp(
+        lambda r0, r1: _dense_logits(X, v, vb, r0, r1),
+        lambda r0, r1, r: X[r0:r1].astype(np.float64).T @ r,
+        X.shape[0], c, v, l2,
+    )
+
+
+def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
+    """:func:`logistic_hessp_dense` for a CSR X with len(v) columns: O(nnz + n)."""
+    n_rows = len(indptr) - 1
+
+    def xt_times(r0, r1, r):
+        lo, hi = indptr[r0], indptr[r1]
+        rows = np.repeat(np.arange(r1 - r0), np.diff(indptr[r0 : r1 + 1]))
+        return np.bincount(
+            indices[lo:hi], weights=data[lo:hi].astype(np.float64) * r[rows], minlength=v.shape[0]
+        )
+
+    return _hessp(
+        lambda r0, r1: _csr_logits(indptr, indices, data, v, vb, r0, r1),
+        xt_times, n_rows, c, v, l2,
+    )
