@@ -117,43 +117,33 @@ def above_mask64(typingctx, row, j, thr):
 
 
 @intrinsic
-def append_f32_keys16(typingctx, row, j, mask, out, o):
-    """Append at out[o:] the ranking keys (see numba_cpu._f32_key) of the entries of
-    row[j:j + 16] (float32) whose bit is set in ``mask`` (bit t: row[j + t]), in column order;
-    returns the new count. The key of v is built from v + 0.0, so -0.0 ranks as +0.0."""
-    if not (_c_array(row, types.float32) and _c_array(out, types.uint64)):
+def append_columns16(typingctx, j, mask, out, o):
+    """Append at out[o:] (uint32) the columns j + t, t < 16, whose bit t is set in ``mask``,
+    in order; returns the new count. A whole 16-lane vector is stored."""
+    if not _c_array(out, types.uint32):
         return None
-    sig = types.int64(row, types.int64, types.uint64, out, types.int64)
+    sig = types.int64(types.int64, types.uint64, out, types.int64)
 
     def codegen(context, builder, signature, args):
-        row_v, j_v, mask_v, out_v, o_v = args
-        f16 = ir.VectorType(ir.FloatType(), 16)
-        i16 = ir.VectorType(_I32, 16)
-        l16 = ir.VectorType(_I64, 16)
-        vals = _load(builder, _pointer(context, builder, signature.args[0], row_v, j_v), f16, 4)
-        mask = builder.bitcast(builder.trunc(mask_v, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
-        bits = builder.bitcast(builder.fadd(vals, ir.Constant(f16, [0.0] * 16)), i16)
-        # Order-preserving map of the float bits: flip all bits of negatives, the sign of others.
-        flip = builder.or_(builder.ashr(bits, ir.Constant(i16, [31] * 16)),
-                           ir.Constant(i16, [0x80000000] * 16))
-        high = builder.shl(builder.zext(builder.xor(bits, flip), l16), ir.Constant(l16, [32] * 16))
-        cols = builder.add(_splat(builder, j_v, l16), ir.Constant(l16, list(range(16))))
-        keys = builder.or_(high, builder.sub(ir.Constant(l16, [0xFFFFFFFF] * 16), cols))
-        o = o_v
-        for half in (range(8), range(8, 16)):
-            sel = ir.Constant(ir.VectorType(_I32, 8), list(half))
-            part = builder.shuffle_vector(keys, keys, sel)
-            part_mask = builder.shuffle_vector(mask, mask, sel)
-            _compress_store(builder, part, part_mask,
-                            _pointer(context, builder, signature.args[3], out_v, o))
-            o = builder.add(o, _popcount(builder, part_mask))
-        return o
+        j_v, mask_v, out_v, o_v = args
+        v16 = ir.VectorType(_I32, 16)
+        cols = builder.add(_splat(builder, builder.trunc(j_v, _I32), v16),
+                           ir.Constant(v16, list(range(16))))
+        mask = builder.bitcast(builder.trunc(mask_v, ir.IntType(16)),
+                               ir.VectorType(ir.IntType(1), 16))
+        fnty = ir.FunctionType(v16, [v16, mask.type, v16])
+        fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                            "llvm.experimental.vector.compress.v16i32")
+        packed = builder.call(fn, [cols, mask, ir.Constant(v16, ir.Undefined)])
+        ptr = _pointer(context, builder, signature.args[2], out_v, o_v)
+        builder.store(packed, builder.bitcast(ptr, v16.as_pointer()), align=4)
+        return builder.add(o_v, _popcount(builder, mask))
 
     return sig, codegen
 
 
 def target_has_compress() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512F (vpcompressq): where the compress form
+    """Whether Numba compiles for a CPU with AVX-512F (vpcompress): where the compress form
     pays. Elsewhere LLVM's scalar expansion of a compress made top-k 1.5-1.8x slower than the
     bit-mask walk (measured with NUMBA_CPU_NAME=haswell and x86-64 on this machine)."""
     import llvmlite.binding as llvm

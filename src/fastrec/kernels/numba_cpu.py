@@ -15,7 +15,7 @@ from numba.extending import intrinsic
 from . import _rows
 from ._numba_simd import (
     above_mask64,
-    append_f32_keys16,
+    append_columns16,
     compress8,
     count_above8,
     target_has_compress,
@@ -802,16 +802,20 @@ def _topk_row_f32(row, k, ex, buf, hv, hi):
         hi[t] = -1
 
 
-# Vector-compress form of the float32 row, used where the CPU has AVX-512 (_COMPRESS): each
-# 64-wide block is compared with the threshold at once (above_mask64); one with an entry above
-# it appends all such entries (uint64 keys, see _numba_simd) with four 16-wide compress stores
-# and no per-entry branch, and the buffer is cut back by a quickselect whose partitions are
-# compress passes. Measured, 16 x 100k float32 rows cache-resident, one thread: k=100 16.3 ->
-# 9.0 us per row, k=10 6.1 -> 5.9 (the bit-mask walk's per-entry branches and the scalar
-# partition had cost ~7 us). Without AVX-512 LLVM expands the compress to scalar code and this
-# form measured 1.5-1.8x slower than the walk.
+# Vector-compress ("stream") form of the float32 row, used where the CPU has AVX-512 and
+# k >= _COMPRESS_MIN_K (_COMPRESS): each 64-wide block is compared with the threshold at once
+# (above_mask64) and the columns above it are appended with four 16-lane compress stores,
+# whether or not there are any: no branch depends on the data, so nothing is mispredicted and
+# the extra vector work hides under the memory stream. Every k appended columns become keys
+# (_f32_key, reading the scores again from cache); 2k keys are cut back to k by a quickselect
+# whose partitions are compress passes. Measured (RESULTS.md, 2026-11-28): 4096 x 100k, 2
+# threads, k=100: 47-52 ms against 54-58 for the bit-mask walk; 16 x 100k cache-resident, one
+# thread, k=100: 12.4-12.7 against 16.3-19.6 us per row. For k=10 the walk is as fast when
+# streaming and faster from cache (6 vs 10 us per row), hence the k threshold. Without AVX-512
+# LLVM expands the compress to scalar code, 1.5-1.8x slower than the walk.
 _COMPRESS = target_has_compress()
-_SLACK = _BLOCK + 16  # a block's appends land past the cap before the cut; whole-vector stores
+_COMPRESS_MIN_K = 32
+_SLACK = _BLOCK + 16  # a block's appends land past the count before a flush; vector stores
 
 
 @numba.njit(inline="always")
@@ -859,71 +863,77 @@ def _cut_keys(a, n, k, s):
 
 
 @numba.njit(cache=True)
-def _drop_excluded(buf, c0, cnt, ex, p):
-    """Remove from buf[c0:cnt] (keys in column order) those whose column is in ex[p:] (sorted);
-    returns the new count."""
+def _drop_excluded(cols, c0, nc, ex, p):
+    """Remove from cols[c0:nc] (ascending) those in ex[p:] (sorted); returns the new count."""
     o = c0
     n_ex = ex.shape[0]
-    for t in range(c0, cnt):
-        key = buf[t]
-        j = _key_column(key)
+    for t in range(c0, nc):
+        j = cols[t]
         while p < n_ex and ex[p] < j:
             p += 1
         if not (p < n_ex and ex[p] == j):
-            buf[o] = key
+            cols[o] = j
             o += 1
     return o
 
 
 @numba.njit(inline="always")
-def _topk_row_f32_compress(row, k, ex, buf, s, hv, hi):
-    """_topk_row_f32 in vector-compress form, with the key buffer ``buf`` and scratch ``s``
-    (2k + _SLACK each). A block holding an excluded column appends as the others
-    do, then drops the excluded keys it appended (merging in the bit-mask walk instead cost the
-    unmasked rows 1.5x: the hot loop compiled worse)."""
+def _columns_to_keys(row, cols, nc, keys, nk):
+    for t in range(nc):
+        j = np.int64(cols[t])
+        keys[nk + t] = _f32_key(row[j], j)
+    return nk + nc
+
+
+@numba.njit(inline="always")
+def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi):
+    """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK, cols of k + _SLACK.
+    A block holding an excluded column drops it from the columns it appended."""
     n_cols = row.shape[0]
     n_ex = ex.shape[0]
-    cap = 2 * k
-    cnt = 0
+    nk = 0
+    nc = 0
     p = 0
     thr = np.float32(-np.inf)
     n_full = n_cols - n_cols % _BLOCK
     for j0 in range(0, n_full, _BLOCK):
         m = above_mask64(row, j0, thr)
-        if m == 0:
-            continue
-        c0 = cnt
+        c0 = nc
         for q in range(0, _BLOCK, 16):
-            cnt = append_f32_keys16(row, j0 + q, m >> np.uint64(q), buf, cnt)
+            nc = append_columns16(j0 + q, m >> np.uint64(q), cols, nc)
         while p < n_ex and ex[p] < j0:
             p += 1
         if p < n_ex and ex[p] < j0 + _BLOCK:
-            cnt = _drop_excluded(buf, c0, cnt, ex, p)
-        if cnt >= cap:
-            thr = _key_f32(_cut_keys(buf, cnt, k, s))
-            cnt = k
+            nc = _drop_excluded(cols, c0, nc, ex, p)
+        if nc >= k:
+            nk = _columns_to_keys(row, cols, nc, keys, nk)
+            nc = 0
+            if nk >= 2 * k:
+                thr = _key_f32(_cut_keys(keys, nk, k, s))
+                nk = k
+    nk = _columns_to_keys(row, cols, nc, keys, nk)
     for j in range(n_full, n_cols):
         v = row[j]
         if v > thr:
             p, ok = _not_excluded(ex, p, j)
             if ok:
-                buf[cnt] = _f32_key(v, j)
-                cnt += 1
-    if cnt > k:
-        _cut_keys(buf, cnt, k, s)
-        cnt = k
+                keys[nk] = _f32_key(v, j)
+                nk += 1
+    if nk > k:
+        _cut_keys(keys, nk, k, s)
+        nk = k
     # Heap-sort the keys (a min-heap popped to the back leaves them descending).
-    for t in range(cnt // 2 - 1, -1, -1):
-        _key_sift_down(buf, cnt, t, buf[t])
-    for end in range(cnt - 1, 0, -1):
-        last = buf[end]
-        buf[end] = buf[0]
-        _key_sift_down(buf, end, 0, last)
-    for t in range(cnt):
-        j = _key_column(buf[t])
+    for t in range(nk // 2 - 1, -1, -1):
+        _key_sift_down(keys, nk, t, keys[t])
+    for end in range(nk - 1, 0, -1):
+        last = keys[end]
+        keys[end] = keys[0]
+        _key_sift_down(keys, end, 0, last)
+    for t in range(nk):
+        j = _key_column(keys[t])
         hi[t] = j
         hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
-    for t in range(cnt, k):
+    for t in range(nk, k):
         hv[t] = -np.inf
         hi[t] = -1
 
@@ -960,11 +970,12 @@ def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx,
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
-        buf = np.empty(2 * k + _SLACK, np.uint64)
-        s = np.empty(2 * k + _SLACK, np.uint64)
+        keys = np.empty(3 * k + _SLACK, np.uint64)
+        s = np.empty(3 * k + _SLACK, np.uint64)
+        cols = np.empty(k + _SLACK, np.uint32)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row_f32_compress(scores[r], k, ex, buf, s, out_val[r], out_idx[r])
+            _topk_row_f32_compress(scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r])
 
 
 def _with_threads(n_threads, fn, *args):
@@ -1005,7 +1016,7 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     else:
         ex_indptr = ex_indices = np.zeros(1, dtype=itype)
     if scores.dtype == np.float32 and scores.shape[1] < 2**32:
-        impl = _topk_impl_f32_compress if _COMPRESS else _topk_impl_f32
+        impl = _topk_impl_f32_compress if _COMPRESS and k >= _COMPRESS_MIN_K else _topk_impl_f32
     else:
         impl = _topk_impl
     _with_threads(n_threads, impl, scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val)

@@ -1,9 +1,9 @@
 """Which form the float32 top-k row takes in the compiled CPU backends, and a switch for tests
 and benchmarks.
 
-Both backends have two exact forms of the float32 row: the vector-compress form, taken where
-the CPU has AVX-512 (checked once, at import), and the bit-mask walk, taken elsewhere. See
-README ("Ranking") and benchmarks/RESULTS.md for what each costs.
+Both backends have two exact forms of the float32 row: the vector-compress ("stream") form,
+taken where the CPU has AVX-512 (checked once, at import) and k >= 32, and the bit-mask walk,
+taken otherwise. See README ("Ranking") and benchmarks/RESULTS.md for what each costs.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def compress_available(backend: str) -> bool:
 
 
 def compress_enabled(backend: str) -> bool:
-    """Whether ``backend`` takes the compress form now."""
+    """Whether ``backend`` takes the compress form now (for k >= 32)."""
     _check(backend)
     if backend == "numba":
         from . import numba_cpu
@@ -42,26 +42,26 @@ def compress_enabled(backend: str) -> bool:
 
 @contextlib.contextmanager
 def float32_form(backend: str, compress: bool):
-    """Within the block, ``backend`` takes the compress form (True) or the walk (False).
-    Raises ValueError if the compress form is asked for where it cannot run. Not thread-safe:
-    it switches a module-wide setting."""
+    """Within the block, ``backend`` takes the compress form for every k (True) or the walk
+    (False). Raises ValueError if the compress form is asked for where it cannot run. Not
+    thread-safe: it switches a module-wide setting."""
     _check(backend)
     if compress and not compress_available(backend):
         raise ValueError(f"{backend}'s compress form needs a CPU with AVX-512")
     if backend == "numba":
         from . import numba_cpu
 
-        saved = numba_cpu._COMPRESS
-        numba_cpu._COMPRESS = bool(compress)
+        saved = numba_cpu._COMPRESS, numba_cpu._COMPRESS_MIN_K
+        numba_cpu._COMPRESS, numba_cpu._COMPRESS_MIN_K = bool(compress), 1
         try:
             yield
         finally:
-            numba_cpu._COMPRESS = saved
+            numba_cpu._COMPRESS, numba_cpu._COMPRESS_MIN_K = saved
     else:
         from ._cython import _topk
 
-        saved = _topk._set_compress(bool(compress))
+        saved = _topk._set_compress(bool(compress), 1)
         try:
             yield
         finally:
-            _topk._set_compress(saved)
+            _topk._set_compress(*saved)

@@ -97,12 +97,10 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* The float32 top-k row in vector-compress form, for x86-64 CPUs with AVX-512 (checked at
-       run time; the module is built for the base ISA). A 64-wide block with an entry above
-       the threshold appends the keys of all its entries above it (see _f32_key) with
-       compress instructions and no per-entry branch; a full buffer is cut back by a
-       quickselect whose partitions are compress passes. Mirrors _topk_row_f32_compress of
-       the Numba backend. */
+    /* The float32 top-k row in vector-compress ("stream") form, for x86-64 CPUs with AVX-512
+       (checked at run time; the module is built for the base ISA) and k >= COMPRESS_MIN_K.
+       Mirrors _topk_row_f32_compress of the Numba backend, whose comment gives the design
+       and the measurements. */
     #include <string.h>
     #if defined(__GNUC__) && defined(__x86_64__)
     #include <immintrin.h>
@@ -174,55 +172,51 @@ cdef extern from *:
         fastrec_compress_keys(a, n, least - 1, 1, a);
         return least;
     }
-    /* Scan the full blocks of row[j0:j_end] (j_end - j0 a multiple of 64): append keys above
-       *thr to buf[*cnt:], cutting back to k (and raising *thr) whenever 2k are held.
-       buf and s hold 2k + 64. */
+    static inline uint64_t fastrec_f32_key(float v, int64_t j) {
+        float c = v + 0.0f;
+        uint32_t b;
+        memcpy(&b, &c, 4);
+        b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
+        return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
+    }
+    /* Scan the full blocks of row[j0:j_end] (j_end - j0 a multiple of 64) in the stream form:
+       each block's columns above *thr are appended to cols with compress stores, whether or
+       not there are any (no data-dependent branch); every k of them become keys at
+       keys[*nk:]; 2k keys are cut back to k (raising *thr). On return *nk < 3k. keys and s
+       hold 3k + 80, cols k + 80. */
     FASTREC_AVX512 static void fastrec_scan_f32(
-            const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k, uint64_t* buf,
-            uint64_t* s, Py_ssize_t* cnt_io, float* thr_io) {
-        Py_ssize_t cnt = *cnt_io;
+            const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k, uint64_t* keys,
+            uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
+        Py_ssize_t nk = *nk_io, nc = 0;
         float thr = *thr_io;
-        const __m512 zero = _mm512_setzero_ps();
-        const __m512i sign = _mm512_set1_epi32((int) 0x80000000u);
-        const __m512i ones32 = _mm512_set1_epi64(0xFFFFFFFFLL);
-        const __m512i iota = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         __m512 t = _mm512_set1_ps(thr);
         for (; j0 < j_end; j0 += 64) {
             const float* p = row + j0;
-            __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-            __m512 v2 = _mm512_loadu_ps(p + 32), v3 = _mm512_loadu_ps(p + 48);
-            __mmask16 m0 = _mm512_cmp_ps_mask(v0, t, _CMP_GT_OQ);
-            __mmask16 m1 = _mm512_cmp_ps_mask(v1, t, _CMP_GT_OQ);
-            __mmask16 m2 = _mm512_cmp_ps_mask(v2, t, _CMP_GT_OQ);
-            __mmask16 m3 = _mm512_cmp_ps_mask(v3, t, _CMP_GT_OQ);
-            if (!(m0 | m1 | m2 | m3)) continue;
-            __m512 vs[4] = {v0, v1, v2, v3};
-            __mmask16 ms[4] = {m0, m1, m2, m3};
             for (int q = 0; q < 4; q++) {
-                /* order-preserving bits of v + 0.0: flip negatives entirely, others' sign */
-                __m512i b = _mm512_castps_si512(_mm512_add_ps(vs[q], zero));
-                __m512i h = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi32(b, 31), sign));
-                __m512i col = _mm512_add_epi64(_mm512_set1_epi64((long long) (j0 + 16 * q)), iota);
-                for (int half = 0; half < 2; half++) {
-                    __m256i h8 = half ? _mm512_extracti64x4_epi64(h, 1) : _mm512_castsi512_si256(h);
-                    __m512i c8 = half ? _mm512_add_epi64(col, _mm512_set1_epi64(8)) : col;
-                    __m512i key = _mm512_or_si512(_mm512_slli_epi64(_mm512_cvtepu32_epi64(h8), 32),
-                                                  _mm512_sub_epi64(ones32, c8));
-                    __mmask8 m = (__mmask8) (half ? ms[q] >> 8 : ms[q]);
-                    _mm512_storeu_si512(buf + cnt, _mm512_maskz_compress_epi64(m, key));
-                    cnt += __builtin_popcount(m);
+                __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16 * q), t, _CMP_GT_OQ);
+                __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int) (j0 + 16 * q)), iota);
+                _mm512_storeu_si512(cols + nc, _mm512_maskz_compress_epi32(m, c));
+                nc += __builtin_popcount(m);
+            }
+            if (nc >= k) {
+                for (Py_ssize_t u = 0; u < nc; u++)
+                    keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
+                nk += nc;
+                nc = 0;
+                if (nk >= 2 * k) {
+                    uint64_t least = fastrec_cut_keys(keys, nk, k, s);
+                    uint32_t bits = (uint32_t) (least >> 32);
+                    bits ^= (bits >> 31) ? 0x80000000u : 0xFFFFFFFFu;
+                    memcpy(&thr, &bits, 4);
+                    t = _mm512_set1_ps(thr);
+                    nk = k;
                 }
             }
-            if (cnt >= 2 * k) {
-                uint64_t least = fastrec_cut_keys(buf, cnt, k, s);
-                uint32_t bits = (uint32_t) (least >> 32);
-                bits ^= (bits >> 31) ? 0x80000000u : 0xFFFFFFFFu;
-                memcpy(&thr, &bits, 4);
-                t = _mm512_set1_ps(thr);
-                cnt = k;
-            }
         }
-        *cnt_io = cnt;
+        for (Py_ssize_t u = 0; u < nc; u++)
+            keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
+        *nk_io = nk + nc;
         *thr_io = thr;
     }
     #define FASTREC_COMPRESS_BUILT 1
@@ -234,18 +228,21 @@ cdef extern from *:
         return 0;
     }
     static void fastrec_scan_f32(const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k,
-                                 uint64_t* buf, uint64_t* s, Py_ssize_t* cnt_io, float* thr_io) {}
+                                 uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
+                                 float* thr_io) {}
     #endif
     """
     int fastrec_cpu_has_avx512() nogil
     uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) nogil
     void fastrec_scan_f32(const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k,
-                          uint64_t* buf, uint64_t* s, Py_ssize_t* cnt_io, float* thr_io) nogil
+                          uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
+                          float* thr_io) nogil
 
 
-# Whether _topk_row_f32 takes the vector-compress form (AVX-512 CPUs); see
-# fastrec.kernels.topk_forms.
+# Whether _topk_row_f32 takes the vector-compress form (AVX-512 CPUs, k >= _compress_min_k,
+# as the Numba backend); see fastrec.kernels.topk_forms.
 cdef bint _compress = fastrec_cpu_has_avx512()
+_compress_min_k = 32
 
 
 def _compress_available():
@@ -256,11 +253,13 @@ def _compress_enabled():
     return bool(_compress)
 
 
-def _set_compress(bint flag):
-    """Use (True, where the CPU has it) or not the compress form; returns the previous setting."""
-    global _compress
-    previous = _compress
+def _set_compress(bint flag, min_k=32):
+    """Use (True, where the CPU has it, for k >= min_k) or not the compress form; returns the
+    previous (flag, min_k)."""
+    global _compress, _compress_min_k
+    previous = (_compress, _compress_min_k)
     _compress = flag and fastrec_cpu_has_avx512()
+    _compress_min_k = min_k
     return previous
 
 
@@ -517,15 +516,13 @@ cdef void _emit_keys(const float* row, uint64_t* buf, Py_ssize_t cnt, Py_ssize_t
 
 
 cdef void _topk_row_f32_compress(
-    const float* row, Py_ssize_t n_cols, Py_ssize_t k,
-    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, uint64_t* s, float* hv, int64_t* hi,
+    const float* row, Py_ssize_t n_cols, Py_ssize_t k, const index_t* ex, Py_ssize_t n_ex,
+    uint64_t* keys, uint32_t* cols, uint64_t* s, float* hv, int64_t* hi,
 ) noexcept nogil:
-    """_topk_row_f32 in vector-compress form (fastrec_scan_f32), buf and s of 2k + SLACK.
-
-    Runs of blocks without excluded columns are scanned in C; a block holding one takes the
-    bit-mask walk here. Measured, 16 x 100k rows cache-resident, one thread: see RESULTS.md.
-    """
-    cdef Py_ssize_t cnt = 0, p = 0, j0 = 0, j_end, j
+    """_topk_row_f32 in the stream form (fastrec_scan_f32); keys and s of 3k + SLACK, cols of
+    k + SLACK. Runs of blocks without excluded columns are scanned in C; a block holding one
+    takes the bit-mask walk here."""
+    cdef Py_ssize_t nk = 0, p = 0, j0 = 0, j_end, j
     cdef Py_ssize_t n_full = n_cols - n_cols % BLOCK
     cdef float thr = -INFINITY
     cdef uint64_t m
@@ -536,7 +533,7 @@ cdef void _topk_row_f32_compress(
         if p < n_ex and ex[p] < n_full:
             j_end = (<Py_ssize_t> ex[p] // BLOCK) * BLOCK  # the block holding the exclusion
         if j_end > j0:
-            fastrec_scan_f32(row, j0, j_end, k, buf, s, &cnt, &thr)
+            fastrec_scan_f32(row, j0, j_end, k, keys, cols, s, &nk, &thr)
             j0 = j_end
         if j0 < n_full:
             m = _block_hits(row + j0, BLOCK, thr)
@@ -544,20 +541,20 @@ cdef void _topk_row_f32_compress(
                 j = j0 + __builtin_ctzll(m)
                 m &= m - 1
                 if _allowed(ex, n_ex, &p, j):
-                    buf[cnt] = _f32_key(row[j], j)
-                    cnt += 1
-            if cnt >= 2 * k:
-                thr = _key_f32(fastrec_cut_keys(buf, cnt, k, s))
-                cnt = k
+                    keys[nk] = _f32_key(row[j], j)
+                    nk += 1
             j0 += BLOCK
+        if nk >= 2 * k:
+            thr = _key_f32(fastrec_cut_keys(keys, nk, k, s))
+            nk = k
     for j in range(n_full, n_cols):
         if row[j] > thr and _allowed(ex, n_ex, &p, j):
-            buf[cnt] = _f32_key(row[j], j)
-            cnt += 1
-    if cnt > k:
-        fastrec_cut_keys(buf, cnt, k, s)
-        cnt = k
-    _emit_keys(row, buf, cnt, k, hv, hi)
+            keys[nk] = _f32_key(row[j], j)
+            nk += 1
+    if nk > k:
+        fastrec_cut_keys(keys, nk, k, s)
+        nk = k
+    _emit_keys(row, keys, nk, k, hv, hi)
 
 
 @cython.boundscheck(False)
@@ -565,8 +562,8 @@ cdef void _topk_row_f32_compress(
 def _topk_impl(
     const floating[:, ::1] scores, Py_ssize_t k, const index_t[::1] ex_indptr,
     const index_t[::1] ex_indices, bint has_mask, int64_t[:, ::1] out_idx,
-    floating[:, ::1] out_val, uint64_t[:, ::1] keys, floating[:, ::1] bv, int64_t[:, ::1] bi,
-    bint keyed, int n_threads,
+    floating[:, ::1] out_val, uint64_t[:, ::1] keys, uint32_t[:, ::1] cols,
+    floating[:, ::1] bv, int64_t[:, ::1] bi, bint keyed, bint compress, int n_threads,
 ):
     cdef Py_ssize_t n_rows = scores.shape[0], n_cols = scores.shape[1], r
     cdef Py_ssize_t lo, hi
@@ -585,8 +582,9 @@ def _topk_impl(
             row = &scores[r, 0] if n_cols > 0 else <const floating*> NULL
             ex = &ex_indices[lo] if hi > lo else <const index_t*> NULL
             if floating is float:
-                if keyed and _compress:
+                if keyed and compress:
                     _topk_row_f32_compress(row, n_cols, k, ex, hi - lo, &keys[threadid(), 0],
+                                           &cols[threadid(), 0],
                                            &keys[threadid(), keys.shape[1] // 2],
                                            &out_val[r, 0], &out_idx[r, 0])
                     continue
@@ -629,13 +627,16 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         ex_indices = np.zeros(1, dtype=itype)  # a valid address for the memoryview
     keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
     n_buf = max(1, n_threads)
-    # Keyed rows: the 2k buffer (and, in compress form, a scratch of the same size after it),
-    # each with SLACK for a block's appends past the cap and whole-vector stores.
-    keys = np.empty((n_buf, 2 * (2 * k + SLACK) if keyed else 1), dtype=np.uint64)
+    compress = keyed and _compress and k >= _compress_min_k
+    # Keyed rows: the 2k key buffer; in stream form 3k keys, a scratch of 3k after them and k
+    # columns, each with SLACK for a block's appends and whole-vector stores.
+    n_keys = 2 * (3 * k + SLACK) if compress else 2 * k if keyed else 1
+    keys = np.empty((n_buf, n_keys), dtype=np.uint64)
+    cols = np.empty((n_buf, k + SLACK if compress else 1), dtype=np.uint32)
     bv = np.empty((n_buf, 1 if keyed else 2 * k), dtype=scores.dtype)
     bi = np.empty((n_buf, 1 if keyed else 2 * k), dtype=np.int64)
-    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, keys, bv, bi,
-               keyed, n_threads)
+    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, keys, cols, bv, bi,
+               keyed, compress, n_threads)
     return out_idx, out_val
 
 
