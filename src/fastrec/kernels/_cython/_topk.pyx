@@ -179,25 +179,35 @@ cdef extern from *:
         b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
         return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
     }
-    /* Scan the full blocks of row[j0:j_end] (j_end - j0 a multiple of 64) in the stream form:
-       each block's columns above *thr are appended to cols with compress stores, whether or
-       not there are any (no data-dependent branch); every k of them become keys at
-       keys[*nk:]; 2k keys are cut back to k (raising *thr). On return *nk < 3k. keys and s
-       hold 3k + 80, cols k + 80. */
+    /* Scan the full blocks of row[:j_end] (j_end a multiple of 64) in the stream form: each
+       block's columns above the threshold are appended to cols with compress stores, whether
+       or not there are any (no data-dependent branch), then its excluded columns (ex, sorted)
+       are dropped; every k columns become keys; 2k keys are cut back to k, raising the
+       threshold. Returns the keys held (*nk_io < 3k) and the threshold. keys and s hold
+       3k + 80, cols k + 80. */
     FASTREC_AVX512 static void fastrec_scan_f32(
-            const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k, uint64_t* keys,
-            uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
-        Py_ssize_t nk = *nk_io, nc = 0;
-        float thr = *thr_io;
+            const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
+            uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
+        Py_ssize_t nk = 0, nc = 0, p = 0, j0 = 0;
+        float thr = -INFINITY;
         const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         __m512 t = _mm512_set1_ps(thr);
         for (; j0 < j_end; j0 += 64) {
-            const float* p = row + j0;
+            Py_ssize_t c0 = nc;
             for (int q = 0; q < 4; q++) {
-                __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16 * q), t, _CMP_GT_OQ);
+                __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j0 + 16 * q), t, _CMP_GT_OQ);
                 __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int) (j0 + 16 * q)), iota);
                 _mm512_storeu_si512(cols + nc, _mm512_maskz_compress_epi32(m, c));
                 nc += __builtin_popcount(m);
+            }
+            while (p < n_ex && ex[p] < j0) p++;
+            if (p < n_ex && ex[p] < j0 + 64) {  /* drop this block's excluded columns */
+                Py_ssize_t o = c0, q = p;
+                for (Py_ssize_t u = c0; u < nc; u++) {
+                    while (q < n_ex && ex[q] < (int64_t) cols[u]) q++;
+                    if (!(q < n_ex && ex[q] == (int64_t) cols[u])) cols[o++] = cols[u];
+                }
+                nc = o;
             }
             if (nc >= k) {
                 for (Py_ssize_t u = 0; u < nc; u++)
@@ -227,16 +237,17 @@ cdef extern from *:
     static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) {
         return 0;
     }
-    static void fastrec_scan_f32(const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k,
-                                 uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
+    static void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k,
+                                 const int64_t* ex, Py_ssize_t n_ex, uint64_t* keys,
+                                 uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
                                  float* thr_io) {}
     #endif
     """
     int fastrec_cpu_has_avx512() nogil
     uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) nogil
-    void fastrec_scan_f32(const float* row, Py_ssize_t j0, Py_ssize_t j_end, Py_ssize_t k,
-                          uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
-                          float* thr_io) nogil
+    void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex,
+                          Py_ssize_t n_ex, uint64_t* keys, uint32_t* cols, uint64_t* s,
+                          Py_ssize_t* nk_io, float* thr_io) nogil
 
 
 # Whether _topk_row_f32 takes the vector-compress form (AVX-512 CPUs, k >= _compress_min_k,
@@ -516,37 +527,16 @@ cdef void _emit_keys(const float* row, uint64_t* buf, Py_ssize_t cnt, Py_ssize_t
 
 
 cdef void _topk_row_f32_compress(
-    const float* row, Py_ssize_t n_cols, Py_ssize_t k, const index_t* ex, Py_ssize_t n_ex,
+    const float* row, Py_ssize_t n_cols, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
     uint64_t* keys, uint32_t* cols, uint64_t* s, float* hv, int64_t* hi,
 ) noexcept nogil:
-    """_topk_row_f32 in the stream form (fastrec_scan_f32); keys and s of 3k + SLACK, cols of
-    k + SLACK. Runs of blocks without excluded columns are scanned in C; a block holding one
-    takes the bit-mask walk here."""
-    cdef Py_ssize_t nk = 0, p = 0, j0 = 0, j_end, j
+    """_topk_row_f32 in the stream form (full blocks in fastrec_scan_f32); keys and s of
+    3k + SLACK, cols of k + SLACK; ex: the row's excluded columns, sorted, as int64."""
+    cdef Py_ssize_t nk = 0, p = 0, j
     cdef Py_ssize_t n_full = n_cols - n_cols % BLOCK
     cdef float thr = -INFINITY
-    cdef uint64_t m
-    while j0 < n_full:
-        while p < n_ex and ex[p] < j0:
-            p += 1
-        j_end = n_full
-        if p < n_ex and ex[p] < n_full:
-            j_end = (<Py_ssize_t> ex[p] // BLOCK) * BLOCK  # the block holding the exclusion
-        if j_end > j0:
-            fastrec_scan_f32(row, j0, j_end, k, keys, cols, s, &nk, &thr)
-            j0 = j_end
-        if j0 < n_full:
-            m = _block_hits(row + j0, BLOCK, thr)
-            while m:
-                j = j0 + __builtin_ctzll(m)
-                m &= m - 1
-                if _allowed(ex, n_ex, &p, j):
-                    keys[nk] = _f32_key(row[j], j)
-                    nk += 1
-            j0 += BLOCK
-        if nk >= 2 * k:
-            thr = _key_f32(fastrec_cut_keys(keys, nk, k, s))
-            nk = k
+    if n_full:
+        fastrec_scan_f32(row, n_full, k, ex, n_ex, keys, cols, s, &nk, &thr)
     for j in range(n_full, n_cols):
         if row[j] > thr and _allowed(ex, n_ex, &p, j):
             keys[nk] = _f32_key(row[j], j)
@@ -582,7 +572,8 @@ def _topk_impl(
             row = &scores[r, 0] if n_cols > 0 else <const floating*> NULL
             ex = &ex_indices[lo] if hi > lo else <const index_t*> NULL
             if floating is float:
-                if keyed and compress:
+                # The stream form takes int64 exclusions (topk() passes them so when it runs).
+                if index_t is int64_t and keyed and compress:
                     _topk_row_f32_compress(row, n_cols, k, ex, hi - lo, &keys[threadid(), 0],
                                            &cols[threadid(), 0],
                                            &keys[threadid(), keys.shape[1] // 2],
@@ -617,7 +608,9 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     out_idx = np.empty((n_rows, k), dtype=np.int64)
     out_val = np.empty((n_rows, k), dtype=scores.dtype)
     has_mask = exclude_indptr is not None
-    itype = _index_type(exclude_indptr, exclude_indices)
+    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
+    compress = keyed and _compress and k >= _compress_min_k
+    itype = np.int64 if compress else _index_type(exclude_indptr, exclude_indices)
     if has_mask:
         ex_indptr = np.ascontiguousarray(exclude_indptr, dtype=itype)
         ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
@@ -625,9 +618,7 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         ex_indptr = ex_indices = np.zeros(1, dtype=itype)
     if ex_indices.shape[0] == 0:
         ex_indices = np.zeros(1, dtype=itype)  # a valid address for the memoryview
-    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
     n_buf = max(1, n_threads)
-    compress = keyed and _compress and k >= _compress_min_k
     # Keyed rows: the 2k key buffer; in stream form 3k keys, a scratch of 3k after them and k
     # columns, each with SLACK for a block's appends and whole-vector stores.
     n_keys = 2 * (3 * k + SLACK) if compress else 2 * k if keyed else 1
