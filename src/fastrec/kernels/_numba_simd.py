@@ -153,3 +153,26 @@ def target_has_compress() -> bool:
     if features is None:
         features = llvm.get_host_cpu_features().flatten()
     return "+avx512f" in features.split(",")
+
+
+@intrinsic
+def prefetch_line(typingctx, X, row, offset):
+    """Hint the CPU to fetch the cache line at byte ``offset`` of row ``row`` of the C-order 2-D
+    array X into cache (llvm.prefetch: read, high locality); no effect on results."""
+    if not (isinstance(X, types.Array) and X.ndim == 2 and X.layout == "C"):
+        return None
+    sig = types.void(X, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        X_v, row_v, off_v = args
+        ary = context.make_array(signature.args[0])(context, builder, X_v)
+        row_bytes = builder.extract_value(ary.strides, 0)
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.bitcast(ary.data, i8p)
+        ptr = builder.gep(base, [builder.add(builder.mul(row_v, row_bytes), off_v)])
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen

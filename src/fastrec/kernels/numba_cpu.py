@@ -18,6 +18,7 @@ from ._numba_simd import (
     append_columns16,
     compress8,
     count_above8,
+    prefetch_line,
     target_has_compress,
 )
 
@@ -1258,20 +1259,31 @@ def _sparse_dot(indices, data, w, lo, hi):
     return acc
 
 
+# The C-order kernel prefetches the row _PREFETCH_BYTES ahead: measured, 2M x 64, raw kernel,
+# same process as the read baseline: 1 thread 0.70 -> 0.89 (float64) and 0.65 -> 0.87
+# (float32) of the read; 2 threads float32 0.66 -> 0.86, float64 unchanged (0.93-0.95). The
+# hardware prefetcher alone left a single thread's stream short of the read's.
+_PREFETCH_BYTES = 12288
+
+
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_dense_c(X, w, b, out, block_exp):
+def _sigmoid_dense_c(X, w, b, out, block_exp, ahead):
     n = X.shape[0]
+    row_bytes = X.shape[1] * X.itemsize
     for blk in numba.prange((n + _DENSE_BLOCK - 1) // _DENSE_BLOCK):
         r0 = blk * _DENSE_BLOCK
         r1 = min(n, r0 + _DENSE_BLOCK)
+        z = np.empty(r1 - r0, dtype=np.float64)
+        for i in range(r0, r1):
+            if i + ahead < n:
+                for off in range(0, row_bytes, 64):
+                    prefetch_line(X, i + ahead, off)
+            z[i - r0] = _dot(X[i], w)
         if block_exp:
-            z = np.empty(r1 - r0, dtype=np.float64)
-            for t in range(r1 - r0):
-                z[t] = _dot(X[r0 + t], w)
             _sigmoid_block(z, b, out[r0:r1])
         else:
-            for i in range(r0, r1):
-                out[i] = _sigmoid(_dot(X[i], w) + b)
+            for t in range(r1 - r0):
+                out[r0 + t] = _sigmoid(z[t] + b)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -1309,7 +1321,8 @@ def sigmoid_dense(X, w, b, out, n_threads):
     """
     with _scoring_threads(n_threads):
         if X.flags.c_contiguous:
-            _sigmoid_dense_c(X, w, float(b), out, True)
+            ahead = max(1, _PREFETCH_BYTES // max(1, X.shape[1] * X.itemsize))
+            _sigmoid_dense_c(X, w, float(b), out, True, ahead)
         else:
             _sigmoid_dense_f(X, w, float(b), out, True)
     return out
