@@ -31,18 +31,24 @@ def _rel(a, b):
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(
-    "case", ["dense", "fortran", "float32", "sparse", "weights", "no_intercept", "strong_l2"]
-)
-def test_coefficients_equal_sklearn(backend, case):
-    sklearn = pytest.importorskip("sklearn.linear_model")
+CASES = ["dense", "fortran", "float32", "sparse", "weights", "no_intercept", "strong_l2"]
+
+
+def _case(case):
+    """(X, y, sample_weight, C, fit_intercept) of one of CASES."""
     X, y = _problem(sparse=case == "sparse", dtype=np.float32 if case == "float32" else np.float64)
     if case == "fortran":
         X = np.asfortranarray(X)
     sw = np.random.default_rng(1).uniform(0.2, 3.0, len(y)) if case == "weights" else None
     C = 0.01 if case == "strong_l2" else 1.0
-    fit_intercept = case != "no_intercept"
+    return X, y, sw, C, case != "no_intercept"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES)
+def test_coefficients_equal_sklearn(backend, case):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    X, y, sw, C, fit_intercept = _case(case)
     ours = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500,
                        backend=backend).fit(X, y, sample_weight=sw)
     # scikit-learn fits float32 X in float32 arithmetic; ours is float64-exact on the same
@@ -191,16 +197,10 @@ def test_prediction_input_checks():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ["dense", "fortran", "float32", "sparse", "weights",
-                                  "no_intercept", "strong_l2"])
+@pytest.mark.parametrize("case", CASES)
 def test_trust_ncg_equals_sklearn_and_lbfgs(backend, case):
     sklearn = pytest.importorskip("sklearn.linear_model")
-    X, y = _problem(sparse=case == "sparse", dtype=np.float32 if case == "float32" else np.float64)
-    if case == "fortran":
-        X = np.asfortranarray(X)
-    sw = np.random.default_rng(1).uniform(0.2, 3.0, len(y)) if case == "weights" else None
-    C = 0.01 if case == "strong_l2" else 1.0
-    fit_intercept = case != "no_intercept"
+    X, y, sw, C, fit_intercept = _case(case)
     X_before = X.copy()
     # tol is on the gradient's 2-norm; much below 1e-8 trust-ncg's test of the predicted
     # improvement meets float64 rounding of the loss (see the LogisticCTR docstring).

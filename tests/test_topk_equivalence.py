@@ -104,6 +104,16 @@ def test_topk_same_result_any_thread_count(backend, data, k):
         assert_topk_equal(other, runs[0], exact=True)
 
 
+def _long_rows(rng, dtype, n=20_000):
+    """Four rows of n: random scores, heavy ties, rising, and signed zeros."""
+    return np.stack([
+        rng.standard_normal(n),
+        rng.integers(0, 4, n).astype(float),
+        np.arange(n, dtype=float),
+        np.where(rng.random(n) < 0.5, -0.0, 0.0),
+    ]).astype(dtype)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [1, 3, 100, 700])
@@ -112,13 +122,7 @@ def test_topk_long_rows(backend, dtype, k):
     back by a selection): random scores, heavy ties, rising rows, signed zeros (-0.0 == 0.0,
     so the smaller column wins, and the stored -0.0 comes back), with and without a mask."""
     rng = np.random.default_rng(k)
-    n = 20_000
-    S = np.stack([
-        rng.standard_normal(n),
-        rng.integers(0, 4, n).astype(float),
-        np.arange(n, dtype=float),
-        np.where(rng.random(n) < 0.5, -0.0, 0.0),
-    ]).astype(dtype)
+    S = _long_rows(rng, dtype)
     M = sp.csr_matrix(rng.random(S.shape) < 0.3)
     for mask in (None, M):
         want = fastrec.topk(S, k, exclude=mask, backend="numpy")
@@ -157,13 +161,7 @@ def test_float32_row_forms_long_rows(backend, compress, k):
     """As test_topk_long_rows, plus a mask that removes most of each row's best entries (the
     compress forms treat blocks holding an excluded column apart)."""
     rng = np.random.default_rng(k)
-    n = 20_000
-    S = np.stack([
-        rng.standard_normal(n),
-        rng.integers(0, 4, n).astype(float),
-        np.arange(n, dtype=float),
-        np.where(rng.random(n) < 0.5, -0.0, 0.0),
-    ]).astype(np.float32)
+    S = _long_rows(rng, np.float32)
     best = np.argsort(-S, axis=1, kind="stable")[:, : 2 * k]
     dense = rng.random(S.shape) < 0.3
     np.put_along_axis(dense, best, rng.random(best.shape) < 0.8, axis=1)

@@ -787,15 +787,21 @@ def _topk_row_f32(row, k, ex, buf, hv, hi):
     if cnt > k:
         _select_keys(buf, cnt, k)
         cnt = k
+    _emit_keys(row, buf, cnt, k, hv, hi)
+
+
+@numba.njit(inline="always")
+def _emit_keys(row, keys, cnt, k, hv, hi):
+    """The best keys[:cnt] (cnt <= k) as a sorted, padded output row."""
     # Heap-sort the keys (a min-heap popped to the back leaves them descending).
     for t in range(cnt // 2 - 1, -1, -1):
-        _key_sift_down(buf, cnt, t, buf[t])
+        _key_sift_down(keys, cnt, t, keys[t])
     for end in range(cnt - 1, 0, -1):
-        last = buf[end]
-        buf[end] = buf[0]
-        _key_sift_down(buf, end, 0, last)
+        last = keys[end]
+        keys[end] = keys[0]
+        _key_sift_down(keys, end, 0, last)
     for t in range(cnt):
-        j = _key_column(buf[t])
+        j = _key_column(keys[t])
         hi[t] = j
         hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
     for t in range(cnt, k):
@@ -923,20 +929,7 @@ def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi):
     if nk > k:
         _cut_keys(keys, nk, k, s)
         nk = k
-    # Heap-sort the keys (a min-heap popped to the back leaves them descending).
-    for t in range(nk // 2 - 1, -1, -1):
-        _key_sift_down(keys, nk, t, keys[t])
-    for end in range(nk - 1, 0, -1):
-        last = keys[end]
-        keys[end] = keys[0]
-        _key_sift_down(keys, end, 0, last)
-    for t in range(nk):
-        j = _key_column(keys[t])
-        hi[t] = j
-        hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
-    for t in range(nk, k):
-        hv[t] = -np.inf
-        hi[t] = -1
+    _emit_keys(row, keys, nk, k, hv, hi)
 
 
 _TOPK_GROUP = 8

@@ -391,20 +391,24 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
     )
 
 
-def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
-    """:func:`logistic_loss_grad_dense` for a CSR X with len(w) columns."""
-    n_rows = len(indptr) - 1
-
-    def xt_times(r0, r1, v):
+def _csr_xt_times(indptr, indices, data, n_cols):
+    """(r0, r1, r) -> X[r0:r1].T @ r in float64 for a CSR X with n_cols columns."""
+    def xt_times(r0, r1, r):
         lo, hi = indptr[r0], indptr[r1]
         rows = np.repeat(np.arange(r1 - r0), np.diff(indptr[r0 : r1 + 1]))
         return np.bincount(
-            indices[lo:hi], weights=data[lo:hi].astype(np.float64) * v[rows], minlength=w.shape[0]
+            indices[lo:hi], weights=data[lo:hi].astype(np.float64) * r[rows], minlength=n_cols
         )
 
+    return xt_times
+
+
+def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_threads):
+    """:func:`logistic_loss_grad_dense` for a CSR X with len(w) columns."""
+    n_rows = len(indptr) - 1
     return _loss_grad(
         lambda r0, r1: _csr_logits(indptr, indices, data, w, b, r0, r1),
-        xt_times, n_rows, y, w, b, l2, sample_weight,
+        _csr_xt_times(indptr, indices, data, w.shape[0]), n_rows, y, w, b, l2, sample_weight,
     )
 
 
@@ -440,15 +444,7 @@ def logistic_hessp_dense(X, c, v, vb, l2, n_threads):
 def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
     """:func:`logistic_hessp_dense` for a CSR X with len(v) columns: O(nnz + n)."""
     n_rows = len(indptr) - 1
-
-    def xt_times(r0, r1, r):
-        lo, hi = indptr[r0], indptr[r1]
-        rows = np.repeat(np.arange(r1 - r0), np.diff(indptr[r0 : r1 + 1]))
-        return np.bincount(
-            indices[lo:hi], weights=data[lo:hi].astype(np.float64) * r[rows], minlength=v.shape[0]
-        )
-
     return _hessp(
         lambda r0, r1: _csr_logits(indptr, indices, data, v, vb, r0, r1),
-        xt_times, n_rows, c, v, l2,
+        _csr_xt_times(indptr, indices, data, v.shape[0]), n_rows, c, v, l2,
     )
