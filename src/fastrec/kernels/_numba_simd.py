@@ -1,14 +1,15 @@
-"""Vector compress and count primitives for the Numba kernels, written as LLVM IR intrinsics.
+"""Vector primitives for the Numba kernels, written as LLVM IR intrinsics: compress, count,
+a 64-lane comparison mask, and a cache-line prefetch.
 
 LLVM does not vectorise a compress loop (``if x > t: out[n] = x; n += 1``) by itself, and on
-CPUs with AVX-512 (vpcompressq) the explicit form is several times faster for the top-k
+CPUs with AVX-512 (vpcompress) the explicit form is several times faster for the top-k
 candidate buffer. ``llvm.experimental.vector.compress`` is portable: LLVM expands it to
 scalar code on CPUs without a compress instruction, with the same results.
 
-Every function stores whole vectors: an appended run of m keys at ``out[o:]`` writes
-``out[o:o + 8]`` (or ``o + 16``) with garbage past ``o + m``, so output arrays need 16 slots
-of slack past what they hold. Reads likewise load whole vectors and mask the lanes past
-``n_valid``, so inputs need the same slack. Arrays must be C-contiguous.
+The compress functions store whole vectors: an appended run of m entries at ``out[o:]``
+writes ``out[o:o + 8]`` (``o + 16`` for columns) with garbage past ``o + m``, so output arrays
+need 16 slots of slack past what they hold. Reads likewise load whole vectors and mask the
+lanes past ``n_valid``, so inputs need the same slack. Arrays must be C-contiguous.
 """
 from __future__ import annotations
 
