@@ -13,7 +13,6 @@ cimport cython
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
 
 from ._heap cimport _heap_offer, _heap_sort, _sift_down
 
@@ -102,6 +101,24 @@ cdef extern from *:
        Mirrors _topk_row_f32_compress of the Numba backend, whose comment gives the design
        and the measurements. */
     #include <string.h>
+    /* float32 rows pack each candidate into one uint64 key: the score's bits mapped to an
+       unsigned integer of the same order (-0.0 first made +0.0: they are equal scores), then
+       the complemented column, so that one integer comparison ranks (score desc, column asc).
+       Both forms of the row (the walk below in Cython, the stream form here) use these. */
+    static inline uint64_t fastrec_f32_key(float v, int64_t j) {
+        float c = v + 0.0f;
+        uint32_t b;
+        memcpy(&b, &c, 4);
+        b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
+        return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
+    }
+    static inline float fastrec_key_f32(uint64_t key) {
+        uint32_t b = (uint32_t) (key >> 32);
+        float v;
+        b ^= (b >> 31) ? 0x80000000u : 0xFFFFFFFFu;
+        memcpy(&v, &b, 4);
+        return v;
+    }
     #if defined(__GNUC__) && defined(__x86_64__)
     #include <immintrin.h>
     #define FASTREC_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
@@ -172,13 +189,6 @@ cdef extern from *:
         fastrec_compress_keys(a, n, least - 1, 1, a);
         return least;
     }
-    static inline uint64_t fastrec_f32_key(float v, int64_t j) {
-        float c = v + 0.0f;
-        uint32_t b;
-        memcpy(&b, &c, 4);
-        b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
-        return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
-    }
     /* Scan the full blocks of row[:j_end] (j_end a multiple of 64) in the stream form: each
        block's columns above the threshold are appended to cols with compress stores, whether
        or not there are any (no data-dependent branch), then its excluded columns (ex, sorted)
@@ -215,10 +225,7 @@ cdef extern from *:
                 nk += nc;
                 nc = 0;
                 if (nk >= 2 * k) {
-                    uint64_t least = fastrec_cut_keys(keys, nk, k, s);
-                    uint32_t bits = (uint32_t) (least >> 32);
-                    bits ^= (bits >> 31) ? 0x80000000u : 0xFFFFFFFFu;
-                    memcpy(&thr, &bits, 4);
+                    thr = fastrec_key_f32(fastrec_cut_keys(keys, nk, k, s));
                     t = _mm512_set1_ps(thr);
                     nk = k;
                 }
@@ -244,6 +251,8 @@ cdef extern from *:
     #endif
     """
     int fastrec_cpu_has_avx512() nogil
+    uint64_t _f32_key "fastrec_f32_key"(float v, int64_t j) nogil
+    float _key_f32 "fastrec_key_f32"(uint64_t key) nogil
     uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) nogil
     void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex,
                           Py_ssize_t n_ex, uint64_t* keys, uint32_t* cols, uint64_t* s,
@@ -403,26 +412,6 @@ cdef void _topk_row(
     for t in range(cnt, k):
         hv[t] = -INFINITY
         hi[t] = -1
-
-
-# float32 rows (of fewer than 2**32 columns) pack each candidate into one uint64 key: the
-# score's bits mapped to an unsigned integer of the same order (-0.0 first made +0.0, they are
-# equal scores), then the complemented column, so that one integer comparison ranks (score
-# desc, column asc): the same scan with half the selection work of (score, column) pairs.
-cdef inline uint64_t _f32_key(float v, Py_ssize_t j) noexcept nogil:
-    cdef float c = v + <float> 0.0
-    cdef uint32_t b
-    memcpy(&b, &c, 4)
-    b ^= 0xFFFFFFFFu if b >> 31 else 0x80000000u
-    return ((<uint64_t> b) << 32) | (0xFFFFFFFFu - <uint64_t> j)
-
-
-cdef inline float _key_f32(uint64_t key) noexcept nogil:
-    cdef uint32_t b = <uint32_t> (key >> 32)
-    cdef float v
-    b ^= 0x80000000u if b >> 31 else 0xFFFFFFFFu
-    memcpy(&v, &b, 4)
-    return v
 
 
 cdef inline void _select_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
