@@ -31,6 +31,8 @@ class Interactions:
     ``user_features`` / ``item_features``: name -> int array (one category code per row/column).
     ``contexts``: name -> non-negative int array aligned with ``matrix.data`` (the context of
     each interaction, e.g. the time of day: what a CTR model conditions on at request time).
+    ``table_kind``: the kind of table it was built from ("pandas", "polars", "pyarrow",
+    "dict"; None: arrays or a file), the kind :meth:`to_frame` gives back.
     """
 
     matrix: sp.csr_matrix
@@ -40,6 +42,7 @@ class Interactions:
     user_features: dict = field(default_factory=dict)
     item_features: dict = field(default_factory=dict)
     contexts: dict = field(default_factory=dict)
+    table_kind: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,20 +88,27 @@ class Interactions:
         out[pad] = fill
         return out
 
-    def to_frame(self, topk, user_rows):
-        """Recommendations as a long pandas DataFrame: user, rank (1 = best), item, score."""
-        import pandas as pd
+    def to_frame(self, topk, user_rows, *, kind: str | None = None):
+        """Recommendations as a long table: user, rank (1 = best), item (original ids), score.
+
+        ``topk``: a TopK for the users at rows ``user_rows``; padding (-1) is left out.
+        ``kind``: "pandas", "polars", "pyarrow" or "dict" (of NumPy arrays); None gives the
+        kind of table this was built from (:func:`from_dataframe`), else pandas when installed,
+        else a dict. Memory: O(len(user_rows) * k).
+        """
+        from ._tables import make_table
 
         rows = np.asarray(user_rows, dtype=np.int64).reshape(-1)
         idx, scores = np.asarray(topk.indices), np.asarray(topk.scores)
         r, rank = np.nonzero(idx >= 0)
-        return pd.DataFrame(
+        return make_table(
             {
                 "user": self.user_ids[rows[r]],
                 "rank": rank + 1,
                 "item": self.item_ids[idx[r, rank]],
                 "score": scores[r, rank],
-            }
+            },
+            kind if kind is not None else self.table_kind,
         )
 
     def with_matrix(self, matrix: sp.csr_matrix, timestamps=None, contexts=None) -> Interactions:
@@ -254,32 +264,40 @@ def from_dataframe(
     duplicates: str = "sum",
     dtype=np.float32,
 ) -> Interactions:
-    """Build :class:`Interactions` from a pandas DataFrame of events (see :func:`from_arrays`).
+    """Build :class:`Interactions` from a table of events (see :func:`from_arrays`).
 
-    ``value`` and ``timestamp`` name optional columns; datetime timestamps become int64 ns.
-    ``contexts``: names of integer-coded context columns (e.g. hour of day).
+    ``df``: a pandas, polars or pyarrow table, a dict of 1-D arrays, or anything speaking the
+    Arrow PyCapsule or dataframe interchange protocol (read through pyarrow). ``value`` and
+    ``timestamp`` name optional columns; datetime timestamps become int64 ns.
+    ``contexts``: names of integer-coded context columns (e.g. hour of day). The kind of table
+    is remembered: :meth:`Interactions.to_frame` gives back the same kind.
+    Memory: one NumPy copy of each used column, plus :func:`from_arrays`'.
     """
-    wanted = (user, item, value, timestamp, *contexts)
-    missing = [c for c in wanted if c is not None and c not in df.columns]
-    if missing:
-        raise ValueError(f"DataFrame has no column {missing[0]!r}; columns: {list(df.columns)}")
-    if df[[user, item]].isna().any().any():
-        raise ValueError(f"columns {user!r} and {item!r} must not contain missing values")
+    from ._tables import as_table
+
+    table = as_table(df, "the events table")
+    if table is None:
+        raise TypeError("events must be a pandas/polars/pyarrow table or a dict of 1-D arrays, "
+                        f"got {type(df).__name__}")
+    table.require((user, item, value, timestamp, *contexts), "the events table")
+    for name in (user, item):
+        if table.null_count(name):
+            raise ValueError(f"column {name!r} has {table.null_count(name)} missing values")
     ts = None
     if timestamp is not None:
-        col = df[timestamp]
-        ts = col.to_numpy()
+        ts = table.column(timestamp)
         if ts.dtype.kind == "M":
             ts = ts.astype("datetime64[ns]").astype(np.int64)
-    return from_arrays(
-        df[user].to_numpy(),
-        df[item].to_numpy(),
-        None if value is None else df[value].to_numpy(),
+    out = from_arrays(
+        table.column(user),
+        table.column(item),
+        None if value is None else table.column(value),
         ts,
-        contexts={name: df[name].to_numpy() for name in contexts},
+        contexts={name: table.column(name) for name in contexts},
         duplicates=duplicates,
         dtype=dtype,
     )
+    return replace(out, table_kind=table.kind)
 
 
 _ML_NAMES = ("user", "item", "rating", "timestamp")
@@ -489,6 +507,7 @@ def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) 
             {k: v[keep_u] for k, v in cur.user_features.items()},
             {k: v[keep_i] for k, v in cur.item_features.items()},
             ctx,
+            cur.table_kind,
         )
 
 
