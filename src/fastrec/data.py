@@ -9,7 +9,6 @@ maps and the shape, so train and test matrices line up.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +18,21 @@ import scipy.sparse as sp
 from ._validation import check_scalar
 
 DUPLICATE_RULES = ("sum", "max", "first", "last", "count")
+
+__all__ = [
+    "DUPLICATE_RULES",
+    "Interactions",
+    "contains",
+    "filter_min_counts",
+    "from_arrays",
+    "from_dataframe",
+    "leave_last_out",
+    "per_user_split",
+    "random_split",
+    "read",
+    "synthetic",
+    "to_implicit",
+]
 
 
 @dataclass(frozen=True)
@@ -397,6 +411,8 @@ def _pick(names, wanted, aliases):
 
 def _split_lines(lines, sep):
     if sep in (",", ";", "\t"):
+        import csv
+
         rows = csv.reader(lines, delimiter=sep)
     else:
         rows = (line.split(sep) if sep is not None else line.split() for line in lines)
@@ -667,3 +683,8 @@ def synthetic(
         user_features={"segment": observed[data.user_ids].astype(np.int64)},
         item_features={"category": category[data.item_ids].astype(np.int64)},
     )
+
+
+def __dir__():
+    # What dir() and tab completion show: the public names, not np / sp / helpers.
+    return list(__all__)

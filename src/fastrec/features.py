@@ -21,6 +21,8 @@ from ._validation import check_dtype, check_scalar
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
+__all__ = ["HashingEncoder", "OneHotEncoder", "fnv1a64"]
+
 
 # ---- tables -----------------------------------------------------------------------------------
 
@@ -261,3 +263,8 @@ class HashingEncoder:
 
     def fit_transform(self, table):
         return self.fit(table).transform(table)
+
+
+def __dir__():
+    # What dir() and tab completion show: the public names, not np / sp / helpers.
+    return list(__all__)
