@@ -9,6 +9,7 @@ maps and the shape, so train and test matrices line up.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "per_user_split",
     "random_split",
     "read",
+    "read_columns",
     "synthetic",
     "to_implicit",
 ]
@@ -317,6 +319,61 @@ def from_dataframe(
 _ML_NAMES = ("user", "item", "rating", "timestamp")
 
 
+def read_columns(
+    path,
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    user: str | None = None,
+    item: str | None = None,
+    value: str | None = None,
+    timestamp: str | None = None,
+) -> dict:
+    """The columns :func:`read` would use, from the file's first line only.
+
+    Returns a dict: ``columns`` (all names, RecBole ``:type`` suffixes removed), ``user``,
+    ``item``, ``value``, ``timestamp`` (the name picked, or None), ``unused`` (the other
+    columns), ``header`` (bool) and ``sep``. Arguments and errors as :func:`read`.
+    """
+    return _layout(_first_line(Path(path)), Path(path), sep, header, user, item, value,
+                   timestamp)
+
+
+def _first_line(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a file: {path}")
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            first = f.readline()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    if not first.strip():
+        raise ValueError(f"{path}: the file is empty")
+    return first
+
+
+def _layout(first, path, sep, header, user, item, value, timestamp) -> dict:
+    if sep is None:
+        sep = next((s for s in ("::", "\t", ",", ";") if s in first), None)
+    first_fields = _split_lines([first.strip()], sep)[0]
+    if header is None:
+        header = not all(_is_number(x) for x in first_fields)
+    # RecBole atomic files name their columns "name:type" (user_id:token, rating:float).
+    names = [_RECBOLE_TYPE.sub("", f) for f in first_fields] if header else list(
+        _ML_NAMES[: len(first_fields)])
+    out = {"columns": names, "header": header, "sep": sep}
+    for role, wanted in (("user", user), ("item", item), ("value", value),
+                         ("timestamp", timestamp)):
+        out[role] = _pick(names, wanted, _ALIASES[role], path)
+    if out["user"] is None or out["item"] is None:
+        raise ValueError(f"{path}: needs a user and an item column, found {names}")
+    used = {out[r] for r in ("user", "item", "value", "timestamp")}
+    out["unused"] = [c for c in names if c not in used]
+    return out
+
+
 def read(
     path,
     *,
@@ -332,7 +389,9 @@ def read(
 
     Columns: ``user`` / ``item`` / ``value`` / ``timestamp`` name them; None finds them by the
     usual names, case-insensitively (user, userId, user_id; item, movieId, item_id; rating,
-    value, weight; timestamp, time, ts), so MovieLens ``ratings.csv`` needs no arguments.
+    value, score, weight, count; timestamp, time, ts), so MovieLens ``ratings.csv`` and
+    RecBole ``.inter`` files (``user_id:token`` headers) need no arguments;
+    :func:`read_columns` tells which columns are used.
 
     ``sep``: None sniffs it from the first line (``::``, tab, comma, semicolon or whitespace,
     as in MovieLens ``ratings.dat``/``u.data``/``ratings.csv``). ``header``: None guesses (a
@@ -341,35 +400,20 @@ def read(
     Raises FileNotFoundError or ValueError with a one-line message on bad paths or content.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if not path.is_file():
-        raise ValueError(f"not a file: {path}")
+    first = _first_line(path)
     try:
         with open(path, encoding="utf-8", errors="strict") as f:
-            first = f.readline()
-            text = first + f.read()
+            text = f.read()
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
-    if not first.strip():
-        raise ValueError(f"{path}: the file is empty")
-    if sep is None:
-        sep = next((s for s in ("::", "\t", ",", ";") if s in first), None)
-    first_fields = _split_lines([first.strip()], sep)[0]
-    if header is None:
-        header = not all(_is_number(x) for x in first_fields)
-    names = first_fields if header else list(_ML_NAMES[: len(first_fields)])
+    layout = _layout(first, path, sep, header, user, item, value, timestamp)
+    sep, header, names = layout["sep"], layout["header"], layout["columns"]
     body = text[len(first):] if header else text
     table = _parse_table(body, sep, len(names), path, first_line=2 if header else 1)
     if table.shape[0] == 0:
         raise ValueError(f"{path}: no events after the header")
     cols = {name: table[:, j] for j, name in enumerate(names)}
-    user = _pick(names, user, _ALIASES["user"])
-    item = _pick(names, item, _ALIASES["item"])
-    value = _pick(names, value, _ALIASES["value"])
-    timestamp = _pick(names, timestamp, _ALIASES["timestamp"])
-    if user is None or item is None:
-        raise ValueError(f"{path}: needs a user and an item column, found {names}")
+    user, item, value, timestamp = (layout[r] for r in ("user", "item", "value", "timestamp"))
 
     def numeric(name):
         try:
@@ -394,16 +438,19 @@ def read(
 _ALIASES = {
     "user": ("user", "userid", "user_id", "uid"),
     "item": ("item", "itemid", "item_id", "movieid", "movie_id", "iid"),
-    "value": ("rating", "value", "weight", "count"),
+    "value": ("rating", "value", "score", "weight", "count"),
     "timestamp": ("timestamp", "time", "ts", "datetime"),
 }
 
 
-def _pick(names, wanted, aliases):
+_RECBOLE_TYPE = re.compile(r":(token|token_seq|float|float_seq)$")
+
+
+def _pick(names, wanted, aliases, path):
     """The column called ``wanted`` (error if absent), or the first alias present, or None."""
     if wanted is not None:
         if wanted not in names:
-            raise ValueError(f"no column {wanted!r}; columns: {names}")
+            raise ValueError(f"{path}: no column {wanted!r}; columns: {names}")
         return wanted
     lower = {n.lower(): n for n in names}
     return next((lower[a] for a in aliases if a in lower), None)
