@@ -41,7 +41,8 @@ def test_help_is_clean():
         result = runner.invoke(app, args, env={"COLUMNS": "100"})
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output and "Usage:" in result.output
-        assert "..." not in result.output.split("Commands:")[-1] or args != ["--help"]
+        if args == ["--help"]:  # each command's one-line help fits, unabridged
+            assert "..." not in result.output.split("Commands:")[1]
 
 
 def test_info_says_what_auto_picks_per_kernel():
