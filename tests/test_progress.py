@@ -11,7 +11,8 @@ from fastrec.models import ItemKNN, UserKNN
 def small_blocks(monkeypatch):
     """Blocks and a bar on a small problem: what a long fit does, in a test's time."""
     monkeypatch.setattr(_progress, "MIN_ROWS", 8)
-    monkeypatch.setattr(_progress, "N_BLOCKS", 7)
+    monkeypatch.setattr(_progress, "FIRST_BLOCK_FRACTION", 1 / 9)
+    monkeypatch.setattr(_progress, "TARGET_BLOCK_S", 0.0)  # every block as small as the first
     monkeypatch.setattr(_progress, "DELAY_S", 0.0)
 
 
@@ -45,8 +46,16 @@ def test_quiet_models_print_nothing(small_blocks, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_short_work_is_one_call():
-    assert _progress.row_blocks(_progress.MIN_ROWS - 1, True) is None
-    assert _progress.row_blocks(10**6, False) is None
-    blocks = _progress.row_blocks(10**6 + 3, True)
-    np.testing.assert_array_equal(np.concatenate(blocks), np.arange(10**6 + 3))
+def test_blocks_cover_the_rows_once(small_blocks):
+    seen = []
+    parts = _progress.blockwise(lambda rows: seen.append(rows) or len(rows), 100, True, "t")
+    assert len(parts) > 5 and sum(parts) == 100
+    np.testing.assert_array_equal(np.concatenate(seen), np.arange(100))
+
+
+def test_short_work_is_one_or_two_calls():
+    calls = []
+    assert _progress.blockwise(calls.append, 10**5, False, "t") == [None] and len(calls) == 1
+    assert len(_progress.blockwise(calls.append, _progress.MIN_ROWS - 1, True, "t")) == 1
+    # Quick work: the first (timed) block, then the rest in one call, no bar.
+    assert len(_progress.blockwise(lambda rows: None, 10**5, True, "t")) == 2

@@ -180,11 +180,10 @@ class Recommender:
 
 def _progress_topk(run, rows: np.ndarray, verbose: bool, name: str) -> TopK:
     """``run(rows)`` (a TopK), in row blocks behind a progress bar when there are many rows."""
-    blocks = _progress.row_blocks(len(rows), verbose)
-    if blocks is None:
-        return run(rows)
-    parts = [run(rows[b]) for b in _progress.bar(blocks, f"recommending ({name})", len(rows),
-                                                 unit="users")]
+    parts = _progress.blockwise(lambda block: run(rows[block]), len(rows), verbose,
+                                f"recommending ({name})", unit="users")
+    if len(parts) == 1:
+        return parts[0]
     return TopK(np.concatenate([p.indices for p in parts]),
                 np.concatenate([p.scores for p in parts]))
 

@@ -39,8 +39,8 @@ class _KNN(Recommender):
         self.verbose = verbose
 
     def _neighbours_of(self, vectors):
-        blocks = _progress.row_blocks(vectors.shape[0], self.verbose and self.backend != "cuda")
-        if blocks is None:
+        n_rows = vectors.shape[0]
+        if not self.verbose or n_rows < _progress.MIN_ROWS or self.backend == "cuda":
             nb = cosine_topk(
                 vectors, self.k, shrink=self.shrink, min_support=self.min_support,
                 weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
@@ -52,12 +52,12 @@ class _KNN(Recommender):
                 vectors, weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
                 backend=self.backend, n_threads=self.n_threads,
             )
-            nb = sp.vstack([
-                cosine_topk(prepared, self.k, rows=rows, shrink=self.shrink,
-                            min_support=self.min_support, n_threads=self.n_threads)
-                for rows in _progress.bar(blocks, f"fitting {type(self).__name__}",
-                                          vectors.shape[0])
-            ], format="csr")
+            nb = sp.vstack(_progress.blockwise(
+                lambda rows: cosine_topk(prepared, self.k, rows=rows, shrink=self.shrink,
+                                         min_support=self.min_support,
+                                         n_threads=self.n_threads),
+                n_rows, True, f"fitting {type(self).__name__}",
+            ), format="csr")
         # Kept canonical (columns ascending): the recommend kernels then take it as it is,
         # with no per-call sort; neighbour queries order their few entries by score instead.
         nb = sp.csr_matrix(nb)
