@@ -12,10 +12,14 @@ import types
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastrec
 from comparators import assert_csr_topk_equal, assert_topk_equal
 from fastrec._dispatch import backend_status
+from fastrec._validation import check_csr
+from strategies import raw_csr
 
 _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
@@ -125,6 +129,28 @@ def test_cosine_topk_device_csr_same_bits_as_host_input():
         got = fastrec.cosine_topk(make(X), 4, **kw)  # backend="auto" runs "cuda"
         _assert_same_csr(got, fastrec.cosine_topk(X, 4, backend="cuda", **kw))
     assert_csr_topk_equal(got.to_scipy(), fastrec.cosine_topk(X, 4, backend="numpy", **kw), 4)
+
+
+@settings(max_examples=3)
+@given(raw_csr(max_rows=9, max_cols=7, signed=True), st.integers(1, 10),
+       st.sampled_from([0.0, 2.0]), st.integers(1, 2))
+def test_cosine_topk_device_csr_random_inputs(m, k, shrink, min_support):
+    """Any drawn matrix, made canonical on the host, then given as a device CSR (int32/int64
+    indices, float32/float64 values): the bits of the host-input call."""
+    A = check_csr(m, drop_zeros=True)
+    kw = dict(shrink=shrink, min_support=min_support)
+    got = fastrec.cosine_topk(DuckCSR(A.indptr, A.indices, A.data, A.shape), k, **kw)
+    _assert_same_csr(got, sp.csr_matrix(fastrec.cosine_topk(m, k, backend="cuda", **kw)))
+
+
+def test_empty_rows_and_empty_matrices_on_the_device():
+    Z = _canonical(sp.csr_matrix((3, 4)))
+    got = fastrec.cosine_topk(CupyLikeCSR(Z), 2)
+    assert got.shape == (3, 3) and got.nnz == 0
+    assert fastrec.cosine_similarity(CupyLikeCSR(Z)).nnz == 0
+    best = fastrec.recommend(CupyLikeCSR(Z), CupyLikeCSR(_canonical(sp.csr_matrix((4, 4)))), 2)
+    assert np.all(_host(best.indices) == -1) and np.all(_host(best.scores) == -np.inf)
+    assert fastrec.cosine_topk(CupyLikeCSR(_canonical(sp.csr_matrix((0, 4)))), 2).shape == (0, 0)
 
 
 def test_cosine_similarity_device_csr_same_bits_as_host_input():

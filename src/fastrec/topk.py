@@ -98,7 +98,8 @@ def recommend(
     :func:`fastrec._validation.check_device_csr`); ``exclude`` may then be a device CSR too
     (pattern only) or a host scipy mask (copied in). ``backend="auto"`` runs "cuda", a CPU
     backend is a TypeError, the matrices are read in place and the result is a TopK of device
-    arrays (``user_ids`` stay a host list, copied in). Device memory:
+    arrays (``user_ids`` stay a host list, copied in). A device :func:`cosine_topk` result
+    lists rows by similarity: sort its rows by column first. Device memory:
     :func:`recommend_device_memory`, checked against the GPU's free memory first.
     """
     on_device, backend = check_placement(backend, user_items=user_items,
@@ -136,8 +137,7 @@ def recommend_user_based(
     a neighbour of u has it; items u has interacted with are skipped when ``exclude_seen``, and
     so are the positions stored in ``exclude`` (shaped like user_items). ``user_ids``, sorting,
     ties (smaller item first), padding (-1/-inf) and memory as in :func:`recommend`; device
-    CSR inputs as in :func:`recommend` (the rows of ``user_neighbours`` must be column-sorted:
-    sort a :func:`cosine_topk` result's rows first).
+    CSR inputs as in :func:`recommend`.
     """
     on_device, backend = check_placement(backend, user_items=user_items,
                                          user_neighbours=user_neighbours)
