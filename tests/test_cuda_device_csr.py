@@ -323,3 +323,14 @@ def test_exclude_mask_only_needs_a_valid_pattern():
     bad = DuckCSR(np.array([0, 1, 1, 2]), np.array([2, 3]), np.zeros(2), (3, 3))
     with pytest.raises(ValueError, match=r"exclude has 1 column index\(es\) outside"):
         fastrec.recommend(CupyLikeCSR(UI), CupyLikeCSR(NB), 3, exclude=bad)
+
+
+def test_device_memory_checked_before_the_kernels_allocate(monkeypatch):
+    from fastrec.kernels import numba_cuda as C
+
+    monkeypatch.setattr(C, "device_free_memory", lambda: 1 << 20)  # 1 MiB free
+    X = CupyLikeCSR(_canonical(np.eye(3)))
+    with pytest.raises(MemoryError, match="cosine_topk needs about 1.00 GiB of GPU memory"):
+        fastrec.cosine_topk(X, 2)
+    with pytest.raises(MemoryError, match="recommend needs about"):
+        fastrec.recommend(X, X, 2)
