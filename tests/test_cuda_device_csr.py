@@ -326,8 +326,10 @@ def test_exclude_mask_only_needs_a_valid_pattern():
 
 
 def test_device_memory_checked_before_the_kernels_allocate(monkeypatch):
+    from fastrec._validation import DEVICE_SCRATCH_BYTES
     from fastrec.kernels import numba_cuda as C
 
+    assert DEVICE_SCRATCH_BYTES == C._device._SCRATCH_BYTES  # the bound counts the kernels' cap
     monkeypatch.setattr(C, "device_free_memory", lambda: 1 << 20)  # 1 MiB free
     X = CupyLikeCSR(_canonical(np.eye(3)))
     with pytest.raises(MemoryError, match="cosine_topk needs about 1.00 GiB of GPU memory"):

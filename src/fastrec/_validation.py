@@ -180,6 +180,11 @@ def _cuda():
 
 # ---- device CSR matrices (CuPy, PyTorch, or any indptr/indices/data/shape object) -----------
 
+# The CUDA sparse products keep per-block accumulators of the output's width, enough blocks to
+# fill the GPU but at most this many bytes in all (at least one block): the memory bounds of the
+# device paths (similarity.py, topk.py) count it; kernels.numba_cuda._device._SCRATCH_BYTES.
+DEVICE_SCRATCH_BYTES = 1 << 30
+
 
 @dataclass(frozen=True)
 class DeviceCSR:

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from ._dispatch import AUTO_ORDER, BackendUnavailableError, get_kernel
 from ._validation import (
     CSR,
+    DEVICE_SCRATCH_BYTES,
     DeviceCSR,
     check_choice,
     check_csr,
@@ -94,11 +95,6 @@ def cosine_similarity_memory(n_rows: int, n_other: int, n_cols: int, nnz: int, n
     return int(24 * nnz + 8 * (n_cols + 1) + 40 * (n_rows + n_other) + n_threads * 20 * n_other)
 
 
-# The CUDA sparse products keep per-block accumulators of the output's width, sized to fill the
-# GPU but capped at 1 GiB in all (at least one block's worth): see kernels.numba_cuda.
-_DEVICE_SCRATCH_BYTES = 1 << 30
-
-
 def cosine_topk_device_memory(n_rows: int, n_cols: int, nnz: int, k: int, itemsize: int):
     """Bytes of device memory the CUDA cosine_topk holds at its peak, beyond the input: the
     transpose (4 + itemsize per stored value, 24 per column), per-row inverse norms, work,
@@ -106,7 +102,7 @@ def cosine_topk_device_memory(n_rows: int, n_cols: int, nnz: int, k: int, itemsi
     result (8 + itemsize per entry, at most n*k) and the per-block accumulators (at most
     max(1 GiB, one block's 12 + itemsize bytes per row)). O(nnz + n*k); never n x n."""
     kk = min(k, n_rows)
-    scratch = max(_DEVICE_SCRATCH_BYTES, n_rows * (12 + itemsize))
+    scratch = max(DEVICE_SCRATCH_BYTES, n_rows * (12 + itemsize))
     return int(nnz * (4 + itemsize) + 24 * (n_cols + 1) + 32 * n_rows
                + n_rows * k * (4 + itemsize) + n_rows * kk * (8 + itemsize) + scratch)
 
@@ -118,7 +114,7 @@ def cosine_similarity_device_memory(n_rows: int, n_other: int, n_cols: int, nnz_
     (8 per row of X and Y, 16 per row of X) and the per-block accumulators (at most
     max(1 GiB, one block's 8 + itemsize bytes per row of Y)). The result (8 + itemsize bytes
     per stored entry, counted on the device first) comes on top."""
-    scratch = max(_DEVICE_SCRATCH_BYTES, n_other * (8 + itemsize))
+    scratch = max(DEVICE_SCRATCH_BYTES, n_other * (8 + itemsize))
     return int(nnz_y * (4 + itemsize) + 24 * (n_cols + 1) + 24 * n_rows + 8 * n_other
                + scratch)
 

@@ -7,6 +7,8 @@ import numpy as np
 
 from ._dispatch import get_kernel
 from ._validation import (
+    DEVICE_SCRATCH_BYTES,
+    DeviceCSR,
     check_csr,
     check_dense,
     check_device_csr,
@@ -18,9 +20,6 @@ from ._validation import (
     check_placement,
     is_device_sparse,
 )
-
-# Per-block accumulators of the CUDA recommend: capped at 1 GiB in all (kernels.numba_cuda).
-_DEVICE_SCRATCH_BYTES = 1 << 30
 
 
 class TopK(NamedTuple):
@@ -160,7 +159,7 @@ def recommend_device_memory(n_rows: int, n_items: int, n_out: int, n: int, items
     result (8 + itemsize per slot), per-row work, order and empty masks (40 per row of A) and
     the per-block accumulators (at most max(1 GiB, one block's 8 + itemsize per item)).
     O(len(user_ids) * n + n_users); never users x items."""
-    scratch = max(_DEVICE_SCRATCH_BYTES, n_items * (8 + itemsize))
+    scratch = max(DEVICE_SCRATCH_BYTES, n_items * (8 + itemsize))
     return int(n_out * n * (8 + itemsize) + 40 * (n_rows + 1) + 8 * n_out + scratch)
 
 
@@ -194,7 +193,7 @@ def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_th
     rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
         user_ids, "user_ids", n_users
     )
-    on_device = not isinstance(UI.indptr, np.ndarray)
+    on_device = isinstance(UI, DeviceCSR)
     ex_indptr, ex_indices = (_device_mask if on_device else _mask)(exclude, "exclude", UI.shape)
     seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
     n_threads = check_n_threads(n_threads)
