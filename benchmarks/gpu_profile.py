@@ -2,7 +2,7 @@
 
 Run under Nsight Compute on a GPU machine, from the repository root, e.g.:
 
-    ncu --kernel-name regex:'topk|sigmoid' --launch-skip 2 --launch-count 2 \
+    ncu --kernel-name regex:"sigmoid|^kernel" --launch-skip 2 --launch-count 2 \
         --section SpeedOfLight --section Occupancy --section WarpStateStats \
         python benchmarks/gpu_profile.py
 

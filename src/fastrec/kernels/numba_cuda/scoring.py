@@ -15,7 +15,9 @@ from ._device import (
     _THREADS,
     _WARP,
     _any_device,
+    _sm_count,
     _dev,
+    _factory,
     _grid,
     _is_device,
     _is_f_order,
@@ -65,8 +67,74 @@ def _group_sum(v, lanes):
 # load per row of the batch before the first multiply-add, so _DENSE_ROWS loads are in flight
 # per lane. (Groups of 4 lanes each reading 16 consecutive columns of 8 different rows per
 # instruction reached 0.81 TB/s on an H200: every instruction touched 8 lines.)
-_DENSE_ROWS = 8
+_DENSE_ROWS = 4  # of 4, 8 and 16 rows, 4 was fastest on an H200 (benchmarks/README.md)
 _DENSE_THREADS = _THREADS if _SIM else 128
+
+
+# Many C-order rows: a block stages a tile of _TILE_ROWS rows x _TILE_COLS columns in shared
+# memory with coalesced loads (a warp reads 32 consecutive elements of one row), then each
+# thread adds up one row of the tile. No shuffles: the row-batch kernels below spend most of
+# their issue slots on the per-row tree of shuffles when rows are short (Nsight Compute on
+# an H200, 64 columns: SM 66% busy, DRAM 13%).
+_TILE_ROWS = _DENSE_THREADS
+_TILE_COLS = 32
+
+
+@_factory
+def _dense_tile_kernels(vtype):
+    """(sigmoid kernel, row-terms kernel) for C-order X of dtype ``vtype``, launched with
+    blocks of _TILE_ROWS threads."""
+    per_thread = _TILE_COLS * _TILE_ROWS // _TILE_ROWS  # tile elements each thread loads
+
+    @cuda.jit(device=True)
+    def tile_dot(X, first, w, tile, vals):
+        """X[first + t] @ w (float64, columns in order) for thread t of the block; rows past
+        the end give 0. Every thread of the block must call it."""
+        t = cuda.threadIdx.x
+        n_rows, n_cols = X.shape
+        acc = 0.0
+        for c0 in range(0, n_cols, _TILE_COLS):
+            # Loads first (independent, per_thread in flight), then the shared stores.
+            for i in range(per_thread):
+                r = i * (_TILE_ROWS // _TILE_COLS) + t // _TILE_COLS
+                c = c0 + t % _TILE_COLS
+                ok = first + r < n_rows and c < n_cols
+                vals[i] = X[first + r, c] if ok else 0
+            cuda.syncthreads()  # the previous chunk's sums are done with the tile
+            for i in range(per_thread):
+                tile[i * (_TILE_ROWS // _TILE_COLS) + t // _TILE_COLS, t % _TILE_COLS] = vals[i]
+            cuda.syncthreads()
+            for c in range(min(_TILE_COLS, n_cols - c0)):
+                acc += tile[t, c] * w[c0 + c]
+        return acc
+
+    @cuda.jit
+    def sigmoid_c(X, w, b, out):
+        tile = cuda.shared.array((_TILE_ROWS, _TILE_COLS + 1), vtype)  # +1: no bank conflicts
+        vals = cuda.local.array(per_thread, vtype)
+        for first in range(cuda.blockIdx.x * _TILE_ROWS, X.shape[0], cuda.gridDim.x * _TILE_ROWS):
+            z = tile_dot(X, first, w, tile, vals) + b
+            row = first + cuda.threadIdx.x
+            if row < X.shape[0]:
+                out[row] = _sigmoid(z)
+
+    @cuda.jit
+    def terms_c(X, y, w, b, sample_weight, residual, loss, hess):
+        tile = cuda.shared.array((_TILE_ROWS, _TILE_COLS + 1), vtype)
+        vals = cuda.local.array(per_thread, vtype)
+        for first in range(cuda.blockIdx.x * _TILE_ROWS, X.shape[0], cuda.gridDim.x * _TILE_ROWS):
+            z = tile_dot(X, first, w, tile, vals) + b
+            row = first + cuda.threadIdx.x
+            if row < X.shape[0]:
+                _row_terms(z, row, y, sample_weight, residual, loss, hess)
+
+    return sigmoid_c, terms_c
+
+
+def _use_tile(n_rows: int) -> bool:
+    """The tile kernels once every SM gets a few tiles; fewer rows: the row-batch kernels,
+    which spread a row over lanes."""
+    return n_rows >= 4 * _TILE_ROWS * _sm_count()
 
 
 def _dense_row_kernels(R):
@@ -191,8 +259,9 @@ def _csr_launch(n_rows, nnz):
 def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
-    C order: a group of lanes (the whole warp from 32 columns on) carries _DENSE_ROWS rows at
-    once, a load in flight per row, dots reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
+    C order, many rows: blocks stage tiles of rows in shared memory (coalesced loads) and a
+    thread adds up each row; few rows: a group of lanes (the whole warp from 32 columns on)
+    carries _DENSE_ROWS rows at once, dots reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
     """
     d_X = _dev(X)
     d_w = _dev(w, np.float64)
@@ -201,6 +270,9 @@ def sigmoid_dense(X, w, b, out, n_threads):
     if n_rows:
         if _is_f_order(X):
             _sigmoid_dense_f[_grid(n_rows, _THREADS), _THREADS](d_X, d_w, float(b), d_out)
+        elif _use_tile(n_rows):
+            kern = _dense_tile_kernels(d_X.dtype)[0]
+            kern[_grid(n_rows, _TILE_ROWS), _TILE_ROWS](d_X, d_w, float(b), d_out)
         else:
             grid, lanes = _dense_launch(n_rows, int(X.shape[1]))
             _sigmoid_dense_c[grid, _DENSE_THREADS](d_X, d_w, float(b), d_out, lanes)
@@ -458,6 +530,10 @@ def _dense_pass(X, d_y, d_w, b, d_sw, hess):
     if f_order:
         _terms_dense_f[_grid(n_rows, _THREADS), _THREADS](
             d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, hess)
+    elif _use_tile(n_rows):
+        kern = _dense_tile_kernels(d_X.dtype)[1]
+        kern[_grid(n_rows, _TILE_ROWS), _TILE_ROWS](d_X, d_y, d_w, float(b), d_sw, d_residual,
+                                                    d_loss, hess)
     else:
         grid, lanes = _dense_launch(n_rows, n_features)
         _terms_dense_c[grid, _DENSE_THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss,
