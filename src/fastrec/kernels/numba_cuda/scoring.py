@@ -78,6 +78,7 @@ _DENSE_THREADS = _THREADS if _SIM else 128
 # an H200, 64 columns: SM 66% busy, DRAM 13%).
 _TILE_ROWS = _DENSE_THREADS
 _TILE_COLS = 32
+_TILE_PITCH = _TILE_COLS + 1  # +1: threads reading a column hit distinct banks
 
 
 @_factory
@@ -110,7 +111,7 @@ def _dense_tile_kernels(vtype):
 
     @cuda.jit
     def sigmoid_c(X, w, b, out):
-        tile = cuda.shared.array((_TILE_ROWS, _TILE_COLS + 1), vtype)  # +1: no bank conflicts
+        tile = cuda.shared.array((_TILE_ROWS, _TILE_PITCH), vtype)
         vals = cuda.local.array(per_thread, vtype)
         for first in range(cuda.blockIdx.x * _TILE_ROWS, X.shape[0], cuda.gridDim.x * _TILE_ROWS):
             z = tile_dot(X, first, w, tile, vals) + b
@@ -120,7 +121,7 @@ def _dense_tile_kernels(vtype):
 
     @cuda.jit
     def terms_c(X, y, w, b, sample_weight, residual, loss, hess):
-        tile = cuda.shared.array((_TILE_ROWS, _TILE_COLS + 1), vtype)
+        tile = cuda.shared.array((_TILE_ROWS, _TILE_PITCH), vtype)
         vals = cuda.local.array(per_thread, vtype)
         for first in range(cuda.blockIdx.x * _TILE_ROWS, X.shape[0], cuda.gridDim.x * _TILE_ROWS):
             z = tile_dot(X, first, w, tile, vals) + b
