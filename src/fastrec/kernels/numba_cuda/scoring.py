@@ -79,6 +79,8 @@ _DENSE_THREADS = _THREADS if _SIM else 128
 _TILE_ROWS = _DENSE_THREADS
 _TILE_COLS = 32
 _TILE_PITCH = _TILE_COLS + 1  # +1: threads reading a column hit distinct banks
+_ROW_STEP = _TILE_ROWS // _TILE_COLS  # tile rows between one thread's loads
+_u = numba.uint64
 
 
 @_factory
@@ -94,19 +96,31 @@ def _dense_tile_kernels(vtype):
         t = cuda.threadIdx.x
         n_rows, n_cols = X.shape
         acc = 0.0
+        # Indices are cast to unsigned where they index: Numba wraps negative signed indices
+        # around, a compare and select per access that made this loop compute-bound.
+        rs = t // _TILE_COLS  # this thread's first tile row and its column in the tile
+        cs = t % _TILE_COLS
+        whole_rows = first + _TILE_ROWS <= n_rows
         for c0 in range(0, n_cols, _TILE_COLS):
             # Loads first (independent, per_thread in flight), then the shared stores.
-            for i in range(per_thread):
-                r = i * (_TILE_ROWS // _TILE_COLS) + t // _TILE_COLS
-                c = c0 + t % _TILE_COLS
-                ok = first + r < n_rows and c < n_cols
-                vals[i] = X[first + r, c] if ok else 0
+            if whole_rows and c0 + _TILE_COLS <= n_cols:
+                for i in range(per_thread):
+                    vals[i] = X[_u(first + i * _ROW_STEP + rs), _u(c0 + cs)]
+            else:
+                for i in range(per_thread):
+                    r = first + i * _ROW_STEP + rs
+                    ok = r < n_rows and c0 + cs < n_cols
+                    vals[i] = X[_u(r), _u(c0 + cs)] if ok else 0
             cuda.syncthreads()  # the previous chunk's sums are done with the tile
             for i in range(per_thread):
-                tile[i * (_TILE_ROWS // _TILE_COLS) + t // _TILE_COLS, t % _TILE_COLS] = vals[i]
+                tile[_u(i * _ROW_STEP + rs), _u(cs)] = vals[i]
             cuda.syncthreads()
-            for c in range(min(_TILE_COLS, n_cols - c0)):
-                acc += tile[t, c] * w[c0 + c]
+            if c0 + _TILE_COLS <= n_cols:  # a whole chunk: a constant trip count, unrolled
+                for c in range(_TILE_COLS):
+                    acc += tile[_u(t), _u(c)] * w[_u(c0 + c)]
+            else:
+                for c in range(n_cols - c0):
+                    acc += tile[_u(t), _u(c)] * w[_u(c0 + c)]
         return acc
 
     @cuda.jit
