@@ -245,6 +245,8 @@ class DeviceCSR:
 
     def to_scipy(self) -> sp.csr_matrix:
         """A scipy CSR copy on the host."""
+        import scipy.sparse as sp
+
         return sp.csr_matrix((self.data.copy_to_host(), self.indices.copy_to_host(),
                               self.indptr.copy_to_host()), shape=self.shape)
 
@@ -263,7 +265,7 @@ def is_device_sparse(x) -> bool:
     a ``format`` and device ``data`` (CuPy's ``cupyx.scipy.sparse`` matrices), or any object with
     ``indptr``/``indices``/``data`` attributes of which one is a device array (a device CSR).
     Imports nothing."""
-    if x is None or sp.issparse(x) or isinstance(x, np.ndarray):
+    if x is None or issparse(x) or isinstance(x, np.ndarray):
         return False
     if _torch_sparse_layout(x) is not None:
         return True
