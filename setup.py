@@ -2,7 +2,11 @@
 
 Every ``src/fastrec/kernels/_cython/*.pyx`` becomes an extension module. OpenMP support is
 probed by compiling and linking a tiny program; without it the kernels still build but run on
-one thread, and the build says so loudly (``fastrec info`` reports it too).
+one thread, and the build says so loudly (``fastrec info`` reports it too). The modules are
+compiled in parallel, each announced by one line (shown by ``python -m build`` and
+``pip install -v``; plain pip hides a build's output), without debug information (``-g0``,
+debug sections stripped at link): the wheel ships .so files and .pyx/.pxd sources, not the
+generated C.
 """
 import os
 import shutil
@@ -15,10 +19,14 @@ from pathlib import Path
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 CYTHON_DIR = Path("src") / "fastrec" / "kernels" / "_cython"
 OPENMP_FLAGS = ["-fopenmp"]
+# No debug information in the shipped .so files (Python's CFLAGS carry -g): 4x smaller.
+NO_DEBUG_COMPILE = [] if sys.platform == "win32" else ["-g0"]
+NO_DEBUG_LINK = [] if sys.platform == "win32" else ["-Wl,-S"]
 OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
@@ -48,8 +56,8 @@ def extensions():
             "fastrec build: WARNING: OpenMP NOT available; Cython kernels will run on ONE thread",
             file=sys.stderr,
         )
-    compile_args = ["-O3"] + (OPENMP_FLAGS if use_openmp else [])
-    link_args = OPENMP_FLAGS if use_openmp else []
+    compile_args = ["-O3"] + NO_DEBUG_COMPILE + (OPENMP_FLAGS if use_openmp else [])
+    link_args = NO_DEBUG_LINK + (OPENMP_FLAGS if use_openmp else [])
     exts = []
     for pyx in sorted((HERE / CYTHON_DIR).glob("*.pyx")):
         rel = pyx.relative_to(HERE)
@@ -75,4 +83,18 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+class BuildExt(build_ext):
+    """build_ext that compiles the modules in parallel and says which one it is on."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+    def build_extension(self, ext):
+        print(f"fastrec build: compiling {ext.name} (C compiler, up to a minute each)",
+              file=sys.stderr, flush=True)
+        super().build_extension(ext)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

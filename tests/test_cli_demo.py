@@ -2,6 +2,7 @@
 import importlib
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -118,3 +119,62 @@ def test_demo_reports_every_stage(ranker):
     fastrec.demo.run(n_users=200, n_items=80, backend="numpy", stage=stages.append)
     assert len(stages) == fastrec.demo.N_STAGES
     assert stages[0] == "loading data" and stages[-1] == "evaluating Hybrid"
+
+
+def recbole_file(tmp_path, value_name="rating:float", values=None):
+    from fastrec import data
+
+    d = data.synthetic(200, 80, seed=2, impressions_per_user=30)
+    rows, cols = d.matrix.nonzero()
+    rng = np.random.default_rng(0)
+    values = rng.integers(1, 6, rows.size) if values is None else values(rng, rows.size)
+    path = tmp_path / "ml.inter"
+    lines = [f"user_id:token\titem_id:token\t{value_name}\ttimestamp:float\n"]
+    lines += [f"{d.user_ids[r]}\t{d.item_ids[c]}\t{v}\t{i}\n"
+              for i, (r, c, v) in enumerate(zip(rows, cols, values))]
+    path.write_text("".join(lines))
+    return path, int(np.sum(values > 3.5))
+
+
+def test_demo_reads_recbole_and_prints_the_threshold(ranker, tmp_path):
+    path, n_kept = recbole_file(tmp_path)
+    result = runner.invoke(app, ["demo", "--data", str(path), "--quiet", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"ratings in column 'rating' > 3.5 are interactions ({n_kept} of" in result.output
+    result = runner.invoke(app, ["demo", "--data", str(path), "-q", "--threshold", "4.5"])
+    assert "> 4.5 are interactions" in result.output
+
+
+def test_demo_score_column_is_ratings_and_flags_decide(ranker, tmp_path):
+    path, _ = recbole_file(tmp_path, "score:float")
+    result = runner.invoke(app, ["demo", "--data", str(path), "-q"])
+    assert "ratings in column 'score' > 3.5" in result.output, result.output
+    result = runner.invoke(app, ["demo", "--data", str(path), "-q", "--implicit"])
+    assert "every event is an interaction (values in 'score' ignored)" in result.output
+    one_error_line(runner.invoke(app, ["demo", "--data", str(path), "--implicit",
+                                       "--threshold", "2"]), "--threshold")
+    # Columns by flag; a column left over is named.
+    result = runner.invoke(app, ["demo", "--data", str(path), "-q", "--value-col", "timestamp",
+                                 "--timestamp-col", "score"])
+    assert "weighted by column 'timestamp'" in result.output, result.output
+    one_error_line(runner.invoke(app, ["demo", "--data", str(path), "--user-col", "who"]),
+                   "no column 'who'")
+
+
+def test_demo_unused_column_is_named(ranker, tmp_path):
+    path, _ = recbole_file(tmp_path, "stars:float")
+    result = runner.invoke(app, ["demo", "--data", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "no value column" in result.output and "columns not used: stars" in result.output
+    result = runner.invoke(app, ["demo", "--data", str(path), "-q", "--value-col", "stars"])
+    assert "ratings in column 'stars'" in result.output
+
+
+def test_demo_footer_counts_what_it_counted(ranker):
+    result = fastrec.demo.run(n_users=200, n_items=80, backend="numpy", ctr_requests=3000)
+    assert 0 < result.n_ctr_requests <= result.n_requests < 3000
+    out = runner.invoke(app, ["demo", "--users", "200", "--items", "80", "--backend", "numpy",
+                              "-q"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert f"of {result.n_ctr_requests} of the {result.n_requests} requests" in " ".join(
+        out.output.split())

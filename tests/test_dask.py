@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-distributed = pytest.importorskip("distributed")
-pd = pytest.importorskip("pandas")
-dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed", reason="needs dask.distributed (dask extra)")
+pd = pytest.importorskip("pandas", reason="needs pandas (test extra)")
+dd = pytest.importorskip("dask.dataframe", reason="needs dask.dataframe (dask extra)")
 
 import fastrec  # noqa: E402
 import fastrec.dask as fd  # noqa: E402
@@ -380,7 +380,7 @@ def test_bad_dataframes_rejected(client, pdf, columns, err, msg):
 @pytest.fixture(scope="module")
 def fitted_models():
     """Every fitted model kind, small and single-threaded (skipped where models are absent)."""
-    models = pytest.importorskip("fastrec.models")
+    models = pytest.importorskip("fastrec.models", reason="fastrec.models is not importable here")
     if not hasattr(models, "ItemKNN"):
         pytest.skip("fastrec.models has no ItemKNN yet")
     X = interactions(150, 70, seed=6, binary=True)
@@ -405,9 +405,9 @@ def test_fitted_models_identical_to_local(client, fitted_models, kind):
 
 
 def test_hybrid_with_context_identical_to_local(client):
-    data = pytest.importorskip("fastrec.data")
-    models = pytest.importorskip("fastrec.models")
-    ranker = pytest.importorskip("_ranker")  # tests/_ranker.py, with the models
+    data = pytest.importorskip("fastrec.data", reason="fastrec.data is not importable here")
+    models = pytest.importorskip("fastrec.models", reason="fastrec.models is not importable here")
+    ranker = pytest.importorskip("_ranker", reason="tests/_ranker.py not on the path")
     d = data.synthetic(400, 150, seed=8, impressions_per_user=60)
     model = models.Hybrid(candidates=[models.ItemKNN(k=20, n_threads=1), models.Popularity()],
                           ranker=ranker.make_ranker(), n_candidates=30).fit(d)

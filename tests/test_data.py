@@ -62,7 +62,7 @@ def test_bad_inputs_rejected():
 
 
 def test_from_dataframe_matches_from_arrays():
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="needs pandas (test extra)")
     users, items, values, times = events()
     df = pd.DataFrame({"u": users, "i": items, "r": values,
                        "t": pd.to_datetime(times, unit="s")})
@@ -210,7 +210,7 @@ def test_contexts_follow_entries_through_duplicates_filters_and_splits():
 
 
 def test_from_dataframe_contexts():
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="needs pandas (test extra)")
     df = pd.DataFrame({"user": [1, 1, 2], "item": [5, 6, 5], "hour": [7, 20, 9]})
     d = data.from_dataframe(df, contexts=["hour"])
     np.testing.assert_array_equal(d.contexts["hour"], [7, 20, 9])

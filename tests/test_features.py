@@ -103,7 +103,7 @@ def test_table_kinds_give_the_same_matrix(kind):
         assert got.shape == ref.shape and np.all(np.diff(got.indptr) <= 3)
         return
     if kind == "pandas":
-        pd = pytest.importorskip("pandas")
+        pd = pytest.importorskip("pandas", reason="needs pandas (test extra)")
         table = pd.DataFrame(ev)
     else:
         table = ev

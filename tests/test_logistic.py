@@ -47,7 +47,8 @@ def _case(case):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 def test_coefficients_equal_sklearn(backend, case):
-    sklearn = pytest.importorskip("sklearn.linear_model")
+    sklearn = pytest.importorskip("sklearn.linear_model",
+                                  reason="compares with scikit-learn (test extra)")
     X, y, sw, C, fit_intercept = _case(case)
     ours = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500,
                        backend=backend).fit(X, y, sample_weight=sw)
@@ -199,7 +200,8 @@ def test_prediction_input_checks():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 def test_trust_ncg_equals_sklearn_and_lbfgs(backend, case):
-    sklearn = pytest.importorskip("sklearn.linear_model")
+    sklearn = pytest.importorskip("sklearn.linear_model",
+                                  reason="compares with scikit-learn (test extra)")
     X, y, sw, C, fit_intercept = _case(case)
     X_before = X.copy()
     # tol is on the gradient's 2-norm; much below 1e-8 trust-ncg's test of the predicted
@@ -235,7 +237,8 @@ def test_trust_ncg_reaches_the_optimum_where_lbfgs_stalls():
 
 def test_trust_ncg_without_penalty_and_intercept():
     # l2 = 0 on separable-free data (overlapping classes): the optimum exists and is found.
-    sklearn = pytest.importorskip("sklearn.linear_model")
+    sklearn = pytest.importorskip("sklearn.linear_model",
+                                  reason="compares with scikit-learn (test extra)")
     X, y = _problem(n=2000, d=5, seed=2)
     m = LogisticCTR(l2=0.0, fit_intercept=False, tol=1e-8, solver="trust-ncg").fit(X, y)
     ref = sklearn.LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12,

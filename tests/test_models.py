@@ -90,14 +90,15 @@ def test_fit_on_interactions_keeps_original_ids():
     model = ItemKNN(k=5).fit(d)
     res = model.recommend(d.user_index(["u2"]), n=3)
     assert list(model.decode_items(res.indices)[0]) == ["y", None, None]
-    pytest.importorskip("pandas")
+    pytest.importorskip("pandas", reason="needs pandas (test extra)")
     frame = d.to_frame(res, d.user_index(["u2"]))
     assert list(frame["item"]) == ["y"] and list(frame["user"]) == ["u2"]
 
 
 @pytest.mark.filterwarnings("ignore:Method expects CSR input")
 def test_itemknn_recall_matches_implicit_cosine_recommender():
-    implicit_nn = pytest.importorskip("implicit.nearest_neighbours")
+    implicit_nn = pytest.importorskip("implicit.nearest_neighbours",
+                                      reason="compares with implicit (test extra)")
     d = data.synthetic(800, 300, seed=4, impressions_per_user=60)
     train, test = data.per_user_split(d, 0.2, seed=0)
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)
@@ -225,7 +226,7 @@ def test_hybrid_context_validated(context_hybrid):
 
 
 def test_hybrid_with_context_survives_save_load(context_hybrid, tmp_path):
-    pytest.importorskip("fastrec.models.logistic")
+    pytest.importorskip("fastrec.models.logistic", reason="LogisticCTR is not importable here")
     from fastrec.models.logistic import LogisticCTR
 
     d, _ = context_hybrid

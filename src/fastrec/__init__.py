@@ -9,8 +9,8 @@ Layers (data flows down, imports point down)::
               one module per kernel family in each backend
               raw arrays in, raw arrays out; no scipy objects, no validation, no dispatch
 """
-# The recommender layer (data, metrics, models), built on the kernel API below.
-from . import data, metrics, models
+import importlib
+
 from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
 from ._validation import DeviceCSR
@@ -29,6 +29,7 @@ __all__ = [
     "cosine_similarity",
     "cosine_topk",
     "data",
+    "features",
     "logistic_loss_grad",
     "metrics",
     "models",
@@ -39,3 +40,17 @@ __all__ = [
     "sigmoid_scores",
     "topk",
 ]
+
+# The recommender layer (data, metrics, models, features) is imported on first use, so that
+# `import fastrec` stays fast (scipy.stats and scipy.optimize alone take ~0.5 s to import).
+_SUBMODULES = ("data", "features", "metrics", "models")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(__all__) | set(_SUBMODULES))

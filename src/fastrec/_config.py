@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from ._dispatch import BACKENDS, backend_status
+from ._dispatch import AUTO_ORDER, BACKENDS, _load, backend_status
 from ._validation import usable_cpu_count
 from ._version import __version__
 
@@ -30,6 +30,24 @@ def _topk_form(backend: str) -> str:
 
     form = "AVX-512 compress" if compress_enabled(backend) else "bit-mask walk"
     return f", float32 topk: {form}"
+
+
+def auto_choices() -> dict:
+    """kernel -> (backend "auto" runs here, why): the first of the kernel's preference order
+    (``AUTO_ORDER``, fastest first as measured in benchmarks/RESULTS.md) that is available and
+    implements it; the reason names the order and any backend passed over."""
+    out = {}
+    for kernel, order in AUTO_ORDER.items():
+        skipped, pick = [], None
+        for name in order:
+            ok, _ = backend_status(name)
+            if ok and hasattr(_load(name), kernel):
+                pick = name
+                break
+            skipped.append(f"{name} {'lacks it' if ok else 'unavailable'}")
+        why = "order " + " > ".join(order) + (f"; {', '.join(skipped)}" if skipped else "")
+        out[kernel] = (pick or "none", why)
+    return out
 
 
 def config() -> dict:
@@ -67,6 +85,7 @@ def config() -> dict:
 
             detail += f", {device_description()}"
         info["backends"][name] = detail
+    info["auto"] = auto_choices()
     return info
 
 
@@ -79,6 +98,11 @@ def show_config(file=None) -> None:
             print("backends:", file=file)
             for name, detail in value.items():
                 print(f"  {name:7s} {detail}", file=file)
+        elif key == "auto":
+            print('backend="auto" runs (CPU; "cuda" only for device arrays or when named):',
+                  file=file)
+            for kernel, (pick, why) in value.items():
+                print(f"  {kernel:26s} {pick:7s} ({why})", file=file)
         else:
             print(f"{key}: {value}", file=file)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":

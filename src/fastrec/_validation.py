@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -44,8 +43,17 @@ class CSR:
         return make_csr(self.indptr, self.indices, self.data, self.shape, self.sparse_array)
 
 
+def issparse(X) -> bool:
+    """Whether X is a scipy.sparse array or matrix. Never imports scipy.sparse (kept out of
+    ``import fastrec`` for speed): if it is not imported, X cannot be one."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
 def make_csr(indptr, indices, data, shape, sparse_array: bool):
     """Build a scipy CSR (array or matrix family) from raw arrays without copying or checks."""
+    import scipy.sparse as sp
+
     cls = sp.csr_array if sparse_array else sp.csr_matrix
     # The tuple constructor would re-check and may downcast indices; set the arrays directly.
     out = cls((data, indices, indptr), shape=shape, copy=False)
@@ -95,10 +103,12 @@ def check_csr(
     integer data become float64. Index arrays stay int32 or int64 (both are accepted by every
     kernel). NaN and infinity are rejected unless ``allow_nonfinite``.
     """
-    if not sp.issparse(X):
+    if not issparse(X):
         raise TypeError(
             f"{name} must be a scipy.sparse array or matrix, got {type(X).__name__}"
         )
+    import scipy.sparse as sp
+
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
     sparse_array = isinstance(X, sp.sparray)
@@ -235,6 +245,8 @@ class DeviceCSR:
 
     def to_scipy(self) -> sp.csr_matrix:
         """A scipy CSR copy on the host."""
+        import scipy.sparse as sp
+
         return sp.csr_matrix((self.data.copy_to_host(), self.indices.copy_to_host(),
                               self.indptr.copy_to_host()), shape=self.shape)
 
@@ -253,7 +265,7 @@ def is_device_sparse(x) -> bool:
     a ``format`` and device ``data`` (CuPy's ``cupyx.scipy.sparse`` matrices), or any object with
     ``indptr``/``indices``/``data`` attributes of which one is a device array (a device CSR).
     Imports nothing."""
-    if x is None or sp.issparse(x) or isinstance(x, np.ndarray):
+    if x is None or issparse(x) or isinstance(x, np.ndarray):
         return False
     if _torch_sparse_layout(x) is not None:
         return True
@@ -468,7 +480,7 @@ def check_dense(
     ``order`` "C" makes the result C-contiguous (a copy only if needed); None keeps any layout
     whose last axis or first axis is contiguous (C or F order), copying other strided views.
     """
-    if sp.issparse(X):
+    if issparse(X):
         raise TypeError(f"{name} must be a dense array, got a scipy.sparse {type(X).__name__}")
     if is_device_array(X):  # never a silent copy to the host
         raise TypeError(f"{name} is a GPU device array; this call runs on the host (use "

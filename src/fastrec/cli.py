@@ -9,17 +9,30 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="fastrec: compiled kernels for recommender systems.",
+    # Plain click help, as git/pip print it: rich panels mark every flag "<bool>".
+    rich_markup_mode=None,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        typer.echo(f"fastrec {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
-    """Keep subcommands (``fastrec info``) even while there is only one."""
+def _group(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                 is_eager=True, callback=_print_version),
+) -> None:
+    """fastrec: compiled kernels for recommender systems."""
 
 
-@app.command()
+@app.command(short_help="Version, backends, what \"auto\" picks per kernel.")
 def info() -> None:
-    """Show the version, the available backends and the default thread count."""
+    """Show the version, the backends, which one "auto" picks per kernel, and threads."""
     from ._config import show_config
 
     show_config()
@@ -40,10 +53,26 @@ def _console():
     return console if console.is_terminal else Console(width=max(console.width, 120))
 
 
-@app.command()
+@app.command(short_help="Run the whole pipeline on data, print one table.")
 def demo(
-    data: Path | None = typer.Option(None, "--data", help="MovieLens-style or CSV/TSV events file "
-                              "(default: the built-in synthetic data)."),
+    data: Path | None = typer.Option(None, "--data", help="Events file: MovieLens-style, "
+                              "CSV/TSV with a header, or RecBole .inter (default: the built-in "
+                              "synthetic data)."),
+    user_col: str | None = typer.Option(None, "--user-col", help="User id column (default: "
+                                        "user, userId, user_id, uid)."),
+    item_col: str | None = typer.Option(None, "--item-col", help="Item id column (default: "
+                                        "item, movieId, item_id, iid)."),
+    value_col: str | None = typer.Option(None, "--value-col", help="Value column (default: "
+                                         "rating, value, score, weight, count)."),
+    timestamp_col: str | None = typer.Option(None, "--timestamp-col", help="Timestamp column "
+                                             "(default: timestamp, time, ts)."),
+    explicit: bool | None = typer.Option(None, "--explicit/--implicit", help="Values are "
+                                         "ratings, kept above --threshold / every event is an "
+                                         "interaction (default: explicit when the values look "
+                                         "like 1-10 ratings)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="With explicit ratings: "
+                                           "values above it are interactions (default 3.5)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     backend: str = typer.Option("auto", "--backend", help="Kernel backend: auto, numpy, "
                                 "cython, numba or cuda."),
     threads: int | None = typer.Option(None, "--threads", help="Threads for the kernels "
@@ -80,6 +109,7 @@ def demo(
         with threadpool_limits(limits=1, user_api="blas"), Progress(
             SpinnerColumn(), TextColumn("{task.description:<32}"), BarColumn(),
             MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+            disable=quiet,
         ) as progress:
             task = progress.add_task("starting", total=pipeline.N_STAGES)
             stages_started = []
@@ -91,9 +121,13 @@ def demo(
                 stages_started.append(desc)
                 progress.update(task, description=desc)
 
+            columns = {"user": user_col, "item": item_col, "value": value_col,
+                       "timestamp": timestamp_col}
             result = pipeline.run(
                 data, backend=backend, n_threads=threads, seed=seed, n_users=users,
-                n_items=items, stage=stage,
+                n_items=items, stage=stage, threshold=threshold,
+                feedback={None: "auto", True: "explicit", False: "implicit"}[explicit],
+                columns={k: v for k, v in columns.items() if v is not None},
             )
     except (FileNotFoundError, ValueError, TypeError, BackendUnavailableError) as exc:
         _fail(str(exc).splitlines()[0])
@@ -101,14 +135,16 @@ def demo(
         _fail(f"{exc} (the demo needs fastrec.models.LogisticCTR)")
     total = time.perf_counter() - start
     table = Table(
-        title=f"fastrec demo: {result.source}\n{result.n_users} users x {result.n_items} items, "
+        title=f"fastrec demo: {result.source}\n{result.how}\n"
+              f"{result.n_users} users x {result.n_items} items, "
               f"{result.n_train} train / {result.n_test} held-out interactions, "
               f"{result.n_requests} requests evaluated\nbackend={backend}, "
               f"threads={threads or 'all'}",
         title_justify="left",
         caption="A request is a user, or a (user, context) pair when the data has contexts: "
                 "CF models give a user one list, the Hybrid ranks for the context.\n"
-                "AUC / log-loss: the Hybrid's CTR re-ranker on the candidates of 3000 requests.",
+                "AUC / log-loss: the Hybrid's CTR re-ranker on the candidates of "
+                f"{result.n_ctr_requests} of the {result.n_requests} requests.",
         caption_justify="left",
     )
     # MAP and coverage only where they fit: an 80-column terminal shows the rest untruncated.
@@ -131,7 +167,7 @@ def demo(
     console.print(f"total {total:.1f} s", highlight=False)
 
 
-@app.command()
+@app.command(short_help="Run the benchmarks, print the ratio table.")
 def bench(
     select: str | None = typer.Option(None, "-k", help="Only benchmarks matching this pytest -k "
                                "expression."),

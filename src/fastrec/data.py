@@ -9,7 +9,7 @@ maps and the shape, so train and test matrices line up.
 """
 from __future__ import annotations
 
-import csv
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +19,22 @@ import scipy.sparse as sp
 from ._validation import check_scalar
 
 DUPLICATE_RULES = ("sum", "max", "first", "last", "count")
+
+__all__ = [
+    "DUPLICATE_RULES",
+    "Interactions",
+    "contains",
+    "filter_min_counts",
+    "from_arrays",
+    "from_dataframe",
+    "leave_last_out",
+    "per_user_split",
+    "random_split",
+    "read",
+    "read_columns",
+    "synthetic",
+    "to_implicit",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,8 @@ class Interactions:
     ``user_features`` / ``item_features``: name -> int array (one category code per row/column).
     ``contexts``: name -> non-negative int array aligned with ``matrix.data`` (the context of
     each interaction, e.g. the time of day: what a CTR model conditions on at request time).
+    ``table_kind``: the kind of table it was built from ("pandas", "polars", "pyarrow",
+    "dict"; None: arrays or a file), the kind :meth:`to_frame` gives back.
     """
 
     matrix: sp.csr_matrix
@@ -40,6 +58,7 @@ class Interactions:
     user_features: dict = field(default_factory=dict)
     item_features: dict = field(default_factory=dict)
     contexts: dict = field(default_factory=dict)
+    table_kind: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,20 +104,27 @@ class Interactions:
         out[pad] = fill
         return out
 
-    def to_frame(self, topk, user_rows):
-        """Recommendations as a long pandas DataFrame: user, rank (1 = best), item, score."""
-        import pandas as pd
+    def to_frame(self, topk, user_rows, *, kind: str | None = None):
+        """Recommendations as a long table: user, rank (1 = best), item (original ids), score.
+
+        ``topk``: a TopK for the users at rows ``user_rows``; padding (-1) is left out.
+        ``kind``: "pandas", "polars", "pyarrow" or "dict" (of NumPy arrays); None gives the
+        kind of table this was built from (:func:`from_dataframe`), else pandas when installed,
+        else a dict. Memory: O(len(user_rows) * k).
+        """
+        from ._tables import make_table
 
         rows = np.asarray(user_rows, dtype=np.int64).reshape(-1)
         idx, scores = np.asarray(topk.indices), np.asarray(topk.scores)
         r, rank = np.nonzero(idx >= 0)
-        return pd.DataFrame(
+        return make_table(
             {
                 "user": self.user_ids[rows[r]],
                 "rank": rank + 1,
                 "item": self.item_ids[idx[r, rank]],
                 "score": scores[r, rank],
-            }
+            },
+            kind if kind is not None else self.table_kind,
         )
 
     def with_matrix(self, matrix: sp.csr_matrix, timestamps=None, contexts=None) -> Interactions:
@@ -254,35 +280,98 @@ def from_dataframe(
     duplicates: str = "sum",
     dtype=np.float32,
 ) -> Interactions:
-    """Build :class:`Interactions` from a pandas DataFrame of events (see :func:`from_arrays`).
+    """Build :class:`Interactions` from a table of events (see :func:`from_arrays`).
 
-    ``value`` and ``timestamp`` name optional columns; datetime timestamps become int64 ns.
-    ``contexts``: names of integer-coded context columns (e.g. hour of day).
+    ``df``: a pandas, polars or pyarrow table, a dict of 1-D arrays, or anything speaking the
+    Arrow PyCapsule or dataframe interchange protocol (read through pyarrow). ``value`` and
+    ``timestamp`` name optional columns; datetime timestamps become int64 ns.
+    ``contexts``: names of integer-coded context columns (e.g. hour of day). The kind of table
+    is remembered: :meth:`Interactions.to_frame` gives back the same kind.
+    Memory: one NumPy copy of each used column, plus :func:`from_arrays`'.
     """
-    wanted = (user, item, value, timestamp, *contexts)
-    missing = [c for c in wanted if c is not None and c not in df.columns]
-    if missing:
-        raise ValueError(f"DataFrame has no column {missing[0]!r}; columns: {list(df.columns)}")
-    if df[[user, item]].isna().any().any():
-        raise ValueError(f"columns {user!r} and {item!r} must not contain missing values")
+    from ._tables import as_table
+
+    table = as_table(df, "the events table")
+    if table is None:
+        raise TypeError("events must be a pandas/polars/pyarrow table or a dict of 1-D arrays, "
+                        f"got {type(df).__name__}")
+    table.require((user, item, value, timestamp, *contexts), "the events table")
+    for name in (user, item):
+        if table.null_count(name):
+            raise ValueError(f"column {name!r} has {table.null_count(name)} missing values")
     ts = None
     if timestamp is not None:
-        col = df[timestamp]
-        ts = col.to_numpy()
+        ts = table.column(timestamp)
         if ts.dtype.kind == "M":
             ts = ts.astype("datetime64[ns]").astype(np.int64)
-    return from_arrays(
-        df[user].to_numpy(),
-        df[item].to_numpy(),
-        None if value is None else df[value].to_numpy(),
+    out = from_arrays(
+        table.column(user),
+        table.column(item),
+        None if value is None else table.column(value),
         ts,
-        contexts={name: df[name].to_numpy() for name in contexts},
+        contexts={name: table.column(name) for name in contexts},
         duplicates=duplicates,
         dtype=dtype,
     )
+    return replace(out, table_kind=table.kind)
 
 
 _ML_NAMES = ("user", "item", "rating", "timestamp")
+
+
+def read_columns(
+    path,
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    user: str | None = None,
+    item: str | None = None,
+    value: str | None = None,
+    timestamp: str | None = None,
+) -> dict:
+    """The columns :func:`read` would use, from the file's first line only.
+
+    Returns a dict: ``columns`` (all names, RecBole ``:type`` suffixes removed), ``user``,
+    ``item``, ``value``, ``timestamp`` (the name picked, or None), ``unused`` (the other
+    columns), ``header`` (bool) and ``sep``. Arguments and errors as :func:`read`.
+    """
+    return _layout(_first_line(Path(path)), Path(path), sep, header, user, item, value,
+                   timestamp)
+
+
+def _first_line(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a file: {path}")
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            first = f.readline()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    if not first.strip():
+        raise ValueError(f"{path}: the file is empty")
+    return first
+
+
+def _layout(first, path, sep, header, user, item, value, timestamp) -> dict:
+    if sep is None:
+        sep = next((s for s in ("::", "\t", ",", ";") if s in first), None)
+    first_fields = _split_lines([first.strip()], sep)[0]
+    if header is None:
+        header = not all(_is_number(x) for x in first_fields)
+    # RecBole atomic files name their columns "name:type" (user_id:token, rating:float).
+    names = [_RECBOLE_TYPE.sub("", f) for f in first_fields] if header else list(
+        _ML_NAMES[: len(first_fields)])
+    out = {"columns": names, "header": header, "sep": sep}
+    for role, wanted in (("user", user), ("item", item), ("value", value),
+                         ("timestamp", timestamp)):
+        out[role] = _pick(names, wanted, _ALIASES[role], path)
+    if out["user"] is None or out["item"] is None:
+        raise ValueError(f"{path}: needs a user and an item column, found {names}")
+    used = {out[r] for r in ("user", "item", "value", "timestamp")}
+    out["unused"] = [c for c in names if c not in used]
+    return out
 
 
 def read(
@@ -300,7 +389,9 @@ def read(
 
     Columns: ``user`` / ``item`` / ``value`` / ``timestamp`` name them; None finds them by the
     usual names, case-insensitively (user, userId, user_id; item, movieId, item_id; rating,
-    value, weight; timestamp, time, ts), so MovieLens ``ratings.csv`` needs no arguments.
+    value, score, weight, count; timestamp, time, ts), so MovieLens ``ratings.csv`` and
+    RecBole ``.inter`` files (``user_id:token`` headers) need no arguments;
+    :func:`read_columns` tells which columns are used.
 
     ``sep``: None sniffs it from the first line (``::``, tab, comma, semicolon or whitespace,
     as in MovieLens ``ratings.dat``/``u.data``/``ratings.csv``). ``header``: None guesses (a
@@ -309,35 +400,20 @@ def read(
     Raises FileNotFoundError or ValueError with a one-line message on bad paths or content.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if not path.is_file():
-        raise ValueError(f"not a file: {path}")
+    first = _first_line(path)
     try:
         with open(path, encoding="utf-8", errors="strict") as f:
-            first = f.readline()
-            text = first + f.read()
+            text = f.read()
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
-    if not first.strip():
-        raise ValueError(f"{path}: the file is empty")
-    if sep is None:
-        sep = next((s for s in ("::", "\t", ",", ";") if s in first), None)
-    first_fields = _split_lines([first.strip()], sep)[0]
-    if header is None:
-        header = not all(_is_number(x) for x in first_fields)
-    names = first_fields if header else list(_ML_NAMES[: len(first_fields)])
+    layout = _layout(first, path, sep, header, user, item, value, timestamp)
+    sep, header, names = layout["sep"], layout["header"], layout["columns"]
     body = text[len(first):] if header else text
     table = _parse_table(body, sep, len(names), path, first_line=2 if header else 1)
     if table.shape[0] == 0:
         raise ValueError(f"{path}: no events after the header")
     cols = {name: table[:, j] for j, name in enumerate(names)}
-    user = _pick(names, user, _ALIASES["user"])
-    item = _pick(names, item, _ALIASES["item"])
-    value = _pick(names, value, _ALIASES["value"])
-    timestamp = _pick(names, timestamp, _ALIASES["timestamp"])
-    if user is None or item is None:
-        raise ValueError(f"{path}: needs a user and an item column, found {names}")
+    user, item, value, timestamp = (layout[r] for r in ("user", "item", "value", "timestamp"))
 
     def numeric(name):
         try:
@@ -362,16 +438,19 @@ def read(
 _ALIASES = {
     "user": ("user", "userid", "user_id", "uid"),
     "item": ("item", "itemid", "item_id", "movieid", "movie_id", "iid"),
-    "value": ("rating", "value", "weight", "count"),
+    "value": ("rating", "value", "score", "weight", "count"),
     "timestamp": ("timestamp", "time", "ts", "datetime"),
 }
 
 
-def _pick(names, wanted, aliases):
+_RECBOLE_TYPE = re.compile(r":(token|token_seq|float|float_seq)$")
+
+
+def _pick(names, wanted, aliases, path):
     """The column called ``wanted`` (error if absent), or the first alias present, or None."""
     if wanted is not None:
         if wanted not in names:
-            raise ValueError(f"no column {wanted!r}; columns: {names}")
+            raise ValueError(f"{path}: no column {wanted!r}; columns: {names}")
         return wanted
     lower = {n.lower(): n for n in names}
     return next((lower[a] for a in aliases if a in lower), None)
@@ -379,6 +458,8 @@ def _pick(names, wanted, aliases):
 
 def _split_lines(lines, sep):
     if sep in (",", ";", "\t"):
+        import csv
+
         rows = csv.reader(lines, delimiter=sep)
     else:
         rows = (line.split(sep) if sep is not None else line.split() for line in lines)
@@ -489,6 +570,7 @@ def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) 
             {k: v[keep_u] for k, v in cur.user_features.items()},
             {k: v[keep_i] for k, v in cur.item_features.items()},
             ctx,
+            cur.table_kind,
         )
 
 
@@ -648,3 +730,8 @@ def synthetic(
         user_features={"segment": observed[data.user_ids].astype(np.int64)},
         item_features={"category": category[data.item_ids].astype(np.int64)},
     )
+
+
+def __dir__():
+    # What dir() and tab completion show: the public names, not np / sp / helpers.
+    return list(__all__)

@@ -43,36 +43,71 @@ class DemoResult:
     n_test: int
     n_requests: int
     models: list
+    how: str = ""  # how the data was read (explicit/implicit, threshold, columns)
+    n_ctr_requests: int = 0  # requests whose candidates the CTR metrics are computed on
 
 
-def load(path=None, *, threshold=None, min_count=1, seed=0, n_users=DEMO_USERS,
-         n_items=DEMO_ITEMS) -> tuple[fdata.Interactions, str]:
-    """The demo's data: ``synthetic`` by default, or a file read with :func:`fastrec.data.read`.
+FEEDBACK = ("auto", "explicit", "implicit")
 
-    A file with ratings is made implicit: entries with value > ``threshold`` are kept
-    (default: 3.5 when values look like 1-5 star ratings, else everything).
+
+def load(path=None, *, threshold=None, feedback="auto", columns=None, min_count=1, seed=0,
+         n_users=DEMO_USERS, n_items=DEMO_ITEMS) -> tuple[fdata.Interactions, str, str]:
+    """(data, source, how the file was read): ``synthetic`` by default, or a file read with
+    :func:`fastrec.data.read` (``columns``: user/item/value/timestamp names, None = guessed).
+
+    ``feedback``: "explicit" keeps entries whose value (a rating) is > ``threshold`` (default
+    3.5); "implicit" takes every event as an interaction (values ignored); "auto" is explicit
+    when the value column looks like 1-10 star ratings, else implicit with the values as
+    weights (or 1 without a value column). The third element says in words what was done.
     """
+    if feedback not in FEEDBACK:
+        raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
     if path is None:
         d = fdata.synthetic(n_users, n_items, seed=seed)
-        return d, f"synthetic({n_users} x {n_items}, seed={seed})"
-    d = fdata.read(path, duplicates="last")  # a re-rated item keeps its latest rating
-    if threshold is None:
-        vals = d.matrix.data
-        threshold = 3.5 if vals.size and vals.max() > 1 and vals.max() <= 10 else float("-inf")
-    if np.isfinite(threshold):
+        return d, f"synthetic({n_users} x {n_items}, seed={seed})", "implicit clicks"
+    columns = dict(columns or {})
+    layout = fdata.read_columns(path, **columns)
+    d = fdata.read(path, duplicates="last", **columns)  # a re-rated item keeps its latest rating
+    value = layout["value"]
+    unused = (f"; columns not used: {', '.join(layout['unused'])} (--value-col NAME to use one)"
+              if layout["unused"] else "")
+    vals = d.matrix.data
+    looks_rated = bool(vals.size and vals.min() >= 0 and 1 < vals.max() <= 10)
+    if feedback == "explicit" and value is None:
+        raise ValueError(f"{path}: explicit feedback needs a value column (--value-col); "
+                         f"columns: {layout['columns']}")
+    if feedback == "explicit" or (feedback == "auto" and value is not None and looks_rated):
+        threshold = 3.5 if threshold is None else threshold
+        n_events = d.nnz
         d = fdata.to_implicit(d, threshold)
+        how = (f"explicit: ratings in column {value!r} > {threshold:g} are interactions "
+               f"({d.nnz} of {n_events} user-item pairs)")
+    elif value is not None and feedback == "auto":
+        if threshold is not None:
+            raise ValueError("--threshold applies to explicit ratings; column "
+                             f"{value!r} does not look like 1-10 ratings: add --explicit")
+        how = f"implicit: every event is an interaction, weighted by column {value!r}"
+    else:
+        if threshold is not None:
+            raise ValueError("--threshold applies to explicit ratings, not to --implicit")
+        ones = d.matrix.copy()
+        ones.data[:] = 1
+        d = d.with_matrix(ones, d.timestamps, d.contexts)
+        how = "implicit: every event is an interaction" + (
+            f" (values in {value!r} ignored)" if value is not None else " (no value column)")
     d = fdata.filter_min_counts(d, max(min_count, 2), max(min_count, 1))
     if d.nnz == 0:
         raise ValueError(f"{path}: no interactions left after filtering")
-    return d, str(path)
+    return d, str(path), how + unused
 
 
-def models(backend="auto", n_threads=None) -> list:
+def models(backend="auto", n_threads=None, verbose=False) -> list:
     """The demo's models, all on the given kernel backend and thread count."""
     kw = {"backend": backend, "n_threads": n_threads}
 
     def singles():
-        return [Popularity(**kw), ItemKNN(k=100, **kw), UserKNN(k=50, **kw)]
+        return [Popularity(**kw), ItemKNN(k=100, verbose=verbose, **kw),
+                UserKNN(k=50, verbose=verbose, **kw)]
 
     return singles() + [
         Hybrid(candidates=singles(), ranker=ranker(backend, n_threads), max_train_users=2000)
@@ -128,8 +163,12 @@ def requests(test: fdata.Interactions) -> Requests:
 
 
 def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, threshold=None,
-        n_users=DEMO_USERS, n_items=DEMO_ITEMS, ctr_requests=3000) -> DemoResult:
+        feedback="auto", columns=None, n_users=DEMO_USERS, n_items=DEMO_ITEMS,
+        ctr_requests=3000, verbose=False) -> DemoResult:
     """Run the demo pipeline; ``stage(description)`` is called as each stage starts.
+
+    ``threshold``, ``feedback``, ``columns``: how a file is read (see :func:`load`).
+    ``verbose``: the models' progress bars on long fits and recommends.
 
     Models are evaluated per request (see :func:`requests`): CF models give a user the same
     list in every context, the Hybrid ranks for the request's context. AUC / log-loss: the
@@ -137,13 +176,15 @@ def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, thresh
     """
     stage = stage or (lambda _desc: None)
     stage("loading data")
-    d, source = load(path, threshold=threshold, seed=seed, n_users=n_users, n_items=n_items)
+    d, source, how = load(path, threshold=threshold, feedback=feedback, columns=columns,
+                          seed=seed, n_users=n_users, n_items=n_items)
     stage("splitting")
     train, test = fdata.per_user_split(d, 0.2, seed=seed + 1)
     req = requests(test)
     uniq, pos = np.unique(req.users, return_inverse=True)
     results = []
-    for model in models(backend, n_threads):
+    n_ctr = 0
+    for model in models(backend, n_threads, verbose):
         name = type(model).__name__
         stage(f"fitting {name}")
         t0 = time.perf_counter()
@@ -160,10 +201,10 @@ def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, thresh
         res = ModelResult(name, fit_s, rec_s, metrics.ranking_metrics(recs, req.held_out, K),
                           metrics.coverage(recs, d.n_items))
         if isinstance(model, Hybrid) and model.ranker_ is not None:
-            res.ctr = _ctr_metrics(model, req, ctr_requests, seed)
+            res.ctr, n_ctr = _ctr_metrics(model, req, ctr_requests, seed)
         results.append(res)
     return DemoResult(source, d.n_users, d.n_items, train.nnz, test.nnz, req.users.size,
-                      results)
+                      results, how, n_ctr)
 
 
 def _ctr_metrics(model, req, n_requests, seed):
@@ -175,5 +216,5 @@ def _ctr_metrics(model, req, n_requests, seed):
     H = req.held_out[pick]
     y = fdata.contains(H.indptr, H.indices, H.shape[1], at, items)
     if not y.any() or y.all():
-        return {}
-    return {"auc": metrics.roc_auc(y, p), "log_loss": metrics.log_loss(y, p)}
+        return {}, 0
+    return {"auc": metrics.roc_auc(y, p), "log_loss": metrics.log_loss(y, p)}, pick.size

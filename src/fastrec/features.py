@@ -1,8 +1,8 @@
 """CTR features: categorical columns (user id, item id, attributes) to a CSR design matrix, by
 one-hot encoding with a vocabulary or by seeded feature hashing, ready for LogisticCTR.
 
-A table is a pandas DataFrame (when pandas is installed), a dict of column name -> 1-D array,
-or a 2-D NumPy array (columns named 0, 1, ...). Each categorical column contributes one
+A table is a pandas, polars or pyarrow table (none of them is required), a dict of column
+name -> 1-D array, or a 2-D NumPy array (columns named 0, 1, ...). Each categorical column contributes one
 non-zero per row (value 1); each ``numeric`` column contributes its value in a column of its
 own. Everything is vectorised over rows: Python-level work is per distinct value at most::
 
@@ -16,36 +16,37 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._tables import as_table
 from ._validation import check_dtype, check_scalar
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+__all__ = ["HashingEncoder", "OneHotEncoder", "fnv1a64"]
 
 
 # ---- tables -----------------------------------------------------------------------------------
 
 
-def _table_columns(table) -> dict:
-    """name -> 1-D array for a DataFrame, a dict of arrays or a 2-D array (names 0, 1, ...)."""
-    if hasattr(table, "columns") and hasattr(table, "__getitem__") and hasattr(table, "iloc"):
-        return {name: table[name].to_numpy() for name in table.columns}
-    if isinstance(table, dict):
-        return {name: np.asarray(col) for name, col in table.items()}
+def _table(table):
+    """A Table of a pandas/polars/pyarrow table, a dict of arrays or a 2-D array (names 0, 1, ...)."""
+    t = as_table(table)
+    if t is not None:
+        return t
     arr = np.asarray(table)
     if arr.ndim != 2:
-        raise TypeError("table must be a pandas DataFrame, a dict of 1-D arrays or a 2-D array, "
-                        f"got {type(table).__name__} with shape {getattr(arr, 'shape', None)}")
-    return {j: arr[:, j] for j in range(arr.shape[1])}
+        raise TypeError("table must be a pandas/polars/pyarrow table, a dict of 1-D arrays or a "
+                        f"2-D array, got {type(table).__name__} with shape {arr.shape}")
+    return as_table({j: arr[:, j] for j in range(arr.shape[1])})
 
 
 def _select(table, columns, numeric):
     """(n_rows, [categorical arrays], [numeric float64 arrays]) with every check done."""
-    cols = _table_columns(table)
-    names = list(columns) if columns is not None else [c for c in cols if c not in numeric]
-    missing = [c for c in list(names) + list(numeric) if c not in cols]
-    if missing:
-        raise ValueError(f"table has no column(s) {missing}; it has {list(cols)}")
+    t = _table(table)
+    names = list(columns) if columns is not None else [c for c in t.names if c not in numeric]
+    t.require(list(names) + list(numeric))
     if not names and not numeric:
         raise ValueError("no columns to encode")
+    cols = {c: t.column(c) for c in list(names) + list(numeric)}
     lengths = {len(cols[c]) for c in list(names) + list(numeric)}
     if len(lengths) != 1:
         raise ValueError(f"columns have different lengths: {sorted(lengths)}")
@@ -262,3 +263,8 @@ class HashingEncoder:
 
     def fit_transform(self, table):
         return self.fit(table).transform(table)
+
+
+def __dir__():
+    # What dir() and tab completion show: the public names, not np / sp / helpers.
+    return list(__all__)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._dispatch import get_kernel
 from ._validation import (
@@ -20,12 +19,13 @@ from ._validation import (
     check_scalar,
     device_summary,
     is_device_array,
+    issparse,
 )
 
 
 def _features(X, allow_nonfinite=False):
     """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied."""
-    if sp.issparse(X):
+    if issparse(X):
         return True, check_csr(X, "X", allow_nonfinite=allow_nonfinite)
     return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
 
@@ -99,7 +99,7 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
 
 def _sigmoid_scores_device(X, w, b, out, backend, n_threads):
     """:func:`sigmoid_scores` with a device array among X, w, out: validated on the device."""
-    sparse, X_on_device = sp.issparse(X), is_device_array(X)
+    sparse, X_on_device = issparse(X), is_device_array(X)
     if X_on_device:
         A = check_device_dense(X, "X", allow_nonfinite=True)
     else:  # host X (copied in by the kernel) with a device w or out

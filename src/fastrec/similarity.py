@@ -6,7 +6,6 @@ backend (``_dispatch``) and wraps the raw CSR arrays back into scipy objects.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._dispatch import AUTO_ORDER, BackendUnavailableError, get_kernel
 from ._validation import (
@@ -56,6 +55,8 @@ def weight_rows(X: CSR, weighting, *, bm25_k1: float = 100.0, bm25_b: float = 0.
         mean_len = row_sums.mean() if n_rows else 1.0
         length_norm = (1.0 - bm25_b) + bm25_b * row_sums / (mean_len if mean_len > 0 else 1.0)
         data = data * (bm25_k1 + 1.0) / (bm25_k1 * length_norm[rows] + data) * idf[X.indices]
+    import scipy.sparse as sp
+
     weighted = sp.csr_matrix((data.astype(X.dtype), X.indices, X.indptr), shape=X.shape)
     return check_csr(weighted, "X", drop_zeros=True)
 

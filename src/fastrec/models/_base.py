@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from .._validation import CSR, check_csr, check_k
 from ..data import Interactions
 from ..topk import TopK, topk
+from .. import _progress
 from . import _persist
 
 
@@ -125,7 +126,8 @@ class Recommender:
         """Top-n items for each user row in ``user_ids``: TopK (len(user_ids), n)."""
         rows = self._check_users(user_ids)
         n = check_k(n, "n")
-        return self._recommend(rows, n, bool(exclude_seen))
+        return _progress_topk(lambda block: self._recommend(block, n, bool(exclude_seen)), rows,
+                              getattr(self, "verbose", False), type(self).__name__)
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -174,6 +176,16 @@ class Recommender:
         self.user_ids_ = arrays.get("user_ids_")
         self.item_ids_ = arrays.get("item_ids_")
         self._load_state(arrays)
+
+
+def _progress_topk(run, rows: np.ndarray, verbose: bool, name: str) -> TopK:
+    """``run(rows)`` (a TopK), in row blocks behind a progress bar when there are many rows."""
+    parts = _progress.blockwise(lambda block: run(rows[block]), len(rows), verbose,
+                                f"recommending ({name})", unit="users")
+    if len(parts) == 1:
+        return parts[0]
+    return TopK(np.concatenate([p.indices for p in parts]),
+                np.concatenate([p.scores for p in parts]))
 
 
 def topk_rows_of_csr(M: sp.csr_matrix, rows: np.ndarray, n: int, *, backend="auto",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import scipy.sparse as sp
 
+from .. import _progress
 from .._validation import check_k
-from ..similarity import cosine_topk
+from ..similarity import cosine_topk, prepare_cosine_topk
 from ..topk import TopK, recommend, recommend_user_based
 from ._base import Recommender, as_user_items, csr_arrays, csr_from_arrays, topk_rows_of_csr
 
@@ -25,6 +26,7 @@ class _KNN(Recommender):
         bm25_b: float = 0.8,
         backend: str = "auto",
         n_threads=None,
+        verbose: bool = True,
     ):
         self.k = k
         self.shrink = shrink
@@ -34,13 +36,28 @@ class _KNN(Recommender):
         self.bm25_b = bm25_b
         self.backend = backend
         self.n_threads = n_threads
+        self.verbose = verbose
 
     def _neighbours_of(self, vectors):
-        nb = cosine_topk(
-            vectors, self.k, shrink=self.shrink, min_support=self.min_support,
-            weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
-            backend=self.backend, n_threads=self.n_threads,
-        )
+        n_rows = vectors.shape[0]
+        if not self.verbose or n_rows < _progress.MIN_ROWS or self.backend == "cuda":
+            nb = cosine_topk(
+                vectors, self.k, shrink=self.shrink, min_support=self.min_support,
+                weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
+                backend=self.backend, n_threads=self.n_threads,
+            )
+        else:
+            # Row blocks of one prepared matrix: bit for bit the one-call result, with a bar.
+            prepared = prepare_cosine_topk(
+                vectors, weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
+                backend=self.backend, n_threads=self.n_threads,
+            )
+            nb = sp.vstack(_progress.blockwise(
+                lambda rows: cosine_topk(prepared, self.k, rows=rows, shrink=self.shrink,
+                                         min_support=self.min_support,
+                                         n_threads=self.n_threads),
+                n_rows, True, f"fitting {type(self).__name__}",
+            ), format="csr")
         # Kept canonical (columns ascending): the recommend kernels then take it as it is,
         # with no per-call sort; neighbour queries order their few entries by score instead.
         nb = sp.csr_matrix(nb)
@@ -62,7 +79,9 @@ class ItemKNN(_KNN):
     optionally TF-IDF/BM25 weighted, damped by ``shrink``, at least ``min_support`` common
     users) -> ``neighbours_`` (items x items canonical CSR). score(u, j) = sum over the
     items i of u of value(u, i) * sim(i, j). Fit memory: that of cosine_topk,
-    O(nnz + n_items * k + threads * n_items) with compiled backends.
+    O(nnz + n_items * k + threads * n_items) with compiled backends (twice the n_items * k
+    part with a progress bar). ``verbose``: a progress bar on stderr for fits and recommends
+    still running after 2 s (computed in row blocks, same bits); False: silent.
     """
 
     def fit(self, user_items):

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.optimize
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
@@ -132,6 +131,8 @@ class LogisticCTR:
         # L-BFGS-B's own vector work would otherwise start BLAS threads that busy-wait beside
         # the kernel's threads on the same cores (measured: 100k x 100, 2 threads, 0.23-0.28 s
         # with the limit against 0.33-0.35 s without).
+        import scipy.optimize  # ~0.1 s to import: not at `import fastrec`
+
         with threadpool_limits(limits=1, user_api="blas"):
             if self.solver == "trust-ncg":
                 result = scipy.optimize.minimize(
