@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import scipy.sparse as sp
 
-from .._validation import check_k
-from ..similarity import cosine_topk
+from .._validation import check_k, check_scalar
+from ..similarity import _check_weighting, cosine_topk
+from ._persist import check_csr_arrays
 from ..topk import TopK, recommend, recommend_user_based
 from ._base import Recommender, as_user_items, csr_arrays, csr_from_arrays, topk_rows_of_csr
 
@@ -51,7 +52,16 @@ class _KNN(Recommender):
     def _state(self) -> dict:
         return csr_arrays("neighbours", self.neighbours_)
 
+    def _check_loaded_params(self) -> None:
+        super()._check_loaded_params()
+        check_k(self.k)
+        check_scalar(self.shrink, "shrink", min_value=0)
+        check_scalar(self.min_support, "min_support", min_value=1, integer=True)
+        _check_weighting(self.weighting, self.bm25_k1, self.bm25_b)
+
     def _load_state(self, arrays) -> None:
+        n = self.n_items_ if isinstance(self, ItemKNN) else self.n_users_
+        check_csr_arrays("neighbours", arrays, (n, n))
         self.neighbours_ = csr_from_arrays("neighbours", arrays)
 
 
