@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -47,8 +48,11 @@ def npz_path(path) -> Path:
 def atomic_savez(path, arrays: dict) -> Path:
     """``np.savez(path, **arrays)``, crash-safe: temp file beside the target, fsync, rename,
     fsync of the directory. Returns the path written (".npz" appended when missing)."""
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype.hasobject:
+            raise TypeError(f"model array {name!r} has dtype object, which would need pickle")
     path = npz_path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -81,9 +85,6 @@ def _fsync_directory(directory: Path) -> None:
 def write_model(path, class_name: str, params: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` and a JSON header to ``path`` (".npz" appended when missing), crash-safe."""
     meta = json.dumps({"class": class_name, "format": FORMAT_VERSION, "params": params})
-    for name, arr in arrays.items():
-        if np.asarray(arr).dtype == object:
-            raise TypeError(f"model array {name!r} has dtype object, which would need pickle")
     return atomic_savez(
         path, {"__meta__": np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()}}
     )
@@ -94,11 +95,13 @@ def model_file_errors(path):
     """Turn any complaint about a file's content into one ValueError naming the file."""
     try:
         yield
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError,
+    # OSError: zipfile seeks to offsets a corrupt directory gives (EINVAL); TokenError and
+    # SyntaxError: NumPy parses a .npy header (a Python literal) with the tokenizer.
+    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, OSError,
             zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, UnicodeError,
-            NotImplementedError) as exc:
+            NotImplementedError, tokenize.TokenError, SyntaxError) as exc:
         detail = f"missing array {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
         detail = " ".join(detail.split())  # one line
         prefix = f"invalid model file {path}"

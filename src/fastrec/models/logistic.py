@@ -11,6 +11,7 @@ import scipy.optimize
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from .._dispatch import BACKENDS
 from .._validation import check_csr, check_dense, check_n_threads, check_scalar
 from ..scoring import LogisticObjective, sigmoid_scores
 from ._persist import atomic_savez, check_vector, model_file_errors
@@ -263,7 +264,7 @@ class LogisticCTR:
                 raise ValueError("array 'params' is not a JSON object")
             model = cls(**params)
             model._check_params()
-            if not isinstance(model.backend, str):
+            if not isinstance(model.backend, str) or model.backend not in ("auto", *BACKENDS):
                 raise ValueError(f"parameter backend={model.backend!r} is not a backend name")
             model.coef_ = np.array(check_vector(dict(coef=f["coef"]), "coef"), dtype=np.float64)
             model.intercept_ = _finite(_scalar(f, "intercept", "f"), "intercept")
