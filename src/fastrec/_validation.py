@@ -481,7 +481,12 @@ def check_n_threads(n_threads) -> int:
         raise ValueError("n_threads must not be 0 (use None or -1 for all cores)")
     if n_threads < 0:
         return max(1, n_cpus + int(n_threads) + 1)
+    if n_threads > MAX_THREADS:  # kernels allocate per-thread buffers
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n_threads}")
     return int(n_threads)
+
+
+MAX_THREADS = 1 << 12
 
 
 def available_memory() -> int | None:
