@@ -81,6 +81,13 @@ def test_a_stored_zero_similarity_is_no_candidate():
         np.testing.assert_array_equal(res.indices[0], [2, -1, -1])
 
 
+def test_a_stored_zero_in_an_exclude_mask_still_excludes():
+    mask = sp.csr_matrix((np.array([0.0]), np.array([1]), np.array([0, 1])), shape=(1, 3))
+    for backend in fastrec.available_backends("topk"):
+        res = fastrec.topk(np.array([[1.0, 3.0, 2.0]]), 3, exclude=mask, backend=backend)
+        np.testing.assert_array_equal(np.asarray(res.indices)[0], [2, 0, -1])
+
+
 def test_models_drop_stored_zeros_at_fit():
     UI = sp.csr_matrix((np.array([1.0, 0.0, 1.0]), np.array([0, 1, 1]), np.array([0, 2, 3])),
                        shape=(2, 3))

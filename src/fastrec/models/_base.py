@@ -4,6 +4,8 @@ A model is fit on a users x items scipy sparse matrix or on a :class:`fastrec.da
 (whose id maps it then keeps as ``user_ids_`` / ``item_ids_``, so ``TopK.indices`` can be turned
 back into original ids with :meth:`Recommender.decode_items`). ``recommend`` takes row indices of
 that matrix; an id outside it is a ValueError that says how many users the model knows.
+Explicitly stored zeros in the fit matrix are dropped (not interactions: never "seen", no
+source of scores); the caller's matrix is left as it is.
 """
 from __future__ import annotations
 
@@ -123,7 +125,8 @@ class Recommender:
         )
 
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True) -> TopK:
-        """Top-n items for each user row in ``user_ids``: TopK (len(user_ids), n)."""
+        """Top-n items for each user row in ``user_ids``: TopK (len(user_ids), n). "Seen" means
+        stored with a nonzero value at fit (stored zeros were dropped)."""
         rows = self._check_users(user_ids)
         n = check_k(n, "n")
         return self._recommend(rows, n, bool(exclude_seen))

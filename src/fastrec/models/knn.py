@@ -73,6 +73,7 @@ class ItemKNN(_KNN):
     users) -> ``neighbours_`` (items x items canonical CSR). score(u, j) = sum over the
     items i of u of value(u, i) * sim(i, j). Fit memory: that of cosine_topk,
     O(nnz + n_items * k + threads * n_items) with compiled backends.
+    Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
     def fit(self, user_items):
@@ -102,6 +103,7 @@ class UserKNN(_KNN):
     ``fit(user_items)``: each user's ``k`` most similar users -> ``neighbours_`` (users x users
     canonical CSR). score(u, j) = sum over the neighbours v of u of sim(u, v) *
     value(v, j). Parameters as :class:`ItemKNN` (weighting applies to users' rows).
+    Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
     def fit(self, user_items):

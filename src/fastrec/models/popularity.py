@@ -16,6 +16,7 @@ class Popularity(Recommender):
     interaction values (``by="values"``); the same for every user. Recommending ranks the
     scores with :func:`fastrec.topk`, seen items masked, ``_BLOCK_ROWS`` users at a time
     (memory O(_BLOCK_ROWS * n_items)). Ties go to the smaller item index.
+    Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
     def __init__(self, by: str = "users", backend: str = "auto", n_threads=None):
