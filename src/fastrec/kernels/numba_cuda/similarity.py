@@ -61,10 +61,10 @@ def _scale_rows(indptr, data, scaled, inv):
         for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
             top = max(top, abs(data[p] * 1.0))
         top = _warp_max(top)
-        e = math.frexp(top)[1] if top > 0 else 0
+        shift = -math.frexp(top)[1]  # frexp(0) gives exponent 0
         acc = 0.0
         for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
-            x = math.ldexp(data[p] * 1.0, -e)
+            x = math.ldexp(data[p] * 1.0, shift)
             scaled[p] = x
             acc += x * x
         acc = _warp_sum(acc)
