@@ -81,7 +81,8 @@ def compile_all() -> int:
                 (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), a(4, f64), 0.0, True,
                  a(5, i64), a((2, 4), vt),
                  a((2, 4), i32), a((2, 4), i32), a(4, i64), a(4, i64), a(4, vt))))
-            cases.append(("inverse_norms", C_similarity._inverse_norms.py_func, (ip, dv, a(4, f64))))
+            cases.append((f"scale_rows {vt.__name__}", C_similarity._scale_rows.py_func,
+                          (ip, dv, a(4, vt), a(4, f64))))
             cases.append(("column_counts", C_similarity._column_counts.py_func, (ix, a(4, i64))))
             cases.append(("row_work", C_device._row_work.py_func, (ip, ix, a(4, i64), a(4, i64))))
             cases.append(("scatter_T", C_similarity._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))

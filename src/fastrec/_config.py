@@ -6,6 +6,7 @@ import platform
 import sys
 
 from ._dispatch import AUTO_ORDER, BACKENDS, _load, backend_status
+from ._fork import describe as describe_fork, fork_safe
 from ._validation import usable_cpu_count
 from ._version import __version__
 
@@ -21,7 +22,7 @@ def _numba_threading_layer() -> str:
             acc += i
         return acc
 
-    _touch(4)
+    fork_safe(_touch, "numba")(4)  # a forked child's first parallel region needs the guard
     return numba.threading_layer()
 
 
@@ -86,6 +87,7 @@ def config() -> dict:
             detail += f", {device_description()}"
         info["backends"][name] = detail
     info["auto"] = auto_choices()
+    info["after fork"] = describe_fork()
     return info
 
 

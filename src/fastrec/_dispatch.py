@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
+from ._fork import fork_safe
+
 BACKENDS = ("numpy", "cython", "numba", "cuda")
 
 _MODULES = {
@@ -84,7 +86,7 @@ def get_kernel(kernel: str, backend: str = "auto"):
             ok, _ = backend_status(name)
             fn = getattr(_load(name), kernel, None) if ok else None
             if fn is not None:
-                return fn
+                return _fork_safe_kernel(kernel, name)
         raise BackendUnavailableError(f"no backend available for {kernel}")  # pragma: no cover
     if backend not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
@@ -99,7 +101,13 @@ def get_kernel(kernel: str, backend: str = "auto"):
             f"backend {backend!r} does not implement {kernel} in this version of fastrec; "
             f"use backend='auto' or one of {available_backends(kernel)}"
         )
-    return fn
+    return _fork_safe_kernel(kernel, backend)
+
+
+@lru_cache(maxsize=None)
+def _fork_safe_kernel(kernel: str, backend: str):
+    """The kernel, wrapped (once) to stay usable in forked children (see ``_fork``)."""
+    return fork_safe(getattr(_load(backend), kernel), backend)
 
 
 def backend_module(backend: str):

@@ -113,13 +113,15 @@ def check_csr(
         raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
     sparse_array = isinstance(X, sp.sparray)
     target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(X.dtype, name)
+    check_sparse_structure(X, name)  # before scipy's own C code reads the arrays
 
     csr = X.tocsr(copy=False)
     owned = csr is not X  # a conversion already produced a fresh object we may modify
     if csr.dtype != target:
         csr = csr.astype(target)
         owned = True
-    canonical = csr.has_canonical_format
+    # Recomputed, not scipy's cached flag: arrays edited after the flag was set would lie.
+    canonical = _rows_strictly_increasing(csr.indptr, csr.indices)
     needs_drop = drop_zeros and csr.nnz and not np.all(csr.data != 0)
     if not canonical or needs_drop:
         if not owned:
@@ -129,13 +131,99 @@ def check_csr(
         if needs_drop:
             csr.eliminate_zeros()
 
-    indptr, indices, data = csr.indptr, csr.indices, csr.data
+    nnz = int(csr.indptr[-1])
+    indptr, indices, data = csr.indptr, csr.indices[:nnz], csr.data[:nnz]
     if indptr.dtype not in (np.int32, np.int64) or indices.dtype != indptr.dtype:
         itype = np.int64 if max(csr.nnz, csr.shape[1]) > np.iinfo(np.int32).max else np.int32
         indptr, indices = indptr.astype(itype), indices.astype(itype)
     if not allow_nonfinite:
         _check_finite(data, name)
     return CSR(indptr, indices, data, (int(csr.shape[0]), int(csr.shape[1])), sparse_array)
+
+
+def _index_array(a, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be a 1-D integer array, got {a.dtype} with shape "
+                         f"{a.shape}")
+    return a
+
+
+def check_compressed_structure(indptr, indices, data, n_major: int, n_minor: int,
+                               name: str, axes=("row", "column")) -> None:
+    """ValueError unless (indptr, indices, data) is a well-formed compressed sparse structure
+    of n_major x n_minor: indptr of length n_major + 1, starting at 0, non-decreasing, ending
+    within indices and data; every stored index in [0, n_minor). O(n_major + nnz), no copy."""
+    indptr = _index_array(indptr, f"{name}.indptr")
+    indices = _index_array(indices, f"{name}.indices")
+    data = np.asarray(data)
+    if data.ndim != 1:
+        raise ValueError(f"{name}.data must be 1-D, got shape {data.shape}")
+    if indptr.shape[0] != n_major + 1:
+        raise ValueError(f"{name}.indptr has length {indptr.shape[0]}, but a matrix of "
+                         f"{n_major} {axes[0]}s needs {n_major + 1}")
+    if indptr[0] != 0:
+        raise ValueError(f"{name}.indptr must start at 0, got {indptr[0]}")
+    if n_major and np.any(indptr[1:] < indptr[:-1]):
+        raise ValueError(f"{name}.indptr must be non-decreasing")
+    nnz = int(indptr[-1])
+    if nnz > indices.shape[0] or nnz > data.shape[0]:
+        raise ValueError(f"{name}.indptr ends at {nnz}, but indices has {indices.shape[0]} and "
+                         f"data {data.shape[0]} entries")
+    if nnz:
+        stored = indices[:nnz]
+        lo, hi = stored.min(), stored.max()
+        if lo < 0 or hi >= n_minor:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} stores {axes[1]} index {bad}, outside [0, {n_minor}) "
+                             f"(shape {axes[0]}s x {axes[1]}s = {n_major} x {n_minor})")
+
+
+def check_sparse_structure(X, name: str = "X") -> None:
+    """ValueError when a scipy sparse object's arrays contradict its shape (lengths, indptr
+    order, indices outside the shape): such objects can be built, or edited in place, without
+    scipy noticing, and scipy's and our compiled code would read outside the arrays."""
+    fmt = X.format
+    n_rows, n_cols = X.shape
+    if fmt in ("csr", "csc"):
+        major, minor = (n_rows, n_cols) if fmt == "csr" else (n_cols, n_rows)
+        axes = ("row", "column") if fmt == "csr" else ("column", "row")
+        check_compressed_structure(X.indptr, X.indices, X.data, major, minor, name, axes)
+    elif fmt == "bsr":
+        R, C = X.blocksize
+        if R < 1 or C < 1 or n_rows % R or n_cols % C:
+            raise ValueError(f"{name} has blocksize {X.blocksize} that does not divide its "
+                             f"shape {X.shape}")
+        check_compressed_structure(X.indptr, X.indices, X.data, n_rows // R, n_cols // C,
+                                   name, ("block row", "block column"))
+        if X.data.ndim != 3 or X.data.shape[1:] != (R, C):
+            raise ValueError(f"{name}.data must have shape (n_blocks, {R}, {C})")
+    elif fmt == "coo":
+        coords = getattr(X, "coords", None) or (X.row, X.col)
+        data = np.asarray(X.data)
+        for axis, (idx, n) in enumerate(zip(coords, (n_rows, n_cols))):
+            idx = _index_array(idx, f"{name} coordinates")
+            if idx.shape[0] != data.shape[0]:
+                raise ValueError(f"{name} has {data.shape[0]} values but {idx.shape[0]} "
+                                 f"{('row', 'column')[axis]} coordinates")
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(f"{name} stores a {('row', 'column')[axis]} coordinate "
+                                 f"outside [0, {n}) (shape {X.shape})")
+
+
+def _rows_strictly_increasing(indptr: np.ndarray, indices: np.ndarray) -> bool:
+    """True when every row's indices are sorted and distinct (canonical CSR). O(nnz)."""
+    nnz = int(indptr[-1])
+    if nnz < 2:
+        return True
+    step_up = indices[1:nnz] > indices[: nnz - 1]
+    if step_up.all():
+        return True
+    # A step down or a repeat is allowed only across a row boundary.
+    boundaries = np.asarray(indptr[1:-1], dtype=np.int64) - 1
+    boundaries = boundaries[(boundaries >= 0) & (boundaries < nnz - 1)]
+    step_up[boundaries] = True
+    return bool(step_up.all())
 
 
 # ---- device arrays (anything with __cuda_array_interface__) --------------------------------
@@ -594,7 +682,12 @@ def check_n_threads(n_threads) -> int:
         raise ValueError("n_threads must not be 0 (use None or -1 for all cores)")
     if n_threads < 0:
         return max(1, n_cpus + int(n_threads) + 1)
+    if n_threads > MAX_THREADS:  # kernels allocate per-thread buffers
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n_threads}")
     return int(n_threads)
+
+
+MAX_THREADS = 1 << 12
 
 
 def available_memory() -> int | None:

@@ -257,6 +257,20 @@ class LogisticObjective:
         self._curvature_key = None  # theta's bytes for the cached c below
         self._curvature = None
 
+    @property
+    def labels(self) -> np.ndarray:
+        """y as validated: float64 0/1 (read-only view)."""
+        view = self._y.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def sample_weight(self) -> np.ndarray:
+        """The sample weights as validated: float64 (read-only view)."""
+        view = self._sw.view()
+        view.flags.writeable = False
+        return view
+
     def __call__(self, theta):
         theta = np.asarray(theta, dtype=np.float64)
         d = self.n_features

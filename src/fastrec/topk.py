@@ -90,6 +90,10 @@ def recommend(
     user_items, indexed by user id). ``user_ids`` (default: all users) may be any subset in any
     order; row r of the result belongs to user_ids[r]. Sorted descending, ties by smaller item,
     -1/-inf padding. Memory: O(threads * n_items + len(user_ids) * n) in compiled backends.
+    Stored zeros in host ``user_items`` and ``item_neighbours`` are dropped: a stored 0
+    interaction is not seen (the item may be recommended) and a stored 0 similarity is no
+    candidate; in ``exclude`` only the pattern counts (a stored 0 excludes). A device CSR is
+    never copied, so stored zeros there are refused (ValueError) instead.
 
     Device CSR: ``user_items`` and ``item_neighbours`` may both live on the GPU (CuPy or
     PyTorch sparse CSR, or any object with device ``indptr``/``indices``/``data`` and
@@ -135,8 +139,8 @@ def recommend_user_based(
     user_neighbours, B = user_items, seen mask = user_items). An item is a candidate for u when
     a neighbour of u has it; items u has interacted with are skipped when ``exclude_seen``, and
     so are the positions stored in ``exclude`` (shaped like user_items). ``user_ids``, sorting,
-    ties (smaller item first), padding (-1/-inf) and memory as in :func:`recommend`; device
-    CSR inputs as in :func:`recommend`.
+    ties (smaller item first), padding (-1/-inf), memory and stored zeros as in
+    :func:`recommend`; device CSR inputs as in :func:`recommend`.
     """
     on_device, backend = check_placement(backend, user_items=user_items,
                                          user_neighbours=user_neighbours)

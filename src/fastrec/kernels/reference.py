@@ -30,10 +30,20 @@ def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), for any finite magnitude: each
+    row is first scaled by the power of two 2^-e that brings its largest |value| into [0.5, 1)
+    (exact), so no square under- or overflows (x / |x| = x 2^-e / |x 2^-e|)."""
+    m = sp.csr_matrix(m, dtype=np.float64, copy=True)
+    n = m.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(m.indptr))
+    top = np.zeros(n)
+    np.maximum.at(top, rows, np.abs(m.data))
+    exp = np.frexp(top)[1]
+    m.data = np.ldexp(m.data, -exp[rows])
     norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return sp.csr_matrix(sp.diags(inv) @ m)
+    m.data *= inv[rows]
+    return m
 
 
 def select_topk(values: np.ndarray, k: int):

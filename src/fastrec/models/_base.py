@@ -4,6 +4,8 @@ A model is fit on a users x items scipy sparse matrix or on a :class:`fastrec.da
 (whose id maps it then keeps as ``user_ids_`` / ``item_ids_``, so ``TopK.indices`` can be turned
 back into original ids with :meth:`Recommender.decode_items`). ``recommend`` takes row indices of
 that matrix; an id outside it is a ValueError that says how many users the model knows.
+Explicitly stored zeros in the fit matrix are dropped (not interactions: never "seen", no
+source of scores); the caller's matrix is left as it is.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import inspect
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import CSR, check_csr, check_k
+from .._dispatch import BACKENDS
+from .._validation import CSR, check_csr, check_k, check_n_threads
 from ..data import Interactions
 from ..topk import TopK, topk
 from .. import _progress
@@ -123,7 +126,8 @@ class Recommender:
         )
 
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True) -> TopK:
-        """Top-n items for each user row in ``user_ids``: TopK (len(user_ids), n)."""
+        """Top-n items for each user row in ``user_ids``: TopK (len(user_ids), n). "Seen" means
+        stored with a nonzero value at fit (stored zeros were dropped)."""
         rows = self._check_users(user_ids)
         n = check_k(n, "n")
         return _progress_topk(lambda block: self._recommend(block, n, bool(exclude_seen)), rows,
@@ -164,15 +168,38 @@ class Recommender:
 
     @classmethod
     def load(cls, path, *, mmap: bool = True):
-        """Load a model saved by :meth:`save`; large arrays are memory-mapped (read-only)."""
+        """Load a model saved by :meth:`save`; large arrays are memory-mapped (read-only).
+
+        The file is untrusted input: its members' CRCs and headers, the parameters and every
+        array the kernels will read (dtypes, shapes against the stored shape, CSR structure,
+        indices in range and sorted, id maps' lengths, finite values) are checked first, in
+        O(file size) with the memory maps kept. Anything wrong is a one-line ValueError
+        naming the file and the array.
+        """
         params, arrays = _persist.read_model(path, cls.__name__, mmap=mmap)
-        model = cls._from_params(params)
-        model._restore(arrays)
+        with _persist.model_file_errors(path):
+            model = cls._from_params(params)
+            model._check_loaded_params()
+            model._restore(arrays)
         return model
 
+    def _check_loaded_params(self) -> None:
+        """The parameters recommend uses, as a fit would accept them (subclasses extend)."""
+        params = self.get_params()
+        if "backend" in params:
+            backend = params["backend"]
+            if not isinstance(backend, str) or backend not in ("auto", *BACKENDS):
+                raise ValueError(f"parameter backend={backend!r} is not a backend name")
+        if "n_threads" in params:
+            check_n_threads(params["n_threads"])
+
     def _restore(self, arrays: dict) -> None:
+        self.n_users_, self.n_items_ = _persist.check_csr_arrays("user_items", arrays)
         self.user_items_ = csr_from_arrays("user_items", arrays)
-        self.n_users_, self.n_items_ = self.user_items_.shape
+        for name, n in (("user_ids_", self.n_users_), ("item_ids_", self.n_items_)):
+            ids = arrays.get(name)
+            if ids is not None:
+                _persist.check_vector(arrays, name, n, kinds="iufU")
         self.user_ids_ = arrays.get("user_ids_")
         self.item_ids_ = arrays.get("item_ids_")
         self._load_state(arrays)

@@ -34,6 +34,7 @@ from .._validation import check_k, check_scalar
 from ..data import Interactions, contains, per_user_split
 from ..topk import TopK, topk
 from ._base import Recommender, as_user_items
+from ._persist import check_vector
 from .knn import ItemKNN, UserKNN
 from .popularity import Popularity
 
@@ -441,13 +442,29 @@ class Hybrid(Recommender):
                 arrays["ranker__npz"] = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
         return arrays
 
+    def _check_loaded_params(self) -> None:
+        check_scalar(self.n_candidates, "n_candidates", min_value=1, integer=True)
+        if not isinstance(self.rerank, bool):
+            raise ValueError(f"parameter rerank={self.rerank!r} must be a bool")
+        for m in self._candidate_models():
+            m._check_loaded_params()
+        names = [*self._feature_names[0], *self._feature_names[1], *self.context_names_]
+        if not all(isinstance(x, str) for x in names):
+            raise ValueError("feature and context names must be strings")
+        spec = self._ranker_spec
+        if spec is not None and (not isinstance(spec, dict) or spec.get("class") != "LogisticCTR"):
+            raise ValueError(f"parameter ranker={spec!r} must name a LogisticCTR")
+
     def _load_state(self, arrays) -> None:
-        self.weights_ = arrays["weights_"]
-        self.item_pop_ = arrays["item_pop_"]
-        self.context_sizes_ = np.asarray(arrays["context_sizes_"])
+        self.weights_ = check_vector(arrays, "weights_", len(self.candidates), min_value=0)
+        self.item_pop_ = check_vector(arrays, "item_pop_", self.n_items_)
+        self.context_sizes_ = np.asarray(check_vector(
+            arrays, "context_sizes_", len(self.context_names_), kinds="iu", min_value=1))
         user_names, item_names = self._feature_names
-        self.user_features_ = {n: arrays[f"ufeat__{n}"] for n in user_names}
-        self.item_features_ = {n: arrays[f"ifeat__{n}"] for n in item_names}
+        self.user_features_ = {n: check_vector(arrays, f"ufeat__{n}", self.n_users_, kinds="iu",
+                                               min_value=0) for n in user_names}
+        self.item_features_ = {n: check_vector(arrays, f"ifeat__{n}", self.n_items_, kinds="iu",
+                                               min_value=0) for n in item_names}
         self.candidates_ = []
         for i, m in enumerate(self.candidates):
             prefix = f"cand{i}__"
@@ -460,6 +477,24 @@ class Hybrid(Recommender):
         spec = self._ranker_spec
         if spec is not None:
             self.ranker_ = _restore_ranker(spec, arrays)
+        width = self._n_ranker_features()
+        if self.ranker_ is not None and self.ranker_.n_features_in_ != width:
+            raise ValueError(f"array 'ranker__npz' holds a ranker of {self.ranker_.n_features_in_}"
+                             f" features, but the saved features make {width}")
+
+    def _n_ranker_features(self) -> int:
+        """Columns of the candidate features (see _candidates_and_features, _with_context)."""
+        def width(codes):
+            return int(codes.max()) + 1 if codes.size else 1
+
+        n = 3 * len(self.candidates) + 3
+        item_widths = [width(self.item_features_[k]) for k in sorted(self.item_features_)]
+        for u in self.user_features_.values():
+            n += sum(width(u) * w for w in item_widths)
+        n += sum(int(size) * w for size in self.context_sizes_ for w in item_widths)
+        if n > 2**40:
+            raise ValueError(f"the saved feature codes make {n} ranker features")
+        return n
 
 
 def _expand(cand_group, n_groups, group_of_row):
@@ -483,7 +518,10 @@ def _restore_ranker(spec, arrays):
     cls = getattr(logistic, spec["class"], None)
     if cls is None:
         raise ValueError(f"unknown ranker class {spec['class']!r} in the model file")
-    return cls.load(io.BytesIO(np.asarray(arrays["ranker__npz"]).tobytes()))
+    blob = check_vector(arrays, "ranker__npz", kinds="u")
+    if blob.dtype != np.uint8:
+        raise ValueError("array 'ranker__npz' must hold bytes (uint8)")
+    return cls.load(io.BytesIO(np.asarray(blob).tobytes()))
 
 
 __all__ = ["Hybrid"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import scipy.sparse as sp
 
 from .. import _progress
-from .._validation import check_k
-from ..similarity import cosine_topk, prepare_cosine_topk
+from .._validation import check_k, check_scalar
+from ..similarity import _check_weighting, cosine_topk, prepare_cosine_topk
+from ._persist import check_csr_arrays
 from ..topk import TopK, recommend, recommend_user_based
 from ._base import Recommender, as_user_items, csr_arrays, csr_from_arrays, topk_rows_of_csr
 
@@ -68,7 +69,16 @@ class _KNN(Recommender):
     def _state(self) -> dict:
         return csr_arrays("neighbours", self.neighbours_)
 
+    def _check_loaded_params(self) -> None:
+        super()._check_loaded_params()
+        check_k(self.k)
+        check_scalar(self.shrink, "shrink", min_value=0)
+        check_scalar(self.min_support, "min_support", min_value=1, integer=True)
+        _check_weighting(self.weighting, self.bm25_k1, self.bm25_b)
+
     def _load_state(self, arrays) -> None:
+        n = self.n_items_ if isinstance(self, ItemKNN) else self.n_users_
+        check_csr_arrays("neighbours", arrays, (n, n))
         self.neighbours_ = csr_from_arrays("neighbours", arrays)
 
 
@@ -82,6 +92,7 @@ class ItemKNN(_KNN):
     O(nnz + n_items * k + threads * n_items) with compiled backends (twice the n_items * k
     part with a progress bar). ``verbose``: a progress bar on stderr for fits and recommends
     still running after 2 s (computed in row blocks, same bits); False: silent.
+    Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
     def fit(self, user_items):
@@ -111,6 +122,7 @@ class UserKNN(_KNN):
     ``fit(user_items)``: each user's ``k`` most similar users -> ``neighbours_`` (users x users
     canonical CSR). score(u, j) = sum over the neighbours v of u of sim(u, v) *
     value(v, j). Parameters as :class:`ItemKNN` (weighting applies to users' rows).
+    Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
     def fit(self, user_items):

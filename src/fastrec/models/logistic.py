@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from .._dispatch import BACKENDS
 from .._validation import check_csr, check_dense, check_n_threads, check_scalar
 from ..scoring import LogisticObjective, sigmoid_scores
+from ._persist import atomic_savez, check_vector, model_file_errors
 
 _FORMAT = "fastrec.LogisticCTR"
 _FORMAT_VERSION = 1  # version 1 files written before ``solver`` existed load as "lbfgs"
@@ -22,6 +23,20 @@ _SOLVERS = ("lbfgs", "trust-ncg")
 class ConvergenceWarning(UserWarning):
     """The optimiser stopped at max_iter (or a line-search or trust-region failure) before
     meeting tol."""
+
+
+def _check_two_classes(y, sample_weight):
+    """ValueError when the rows that carry weight hold one class only: the optimum is then at
+    infinity (intercept -> -inf or +inf), so any returned model would be an artefact of tol."""
+    counted = sample_weight > 0
+    classes = np.unique(y[counted])
+    if classes.size < 2:
+        found = int(classes[0]) if classes.size else None
+        raise ValueError(
+            f"LogisticCTR needs both classes (0 and 1) in y among rows with positive sample "
+            f"weight, but found only class {found} ({int(counted.sum())} rows): with one "
+            "class there is no finite maximum-likelihood fit"
+        )
 
 
 class LogisticCTR:
@@ -59,7 +74,9 @@ class LogisticCTR:
     results do not depend on n_threads).
 
     X: dense (C or F order) or scipy sparse, float32 or float64 (float32 is read as float32 and
-    computed in float64); NaN/inf rejected. y: 0/1 (or bool). Attributes after ``fit``:
+    computed in float64); NaN/inf rejected. y: 0/1 (or bool), both classes present among the
+    rows with positive weight (one class, e.g. a batch without clicks, is a ValueError naming
+    the class, as in scikit-learn). Attributes after ``fit``:
     ``coef_`` (n_features,) float64, ``intercept_`` float, ``n_iter_``, ``n_hessp_``
     (Hessian-vector products; 0 for lbfgs), ``n_features_in_``, ``classes_`` = [0, 1].
     Memory during fit: the kernel's partial gradients (see ``logistic_loss_grad``) plus
@@ -125,6 +142,7 @@ class LogisticCTR:
             X, y, sample_weight=sample_weight, fit_intercept=self.fit_intercept,
             backend=self.backend, n_threads=self.n_threads,
         )
+        _check_two_classes(objective.labels, objective.sample_weight)
         objective.l2 = 1.0 / (C * objective.total_weight) if l2 is None else l2
         d = objective.n_features
         theta0 = np.zeros(d + int(self.fit_intercept), dtype=np.float64)
@@ -210,14 +228,11 @@ class LogisticCTR:
     # ---- persistence ---------------------------------------------------------------------
 
     def save(self, path):
-        """Write parameters and coefficients to a plain .npz (no pickled objects); returns the
-        path written (NumPy appends .npz when missing)."""
+        """Write parameters and coefficients to a plain .npz (no pickled objects), crash-safe
+        (temporary file, fsync, rename); returns the path written (".npz" appended when
+        missing). ``path`` may also be a writable binary file object."""
         self._check_fitted()
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        np.savez(
-            path,
+        arrays = dict(
             format=np.array(_FORMAT),
             format_version=np.array(_FORMAT_VERSION),
             params=np.array(json.dumps(self.get_params())),
@@ -227,23 +242,52 @@ class LogisticCTR:
             n_hessp=np.array(getattr(self, "n_hessp_", 0)),
             loss=np.array(self.loss_),
         )
-        return path
+        if hasattr(path, "write"):
+            np.savez(path, **arrays)
+            return path
+        return atomic_savez(path, arrays)
 
     @classmethod
     def load(cls, path):
-        """A fitted LogisticCTR from a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
-            if "format" not in f.files or str(f["format"]) != _FORMAT:
-                raise ValueError(f"{path} is not a saved LogisticCTR")
-            if int(f["format_version"]) > _FORMAT_VERSION:
-                raise ValueError(f"{path} was written by a newer fastrec (format version "
+        """A fitted LogisticCTR from a file (or binary file object) written by :meth:`save`.
+
+        The file is untrusted: parameters, dtypes, shapes and finiteness are checked; anything
+        wrong is a one-line ValueError naming the file and the array."""
+        name = path if not hasattr(path, "read") else "<stream>"
+        with model_file_errors(name), np.load(path, allow_pickle=False) as f:
+            if "format" not in f.files or _scalar(f, "format", "U") != _FORMAT:
+                raise ValueError(f"{name} is not a saved LogisticCTR")
+            if int(_scalar(f, "format_version", "iu")) > _FORMAT_VERSION:
+                raise ValueError(f"{name} was written by a newer fastrec (format version "
                                  f"{int(f['format_version'])})")
-            model = cls(**json.loads(str(f["params"])))
-            model.coef_ = np.array(f["coef"], dtype=np.float64)
-            model.intercept_ = float(f["intercept"])
-            model.n_iter_ = int(f["n_iter"])
-            model.n_hessp_ = int(f["n_hessp"]) if "n_hessp" in f.files else 0
-            model.loss_ = float(f["loss"])
+            params = json.loads(str(_scalar(f, "params", "U")))
+            if not isinstance(params, dict):
+                raise ValueError("array 'params' is not a JSON object")
+            model = cls(**params)
+            model._check_params()
+            if not isinstance(model.backend, str) or model.backend not in ("auto", *BACKENDS):
+                raise ValueError(f"parameter backend={model.backend!r} is not a backend name")
+            model.coef_ = np.array(check_vector(dict(coef=f["coef"]), "coef"), dtype=np.float64)
+            model.intercept_ = _finite(_scalar(f, "intercept", "f"), "intercept")
+            model.n_iter_ = int(_scalar(f, "n_iter", "iu"))
+            model.n_hessp_ = int(_scalar(f, "n_hessp", "iu")) if "n_hessp" in f.files else 0
+            model.loss_ = float(_scalar(f, "loss", "f"))
         model.n_features_in_ = model.coef_.shape[0]
         model.classes_ = np.array([0, 1])
         return model
+
+
+def _scalar(f, name, kinds):
+    """A 0-d array of the npz ``f`` of one of ``kinds``, as a NumPy scalar."""
+    a = f[name]
+    if a.ndim != 0 or a.dtype.kind not in kinds:
+        raise ValueError(f"array {name!r} must be a scalar of kind {kinds!r}, got {a.dtype} "
+                         f"with shape {a.shape}")
+    return a[()]
+
+
+def _finite(x, name):
+    x = float(x)
+    if not np.isfinite(x):
+        raise ValueError(f"array {name!r} is not finite")
+    return x

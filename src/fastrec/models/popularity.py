@@ -5,6 +5,7 @@ import numpy as np
 
 from ..topk import TopK, topk
 from ._base import Recommender, as_user_items
+from ._persist import check_vector
 
 # Users ranked per call of fastrec.topk: bounds the dense block to ROWS x n_items scores.
 _BLOCK_ROWS = 1024
@@ -15,6 +16,7 @@ class Popularity(Recommender):
     interaction values (``by="values"``); the same for every user. Recommending ranks the
     scores with :func:`fastrec.topk`, seen items masked, ``_BLOCK_ROWS`` users at a time
     (memory O(_BLOCK_ROWS * n_items)). Ties go to the smaller item index.
+    Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
     def __init__(self, by: str = "users", backend: str = "auto", n_threads=None):
@@ -49,8 +51,13 @@ class Popularity(Recommender):
     def _state(self) -> dict:
         return {"item_scores_": self.item_scores_}
 
+    def _check_loaded_params(self) -> None:
+        super()._check_loaded_params()
+        if self.by not in ("users", "values"):
+            raise ValueError(f"parameter by={self.by!r} must be 'users' or 'values'")
+
     def _load_state(self, arrays) -> None:
-        self.item_scores_ = arrays["item_scores_"]
+        self.item_scores_ = check_vector(arrays, "item_scores_", self.n_items_)
 
 
 __all__ = ["Popularity"]

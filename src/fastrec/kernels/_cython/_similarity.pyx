@@ -18,7 +18,7 @@ from fastrec.kernels._rows import plan
 
 cimport cython
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, fabs, sqrt
+from libc.math cimport INFINITY, fabs, frexp, ldexp, sqrt
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
@@ -49,39 +49,55 @@ cdef enum:
 # ---- preparation: row scales, transpose, row work -------------------------------------------
 
 def _row_scales(const int64_t[::1] indptr, const value_t[::1] data):
-    """(inv_norm, row_scale, constant): 1/|x_i| (0 for empty rows), v_i/|x_i| for rows whose
-    stored values all equal v_i, and whether every row is such a row. O(nnz)."""
+    """(inv_norm, row_exp, row_scale, constant) of each row x_i, scale-invariant: with e_i the
+    binary exponent of max |x_i| (x_i * 2^-e_i has its largest value in [0.5, 1), exactly),
+    inv_norm_i = 1 / |x_i 2^-e_i|, so x / |x_i| = ldexp(x, -e_i) * inv_norm_i for any finite
+    row (no square under- or overflows); for rows of ordinary magnitude these are the bits of
+    x * (1 / |x_i|), powers of two being exact. row_scale: v_i/|x_i| for rows whose stored
+    values all equal v_i; constant: whether every row is such a row. Empty or all-zero rows get
+    0. O(nnz)."""
     cdef Py_ssize_t n = indptr.shape[0] - 1, i
     cdef int64_t p, lo, hi
-    cdef double s, v0
+    cdef double s, v0, top, x
+    cdef int e
     cdef bint constant = True
     inv_norm = np.zeros(n, np.float64)
+    row_exp = np.zeros(n, np.int32)
     scale = np.zeros(n, np.float64)
     cdef double[::1] inv = inv_norm, sc = scale
+    cdef int32_t[::1] ex = row_exp
     with nogil:
         for i in range(n):
             lo = indptr[i]
             hi = indptr[i + 1]
             if hi == lo:
                 continue
+            top = 0.0
+            for p in range(lo, hi):
+                top = max(top, fabs(<double>data[p]))
+            if top == 0.0:
+                continue
+            frexp(top, &e)
+            ex[i] = e
             s = 0.0
             for p in range(lo, hi):
-                s += <double>data[p] * <double>data[p]
+                x = ldexp(<double>data[p], -e)
+                s += x * x
             inv[i] = 1.0 / sqrt(s)
             v0 = data[lo]
             for p in range(lo + 1, hi):
                 if data[p] != v0:
                     constant = False
                     break
-            sc[i] = v0 * inv[i]
-    return inv_norm, scale, bool(constant)
+            sc[i] = ldexp(v0, -e) * inv[i]
+    return inv_norm, row_exp, scale, bool(constant)
 
 
 def _transpose(const int64_t[::1] indptr, const index_t[::1] indices, const value_t[::1] data,
-               const double[::1] inv_norm, Py_ssize_t n_cols, bint weighted,
-               int64_t[::1] t_indptr, row_t[::1] t_indices, double[::1] t_data):
+               const double[::1] inv_norm, const int32_t[::1] row_exp, Py_ssize_t n_cols,
+               bint weighted, int64_t[::1] t_indptr, row_t[::1] t_indices, double[::1] t_data):
     """Counting-sort transpose into t_* (row ids ascending per column); with ``weighted`` the
-    values are normalised (x / |x_row|, float64). O(nnz + n_cols)."""
+    values are normalised (x / |x_row|, float64, see _row_scales). O(nnz + n_cols)."""
     cdef Py_ssize_t n = indptr.shape[0] - 1, i, c
     cdef int64_t p, q
     cdef int64_t[::1] fill
@@ -99,7 +115,7 @@ def _transpose(const int64_t[::1] indptr, const index_t[::1] indices, const valu
                 q = fill[c]
                 t_indices[q] = <row_t>i
                 if weighted:
-                    t_data[q] = <double>data[p] * inv_norm[i]
+                    t_data[q] = ldexp(<double>data[p], -row_exp[i]) * inv_norm[i]
                 fill[c] = q + 1
 
 
@@ -398,20 +414,23 @@ def _compact(const int64_t[::1] counts, Py_ssize_t kk, const int64_t[::1] out_id
 
 def _prepare_side(indptr, indices, data, n_cols, weighted, n):
     """(row scales, transposed CSR with float64 normalised values when weighted)."""
-    inv_norm, scale, constant = _row_scales(indptr, data)
+    inv_norm, row_exp, scale, constant = _row_scales(indptr, data)
     weighted = weighted or not constant
     nnz = int(indptr[n]) if n else 0
     t_indptr = np.empty(n_cols + 1, np.int64)
     t_indices = np.empty(nnz, np.int32 if n < 2**31 else np.int64)
     t_data = np.empty(nnz if weighted else 0, np.float64)
-    _transpose(indptr, indices, data, inv_norm, n_cols, weighted, t_indptr, t_indices, t_data)
-    return inv_norm, scale, constant, t_indptr, t_indices, t_data
+    _transpose(indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices,
+               t_data)
+    return (inv_norm, row_exp), scale, constant, t_indptr, t_indices, t_data
 
 
-def _row_weights(indptr, data, inv_norm):
-    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product)."""
+def _row_weights(indptr, data, norms):
+    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product);
+    ``norms`` = (inv_norm, row_exp) of _row_scales."""
+    inv_norm, row_exp = norms
     rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
-    return data.astype(np.float64) * inv_norm[rows]
+    return np.ldexp(data.astype(np.float64), -row_exp[rows]) * inv_norm[rows]
 
 
 def _empty(n, dtype):
@@ -520,7 +539,7 @@ def cosine_similarity_prepare(
     dtype = np.result_type(data.dtype, y_data.dtype)
     indptr = np.asarray(indptr, dtype=np.int64)
     y_indptr = np.asarray(y_indptr, dtype=np.int64)
-    _, _, const_x = _row_scales(indptr, data)
+    const_x = _row_scales(indptr, data)[3]
     _, scale_y, const_y, tp, tx, tw = _prepare_side(
         y_indptr, y_indices, y_data, n_cols, not const_x, p
     )
@@ -544,8 +563,8 @@ def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_th
         return _empty(n, dtype)
     indptr = np.asarray(indptr, dtype=np.int64)
     n_threads = max(1, int(n_threads))
-    inv_x, scale_x, _ = _row_scales(indptr, data)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_x)
+    inv_x, exp_x, scale_x, _ = _row_scales(indptr, data)
+    xw = np.zeros(0) if binary else _row_weights(indptr, data, (inv_x, exp_x))
     work = _row_work(indptr, indices, tp, n_threads)
     order = np.argsort(-work, kind="stable")
     counts = np.zeros(n, np.int64)

@@ -3,6 +3,8 @@ forms, which ``fastrec.dask`` uses to compute blocks of rows)."""
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -29,32 +31,46 @@ _SAMPLE_STRIDE = 8
 
 @numba.njit(cache=True)
 def _row_scales(indptr, data):
-    """(inv_norm, row_scale, constant): 1/|x_i| (0 for empty rows), v_i/|x_i| for rows
-    whose stored values all equal v_i, and whether every row is such a row. O(nnz)."""
+    """(inv_norm, row_exp, row_scale, constant) of each row x_i, scale-invariant: with e_i the
+    binary exponent of max |x_i|, inv_norm_i = 1 / |x_i 2^-e_i|, so x / |x_i| =
+    ldexp(x, -e_i) * inv_norm_i for any finite row (no square under- or overflows), the bits
+    of x * (1 / |x_i|) for rows of ordinary magnitude. row_scale: v_i/|x_i| for rows whose
+    stored values all equal v_i; constant: whether every row is such a row. Empty or all-zero
+    rows get 0. O(nnz)."""
     n = indptr.shape[0] - 1
     inv_norm = np.zeros(n, np.float64)
+    row_exp = np.zeros(n, np.int32)
     scale = np.zeros(n, np.float64)
     constant = True
     for i in range(n):
         lo, hi = indptr[i], indptr[i + 1]
+        top = 0.0
+        for p in range(lo, hi):
+            top = max(top, abs(np.float64(data[p])))
+        if top == 0.0:
+            continue
+        e = math.frexp(top)[1]
+        row_exp[i] = e
         s = 0.0
         for p in range(lo, hi):
-            s += np.float64(data[p]) * np.float64(data[p])
-        if hi > lo:
-            inv_norm[i] = 1.0 / np.sqrt(s)
-            v0 = data[lo]
-            for p in range(lo + 1, hi):
-                if data[p] != v0:
-                    constant = False
-                    break
-            scale[i] = np.float64(v0) * inv_norm[i]
-    return inv_norm, scale, constant
+            x = math.ldexp(np.float64(data[p]), -e)
+            s += x * x
+        inv_norm[i] = 1.0 / np.sqrt(s)
+        v0 = data[lo]
+        for p in range(lo + 1, hi):
+            if data[p] != v0:
+                constant = False
+                break
+        scale[i] = math.ldexp(np.float64(v0), -e) * inv_norm[i]
+    return inv_norm, row_exp, scale, constant
 
 
 @numba.njit(cache=True)
-def _transpose(indptr, indices, data, inv_norm, n_cols, weighted, t_indptr, t_indices, t_data):
+def _transpose(indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices,
+               t_data):
     """Counting-sort transpose of an (n x n_cols) CSR into t_* (row ids ascending per column);
-    with ``weighted`` the values are normalised (x / |x_row|, float64). O(nnz + n_cols)."""
+    with ``weighted`` the values are normalised (x / |x_row|, float64, see _row_scales).
+    O(nnz + n_cols)."""
     n = indptr.shape[0] - 1
     t_indptr[:] = 0
     for p in range(indptr[n]):
@@ -68,7 +84,7 @@ def _transpose(indptr, indices, data, inv_norm, n_cols, weighted, t_indptr, t_in
             q = fill[c]
             t_indices[q] = i
             if weighted:
-                t_data[q] = np.float64(data[p]) * inv_norm[i]
+                t_data[q] = math.ldexp(np.float64(data[p]), -row_exp[i]) * inv_norm[i]
             fill[c] = q + 1
 
 
@@ -260,20 +276,23 @@ def _compact(counts, kk, out_idx, out_val, slots, indptr, indices, values):
 def _prepare_side(indptr, indices, data, n_cols, weighted):
     """(row scales, weighted data, transposed CSR) of one operand; see _row_scales."""
     n = indptr.shape[0] - 1
-    inv_norm, scale, constant = _row_scales(indptr, data)
+    inv_norm, row_exp, scale, constant = _row_scales(indptr, data)
     weighted = weighted or not constant
     nnz = int(indptr[n]) if n else 0
     t_indptr = np.empty(n_cols + 1, np.int64)
     t_indices = np.empty(nnz, np.uint32 if n < 2**32 else np.uint64)
     t_data = np.empty(nnz if weighted else 0, np.float64)
-    _transpose(indptr, indices, data, inv_norm, n_cols, weighted, t_indptr, t_indices, t_data)
-    return inv_norm, scale, constant, (t_indptr, t_indices, t_data)
+    _transpose(indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices,
+               t_data)
+    return (inv_norm, row_exp), scale, constant, (t_indptr, t_indices, t_data)
 
 
-def _row_weights(indptr, data, inv_norm):
-    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product)."""
+def _row_weights(indptr, data, norms):
+    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product);
+    ``norms`` = (inv_norm, row_exp) of _row_scales."""
+    inv_norm, row_exp = norms
     rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
-    return data.astype(np.float64) * inv_norm[rows]
+    return np.ldexp(data.astype(np.float64), -row_exp[rows]) * inv_norm[rows]
 
 
 def _csr_from_slots(counts, kk, out_idx, out_val, slots, n_threads):
@@ -376,7 +395,7 @@ def cosine_similarity_prepare(
     Returns an opaque tuple for :func:`cosine_similarity_rows`. Time O(nnz(X) + nnz(Y)).
     """
     dtype = np.result_type(data.dtype, y_data.dtype)
-    _, _, const_x = _row_scales(indptr, data)
+    const_x = _row_scales(indptr, data)[3]
     _, scale_y, const_y, (tp, tx, tw) = _prepare_side(
         y_indptr, y_indices, y_data, n_cols, not const_x
     )
@@ -394,8 +413,8 @@ def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_th
     n, p = indptr.shape[0] - 1, scale_y.shape[0]
     if n == 0 or p == 0:
         return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    inv_x, scale_x, _ = _row_scales(indptr, data)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_x)
+    inv_x, exp_x, scale_x, _ = _row_scales(indptr, data)
+    xw = np.zeros(0) if binary else _row_weights(indptr, data, (inv_x, exp_x))
     ix = unsigned(indices)
     with threads(n_threads, dynamic=True):
         work = _row_work(indptr, ix, tp)

@@ -10,6 +10,7 @@ from numba import cuda
 
 from .. import _rows
 from ._device import (
+    _FULL_MASK,
     _ITEMS,
     _THREADS,
     _WARP,
@@ -31,25 +32,55 @@ from ._device import (
 )
 
 
-@cuda.jit
-def _inverse_norms(indptr, data, inv):
-    """inv[r] = 1 / |row r| in float64 (0 for an empty row).
+@cuda.jit(device=True)
+def _warp_max(v):
+    """Maximum over the 32 lanes of a warp (every lane must call it)."""
+    offset = 16
+    while offset > 0:
+        v = max(v, cuda.shfl_down_sync(_FULL_MASK, v, offset))
+        offset //= 2
+    return cuda.shfl_sync(_FULL_MASK, v, 0)
 
-    The products accumulate the raw values and are scaled by inv[i] * inv[j] at the end: binary
-    data then sums exact integer counts, and the one rounding to float32 comes last.
+
+@cuda.jit
+def _scale_rows(indptr, data, scaled, inv):
+    """scaled = each row times the power of two 2^-e that brings its largest |value| into
+    [0.5, 1) (exact), inv[r] = 1 / |scaled row r| in float64 (0 for an empty row).
+
+    The products accumulate the scaled values and are multiplied by inv[i] * inv[j] at the end:
+    binary data then sums exact counts (of 1/4), the one rounding to float32 comes last, and
+    no square under- or overflows whatever the magnitude (cosine is scale-invariant); for rows
+    of ordinary magnitude every step is the unscaled one times an exact power of two.
     """
     lane = cuda.threadIdx.x % _WARP
     warp = cuda.grid(1) // _WARP
     n_warps = cuda.gridsize(1) // _WARP
     n_rows = indptr.shape[0] - 1
     for row in range(warp, n_rows, n_warps):  # warp-uniform loop
+        top = 0.0
+        for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
+            top = max(top, abs(data[p] * 1.0))
+        top = _warp_max(top)
+        shift = -math.frexp(top)[1]  # frexp(0) gives exponent 0
         acc = 0.0
         for p in range(indptr[row] + lane, indptr[row + 1], _WARP):
-            x = data[p] * 1.0
+            x = math.ldexp(data[p] * 1.0, shift)
+            scaled[p] = x
             acc += x * x
         acc = _warp_sum(acc)
         if lane == 0:
             inv[row] = 1.0 / math.sqrt(acc) if acc > 0 else 0.0
+
+
+def _scaled_with_norms(d_indptr, d_data, n_rows):
+    """(scaled values in d_data's dtype, float64 inverse norms of the scaled rows) on the
+    device; see _scale_rows. The input is not modified."""
+    d_inv = _zeros(max(n_rows, 1), np.float64)
+    d_scaled = cuda.device_array(max(d_data.shape[0], 1), dtype=d_data.dtype)
+    if d_data.shape[0]:
+        _scale_rows[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_scaled,
+                                                                 d_inv)
+    return d_scaled, d_inv
 
 
 @cuda.jit
@@ -80,16 +111,15 @@ def _cosine(dot, inv_i, inv_j):
 
 
 def _transpose_with_norms(d_indptr, d_indices, d_data, n_rows, n_cols):
-    """Inverse row norms (float64) and the CSR of the matrix's transpose, all on the device.
+    """Scaled values and their inverse row norms (_scaled_with_norms) and the CSR of the
+    scaled matrix's transpose, all on the device.
 
     The order of rows inside a transposed column is not fixed; the products below never depend
     on it (each accumulator slot receives one term per outer step, in the outer order).
     """
     nnz = d_indices.shape[0]
-    d_inv = _zeros(max(n_rows, 1), np.float64)
+    d_data, d_inv = _scaled_with_norms(d_indptr, d_data, n_rows)
     grid = _grid(n_rows, _THREADS // _WARP)
-    if nnz:
-        _inverse_norms[grid, _THREADS](d_indptr, d_data, d_inv)
     counts = _zeros(n_cols, np.int64)
     if nnz:
         _column_counts[_grid(nnz, _THREADS), _THREADS](d_indices, counts)
@@ -101,7 +131,7 @@ def _transpose_with_norms(d_indptr, d_indices, d_data, n_rows, n_cols):
     t_data = cuda.device_array(max(nnz, 1), dtype=d_data.dtype)
     if nnz:
         _scatter_transpose[grid, _THREADS](d_indptr, d_indices, d_data, cursor, t_indices, t_data)
-    return d_inv, d_t_indptr, t_indices, t_data, counts
+    return d_data, d_inv, d_t_indptr, t_indices, t_data, counts
 
 
 @_factory
@@ -232,8 +262,8 @@ def cosine_topk(
     """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
 
     Same contract as the reference (sorted by similarity descending, ties by smaller column;
-    rows without candidates empty). Accumulates the raw values in X's dtype (binary data: exact
-    counts) and scales by the float64 inverse norms once at the end, then rounds to X's dtype.
+    rows without candidates empty). Accumulates the row-scaled values in X's dtype (binary data:
+    exact counts) and scales by the float64 inverse norms once at the end, then rounds to X's dtype.
     Work O(sum over columns of (column count)^2); memory O(nnz + n*k + blocks*n) on the device
     (transpose, padded (n, k) results, one accumulator row per resident block); never n x n.
     ``rows``: None, or the row ids to compute (output row r is row rows[r]; host result).
@@ -242,7 +272,7 @@ def cosine_topk(
     dtype = np.dtype(data.dtype)
     n_rows = int(indptr.shape[0]) - 1
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data)
-    d_inv, t_indptr, t_indices, t_data, col_counts = _transpose_with_norms(
+    d_data, d_inv, t_indptr, t_indices, t_data, col_counts = _transpose_with_norms(
         d_indptr, d_indices, d_data, n_rows, int(n_cols)
     )
     k_eff = max(1, min(k, n_rows))
@@ -349,10 +379,8 @@ def cosine_similarity(
     dtype = np.result_type(data.dtype, y_data.dtype)
     n_rows, n_other = int(indptr.shape[0]) - 1, int(y_indptr.shape[0]) - 1
     d_indptr, d_indices, d_data = _dev(indptr), _dev(indices), _dev(data, dtype)
-    d_inv_x = _zeros(max(n_rows, 1), np.float64)
-    if d_data.shape[0]:
-        _inverse_norms[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_inv_x)
-    d_inv_y, t_indptr, t_indices, t_data, _ = _transpose_with_norms(
+    d_data, d_inv_x = _scaled_with_norms(d_indptr, d_data, n_rows)
+    _, d_inv_y, t_indptr, t_indices, t_data, _ = _transpose_with_norms(
         _dev(y_indptr), _dev(y_indices), _dev(y_data, dtype), n_other, int(n_cols)
     )
     G = _scratch_grid(n_rows, n_other * (dtype.itemsize + 8))
