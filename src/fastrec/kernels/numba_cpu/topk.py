@@ -177,7 +177,8 @@ def _key_column(key):
 
 @numba.njit(inline="always")
 def _select_keys(a, n, k):
-    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least of them.
+    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least
+    of them.
 
     Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
     advance when above the pivot): expected O(n).
@@ -280,11 +281,10 @@ def _emit_keys(row, keys, cnt, k, hv, hi):
 # whether or not there are any: no branch depends on the data, so nothing is mispredicted and
 # the extra vector work hides under the memory stream. Every k appended columns become keys
 # (_f32_key, reading the scores again from cache); 2k keys are cut back to k by a quickselect
-# whose partitions are compress passes. Measured (RESULTS.md, 2026-11-28): 4096 x 100k, 2
-# threads, k=100: 47-52 ms against 54-58 for the bit-mask walk; 16 x 100k cache-resident, one
-# thread, k=100: 12.4-12.7 against 16.3-19.6 us per row. For k=10 the walk is as fast when
-# streaming and faster from cache (6 vs 10 us per row), hence the k threshold. Without AVX-512
-# LLVM expands the compress to scalar code, 1.5-1.8x slower than the walk.
+# whose partitions are compress passes. It beats the bit-mask walk at k=100, streaming and
+# from cache; at k=10 the walk is as fast streaming and faster from cache, hence the k
+# threshold. Without AVX-512 LLVM expands the compress to scalar code, slower than the walk.
+# Figures: benchmarks/README.md ("topk").
 _COMPRESS = target_has_compress()
 _COMPRESS_MIN_K = 32
 _SLACK = _BLOCK + 16  # a block's appends land past the count before a flush; vector stores
@@ -546,7 +546,8 @@ def recommend(
     the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
     ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
     (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
-    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
+    only when A and B both are. Time O(sum over rows of the A-row x B-rows products
+    + touched * log n);
     memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
     """
     dtype = np.result_type(a_data.dtype, b_data.dtype)

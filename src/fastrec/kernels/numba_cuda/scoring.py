@@ -174,7 +174,8 @@ def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
     C order: a group of lanes per row (16 loads in flight per lane; a warp serves 32/lanes
-    rows), dot reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
+    rows), dot reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype.
+    One read of X.
     """
     d_X = _dev(X)
     d_w = _dev(w, np.float64)
