@@ -18,7 +18,10 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 CYTHON_DIR = Path("src") / "fastrec" / "kernels" / "_cython"
-OPENMP_FLAGS = ["-fopenmp"]
+# gcc and LLVM clang: -fopenmp. Release builds elsewhere set these (see [tool.cibuildwheel] in
+# pyproject.toml): Apple clang with Homebrew's libomp, "-Xpreprocessor -fopenmp" / "-lomp".
+OPENMP_CFLAGS = os.environ.get("FASTREC_OPENMP_CFLAGS", "-fopenmp").split()
+OPENMP_LDFLAGS = os.environ.get("FASTREC_OPENMP_LDFLAGS", "-fopenmp").split()
 OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
@@ -31,7 +34,7 @@ def openmp_supported() -> bool:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(OPENMP_PROBE)
-        cmd = cc.split() + OPENMP_FLAGS + [src, "-o", os.path.join(tmp, "probe")]
+        cmd = cc.split() + OPENMP_CFLAGS + [src, "-o", os.path.join(tmp, "probe")] + OPENMP_LDFLAGS
         return subprocess.run(cmd, capture_output=True).returncode == 0
     except OSError:
         return False
@@ -48,8 +51,8 @@ def extensions():
             "fastrec build: WARNING: OpenMP NOT available; Cython kernels will run on ONE thread",
             file=sys.stderr,
         )
-    compile_args = ["-O3"] + (OPENMP_FLAGS if use_openmp else [])
-    link_args = OPENMP_FLAGS if use_openmp else []
+    compile_args = ["-O3"] + (OPENMP_CFLAGS if use_openmp else [])
+    link_args = OPENMP_LDFLAGS if use_openmp else []
     exts = []
     for pyx in sorted((HERE / CYTHON_DIR).glob("*.pyx")):
         rel = pyx.relative_to(HERE)

@@ -448,7 +448,7 @@ def cosine_topk_rows(
     Time O(sum over the distinct rows of (w_i + min(n, w_i)) + b k log k) for b distinct rows;
     memory O(b*k + threads*n) beyond the prepared tuple.
     """
-    n_cols, dtype, binary, indptr, indices, xw, scale, tp, tx, tw, work = prepared
+    _, dtype, binary, indptr, indices, xw, scale, tp, tx, tw, work = prepared
     n = indptr.shape[0] - 1
     kk = min(int(k), n)
     if n == 0 or kk == 0:
@@ -538,7 +538,7 @@ def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_th
     int64, values of the result dtype). Time O(2 (W_rows + sum_i min(p, w_i))); memory
     O(nnz(rows) + nnz(result) + threads*p) beyond the prepared tuple.
     """
-    n_cols, dtype, binary, scale_y, tp, tx, tw = prepared
+    _, dtype, binary, scale_y, tp, tx, tw = prepared
     n, p = indptr.shape[0] - 1, scale_y.shape[0]
     if n == 0 or p == 0:
         return _empty(n, dtype)

@@ -10,7 +10,7 @@ sorted indices per row), the public API validates them.
 import numpy as np
 
 cimport cython
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -88,7 +88,8 @@ cdef inline uint64_t _block_hits(const floating* p, Py_ssize_t n, floating thr) 
     return m
 
 
-cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p, Py_ssize_t j) noexcept nogil:
+cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p,
+                          Py_ssize_t j) noexcept nogil:
     """Advance the sorted exclusion cursor p[0] to column j; whether j is not excluded."""
     while p[0] < n_ex and ex[p[0]] < j:
         p[0] += 1
@@ -234,7 +235,8 @@ cdef inline void _select_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k) noexcept 
             lo = s + 1
 
 
-cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos, uint64_t key) noexcept nogil:
+cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos,
+                                uint64_t key) noexcept nogil:
     """Place ``key`` at ``pos`` of the min-heap a[:size], moving it down as needed."""
     cdef Py_ssize_t c
     while True:
@@ -502,7 +504,8 @@ def recommend(
     the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
     ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
     (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
-    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
+    only when A and B both are. Time O(sum over rows of the A-row x B-rows products
+    + touched * log n);
     memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
     """
     dtype = np.result_type(a_data.dtype, b_data.dtype)
