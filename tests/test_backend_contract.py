@@ -76,7 +76,9 @@ def test_auto_order_only_ranks_kernels_a_backend_has(backend):
     module = _module(backend)
     for kernel, order in _dispatch.AUTO_ORDER.items():
         if backend in order:
-            assert callable(getattr(module, kernel, None)), f"AUTO_ORDER[{kernel!r}] names {backend}"
+            assert callable(getattr(module, kernel, None)), (
+                f"AUTO_ORDER[{kernel!r}] names {backend}"
+            )
 
 
 def test_auto_order_ends_with_the_reference():

@@ -9,6 +9,8 @@ sorted indices per row), the public API validates them.
 """
 import numpy as np
 
+from fastrec.kernels import _host
+
 cimport cython
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
@@ -365,37 +367,25 @@ def _topk_impl(
                       &out_val[r, 0], &out_idx[r, 0])
 
 
-def _index_type(*arrays):
-    """int64 if any given index array is int64, else int32 (one specialisation per call)."""
-    return np.int64 if any(a is not None and a.dtype == np.int64 for a in arrays) else np.int32
+# ---- what this backend gives the shared host layer (kernels/_host.py) -------------------------
+
+def _topk_index_type(scores, k, mask_itype):
+    # The stream form takes int64 exclusions.
+    return np.int64 if _takes_compress(scores, k) else mask_itype
 
 
-def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
-    """Row-wise top-k of a dense (n_rows, n_cols) float32/float64 array.
+def _takes_keys(scores):
+    return scores.dtype == np.float32 and scores.shape[1] < 2**32
 
-    Column c of row r is a candidate unless (r, c) is stored in the exclude mask (CSR pattern
-    with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
-    +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
-    sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
-    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus expected O(1)
-    per entry above the running threshold (about 2k ln(n_cols / k) per random row); memory
-    O(n_rows * k) output plus O(k) per thread.
-    """
-    scores = np.ascontiguousarray(scores)
-    n_rows = scores.shape[0]
-    out_idx = np.empty((n_rows, k), dtype=np.int64)
-    out_val = np.empty((n_rows, k), dtype=scores.dtype)
-    has_mask = exclude_indptr is not None
-    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
-    compress = keyed and _compress and k >= _compress_min_k
-    itype = np.int64 if compress else _index_type(exclude_indptr, exclude_indices)
-    if has_mask:
-        ex_indptr = np.ascontiguousarray(exclude_indptr, dtype=itype)
-        ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
-    else:
-        ex_indptr = ex_indices = np.zeros(1, dtype=itype)
-    if ex_indices.shape[0] == 0:
-        ex_indices = np.zeros(1, dtype=itype)  # a valid address for the memoryview
+
+def _takes_compress(scores, k):
+    return _takes_keys(scores) and _compress and k >= _compress_min_k
+
+
+def _run_topk(call, n_threads):
+    scores, k = call.scores, call.k
+    keyed = _takes_keys(scores)
+    compress = _takes_compress(scores, k)
     n_buf = max(1, n_threads)
     # Keyed rows: the 2k key buffer; in stream form 3k keys, a scratch of 3k after them and k
     # columns, each with SLACK for a block's appends and whole-vector stores.
@@ -404,9 +394,7 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     cols = np.empty((n_buf, k + SLACK if compress else 1), dtype=np.uint32)
     bv = np.empty((n_buf, 1 if keyed else 2 * k), dtype=scores.dtype)
     bi = np.empty((n_buf, 1 if keyed else 2 * k), dtype=np.int64)
-    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, keys, cols, bv, bi,
-               keyed, compress, n_threads)
-    return out_idx, out_val
+    _topk_impl(*call, keys, cols, bv, bi, keyed, compress, n_threads)
 
 
 # ---- fused sparse recommend ------------------------------------------------------------------
@@ -491,56 +479,25 @@ def _recommend_impl(
                 hi[t] = -1
 
 
-def recommend(
-    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
-    seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
-):
-    """Top-n items for each row r in ``rows`` of the sparse product A @ B, never built whole.
-
-    A is (n_rows, n_mid) CSR and B (n_mid, n_items) CSR (item-kNN: A = user_items,
-    B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
-    for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
-    (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
-    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
-    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
-    (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
-    only when A and B both are. Time O(sum over rows of the A-row x B-rows products
-    + touched * log n);
-    memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
-    """
-    dtype = np.result_type(a_data.dtype, b_data.dtype)
-    itype = _index_type(a_indptr, a_indices, b_indptr, b_indices, seen_indptr, seen_indices,
-                        ex_indptr, ex_indices)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    n_rows = rows.shape[0]
-    out_idx = np.empty((n_rows, n), dtype=np.int64)
-    out_val = np.empty((n_rows, n), dtype=dtype)
-    if n_rows == 0:
-        return out_idx, out_val
-
-    def ix(a):
-        return np.ascontiguousarray(a, dtype=itype)
-
-    def mask(m_indptr, m_indices):
-        if m_indptr is None:
-            return np.zeros(1, itype), np.zeros(1, itype), False
-        m_indices = ix(m_indices)
-        return ix(m_indptr), (m_indices if m_indices.shape[0] else np.zeros(1, itype)), True
-
-    def arr(a):  # empty arrays get one dummy slot so that memoryviews have an address
-        return a if a.shape[0] else np.zeros(1, a.dtype)
-
-    s_ptr, s_ind, has_seen = mask(seen_indptr, seen_indices)
-    e_ptr, e_ind, has_ex = mask(ex_indptr, ex_indices)
-    n_buf = max(1, min(int(n_threads), n_rows))
-    n_items = int(n_items)
+def _run_recommend(call, n_threads):
+    n_buf = max(1, min(int(n_threads), call.rows.shape[0]))
+    n_items = call.n_items
     acc = np.zeros((n_buf, max(1, n_items)), dtype=np.float64)
     mark = np.zeros((n_buf, max(1, n_items)), dtype=np.uint8)
     touched = np.empty((n_buf, n_items + 1), dtype=np.int64)  # +1: the branch-free spare write
     _recommend_impl(
-        ix(a_indptr), arr(ix(a_indices)), arr(np.ascontiguousarray(a_data, dtype=dtype)),
-        ix(b_indptr), arr(ix(b_indices)), arr(np.ascontiguousarray(b_data, dtype=dtype)),
-        rows, n, s_ptr, s_ind, has_seen, e_ptr, e_ind, has_ex,
-        acc, mark, touched, out_idx, out_val, n_buf,
+        call.a_indptr, call.a_indices, call.a_data, call.b_indptr, call.b_indices, call.b_data,
+        call.rows, call.n, call.seen_indptr, call.seen_indices, call.has_seen, call.ex_indptr,
+        call.ex_indices, call.has_ex, acc, mark, touched, call.out_idx, call.out_val, n_buf,
     )
-    return out_idx, out_val
+
+
+LOOPS = _host.RankingLoops(
+    topk_index_type=_topk_index_type,
+    topk=_run_topk,
+    recommend=_run_recommend,
+    pad_empty=True,
+)
+
+topk = _host.bind(_host.topk, LOOPS, __name__)
+recommend = _host.bind(_host.recommend, LOOPS, __name__)
