@@ -12,19 +12,10 @@ import pytest
 from fastrec import _dispatch
 from fastrec.kernels import reference
 
-# Names a backend module may export besides kernels.
-NOT_KERNELS = {
-    "is_available",
-    "openmp_enabled",
-    "openmp_max_threads",
-    "device_description",
-    "is_device_array",
-    "device_view",
-    "device_empty",
-    "device_cast",
-    "device_summary",
-    "DeviceSummary",
-}
+# Names a backend module may export besides kernels: availability and OpenMP probes, and the
+# CUDA backend's device-array helpers (``device_*``, ``Device*``, ``is_device_array``).
+NOT_KERNELS = {"is_available", "openmp_enabled", "openmp_max_threads", "is_device_array"}
+NOT_KERNEL_PREFIXES = ("device_", "Device")
 # The kernels: every name AUTO_ORDER ranks, and the prepare/rows forms that fastrec.dask uses.
 KERNELS = set(_dispatch.AUTO_ORDER) | {
     name
@@ -45,7 +36,9 @@ def _exports(module):
     names = getattr(module, "__all__", None)
     if names is None:
         names = [n for n, v in vars(module).items() if n[0] != "_" and callable(v)]
-    return {n for n in names if n[0] != "_"} - NOT_KERNELS
+    return {
+        n for n in names if n[0] != "_" and not n.startswith(NOT_KERNEL_PREFIXES)
+    } - NOT_KERNELS
 
 
 def _shape(fn):
