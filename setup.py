@@ -23,7 +23,10 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 CYTHON_DIR = Path("src") / "fastrec" / "kernels" / "_cython"
-OPENMP_FLAGS = ["-fopenmp"]
+# gcc and LLVM clang: -fopenmp. Release builds elsewhere set these (see [tool.cibuildwheel] in
+# pyproject.toml): Apple clang with Homebrew's libomp, "-Xpreprocessor -fopenmp" / "-lomp".
+OPENMP_CFLAGS = os.environ.get("FASTREC_OPENMP_CFLAGS", "-fopenmp").split()
+OPENMP_LDFLAGS = os.environ.get("FASTREC_OPENMP_LDFLAGS", "-fopenmp").split()
 # No debug information in the shipped .so files (Python's CFLAGS carry -g): 4x smaller.
 NO_DEBUG_COMPILE = [] if sys.platform == "win32" else ["-g0"]
 NO_DEBUG_LINK = [] if sys.platform == "win32" else ["-Wl,-S"]
@@ -39,7 +42,7 @@ def openmp_supported() -> bool:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(OPENMP_PROBE)
-        cmd = cc.split() + OPENMP_FLAGS + [src, "-o", os.path.join(tmp, "probe")]
+        cmd = cc.split() + OPENMP_CFLAGS + [src, "-o", os.path.join(tmp, "probe")] + OPENMP_LDFLAGS
         return subprocess.run(cmd, capture_output=True).returncode == 0
     except OSError:
         return False
@@ -56,8 +59,8 @@ def extensions():
             "fastrec build: WARNING: OpenMP NOT available; Cython kernels will run on ONE thread",
             file=sys.stderr,
         )
-    compile_args = ["-O3"] + NO_DEBUG_COMPILE + (OPENMP_FLAGS if use_openmp else [])
-    link_args = NO_DEBUG_LINK + (OPENMP_FLAGS if use_openmp else [])
+    compile_args = ["-O3"] + NO_DEBUG_COMPILE + (OPENMP_CFLAGS if use_openmp else [])
+    link_args = NO_DEBUG_LINK + (OPENMP_LDFLAGS if use_openmp else [])
     exts = []
     for pyx in sorted((HERE / CYTHON_DIR).glob("*.pyx")):
         rel = pyx.relative_to(HERE)
@@ -65,6 +68,7 @@ def extensions():
             Extension(
                 "fastrec.kernels._cython." + pyx.stem,
                 [str(rel)],
+                depends=[str(h.relative_to(HERE)) for h in sorted((HERE / CYTHON_DIR).glob("*.h"))],
                 include_dirs=[np.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 extra_compile_args=compile_args,

@@ -23,7 +23,8 @@ sys.path.insert(0, {here!r})
 import numpy as np
 from threadpoolctl import threadpool_limits
 import datasets, similarity_cases as sc
-name, size, k, threads, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+name, size = sys.argv[1], sys.argv[2]
+k, threads, rounds = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 ui = datasets.interactions(size)
 X = sc.item_users(ui)
 run = sc.CASES[name]

@@ -459,7 +459,7 @@ def case_cosine_topk():
     def dense_topk():
         out_v, out_i = [], []
         for r0 in range(0, n_items, block):
-            S = Xn[r0 : r0 + block] @ Xn.T
+            S = Xn[r0 : r0 + block] @ Xn.T  # noqa: F821 (deleted only after the timing)
             rows = torch.arange(S.shape[0], device="cuda")
             S[rows, rows + r0] = -math.inf
             S.masked_fill_(S == 0, -math.inf)
@@ -528,8 +528,11 @@ def case_recommend():
     rows = np.arange(min(SIZES["rec_users"], ui.shape[0]), dtype=np.int64)
     d_ui, d_nb = _to_device_csr(ui), _to_device_csr(NB)
     d_rows = cuda.to_device(rows)
-    f = lambda: C.recommend(*d_ui, *d_nb, NB.shape[0], d_rows, n, d_ui[0], d_ui[1], None,  # noqa: E731
-                            None, None)
+
+    def f():
+        return C.recommend(*d_ui, *d_nb, NB.shape[0], d_rows, n, d_ui[0], d_ui[1], None, None,
+                           None)
+
     idx, val = f()
     sync()
     m = min(64, len(rows))

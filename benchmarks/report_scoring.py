@@ -1,4 +1,5 @@
-"""Turn a pytest-benchmark JSON of test_bench_scoring.py into the markdown tables of RESULTS.md:
+"""Turn a pytest-benchmark JSON of test_bench_scoring.py into the markdown tables of
+benchmarks/README.md:
 per group and thread count, each implementation's median and its figure, with ratios to the
 named baseline measured in the same run."""
 from __future__ import annotations

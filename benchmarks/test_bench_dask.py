@@ -12,7 +12,7 @@ dask benchmark resets the workers' peak-RSS counters first and records in ``extr
 task times and each block's multiply-adds W_block. ``test_*_block_cost`` measure, in this
 process and in CPU seconds, what one block costs: the fixed cost of a block (a one-row block)
 and the cost per multiply-add (a block of 1/8 of the rows), the numbers the 1e9-interaction
-estimate in RESULTS.md is built from. For cosine_topk: the once-per-call preparation
+estimate in benchmarks/README.md is built from. For cosine_topk: the once-per-call preparation
 (``prepare_cosine_topk``, what fastrec.dask does on the client), the fixed cost of a block of
 the prepared matrix (what each dask task pays), and, for comparison, the fixed cost of a
 one-shot ``cosine_topk(X, rows=[0])`` (validation and preparation included: what each task

@@ -1,7 +1,8 @@
 """Timings of the recommender models on the demo's synthetic data (6000 users x 2500 items),
 per kernel backend, and implicit's CosineRecommender on the same data for comparison.
 
-    python -m pytest benchmarks/test_bench_models.py --benchmark-only --benchmark-columns=median,min,max,rounds
+    python -m pytest benchmarks/test_bench_models.py --benchmark-only \\
+        --benchmark-columns=median,min,max,rounds
     fastrec bench -k models        (the ratio table: numpy reference median / median)
 """
 import numpy as np

@@ -1,6 +1,7 @@
 """Timings of the NumPy reference kernels: the baseline every speed-up is measured against.
 
-    python -m pytest benchmarks/test_bench_reference.py --benchmark-only --benchmark-columns=median,min,max,rounds
+    python -m pytest benchmarks/test_bench_reference.py --benchmark-only \\
+        --benchmark-columns=median,min,max,rounds
 
 Sizes follow the issues: cosine top-k on the item x user matrix of the small and mid sets
 (k=100), dense top-k 4096 x 100,000 float32 (k=100), recommend top-10 for 5,000 users of mid,

@@ -7,7 +7,7 @@ Run: ``python -m pytest benchmarks/test_bench_scoring.py --benchmark-only
 ``extra_info`` holds GB/s (dense), Mrows/s (CSR) or iterations and max |coef difference|
 (fit; plus Hessian-vector products and the distance to the optimum, see _optimum);
 ``python benchmarks/report_scoring.py RESULT.json`` turns the JSON into the table of
-RESULTS.md.
+benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -193,7 +193,8 @@ def _dense_fit_problem():
 
 
 def _hashed_fit_problem():
-    """20k events, 8 categorical columns (ids with Zipf-like skew), hashed to 2^14 float64 columns."""
+    """20k events, 8 categorical columns (ids with Zipf-like skew), hashed to 2^14 float64
+    columns."""
     rng = np.random.default_rng(3)
     n = 20_000
     cards = {"user": 20_000, "item": 5_000, "genre": 20, "hour": 24, "device": 4,
@@ -228,7 +229,7 @@ def _optimum(X, y):
     theta = np.r_[theta.coef_, theta.intercept_]
     for _ in range(3):
         _, g = obj(theta)
-        H = LinearOperator((theta.size, theta.size), matvec=lambda v: obj.hessp(theta, v))
+        H = LinearOperator((theta.size, theta.size), matvec=lambda v, t=theta: obj.hessp(t, v))
         step, _ = cg(H, -g, rtol=1e-14, maxiter=20 * theta.size)
         theta = theta + step
     return theta

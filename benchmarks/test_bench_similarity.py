@@ -2,7 +2,8 @@
 against the NumPy reference, implicit, sparse_dot_topn and scikit-learn, same data, same run.
 
     python -m pytest benchmarks/test_bench_similarity.py --benchmark-only -k mid \\
-        --benchmark-columns=median,min,max,rounds --benchmark-group-by=param:size,param:k,param:threads
+        --benchmark-columns=median,min,max,rounds \\
+        --benchmark-group-by=param:size,param:k,param:threads
 
 Peak RSS per case (each in its own process): ``python benchmarks/bench_similarity.py``.
 The large set is slow for the libraries (tens of seconds a call): select it with ``-k large``.

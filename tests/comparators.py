@@ -7,6 +7,8 @@ near-equal scores must agree, except for the last group of a full row (it may be
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -51,7 +53,7 @@ def assert_topk_equal(actual, expected, *, rtol=1e-5, atol=1e-6, exact=False):
         ev_real = ev[real].astype(np.float64)
         starts = _tie_groups(ev_real, rtol, atol) + [real.sum()]
         full = real.all()
-        for g, (s, t) in enumerate(zip(starts[:-1], starts[1:])):
+        for g, (s, t) in enumerate(itertools.pairwise(starts)):
             last = g == len(starts) - 2
             if last and full:
                 continue  # the group at the cut: which tied candidates got in may differ

@@ -21,7 +21,7 @@ from strategies import raw_csr
 
 
 def _prepare_backends():
-    return [b for b in fastrec.available_backends("cosine_topk_prepare")]
+    return list(fastrec.available_backends("cosine_topk_prepare"))
 
 
 def assert_csr_identical(a, b):

@@ -33,19 +33,19 @@ _HOW_TO_GET = {
 
 # Preference of "auto" per kernel, fastest first (CPU backends only: "auto" picks "cuda" only
 # when the inputs are device arrays, a choice made in _validation.check_placement).
-# Update from benchmarks/RESULTS.md when a compiled kernel lands.
+# Update from benchmarks/README.md when a compiled kernel lands.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cosine_topk": ("cython", "numba", "numpy"),
     "cosine_similarity": ("cython", "numba", "numpy"),
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
-    # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (weighting 2 threads, the default).
+    # Scoring: benchmarks/README.md, "Scoring" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
     "sigmoid_csr": ("numba", "cython", "numpy"),
     "logistic_loss_grad_dense": ("numba", "cython", "numpy"),
     "logistic_loss_grad_csr": ("cython", "numba", "numpy"),
-    # Hessian-vector products: RESULTS.md, "LogisticCTR(solver="trust-ncg")" (hashed CSR, 1
-    # thread: cython 0.19 vs numba 0.35 ms; dense 100k x 100 fit: numba ahead at 2 threads).
+    # Hessian-vector products: benchmarks/README.md, "Fit" (hashed CSR: cython ahead; dense:
+    # numba ahead at 2 threads).
     "logistic_hessp_dense": ("numba", "cython", "numpy"),
     "logistic_hessp_csr": ("cython", "numba", "numpy"),
 }

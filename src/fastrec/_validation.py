@@ -672,7 +672,8 @@ def _cgroup_cpu_quota() -> int | None:
 
 
 def check_n_threads(n_threads) -> int:
-    """scikit-learn's semantics: None = all usable cores, -1 = all, -2 = all but one, 0 is an error."""
+    """scikit-learn's semantics: None = all usable cores, -1 = all, -2 = all but one, 0 is an
+    error."""
     n_cpus = usable_cpu_count()
     if n_threads is None:
         return n_cpus

@@ -202,8 +202,9 @@ def bench(
     if not rows:
         _fail("no benchmarks ran (check -k)")
     machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {}).get("brand_raw", machine.get("machine", "?"))
     table = Table(
-        title=f"fastrec bench: {machine.get('cpu', {}).get('brand_raw', machine.get('machine', '?'))}, "
+        title=f"fastrec bench: {cpu}, "
               f"{data.get('datetime', '')}; ratio = {baseline or 'numpy reference'} median / "
               "median (> 1 is faster)",
         title_justify="left",

@@ -1,4 +1,5 @@
-"""Interaction data: events -> user x item CSR with id maps both ways, filters, splits, synthetic data.
+"""Interaction data: events -> user x item CSR with id maps both ways, filters, splits,
+synthetic data.
 
 An :class:`Interactions` holds the users x items CSR (canonical: sorted, no duplicates), the
 original user and item ids of its rows and columns, and optionally one timestamp per stored

@@ -330,7 +330,7 @@ def _cosine_topk_prepared(P: PreparedCosine, k, rows, shrink, min_similarity, mi
     kernel = get_kernel("cosine_topk_rows", P.backend)
     n = P.shape[0]
     row_ids = None if rows is None else check_ids(rows, "rows", n)
-    n_out = n if rows is None else len(row_ids)
+    n_out = n if row_ids is None else len(row_ids)
     check_memory(_cosine_rows_memory(n, k, n_threads, n_out), "cosine_topk")
     indptr, indices, data = kernel(
         P.state, k, shrink, min_similarity, min_support, include_self, n_threads, row_ids,
@@ -447,6 +447,6 @@ def _cosine_similarity_block(P: _PreparedSimilarity, r0, r1, min_similarity, n_t
     indptr = np.asarray(X.indptr[r0 : r1 + 1], dtype=np.int64) - lo
     check_memory(cosine_similarity_memory(r1 - r0, P.n_other, X.shape[1], hi - lo, n_threads),
                  "cosine_similarity")
-    out = get_kernel("cosine_similarity_rows", P.backend)(
+    out_indptr, out_indices, out_data = get_kernel("cosine_similarity_rows", P.backend)(
         P.state, indptr, X.indices[lo:hi], X.data[lo:hi], min_similarity, n_threads)
-    return make_csr(*out, (r1 - r0, P.n_other), P.family)
+    return make_csr(out_indptr, out_indices, out_data, (r1 - r0, P.n_other), P.family)

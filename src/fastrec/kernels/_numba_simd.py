@@ -145,8 +145,8 @@ def append_columns16(typingctx, j, mask, out, o):
 
 def target_has_compress() -> bool:
     """Whether Numba compiles for a CPU with AVX-512F (vpcompress): where the compress form
-    pays. Elsewhere LLVM's scalar expansion of a compress made top-k 1.5-1.8x slower than the
-    bit-mask walk (measured with NUMBA_CPU_NAME=haswell and x86-64 on this machine)."""
+    pays. Elsewhere LLVM's scalar expansion of a compress makes top-k slower than the
+    bit-mask walk (NUMBA_CPU_NAME=haswell or x86-64 show it)."""
     import llvmlite.binding as llvm
     from numba.core import config
 

@@ -1,18 +1,6 @@
 """The Cython (OpenMP) backend: re-exports the compiled kernels under their reference names."""
+
 from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (import = built)
-from ._cython._similarity import (  # noqa: F401
-    cosine_similarity,
-    cosine_similarity_prepare,
-    cosine_similarity_rows,
-    cosine_topk,
-    cosine_topk_prepare,
-    cosine_topk_rows,
-)
-
-
-def is_available():
-    return True, ""
-from ._cython._topk import recommend, topk  # noqa: F401
 from ._cython._scoring import (  # noqa: F401
     logistic_hessp_csr,
     logistic_hessp_dense,
@@ -21,3 +9,16 @@ from ._cython._scoring import (  # noqa: F401
     sigmoid_csr,
     sigmoid_dense,
 )
+from ._cython._similarity import (  # noqa: F401
+    cosine_similarity,
+    cosine_similarity_prepare,
+    cosine_similarity_rows,
+    cosine_topk,
+    cosine_topk_prepare,
+    cosine_topk_rows,
+)
+from ._cython._topk import recommend, topk  # noqa: F401
+
+
+def is_available():
+    return True, ""

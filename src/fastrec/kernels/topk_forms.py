@@ -3,7 +3,7 @@ and benchmarks.
 
 Both backends have two exact forms of the float32 row: the vector-compress ("stream") form,
 taken where the CPU has AVX-512 (checked once, at import) and k >= 32, and the bit-mask walk,
-taken otherwise. See README ("Ranking") and benchmarks/RESULTS.md for what each costs.
+taken otherwise. See README ("Ranking") and benchmarks/README.md for what each costs.
 """
 from __future__ import annotations
 

@@ -235,8 +235,8 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
 
 # Which pass a block makes: the loss/gradient, or the Hessian-vector product (the same pass with
 # w, b, sw <- v, vb, c and residual c_i * (x.v + vb)). A fused type, so that each block is
-# compiled once per pass with the choice made at compile time: as a run-time flag it cost the
-# CSR loss/gradient ~6% (0.54 vs 0.51 ms, hashed fit problem, one thread).
+# compiled once per pass with the choice made at compile time: as a run-time flag it slowed
+# the CSR loss/gradient measurably.
 ctypedef struct LossPass:
     char unused
 
@@ -485,8 +485,9 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     """:func:`logistic_loss_grad_dense` for a CSR X (n >= 1 rows) with len(w) columns.
 
     The rows are cut into at most ``_scoring_plan.CSR_GRAD_CHUNKS`` chunks of about equal
-    rows + non-zeros, fixed by the matrix alone; each chunk scatters its gradient into its own dense float64
-    buffer and the buffers are summed in chunk order (the same bits for any n_threads).
+    rows + non-zeros, fixed by the matrix alone; each chunk scatters its gradient into its own
+    dense float64 buffer and the buffers are summed in chunk order (the same bits for any
+    n_threads).
     Time O(nnz + n + chunks * d); memory chunks * d float64s (at most ``CSR_GRAD_BYTES`` unless
     one buffer alone is larger). Parallelism is at most the number of chunks.
     """

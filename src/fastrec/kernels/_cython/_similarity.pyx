@@ -14,7 +14,7 @@ result is bit-identical for any thread count. Signatures copy ``kernels/referenc
 """
 import numpy as np
 
-from fastrec.kernels._rows import plan
+from fastrec.kernels import _host
 
 cimport cython
 from cython.parallel cimport parallel, prange
@@ -412,190 +412,55 @@ def _compact(const int64_t[::1] counts, Py_ssize_t kk, const int64_t[::1] out_id
 
 # ---- public kernels (reference signatures) --------------------------------------------------
 
-def _prepare_side(indptr, indices, data, n_cols, weighted, n):
-    """(row scales, transposed CSR with float64 normalised values when weighted)."""
-    inv_norm, row_exp, scale, constant = _row_scales(indptr, data)
-    weighted = weighted or not constant
-    nnz = int(indptr[n]) if n else 0
-    t_indptr = np.empty(n_cols + 1, np.int64)
-    t_indices = np.empty(nnz, np.int32 if n < 2**31 else np.int64)
-    t_data = np.empty(nnz if weighted else 0, np.float64)
-    _transpose(indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices,
-               t_data)
-    return (inv_norm, row_exp), scale, constant, t_indptr, t_indices, t_data
+# ---- what this backend gives the shared host layer (kernels/_host.py) -------------------------
+
+def _threads(n_threads):
+    return max(1, int(n_threads))
 
 
-def _row_weights(indptr, data, norms):
-    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product);
-    ``norms`` = (inv_norm, row_exp) of _row_scales."""
-    inv_norm, row_exp = norms
-    rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
-    return np.ldexp(data.astype(np.float64), -row_exp[rows]) * inv_norm[rows]
+def _run_row_work(indptr, indices, t_indptr, n_threads):
+    return _row_work(indptr, indices, t_indptr, _threads(n_threads))
 
 
-def _empty(n, dtype):
-    return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+def _run_cosine_rows(mode, operands, rule, out, n_threads):
+    _cosine_rows(*operands, int(mode), *rule, *out, _threads(n_threads))
 
 
-def cosine_topk_prepare(indptr, indices, data, n_cols, n_threads):
-    """The part of cosine_topk that depends on X only, done once for any number of row blocks.
-
-    Row scales (1/|x_i|, and whether every row holds one constant value), the transposed
-    matrix (float64 normalised values unless binary), the normalised row values and each
-    row's work. Returns an opaque tuple of arrays (picklable: ``fastrec.dask`` ships it to its
-    workers) for :func:`cosine_topk_rows`. Time O(nnz + n_cols); memory O(nnz + n + n_cols)
-    (the tuple keeps X's indices: 8 or 16 bytes per stored value in all when binary, 24 or 32
-    otherwise). Backends' tuples differ: pass it back to this module's cosine_topk_rows.
-    """
-    n = indptr.shape[0] - 1
-    indptr = np.asarray(indptr, dtype=np.int64)
-    n_threads = max(1, int(n_threads))
-    inv_norm, scale, binary, tp, tx, tw = _prepare_side(indptr, indices, data, n_cols, False, n)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
-    work = _row_work(indptr, indices, tp, n_threads) if n else np.zeros(0, np.int64)
-    return (int(n_cols), data.dtype, bool(binary), indptr, indices, xw, scale, tp, tx, tw, work)
+def _run_compact(counts, kk, out_idx, out_val, slots, indptr, indices, values, n_threads):
+    _compact(counts, kk, out_idx, out_val, slots, indptr, indices, values, _threads(n_threads))
 
 
-def cosine_topk_rows(
-    prepared, k, shrink, min_similarity, min_support, include_self, n_threads, rows
-):
-    """cosine_topk of a prepared X (:func:`cosine_topk_prepare`) for some or all of its rows.
-
-    ``rows``: None for every row, or an int64 array of row ids (any order, repeats allowed):
-    output row r is row rows[r]'s neighbours, bit for bit those of the all-rows call.
-    Returns (indptr int64, indices int64, values of X's dtype), as cosine_topk.
-    Time O(sum over the distinct rows of (w_i + min(n, w_i)) + b k log k) for b distinct rows;
-    memory O(b*k + threads*n) beyond the prepared tuple.
-    """
-    n_cols, dtype, binary, indptr, indices, xw, scale, tp, tx, tw, work = prepared
-    n = indptr.shape[0] - 1
-    kk = min(int(k), n)
-    if n == 0 or kk == 0:
-        return _empty(n if rows is None else len(rows), dtype)
-    n_threads = max(1, int(n_threads))
-    need_count = shrink > 0 or min_support > 1
-    order, slots = plan(work, rows)
-    counts = np.zeros(order.shape[0], np.int64)
-    out_idx = np.empty(order.shape[0] * kk, np.int64)
-    out_val = np.empty(order.shape[0] * kk, np.float64)
-    _cosine_rows(indptr, indices, xw, tp, tx, tw, scale, scale, n, binary, need_count, order,
-                 work, 0, kk, float(shrink), float(min_similarity), int(min_support),
-                 bool(include_self), dtype == np.float32, counts, counts, out_idx, out_val,
-                 n_threads)
-    out_indptr = np.zeros(slots.shape[0] + 1, np.int64)
-    np.cumsum(counts[slots], out=out_indptr[1:])
-    nnz = int(out_indptr[-1])
-    out_indices = np.empty(nnz, np.int64)
-    out_values = np.empty(nnz, dtype)
-    _compact(counts, kk, out_idx, out_val, slots, out_indptr, out_indices, out_values,
-             n_threads)
-    return out_indptr, out_indices, out_values
+def _transpose_index_dtype(n_rows):
+    return np.int32 if n_rows < 2**31 else np.int64
 
 
-def cosine_topk(
-    indptr,
-    indices,
-    data,
-    n_cols,
-    k,
-    shrink,
-    min_similarity,
-    min_support,
-    include_self,
-    n_threads,
-    rows=None,
-):
-    """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
-
-    Same rules as ``reference.cosine_topk``: candidates have co-count c >= min_support,
-    sim >= min_similarity, sim != 0, j != i unless include_self; sim shrunk by c/(c+shrink);
-    rows sorted by sim descending (ranked in data's dtype), ties by smaller j.
-    Returns (indptr int64, indices int64, values of data's dtype).
-    Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
-    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n); with ``rows``
-    (None, or the row ids to compute: output row r is row rows[r]) O(nnz + len(rows)*k +
-    threads*n). :func:`cosine_topk_prepare` + :func:`cosine_topk_rows`, in one call.
-    """
-    n = indptr.shape[0] - 1
-    if n == 0 or min(int(k), n) == 0:
-        return _empty(n if rows is None else len(rows), data.dtype)
-    prepared = cosine_topk_prepare(indptr, indices, data, n_cols, n_threads)
-    return cosine_topk_rows(prepared, k, shrink, min_similarity, min_support, include_self,
-                            n_threads, rows)
+def _as_indptr(indptr):
+    return np.asarray(indptr, dtype=np.int64)
 
 
-def cosine_similarity_prepare(
-    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
-):
-    """The part of cosine_similarity that does not depend on which rows of X are computed.
-
-    Whether the product is binary (every row of X and of Y holds one constant value: decided
-    over all of X, so that any block of X's rows is computed exactly as in the whole call),
-    and Y's side: row scales and the transposed Y (float64 normalised values unless binary).
-    Returns an opaque tuple for :func:`cosine_similarity_rows`. Time O(nnz(X) + nnz(Y));
-    memory O(nnz(Y) + p + n_cols).
-    """
-    p = y_indptr.shape[0] - 1
-    dtype = np.result_type(data.dtype, y_data.dtype)
-    indptr = np.asarray(indptr, dtype=np.int64)
-    y_indptr = np.asarray(y_indptr, dtype=np.int64)
-    const_x = _row_scales(indptr, data)[3]
-    _, scale_y, const_y, tp, tx, tw = _prepare_side(
-        y_indptr, y_indices, y_data, n_cols, not const_x, p
-    )
-    binary = const_x and const_y
-    if not binary and tw.shape[0] != y_data.shape[0]:  # Y constant, X not: weigh Y too
-        _, scale_y, _, tp, tx, tw = _prepare_side(y_indptr, y_indices, y_data, n_cols, True, p)
-    return (int(n_cols), dtype, bool(binary), scale_y, tp, tx, tw)
+def _same(a):
+    return a
 
 
-def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads):
-    """cosine_similarity of some rows of X (given as a CSR: X itself, or a block of its rows)
-    with the prepared Y (:func:`cosine_similarity_prepare` of X and Y).
-
-    Each output row is bit for bit that row of the whole call. Returns (indptr int64, indices
-    int64, values of the result dtype). Time O(2 (W_rows + sum_i min(p, w_i))); memory
-    O(nnz(rows) + nnz(result) + threads*p) beyond the prepared tuple.
-    """
-    n_cols, dtype, binary, scale_y, tp, tx, tw = prepared
-    n, p = indptr.shape[0] - 1, scale_y.shape[0]
-    if n == 0 or p == 0:
-        return _empty(n, dtype)
-    indptr = np.asarray(indptr, dtype=np.int64)
-    n_threads = max(1, int(n_threads))
-    inv_x, exp_x, scale_x, _ = _row_scales(indptr, data)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, (inv_x, exp_x))
-    work = _row_work(indptr, indices, tp, n_threads)
-    order = np.argsort(-work, kind="stable")
-    counts = np.zeros(n, np.int64)
-    args = (indptr, indices, xw, tp, tx, tw, scale_x, scale_y, p, binary, False, order, work)
-    rule = (0, 0.0, float(min_similarity), 1, True, False)
-    _cosine_rows(*args, 1, *rule, counts, counts, np.zeros(0, np.int64), np.zeros(0), n_threads)
-    out_indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=out_indptr[1:])
-    nnz = int(out_indptr[-1])
-    out_idx = np.empty(nnz, np.int64)
-    out_val = np.empty(nnz, np.float64)
-    _cosine_rows(*args, 2, *rule, counts, out_indptr, out_idx, out_val, n_threads)
-    return out_indptr, out_idx, out_val.astype(dtype, copy=False)
+def _float64(dtype):
+    return np.float64  # per-slot values in float64, rounded once into the result
 
 
-def cosine_similarity(
-    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
-):
-    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
+LOOPS = _host.CosineLoops(
+    row_scales=_row_scales,
+    transpose=_transpose,
+    transpose_index_dtype=_transpose_index_dtype,
+    row_work=_run_row_work,
+    cosine_rows=_run_cosine_rows,
+    compact=_run_compact,
+    as_indptr=_as_indptr,
+    as_indices=_same,
+    slot_dtype=_float64,
+)
 
-    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
-    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
-    so that the output is allocated once at its exact size.
-    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
-    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
-    :func:`cosine_similarity_prepare` + :func:`cosine_similarity_rows`, in one call.
-    """
-    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
-    if n == 0 or p == 0:
-        return _empty(n, np.result_type(data.dtype, y_data.dtype))
-    prepared = cosine_similarity_prepare(
-        indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
-    )
-    return cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads)
+cosine_topk_prepare = _host.bind(_host.cosine_topk_prepare, LOOPS, __name__)
+cosine_topk_rows = _host.bind(_host.cosine_topk_rows, LOOPS, __name__)
+cosine_topk = _host.bind(_host.cosine_topk, LOOPS, __name__)
+cosine_similarity_prepare = _host.bind(_host.cosine_similarity_prepare, LOOPS, __name__)
+cosine_similarity_rows = _host.bind(_host.cosine_similarity_rows, LOOPS, __name__)
+cosine_similarity = _host.bind(_host.cosine_similarity, LOOPS, __name__)

@@ -9,8 +9,10 @@ sorted indices per row), the public API validates them.
 """
 import numpy as np
 
+from fastrec.kernels import _host
+
 cimport cython
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -30,226 +32,13 @@ cdef enum:
     BLOCK = 64
     SLACK = 80
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    /* A full 64-wide block: whether any p[t] > thr, and the hit mask (bit t set when
-       p[t] > thr; never for NaN). gcc vectorises neither well at the base ISA, so on x86-64
-       they are spelled with SSE2, which every x86-64 CPU has. */
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    static inline int fastrec_any_f32(const float* p, float thr) {
-        __m128 t = _mm_set1_ps(thr), h = _mm_setzero_ps();
-        for (int q = 0; q < 16; q++)
-            h = _mm_or_ps(h, _mm_cmpgt_ps(_mm_loadu_ps(p + 4 * q), t));
-        return _mm_movemask_ps(h);
-    }
-    static inline int fastrec_any_f64(const double* p, double thr) {
-        __m128d t = _mm_set1_pd(thr), h = _mm_setzero_pd();
-        for (int q = 0; q < 32; q++)
-            h = _mm_or_pd(h, _mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t));
-        return _mm_movemask_pd(h);
-    }
-    static inline uint64_t fastrec_hits_f32(const float* p, float thr) {
-        __m128 t = _mm_set1_ps(thr);
-        uint64_t m = 0;
-        for (int q = 0; q < 16; q++)
-            m |= (uint64_t)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(p + 4 * q), t)) << (4 * q);
-        return m;
-    }
-    static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
-        __m128d t = _mm_set1_pd(thr);
-        uint64_t m = 0;
-        for (int q = 0; q < 32; q++)
-            m |= (uint64_t)_mm_movemask_pd(_mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t)) << (2 * q);
-        return m;
-    }
-    #else
-    static inline int fastrec_any_f32(const float* p, float thr) {
-        int h = 0;
-        for (int t = 0; t < 64; t++) h |= p[t] > thr;
-        return h;
-    }
-    static inline int fastrec_any_f64(const double* p, double thr) {
-        int h = 0;
-        for (int t = 0; t < 64; t++) h |= p[t] > thr;
-        return h;
-    }
-    static inline uint64_t fastrec_hits_f32(const float* p, float thr) {
-        uint64_t m = 0;
-        for (int t = 0; t < 64; t++) m |= (uint64_t)(p[t] > thr) << t;
-        return m;
-    }
-    static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
-        uint64_t m = 0;
-        for (int t = 0; t < 64; t++) m |= (uint64_t)(p[t] > thr) << t;
-        return m;
-    }
-    #endif
-    """
+# The C (SSE2 block tests, the AVX-512 compress row) lives in _topk_simd.h.
+cdef extern from "_topk_simd.h":
     int fastrec_any_f32(const float* p, float thr) nogil
     int fastrec_any_f64(const double* p, double thr) nogil
     uint64_t fastrec_hits_f32(const float* p, float thr) nogil
     uint64_t fastrec_hits_f64(const double* p, double thr) nogil
     int __builtin_ctzll(unsigned long long) nogil
-
-
-cdef extern from *:
-    """
-    /* The float32 top-k row in vector-compress ("stream") form, for x86-64 CPUs with AVX-512
-       (checked at run time; the module is built for the base ISA) and k >= COMPRESS_MIN_K.
-       Mirrors _topk_row_f32_compress of the Numba backend, whose comment gives the design
-       and the measurements. */
-    #include <string.h>
-    /* float32 rows pack each candidate into one uint64 key: the score's bits mapped to an
-       unsigned integer of the same order (-0.0 first made +0.0: they are equal scores), then
-       the complemented column, so that one integer comparison ranks (score desc, column asc).
-       Both forms of the row (the walk below in Cython, the stream form here) use these. */
-    static inline uint64_t fastrec_f32_key(float v, int64_t j) {
-        float c = v + 0.0f;
-        uint32_t b;
-        memcpy(&b, &c, 4);
-        b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
-        return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
-    }
-    static inline float fastrec_key_f32(uint64_t key) {
-        uint32_t b = (uint32_t) (key >> 32);
-        float v;
-        b ^= (b >> 31) ? 0x80000000u : 0xFFFFFFFFu;
-        memcpy(&v, &b, 4);
-        return v;
-    }
-    #if defined(__GNUC__) && defined(__x86_64__)
-    #include <immintrin.h>
-    #define FASTREC_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
-    static int fastrec_cpu_has_avx512(void) {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
-            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    }
-    /* Keys of a[:n] > pivot (above) or < pivot, stored in order at out (may be a: each store
-       lands at or before the vector it read); returns how many. Masked loads: no read past n. */
-    FASTREC_AVX512 static Py_ssize_t fastrec_compress_keys(
-            const uint64_t* a, Py_ssize_t n, uint64_t pivot, int above, uint64_t* out) {
-        const __m512i p = _mm512_set1_epi64((long long) pivot);
-        Py_ssize_t o = 0;
-        for (Py_ssize_t i = 0; i < n; i += 8) {
-            __mmask8 lanes = n - i >= 8 ? 0xFF : (__mmask8) ((1u << (n - i)) - 1);
-            __m512i v = _mm512_maskz_loadu_epi64(lanes, a + i);
-            __mmask8 m = lanes & (above ? _mm512_cmpgt_epu64_mask(v, p)
-                                        : _mm512_cmplt_epu64_mask(v, p));
-            _mm512_mask_storeu_epi64(out + o, (__mmask8) ((1u << __builtin_popcount(m)) - 1),
-                                     _mm512_maskz_compress_epi64(m, v));
-            o += __builtin_popcount(m);
-        }
-        return o;
-    }
-    FASTREC_AVX512 static Py_ssize_t fastrec_count_above(const uint64_t* a, Py_ssize_t n,
-                                                         uint64_t pivot) {
-        const __m512i p = _mm512_set1_epi64((long long) pivot);
-        Py_ssize_t c = 0;
-        for (Py_ssize_t i = 0; i < n; i += 8) {
-            __mmask8 lanes = n - i >= 8 ? 0xFF : (__mmask8) ((1u << (n - i)) - 1);
-            c += __builtin_popcount(lanes & _mm512_cmpgt_epu64_mask(
-                _mm512_maskz_loadu_epi64(lanes, a + i), p));
-        }
-        return c;
-    }
-    /* Keep the k largest of the distinct keys a[:n] (n >= k) in a[:k] (in no order); returns
-       the least of them. s: scratch of n. */
-    FASTREC_AVX512 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k,
-                                                    uint64_t* s) {
-        const uint64_t* src = a;
-        Py_ssize_t m = n, need = k;
-        uint64_t least;
-        for (;;) {
-            if (m <= 24) {  /* insertion-sort the few left, descending */
-                for (Py_ssize_t t = 0; t < m; t++) {
-                    uint64_t x = src[t];
-                    Py_ssize_t u = t;
-                    for (; u > 0 && s[u - 1] < x; u--) s[u] = s[u - 1];
-                    s[u] = x;
-                }
-                least = s[need - 1];
-                break;
-            }
-            uint64_t x = src[0], y = src[m >> 1], z = src[m - 1];
-            uint64_t lo = x < y ? x : y, hi = x < y ? y : x;
-            uint64_t pivot = hi < z ? hi : (lo > z ? lo : z);
-            Py_ssize_t above = fastrec_count_above(src, m, pivot);
-            if (above == need - 1) { least = pivot; break; }
-            if (above >= need) {
-                m = fastrec_compress_keys(src, m, pivot, 1, s);
-            } else {
-                m = fastrec_compress_keys(src, m, pivot, 0, s);
-                need -= above + 1;
-            }
-            src = s;
-        }
-        fastrec_compress_keys(a, n, least - 1, 1, a);
-        return least;
-    }
-    /* Scan the full blocks of row[:j_end] (j_end a multiple of 64) in the stream form: each
-       block's columns above the threshold are appended to cols with compress stores, whether
-       or not there are any (no data-dependent branch), then its excluded columns (ex, sorted)
-       are dropped; every k columns become keys; 2k keys are cut back to k, raising the
-       threshold. Returns the keys held (*nk_io < 3k) and the threshold. keys and s hold
-       3k + 80, cols k + 80. */
-    FASTREC_AVX512 static void fastrec_scan_f32(
-            const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
-            uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
-        Py_ssize_t nk = 0, nc = 0, p = 0, j0 = 0;
-        float thr = -INFINITY;
-        const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-        __m512 t = _mm512_set1_ps(thr);
-        for (; j0 < j_end; j0 += 64) {
-            Py_ssize_t c0 = nc;
-            for (int q = 0; q < 4; q++) {
-                __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j0 + 16 * q), t, _CMP_GT_OQ);
-                __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int) (j0 + 16 * q)), iota);
-                _mm512_storeu_si512(cols + nc, _mm512_maskz_compress_epi32(m, c));
-                nc += __builtin_popcount(m);
-            }
-            while (p < n_ex && ex[p] < j0) p++;
-            if (p < n_ex && ex[p] < j0 + 64) {  /* drop this block's excluded columns */
-                Py_ssize_t o = c0, q = p;
-                for (Py_ssize_t u = c0; u < nc; u++) {
-                    while (q < n_ex && ex[q] < (int64_t) cols[u]) q++;
-                    if (!(q < n_ex && ex[q] == (int64_t) cols[u])) cols[o++] = cols[u];
-                }
-                nc = o;
-            }
-            if (nc >= k) {
-                for (Py_ssize_t u = 0; u < nc; u++)
-                    keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
-                nk += nc;
-                nc = 0;
-                if (nk >= 2 * k) {
-                    thr = fastrec_key_f32(fastrec_cut_keys(keys, nk, k, s));
-                    t = _mm512_set1_ps(thr);
-                    nk = k;
-                }
-            }
-        }
-        for (Py_ssize_t u = 0; u < nc; u++)
-            keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
-        *nk_io = nk + nc;
-        *thr_io = thr;
-    }
-    #define FASTREC_COMPRESS_BUILT 1
-    #else
-    #define FASTREC_COMPRESS_BUILT 0
-    static int fastrec_cpu_has_avx512(void) { return 0; }
-    /* never called: fastrec_cpu_has_avx512() is 0 */
-    static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) {
-        return 0;
-    }
-    static void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k,
-                                 const int64_t* ex, Py_ssize_t n_ex, uint64_t* keys,
-                                 uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
-                                 float* thr_io) {}
-    #endif
-    """
     int fastrec_cpu_has_avx512() nogil
     uint64_t _f32_key "fastrec_f32_key"(float v, int64_t j) nogil
     float _key_f32 "fastrec_key_f32"(uint64_t key) nogil
@@ -301,7 +90,8 @@ cdef inline uint64_t _block_hits(const floating* p, Py_ssize_t n, floating thr) 
     return m
 
 
-cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p, Py_ssize_t j) noexcept nogil:
+cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p,
+                          Py_ssize_t j) noexcept nogil:
     """Advance the sorted exclusion cursor p[0] to column j; whether j is not excluded."""
     while p[0] < n_ex and ex[p[0]] < j:
         p[0] += 1
@@ -447,7 +237,8 @@ cdef inline void _select_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k) noexcept 
             lo = s + 1
 
 
-cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos, uint64_t key) noexcept nogil:
+cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos,
+                                uint64_t key) noexcept nogil:
     """Place ``key`` at ``pos`` of the min-heap a[:size], moving it down as needed."""
     cdef Py_ssize_t c
     while True:
@@ -576,37 +367,25 @@ def _topk_impl(
                       &out_val[r, 0], &out_idx[r, 0])
 
 
-def _index_type(*arrays):
-    """int64 if any given index array is int64, else int32 (one specialisation per call)."""
-    return np.int64 if any(a is not None and a.dtype == np.int64 for a in arrays) else np.int32
+# ---- what this backend gives the shared host layer (kernels/_host.py) -------------------------
+
+def _topk_index_type(scores, k, mask_itype):
+    # The stream form takes int64 exclusions.
+    return np.int64 if _takes_compress(scores, k) else mask_itype
 
 
-def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
-    """Row-wise top-k of a dense (n_rows, n_cols) float32/float64 array.
+def _takes_keys(scores):
+    return scores.dtype == np.float32 and scores.shape[1] < 2**32
 
-    Column c of row r is a candidate unless (r, c) is stored in the exclude mask (CSR pattern
-    with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
-    +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
-    sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
-    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus expected O(1)
-    per entry above the running threshold (about 2k ln(n_cols / k) per random row); memory
-    O(n_rows * k) output plus O(k) per thread.
-    """
-    scores = np.ascontiguousarray(scores)
-    n_rows = scores.shape[0]
-    out_idx = np.empty((n_rows, k), dtype=np.int64)
-    out_val = np.empty((n_rows, k), dtype=scores.dtype)
-    has_mask = exclude_indptr is not None
-    keyed = scores.dtype == np.float32 and scores.shape[1] < 2**32
-    compress = keyed and _compress and k >= _compress_min_k
-    itype = np.int64 if compress else _index_type(exclude_indptr, exclude_indices)
-    if has_mask:
-        ex_indptr = np.ascontiguousarray(exclude_indptr, dtype=itype)
-        ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
-    else:
-        ex_indptr = ex_indices = np.zeros(1, dtype=itype)
-    if ex_indices.shape[0] == 0:
-        ex_indices = np.zeros(1, dtype=itype)  # a valid address for the memoryview
+
+def _takes_compress(scores, k):
+    return _takes_keys(scores) and _compress and k >= _compress_min_k
+
+
+def _run_topk(call, n_threads):
+    scores, k = call.scores, call.k
+    keyed = _takes_keys(scores)
+    compress = _takes_compress(scores, k)
     n_buf = max(1, n_threads)
     # Keyed rows: the 2k key buffer; in stream form 3k keys, a scratch of 3k after them and k
     # columns, each with SLACK for a block's appends and whole-vector stores.
@@ -615,9 +394,7 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     cols = np.empty((n_buf, k + SLACK if compress else 1), dtype=np.uint32)
     bv = np.empty((n_buf, 1 if keyed else 2 * k), dtype=scores.dtype)
     bi = np.empty((n_buf, 1 if keyed else 2 * k), dtype=np.int64)
-    _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, keys, cols, bv, bi,
-               keyed, compress, n_threads)
-    return out_idx, out_val
+    _topk_impl(*call, keys, cols, bv, bi, keyed, compress, n_threads)
 
 
 # ---- fused sparse recommend ------------------------------------------------------------------
@@ -702,55 +479,25 @@ def _recommend_impl(
                 hi[t] = -1
 
 
-def recommend(
-    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
-    seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
-):
-    """Top-n items for each row r in ``rows`` of the sparse product A @ B, never built whole.
-
-    A is (n_rows, n_mid) CSR and B (n_mid, n_items) CSR (item-kNN: A = user_items,
-    B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
-    for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
-    (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
-    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
-    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
-    (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
-    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
-    memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
-    """
-    dtype = np.result_type(a_data.dtype, b_data.dtype)
-    itype = _index_type(a_indptr, a_indices, b_indptr, b_indices, seen_indptr, seen_indices,
-                        ex_indptr, ex_indices)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    n_rows = rows.shape[0]
-    out_idx = np.empty((n_rows, n), dtype=np.int64)
-    out_val = np.empty((n_rows, n), dtype=dtype)
-    if n_rows == 0:
-        return out_idx, out_val
-
-    def ix(a):
-        return np.ascontiguousarray(a, dtype=itype)
-
-    def mask(m_indptr, m_indices):
-        if m_indptr is None:
-            return np.zeros(1, itype), np.zeros(1, itype), False
-        m_indices = ix(m_indices)
-        return ix(m_indptr), (m_indices if m_indices.shape[0] else np.zeros(1, itype)), True
-
-    def arr(a):  # empty arrays get one dummy slot so that memoryviews have an address
-        return a if a.shape[0] else np.zeros(1, a.dtype)
-
-    s_ptr, s_ind, has_seen = mask(seen_indptr, seen_indices)
-    e_ptr, e_ind, has_ex = mask(ex_indptr, ex_indices)
-    n_buf = max(1, min(int(n_threads), n_rows))
-    n_items = int(n_items)
+def _run_recommend(call, n_threads):
+    n_buf = max(1, min(int(n_threads), call.rows.shape[0]))
+    n_items = call.n_items
     acc = np.zeros((n_buf, max(1, n_items)), dtype=np.float64)
     mark = np.zeros((n_buf, max(1, n_items)), dtype=np.uint8)
     touched = np.empty((n_buf, n_items + 1), dtype=np.int64)  # +1: the branch-free spare write
     _recommend_impl(
-        ix(a_indptr), arr(ix(a_indices)), arr(np.ascontiguousarray(a_data, dtype=dtype)),
-        ix(b_indptr), arr(ix(b_indices)), arr(np.ascontiguousarray(b_data, dtype=dtype)),
-        rows, n, s_ptr, s_ind, has_seen, e_ptr, e_ind, has_ex,
-        acc, mark, touched, out_idx, out_val, n_buf,
+        call.a_indptr, call.a_indices, call.a_data, call.b_indptr, call.b_indices, call.b_data,
+        call.rows, call.n, call.seen_indptr, call.seen_indices, call.has_seen, call.ex_indptr,
+        call.ex_indices, call.has_ex, acc, mark, touched, call.out_idx, call.out_val, n_buf,
     )
-    return out_idx, out_val
+
+
+LOOPS = _host.RankingLoops(
+    topk_index_type=_topk_index_type,
+    topk=_run_topk,
+    recommend=_run_recommend,
+    pad_empty=True,
+)
+
+topk = _host.bind(_host.topk, LOOPS, __name__)
+recommend = _host.bind(_host.recommend, LOOPS, __name__)

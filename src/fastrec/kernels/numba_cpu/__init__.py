@@ -2,8 +2,10 @@
 
 One module per kernel family (``similarity``, ``topk``, ``scoring``), as the Cython backend's
 ``_cython/_<family>.pyx``; ``_common`` holds what several families share (the unsigned index
-view, the thread count, the bounded heap). Kernels parallelise with ``prange`` over rows or row
-blocks, each writing only its own output slots, so results do not depend on the thread count.
+view, the thread count, the bounded heap). The host side around the compiled loops (allocation,
+shortcuts, index types, masks) is ``kernels/_host.py``, shared with the Cython backend.
+Kernels parallelise with ``prange`` over rows or row blocks, each writing only its own output
+slots, so results do not depend on the thread count.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def _exp_nonpos(x):
 @numba.njit(cache=True, inline="always")
 def _sigmoid_block(z, b, out):
     """out[t] = sigmoid(z[t] + b) over a block, branch-free with :func:`_exp_nonpos` so the
-    loop vectorises (float32 scores: measured 10.1 against 19.3 ns per 64-wide row). Inlined
+    loop vectorises (about twice as fast per row as libm's exp for float32). Inlined
     into its callers at Numba IR level: called as a function, the loop stayed scalar."""
     for t in range(z.shape[0]):
         zt = z[t] + b
@@ -100,8 +100,7 @@ def _dot(x, w):
     """sum_j x[j] * w[j] in float64.
 
     Reassociation lets LLVM vectorise the sum with its own (compile-time, so thread-count
-    independent) order: measured 2.2x faster per row than eight hand-interleaved accumulators
-    at d=64 float32 (19.5 vs 42.2 ns), 1.3x at float64.
+    independent) order: faster than hand-interleaved accumulators, most for float32.
     """
     acc = 0.0
     for j in range(x.shape[0]):
@@ -114,8 +113,8 @@ def _sparse_dot(indices, data, w, lo, hi):
     """sum_k data[k] * w[indices[k]] over [lo, hi) in float64.
 
     Reassociation (as in :func:`_dot`: LLVM's compile-time order, so thread-count independent)
-    lets LLVM vectorise the gathers: measured 70 vs 88 ms per 2M rows of 40 nnz on one thread
-    against four hand-interleaved accumulators (AVX-512 gathers on this machine).
+    lets LLVM vectorise the gathers (AVX-512 gathers where the CPU has them), faster than
+    hand-interleaved accumulators.
     """
     acc = 0.0
     for k in range(lo, hi):
@@ -178,10 +177,8 @@ def sigmoid_dense(X, w, b, out, n_threads):
     One fused pass, O(n d) time, no temporary beyond one block's logits. The sigmoid of a block
     of logits is taken at once with a vectorised polynomial exp (within 3 float64 ulp of libm's:
     invisible after rounding to float32, within 1.5e-16 relative of the reference for float64).
-    Measured on a quiet machine, 2M x 64: float32 10.7 vs 19.5 ns per row (one thread); float64
-    23.2 vs 25.7 ms with libm's exp per row (2 threads; 33.7 vs 40.6 ms on one), where the read
-    alone takes 21.8 ms. (An earlier run on a loaded machine had shown the float64 block form
-    slower: 67-72 vs 52 ms; the quiet rerun does not reproduce it.)
+    The block form is faster than libm's exp per row for both dtypes (benchmarks/README.md,
+    "Scoring").
     """
     with threads(n_threads):
         if X.flags.c_contiguous:
@@ -213,7 +210,7 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
 
     float64 dot product in a fixed order (see _sparse_dot); O(nnz) time, no memory beyond out
     (and one block's logits). float32 scores use the block-wise vectorised sigmoid as
-    sigmoid_dense does (22.2 vs 15.9 Mrows/s per thread, 40 nnz per row).
+    sigmoid_dense does (faster per thread than the per-row sigmoid).
     """
     with threads(n_threads):
         _sigmoid_csr(unsigned(indptr), unsigned(indices), data, w, float(b), out,

@@ -8,7 +8,7 @@ import math
 import numba
 import numpy as np
 
-from .. import _rows
+from .. import _host
 from ._common import heap_offer, heap_sort, thread_count, threads, unsigned
 
 # The exact row-wise Gustavson product S = Xn Xn^T (or Xn Yn^T): for row i, every stored
@@ -273,186 +273,40 @@ def _compact(counts, kk, out_idx, out_val, slots, indptr, indices, values):
             values[dst + e] = out_val[src + e]
 
 
-def _prepare_side(indptr, indices, data, n_cols, weighted):
-    """(row scales, weighted data, transposed CSR) of one operand; see _row_scales."""
-    n = indptr.shape[0] - 1
-    inv_norm, row_exp, scale, constant = _row_scales(indptr, data)
-    weighted = weighted or not constant
-    nnz = int(indptr[n]) if n else 0
-    t_indptr = np.empty(n_cols + 1, np.int64)
-    t_indices = np.empty(nnz, np.uint32 if n < 2**32 else np.uint64)
-    t_data = np.empty(nnz if weighted else 0, np.float64)
-    _transpose(indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices,
-               t_data)
-    return (inv_norm, row_exp), scale, constant, (t_indptr, t_indices, t_data)
+# ---- what this backend gives the shared host layer (kernels/_host.py) -------------------------
 
 
-def _row_weights(indptr, data, norms):
-    """x_ip / |x_i| as float64, row by row (the left operand of a weighted product);
-    ``norms`` = (inv_norm, row_exp) of _row_scales."""
-    inv_norm, row_exp = norms
-    rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
-    return np.ldexp(data.astype(np.float64), -row_exp[rows]) * inv_norm[rows]
+def _run_row_work(indptr, indices, t_indptr, n_threads):
+    with threads(n_threads, dynamic=True):
+        return _row_work(indptr, indices, t_indptr)
 
 
-def _csr_from_slots(counts, kk, out_idx, out_val, slots, n_threads):
-    indptr = np.zeros(slots.shape[0] + 1, np.int64)
-    np.cumsum(counts[slots], out=indptr[1:])
-    indices = np.empty(int(indptr[-1]), np.int64)
-    values = np.empty(int(indptr[-1]), out_val.dtype)
+def _run_cosine_rows(mode, operands, rule, out, n_threads):
+    # rule.round32 is not passed: the loop reads the rounding off out.val's dtype.
+    with threads(n_threads, dynamic=True):
+        _cosine_rows(*operands, int(mode), *rule[:5], *out, thread_count(n_threads))
+
+
+def _run_compact(counts, kk, out_idx, out_val, slots, indptr, indices, values, n_threads):
     with threads(n_threads, dynamic=True):
         _compact(counts, kk, out_idx, out_val, slots, indptr, indices, values)
-    return indptr, indices, values
 
 
-def cosine_topk_prepare(indptr, indices, data, n_cols, n_threads):
-    """The part of cosine_topk that depends on X only, done once for any number of row blocks.
+LOOPS = _host.CosineLoops(
+    row_scales=_row_scales,
+    transpose=_transpose,
+    transpose_index_dtype=lambda n_rows: np.uint32 if n_rows < 2**32 else np.uint64,
+    row_work=_run_row_work,
+    cosine_rows=_run_cosine_rows,
+    compact=_run_compact,
+    as_indptr=lambda indptr: indptr,
+    as_indices=unsigned,
+    slot_dtype=lambda dtype: dtype,  # per-slot values already in the result dtype
+)
 
-    Row scales (1/|x_i|, and whether every row holds one constant value), the transposed
-    matrix (float64 normalised values unless binary), the normalised row values and each
-    row's work. Returns an opaque tuple of arrays (picklable: ``fastrec.dask`` ships it to its
-    workers) for :func:`cosine_topk_rows`. Time O(nnz + n_cols); memory O(nnz + n + n_cols).
-    Backends' tuples differ: pass it back to this module's cosine_topk_rows.
-    """
-    inv_norm, scale, binary, (tp, tx, tw) = _prepare_side(indptr, indices, data, n_cols, False)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, inv_norm)
-    ix = unsigned(indices)
-    with threads(n_threads, dynamic=True):
-        work = _row_work(indptr, ix, tp)
-    return (int(n_cols), data.dtype, bool(binary), indptr, ix, xw, scale, tp, tx, tw, work)
-
-
-def cosine_topk_rows(
-    prepared, k, shrink, min_similarity, min_support, include_self, n_threads, rows
-):
-    """cosine_topk of a prepared X (:func:`cosine_topk_prepare`) for some or all of its rows.
-
-    ``rows``: None for every row, or an int64 array of row ids (any order, repeats allowed):
-    output row r is row rows[r]'s neighbours, bit for bit those of the all-rows call.
-    Returns (indptr int64, indices int64, values of X's dtype), as cosine_topk.
-    Memory O(b*k + threads*n) beyond the prepared tuple, b the number of distinct rows.
-    """
-    n_cols, dtype, binary, indptr, ix, xw, scale, tp, tx, tw, work = prepared
-    n = indptr.shape[0] - 1
-    kk = min(int(k), n)
-    if n == 0 or kk == 0:
-        n_out = n if rows is None else len(rows)
-        return np.zeros(n_out + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    need_count = shrink > 0 or min_support > 1
-    order, slots = _rows.plan(work, rows)
-    counts = np.zeros(order.shape[0], np.int64)
-    out_idx = np.empty(order.shape[0] * kk, np.int64)
-    out_val = np.empty(order.shape[0] * kk, dtype)
-    with threads(n_threads, dynamic=True):
-        _cosine_rows(indptr, ix, xw, tp, tx, tw, scale, scale, n, binary, need_count, order,
-                     work, 0, kk, float(shrink), float(min_similarity), int(min_support),
-                     bool(include_self), counts, counts, out_idx, out_val,
-                     thread_count(n_threads))
-    return _csr_from_slots(counts, kk, out_idx, out_val, slots, n_threads)
-
-
-def cosine_topk(
-    indptr,
-    indices,
-    data,
-    n_cols,
-    k,
-    shrink,
-    min_similarity,
-    min_support,
-    include_self,
-    n_threads,
-    rows=None,
-):
-    """Each row's k most cosine-similar rows of X (n x n_cols CSR) as CSR arrays.
-
-    Same rules as ``reference.cosine_topk``: candidates have co-count c >= min_support,
-    sim >= min_similarity, sim != 0, j != i unless include_self; sim shrunk by c/(c+shrink);
-    rows sorted by sim descending (ranked in data's dtype), ties by smaller j.
-    Returns (indptr int64, indices int64, values of data's dtype).
-    Time O(W + sum_i min(n, w_i) + n k log k) with w_i the multiply-adds of row i and
-    W = sum over columns of (column nnz)^2. Memory O(nnz + n*k + threads*n); with ``rows``
-    (None, or the row ids to compute: output row r is row rows[r]) O(nnz + len(rows)*k +
-    threads*n). :func:`cosine_topk_prepare` + :func:`cosine_topk_rows`, in one call.
-    """
-    n = indptr.shape[0] - 1
-    if n == 0 or min(int(k), n) == 0:
-        n_out = n if rows is None else len(rows)
-        return np.zeros(n_out + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, data.dtype)
-    prepared = cosine_topk_prepare(indptr, indices, data, n_cols, n_threads)
-    return cosine_topk_rows(prepared, k, shrink, min_similarity, min_support, include_self,
-                            n_threads, rows)
-
-
-def cosine_similarity_prepare(
-    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
-):
-    """The part of cosine_similarity that does not depend on which rows of X are computed.
-
-    Whether the product is binary (every row of X and of Y holds one constant value: decided
-    over all of X, so that any block of X's rows is computed exactly as in the whole call),
-    and Y's side: row scales and the transposed Y (float64 normalised values unless binary).
-    Returns an opaque tuple for :func:`cosine_similarity_rows`. Time O(nnz(X) + nnz(Y)).
-    """
-    dtype = np.result_type(data.dtype, y_data.dtype)
-    const_x = _row_scales(indptr, data)[3]
-    _, scale_y, const_y, (tp, tx, tw) = _prepare_side(
-        y_indptr, y_indices, y_data, n_cols, not const_x
-    )
-    binary = const_x and const_y
-    if not binary and tw.shape[0] != y_data.shape[0]:  # Y constant, X not: weigh Y too
-        _, scale_y, _, (tp, tx, tw) = _prepare_side(y_indptr, y_indices, y_data, n_cols, True)
-    return (int(n_cols), dtype, bool(binary), scale_y, tp, tx, tw)
-
-
-def cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads):
-    """cosine_similarity of some rows of X (given as a CSR: X itself, or a block of its rows)
-    with the prepared Y (:func:`cosine_similarity_prepare` of X and Y); each output row is
-    bit for bit that row of the whole call. Memory O(nnz(rows) + nnz(result) + threads*p)."""
-    n_cols, dtype, binary, scale_y, tp, tx, tw = prepared
-    n, p = indptr.shape[0] - 1, scale_y.shape[0]
-    if n == 0 or p == 0:
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    inv_x, exp_x, scale_x, _ = _row_scales(indptr, data)
-    xw = np.zeros(0) if binary else _row_weights(indptr, data, (inv_x, exp_x))
-    ix = unsigned(indices)
-    with threads(n_threads, dynamic=True):
-        work = _row_work(indptr, ix, tp)
-    order = np.argsort(-work, kind="stable")
-    counts = np.zeros(n, np.int64)
-    no_idx = np.zeros(0, np.int64)
-    no_val = np.zeros(0, dtype)
-    args = (indptr, ix, xw, tp, tx, tw, scale_x, scale_y, p, binary, False, order, work)
-    rule = (0, 0.0, float(min_similarity), 1, True)
-    nt = thread_count(n_threads)
-    with threads(n_threads, dynamic=True):
-        _cosine_rows(*args, 1, *rule, counts, counts, no_idx, no_val, nt)
-    out_indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=out_indptr[1:])
-    out_idx = np.empty(int(out_indptr[-1]), np.int64)
-    out_val = np.empty(int(out_indptr[-1]), dtype)
-    with threads(n_threads, dynamic=True):
-        _cosine_rows(*args, 2, *rule, counts, out_indptr, out_idx, out_val, nt)
-    return out_indptr, out_idx, out_val
-
-
-def cosine_similarity(
-    indptr, indices, data, y_indptr, y_indices, y_data, n_cols, min_similarity, n_threads
-):
-    """The sparse cosine similarity of the rows of X (n x n_cols) with those of Y (p x n_cols).
-
-    Same rules as ``reference.cosine_similarity``: entry (i, j) stored when sim != 0 and
-    sim >= min_similarity, columns ascending. Two passes over the product (count, then fill)
-    so that the output is allocated once at its exact size.
-    Returns (indptr int64, indices int64, values: float32 only if both inputs are float32).
-    Time O(2 (W + sum_i min(p, w_i))). Memory O(nnz(X) + nnz(Y) + nnz(result) + threads*p).
-    :func:`cosine_similarity_prepare` + :func:`cosine_similarity_rows`, in one call.
-    """
-    n, p = indptr.shape[0] - 1, y_indptr.shape[0] - 1
-    if n == 0 or p == 0:
-        dtype = np.result_type(data.dtype, y_data.dtype)
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    prepared = cosine_similarity_prepare(
-        indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
-    )
-    return cosine_similarity_rows(prepared, indptr, indices, data, min_similarity, n_threads)
+cosine_topk_prepare = _host.bind(_host.cosine_topk_prepare, LOOPS, __name__)
+cosine_topk_rows = _host.bind(_host.cosine_topk_rows, LOOPS, __name__)
+cosine_topk = _host.bind(_host.cosine_topk, LOOPS, __name__)
+cosine_similarity_prepare = _host.bind(_host.cosine_similarity_prepare, LOOPS, __name__)
+cosine_similarity_rows = _host.bind(_host.cosine_similarity_rows, LOOPS, __name__)
+cosine_similarity = _host.bind(_host.cosine_similarity, LOOPS, __name__)

@@ -6,6 +6,7 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from .. import _host
 from .._numba_simd import (
     above_mask64,
     append_columns16,
@@ -177,7 +178,8 @@ def _key_column(key):
 
 @numba.njit(inline="always")
 def _select_keys(a, n, k):
-    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least of them.
+    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least
+    of them.
 
     Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
     advance when above the pivot): expected O(n).
@@ -280,11 +282,10 @@ def _emit_keys(row, keys, cnt, k, hv, hi):
 # whether or not there are any: no branch depends on the data, so nothing is mispredicted and
 # the extra vector work hides under the memory stream. Every k appended columns become keys
 # (_f32_key, reading the scores again from cache); 2k keys are cut back to k by a quickselect
-# whose partitions are compress passes. Measured (RESULTS.md, 2026-11-28): 4096 x 100k, 2
-# threads, k=100: 47-52 ms against 54-58 for the bit-mask walk; 16 x 100k cache-resident, one
-# thread, k=100: 12.4-12.7 against 16.3-19.6 us per row. For k=10 the walk is as fast when
-# streaming and faster from cache (6 vs 10 us per row), hence the k threshold. Without AVX-512
-# LLVM expands the compress to scalar code, 1.5-1.8x slower than the walk.
+# whose partitions are compress passes. It beats the bit-mask walk at k=100, streaming and
+# from cache; at k=10 the walk is as fast streaming and faster from cache, hence the k
+# threshold. Without AVX-512 LLVM expands the compress to scalar code, slower than the walk.
+# Figures: benchmarks/README.md ("topk").
 _COMPRESS = target_has_compress()
 _COMPRESS_MIN_K = 32
 _SLACK = _BLOCK + 16  # a block's appends land past the count before a flush; vector stores
@@ -437,42 +438,6 @@ def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx,
             _topk_row_f32_compress(scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r])
 
 
-def _index_type(*arrays):
-    """int64 if any given index array is int64, else int32 (one specialisation per call)."""
-    return np.int64 if any(a is not None and a.dtype == np.int64 for a in arrays) else np.int32
-
-
-def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
-    """Row-wise top-k of a dense (n_rows, n_cols) float32/float64 array.
-
-    Column c of row r is a candidate unless (r, c) is stored in the exclude mask (CSR pattern
-    with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
-    +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
-    sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
-    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus expected O(1)
-    per entry above the running threshold (about 2k ln(n_cols / k) per random row); memory
-    O(n_rows * k) output plus O(k) per thread.
-    """
-    scores = np.ascontiguousarray(scores)
-    n_rows = scores.shape[0]
-    out_idx = np.empty((n_rows, k), dtype=np.int64)
-    out_val = np.empty((n_rows, k), dtype=scores.dtype)
-    has_mask = exclude_indptr is not None
-    itype = _index_type(exclude_indptr, exclude_indices)
-    if has_mask:
-        ex_indptr = np.ascontiguousarray(exclude_indptr, dtype=itype)
-        ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
-    else:
-        ex_indptr = ex_indices = np.zeros(1, dtype=itype)
-    if scores.dtype == np.float32 and scores.shape[1] < 2**32:
-        impl = _topk_impl_f32_compress if _COMPRESS and k >= _COMPRESS_MIN_K else _topk_impl_f32
-    else:
-        impl = _topk_impl
-    with threads(n_threads):
-        impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val)
-    return out_idx, out_val
-
-
 @numba.njit(inline="always")
 def _mark_excluded(m_indptr, m_indices, row, mark):
     """Flag the touched items of a mask row as excluded (untouched ones are not candidates)."""
@@ -533,49 +498,32 @@ def _recommend_impl(
                 hi[t] = -1
 
 
-def recommend(
-    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
-    seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
-):
-    """Top-n items for each row r in ``rows`` of the sparse product A @ B, never built whole.
+# ---- what this backend gives the shared host layer (kernels/_host.py) -------------------------
 
-    A is (n_rows, n_mid) CSR and B (n_mid, n_items) CSR (item-kNN: A = user_items,
-    B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
-    for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
-    (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
-    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
-    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
-    (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
-    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
-    memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
-    """
-    dtype = np.result_type(a_data.dtype, b_data.dtype)
-    itype = _index_type(a_indptr, a_indices, b_indptr, b_indices, seen_indptr, seen_indices,
-                        ex_indptr, ex_indices)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    n_rows = rows.shape[0]
-    out_idx = np.empty((n_rows, n), dtype=np.int64)
-    out_val = np.empty((n_rows, n), dtype=dtype)
-    if n_rows == 0:
-        return out_idx, out_val
 
-    def ix(a):
-        return np.ascontiguousarray(a, dtype=itype)
-
-    def mask(m_indptr, m_indices):
-        if m_indptr is None:
-            return np.zeros(1, itype), np.zeros(1, itype), False
-        return ix(m_indptr), ix(m_indices), True
-
-    s_ptr, s_ind, has_seen = mask(seen_indptr, seen_indices)
-    e_ptr, e_ind, has_ex = mask(ex_indptr, ex_indices)
-    n_chunks = max(1, min(n_rows, 16 * int(n_threads)))
-    # Chunks depend on n_threads but each row's result does not: rows are independent.
+def _run_topk(call, n_threads):
+    scores, k = call.scores, call.k
+    if scores.dtype == np.float32 and scores.shape[1] < 2**32:
+        impl = _topk_impl_f32_compress if _COMPRESS and k >= _COMPRESS_MIN_K else _topk_impl_f32
+    else:
+        impl = _topk_impl
     with threads(n_threads):
-        _recommend_impl(
-            ix(a_indptr), ix(a_indices),
-            np.ascontiguousarray(a_data, dtype=dtype), ix(b_indptr), ix(b_indices),
-            np.ascontiguousarray(b_data, dtype=dtype), int(n_items), rows, n,
-            s_ptr, s_ind, has_seen, e_ptr, e_ind, has_ex, n_chunks, out_idx, out_val,
-        )
-    return out_idx, out_val
+        impl(*call)
+
+
+def _run_recommend(call, n_threads):
+    # Chunks depend on n_threads but each row's result does not: rows are independent.
+    n_chunks = max(1, min(call.rows.shape[0], 16 * int(n_threads)))
+    with threads(n_threads):
+        _recommend_impl(*call[:-2], n_chunks, call.out_idx, call.out_val)
+
+
+LOOPS = _host.RankingLoops(
+    topk_index_type=lambda scores, k, mask_itype: mask_itype,
+    topk=_run_topk,
+    recommend=_run_recommend,
+    pad_empty=False,
+)
+
+topk = _host.bind(_host.topk, LOOPS, __name__)
+recommend = _host.bind(_host.recommend, LOOPS, __name__)

@@ -276,7 +276,8 @@ def sigmoid_dense(X, w, b, out, n_threads):
 
     C order, many rows: blocks stage tiles of rows in shared memory (coalesced loads) and a
     thread adds up each row; few rows: a group of lanes (the whole warp from 32 columns on)
-    carries _DENSE_ROWS rows at once, dots reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
+    carries _DENSE_ROWS rows at once, dots reduced with shuffles. Dots and sigmoid in float64,
+    stored in out's dtype. One read of X.
     """
     d_X = _dev(X)
     d_w = _dev(w, np.float64)

@@ -158,7 +158,6 @@ def _cosine_topk_kernel(P, shared, vtype):
         touched = touched2[cuda.blockIdx.x]
         tid = cuda.threadIdx.x
         nthreads = cuda.blockDim.x
-        n_rows = indptr.shape[0] - 1
         while True:
             # Dynamic schedule: each block takes the next row (heaviest rows first, see
             # ``order``), so a few very popular rows do not leave one block working alone.

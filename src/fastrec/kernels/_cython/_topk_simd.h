@@ -1,0 +1,217 @@
+/* SIMD helpers of the Cython top-k kernels (_topk.pyx): the 64-wide block tests of the
+   running threshold (SSE2 on x86-64, portable C elsewhere) and the float32 vector-compress
+   ("stream") row for AVX-512 CPUs. Included by the generated _topk.c after Python.h
+   (Py_ssize_t). Mirrors kernels/_numba_simd.py (the Numba backend's LLVM forms). */
+#ifndef FASTREC_TOPK_SIMD_H
+#define FASTREC_TOPK_SIMD_H
+
+#include <stdint.h>
+/* A full 64-wide block: whether any p[t] > thr, and the hit mask (bit t set when
+   p[t] > thr; never for NaN). gcc vectorises neither well at the base ISA, so on x86-64
+   they are spelled with SSE2, which every x86-64 CPU has. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline int fastrec_any_f32(const float* p, float thr) {
+    __m128 t = _mm_set1_ps(thr), h = _mm_setzero_ps();
+    for (int q = 0; q < 16; q++)
+        h = _mm_or_ps(h, _mm_cmpgt_ps(_mm_loadu_ps(p + 4 * q), t));
+    return _mm_movemask_ps(h);
+}
+static inline int fastrec_any_f64(const double* p, double thr) {
+    __m128d t = _mm_set1_pd(thr), h = _mm_setzero_pd();
+    for (int q = 0; q < 32; q++)
+        h = _mm_or_pd(h, _mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t));
+    return _mm_movemask_pd(h);
+}
+static inline uint64_t fastrec_hits_f32(const float* p, float thr) {
+    __m128 t = _mm_set1_ps(thr);
+    uint64_t m = 0;
+    for (int q = 0; q < 16; q++)
+        m |= (uint64_t)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(p + 4 * q), t)) << (4 * q);
+    return m;
+}
+static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
+    __m128d t = _mm_set1_pd(thr);
+    uint64_t m = 0;
+    for (int q = 0; q < 32; q++)
+        m |= (uint64_t)_mm_movemask_pd(_mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t)) << (2 * q);
+    return m;
+}
+#else
+static inline int fastrec_any_f32(const float* p, float thr) {
+    int h = 0;
+    for (int t = 0; t < 64; t++) h |= p[t] > thr;
+    return h;
+}
+static inline int fastrec_any_f64(const double* p, double thr) {
+    int h = 0;
+    for (int t = 0; t < 64; t++) h |= p[t] > thr;
+    return h;
+}
+static inline uint64_t fastrec_hits_f32(const float* p, float thr) {
+    uint64_t m = 0;
+    for (int t = 0; t < 64; t++) m |= (uint64_t)(p[t] > thr) << t;
+    return m;
+}
+static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
+    uint64_t m = 0;
+    for (int t = 0; t < 64; t++) m |= (uint64_t)(p[t] > thr) << t;
+    return m;
+}
+#endif
+
+/* The float32 top-k row in vector-compress ("stream") form, for x86-64 CPUs with AVX-512
+   (checked at run time; the module is built for the base ISA) and k >= COMPRESS_MIN_K.
+   Mirrors _topk_row_f32_compress of the Numba backend, whose comment gives the design
+   and the measurements. */
+#include <string.h>
+/* float32 rows pack each candidate into one uint64 key: the score's bits mapped to an
+   unsigned integer of the same order (-0.0 first made +0.0: they are equal scores), then
+   the complemented column, so that one integer comparison ranks (score desc, column asc).
+   Both forms of the row (the walk below in Cython, the stream form here) use these. */
+static inline uint64_t fastrec_f32_key(float v, int64_t j) {
+    float c = v + 0.0f;
+    uint32_t b;
+    memcpy(&b, &c, 4);
+    b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
+    return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
+}
+static inline float fastrec_key_f32(uint64_t key) {
+    uint32_t b = (uint32_t) (key >> 32);
+    float v;
+    b ^= (b >> 31) ? 0x80000000u : 0xFFFFFFFFu;
+    memcpy(&v, &b, 4);
+    return v;
+}
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FASTREC_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
+static int fastrec_cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+/* Keys of a[:n] > pivot (above) or < pivot, stored in order at out (may be a: each store
+   lands at or before the vector it read); returns how many. Masked loads: no read past n. */
+FASTREC_AVX512 static Py_ssize_t fastrec_compress_keys(
+        const uint64_t* a, Py_ssize_t n, uint64_t pivot, int above, uint64_t* out) {
+    const __m512i p = _mm512_set1_epi64((long long) pivot);
+    Py_ssize_t o = 0;
+    for (Py_ssize_t i = 0; i < n; i += 8) {
+        __mmask8 lanes = n - i >= 8 ? 0xFF : (__mmask8) ((1u << (n - i)) - 1);
+        __m512i v = _mm512_maskz_loadu_epi64(lanes, a + i);
+        __mmask8 m = lanes & (above ? _mm512_cmpgt_epu64_mask(v, p)
+                                    : _mm512_cmplt_epu64_mask(v, p));
+        _mm512_mask_storeu_epi64(out + o, (__mmask8) ((1u << __builtin_popcount(m)) - 1),
+                                 _mm512_maskz_compress_epi64(m, v));
+        o += __builtin_popcount(m);
+    }
+    return o;
+}
+FASTREC_AVX512 static Py_ssize_t fastrec_count_above(const uint64_t* a, Py_ssize_t n,
+                                                     uint64_t pivot) {
+    const __m512i p = _mm512_set1_epi64((long long) pivot);
+    Py_ssize_t c = 0;
+    for (Py_ssize_t i = 0; i < n; i += 8) {
+        __mmask8 lanes = n - i >= 8 ? 0xFF : (__mmask8) ((1u << (n - i)) - 1);
+        c += __builtin_popcount(lanes & _mm512_cmpgt_epu64_mask(
+            _mm512_maskz_loadu_epi64(lanes, a + i), p));
+    }
+    return c;
+}
+/* Keep the k largest of the distinct keys a[:n] (n >= k) in a[:k] (in no order); returns
+   the least of them. s: scratch of n. */
+FASTREC_AVX512 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k,
+                                                uint64_t* s) {
+    const uint64_t* src = a;
+    Py_ssize_t m = n, need = k;
+    uint64_t least;
+    for (;;) {
+        if (m <= 24) {  /* insertion-sort the few left, descending */
+            for (Py_ssize_t t = 0; t < m; t++) {
+                uint64_t x = src[t];
+                Py_ssize_t u = t;
+                for (; u > 0 && s[u - 1] < x; u--) s[u] = s[u - 1];
+                s[u] = x;
+            }
+            least = s[need - 1];
+            break;
+        }
+        uint64_t x = src[0], y = src[m >> 1], z = src[m - 1];
+        uint64_t lo = x < y ? x : y, hi = x < y ? y : x;
+        uint64_t pivot = hi < z ? hi : (lo > z ? lo : z);
+        Py_ssize_t above = fastrec_count_above(src, m, pivot);
+        if (above == need - 1) { least = pivot; break; }
+        if (above >= need) {
+            m = fastrec_compress_keys(src, m, pivot, 1, s);
+        } else {
+            m = fastrec_compress_keys(src, m, pivot, 0, s);
+            need -= above + 1;
+        }
+        src = s;
+    }
+    fastrec_compress_keys(a, n, least - 1, 1, a);
+    return least;
+}
+/* Scan the full blocks of row[:j_end] (j_end a multiple of 64) in the stream form: each
+   block's columns above the threshold are appended to cols with compress stores, whether
+   or not there are any (no data-dependent branch), then its excluded columns (ex, sorted)
+   are dropped; every k columns become keys; 2k keys are cut back to k, raising the
+   threshold. Returns the keys held (*nk_io < 3k) and the threshold. keys and s hold
+   3k + 80, cols k + 80. */
+FASTREC_AVX512 static void fastrec_scan_f32(
+        const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
+        uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
+    Py_ssize_t nk = 0, nc = 0, p = 0, j0 = 0;
+    float thr = -INFINITY;
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512 t = _mm512_set1_ps(thr);
+    for (; j0 < j_end; j0 += 64) {
+        Py_ssize_t c0 = nc;
+        for (int q = 0; q < 4; q++) {
+            __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j0 + 16 * q), t, _CMP_GT_OQ);
+            __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int) (j0 + 16 * q)), iota);
+            _mm512_storeu_si512(cols + nc, _mm512_maskz_compress_epi32(m, c));
+            nc += __builtin_popcount(m);
+        }
+        while (p < n_ex && ex[p] < j0) p++;
+        if (p < n_ex && ex[p] < j0 + 64) {  /* drop this block's excluded columns */
+            Py_ssize_t o = c0, q = p;
+            for (Py_ssize_t u = c0; u < nc; u++) {
+                while (q < n_ex && ex[q] < (int64_t) cols[u]) q++;
+                if (!(q < n_ex && ex[q] == (int64_t) cols[u])) cols[o++] = cols[u];
+            }
+            nc = o;
+        }
+        if (nc >= k) {
+            for (Py_ssize_t u = 0; u < nc; u++)
+                keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
+            nk += nc;
+            nc = 0;
+            if (nk >= 2 * k) {
+                thr = fastrec_key_f32(fastrec_cut_keys(keys, nk, k, s));
+                t = _mm512_set1_ps(thr);
+                nk = k;
+            }
+        }
+    }
+    for (Py_ssize_t u = 0; u < nc; u++)
+        keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
+    *nk_io = nk + nc;
+    *thr_io = thr;
+}
+#define FASTREC_COMPRESS_BUILT 1
+#else
+#define FASTREC_COMPRESS_BUILT 0
+static int fastrec_cpu_has_avx512(void) { return 0; }
+/* never called: fastrec_cpu_has_avx512() is 0 */
+static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) {
+    return 0;
+}
+static void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k,
+                             const int64_t* ex, Py_ssize_t n_ex, uint64_t* keys,
+                             uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
+                             float* thr_io) {}
+#endif
+
+#endif /* FASTREC_TOPK_SIMD_H */
