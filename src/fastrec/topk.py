@@ -33,7 +33,7 @@ def _mask(exclude, name, shape):
     """A CSR exclusion mask (pattern only: stored values are ignored) of the given shape."""
     if exclude is None:
         return None, None
-    M = check_csr(exclude, name, allow_nonfinite=True)
+    M = check_csr(exclude, name, allow_nonfinite=True, values=False)
     if M.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {M.shape}")
     return M.indptr, M.indices
@@ -46,6 +46,9 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
     returned (its values are ignored). NaN and -inf scores are never candidates; +inf is a
     score like any other. Rows are sorted descending, ties by smaller column, padded with
     -1/-inf. The score array is only read. Memory: O(n_rows * k) beyond the inputs.
+    Copies ``scores`` when it is not a C-contiguous float32/float64 array, and ``exclude``'s
+    index arrays when they are not canonical (sorted, no duplicates: the merge needs it); the
+    mask's values are never converted.
 
     Device arrays: ``scores`` may be a GPU array (anything with ``__cuda_array_interface__``:
     Numba device arrays, CuPy, PyTorch CUDA tensors; float32/float64, any strides). Then
@@ -85,6 +88,8 @@ def recommend(
     user_items, indexed by user id). ``user_ids`` (default: all users) may be any subset in any
     order; row r of the result belongs to user_ids[r]. Sorted descending, ties by smaller item,
     -1/-inf padding. Memory: O(threads * n_items + len(user_ids) * n) in compiled backends.
+    Copies a matrix when it is not canonical CSR without stored zeros, or not float32/float64
+    (the walk over neighbours needs sorted, unique, non-zero entries); otherwise none.
     """
     UI = check_csr(user_items, "user_items", drop_zeros=True)
     NB = check_csr(item_neighbours, "item_neighbours", drop_zeros=True)
