@@ -7,6 +7,7 @@ import sys
 
 from ._dispatch import BACKENDS, backend_status
 from ._validation import usable_cpu_count
+from .kernels.form_choice import cache_path, cpu_description
 from ._version import __version__
 
 
@@ -26,10 +27,19 @@ def _numba_threading_layer() -> str:
 
 
 def _topk_form(backend: str) -> str:
-    from .kernels.topk_forms import compress_enabled
+    from .kernels.form_choice import apply_topk_form, chosen
 
-    form = "AVX-512 compress" if compress_enabled(backend) else "bit-mask walk"
-    return f", float32 topk: {form}"
+    apply_topk_form(backend)
+    form, why = chosen()[f"topk_float32_{backend}"]
+    return f", float32 topk (k >= 32): {form} [{why}]"
+
+
+def _csr_dot_form() -> str:
+    from .kernels.form_choice import chosen, csr_dot_form
+
+    csr_dot_form()
+    form, why = chosen()["csr_dot"]
+    return f", CSR dot product: {form} [{why}]"
 
 
 def config() -> dict:
@@ -43,6 +53,7 @@ def config() -> dict:
         "platform": platform.platform(),
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
+        "cpu": cpu_description(),
         "default n_threads": usable_cpu_count(),
         "backends": {},
     }
@@ -61,7 +72,7 @@ def config() -> dict:
             import numba
 
             detail += f", numba {numba.__version__}, threading layer {_numba_threading_layer()}"
-            detail += _topk_form("numba")
+            detail += _topk_form("numba") + _csr_dot_form()
         if ok and name == "cuda":
             from .kernels.numba_cuda import device_description
 
@@ -81,5 +92,7 @@ def show_config(file=None) -> None:
                 print(f"  {name:7s} {detail}", file=file)
         else:
             print(f"{key}: {value}", file=file)
+    print(f"code paths: chosen per CPU on first use, cached in {cache_path()} "
+          "(FASTREC_FORMS overrides; delete the file to measure again)", file=file)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("note: NUMBA_ENABLE_CUDASIM=1, CUDA kernels run on Numba's simulator", file=file)

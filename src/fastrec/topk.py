@@ -65,7 +65,20 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
     ex_indptr, ex_indices = _mask(exclude, "exclude", S.shape)
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("topk", backend)
+    if not on_device and S.dtype == np.float32 and k >= 32:
+        _float32_form(kernel)
     return TopK(*kernel(S, k, ex_indptr, ex_indices, n_threads))
+
+
+def _float32_form(kernel) -> None:
+    """Switch the compiled backend of ``kernel`` to the float32 row form chosen for this CPU
+    (measured once, see kernels.form_choice); nothing for the reference."""
+    from .kernels import form_choice
+
+    module = getattr(kernel, "__module__", "") or ""
+    for backend, part in (("numba", ".numba_cpu"), ("cython", "._cython")):
+        if part in module:
+            form_choice.apply_topk_form(backend)
 
 
 def recommend(

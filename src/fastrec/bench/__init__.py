@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernels.form_choice import cpu_description
 from .cases import CASES, SIZES, peer_versions
 
 SLOW_CALL_S = 2.0  # an implementation whose warm-up call takes longer is timed twice, not more
@@ -32,25 +33,6 @@ class Row:
     median_s: float
     speedup: float | None
     of_floor: float | None
-
-
-def cpu_description() -> str:
-    """'model name (family F, model M)' from /proc/cpuinfo, or what platform knows."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if ":" in line:
-                    key, value = (part.strip() for part in line.split(":", 1))
-                    info.setdefault(key, value)
-                if not line.strip() and info:
-                    break
-    except OSError:
-        pass
-    name = info.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in info:
-        return f"{name} (family {info['cpu family']}, model {info.get('model', '?')})"
-    return name
 
 
 def _time(fn) -> float:

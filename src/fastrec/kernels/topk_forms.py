@@ -49,6 +49,9 @@ def float32_form(backend: str, compress: bool):
     _check(backend)
     if compress and not compress_available(backend):
         raise ValueError(f"{backend}'s compress form needs a CPU with AVX-512")
+    from .form_choice import apply_topk_form
+
+    apply_topk_form(backend)  # the machine's choice is made first, so the block's switch holds
     if backend == "numba":
         numba_topk = importlib.import_module(".numba_cpu.topk", __package__)
 
