@@ -115,7 +115,8 @@ def _sparse_dot(indices, data, w, lo, hi):
 
     Reassociation (as in :func:`_dot`: LLVM's compile-time order, so thread-count independent)
     lets LLVM vectorise the gathers: measured 70 vs 88 ms per 2M rows of 40 nnz on one thread
-    against four hand-interleaved accumulators (AVX-512 gathers on this machine).
+    against four hand-interleaved accumulators (:func:`_sparse_dot_scalar`) on Zen 5. Which of
+    the two runs is measured per CPU (kernels.form_choice).
     """
     acc = 0.0
     for k in range(lo, hi):
@@ -131,14 +132,14 @@ def _sparse_dot_scalar(indices, data, w, lo, hi):
     differently from the gather form (another summation order); fixed, so thread-independent.
     """
     a0 = a1 = a2 = a3 = 0.0
-    k = lo
-    while k + 4 <= hi:
+    k, end = np.int64(lo), np.int64(hi)  # unsigned bounds + literals would type as float64
+    while k + 4 <= end:
         a0 += np.float64(data[k]) * np.float64(w[indices[k]])
         a1 += np.float64(data[k + 1]) * np.float64(w[indices[k + 1]])
         a2 += np.float64(data[k + 2]) * np.float64(w[indices[k + 2]])
         a3 += np.float64(data[k + 3]) * np.float64(w[indices[k + 3]])
         k += 4
-    while k < hi:
+    while k < end:
         a0 += np.float64(data[k]) * np.float64(w[indices[k]])
         k += 1
     return (a0 + a1) + (a2 + a3)
