@@ -23,7 +23,7 @@ import numpy as np
 from ..kernels.form_choice import cpu_description
 from .cases import CASES, SIZES, peer_versions
 
-SLOW_CALL_S = 2.0  # an implementation whose warm-up call takes longer is timed twice, not more
+SLOW_CALL_S = 2.0  # an implementation whose warm-up call takes longer is timed once more only
 
 
 @dataclass
@@ -47,7 +47,7 @@ def run_case(case, rounds: int, progress=None) -> list[Row]:
     if case.floor is not None:
         impls["read floor"] = case.floor
     warm = {name: _time(fn) for name, fn in impls.items()}  # compiles, fills caches
-    n_rounds = {name: rounds if warm[name] < SLOW_CALL_S else min(rounds, 2) for name in impls}
+    n_rounds = {name: rounds if warm[name] < SLOW_CALL_S else 1 for name in impls}
     times = {name: [] for name in impls}
     for r in range(rounds):
         for name, fn in impls.items():

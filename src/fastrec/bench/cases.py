@@ -25,8 +25,8 @@ SIZES = {
     # medium: the shapes of benchmarks/RESULTS.md and issue 18.
     "tiny": dict(dense_rows=20_000, csr_rows=20_000, topk_rows=64, topk_cols=20_000,
                  ctr_events=3_000, ctr_features=2**12, knn_users=2_000, knn_items=1_000),
-    "small": dict(dense_rows=500_000, csr_rows=500_000, topk_rows=1024, topk_cols=50_000,
-                  ctr_events=20_000, ctr_features=2**18, knn_users=20_000, knn_items=5_000),
+    "small": dict(dense_rows=500_000, csr_rows=500_000, topk_rows=512, topk_cols=50_000,
+                  ctr_events=20_000, ctr_features=2**16, knn_users=10_000, knn_items=3_000),
     "medium": dict(dense_rows=2_000_000, csr_rows=2_000_000, topk_rows=4096,
                    topk_cols=100_000, ctr_events=100_000, ctr_features=2**20,
                    knn_users=100_000, knn_items=20_000),
