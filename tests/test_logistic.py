@@ -31,11 +31,28 @@ def _rel(a, b):
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
 
 
-CASES = ["dense", "fortran", "float32", "sparse", "weights", "no_intercept", "strong_l2"]
+CASES = ["dense", "fortran", "float32", "sparse", "weights", "no_intercept", "strong_l2",
+         "wide_hashed"]
+
+
+def _wide_hashed(n=3000, seed=7):
+    """Hashed user/item/hour events in 2^12 columns, of which about 470 ever occur."""
+    from fastrec.features import HashingEncoder
+
+    rng = np.random.default_rng(seed)
+    table = {"user": rng.integers(0, 200, n), "item": rng.integers(0, 300, n),
+             "hour": rng.integers(0, 24, n)}
+    X = HashingEncoder(list(table), n_features=2**12, seed=0, dtype=np.float64).fit_transform(table)
+    w_true = rng.standard_normal(2**12)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ w_true) + 0.5))).astype(np.int64)
+    return X, y
 
 
 def _case(case):
     """(X, y, sample_weight, C, fit_intercept) of one of CASES."""
+    if case == "wide_hashed":
+        X, y = _wide_hashed()
+        return X, y, None, 1.0, True
     X, y = _problem(sparse=case == "sparse", dtype=np.float32 if case == "float32" else np.float64)
     if case == "fortran":
         X = np.asfortranarray(X)
@@ -278,3 +295,29 @@ def test_solver_saved_and_old_files_load_as_lbfgs(tmp_path):
     assert old.solver == "lbfgs" and old.n_hessp_ == 0
     np.testing.assert_array_equal(old.coef_, m.coef_)
     assert LogisticCTR().set_params(solver="trust-ncg").solver == "trust-ncg"
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "trust-ncg"])
+def test_wide_sparse_fit_runs_over_the_columns_that_occur(solver, monkeypatch):
+    import fastrec.models.logistic as logistic
+
+    X, y = _wide_hashed()
+    used = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]))
+    assert used.size < X.shape[1] // 4
+    widths = []
+    real = logistic.LogisticObjective
+
+    def spy(X_fit, *args, **kwargs):
+        widths.append(X_fit.shape[1])
+        return real(X_fit, *args, **kwargs)
+
+    monkeypatch.setattr(logistic, "LogisticObjective", spy)
+    tol = 1e-8 if solver == "trust-ncg" else 1e-10
+    wide = LogisticCTR(C=1.0, tol=tol, max_iter=500, solver=solver).fit(X, y)
+    assert widths == [used.size]  # every iteration paid for the used columns only
+    # The absent columns' coefficients are exactly 0; the rest is the fit on those columns.
+    absent = np.setdiff1d(np.arange(X.shape[1]), used)
+    assert np.all(wide.coef_[absent] == 0.0) and wide.coef_.shape == (X.shape[1],)
+    narrow = LogisticCTR(C=1.0, tol=tol, max_iter=500, solver=solver).fit(X[:, used], y)
+    np.testing.assert_array_equal(wide.coef_[used], narrow.coef_)
+    assert wide.intercept_ == narrow.intercept_

@@ -8,6 +8,7 @@ import sys
 from ._dispatch import AUTO_ORDER, BACKENDS, _load, backend_status
 from ._fork import describe as describe_fork, fork_safe
 from ._validation import usable_cpu_count
+from .kernels.form_choice import cache_path, cpu_description
 from ._version import __version__
 
 
@@ -27,15 +28,24 @@ def _numba_threading_layer() -> str:
 
 
 def _topk_form(backend: str) -> str:
-    from .kernels.topk_forms import compress_enabled
+    from .kernels.form_choice import apply_topk_form, chosen
 
-    form = "AVX-512 compress" if compress_enabled(backend) else "bit-mask walk"
-    return f", float32 topk: {form}"
+    apply_topk_form(backend)
+    form, why = chosen()[f"topk_float32_{backend}"]
+    return f", float32 topk (k >= 32): {form} [{why}]"
+
+
+def _csr_dot_form() -> str:
+    from .kernels.form_choice import chosen, csr_dot_form
+
+    csr_dot_form()
+    form, why = chosen()["csr_dot"]
+    return f", CSR dot product: {form} [{why}]"
 
 
 def auto_choices() -> dict:
     """kernel -> (backend "auto" runs here, why): the first of the kernel's preference order
-    (``AUTO_ORDER``, fastest first as measured in benchmarks/RESULTS.md) that is available and
+    (``AUTO_ORDER``, fastest first as measured in benchmarks/README.md) that is available and
     implements it; the reason names the order and any backend passed over."""
     out = {}
     for kernel, order in AUTO_ORDER.items():
@@ -62,6 +72,7 @@ def config() -> dict:
         "platform": platform.platform(),
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
+        "cpu": cpu_description(),
         "default n_threads": usable_cpu_count(),
         "backends": {},
     }
@@ -80,7 +91,7 @@ def config() -> dict:
             import numba
 
             detail += f", numba {numba.__version__}, threading layer {_numba_threading_layer()}"
-            detail += _topk_form("numba")
+            detail += _topk_form("numba") + _csr_dot_form()
         if ok and name == "cuda":
             from .kernels.numba_cuda import device_description
 
@@ -107,5 +118,7 @@ def show_config(file=None) -> None:
                 print(f"  {kernel:26s} {pick:7s} ({why})", file=file)
         else:
             print(f"{key}: {value}", file=file)
+    print(f"code paths: chosen per CPU on first use, cached in {cache_path()} "
+          "(FASTREC_FORMS overrides; delete the file to measure again)", file=file)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("note: NUMBA_ENABLE_CUDASIM=1, CUDA kernels run on Numba's simulator", file=file)

@@ -1,8 +1,9 @@
 """The single front door for inputs: every public function checks and normalises here.
 
-Kernels below this layer trust their arguments (canonical CSR, float32/float64, contiguous
-arrays, k >= 1), so every check lives here once. Nothing here modifies the caller's objects:
-a copy is made whenever normalisation would change something.
+Kernels below this layer trust their arguments (valid CSR, canonical where the kernel merges
+or searches rows, float32/float64, contiguous arrays, k >= 1), so every check lives here
+once. Nothing here modifies the caller's objects, and nothing is copied that the kernel can
+read as it is: each check_* function says when it copies.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ FLOAT_DTYPES = (np.float32, np.float64)
 
 @dataclass(frozen=True)
 class CSR:
-    """A canonical CSR matrix as raw arrays: sorted indices, no duplicates, float32/64 data.
+    """A validated CSR matrix as raw arrays: float32/64 data (any dtype for a mask), and
+    sorted indices without duplicates unless it came from ``check_csr(canonical=False)``.
 
     ``sparse_array`` remembers whether the caller passed a scipy sparse *array* (not a matrix),
     so that results come back in the caller's family.
@@ -75,9 +77,16 @@ def _float_dtype(dtype: np.dtype, name: str) -> np.dtype:
     )
 
 
+_FINITE_CHUNK = 1 << 20  # elements per step of the finiteness scan: a bounded temporary
+
+
 def _check_finite(values: np.ndarray, name: str) -> None:
-    if values.size and not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+    """ValueError on NaN or infinity; one read of ``values`` (a contiguous array or any 1-D
+    array) in chunks, so the temporary is 1 MB, never a boolean copy of the whole array."""
+    flat = values.ravel(order="K") if values.ndim != 1 else values
+    for start in range(0, flat.shape[0], _FINITE_CHUNK):
+        if not np.isfinite(flat[start:start + _FINITE_CHUNK]).all():
+            raise ValueError(f"{name} contains NaN or infinity")
 
 
 def check_dtype(dtype, name: str = "dtype") -> np.dtype:
@@ -95,13 +104,27 @@ def check_csr(
     dtype=None,
     allow_nonfinite: bool = False,
     drop_zeros: bool = False,
+    canonical: bool = True,
+    values: bool = True,
 ) -> CSR:
-    """Any scipy.sparse array or matrix -> canonical :class:`CSR` (caller's object untouched).
+    """Any scipy.sparse array or matrix -> :class:`CSR` raw arrays (caller's object untouched).
 
-    Duplicates are summed and indices sorted; with ``drop_zeros`` explicitly stored zeros are
-    removed too. ``dtype`` forces the value type; otherwise float32/float64 are kept and bool or
-    integer data become float64. Index arrays stay int32 or int64 (both are accepted by every
-    kernel). NaN and infinity are rejected unless ``allow_nonfinite``.
+    The structure is always checked (indptr of length n_rows + 1, starting at 0,
+    non-decreasing, within the stored arrays; every column index in [0, n_cols)): one read
+    of the indices, no copy. With ``canonical`` (the default) duplicates are summed and
+    indices sorted, as kernels that merge or search a row need; ``canonical=False`` is for
+    kernels linear in the stored entries (scoring, loss/gradient, Hessian products), where
+    duplicates and unsorted columns give the same sums: the caller's arrays are passed on
+    as they are. With ``drop_zeros`` explicitly stored zeros are removed too (implies
+    canonical). ``dtype`` forces the value type; otherwise float32/float64 are kept and bool
+    or integer data become float64; ``values=False`` (a mask: only the pattern is read)
+    leaves the values alone. Index arrays stay int32 or int64. NaN and infinity are rejected
+    unless ``allow_nonfinite`` (one chunked read of the values, 1 MB temporary).
+
+    Copies: a non-CSR input is converted (scipy's tocsr); the values when their dtype must
+    change; the indices when indptr and indices differ in dtype or are not int32/int64; all
+    three arrays when canonical form is asked for and X is not canonical (or holds zeros to
+    drop). Otherwise none: the returned arrays are the caller's.
     """
     if not issparse(X):
         raise TypeError(
@@ -112,32 +135,38 @@ def check_csr(
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {X.shape}")
     sparse_array = isinstance(X, sp.sparray)
-    target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(X.dtype, name)
+    if not values:
+        target = None
+    else:
+        target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(X.dtype, name)
     check_sparse_structure(X, name)  # before scipy's own C code reads the arrays
 
     csr = X.tocsr(copy=False)
     owned = csr is not X  # a conversion already produced a fresh object we may modify
-    if csr.dtype != target:
+    if target is not None and csr.dtype != target:
         csr = csr.astype(target)
         owned = True
+    canonical = canonical or drop_zeros
     # Recomputed, not scipy's cached flag: arrays edited after the flag was set would lie.
-    canonical = _rows_strictly_increasing(csr.indptr, csr.indices)
+    needs_sum = canonical and not _rows_strictly_increasing(csr.indptr, csr.indices)
     needs_drop = drop_zeros and csr.nnz and not np.all(csr.data != 0)
-    if not canonical or needs_drop:
+    if needs_sum or needs_drop:
         if not owned:
             csr = csr.copy()
-        if not canonical:
+        if needs_sum:
             csr.sum_duplicates()  # also sorts indices
         if needs_drop:
             csr.eliminate_zeros()
 
     nnz = int(csr.indptr[-1])
-    indptr, indices, data = csr.indptr, csr.indices[:nnz], csr.data[:nnz]
+    indptr, indices, data = csr.indptr, csr.indices, csr.data
+    if indices.shape[0] != nnz or data.shape[0] != nnz:  # spare capacity scipy allows
+        indices, data = indices[:nnz], data[:nnz]
     if indptr.dtype not in (np.int32, np.int64) or indices.dtype != indptr.dtype:
         itype = np.int64 if max(csr.nnz, csr.shape[1]) > np.iinfo(np.int32).max else np.int32
         indptr, indices = indptr.astype(itype), indices.astype(itype)
-    if not allow_nonfinite:
-        _check_finite(data, name)
+    if not allow_nonfinite and values:
+        _check_finite(data[:csr.nnz], name)
     return CSR(indptr, indices, data, (int(csr.shape[0]), int(csr.shape[1])), sparse_array)
 
 
@@ -567,6 +596,9 @@ def check_dense(
 
     ``order`` "C" makes the result C-contiguous (a copy only if needed); None keeps any layout
     whose last axis or first axis is contiguous (C or F order), copying other strided views.
+    Copies X when: it is not a NumPy array (array-likes are converted), its dtype must change
+    (integers, bool, float16), or its layout is not the one asked for; otherwise the result is
+    X itself. The finiteness check reads X once in 1 MB chunks.
     """
     if issparse(X):
         raise TypeError(f"{name} must be a dense array, got a scipy.sparse {type(X).__name__}")

@@ -169,16 +169,42 @@ def demo(
 
 @app.command(short_help="Run the benchmarks, print the ratio table.")
 def bench(
-    select: str | None = typer.Option(None, "-k", help="Only benchmarks matching this pytest -k "
-                               "expression."),
-    path: Path | None = typer.Option(None, "--path", help="The benchmarks/ folder (default: "
-                              "./benchmarks or the source tree's)."),
-    report: Path | None = typer.Option(None, "--json", help="Print the table of an existing "
-                                "pytest-benchmark JSON report instead of running."),
-    baseline: str | None = typer.Option(None, "--baseline", help="Backend or library the ratios "
-                                 "are relative to (default: the NumPy reference)."),
+    quick: bool = typer.Option(False, "--quick", help="The small cases (under two minutes on 2 "
+                               "cores); same as --size small."),
+    size: str = typer.Option("small", "--size", help="Case sizes: tiny, small or medium."),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for every "
+                                       "implementation and the read floor (default: all usable "
+                                       "cores)."),
+    out: Path = typer.Option(Path("fastrec-bench"), "--out", help="Folder for report.md and "
+                             "the PNG chart."),
+    select: str | None = typer.Option(None, "-k", help="Only cases whose name contains this "
+                               "(with --path: a pytest -k expression)."),
+    path: Path | None = typer.Option(None, "--path", help="Developers: run the pytest-benchmark "
+                              "suite in this benchmarks/ folder instead of the shipped cases."),
+    report: Path | None = typer.Option(None, "--json", help="Developers: print the table of an "
+                                "existing pytest-benchmark JSON report instead of running."),
+    baseline: str | None = typer.Option(None, "--baseline", help="With --path/--json: backend or "
+                                 "library the ratios are relative to (default: NumPy reference)."),
 ) -> None:
-    """Run the benchmark suite (pytest-benchmark) and print the ratio table."""
+    """Time fastrec against the installed peers (SciPy, NumPy; scikit-learn, implicit,
+    sparse_dot_topn when present) and write one Markdown report with in-run ratios."""
+    if path is not None or report is not None:
+        _bench_suite(select, path, report, baseline)
+        return
+    from . import bench as shipped
+
+    if threads is not None and threads == 0:
+        _fail("--threads must not be 0")
+    try:
+        written = shipped.run("small" if quick else size, threads, select, out)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(written.read_text())
+    typer.echo(f"report written to {written}")
+
+
+def _bench_suite(select, path, report, baseline) -> None:
+    """The developers' mode: pytest-benchmark suites and their JSON, as a ratio table."""
     import tempfile
 
     from rich.table import Table

@@ -24,9 +24,14 @@ from ._validation import (
 
 
 def _features(X, allow_nonfinite=False):
-    """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied."""
+    """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied.
+
+    Every kernel here is linear in X's stored entries, so a CSR X is validated but not made
+    canonical (duplicates and unsorted columns give the same sums): X's own arrays reach the
+    kernel. Copies happen only as check_csr / check_dense say (a dtype or layout change).
+    """
     if issparse(X):
-        return True, check_csr(X, "X", allow_nonfinite=allow_nonfinite)
+        return True, check_csr(X, "X", allow_nonfinite=allow_nonfinite, canonical=False)
     return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
 
 
@@ -48,7 +53,10 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     Computed in X's dtype (float32 stays float32; w is cast to it). Stable for any finite
     logit: no overflow warnings, exactly 0 or 1 only where rounding demands it. ``out``: an
     optional C-contiguous 1-D array of X's dtype and length n_rows, written and returned.
-    Memory: the output only (no temporary logits array in compiled backends).
+    Memory: the output only (no temporary logits array in compiled backends). Copies X
+    never when it is float32/float64 with int32/int64 indices: a CSR X's own arrays, canonical
+    or not (duplicates and unsorted columns give the same sums), and a C- or F-order dense X
+    reach the kernel; w is cast to X's dtype (a copy of w when they differ).
 
     NaN or infinity in X raises ValueError, checked without a second pass over X where
     possible: w is checked first, so a non-finite entry of X makes its row's logit NaN or
@@ -159,6 +167,9 @@ def logistic_loss_grad(
     penalised. Returns (loss, grad_w, grad_b): float, float64 array, float (float64
     throughout, as optimisers need). Deterministic: the same bits for any ``n_threads``.
     scikit-learn's LogisticRegression(C) minimises this with l2 = 1 / (C * sum_i s_i).
+    Copies X as :func:`sigmoid_scores` does (never, for float32/float64 data); y and
+    sample_weight become float64 arrays of n_rows (default weights: an array of ones).
+    Memory: the kernel's partial gradients, O(chunks * n_features) float64 (see the kernels).
 
     Device arrays: X (dense), y, w and sample_weight may be GPU arrays
     (``__cuda_array_interface__``). Then ``backend="auto"`` runs "cuda", a CPU backend is a
@@ -219,7 +230,8 @@ def _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads
 class LogisticObjective:
     """The L2-regularised logistic objective of fixed data, as scipy.optimize wants it.
 
-    Validates and canonicalises X, y and sample_weight once and picks the kernel once, so an
+    Validates X, y and sample_weight once (X's arrays are kept, not copied: see
+    :func:`sigmoid_scores`) and picks the kernel once, so an
     optimiser's many evaluations pay for neither. ``objective(theta)`` returns (loss, grad)
     with theta = [w, b] when ``fit_intercept`` (b unpenalised) or theta = w (b fixed at 0);
     loss and grad as in :func:`logistic_loss_grad` with the current ``l2``.

@@ -202,7 +202,8 @@ def prepare_cosine_topk(
     in every call. ``cosine_topk(prepared, k, rows=block, ...)`` is then bit for bit
     ``cosine_topk(X, k, rows=block, weighting=..., backend=...)``. Time O(nnz + n_cols);
     memory (``nbytes``) 8 to 16 bytes per stored value for binary X, 24 to 32 otherwise,
-    plus O(n + n_cols).
+    plus O(n + n_cols). Copies X (beyond the prepared arrays, which are new by nature) when it
+    is not canonical CSR without stored zeros or not float32/float64.
     """
     A = check_csr(X, "X", drop_zeros=True)
     _check_weighting(weighting, bm25_k1, bm25_b)
@@ -344,7 +345,9 @@ def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_thread
     Entry (i, j) is stored when sim >= ``min_similarity`` and sim != 0; columns ascending.
     Memory is O(nnz(X) + nnz(Y) + nnz(result)): the result itself can be up to n x p, so use
     ``min_similarity`` or :func:`cosine_topk` on large inputs. Result: CSR, float32 only when
-    both inputs are float32; a sparse array only when the inputs are sparse arrays.
+    both inputs are float32; a sparse array only when the inputs are sparse arrays. Copies X
+    or Y when it is not canonical CSR without stored zeros (the row merges need sorted,
+    unique, non-zero entries) or not float32/float64; otherwise the caller's arrays are read.
 
     Device CSR: X (and Y) may live on the GPU, as in :func:`cosine_topk` (Y then must too);
     ``backend="auto"`` runs "cuda", nothing is copied to the host and the result is a

@@ -38,7 +38,7 @@ def _mask(exclude, name, shape):
     """A CSR exclusion mask (pattern only: stored values are ignored) of the given shape."""
     if exclude is None:
         return None, None
-    M = check_csr(exclude, name, allow_nonfinite=True)
+    M = check_csr(exclude, name, allow_nonfinite=True, values=False)
     if M.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {M.shape}")
     return M.indptr, M.indices
@@ -51,6 +51,9 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
     returned (its values are ignored). NaN and -inf scores are never candidates; +inf is a
     score like any other. Rows are sorted descending, ties by smaller column, padded with
     -1/-inf. The score array is only read. Memory: O(n_rows * k) beyond the inputs.
+    Copies ``scores`` when it is not a C-contiguous float32/float64 array, and ``exclude``'s
+    index arrays when they are not canonical (sorted, no duplicates: the merge needs it); the
+    mask's values are never converted.
 
     Device arrays: ``scores`` may be a GPU array (anything with ``__cuda_array_interface__``:
     Numba device arrays, CuPy, PyTorch CUDA tensors; float32/float64, any strides). Then
@@ -67,7 +70,20 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
     ex_indptr, ex_indices = _mask(exclude, "exclude", S.shape)
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("topk", backend)
+    if not on_device and S.dtype == np.float32 and k >= 32:
+        _float32_form(kernel)
     return TopK(*kernel(S, k, ex_indptr, ex_indices, n_threads))
+
+
+def _float32_form(kernel) -> None:
+    """Switch the compiled backend of ``kernel`` to the float32 row form chosen for this CPU
+    (measured once, see kernels.form_choice); nothing for the reference."""
+    from .kernels import form_choice
+
+    module = getattr(kernel, "__module__", "") or ""
+    for backend, part in (("numba", ".numba_cpu"), ("cython", "._cython")):
+        if part in module:
+            form_choice.apply_topk_form(backend)
 
 
 def recommend(
@@ -94,6 +110,9 @@ def recommend(
     interaction is not seen (the item may be recommended) and a stored 0 similarity is no
     candidate; in ``exclude`` only the pattern counts (a stored 0 excludes). A device CSR is
     never copied, so stored zeros there are refused (ValueError) instead.
+    Copies a host matrix when it is not canonical CSR without stored zeros, or not
+    float32/float64 (the walk over neighbours needs sorted, unique, non-zero entries);
+    otherwise none.
 
     Device CSR: ``user_items`` and ``item_neighbours`` may both live on the GPU (CuPy or
     PyTorch sparse CSR, or any object with device ``indptr``/``indices``/``data`` and

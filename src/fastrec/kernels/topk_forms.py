@@ -1,9 +1,10 @@
 """Which form the float32 top-k row takes in the compiled CPU backends, and a switch for tests
 and benchmarks.
 
-Both backends have two exact forms of the float32 row: the vector-compress ("stream") form,
-taken where the CPU has AVX-512 (checked once, at import) and k >= 32, and the bit-mask walk,
-taken otherwise. See README ("Ranking") and benchmarks/README.md for what each costs.
+Both backends have two exact forms of the float32 row: the vector-compress ("stream") form
+and the bit-mask walk. For k >= 32 the one that runs is measured on this CPU on first use
+(kernels.form_choice; Cython's compress form needs AVX-512); below, the walk. See README
+("Ranking") and benchmarks/README.md for what each costs.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def float32_form(backend: str, compress: bool):
     _check(backend)
     if compress and not compress_available(backend):
         raise ValueError(f"{backend}'s compress form needs a CPU with AVX-512")
+    from .form_choice import apply_topk_form
+
+    apply_topk_form(backend)  # the machine's choice is made first, so the block's switch holds
     if backend == "numba":
         numba_topk = importlib.import_module(".numba_cpu.topk", __package__)
 

@@ -11,13 +11,31 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from .._dispatch import BACKENDS
-from .._validation import check_csr, check_dense, check_n_threads, check_scalar
+from .._validation import check_csr, check_dense, check_n_threads, check_scalar, make_csr
 from ..scoring import LogisticObjective, sigmoid_scores
 from ._persist import atomic_savez, check_vector, model_file_errors
 
 _FORMAT = "fastrec.LogisticCTR"
 _FORMAT_VERSION = 1  # version 1 files written before ``solver`` existed load as "lbfgs"
 _SOLVERS = ("lbfgs", "trust-ncg")
+
+
+def _occurring_columns(X):
+    """(X restricted to the columns holding a stored entry, their ids), or (X, None) when every
+    column occurs. Validated once here (structure, finiteness); X itself is not modified."""
+    A = check_csr(X, "X", canonical=False)
+    n_features = A.shape[1]
+    stored = A.indices[:A.nnz]
+    seen = np.zeros(n_features, dtype=np.bool_)
+    seen[stored] = True
+    used = np.flatnonzero(seen)
+    if used.shape[0] == n_features:
+        return X, None
+    new_id = np.zeros(n_features, dtype=A.indices.dtype)
+    new_id[used] = np.arange(used.shape[0], dtype=A.indices.dtype)
+    narrow = make_csr(A.indptr, new_id[stored], A.data[:A.nnz], (A.shape[0], used.shape[0]),
+                      A.sparse_array)
+    return narrow, used
 
 
 class ConvergenceWarning(UserWarning):
@@ -80,7 +98,8 @@ class LogisticCTR:
     ``coef_`` (n_features,) float64, ``intercept_`` float, ``n_iter_``, ``n_hessp_``
     (Hessian-vector products; 0 for lbfgs), ``n_features_in_``, ``classes_`` = [0, 1].
     Memory during fit: the kernel's partial gradients (see ``logistic_loss_grad``) plus
-    L-BFGS's 10 pairs of vectors of n_features + 1 (trust-ncg: a few such vectors and the
+    L-BFGS's 10 pairs of vectors of n_features + 1 (for sparse X: of the columns that occur +
+    1, see ``fit``; trust-ncg: a few such vectors and the
     Hessian's n_rows row weights).
 
     ``predict_proba(X)`` returns scikit-learn's (n, 2) array [1 - p, p]; ``predict_proba1(X)``
@@ -136,10 +155,19 @@ class LogisticCTR:
     # ---- training ------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None):
-        """Fit to features X (n x d) and 0/1 labels y; returns self."""
+        """Fit to features X (n x d) and 0/1 labels y; returns self.
+
+        A sparse X is fitted over the columns that hold a stored entry only: the others have
+        a zero gradient at every point (their coefficient is 0 at the start and, under any
+        l2 >= 0, at the optimum), so both solvers' iterates leave them at 0 exactly, and each
+        iteration costs O(nnz + n_rows + columns that occur), not O(n_features). Copies: X's
+        column indices once (remapped, int32 or int64), when some column never occurs.
+        """
         C, l2, max_iter, tol = self._check_params()
+        n_features = X.shape[1] if sp.issparse(X) else None
+        X_fit, used = _occurring_columns(X) if n_features is not None else (X, None)
         objective = LogisticObjective(
-            X, y, sample_weight=sample_weight, fit_intercept=self.fit_intercept,
+            X_fit, y, sample_weight=sample_weight, fit_intercept=self.fit_intercept,
             backend=self.backend, n_threads=self.n_threads,
         )
         _check_two_classes(objective.labels, objective.sample_weight)
@@ -175,11 +203,15 @@ class LogisticCTR:
                 f"{result.nit} iterations; {hint}",
                 ConvergenceWarning, stacklevel=2,
             )
-        self.coef_ = np.array(result.x[:d], dtype=np.float64)
+        if used is None:
+            self.coef_ = np.array(result.x[:d], dtype=np.float64)
+        else:
+            self.coef_ = np.zeros(n_features, dtype=np.float64)
+            self.coef_[used] = result.x[:d]
         self.intercept_ = float(result.x[d]) if self.fit_intercept else 0.0
         self.n_iter_ = int(result.nit)
         self.n_hessp_ = int(objective.n_hessp)
-        self.n_features_in_ = d
+        self.n_features_in_ = self.coef_.shape[0]
         self.classes_ = np.array([0, 1])
         self.loss_ = float(result.fun)
         return self

@@ -113,13 +113,53 @@ def _sparse_dot(indices, data, w, lo, hi):
     """sum_k data[k] * w[indices[k]] over [lo, hi) in float64.
 
     Reassociation (as in :func:`_dot`: LLVM's compile-time order, so thread-count independent)
-    lets LLVM vectorise the gathers (AVX-512 gathers where the CPU has them), faster than
-    hand-interleaved accumulators.
+    lets LLVM vectorise the gathers: measured 70 vs 88 ms per 2M rows of 40 nnz on one thread
+    against four hand-interleaved accumulators (:func:`_sparse_dot_scalar`) on Zen 5. Which of
+    the two runs is measured per CPU (kernels.form_choice).
     """
     acc = 0.0
     for k in range(lo, hi):
         acc += np.float64(data[k]) * np.float64(w[indices[k]])
     return acc
+
+
+@numba.njit(cache=True)
+def _sparse_dot_scalar(indices, data, w, lo, hi):
+    """:func:`_sparse_dot` by four interleaved scalar accumulators (entry k into k mod 4 of the
+    row, summed (a0 + a1) + (a2 + a3)): no vector gathers, which are slow on some CPUs (Zen 4:
+    measured 2.7x slower than this on one thread, 1M rows of 40 nnz, 2^20 columns). Rounds
+    differently from the gather form (another summation order); fixed, so thread-independent.
+    """
+    a0 = a1 = a2 = a3 = 0.0
+    k, end = np.int64(lo), np.int64(hi)  # unsigned bounds + literals would type as float64
+    while k + 4 <= end:
+        a0 += np.float64(data[k]) * np.float64(w[indices[k]])
+        a1 += np.float64(data[k + 1]) * np.float64(w[indices[k + 1]])
+        a2 += np.float64(data[k + 2]) * np.float64(w[indices[k + 2]])
+        a3 += np.float64(data[k + 3]) * np.float64(w[indices[k + 3]])
+        k += 4
+    while k < end:
+        a0 += np.float64(data[k]) * np.float64(w[indices[k]])
+        k += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@numba.njit(cache=True, inline="always")
+def _row_dot(indices, data, w, lo, hi, gather):
+    if gather:
+        return _sparse_dot(indices, data, w, lo, hi)
+    return _sparse_dot_scalar(indices, data, w, lo, hi)
+
+
+# The CSR dot product's form, "gather" or "scalar": chosen on first use by
+# kernels.form_choice (a short measurement on this CPU, cached per CPU model).
+CSR_DOT_FORMS = ("gather", "scalar")
+
+
+def _csr_gather():
+    from ..form_choice import csr_dot_form
+
+    return csr_dot_form() == "gather"
 
 
 # The C-order kernel prefetches the row _PREFETCH_BYTES ahead: measured, 2M x 64, raw kernel,
@@ -190,7 +230,7 @@ def sigmoid_dense(X, w, b, out, n_threads):
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_csr(indptr, indices, data, w, b, out, block_exp):
+def _sigmoid_csr(indptr, indices, data, w, b, out, block_exp, gather):
     n = indptr.shape[0] - 1
     for blk in numba.prange((n + _CSR_BLOCK - 1) // _CSR_BLOCK):
         r0 = blk * _CSR_BLOCK
@@ -198,23 +238,25 @@ def _sigmoid_csr(indptr, indices, data, w, b, out, block_exp):
         if block_exp:
             z = np.empty(r1 - r0, dtype=np.float64)
             for i in range(r0, r1):
-                z[i - r0] = _sparse_dot(indices, data, w, indptr[i], indptr[i + 1])
+                z[i - r0] = _row_dot(indices, data, w, indptr[i], indptr[i + 1], gather)
             _sigmoid_block(z, b, out[r0:r1])
         else:
             for i in range(r0, r1):
-                out[i] = _sigmoid(_sparse_dot(indices, data, w, indptr[i], indptr[i + 1]) + b)
+                out[i] = _sigmoid(_row_dot(indices, data, w, indptr[i], indptr[i + 1], gather)
+                                  + b)
 
 
 def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a CSR X with len(w) columns; returns out.
 
-    float64 dot product in a fixed order (see _sparse_dot); O(nnz) time, no memory beyond out
+    float64 dot product in a fixed order (the form chosen for this CPU: _sparse_dot or
+    _sparse_dot_scalar, see kernels.form_choice); O(nnz) time, no memory beyond out
     (and one block's logits). float32 scores use the block-wise vectorised sigmoid as
     sigmoid_dense does (faster per thread than the per-row sigmoid).
     """
     with threads(n_threads):
         _sigmoid_csr(unsigned(indptr), unsigned(indices), data, w, float(b), out,
-                     out.dtype == np.float32)
+                     out.dtype == np.float32, _csr_gather())
     return out
 
 
@@ -348,14 +390,14 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
 
 
 @numba.njit(parallel=True, cache=True)
-def _loss_grad_csr(indptr, indices, data, bounds, y, w, b, sw, G, S, hess):
+def _loss_grad_csr(indptr, indices, data, bounds, y, w, b, sw, G, S, hess, gather):
     for c in numba.prange(bounds.shape[0] - 1):
         g = G[c]
         g[:] = 0.0
         loss = gb = wsum = 0.0
         for i in range(bounds[c], bounds[c + 1]):
             lo, hi = indptr[i], indptr[i + 1]
-            z = _sparse_dot(indices, data, w, lo, hi) + b
+            z = _row_dot(indices, data, w, lo, hi, gather) + b
             s = sw[i]
             lr, r = _row_residual(hess, z, y[i], s)
             loss += lr
@@ -382,7 +424,7 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     grad = np.empty(d, dtype=np.float64)
     with threads(n_threads):
         _loss_grad_csr(unsigned(indptr), unsigned(indices), data, bounds, y, w, float(b),
-                       sample_weight, G, S, False)
+                       sample_weight, G, S, False, _csr_gather())
     with threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)
@@ -429,5 +471,5 @@ def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
     S = np.empty((G.shape[0], 3), dtype=np.float64)
     with threads(n_threads):
         _loss_grad_csr(unsigned(indptr), unsigned(indices), data, bounds, c, v, float(vb),
-                       c, G, S, True)
+                       c, G, S, True, _csr_gather())
     return _hessp_fold(G, S, v, l2, n_threads)

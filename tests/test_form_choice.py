@@ -1,0 +1,77 @@
+"""Code paths chosen on the machine at hand: both forms exact, thread-independent, cached per CPU."""
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import fastrec
+from fastrec.kernels import form_choice
+
+from backends import compiled_backends
+
+pytestmark = pytest.mark.skipif("numba" not in compiled_backends("sigmoid_csr"),
+                                reason="numba backend unavailable")
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.random(500, 3000, density=0.02, format="csr", random_state=seed, dtype=np.float64)
+    X.data = rng.standard_normal(X.nnz)
+    w = rng.standard_normal(3000)
+    y = (rng.random(500) < 0.4).astype(float)
+    return X, w, y
+
+
+@pytest.mark.parametrize("form", form_choice.FORMS["csr_dot"])
+def test_each_csr_dot_form_is_exact_and_thread_independent(form, monkeypatch):
+    monkeypatch.setitem(form_choice._chosen, "csr_dot", (form, "test"))
+    X, w, y = _problem()
+    want = fastrec.sigmoid_scores(X, w, 0.2, backend="numpy")
+    one = fastrec.sigmoid_scores(X, w, 0.2, backend="numba", n_threads=1)
+    two = fastrec.sigmoid_scores(X, w, 0.2, backend="numba", n_threads=2)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_allclose(one, want, rtol=1e-13)
+    g1 = fastrec.logistic_loss_grad(X, y, w, 0.2, l2=0.1, backend="numba", n_threads=1)
+    g2 = fastrec.logistic_loss_grad(X, y, w, 0.2, l2=0.1, backend="numba", n_threads=2)
+    ref = fastrec.logistic_loss_grad(X, y, w, 0.2, l2=0.1, backend="numpy")
+    assert g1[0] == g2[0] and np.array_equal(g1[1], g2[1])
+    np.testing.assert_allclose(g1[1], ref[1], rtol=1e-11, atol=1e-14)
+
+
+def test_choice_is_measured_once_and_cached_per_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("FASTREC_FORMS", raising=False)
+    monkeypatch.setattr(form_choice, "_chosen", {})
+    form = form_choice.csr_dot_form()
+    assert form in form_choice.FORMS["csr_dot"]
+    assert form_choice.chosen()["csr_dot"][1].startswith("measured on this CPU")
+    saved = json.loads(form_choice.cache_path().read_text())
+    assert saved[form_choice.cpu_key()]["csr_dot"]["form"] == form
+    monkeypatch.setattr(form_choice, "_chosen", {})  # a new process: read, not measured
+    assert form_choice.csr_dot_form() == form
+    assert form_choice.chosen()["csr_dot"][1].startswith("cached")
+
+
+def test_environment_overrides_and_bad_value_is_rejected(monkeypatch):
+    monkeypatch.setattr(form_choice, "_chosen", {})
+    monkeypatch.setenv("FASTREC_FORMS", "csr_dot=scalar")
+    assert form_choice.csr_dot_form() == "scalar"
+    assert form_choice.chosen()["csr_dot"] == ("scalar", "FASTREC_FORMS")
+    monkeypatch.setattr(form_choice, "_chosen", {})
+    monkeypatch.setenv("FASTREC_FORMS", "csr_dot=fast")
+    with pytest.raises(ValueError, match="csr_dot must be one of"):
+        form_choice.csr_dot_form()
+
+
+def test_topk_float32_forms_give_identical_results(monkeypatch):
+    rng = np.random.default_rng(1)
+    S = rng.random((40, 3000), dtype=np.float32)
+    S[:, ::7] = S[:, :1]  # ties
+    ref = fastrec.topk(S, 50, backend="numpy")
+    for backend in compiled_backends("topk"):
+        form_choice.apply_topk_form(backend)
+        got = fastrec.topk(S, 50, backend=backend)
+        np.testing.assert_array_equal(got.indices, ref.indices)
+        np.testing.assert_array_equal(got.scores, ref.scores)
+        assert form_choice.chosen()[f"topk_float32_{backend}"][0] in ("compress", "walk")
