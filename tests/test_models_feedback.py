@@ -136,8 +136,6 @@ def test_hybrid_takes_ids_and_filters(train):
     for r in range(2):
         want = [j for j in full.indices[r] if j not in set(ex.tolist()) and j >= 0][:5]
         np.testing.assert_array_equal(got.indices[r][: len(want)], want)
-    with pytest.raises(ValueError, match="user_items"):
-        model.recommend(user_items=train.matrix[:1])
 
 
 # ---------------------------------------------------------------- neighbours
@@ -385,3 +383,26 @@ def test_ids_and_rule_survive_save_and_load(tmp_path, train):
     assert loaded.duplicates_ == "max"
     np.testing.assert_array_equal(loaded.user_ids_, model.user_ids_)
     np.testing.assert_array_equal(loaded.user_index([10**6]), [train.n_users])
+
+
+def test_hybrid_unseen_users_and_neighbour_queries(train):
+    model = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False,
+                   n_candidates=20).fit(train)
+    rows = np.array([4, 30])
+    # a fitted user's own row as a request: the same CF proposals and activity, and the blend
+    # uses no side features, so the same ranking
+    a = model.recommend(rows, n=8)
+    b = model.recommend(user_items=train.matrix[rows], n=8)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    e = model.explain(user_items=train.matrix[[4]], item_id=b.indices[0, 0])
+    np.testing.assert_allclose(e.contributions.sum(), b.scores[0, 0], rtol=1e-9)
+    np.testing.assert_array_equal(
+        model.similar_items(items=train.item_ids[[3]], n=4).indices,
+        ItemKNN(k=15).fit(train).similar_items([3], n=4).indices)
+    with pytest.raises(ValueError, match="no UserKNN"):
+        model.similar_users([2], n=3)
+    both = Hybrid(candidates=[UserKNN(k=15), Popularity()], rerank=False,
+                  n_candidates=20).fit(train)
+    np.testing.assert_array_equal(both.similar_users(users=train.user_ids[[2]], n=3).indices,
+                                  UserKNN(k=15).fit(train).similar_users([2], n=3).indices)
