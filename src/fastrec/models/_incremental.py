@@ -25,8 +25,11 @@ from ..data import Interactions
 from ..similarity import cosine_topk, prepare_cosine_topk
 
 # Above this share of a full fit's estimated work (the changed rows' multiply-adds), partial_fit
-# takes the full path: measured in benchmarks/test_bench_partial_fit.py (mid set, 2 cores).
-FULL_FIT_WORK_SHARE = 0.5
+# takes the full path. Measured with benchmarks/bench_feedback.py (mid set, k=100, reserve=25,
+# 2 threads, shared machine): changed rows holding 16% of the work already made partial_fit
+# 0.8x a full fit (the changed rows are computed with k = all rows), 48% made it 0.35x; so
+# the partial path is kept for small changes only.
+FULL_FIT_WORK_SHARE = 0.1
 # Entries per block of changed rows computed with k = all rows: bounds that block's memory.
 _BLOCK_ENTRIES = 1 << 21
 
