@@ -30,7 +30,7 @@ def real_models(directory: Path) -> dict:
     y = (X[:, 0] + rng.standard_normal(200) > 0).astype(float)
     models = {
         "ItemKNN": ItemKNN(k=10).fit(d),
-        "UserKNN": UserKNN(k=10).fit(d.matrix),
+        "UserKNN": UserKNN(k=10, reserve=5).fit(d.matrix),  # with reserve_ arrays
         "Popularity": Popularity().fit(d),
         "Hybrid": Hybrid(candidates=[ItemKNN(k=10), Popularity()], n_candidates=15).fit(d),
         "LogisticCTR": LogisticCTR().fit(X, y),

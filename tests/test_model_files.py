@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from _model_fuzz import KINDS, mutate, real_models
-from fastrec.models import ItemKNN, LogisticCTR, Popularity
+from fastrec.models import ItemKNN, LogisticCTR, Popularity, UserKNN
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE),
@@ -135,3 +135,17 @@ def test_object_arrays_are_never_saved(tmp_path):
     with pytest.raises(TypeError, match="pickle"):
         model.save(tmp_path / "ctr")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reserve_out_of_rank_order_is_refused(models, tmp_path):
+    # partial_fit reads the reserve's rows as ranked: a file that breaks the order is refused.
+    with np.load(models["UserKNN"]) as f:
+        arrays = dict(f)
+    indptr, data = arrays["reserve_indptr"], arrays["reserve_data"]
+    row = int(np.argmax(np.diff(indptr) >= 2))
+    lo = int(indptr[row])
+    data[lo], data[lo + 1] = data[lo + 1], data[lo] * 2 + 1  # second entry now larger
+    path = tmp_path / "reserve.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"reserve\.npz.*'reserve_data'.*rank"):
+        UserKNN.load(path)

@@ -245,11 +245,13 @@ def check_vector(arrays: dict, name: str, length: int | None = None, *, kinds: s
     return a
 
 
-def check_csr_arrays(prefix: str, arrays: dict, shape: tuple[int, int] | None = None) -> tuple:
+def check_csr_arrays(prefix: str, arrays: dict, shape: tuple[int, int] | None = None, *,
+                     order: str = "canonical") -> tuple:
     """Check the CSR saved by ``csr_arrays(prefix, ...)``: its shape (== ``shape`` when given),
     int32/int64 indptr and indices of one dtype, float32/float64 finite data, the structure
-    (indptr from 0, non-decreasing, to nnz; indices in range) and canonical rows (indices
-    strictly increasing: the kernels merge sorted rows). Returns the shape. O(n_rows + nnz)."""
+    (indptr from 0, non-decreasing, to nnz; indices in range) and the rows' order: "canonical"
+    (indices strictly increasing: the kernels merge sorted rows) or "ranked" (values
+    descending, ties by increasing index: a kNN reserve). Returns the shape. O(n_rows + nnz)."""
     stored = arrays[f"{prefix}_shape"]
     if stored.shape != (2,) or stored.dtype.kind not in "iu":
         raise ValueError(f"array '{prefix}_shape' must hold two integers")
@@ -276,6 +278,23 @@ def check_csr_arrays(prefix: str, arrays: dict, shape: tuple[int, int] | None = 
     if int(indptr[-1]) != indices.shape[0]:
         raise ValueError(f"array '{prefix}_indptr' ends at {int(indptr[-1])}, but "
                          f"{indices.shape[0]} entries are stored")
-    if not _rows_strictly_increasing(indptr, indices):
+    if order == "ranked":
+        if not _rows_ranked(indptr, indices, data):
+            raise ValueError(f"arrays '{prefix}_data' / '{prefix}_indices' are not in rank "
+                             "order within rows (values descending, ties by smaller index)")
+    elif not _rows_strictly_increasing(indptr, indices):
         raise ValueError(f"array '{prefix}_indices' is not sorted and distinct within rows")
     return n_rows, n_cols
+
+
+def _rows_ranked(indptr, indices, data) -> bool:
+    """True when every row's entries are strictly ordered by (value descending, index
+    ascending): distinct indices in rank order. O(nnz)."""
+    nnz = int(indptr[-1])
+    if nnz < 2:
+        return True
+    v, i = np.asarray(data[:nnz]), np.asarray(indices[:nnz])
+    ok = (v[1:] < v[:-1]) | ((v[1:] == v[:-1]) & (i[1:] > i[:-1]))
+    boundaries = np.asarray(indptr[1:-1], dtype=np.int64) - 1
+    ok[boundaries[(boundaries >= 0) & (boundaries < nnz - 1)]] = True
+    return bool(ok.all())
