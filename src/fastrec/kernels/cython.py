@@ -21,3 +21,4 @@ from ._cython._scoring import (  # noqa: F401
     sigmoid_csr,
     sigmoid_dense,
 )
+from ._cython._embedding import dot_topk  # noqa: F401
