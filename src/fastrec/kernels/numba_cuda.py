@@ -1706,3 +1706,7 @@ def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
     d_c, d_v = _dev(c, np.float64), _dev(v, np.float64)
     d_residual, _, d_hv = _csr_pass(indptr, indices, data, d_c, d_v, vb, d_c, True)
     return _finish_hessp(d_residual, d_hv, d_v, l2, keep)
+
+
+# ---- embedding retrieval (its own module; imported last: it uses the helpers above) ----------
+from ._embedding_cuda import device_normalised_rows, dot_topk  # noqa: E402, F401
