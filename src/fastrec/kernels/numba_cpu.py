@@ -1563,3 +1563,7 @@ def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
         _loss_grad_csr(_unsigned(indptr), _unsigned(indices), data, bounds, c, v, float(vb),
                        c, G, S, True)
     return _hessp_fold(G, S, v, l2, n_threads)
+
+
+# ---- embedding retrieval (its own module; imported last: it uses the helpers above) ----------
+from ._embedding_numba import dot_topk  # noqa: E402, F401
