@@ -71,8 +71,24 @@ def dot_topk(
     host arrays copied in, and the result holds Numba device arrays.
     """
     on_device, backend = check_placement(backend, queries=queries, items=items)
-    metric = check_choice(metric, "metric", ("dot", "cosine"))
     k = check_k(k)
+    Q, X, bias, cand, ex_indptr, ex_indices = _prepare(
+        queries, items, exclude, candidates, item_bias, metric, on_device
+    )
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("dot_topk", backend)
+    return TopK(*kernel(Q, X, k, bias, cand, ex_indptr, ex_indices, n_threads))
+
+
+# Query rows per block of the compiled CPU kernels' tiles: fastrec.dask splits the queries at
+# multiples of it, so that every query meets BLAS in the same tile as in one local call.
+QUERY_TILE_ROWS = 512
+
+
+def _prepare(queries, items, exclude, candidates, item_bias, metric, on_device=False):
+    """Validate dot_topk's inputs once; the kernel's arguments (Q, X, bias, candidates, mask)
+    with both sides in the result dtype and normalised under cosine."""
+    metric = check_choice(metric, "metric", ("dot", "cosine"))
     if on_device:
         Q = check_device_dense(queries, "queries")
         X = check_device_dense(items, "items")
@@ -96,8 +112,6 @@ def dot_topk(
                              f"{bias.shape[0]}")
     cand = _check_candidates(candidates, n_items)
     ex_indptr, ex_indices = _mask(exclude, "exclude", (n_queries, n_items))
-    n_threads = check_n_threads(n_threads)
-    kernel = get_kernel("dot_topk", backend)
     if on_device:
         from ._dispatch import backend_module
 
@@ -112,4 +126,10 @@ def dot_topk(
         X = np.ascontiguousarray(X, dtype=dtype)
         if metric == "cosine":
             Q, X = _normalised_rows(Q), _normalised_rows(X)
-    return TopK(*kernel(Q, X, k, bias, cand, ex_indptr, ex_indices, n_threads))
+    return Q, X, bias, cand, ex_indptr, ex_indices
+
+
+def _dot_topk_block(Q, X, bias, cand, ex_indptr, ex_indices, k, backend, n_threads) -> TopK:
+    """dot_topk of prepared arguments (:func:`_prepare`) for host query rows Q (a dask task)."""
+    kernel = get_kernel("dot_topk", backend)
+    return TopK(*kernel(Q, X, k, bias, cand, ex_indptr, ex_indices, check_n_threads(n_threads)))
