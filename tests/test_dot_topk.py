@@ -29,9 +29,9 @@ def _tile_settings(backend):
         from fastrec.kernels._cython import _embedding
 
         return _embedding, "QUERY_BLOCK", "ITEM_TILE"
-    from fastrec.kernels import _embedding_numba
+    from fastrec.kernels.numba_cpu import embedding
 
-    return _embedding_numba, "_QUERY_BLOCK", "_ITEM_TILE"
+    return embedding, "_QUERY_BLOCK", "_ITEM_TILE"
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """Numba CPU embedding retrieval: fused dot-product top-k over BLAS tiles.
 
-Re-exported by ``numba_cpu`` under the reference's name (``dot_topk``). The design of the
+The design of the
 Cython kernel (``_cython/_embedding.pyx``): each thread takes a block of _QUERY_BLOCK queries,
 ``np.dot`` (BLAS gemm, one thread) writes the block x _ITEM_TILE scores into a thread-private
 buffer that stays in cache, and each query row is scanned at once against its running
@@ -13,7 +13,8 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .numba_cpu import _select_pairs, _sift_down, _with_threads, heap_sort
+from ._common import heap_sort, sift_down, threads
+from .topk import _select_pairs
 
 _QUERY_BLOCK = 512
 _ITEM_TILE = 512
@@ -96,7 +97,7 @@ def _dot_topk_impl(queries, items, k, bias, has_bias, cand, has_cand, ex_indptr,
                 _select_pairs(hv, hi, c, k)
                 c = k
             for t in range(c // 2 - 1, -1, -1):  # heapify, then sort best first
-                _sift_down(hv, hi, c, t)
+                sift_down(hv, hi, c, t)
             heap_sort(hv, hi, c)
             for t in range(k):
                 out_val[q0 + r, t] = hv[t] if t < c else -np.inf
@@ -129,8 +130,8 @@ def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_
     has_bias = item_bias is not None
     bias = item_bias if has_bias else np.zeros(1, dtype=dtype)
     if n_queries:
-        with _BLAS.limit(limits=1, user_api="blas"):  # BLAS runs inside our threads
-            _with_threads(n_threads, _dot_topk_impl, queries, items, k, bias, has_bias, cand,
-                          has_cand, ex_ptr, ex_ind, has_mask, _QUERY_BLOCK, _ITEM_TILE, out_idx,
-                          out_val)
+        # BLAS runs inside our threads; query blocks handed out one at a time (dynamic).
+        with _BLAS.limit(limits=1, user_api="blas"), threads(n_threads, dynamic=True):
+            _dot_topk_impl(queries, items, k, bias, has_bias, cand, has_cand, ex_ptr, ex_ind,
+                           has_mask, _QUERY_BLOCK, _ITEM_TILE, out_idx, out_val)
     return out_idx, out_val

@@ -1,7 +1,7 @@
 """CUDA embedding retrieval (numba.cuda): dot-product top-k fused with the warp selection.
 
-Re-exported by ``numba_cuda`` under the reference's names (``dot_topk``), with the device helper
-``device_normalised_rows`` that the public layer uses for ``metric="cosine"``.
+Also the device helper ``device_normalised_rows`` that the public layer uses for
+``metric="cosine"``.
 
 Design: a block of W warps ranks W queries at a time, one query per warp. The items stream
 through in tiles of T = 32 * _ITEMS_PER_LANE, each loaded once per block into shared memory in
@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .numba_cuda import (
+from ._device import (
     _FULL_MASK,
     _INT32_MAX,
     _SHARED_BYTES,
@@ -34,10 +34,9 @@ from .numba_cuda import (
     _factory,
     _grid,
     _in_sorted,
-    _index_result,
     _next_pow2,
-    _warp_sort,
 )
+from .topk import _index_result, _warp_sort
 
 _ITEMS_PER_LANE = 2 if _SIM else 4
 _TILE_ITEMS = _WARP * _ITEMS_PER_LANE
