@@ -38,6 +38,7 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
     "dot_topk": ("cython", "numba", "numpy"),
+    "als_cg_update": ("numba", "numpy"),
     # Scoring: benchmarks/RESULTS.md, "Scoring and LogisticCTR" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
     "sigmoid_csr": ("numba", "cython", "numpy"),

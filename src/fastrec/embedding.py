@@ -1,4 +1,5 @@
-"""Public API of embedding retrieval: the k best items per query vector by dot product or cosine.
+"""Public API of learned representations: embedding retrieval (the k best items per query vector
+by dot product or cosine) and the conjugate-gradient solves of implicit-feedback ALS.
 
 The product queries x items^T is never materialised: compiled backends compute cache-sized
 tiles of it and feed each straight into the running top-k selection of its query rows.
@@ -10,12 +11,14 @@ import numpy as np
 from ._dispatch import get_kernel
 from ._validation import (
     check_choice,
+    check_csr,
     check_dense,
     check_device_dense,
     check_ids,
     check_k,
     check_n_threads,
     check_placement,
+    check_scalar,
 )
 from .topk import TopK, _mask
 
@@ -133,3 +136,33 @@ def _dot_topk_block(Q, X, bias, cand, ex_indptr, ex_indices, k, backend, n_threa
     """dot_topk of prepared arguments (:func:`_prepare`) for host query rows Q (a dask task)."""
     kernel = get_kernel("dot_topk", backend)
     return TopK(*kernel(Q, X, k, bias, cand, ex_indptr, ex_indices, check_n_threads(n_threads)))
+
+
+def als_cg_update(user_items, X, Y, *, regularization=0.01, alpha=1.0, cg_steps=3,
+                  backend="auto", n_threads=None) -> np.ndarray:
+    """One half-step of implicit-feedback ALS: new row factors X given the column factors Y.
+
+    For each row u of the (n_rows, n_cols) CSR ``user_items`` (non-negative values r), x_u
+    takes ``cg_steps`` conjugate-gradient steps, warm-started from X[u], towards the solution
+    of (Y^T C_u Y + regularization I) x_u = Y^T C_u p_u with c_ui = 1 + alpha * r_ui and
+    p_ui = 1 on the stored entries (c = 1, p = 0 elsewhere): implicit's CG solver. ``X``
+    (n_rows, f) and ``Y`` (n_cols, f) of one float dtype; returns the new X (a new array).
+    Time O(cg_steps * (nnz + n_rows * f) * f) plus Y^T Y (O(n_cols * f^2), float64 BLAS);
+    memory: the new X. Rows are independent: the same bits for any ``n_threads``.
+    """
+    UI = check_csr(user_items, "user_items")
+    X = check_dense(X, "X")
+    Y = check_dense(Y, "Y", dtype=X.dtype)
+    if UI.nnz and UI.data.min() < 0:
+        raise ValueError("user_items must be non-negative (implicit feedback confidences)")
+    if X.shape[0] != UI.shape[0] or Y.shape[0] != UI.shape[1] or X.shape[1] != Y.shape[1]:
+        raise ValueError(f"X {X.shape} and Y {Y.shape} do not fit user_items {UI.shape}: "
+                         "need (n_rows, f) and (n_cols, f)")
+    regularization = check_scalar(regularization, "regularization", min_value=0)
+    alpha = check_scalar(alpha, "alpha", min_value=0)
+    cg_steps = check_scalar(cg_steps, "cg_steps", min_value=1, integer=True)
+    n_threads = check_n_threads(n_threads)
+    Y64 = Y.astype(np.float64)
+    YtY = Y64.T @ Y64 + regularization * np.eye(Y.shape[1])
+    kernel = get_kernel("als_cg_update", backend)
+    return kernel(UI.indptr, UI.indices, UI.data, X, Y, YtY, alpha, cg_steps, n_threads)

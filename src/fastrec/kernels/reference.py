@@ -487,3 +487,40 @@ def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_
         out_idx[r0:r1] = np.where(idx >= 0, cols[np.maximum(idx, 0)], -1) if len(cols) else idx
         out_val[r0:r1] = val
     return out_idx, out_val
+
+
+def als_cg_update(indptr, indices, data, X, Y, YtY, alpha, cg_steps, n_threads):
+    """One half-step of implicit-feedback ALS: each row u of X improved by ``cg_steps``
+    conjugate-gradient steps, warm-started from X[u], on the normal equations
+
+        (YtY + Y^T (C_u - I) Y) x_u = Y^T C_u p_u,   c_ui = 1 + alpha * r_ui,  p_ui = 1
+
+    over row u's stored (i, r_ui) of the CSR (n_rows x n_items); ``YtY`` = Y^T Y + lambda I.
+    A row whose residual is below 1e-20 (squared norm) is left as is. Returns the new X (a
+    copy, X's dtype). Here in float64 per row; compiled backends work in X's dtype, so results
+    agree within the rounding of a few CG steps.
+    """
+    out = np.array(X, dtype=X.dtype, copy=True)
+    G = YtY.astype(np.float64)
+    for u in range(X.shape[0]):
+        lo, hi = indptr[u], indptr[u + 1]
+        Yu = Y[indices[lo:hi]].astype(np.float64)
+        c1 = alpha * data[lo:hi].astype(np.float64)
+        x = X[u].astype(np.float64)
+        r = -G @ x + ((1.0 + c1) - c1 * (Yu @ x)) @ Yu
+        p = r.copy()
+        rsold = r @ r
+        if rsold < 1e-20:
+            continue
+        for _ in range(cg_steps):
+            Ap = G @ p + (c1 * (Yu @ p)) @ Yu
+            a = rsold / (p @ Ap)
+            x = x + a * p
+            r = r - a * Ap
+            rsnew = r @ r
+            if rsnew < 1e-20:
+                break
+            p = r + (rsnew / rsold) * p
+            rsold = rsnew
+        out[u] = x
+    return out

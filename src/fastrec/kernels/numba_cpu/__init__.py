@@ -8,6 +8,7 @@ blocks, each writing only its own output slots, so results do not depend on the 
 
 from __future__ import annotations
 
+from .als import als_cg_update
 from .embedding import dot_topk
 from .scoring import (
     logistic_hessp_csr,
@@ -33,6 +34,7 @@ def is_available():
 
 
 __all__ = [
+    "als_cg_update",
     "cosine_similarity",
     "cosine_similarity_prepare",
     "cosine_similarity_rows",

@@ -1,0 +1,83 @@
+"""Numba CPU conjugate-gradient solves of implicit-feedback ALS (contract of
+``reference.als_cg_update``). Rows are independent, each solved by one thread into its own
+output row, so the result is bit-identical for any thread count; arithmetic in X's dtype."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._common import threads
+
+_ROWS_PER_TASK = 64
+
+
+@numba.njit(inline="always")
+def _dot(a, b):
+    s = a.dtype.type(0)
+    for t in range(a.shape[0]):
+        s += a[t] * b[t]
+    return s
+
+
+@numba.njit(inline="always")
+def _gram_times(G, v, out):
+    for s in range(G.shape[0]):
+        out[s] = _dot(G[s], v)
+
+
+@numba.njit(parallel=True, cache=True)
+def _cg_impl(indptr, indices, data, X, Y, YtY, alpha, cg_steps, out):
+    n_rows, n_factors = X.shape
+    one = X.dtype.type(1)
+    tiny = X.dtype.type(1e-20)
+    for task in numba.prange((n_rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        r = np.empty(n_factors, X.dtype)
+        p = np.empty(n_factors, X.dtype)
+        Ap = np.empty(n_factors, X.dtype)
+        for u in range(task * _ROWS_PER_TASK, min(n_rows, (task + 1) * _ROWS_PER_TASK)):
+            x = out[u]
+            for s in range(n_factors):
+                x[s] = X[u, s]
+            _gram_times(YtY, x, r)
+            for s in range(n_factors):
+                r[s] = -r[s]
+            for q in range(indptr[u], indptr[u + 1]):
+                y = Y[indices[q]]
+                c1 = X.dtype.type(alpha * data[q])
+                w = (one + c1) - c1 * _dot(y, x)
+                for s in range(n_factors):
+                    r[s] += w * y[s]
+            rsold = _dot(r, r)
+            if rsold < tiny:
+                continue
+            for s in range(n_factors):
+                p[s] = r[s]
+            for _ in range(cg_steps):
+                _gram_times(YtY, p, Ap)
+                for q in range(indptr[u], indptr[u + 1]):
+                    y = Y[indices[q]]
+                    w = X.dtype.type(alpha * data[q]) * _dot(y, p)
+                    for s in range(n_factors):
+                        Ap[s] += w * y[s]
+                a = rsold / _dot(p, Ap)
+                for s in range(n_factors):
+                    x[s] += a * p[s]
+                    r[s] -= a * Ap[s]
+                rsnew = _dot(r, r)
+                if rsnew < tiny:
+                    break
+                b = rsnew / rsold
+                for s in range(n_factors):
+                    p[s] = r[s] + b * p[s]
+                rsold = rsnew
+
+
+def als_cg_update(indptr, indices, data, X, Y, YtY, alpha, cg_steps, n_threads):
+    """See ``reference.als_cg_update``. Time O(cg_steps * (nnz + n_rows * n_factors) *
+    n_factors); memory: the new X plus O(n_factors) per thread."""
+    out = np.empty_like(X)
+    dtype = X.dtype
+    with threads(n_threads, dynamic=True):
+        _cg_impl(indptr, indices, np.ascontiguousarray(data, dtype=dtype), X, Y,
+                 np.ascontiguousarray(YtY, dtype=dtype), float(alpha), int(cg_steps), out)
+    return out
