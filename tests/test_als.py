@@ -118,3 +118,31 @@ def test_negative_interactions_rejected():
     UI.data[0] = -1
     with pytest.raises(ValueError, match="non-negative"):
         ALS().fit(UI)
+
+
+def test_fold_in_solves_the_user_equations_exactly():
+    """Unseen users: the user solve with the item factors fixed, to 1e-5 relative."""
+    UI = interactions(80, 30, seed=6)
+    model = ALS(factors=6, iterations=5, regularization=0.1, alpha=3.0, dtype="float64").fit(UI)
+    R = UI[[5, 9]]
+    got = model.fold_in(R)
+    Y = model.item_factors_
+    for r in range(2):
+        lo, hi = R.indptr[r], R.indptr[r + 1]
+        cols, c = R.indices[lo:hi], 1 + 3.0 * R.data[lo:hi]
+        A = Y.T @ Y + (Y[cols].T * (c - 1)) @ Y[cols] + 0.1 * np.eye(6)
+        b = (Y[cols].T * c).sum(axis=1)
+        np.testing.assert_allclose(got[r], np.linalg.solve(A, b), rtol=1e-5, atol=1e-8)
+    recs = model.recommend(user_items=R, n=4)
+    want = fastrec.dot_topk(got, Y, 4, exclude=R, backend="numpy")
+    np.testing.assert_array_equal(recs.indices, want.indices)
+
+
+def test_recommend_with_exclude_and_candidates():
+    UI = interactions(40, 25, seed=7)
+    model = ALS(factors=4, iterations=3).fit(UI)
+    got = model.recommend([1, 2], n=25, candidates=[3, 4, 5, 6])
+    for row in got.indices:
+        assert set(row[row >= 0]) <= {3, 4, 5, 6}
+    got = model.recommend([1, 2], n=25, exclude=[0, 1])
+    assert not {0, 1} & set(got.indices.ravel())

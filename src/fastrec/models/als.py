@@ -90,6 +90,29 @@ class ALS(Recommender):
         return dot_topk(self.user_factors_[rows], self.item_factors_, n, exclude=seen,
                         backend=self.backend, n_threads=self.n_threads)
 
+    def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
+        """Fitted rows with exclude/candidates masks, or users unseen at fit time (fold-in)."""
+        factors = (self.user_factors_[req.rows] if req.rows is not None
+                   else self.fold_in(req.R))
+        seen = req.seen(self.user_items_) if exclude_seen else None
+        if seen is not None and mask is not None:
+            seen = sp.csr_matrix(seen + mask)
+        elif mask is not None:
+            seen = mask
+        return dot_topk(factors, self.item_factors_, n, exclude=seen, backend=self.backend,
+                        n_threads=self.n_threads)
+
+    def fold_in(self, user_items) -> np.ndarray:
+        """Factors of users unseen at fit time from their interactions (n_requests x n_items
+        CSR over the fitted items): the user solve with the item factors fixed, by ``factors``
+        CG steps from zero (the exact solution of the f x f system, up to rounding)."""
+        self._check_fitted()
+        X0 = np.zeros((user_items.shape[0], int(self.factors)), dtype=self.item_factors_.dtype)
+        return als_cg_update(user_items, X0, self.item_factors_,
+                             regularization=self.regularization, alpha=self.alpha,
+                             cg_steps=int(self.factors), backend=self.backend,
+                             n_threads=self.n_threads)
+
     def similar_items(self, item_ids, n: int = 10) -> TopK:
         """The n items closest to each given item by cosine of their factors (the item itself
         excluded): TopK (len(item_ids), n), ties by smaller item."""
