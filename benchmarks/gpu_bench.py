@@ -4,6 +4,7 @@ One run, about 5-7 minutes, on a machine with an NVIDIA GPU, from the repository
 
     python benchmarks/gpu_bench.py                    # every case
     python benchmarks/gpu_bench.py --cases topk sigmoid_dense
+    python benchmarks/gpu_bench.py --cases dot_topk     # embedding top-k vs torch (~2 min)
 
 fastrec is imported from ./src (no install needed; the Cython backend is not used). Data: the
 shapes of DESIGN.md's performance notes and benchmarks/datasets.py. Dense inputs are generated on
@@ -76,10 +77,12 @@ CASE_SECONDS = 40.0  # time budget for the repetitions of one implementation
 # Problem sizes; --dry-run shrinks them so the script itself can be exercised on the simulator.
 SIZES = {"dense_rows": 2_000_000, "csr_rows": 2_000_000, "csr_cols": 1 << 20, "topk_rows": 4096,
          "topk_cols": 100_000, "check_rows": 100_000, "rec_users": 8192, "cos_check": 512,
-         "small": datasets.SIZES["small"], "large": datasets.SIZES["large"]}
+         "small": datasets.SIZES["small"], "large": datasets.SIZES["large"],
+         "emb_users": 50_000, "emb_items": (20_000, 100_000), "emb_factors": 64, "emb_block": 8192}
 TINY = {"dense_rows": 300, "csr_rows": 200, "csr_cols": 500, "topk_rows": 5, "topk_cols": 700,
         "check_rows": 50, "rec_users": 6, "cos_check": 20, "small": (60, 30, 300),
-        "large": (80, 40, 500)}
+        "large": (80, 40, 500), "emb_users": 40, "emb_items": (150, 300), "emb_factors": 12,
+        "emb_block": 16}
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -546,6 +549,82 @@ def case_recommend():
            lambda s: f"{len(rows) / s / 1e6:.2f} M users/s", check)
 
 
+def case_dot_topk():
+    """Embedding retrieval at the shapes of issue 15's table: all users, 64 float32 factors,
+    top-10 with each user's seen items (the "mid" pattern) excluded. torch has no per-row
+    exclusion in topk: it gets blocked torch.matmul, the seen positions of the block set to
+    -inf by index_put_ (coordinates precomputed on the device), then torch.topk; a second torch
+    row skips the exclusion (matmul + topk only)."""
+    n_users, n_factors, k = SIZES["emb_users"], SIZES["emb_factors"], 10
+    Q = device_uniform((n_users, n_factors), seed=21, lo=-0.1, hi=0.1)
+    for n_items in SIZES["emb_items"]:
+        case = f"dot_topk {n_users} x {n_items}, {n_factors} fp32 factors, k={k}, seen excluded"
+        X = device_uniform((n_items, n_factors), seed=22, lo=-0.1, hi=0.1)
+        nnz = datasets.SIZES["mid"][2] * SIZES["emb_users"] // datasets.SIZES["mid"][0]
+        seen = datasets.generate(n_users, n_items, nnz, seed=3)
+        seen.sort_indices()
+        ex = (cuda.to_device(seen.indptr.astype(np.int64)),
+              cuda.to_device(seen.indices.astype(np.int64)))
+        f = lambda: C.dot_topk(Q, X, k, None, None, ex[0], ex[1], None)  # noqa: E731,B023
+        idx, val = f()
+        sync()
+        m = min(256, n_users)
+        want = fastrec.dot_topk(Q[:m].copy_to_host(), X.copy_to_host(), k, exclude=seen[:m],
+                                backend="numpy")
+        try:
+            assert_topk_equal((idx[:m].copy_to_host(), val[:m].copy_to_host()), want,
+                              rtol=1e-5, atol=1e-6)
+            check = f"ok vs numpy ({m} users, scores within 1e-5)"
+        except AssertionError as exc:
+            check = f"MISMATCH vs numpy: {str(exc)[:120]}"
+        rate = lambda s: f"{n_users / s / 1e6:.2f} M users/s"  # noqa: E731
+        record(case, "fastrec cuda dot_topk (fused, seen excluded)", lambda: timed(f), rate,
+               check)
+        g = lambda: C.dot_topk(Q, X, k, None, None, None, None, None)  # noqa: E731,B023
+        record(case, "fastrec cuda dot_topk (no exclusion)", lambda: timed(g), rate)
+        record(case, "fastrec.dot_topk(device arrays, host mask)",
+               lambda: timed(lambda: fastrec.dot_topk(Q, X, k, exclude=seen)), rate)  # noqa: B023
+        if torch is None:
+            skip(case, "torch.matmul + torch.topk", TORCH_WHY)
+            continue
+        Qt = torch.as_tensor(Q, device="cuda")
+        Xt = torch.as_tensor(X, device="cuda")
+        rows_t = torch.as_tensor(np.repeat(np.arange(n_users), np.diff(seen.indptr)),
+                                 device="cuda")
+        cols_t = torch.as_tensor(seen.indices.astype(np.int64), device="cuda")
+        block = SIZES["emb_block"]
+        starts = np.searchsorted(np.repeat(np.arange(n_users), np.diff(seen.indptr)),
+                                 np.arange(0, n_users + block, block))
+
+        def torch_topk(exclude):
+            out_v, out_i = [], []
+            for b, r0 in enumerate(range(0, n_users, block)):
+                S = torch.matmul(Qt[r0:r0 + block], Xt.T)
+                if exclude:
+                    lo, hi = int(starts[b]), int(starts[b + 1])
+                    S.index_put_((rows_t[lo:hi] - r0, cols_t[lo:hi]),
+                                 torch.tensor(-math.inf, device="cuda"))
+                v, i = torch.topk(S, k, dim=1)
+                out_v.append(v)
+                out_i.append(i)
+            return torch.cat(out_v), torch.cat(out_i)
+
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False  # full fp32 products, as fastrec's
+        try:
+            tv, _ = torch_topk(True)
+            err = max_abs(tv.cpu().numpy(), val.copy_to_host())
+            record(case, f"torch.matmul + index_put_(-inf) + torch.topk ({block}-row blocks)",
+                   lambda: timed(lambda: torch_topk(True)), rate,
+                   verdict(err <= 1e-5, f"values max|diff| {err:.1e} vs fastrec"))
+            record(case, "torch.matmul + torch.topk (no exclusion)",
+                   lambda: timed(lambda: torch_topk(False)), rate)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+        del Qt, Xt, rows_t, cols_t
+        free()
+
+
 CASES = {
     "sigmoid_dense": case_sigmoid_dense,
     "sigmoid_csr": case_sigmoid_csr,
@@ -554,6 +633,7 @@ CASES = {
     "topk": case_topk,
     "cosine_topk": case_cosine_topk,
     "recommend": case_recommend,
+    "dot_topk": case_dot_topk,
 }
 
 

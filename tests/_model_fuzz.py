@@ -17,9 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from fastrec import data
-from fastrec.models import Hybrid, ItemKNN, LogisticCTR, Popularity, UserKNN, _persist
+from fastrec.models import ALS, Hybrid, ItemKNN, LogisticCTR, Popularity, UserKNN, _persist
 
-CLASSES = {c.__name__: c for c in (ItemKNN, UserKNN, Popularity, Hybrid, LogisticCTR)}
+CLASSES = {c.__name__: c for c in (ItemKNN, UserKNN, Popularity, Hybrid, LogisticCTR, ALS)}
 
 
 def real_models(directory: Path) -> dict:
@@ -34,6 +34,7 @@ def real_models(directory: Path) -> dict:
         "Popularity": Popularity().fit(d),
         "Hybrid": Hybrid(candidates=[ItemKNN(k=10), Popularity()], n_candidates=15).fit(d),
         "LogisticCTR": LogisticCTR().fit(X, y),
+        "ALS": ALS(factors=4, iterations=2, progress=False).fit(d),
     }
     return {name: Path(m.save(directory / f"{name}.npz")) for name, m in models.items()}
 
@@ -151,6 +152,8 @@ def use(model) -> None:
         _check_topk(model.similar_items([0], 3), model.n_items_, 1, 3)
     if isinstance(model, UserKNN) and model.n_users_:
         _check_topk(model.similar_users([0], 3), model.n_users_, 1, 3)
+    if isinstance(model, ALS) and model.n_items_:
+        _check_topk(model.similar_items([0], 3), model.n_items_, 1, 3)
 
 
 def worker(directory: Path) -> int:

@@ -36,7 +36,7 @@ def test_demo_prints_one_row_per_model(ranker):
     result = runner.invoke(app, ["demo", "--users", "300", "--items", "120", "--threads", "1",
                                  "--backend", "numpy"])
     assert result.exit_code == 0, result.output
-    for name in ("Popularity", "ItemKNN", "UserKNN", "Hybrid", "NDCG@10", "AUC"):
+    for name in ("Popularity", "ItemKNN", "UserKNN", "ALS", "Hybrid", "NDCG@10", "AUC"):
         assert name in result.output
 
 

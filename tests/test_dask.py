@@ -437,3 +437,30 @@ def test_hybrid_with_context_identical_to_local(client):
     with pytest.raises(ValueError, match="context= applies to a model only"):
         fd.recommend((model.user_items_, sp.eye(150, format="csr")), users, 3, client=client,
                      context={"daypart": 1})
+
+
+# ---- embedding retrieval (dot_topk) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["auto", "numba"])
+@pytest.mark.parametrize("block_rows", [None, 1, 600])
+def test_dot_topk_identical_to_local(client, backend, block_rows):
+    """1,300 queries: several 512-query tiles, blocks rounded up to whole tiles."""
+    rng = np.random.default_rng(11)
+    Q = rng.standard_normal((1300, 8)).astype(np.float32)
+    X = rng.standard_normal((900, 8)).astype(np.float32)
+    seen = sp.csr_matrix(rng.random((1300, 900)) < 0.05)
+    bias = rng.standard_normal(900).astype(np.float32)
+    for kw in (dict(exclude=seen), dict(exclude=seen, item_bias=bias, metric="cosine",
+                                        candidates=np.arange(0, 900, 3))):
+        got = fd.dot_topk(Q, X, 7, client=client, block_rows=block_rows, backend=backend, **kw)
+        assert_topk_identical(got, fastrec.dot_topk(Q, X, 7, backend=backend, **kw))
+
+
+def test_dot_topk_no_queries_and_bad_input(client):
+    got = fd.dot_topk(np.empty((0, 3)), np.ones((4, 3)), 2, client=client)
+    assert got.indices.shape == (0, 2) and got.scores.dtype == np.float64
+    with pytest.raises(ValueError, match="same number of factors"):
+        fd.dot_topk(np.ones((2, 3)), np.ones((4, 2)), 2, client=client)
+    with pytest.raises(ValueError, match="block_rows must be >= 1"):
+        fd.dot_topk(np.ones((2, 3)), np.ones((4, 3)), 2, client=client, block_rows=0)

@@ -22,7 +22,7 @@ from fastrec.models import ItemKNN, LogisticCTR, Popularity, UserKNN
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE),
                                                     os.environ.get("PYTHONPATH", "")])}
-CASES_PER_KIND_AND_CLASS = 8  # 8 kinds x 5 classes x 2 load modes x 8: 640 files, ~15 s
+CASES_PER_KIND_AND_CLASS = 8  # 8 kinds x 6 classes x 2 load modes x 8: 768 files, ~15 s
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 Layers (data flows down, imports point down)::
 
     cli.py                                   what people run
-    similarity.py  topk.py  scoring.py       public kernel API: validate, dispatch, wrap
+    similarity.py  topk.py  scoring.py  embedding.py    public kernel API: validate, dispatch, wrap
     _validation.py  _dispatch.py             one front door for inputs; backend choice
     kernels/  reference.py  numba_cpu/  numba_cuda/  cython.py (_cython/_*.pyx)
               one module per kernel family in each backend
@@ -15,6 +15,7 @@ from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
 from ._validation import DeviceCSR
 from ._version import __version__
+from .embedding import dot_topk
 from .scoring import logistic_loss_grad, sigmoid_scores
 from .similarity import PreparedCosine, cosine_similarity, cosine_topk, prepare_cosine_topk
 from .topk import TopK, recommend, recommend_product, recommend_user_based, topk
@@ -29,6 +30,7 @@ __all__ = [
     "cosine_similarity",
     "cosine_topk",
     "data",
+    "dot_topk",
     "features",
     "logistic_loss_grad",
     "metrics",

@@ -8,7 +8,6 @@ import sys
 from ._dispatch import AUTO_ORDER, BACKENDS, _load, backend_status
 from ._fork import describe as describe_fork, fork_safe
 from ._validation import usable_cpu_count
-from .kernels.form_choice import cache_path, cpu_description
 from ._version import __version__
 
 
@@ -65,6 +64,7 @@ def config() -> dict:
     """The facts :func:`show_config` prints, as a dict."""
     import numpy
     import scipy
+    from .kernels.form_choice import cpu_description
 
     info = {
         "fastrec": __version__,
@@ -118,6 +118,8 @@ def show_config(file=None) -> None:
                 print(f"  {kernel:26s} {pick:7s} ({why})", file=file)
         else:
             print(f"{key}: {value}", file=file)
+    from .kernels.form_choice import cache_path
+
     print(f"code paths: chosen per CPU on first use, cached in {cache_path()} "
           "(FASTREC_FORMS overrides; delete the file to measure again)", file=file)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":

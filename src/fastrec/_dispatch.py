@@ -39,6 +39,8 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "cosine_similarity": ("cython", "numba", "numpy"),
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
+    "dot_topk": ("cython", "numba", "numpy"),
+    "als_cg_update": ("numba", "numpy"),
     # Scoring: benchmarks/README.md, "Scoring" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
     "sigmoid_csr": ("numba", "cython", "numpy"),

@@ -47,6 +47,7 @@ except ImportError as exc:  # tests/test_dask_optional.py runs this path
 import numpy as np
 import scipy.sparse as sp
 
+from . import embedding as _embedding
 from . import similarity as _similarity
 from ._dispatch import BACKENDS
 from ._validation import (
@@ -61,7 +62,7 @@ from ._validation import (
 from .topk import TopK
 from .topk import recommend as _local_recommend
 
-__all__ = ["cosine_similarity", "cosine_topk", "interactions_to_csr", "recommend"]
+__all__ = ["cosine_similarity", "cosine_topk", "dot_topk", "interactions_to_csr", "recommend"]
 
 # Default number of blocks per worker thread: enough for the scheduler to balance rows of
 # uneven cost and to re-run little after a lost worker.
@@ -553,5 +554,77 @@ def recommend(
             return _recommend_model_block(model_or_matrices, 0, users, context, n,
                                           exclude_seen, None)
         return _local_recommend(UI.to_scipy(), NB.to_scipy(), n, user_ids=users, **opts)
+    return TopK(np.concatenate([p.indices for p in parts]),
+                np.concatenate([p.scores for p in parts]))
+
+
+# ---- embedding retrieval ------------------------------------------------------------------
+
+
+def _dot_topk_block(items, Q, ex_indptr, ex_indices, k, backend, n_threads):
+    X, bias, cand = items
+    return _embedding._dot_topk_block(Q, X, bias, cand, ex_indptr, ex_indices, k, backend,
+                                      n_threads)
+
+
+def dot_topk(
+    queries,
+    items,
+    k,
+    *,
+    exclude=None,
+    candidates=None,
+    item_bias=None,
+    metric="dot",
+    client=None,
+    block_rows=None,
+    backend="auto",
+    n_threads=1,
+    retries=2,
+    progress=False,
+):
+    """:func:`fastrec.dot_topk` on a Dask cluster over blocks of query rows, bit for bit.
+
+    Inputs are validated (and normalised under cosine) once here; the items (with the bias
+    and candidates) are scattered once to every worker, and each task gets its block of
+    query rows and of ``exclude`` rows. Blocks are whole multiples of the compiled kernels'
+    512-query tile (``block_rows`` is rounded up to one), so every query is scored in the
+    same BLAS tile as in one local call: the assembled result is the local call's for any
+    block size and number of workers. ``n_threads``: threads per task (default 1).
+    ``retries``, ``progress``: as :func:`cosine_topk`. Memory per worker: the items plus a
+    task's tiles and block; the client holds the queries and the O(n_queries * k) result.
+    Other arguments, result and tie rule: as :func:`fastrec.dot_topk` (host arrays only).
+    """
+    client = _client(client)
+    retries = _check_retries(retries)
+    k = check_k(k)
+    backend = _check_backend(backend)
+    n_threads = _check_task_threads(n_threads)
+    Q, X, bias, cand, ex_indptr, ex_indices = _embedding._prepare(
+        queries, items, exclude, candidates, item_bias, metric
+    )
+    tile = _embedding.QUERY_TILE_ROWS
+    if block_rows is not None:
+        block_rows = check_scalar(block_rows, "block_rows", min_value=1, integer=True)
+    else:
+        threads = max(1, sum(client.nthreads().values()))
+        block_rows = math.ceil(Q.shape[0] / (BLOCKS_PER_THREAD * threads))
+    block_rows = tile * max(1, math.ceil(block_rows / tile))
+    blocks = []
+    for r0, r1 in _blocks(Q.shape[0], block_rows, client, "block_rows"):
+        if ex_indptr is None:
+            ex = (None, None)
+        else:
+            lo, hi = int(ex_indptr[r0]), int(ex_indptr[r1])
+            ex = (ex_indptr[r0 : r1 + 1] - ex_indptr[r0], ex_indices[lo:hi])
+        blocks.append((Q[r0:r1], *ex))
+    if not blocks:  # no queries: the local kernel gives the right empty shapes and dtypes
+        return _embedding._dot_topk_block(Q, X, bias, cand, None, None, k, backend, 1)
+    shared = _scatter(client, (X, bias, cand))
+    try:
+        parts = _run_blocks(client, "dot-topk", _dot_topk_block, [shared], blocks,
+                            (k, backend, n_threads), retries, progress)
+    finally:
+        _release(client, [shared])
     return TopK(np.concatenate([p.indices for p in parts]),
                 np.concatenate([p.scores for p in parts]))

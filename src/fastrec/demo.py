@@ -1,6 +1,6 @@
 """The end-to-end demo behind ``fastrec demo``: data -> split -> fit -> recommend -> evaluate.
 
-Runs Popularity, ItemKNN, UserKNN and the Hybrid (CF candidates re-ranked by LogisticCTR) on the
+Runs Popularity, ItemKNN, UserKNN, ALS and the Hybrid (CF candidates re-ranked by LogisticCTR) on the
 built-in synthetic data (or a MovieLens-style file), and reports per model the fit and
 recommend wall times and precision/recall/NDCG/MAP@10 and coverage on a seeded per-user
 hold-out (per request: a user, or a (user, context) pair when the data has contexts, as the
@@ -16,12 +16,13 @@ import scipy.sparse as sp
 
 from . import data as fdata
 from . import metrics
-from .models import Hybrid, ItemKNN, Popularity, UserKNN
+from ._dispatch import available_backends
+from .models import ALS, Hybrid, ItemKNN, Popularity, UserKNN
 
 DEMO_USERS, DEMO_ITEMS = 6000, 2500
 K = 10
-# Stages reported through run(stage=...): loading, splitting, then fit/recommend/evaluate x 4.
-N_STAGES = 2 + 3 * 4
+# Stages reported through run(stage=...): loading, splitting, then fit/recommend/evaluate x 5.
+N_STAGES = 2 + 3 * 5
 
 
 @dataclass
@@ -109,7 +110,10 @@ def models(backend="auto", n_threads=None, verbose=False) -> list:
         return [Popularity(**kw), ItemKNN(k=100, verbose=verbose, **kw),
                 UserKNN(k=50, verbose=verbose, **kw)]
 
+    # ALS's CG solve has no Cython kernel: with backend="cython" it runs on "auto" (Numba).
+    als_backend = backend if backend in ("auto", *available_backends("als_cg_update")) else "auto"
     return singles() + [
+        ALS(factors=64, iterations=10, backend=als_backend, n_threads=n_threads),
         Hybrid(candidates=singles(), ranker=ranker(backend, n_threads), max_train_users=2000)
     ]
 

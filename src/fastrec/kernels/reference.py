@@ -458,3 +458,80 @@ def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
         lambda r0, r1: _csr_logits(indptr, indices, data, v, vb, r0, r1),
         _csr_xt_times(indptr, indices, data, v.shape[0]), n_rows, c, v, l2,
     )
+
+
+def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_threads):
+    """For each query row the k best items by score(q, j) = queries[q] . items[j] + bias[j].
+
+    ``queries`` (n_queries, n_factors) and ``items`` (n_items, n_factors) are C-contiguous of
+    one float dtype; ``item_bias`` None or (n_items,) of that dtype; ``candidates`` None (all
+    items) or sorted, distinct int64 item ids; the exclusion mask (CSR pattern, sorted indices,
+    indexed by query row and item id; ``ex_indptr`` None for none) removes items per query.
+    Returns (indices int64, scores of the dtype), both (n_queries, k): sorted descending, ties
+    by smaller item, -1/-inf padding.
+
+    How each score is accumulated (the definition backends are compared with): the dot product
+    in float64, rounded once to the dtype, then the bias added in the dtype. The compiled CPU
+    backends take the product from BLAS (sgemm/dgemm) in the dtype, so their scores differ from
+    these by at most about n_factors * eps(dtype) * sum_f |q_f * x_f| and are compared by that
+    tolerance; the selection on given scores is exact everywhere.
+    """
+    n_queries = queries.shape[0]
+    dtype = queries.dtype
+    cols = np.arange(items.shape[0], dtype=np.int64) if candidates is None else candidates
+    X = items[cols].astype(np.float64)
+    bias = None if item_bias is None else item_bias[cols]
+    out_idx = np.empty((n_queries, k), dtype=np.int64)
+    out_val = np.empty((n_queries, k), dtype=dtype)
+    step = _rows_per_block(len(cols))
+    for r0 in range(0, n_queries, step):
+        r1 = min(n_queries, r0 + step)
+        scores = (queries[r0:r1].astype(np.float64) @ X.T).astype(dtype)
+        if bias is not None:
+            scores += bias
+        if ex_indptr is not None:
+            for r in range(r0, r1):
+                ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]]
+                scores[r - r0, np.isin(cols, ex)] = -np.inf
+        idx, val = select_topk(scores, k)
+        out_idx[r0:r1] = np.where(idx >= 0, cols[np.maximum(idx, 0)], -1) if len(cols) else idx
+        out_val[r0:r1] = val
+    return out_idx, out_val
+
+
+def als_cg_update(indptr, indices, data, X, Y, YtY, alpha, cg_steps, n_threads):
+    """One half-step of implicit-feedback ALS: each row u of X improved by ``cg_steps``
+    conjugate-gradient steps, warm-started from X[u], on the normal equations
+
+        (YtY + Y^T (C_u - I) Y) x_u = Y^T C_u p_u,   c_ui = 1 + alpha * r_ui,  p_ui = 1
+
+    over row u's stored (i, r_ui) of the CSR (n_rows x n_items); ``YtY`` = Y^T Y + lambda I.
+    A row whose residual is below 1e-20 (squared norm) is left as is. Returns the new X (a
+    copy, X's dtype). In float64 per row, the result rounded once to X's dtype; the compiled
+    backends too (a float32 CG drifted up to 5% from this on ill-conditioned rows), so results
+    agree to the rounding of the sums' order.
+    """
+    out = np.array(X, dtype=X.dtype, copy=True)
+    G = YtY.astype(np.float64)
+    for u in range(X.shape[0]):
+        lo, hi = indptr[u], indptr[u + 1]
+        Yu = Y[indices[lo:hi]].astype(np.float64)
+        c1 = alpha * data[lo:hi].astype(np.float64)
+        x = X[u].astype(np.float64)
+        r = -G @ x + ((1.0 + c1) - c1 * (Yu @ x)) @ Yu
+        p = r.copy()
+        rsold = r @ r
+        if rsold < 1e-20:
+            continue
+        for _ in range(cg_steps):
+            Ap = G @ p + (c1 * (Yu @ p)) @ Yu
+            a = rsold / (p @ Ap)
+            x = x + a * p
+            r = r - a * Ap
+            rsnew = r @ r
+            if rsnew < 1e-20:
+                break
+            p = r + (rsnew / rsold) * p
+            rsold = rsnew
+        out[u] = x
+    return out

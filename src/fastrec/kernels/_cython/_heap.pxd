@@ -1,4 +1,5 @@
-"""The bounded heap shared by the Cython kernels (cimported by _topk.pyx and _similarity.pyx).
+"""The bounded heap and pair quickselect shared by the Cython kernels (cimported by _topk.pyx,
+_similarity.pyx and _embedding.pyx).
 
 It keeps the k best (value, index) pairs; the root is the worst kept entry (smaller value, or
 equal value and larger index), so ties are broken by the smaller index.
@@ -78,4 +79,59 @@ cdef inline void _heap_sort(heap_value* hv, int64_t* hi, Py_ssize_t size) noexce
         _sift_down(hv, hi, end, 0)
 
 
-# ---- dense top-k -----------------------------------------------------------------------------
+# ---- quickselect of (value, index) pairs (dense top-k rows, embedding top-k) ------------------
+
+cdef inline bint _better(heap_value va, int64_t ia, heap_value vb, int64_t ib) noexcept nogil:
+    """(va, ia) ranks above (vb, ib): larger score, or equal and smaller column. Branch-free."""
+    return (va > vb) | ((va == vb) & (ia < ib))
+
+
+cdef inline void _swap(heap_value* bv, int64_t* bi, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef heap_value v = bv[a]
+    cdef int64_t i = bi[a]
+    bv[a] = bv[b]
+    bi[a] = bi[b]
+    bv[b] = v
+    bi[b] = i
+
+
+cdef inline void _select_pairs(heap_value* bv, int64_t* bi, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Reorder bv/bi[:n] (n > k) so that [:k] hold the best k, the k-th best at k-1.
+
+    Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
+    advance when above the pivot): expected O(n).
+    """
+    cdef Py_ssize_t lo = 0, hi = n - 1, mid, s, t
+    cdef heap_value v, pv
+    cdef int64_t i, pi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        # Order lo, mid, hi best first, then the median (mid) becomes the pivot at hi.
+        if _better(bv[mid], bi[mid], bv[lo], bi[lo]):
+            _swap(bv, bi, mid, lo)
+        if _better(bv[hi], bi[hi], bv[mid], bi[mid]):
+            _swap(bv, bi, mid, hi)
+            if _better(bv[mid], bi[mid], bv[lo], bi[lo]):
+                _swap(bv, bi, mid, lo)
+        _swap(bv, bi, mid, hi)
+        pv = bv[hi]
+        pi = bi[hi]
+        s = lo
+        for t in range(lo, hi):
+            v = bv[t]
+            i = bi[t]
+            bv[t] = bv[s]
+            bi[t] = bi[s]
+            bv[s] = v
+            bi[s] = i
+            s += _better(v, i, pv, pi)
+        bv[hi] = bv[s]
+        bi[hi] = bi[s]
+        bv[s] = pv
+        bi[s] = pi
+        if s == k - 1:
+            return
+        if s > k - 1:
+            hi = s - 1
+        else:
+            lo = s + 1

@@ -16,7 +16,7 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
-from ._heap cimport _heap_offer, _heap_sort, _sift_down
+from ._heap cimport _heap_offer, _heap_sort, _select_pairs, _sift_down
 
 ctypedef fused floating:
     float
@@ -107,62 +107,6 @@ cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p,
 # hit mask are visited, and the row's sorted excluded columns are merged in then. Each
 # candidate costs O(1) (a heap's O(log k) chain of dependent, unpredictable branches measured
 # 3.5x more work per row at k=100, n=1e5).
-
-cdef inline bint _better(floating va, int64_t ia, floating vb, int64_t ib) noexcept nogil:
-    """(va, ia) ranks above (vb, ib): larger score, or equal and smaller column. Branch-free."""
-    return (va > vb) | ((va == vb) & (ia < ib))
-
-
-cdef inline void _swap(floating* bv, int64_t* bi, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    cdef floating v = bv[a]
-    cdef int64_t i = bi[a]
-    bv[a] = bv[b]
-    bi[a] = bi[b]
-    bv[b] = v
-    bi[b] = i
-
-
-cdef void _select_pairs(floating* bv, int64_t* bi, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """Reorder bv/bi[:n] (n > k) so that [:k] hold the best k, the k-th best at k-1.
-
-    Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
-    advance when above the pivot): expected O(n).
-    """
-    cdef Py_ssize_t lo = 0, hi = n - 1, mid, s, t
-    cdef floating v, pv
-    cdef int64_t i, pi
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        # Order lo, mid, hi best first, then the median (mid) becomes the pivot at hi.
-        if _better(bv[mid], bi[mid], bv[lo], bi[lo]):
-            _swap(bv, bi, mid, lo)
-        if _better(bv[hi], bi[hi], bv[mid], bi[mid]):
-            _swap(bv, bi, mid, hi)
-            if _better(bv[mid], bi[mid], bv[lo], bi[lo]):
-                _swap(bv, bi, mid, lo)
-        _swap(bv, bi, mid, hi)
-        pv = bv[hi]
-        pi = bi[hi]
-        s = lo
-        for t in range(lo, hi):
-            v = bv[t]
-            i = bi[t]
-            bv[t] = bv[s]
-            bi[t] = bi[s]
-            bv[s] = v
-            bi[s] = i
-            s += _better(v, i, pv, pi)
-        bv[hi] = bv[s]
-        bi[hi] = bi[s]
-        bv[s] = pv
-        bi[s] = pi
-        if s == k - 1:
-            return
-        if s > k - 1:
-            hi = s - 1
-        else:
-            lo = s + 1
-
 
 cdef void _topk_row(
     const floating* row, Py_ssize_t n_cols, Py_ssize_t k,

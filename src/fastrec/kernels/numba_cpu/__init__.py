@@ -1,6 +1,6 @@
 """The Numba CPU backend: parallel kernels with the reference's names and signatures.
 
-One module per kernel family (``similarity``, ``topk``, ``scoring``), as the Cython backend's
+One module per kernel family (``similarity``, ``topk``, ``scoring``, ``embedding``), as the Cython backend's
 ``_cython/_<family>.pyx``; ``_common`` holds what several families share (the unsigned index
 view, the thread count, the bounded heap). The host side around the compiled loops (allocation,
 shortcuts, index types, masks) is ``kernels/_host.py``, shared with the Cython backend.
@@ -10,6 +10,8 @@ slots, so results do not depend on the thread count.
 
 from __future__ import annotations
 
+from .als import als_cg_update
+from .embedding import dot_topk
 from .scoring import (
     logistic_hessp_csr,
     logistic_hessp_dense,
@@ -34,10 +36,12 @@ def is_available():
 
 
 __all__ = [
+    "als_cg_update",
     "cosine_similarity",
     "cosine_similarity_prepare",
     "cosine_similarity_rows",
     "cosine_topk",
+    "dot_topk",
     "cosine_topk_prepare",
     "cosine_topk_rows",
     "is_available",

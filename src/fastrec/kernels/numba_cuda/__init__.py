@@ -1,6 +1,6 @@
 """The CUDA backend (numba-cuda): GPU kernels with the reference's names and signatures.
 
-One module per kernel family (``similarity``, ``topk``, ``scoring``, as in the other backends);
+One module per kernel family (``similarity``, ``topk``, ``scoring``, ``embedding``, as in the other backends);
 ``_device`` holds what they share (launch geometry, transfers, the device-array helpers the
 public API uses, shared device functions, the sparse-product row accumulation and the
 block-wide best-k selection).
@@ -59,6 +59,7 @@ from ._device import (
     is_available,
     is_device_array,
 )
+from .embedding import device_normalised_rows, dot_topk
 from .scoring import (
     logistic_hessp_csr,
     logistic_hessp_dense,
@@ -76,9 +77,11 @@ __all__ = [
     "DeviceSummary",
     "cosine_similarity",
     "cosine_topk",
+    "dot_topk",
     "device_cast",
     "device_csr_counts",
     "device_description",
+    "device_normalised_rows",
     "device_empty",
     "device_free_memory",
     "device_summary",
