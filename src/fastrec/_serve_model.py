@@ -1,0 +1,182 @@
+"""The service's model files: load any saved recommender, save a new version crash-safely with
+the number of the last event it holds, fold logged events into a model, map ids.
+
+A version saved by the service is the model's own ``save`` output plus one extra member,
+``fastrec_serve.npy`` = int64 [last event held, version], appended to the .npz archive (models
+ignore members they do not know). It is written to a temporary file in the same directory,
+fsynced, renamed over the model file, and the directory fsynced: a crash leaves either the old
+file or the new one, never a torn one. A model file without the member (trained elsewhere)
+holds no event of the log.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import data as _data
+from ._eventlog import fsync_dir
+
+MARKER = "fastrec_serve"
+
+
+class ModelFileError(ValueError):
+    """A model file the service cannot serve (missing, not a model, not a recommender)."""
+
+
+def model_class_name(path) -> str:
+    """The class name in a model file's JSON header (ModelFileError when it has none)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("__meta__.npy") as m:
+            meta = json.loads(str(np.lib.format.read_array(m, allow_pickle=False)))
+        return str(meta["class"])
+    except FileNotFoundError:
+        raise ModelFileError(f"no such model file: {path}") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+        raise ModelFileError(f"{path} is not a fastrec recommender model file ({exc})") from None
+
+
+def load_model(path, *, mmap: bool = True):
+    """(model, last event held, version) of a saved recommender model file.
+
+    The class comes from the file's header and must be one of :mod:`fastrec.models`'
+    recommenders (fitted with ``recommend``); arrays are memory-mapped as ``load`` does.
+    """
+    from . import models
+    from .models._base import Recommender
+
+    name = model_class_name(path)
+    cls = getattr(models, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+        raise ModelFileError(f"{path} holds a {name}, which is not a recommender model")
+    try:
+        model = cls.load(path, mmap=mmap)
+        with zipfile.ZipFile(path) as zf:
+            marker = None
+            if f"{MARKER}.npy" in zf.namelist():
+                with zf.open(f"{MARKER}.npy") as m:
+                    marker = np.lib.format.read_array(m, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"cannot load {path}: {exc}") from None
+    if marker is None:
+        return model, 0, 0
+    if marker.shape != (2,) or marker.dtype.kind not in "iu" or marker.min() < 0:
+        raise ModelFileError(f"{path}: damaged {MARKER} member {marker!r}")
+    return model, int(marker[0]), int(marker[1])
+
+
+def save_model(model, path, events_held: int, version: int) -> os.stat_result:
+    """Write ``model`` over ``path`` crash-safely, marked with (events held, version).
+
+    Temporary file in the same directory (``model.save``, then the marker member), fsync,
+    rename, directory fsync. Returns the new file's stat (the service's own writes are told
+    apart from replacements by it). Memory: what ``model.save`` needs; disk: one more copy.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        written = Path(model.save(tmp))
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.array([events_held, version], dtype=np.int64))
+        with zipfile.ZipFile(written, "a", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(f"{MARKER}.npy", buf.getvalue())
+        with open(written, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(written, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".npz")):
+            if leftover.exists():
+                leftover.unlink()
+    fsync_dir(path)
+    return path.stat()
+
+
+# -- ids --------------------------------------------------------------------------------------
+
+def _lookup(sorted_ids, n: int, value):
+    """Row/column of one original id, or -1 when unknown (never raises on odd JSON values)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return -1
+    if sorted_ids is None:  # fit on a bare matrix: the ids are the indices
+        return value if isinstance(value, int) and 0 <= value < n else -1
+    kind = sorted_ids.dtype.kind
+    if (kind in "iu") != isinstance(value, int):
+        return -1
+    if kind in "iu" and not np.iinfo(sorted_ids.dtype).min <= value <= np.iinfo(
+            sorted_ids.dtype).max:
+        return -1
+    pos = int(np.searchsorted(sorted_ids, value))
+    return pos if pos < len(sorted_ids) and sorted_ids[pos] == value else -1
+
+
+def user_row(model, user) -> int:
+    """The model's row of an original user id, -1 when unknown."""
+    return _lookup(model.user_ids_, model.n_users_, user)
+
+
+def item_column(model, item) -> int:
+    """The model's column of an original item id, -1 when unknown."""
+    return _lookup(model.item_ids_, model.n_items_, item)
+
+
+def item_ids_of(model, columns) -> list:
+    """Original ids (JSON-ready Python values) of item columns; -1 padding dropped."""
+    cols = np.asarray(columns)
+    cols = cols[cols >= 0]
+    return (cols if model.item_ids_ is None else model.item_ids_[cols]).tolist()
+
+
+def user_ids_of(model, rows) -> list:
+    rows = np.asarray(rows)
+    rows = rows[rows >= 0]
+    return (rows if model.user_ids_ is None else model.user_ids_[rows]).tolist()
+
+
+# -- folding events in -------------------------------------------------------------------------
+
+def fold_events(model, events: list, *, duplicates: str = "max"):
+    """A new model holding ``model``'s interactions plus ``events`` ([user, item, value, ts]).
+
+    With ``partial_fit`` on the model class, the library's incremental update on a private
+    copy (the served model is never modified). Without it, a fresh fit of a clone on all
+    interactions: the existing entries and the new events combined by ``duplicates`` (as
+    :func:`fastrec.data.from_arrays`). Cost: that of partial_fit, else a full fit.
+    """
+    users = [e[0] for e in events]
+    items = [e[1] for e in events]
+    values = np.array([1.0 if e[2] is None else float(e[2]) for e in events])
+    if hasattr(model, "partial_fit"):
+        copy = model.clone()
+        copy._restore({k: np.array(v) for k, v in model._all_arrays().items()})
+        return copy.partial_fit(_new_events(users, items, values, events))
+    if model.user_ids_ is None or model.item_ids_ is None:
+        raise ModelFileError("the model was fit on a bare matrix without id maps: events with "
+                             "original ids cannot be folded in (fit it on Interactions)")
+    UI = model.user_items_.tocoo()
+    all_users = np.concatenate([model.user_ids_[UI.row], _ids_like(users, model.user_ids_)])
+    all_items = np.concatenate([model.item_ids_[UI.col], _ids_like(items, model.item_ids_)])
+    all_values = np.concatenate([UI.data.astype(np.float64), values])
+    # Existing entries come first in input order: "last" keeps a new event, "first" the old.
+    inter = _data.from_arrays(all_users, all_items, all_values, duplicates=duplicates,
+                              dtype=model.user_items_.dtype)
+    return model.clone().fit(inter)
+
+
+def _ids_like(values: list, ids: np.ndarray) -> np.ndarray:
+    return np.array(values, dtype=ids.dtype if ids.dtype.kind in "iu" else str)
+
+
+def _new_events(users, items, values, events):
+    """The events as the library's partial_fit takes them (Interactions of the new events)."""
+    ts = [e[3] for e in events]
+    timestamps = None if any(t is None for t in ts) else np.array(ts, dtype=np.float64)
+    return _data.from_arrays(np.array(users), np.array(items), values, timestamps)
+
+
+__all__ = ["ModelFileError", "fold_events", "item_column", "item_ids_of", "load_model",
+           "model_class_name", "save_model", "user_ids_of", "user_row"]

@@ -1,0 +1,661 @@
+"""``fastrec serve``: a saved recommender model behind an HTTP/JSON service (Starlette + uvicorn).
+
+Routes (ids in and out are the model's original user/item ids):
+
+- ``POST /recommend`` ``{"user": id}`` or ``{"items": [ids], "values": [..]}`` (a user the model
+  has not seen, from the items given), ``n`` (1..max_n, default 10), ``exclude_seen``,
+  ``exclude`` / ``candidates`` (item ids) -> ``{"items": [...], "scores": [...]}``.
+- ``GET /similar?item=a[&item=b...]&n=10`` (one item, or a basket of several).
+- ``POST /explain`` ``{"user": id | "items": [...], "item": id}`` -> the score's contributions.
+- ``POST /events`` ``{"events": [{"user", "item", "value"?, "timestamp"?}, ...]}``: written to
+  the event log and fsynced before the answer; folded into the model in the background.
+- ``GET /health``; ``GET /metrics`` (Prometheus text).
+
+Model versions: a background task folds logged events into a private copy of the model
+(``partial_fit``), saves it over the model file crash-safely with the number of the last event
+it holds (:mod:`fastrec._serve_model`), and swaps it in by replacing one reference: a request
+reads that reference once, so requests in flight finish on the version they started with. A
+replacement model file written by someone else is noticed (polling its stat) and swapped in the
+same way, after the events it lacks are folded in. On start, the events the model file does not
+hold are folded in before the first request is served: an acknowledged event is never lost.
+
+Errors are JSON ``{"error": {"status": s, "message": m}}``: malformed JSON 400, unknown ids 404
+(naming the id), out-of-range or ill-typed parameters 422, bodies over ``max_body_bytes`` 413.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import _serve_model as store
+from ._eventlog import EventLog
+
+log = logging.getLogger("fastrec.serve")
+
+ROUTES = ("/recommend", "/similar", "/explain", "/events", "/health", "/metrics")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5)
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status and a message for the JSON body."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+# -- request parsing -------------------------------------------------------------------------
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: Request, max_bytes: int):
+    """The request's JSON body: 413 past ``max_bytes`` (header or stream), 400 if malformed."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > max_bytes):
+        if not length.isdigit():
+            raise ApiError(400, f"bad Content-Length {length!r}")
+        raise ApiError(413, f"body of {length} bytes is over the limit of {max_bytes}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, f"body is over the limit of {max_bytes} bytes")
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from None
+
+
+def _int_param(obj: dict, name: str, default: int, lo: int, hi: int) -> int:
+    value = obj.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(422, f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ApiError(422, f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _bool_param(obj: dict, name: str, default: bool) -> bool:
+    value = obj.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(422, f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _id_list(obj: dict, name: str, max_len: int):
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > max_len:
+        raise ApiError(422, f"{name} must be a list of at most {max_len} item ids")
+    return value
+
+
+def _check_id(value, what: str):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ApiError(422, f"{what} ids must be integers or strings, got {value!r}")
+
+
+def _columns(model, ids: list, what: str = "item") -> np.ndarray:
+    """Item columns of original ids: 422 for a non-id, 404 naming the first unknown one."""
+    cols = np.empty(len(ids), dtype=np.int64)
+    for t, value in enumerate(ids):
+        _check_id(value, what)
+        cols[t] = store.item_column(model, value)
+        if cols[t] < 0:
+            raise ApiError(404, f"unknown {what} {value!r}")
+    return cols
+
+
+def _row(model, value) -> int:
+    _check_id(value, "user")
+    row = store.user_row(model, value)
+    if row < 0:
+        raise ApiError(404, f"unknown user {value!r}")
+    return row
+
+
+def _supports(fn, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(fn).parameters
+
+
+def _as_answer(model, top, row: int = 0) -> dict:
+    idx, scores = np.asarray(top.indices)[row], np.asarray(top.scores)[row]
+    keep = idx >= 0
+    return {"items": store.item_ids_of(model, idx[keep]),
+            "scores": [float(s) for s in scores[keep]]}
+
+
+# -- micro-batching ----------------------------------------------------------------------------
+
+class RecommendBatcher:
+    """Known-user requests queued in one event-loop turn go to the model in one call.
+
+    Each request is submitted with the model version it read; the queue is flushed by a
+    callback scheduled after the requests already runnable, so under load every request parsed
+    in one turn shares a kernel call (one per model version and exclude_seen flag), ranked to
+    the largest n asked and cut per request: the top-n of a top-m list (m >= n) is the top-n,
+    ties included (the kernels rank by score, then smaller item). ``max_batch`` bounds a call.
+    """
+
+    def __init__(self, max_batch: int = 256):
+        self.max_batch = max_batch
+        self._queue: list = []
+        self._scheduled = False
+        self.batch_sizes = None  # a Histogram, set by the app
+
+    def submit(self, model, row: int, n: int, exclude_seen: bool) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((model, row, n, exclude_seen, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        queue, self._queue, self._scheduled = self._queue, [], False
+        groups: dict = {}
+        for entry in queue:
+            groups.setdefault((id(entry[0]), entry[3]), []).append(entry)
+        for entries in groups.values():
+            for start in range(0, len(entries), self.max_batch):
+                self._run(entries[start:start + self.max_batch])
+
+    def _run(self, entries) -> None:
+        model, exclude_seen = entries[0][0], entries[0][3]
+        rows = np.array([e[1] for e in entries], dtype=np.int64)
+        n_max = max(e[2] for e in entries)
+        if self.batch_sizes is not None:
+            self.batch_sizes.observe(len(entries))
+        try:
+            top = model.recommend(rows, n_max, exclude_seen=exclude_seen)
+        except Exception as exc:  # noqa: BLE001 - handed to each request, answered there
+            for e in entries:
+                if not e[4].done():
+                    e[4].set_exception(exc)
+            return
+        idx, scores = np.asarray(top.indices), np.asarray(top.scores)
+        for r, e in enumerate(entries):
+            if not e[4].done():
+                e[4].set_result((idx[r, : e[2]], scores[r, : e[2]]))
+
+
+# -- the service -------------------------------------------------------------------------------
+
+class Service:
+    """The served model version, the event log, metrics, and the tasks that change versions."""
+
+    def __init__(self, model_path, *, events_path=None, fold_interval: float = 1.0,
+                 watch_interval: float = 1.0, max_body_bytes: int = 1 << 20, max_n: int = 1000,
+                 max_events: int = 10_000, batching: bool = True, duplicates: str = "max"):
+        self.model_path = Path(model_path)
+        self.events_path = Path(events_path) if events_path else self.model_path.with_name(
+            self.model_path.name + ".events")
+        self.fold_interval, self.watch_interval = float(fold_interval), float(watch_interval)
+        self.max_body_bytes, self.max_n, self.max_events = max_body_bytes, max_n, max_events
+        self.duplicates = duplicates
+        self.batcher = RecommendBatcher() if batching else None
+        self.model = None
+        self.events_held = 0
+        self.version = 0
+        self.log: EventLog | None = None
+        self._file_sig = None
+        self._change = None  # asyncio.Lock: one version change at a time
+        self._events_waiting = None  # asyncio.Event: new events were logged
+        self._tasks: list = []
+        self._init_metrics()
+
+    def _init_metrics(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.m_requests = Counter("fastrec_requests", "HTTP requests answered",
+                                  ["route", "status"], registry=r)
+        self.m_errors = Counter("fastrec_errors", "HTTP requests answered with an error status",
+                                ["route", "status"], registry=r)
+        self.m_latency = Histogram("fastrec_request_latency_seconds", "Time to answer a request",
+                                   ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.m_version = Gauge("fastrec_model_version", "Version of the model being served",
+                               registry=r)
+        self.m_pending = Gauge("fastrec_events_pending",
+                               "Events acknowledged but not yet in the served model", registry=r)
+        self.m_pending.set_function(lambda: self.events_pending)
+        self.m_version.set_function(lambda: self.version)
+        self.m_events = Counter("fastrec_events_accepted", "Events written to the event log",
+                                registry=r)
+        self.m_swaps = Counter("fastrec_model_swaps", "Model versions swapped in", ["reason"],
+                               registry=r)
+        self.m_failures = Counter("fastrec_model_update_failures",
+                                  "Folds or replacement loads that failed (old version kept)",
+                                  ["reason"], registry=r)
+        self.m_batch = Histogram("fastrec_recommend_batch_size",
+                                 "Requests per micro-batched model call",
+                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        if self.batcher is not None:
+            self.batcher.batch_sizes = self.m_batch
+
+    @property
+    def events_pending(self) -> int:
+        return 0 if self.log is None else max(self.log.last_seq - self.events_held, 0)
+
+    # -- versions ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the model file, open the log, fold in the events the file lacks (blocking)."""
+        model, held, version = store.load_model(self.model_path, mmap=False)
+        self._file_sig = _signature(self.model_path)
+        self.log = EventLog(self.events_path, after_seq=held)
+        if self.log.last_seq > held:
+            log.info("replaying events %d..%d into %s", held + 1, self.log.last_seq,
+                     self.model_path)
+        if not self._fold_into(model, held, max(version, 1)):
+            self.model, self.events_held, self.version = model, held, max(version, 1)
+
+    def _fold_now(self) -> bool:
+        """Fold the logged events the served model lacks, save, swap (runs in a thread)."""
+        return self._fold_into(self.model, self.events_held, self.version + 1)
+
+    def _fold_into(self, model, held: int, version: int) -> bool:
+        """Fold the logged events after ``held`` into ``model``, save it as ``version`` and
+        serve it; False (nothing changed) when the log holds no such event."""
+        events, upto = self.log.read_after(held)
+        if held + 1 < self.log.first_seq() <= self.log.last_seq:
+            log.warning("events %d..%d are not in the log any more; folding what is there",
+                        held + 1, self.log.first_seq() - 1)
+        if not events:
+            return False
+        new = store.fold_events(model, events, duplicates=self.duplicates)
+        stat = store.save_model(new, self.model_path, upto, version)
+        # One reference assignment: requests that already read self.model keep their version.
+        self.model, self.events_held, self.version = new, upto, version
+        self._file_sig = _signature_of(stat)
+        self.log.compact(upto)
+        return True
+
+    def _load_replacement(self, sig) -> None:
+        """A new model file appeared: load it, fold in what it lacks, swap (in a thread)."""
+        model, held, version = store.load_model(self.model_path, mmap=False)
+        marked = held > 0 or version > 0
+        if not marked:  # trained elsewhere: assumed to hold what the served version held
+            held = self.events_held
+        version = max(version, self.version) + 1
+        if not self._fold_into(model, held, version):
+            if not marked:  # marked now, so that a restart does not fold old events in again
+                sig = _signature_of(store.save_model(model, self.model_path, held, version))
+            self.model, self.events_held, self.version = model, held, version
+            self._file_sig = sig
+
+    async def _fold_loop(self) -> None:
+        while True:
+            await self._events_waiting.wait()
+            await asyncio.sleep(self.fold_interval)
+            self._events_waiting.clear()
+            async with self._change:
+                try:
+                    if await asyncio.to_thread(self._fold_now):
+                        self.m_swaps.labels("events").inc()
+                except Exception:  # noqa: BLE001 - a failed fold keeps the served version
+                    self.m_failures.labels("fold").inc()
+                    log.exception("folding events into the model failed; retrying later")
+                    self._events_waiting.set()
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            sig = _signature(self.model_path)
+            if sig is None or sig == self._file_sig:
+                continue
+            await asyncio.sleep(min(self.watch_interval, 0.2))
+            if _signature(self.model_path) != sig:
+                continue  # still being written: look again next turn
+            async with self._change:
+                if _signature(self.model_path) != sig or sig == self._file_sig:
+                    continue
+                try:
+                    await asyncio.to_thread(self._load_replacement, sig)
+                    self.m_swaps.labels("file").inc()
+                except Exception:  # noqa: BLE001 - a bad replacement keeps the served version
+                    self._file_sig = sig  # not retried until the file changes again
+                    self.m_failures.labels("file").inc()
+                    log.exception("the replacement model file could not be served")
+
+    async def startup(self) -> None:
+        self._change = asyncio.Lock()
+        self._events_waiting = asyncio.Event()
+        await asyncio.to_thread(self.start)
+        self._tasks = [asyncio.create_task(self._fold_loop()),
+                       asyncio.create_task(self._watch_loop())]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.log is not None:
+            self.log.close()
+
+    # -- routes -----------------------------------------------------------------------------
+    async def recommend(self, request: Request) -> JSONResponse:
+        obj = await self._object(request)
+        model, version = self.model, self.version
+        n = _int_param(obj, "n", 10, 1, self.max_n)
+        exclude_seen = _bool_param(obj, "exclude_seen", True)
+        exclude = _id_list(obj, "exclude", model.n_items_)
+        candidates = _id_list(obj, "candidates", model.n_items_)
+        if ("user" in obj) == ("items" in obj):
+            raise ApiError(422, "give exactly one of user (a known user id) or items (the "
+                                "item ids of a user the model has not seen)")
+        kwargs = {}
+        for name, ids in (("exclude", exclude), ("candidates", candidates)):
+            if ids is not None:
+                kwargs[name] = self._item_filter(model, name, ids)
+        if "user" in obj:
+            row = _row(model, obj["user"])
+            if self.batcher is not None and not kwargs:
+                idx, scores = await self.batcher.submit(model, row, n, exclude_seen)
+                top = _Top(idx[None, :], scores[None, :])
+            else:
+                top = _call(model.recommend, np.array([row]), n, exclude_seen=exclude_seen,
+                            **kwargs)
+            answer = {"user": obj["user"]}
+        else:
+            rows = self._user_items(model, obj)
+            if not _supports(model.recommend, "user_items"):
+                raise ApiError(422, f"{type(model).__name__} cannot recommend for users it "
+                                    "has not seen (its recommend takes no user_items)")
+            top = _call(model.recommend, None, n, user_items=rows, exclude_seen=exclude_seen,
+                        **kwargs)
+            answer = {}
+        answer.update(_as_answer(model, top))
+        answer["model_version"] = version
+        return JSONResponse(answer)
+
+    def _item_filter(self, model, name: str, ids: list):
+        if not _supports(model.recommend, name):
+            raise ApiError(422, f"{type(model).__name__}.recommend takes no {name}")
+        return _columns(model, ids)
+
+    def _user_items(self, model, obj: dict) -> sp.csr_matrix:
+        items = _id_list(obj, "items", model.n_items_)
+        values = obj.get("values")
+        cols = _columns(model, items)
+        if values is None:
+            vals = np.ones(len(cols))
+        elif (not isinstance(values, list) or len(values) != len(cols) or not all(
+                _finite_number(v) for v in values)):
+            raise ApiError(422, "values must be a list of finite numbers, one per item")
+        else:
+            vals = np.array(values, dtype=np.float64)
+        m = sp.csr_matrix((vals, (np.zeros(len(cols), dtype=np.int64), cols)),
+                          shape=(1, model.n_items_), dtype=model.user_items_.dtype)
+        m.sum_duplicates()
+        return m
+
+    async def similar(self, request: Request) -> JSONResponse:
+        model, version = self.model, self.version
+        params = request.query_params
+        items = params.getlist("item")
+        if not items:
+            raise ApiError(422, "give one or more item=<id> query parameters")
+        if len(items) > model.n_items_:
+            raise ApiError(422, f"at most {model.n_items_} items")
+        try:
+            n = int(params.get("n", "10"))
+        except ValueError:
+            raise ApiError(422, f"n must be an integer, got {params.get('n')!r}") from None
+        n = _int_param({"n": n}, "n", 10, 1, self.max_n)
+        cols = _columns(model, [_query_id(model, v) for v in items])
+        if not hasattr(model, "similar_items"):
+            raise ApiError(422, f"{type(model).__name__} has no similar_items")
+        if len(cols) == 1:
+            top = _call(model.similar_items, cols, n)
+        elif _supports(model.similar_items, "basket"):
+            top = _call(model.similar_items, cols, n, basket=True)
+        else:
+            raise ApiError(422, f"{type(model).__name__}.similar_items takes one item at a time")
+        answer = {"item" if len(items) == 1 else "basket": [_query_id(model, v) for v in items]}
+        answer.update(_as_answer(model, top))
+        answer["model_version"] = version
+        return JSONResponse(answer)
+
+    async def explain(self, request: Request) -> JSONResponse:
+        obj = await self._object(request)
+        model, version = self.model, self.version
+        if not hasattr(model, "explain"):
+            raise ApiError(422, f"{type(model).__name__} has no explain")
+        if "item" not in obj:
+            raise ApiError(422, "give the item to explain")
+        col = int(_columns(model, [obj["item"]])[0])
+        if ("user" in obj) == ("items" in obj):
+            raise ApiError(422, "give exactly one of user or items")
+        if "user" in obj:
+            result = _call(model.explain, _row(model, obj["user"]), col)
+        else:
+            result = _call(model.explain, None, col, user_items=self._user_items(model, obj))
+        answer = _explanation_json(model, result)
+        answer["model_version"] = version
+        return JSONResponse(answer)
+
+    async def events(self, request: Request) -> JSONResponse:
+        obj = await self._object(request)
+        events = obj.get("events")
+        if not isinstance(events, list) or not events:
+            raise ApiError(422, "events must be a non-empty list of {user, item, value?, "
+                                "timestamp?} objects")
+        if len(events) > self.max_events:
+            raise ApiError(413, f"at most {self.max_events} events per request")
+        model = self.model
+        records = [_event_record(model, e, t) for t, e in enumerate(events)]
+        first, last = await asyncio.to_thread(self.log.append, records)
+        self.m_events.inc(len(records))
+        self._events_waiting.set()
+        return JSONResponse({"accepted": len(records), "first_seq": first, "last_seq": last})
+
+    async def health(self, request: Request) -> JSONResponse:
+        model = self.model
+        return JSONResponse({
+            "status": "ok", "model": type(model).__name__, "model_version": self.version,
+            "model_file": str(self.model_path), "n_users": int(model.n_users_),
+            "n_items": int(model.n_items_), "events_logged": self.log.last_seq,
+            "events_in_model": self.events_held, "events_pending": self.events_pending,
+        })
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _object(self, request: Request) -> dict:
+        obj = await read_json(request, self.max_body_bytes)
+        if not isinstance(obj, dict):
+            raise ApiError(422, "the body must be a JSON object")
+        return obj
+
+
+class _Top:
+    def __init__(self, indices, scores):
+        self.indices, self.scores = indices, scores
+
+
+def _call(fn, *args, **kwargs):
+    """A model call; its ValueError/TypeError (input it refuses) becomes a 422 answer."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _query_id(model, text: str):
+    """A query-string id as the model's id type (ints for integer id maps)."""
+    ids = model.item_ids_
+    if ids is None or ids.dtype.kind in "iu":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _event_record(model, event, t: int) -> list:
+    """[user, item, value, timestamp] of one event object; 422 naming what is wrong."""
+    if not isinstance(event, dict) or "user" not in event or "item" not in event:
+        raise ApiError(422, f"events[{t}] must be an object with user and item")
+    for key, ids in (("user", model.user_ids_), ("item", model.item_ids_)):
+        value = event[key]
+        _check_id(value, key)
+        want_int = ids is None or ids.dtype.kind in "iu"
+        if want_int != isinstance(value, int):
+            raise ApiError(422, f"events[{t}].{key} must be {'an integer' if want_int else 'a string'}"
+                                f" like the model's {key} ids, got {value!r}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ApiError(422, f"events[{t}].{key} is out of the int64 range")
+    for key in ("value", "timestamp"):
+        if event.get(key) is not None and not _finite_number(event[key]):
+            raise ApiError(422, f"events[{t}].{key} must be a finite number, got {event[key]!r}")
+    return [event["user"], event["item"], event.get("value"), event.get("timestamp")]
+
+
+def _explanation_json(model, result) -> dict:
+    """A model's explanation as JSON: its fields, item columns mapped to original ids."""
+    if isinstance(result, dict):
+        fields = result
+    elif hasattr(result, "_asdict"):
+        fields = result._asdict()
+    else:
+        fields = {k: v for k, v in vars(result).items() if not k.startswith("_")}
+    out = {}
+    for key, value in fields.items():
+        if key in ("items", "item_ids", "history_items"):
+            out[key] = store.item_ids_of(model, value)
+        elif key in ("users", "neighbours", "user_ids"):
+            out[key] = store.user_ids_of(model, value)
+        elif isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+        elif isinstance(value, (np.floating, np.integer)):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out
+
+
+def _signature(path: Path):
+    try:
+        return _signature_of(path.stat())
+    except OSError:
+        return None
+
+
+def _signature_of(st) -> tuple:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# -- the ASGI app ------------------------------------------------------------------------------
+
+class _Measured:
+    """ASGI middleware: count and time every request by route and status."""
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope["path"] if scope["path"] in ROUTES else "other"
+            s = self.service
+            s.m_latency.labels(route).observe(time.perf_counter() - start)
+            s.m_requests.labels(route, str(status[0])).inc()
+            if status[0] >= 400:
+                s.m_errors.labels(route, str(status[0])).inc()
+
+
+def create_app(model_path, **options) -> Starlette:
+    """The Starlette app serving ``model_path`` (options: see :class:`Service`)."""
+    service = Service(model_path, **options)
+
+    async def api_error(request, exc: ApiError):
+        return _error(exc.status, exc.message)
+
+    async def http_error(request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    async def unexpected(request, exc: Exception):
+        log.exception("unexpected error answering %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await service.startup()
+        yield
+        await service.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/recommend", service.recommend, methods=["POST"]),
+            Route("/similar", service.similar, methods=["GET"]),
+            Route("/explain", service.explain, methods=["POST"]),
+            Route("/events", service.events, methods=["POST"]),
+            Route("/health", service.health, methods=["GET"]),
+            Route("/metrics", service.metrics, methods=["GET"]),
+        ],
+        exception_handlers={ApiError: api_error, HTTPException: http_error,
+                            Exception: unexpected},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(_Measured, service=service)
+    return app
+
+
+def run(model_path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+        **options) -> None:
+    """Serve ``model_path`` with uvicorn until interrupted (``fastrec serve``)."""
+    import uvicorn
+
+    if workers != 1:
+        raise ValueError("workers must be 1: one process owns the event log and the model file "
+                         "(run several services on copies of the model behind a balancer)")
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"no such model file: {model_path}")
+    store.load_model(model_path)  # a bad file fails here, before the port is taken
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(create_app(model_path, **options), host=host, port=port, log_level="warning",
+                access_log=False, lifespan="on")
+
+
+__all__ = ["ApiError", "RecommendBatcher", "Service", "create_app", "read_json", "run"]
