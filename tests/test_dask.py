@@ -207,6 +207,23 @@ def test_recommend_to_parquet_one_file_per_block(client, pair, tmp_path):
     assert (got["item"] >= 0).all()  # padding dropped: user 5 has no interactions
 
 
+def test_recommend_to_parquet_writes_original_ids_of_a_model(client, tmp_path):
+    from fastrec import data
+    from fastrec.models import ItemKNN
+
+    train = data.synthetic(80, 40, seed=3, impressions_per_user=25)
+    model = ItemKNN(k=10).fit(train)
+    users = np.arange(train.n_users)
+    paths = fd.recommend(model, users, 4, client=client, block_users=30,
+                         to_parquet=tmp_path / "ids")
+    got = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    top = model.recommend(users, n=4)
+    want = _long_format(top, users)
+    want["user"] = train.user_ids[want["user"].to_numpy()]
+    want["item"] = train.item_ids[want["item"].to_numpy()]
+    pd.testing.assert_frame_equal(got, want)
+
+
 # ---- Dask DataFrame input ------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from ._dispatch import BackendUnavailableError, available_backends
 from ._version import __version__
 from .scoring import logistic_loss_grad, sigmoid_scores
 from .similarity import PreparedCosine, cosine_similarity, cosine_topk, prepare_cosine_topk
-from .topk import TopK, recommend, recommend_user_based, topk
+from .topk import TopK, recommend, recommend_product, recommend_user_based, topk
 
 __all__ = [
     "BackendUnavailableError",
@@ -31,6 +31,7 @@ __all__ = [
     "models",
     "prepare_cosine_topk",
     "recommend",
+    "recommend_product",
     "recommend_user_based",
     "show_config",
     "sigmoid_scores",

@@ -393,7 +393,8 @@ def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, r0, block, n, opts, 
 def _recommend_model_block(model, r0, block, context, n, exclude_seen, out):
     extra = {} if context is None else {"context": context}
     result = model.recommend(block, n=n, exclude_seen=exclude_seen, **extra)
-    return _deliver(TopK(*result), block, r0, out)
+    return _deliver(TopK(*result), block, r0, out, getattr(model, "user_ids_", None),
+                    getattr(model, "item_ids_", None))
 
 
 def _check_context(context, n_users):
@@ -420,16 +421,21 @@ def _context_rows(context, r0, r1):
     return {name: arr if arr.ndim == 0 else arr[r0:r1] for name, arr in context.items()}
 
 
-def _deliver(result: TopK, users, r0, out):
-    """The block's TopK, or the path of the Parquet file it was written to."""
+def _deliver(result: TopK, users, r0, out, user_ids=None, item_ids=None):
+    """The block's TopK, or the path of the Parquet file it was written to (original user
+    and item ids when the model has id maps, else rows and columns)."""
     if out is None:
         return result
     n_rows, n = result.indices.shape
     keep = result.indices >= 0  # padding is not a recommendation
+    user_col = np.repeat(users, n).reshape(n_rows, n)[keep]
+    item_col = result.indices[keep]
+    if user_ids is not None and item_ids is not None:
+        user_col, item_col = np.asarray(user_ids)[user_col], np.asarray(item_ids)[item_col]
     frame = pd.DataFrame({
-        "user": np.repeat(users, n).reshape(n_rows, n)[keep],
+        "user": user_col,
         "rank": np.broadcast_to(np.arange(1, n + 1, dtype=np.int32), (n_rows, n))[keep],
-        "item": result.indices[keep],
+        "item": item_col,
         "score": result.scores[keep],
     })
     path = f"{out.rstrip('/')}/part-{r0:012d}.parquet"
@@ -472,7 +478,8 @@ def recommend(
     ``user_ids``: user rows (default all), any order;
     split into blocks of ``block_users``. Returns the TopK of ``len(user_ids)`` rows, or, with
     ``to_parquet`` (a directory, or an fsspec URL, that every worker can write), writes one
-    file per block (columns user, rank (1 = best), item, score; padding dropped) from the
+    file per block (columns user, rank (1 = best), item, score; padding dropped; user and
+    item are original ids when the model was fit on Interactions, else rows and columns) from the
     workers and returns their paths in block order: nothing is collected on the client.
     Memory per worker: the model or matrices plus a block's scores; the client holds
     O(len(user_ids) * n) unless writing Parquet.

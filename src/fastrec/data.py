@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,11 @@ class Interactions:
     """A users x items CSR with its id maps, optional timestamps and side features.
 
     ``matrix``: scipy CSR (float32 or float64), canonical. ``user_ids[r]`` / ``item_ids[c]``:
-    the original id of row r / column c (sorted ascending, so lookups are binary searches).
+    the original id of row r / column c: sorted ascending when built, new ids appended at the
+    end by :meth:`append` (known ids keep their rows); lookups are binary searches through a
+    sorting permutation computed once per object.
+    ``duplicates``: the rule that combined events of the same (user, item) pair when the data
+    was built (see :func:`from_arrays`); :meth:`append` follows it.
     ``timestamps``: None or an int64/float array aligned with ``matrix.data``.
     ``user_features`` / ``item_features``: name -> int array (one category code per row/column).
     ``contexts``: name -> non-negative int array aligned with ``matrix.data`` (the context of
@@ -40,6 +45,7 @@ class Interactions:
     user_features: dict = field(default_factory=dict)
     item_features: dict = field(default_factory=dict)
     contexts: dict = field(default_factory=dict)
+    duplicates: str = "sum"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -61,13 +67,25 @@ class Interactions:
         ts = ", timestamps" if self.timestamps is not None else ""
         return f"Interactions({self.n_users} users x {self.n_items} items, nnz={self.nnz}{ts})"
 
+    @cached_property
+    def _user_order(self):
+        return id_order(self.user_ids)
+
+    @cached_property
+    def _item_order(self):
+        return id_order(self.item_ids)
+
     def user_index(self, ids) -> np.ndarray:
         """Rows (int64) of the given original user ids; ValueError naming an unknown id."""
-        return _lookup(self.user_ids, ids, "user id")
+        return lookup_ids(self.user_ids, ids, "user id", self._user_order)
 
     def item_index(self, ids) -> np.ndarray:
         """Columns (int64) of the given original item ids; ValueError naming an unknown id."""
-        return _lookup(self.item_ids, ids, "item id")
+        return lookup_ids(self.item_ids, ids, "item id", self._item_order)
+
+    def decode_users(self, indices, fill=None) -> np.ndarray:
+        """Original user ids of an array of rows; -1 becomes ``fill`` (as :meth:`decode_items`)."""
+        return decode_ids(self.user_ids, indices, fill)
 
     def decode_items(self, indices, fill=None) -> np.ndarray:
         """Original item ids of an array of columns (e.g. ``TopK.indices``); -1 becomes ``fill``.
@@ -75,15 +93,7 @@ class Interactions:
         The result has the shape of ``indices``; its dtype is the item ids' dtype, or object
         when padding is present and ``fill`` is None (padding then reads None).
         """
-        idx = np.asarray(indices)
-        pad = idx < 0
-        if not pad.any():
-            return self.item_ids[idx]
-        out = self.item_ids.astype(object)[np.where(pad, 0, idx)] if fill is None else (
-            self.item_ids[np.where(pad, 0, idx)]
-        )
-        out[pad] = fill
-        return out
+        return decode_ids(self.item_ids, indices, fill)
 
     def to_frame(self, topk, user_rows):
         """Recommendations as a long pandas DataFrame: user, rank (1 = best), item, score."""
@@ -101,15 +111,62 @@ class Interactions:
             }
         )
 
+    def append(self, users, items, values=None, timestamps=None, *, contexts=None):
+        """These interactions with new events folded in: a new :class:`Interactions`.
+
+        Arguments as :func:`from_arrays` (events in original ids). Known ids keep their rows
+        and columns; new ids get new ones appended after them (in sorted order of the new
+        ids), so stored row numbers stay valid as data grows. Events of a (user, item) pair
+        are combined by the rule the data was built with (``duplicates``): "sum" and "count"
+        add, "max" keeps the larger value, "last" keeps the latest event (by timestamp when the
+        data has them, else the appended events come later), "first" keeps the earliest (an
+        appended event older than a stored pair's latest is a ValueError: the stored pair no
+        longer says when its first event happened, so rebuild with :func:`from_arrays`). The
+        pair keeps its latest timestamp and that event's contexts. The result equals
+        ``from_arrays`` on all events up to the order of new rows and columns (values are
+        combined in float64 and stored in the matrix dtype, as there). Side features of new
+        users/items are unknown: features are kept only when no user/item is added.
+        Timestamps must be given exactly when the data has them, and the contexts it has.
+        Cost O(nnz + E log E) for E new events; the original object is not modified.
+        """
+        return _append(self, users, items, values, timestamps, contexts)
+
     def with_matrix(self, matrix: sp.csr_matrix, timestamps=None, contexts=None) -> Interactions:
         """The same ids and side features over another matrix of the same shape."""
         return replace(self, matrix=matrix, timestamps=timestamps, contexts=contexts or {})
 
 
-def _lookup(sorted_ids: np.ndarray, ids, what: str) -> np.ndarray:
+def id_order(ids: np.ndarray):
+    """The permutation that sorts an id map, or None when it is sorted already (as built)."""
+    ids = np.asarray(ids)
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return None
+    return np.argsort(ids, kind="stable")
+
+
+def decode_ids(ids: np.ndarray, indices, fill=None) -> np.ndarray:
+    """ids[indices] with -1 (padding) read as ``fill``; object dtype when fill is None and
+    padding is present (padding then reads None)."""
+    idx = np.asarray(indices)
+    pad = idx < 0
+    if not pad.any():
+        return ids[idx]
+    out = ids.astype(object)[np.where(pad, 0, idx)] if fill is None else (
+        ids[np.where(pad, 0, idx)]
+    )
+    out[pad] = fill
+    return out
+
+
+def lookup_ids(id_map: np.ndarray, ids, what: str, order=None) -> np.ndarray:
+    """Positions (int64) of original ``ids`` in ``id_map``; ValueError naming an unknown id.
+
+    ``order``: :func:`id_order` of the map (None: the map is sorted). O(q log n) per call.
+    """
     ids = np.asarray(ids)
     scalar = ids.ndim == 0
     ids = ids.reshape(-1)
+    sorted_ids = id_map if order is None else id_map[order]
     if len(sorted_ids) == 0:
         if ids.size:
             raise ValueError(f"unknown {what} {ids[0].item()!r}")
@@ -122,7 +179,8 @@ def _lookup(sorted_ids: np.ndarray, ids, what: str) -> np.ndarray:
     bad = sorted_ids[pos] != ids
     if np.any(bad):
         raise ValueError(f"unknown {what} {ids[np.argmax(bad)].item()!r}")
-    return pos.astype(np.int64)[0:1] if scalar else pos.astype(np.int64)
+    pos = pos.astype(np.int64) if order is None else order[pos].astype(np.int64)
+    return pos[0:1] if scalar else pos
 
 
 # --------------------------------------------------------------------------- building
@@ -208,12 +266,23 @@ def from_arrays(
     except TypeError as exc:
         raise TypeError(f"user and item ids must be sortable: {exc}") from None
     u, i = u.reshape(-1).astype(np.int64), i.reshape(-1).astype(np.int64)
+    ev = _combine(u, i, vals, ts, ctx, len(item_ids), duplicates)
+    shape = (len(user_ids), len(item_ids))
+    return Interactions(_csr_of(ev["rows"], ev["cols"], ev["values"], shape, dtype), user_ids,
+                        item_ids, ev["ts_last"], contexts=ev["contexts"], duplicates=duplicates)
+
+
+def _combine(u, i, vals, ts, ctx, n_items, duplicates) -> dict:
+    """Events (row u, column i) combined per (u, i) pair by the ``duplicates`` rule, in (row,
+    column) order: rows, cols, values (float64), ts_last / ts_first (None without times), the
+    contexts of each pair's latest event. One O(E log E) sort."""
+    n = u.shape[0]
     order_key = np.arange(n) if ts is None else ts
     # Sort by (user, item, time, input order): a stable lexsort keeps input order on equal times.
     order = np.lexsort((order_key, i, u))
-    u, i, vals = u[order], i[order], vals[order].astype(np.float64)
+    u, i, vals = u[order], i[order], np.asarray(vals)[order].astype(np.float64)
     ts_sorted = None if ts is None else ts[order]
-    key = u * max(len(item_ids), 1) + i
+    key = u * max(n_items, 1) + i
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else np.zeros(0, np.int64)
     ends = np.r_[starts[1:], n] - 1 if n else starts
     if duplicates == "sum":
@@ -226,21 +295,125 @@ def from_arrays(
         combined = vals[ends]
     else:
         combined = (ends - starts + 1).astype(np.float64)
-    rows, cols = u[starts], i[starts]
-    shape = (len(user_ids), len(item_ids))
+    out = {"rows": u[starts], "cols": i[starts], "values": combined, "ts_last": None,
+           "ts_first": None, "contexts": {name: c[order][ends] for name, c in ctx.items()}}
+    if ts_sorted is not None:
+        out["ts_last"] = np.maximum.reduceat(ts_sorted, starts) if n else ts_sorted
+        out["ts_first"] = ts_sorted[starts]
+    return out
+
+
+def _csr_of(rows, cols, values, shape, dtype) -> sp.csr_matrix:
+    """Canonical CSR of entries already in (row, column) order without repeats."""
     indptr = np.zeros(shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     itype = np.int32 if max(len(rows), shape[1]) < np.iinfo(np.int32).max else np.int64
-    # Entries are already in (row, column) order, so the CSR is canonical as built.
     matrix = sp.csr_matrix(
-        (combined.astype(dtype), cols.astype(itype), indptr.astype(itype)), shape=shape
+        (np.asarray(values).astype(dtype), np.asarray(cols).astype(itype),
+         indptr.astype(itype)), shape=shape
     )
     matrix.has_sorted_indices = True
-    out_ts = None
-    if ts_sorted is not None:
-        out_ts = np.maximum.reduceat(ts_sorted, starts) if n else ts_sorted
-    out_ctx = {name: c[order][ends] for name, c in ctx.items()}
-    return Interactions(matrix, user_ids, item_ids, out_ts, contexts=out_ctx)
+    matrix.has_canonical_format = True
+    return matrix
+
+
+def _grow_ids(id_map: np.ndarray, order, new, what: str):
+    """(positions of ``new`` ids in the grown map, the grown map): known ids keep their
+    positions, unknown ones are appended once each, in sorted order."""
+    if new.dtype == object:
+        new = _text_ids(new, what)
+    if len(id_map) and new.size and (id_map.dtype.kind in "US") != (new.dtype.kind in "US"):
+        raise TypeError(
+            f"{what} ids must be of the kind the data was built with ({id_map.dtype}), got "
+            f"{new.dtype}"
+        )
+    uniq, inverse = np.unique(new, return_inverse=True)
+    pos = np.full(uniq.size, -1, dtype=np.int64)
+    if len(id_map):
+        sorted_ids = id_map if order is None else id_map[order]
+        at = np.minimum(np.searchsorted(sorted_ids, uniq), len(id_map) - 1)
+        known = sorted_ids[at] == uniq
+        pos[known] = at[known] if order is None else order[at[known]]
+    unknown = pos < 0
+    pos[unknown] = len(id_map) + np.arange(int(unknown.sum()))
+    grown = np.concatenate([id_map, uniq[unknown]]) if unknown.any() else id_map
+    return pos[inverse.reshape(-1)], grown
+
+
+def _append(data: Interactions, users, items, values, timestamps, contexts) -> Interactions:
+    users = _column(users, "users")
+    n = users.shape[0]
+    items = _column(items, "items", n)
+    vals = np.ones(n) if values is None else _numeric(_column(values, "values", n), "values")
+    if (timestamps is None) != (data.timestamps is None):
+        raise ValueError(
+            "timestamps must be given exactly when the data has them (it has "
+            f"{'some' if data.timestamps is not None else 'none'})"
+        )
+    ts = None if timestamps is None else _numeric(_column(timestamps, "timestamps", n),
+                                                  "timestamps")
+    contexts = contexts or {}
+    if set(contexts) != set(data.contexts):
+        raise ValueError(f"contexts must have the names {sorted(data.contexts)}, got "
+                         f"{sorted(contexts)}")
+    ctx = {name: _codes(_column(c, f"contexts[{name!r}]", n), f"contexts[{name!r}]")
+           for name, c in contexts.items()}
+    for arr, name in ((users, "users"), (items, "items")):
+        if arr.dtype == object and any(v is None for v in arr):
+            raise ValueError(f"{name} contains missing ids")
+    u, user_ids = _grow_ids(data.user_ids, data._user_order, users, "user")
+    i, item_ids = _grow_ids(data.item_ids, data._item_order, items, "item")
+    n_items = len(item_ids)
+    rule = data.duplicates
+    ev = _combine(u, i, vals, ts, ctx, n_items, rule)
+    m = data.matrix
+    old_rows = _entry_rows(m)
+    old_keys = old_rows * n_items + m.indices
+    new_keys = ev["rows"] * n_items + ev["cols"]
+    at = np.minimum(np.searchsorted(old_keys, new_keys), max(len(old_keys) - 1, 0))
+    both = (old_keys[at] == new_keys) if len(old_keys) else np.zeros(len(new_keys), bool)
+    o = at[both]
+    values_out = m.data.astype(np.float64)
+    nv = ev["values"][both]
+    ov = values_out[o]
+    # Whether the appended side of each shared pair holds its latest event.
+    newer = np.ones(o.size, dtype=bool) if ts is None else ev["ts_last"][both] >= data.timestamps[o]
+    if rule in ("sum", "count"):
+        values_out[o] = ov + nv
+    elif rule == "max":
+        values_out[o] = np.maximum(ov, nv)
+    elif rule == "last":
+        values_out[o] = np.where(newer, nv, ov)
+    elif ts is not None and np.any(ev["ts_first"][both] < data.timestamps[o]):
+        raise ValueError(
+            'duplicates="first": an appended event is older than the latest stored event of '
+            "its (user, item) pair, so which came first is not known here; rebuild the data "
+            "with from_arrays on all events"
+        )
+    ts_out = None
+    if ts is not None:
+        ts_out = np.asarray(data.timestamps).copy()
+        ts_out[o] = np.maximum(ts_out[o], ev["ts_last"][both])
+    ctx_out = {}
+    for name, c in data.contexts.items():
+        c = np.asarray(c).copy()
+        c[o] = np.where(newer, ev["contexts"][name][both], c[o])
+        ctx_out[name] = c
+    fresh = ~both
+    rows = np.concatenate([old_rows, ev["rows"][fresh]])
+    cols = np.concatenate([np.asarray(m.indices, dtype=np.int64), ev["cols"][fresh]])
+    order = np.lexsort((cols, rows))
+    shape = (len(user_ids), n_items)
+    matrix = _csr_of(rows[order], cols[order],
+                     np.concatenate([values_out, ev["values"][fresh]])[order], shape, m.dtype)
+    if ts_out is not None:
+        ts_out = np.concatenate([ts_out, ev["ts_last"][fresh]])[order]
+    ctx_out = {name: np.concatenate([c, ev["contexts"][name][fresh]])[order]
+               for name, c in ctx_out.items()}
+    user_features = data.user_features if len(user_ids) == data.n_users else {}
+    item_features = data.item_features if n_items == data.n_items else {}
+    return Interactions(matrix, user_ids, item_ids, ts_out, user_features, item_features,
+                        ctx_out, rule)
 
 
 def from_dataframe(
@@ -489,6 +662,7 @@ def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) 
             {k: v[keep_u] for k, v in cur.user_features.items()},
             {k: v[keep_i] for k, v in cur.item_features.items()},
             ctx,
+            cur.duplicates,
         )
 
 

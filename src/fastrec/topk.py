@@ -128,6 +128,41 @@ def recommend_user_based(
     return _fused_recommend(UI, NB, UI, n, user_ids, exclude_seen, exclude, backend, n_threads)
 
 
+def recommend_product(
+    weights, item_rows, n, *, seen=None, exclude=None, backend="auto", n_threads=None
+) -> TopK:
+    """Top-n items of each row of the sparse product ``weights @ item_rows``, fused.
+
+    The general form of :func:`recommend` for rows that are not part of a fitted matrix
+    (users unseen at fit time): ``weights`` (n_rows x n_mid) and ``item_rows`` (n_mid x
+    n_items) CSR; score(r, j) = sum over stored weights[r, i] of weights[r, i] *
+    item_rows[i, j]. Item-kNN for request rows R passes (R, item_neighbours, seen=R);
+    user-kNN passes (the requests' user neighbours, user_items, seen=R). ``seen`` and
+    ``exclude``: optional masks shaped (n_rows, n_items) (patterns only) whose positions are
+    never returned. Sorted descending, ties by smaller item, -1/-inf padding. Memory
+    O(threads * n_items + n_rows * n) in compiled backends; no dense product.
+    """
+    A = check_csr(weights, "weights", drop_zeros=True)
+    B = check_csr(item_rows, "item_rows", drop_zeros=True)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(
+            f"weights has {A.shape[1]} columns but item_rows has {B.shape[0]} rows"
+        )
+    n = check_k(n, "n")
+    shape = (A.shape[0], B.shape[1])
+    seen_indptr, seen_indices = _mask(seen, "seen", shape)
+    ex_indptr, ex_indices = _mask(exclude, "exclude", shape)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("recommend", backend)
+    rows = np.arange(A.shape[0], dtype=np.int64)
+    return TopK(
+        *kernel(
+            A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, B.shape[1], rows, n,
+            seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+        )
+    )
+
+
 def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_threads) -> TopK:
     """Score the users of UI by the rows of A @ B (the recommend kernel) with UI's items as the
     seen mask: the shared tail of :func:`recommend` and :func:`recommend_user_based`."""

@@ -1,19 +1,23 @@
 """The contract every recommender model shares: fit -> self, recommend -> TopK, save/load.
 
 A model is fit on a users x items scipy sparse matrix or on a :class:`fastrec.data.Interactions`
-(whose id maps it then keeps as ``user_ids_`` / ``item_ids_``, so ``TopK.indices`` can be turned
-back into original ids with :meth:`Recommender.decode_items`). ``recommend`` takes row indices of
-that matrix; an id outside it is a ValueError that says how many users the model knows.
+(whose id maps it then keeps as ``user_ids_`` / ``item_ids_`` and saves with it). Requests name
+users three ways: ``user_ids`` (rows of the fitted matrix), ``users`` (original ids) or
+``user_items`` (one sparse row of item columns per request, for users unseen at fit time).
+Every request can carry ``exclude`` (items never returned) and ``candidates`` (the only items
+that may be returned). ``decode_items`` / ``decode_users`` turn rows and columns back into
+original ids; ``explain`` splits a score into the contributions that sum to it.
 """
 from __future__ import annotations
 
 import inspect
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._validation import CSR, check_csr, check_k
-from ..data import Interactions
+from ..data import Interactions, contains, decode_ids, id_order, lookup_ids
 from ..topk import TopK, topk
 from . import _persist
 
@@ -48,6 +52,52 @@ def csr_from_arrays(prefix: str, arrays: dict) -> sp.csr_matrix:
     return m
 
 
+# Mask entries per block of request rows: bounds the memory of an allow-list's complement.
+_MASK_BLOCK_ENTRIES = 1 << 22
+
+
+class Explanation(NamedTuple):
+    """Why a model scores (user, item) as it does: ``score == base + contributions.sum()``.
+
+    ``kind`` says what the ``sources`` are: "items" (item columns: ItemKNN, the user's items),
+    "users" (user rows: UserKNN, the user's neighbours), "features" (feature columns of a CTR
+    ranker: Hybrid with ``rerank``), "models" (CF model positions: a Hybrid blend) or
+    "popularity" (no sources: the score is the item's count, all in ``base``).
+    ``contributions`` (float64) align with ``sources``; ``ids`` holds the sources' original
+    ids when the model has id maps (else None); ``details`` holds model-specific extras
+    (Hybrid: the probability and the CF blend score the ranking started from).
+    """
+
+    score: float
+    base: float
+    kind: str
+    sources: np.ndarray
+    contributions: np.ndarray
+    ids: np.ndarray | None = None
+    details: dict | None = None
+
+
+class _Requests:
+    """The users of one call: fitted ``rows`` (int64) or request rows ``R`` (CSR), not both."""
+
+    __slots__ = ("rows", "R")
+
+    def __init__(self, rows=None, R=None):
+        self.rows, self.R = rows, R
+
+    def __len__(self):
+        return len(self.rows) if self.rows is not None else self.R.shape[0]
+
+    def block(self, r0, r1):
+        if self.rows is not None:
+            return _Requests(rows=self.rows[r0:r1])
+        return _Requests(R=self.R[r0:r1])
+
+    def seen(self, user_items):
+        """The requests' own interactions as CSR rows (n_requests x n_items)."""
+        return user_items[self.rows] if self.rows is not None else self.R
+
+
 class Recommender:
     """Base class: parameters in the constructor, learned state in attributes ending in ``_``."""
 
@@ -67,9 +117,12 @@ class Recommender:
     # -- fitted state -------------------------------------------------------------------
     def _set_data(self, UI: CSR, source: Interactions | None) -> None:
         self.user_items_ = sp.csr_matrix((UI.data, UI.indices, UI.indptr), shape=UI.shape)
+        self.user_items_.has_sorted_indices = True
         self.n_users_, self.n_items_ = UI.shape
         self.user_ids_ = None if source is None else source.user_ids
         self.item_ids_ = None if source is None else source.item_ids
+        self.duplicates_ = None if source is None else source.duplicates
+        self._id_orders = None
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "user_items_"):
@@ -85,8 +138,8 @@ class Recommender:
             raise ValueError(f"user_ids must be 1-D, got shape {arr.shape}")
         if arr.size and arr.dtype.kind not in "iu":
             raise TypeError(
-                f"user_ids must be integer row indices, got dtype {arr.dtype}; map original ids "
-                "with Interactions.user_index first"
+                f"user_ids must be integer row indices, got dtype {arr.dtype}; pass original "
+                "ids as users=[...]"
             )
         arr = arr.astype(np.int64)
         bad = (arr < 0) | (arr >= self.n_users_)
@@ -97,13 +150,16 @@ class Recommender:
             )
         return arr
 
-    def _check_items(self, item_ids) -> np.ndarray:
+    def _check_items(self, item_ids, name="item_ids") -> np.ndarray:
         self._check_fitted()
         arr = np.asarray(item_ids)
         if arr.ndim == 0:
             arr = arr.reshape(1)
         if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-            raise TypeError("item_ids must be a 1-D array of integer column indices")
+            raise TypeError(
+                f"{name} must be a 1-D array of integer column indices; pass original ids "
+                "as items=[...]"
+            )
         arr = arr.astype(np.int64)
         bad = (arr < 0) | (arr >= self.n_items_)
         if bad.any():
@@ -112,23 +168,214 @@ class Recommender:
             )
         return arr
 
+    # -- original ids -------------------------------------------------------------------
+    def _id_map(self, what):
+        self._check_fitted()
+        ids = getattr(self, f"{what}_ids_")
+        if ids is None:
+            raise ValueError(
+                f"the model was fit on a bare matrix: it has no original {what} ids (fit it "
+                "on fastrec.data.Interactions to keep them)"
+            )
+        return ids
+
+    def _order(self, what):
+        orders = getattr(self, "_id_orders", None) or {}
+        if what not in orders:  # computed once per fitted model: lookups are then O(log n)
+            orders[what] = id_order(self._id_map(what))
+            self._id_orders = orders
+        return orders[what]
+
+    def user_index(self, users) -> np.ndarray:
+        """Rows (int64) of original user ids; ValueError naming an unknown id."""
+        return lookup_ids(self._id_map("user"), users, "user id", self._order("user"))
+
+    def item_index(self, items) -> np.ndarray:
+        """Columns (int64) of original item ids; ValueError naming an unknown id."""
+        return lookup_ids(self._id_map("item"), items, "item id", self._order("item"))
+
     def decode_items(self, indices, fill=None) -> np.ndarray:
         """Original item ids of ``TopK.indices`` (needs a fit on Interactions); -1 -> fill."""
-        self._check_fitted()
-        if self.item_ids_ is None:
-            raise ValueError("the model was fit on a bare matrix: it has no original item ids")
-        return Interactions(self.user_items_, self.user_ids_, self.item_ids_).decode_items(
-            indices, fill
-        )
+        return decode_ids(self._id_map("item"), indices, fill)
 
-    def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True) -> TopK:
-        """Top-n items for each user row in ``user_ids``: TopK (len(user_ids), n)."""
-        rows = self._check_users(user_ids)
+    def decode_users(self, indices, fill=None) -> np.ndarray:
+        """Original user ids of user rows (e.g. ``similar_users(...).indices``); -1 -> fill."""
+        return decode_ids(self._id_map("user"), indices, fill)
+
+    # -- requests -----------------------------------------------------------------------
+    def _requests(self, user_ids, users, user_items) -> _Requests:
+        given = [x is not None for x in (user_ids, users, user_items)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of user_ids (rows), users (original ids) or "
+                             "user_items (one sparse row per request)")
+        if user_ids is not None:
+            return _Requests(rows=self._check_users(user_ids))
+        if users is not None:
+            self._check_fitted()
+            return _Requests(rows=self.user_index(np.asarray(users).reshape(-1)))
+        return _Requests(R=self._request_rows(user_items))
+
+    def _request_rows(self, user_items) -> sp.csr_matrix:
+        """user_items of unseen users as canonical CSR rows over the fitted item columns.
+
+        Accepts a scipy sparse (n_requests x n_items) or a list with one entry per request:
+        a sequence of original item ids (value 1 each) or a dict original item id -> value.
+        """
+        self._check_fitted()
+        if sp.issparse(user_items):
+            R = check_csr(user_items, "user_items", drop_zeros=True)
+            if R.shape[1] != self.n_items_:
+                raise ValueError(
+                    f"user_items has {R.shape[1]} columns but the model knows {self.n_items_} "
+                    f"items (columns 0..{self.n_items_ - 1}): map new items' events through "
+                    "partial_fit first, or drop them"
+                )
+            R = sp.csr_matrix((R.data, R.indices, R.indptr), shape=R.shape)
+        elif isinstance(user_items, (list, tuple)):
+            rows, cols, vals = [], [], []
+            for r, req in enumerate(user_items):
+                if isinstance(req, dict):
+                    ids, v = list(req.keys()), np.asarray(list(req.values()), np.float64)
+                else:
+                    ids = list(req)
+                    v = np.ones(len(ids))
+                c = self.item_index(np.asarray(ids)) if len(ids) else np.zeros(0, np.int64)
+                rows.append(np.full(len(c), r, np.int64))
+                cols.append(c)
+                vals.append(v)
+            R = sp.csr_matrix(
+                (np.concatenate(vals) if vals else np.zeros(0),
+                 (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                  np.concatenate(cols) if cols else np.zeros(0, np.int64))),
+                shape=(len(user_items), self.n_items_))
+            R = check_csr(R, "user_items", drop_zeros=True)
+            R = sp.csr_matrix((R.data, R.indices, R.indptr), shape=R.shape)
+        else:
+            raise TypeError(
+                "user_items must be a scipy sparse matrix (one row per request, the model's "
+                f"item columns) or a list of item-id lists, got {type(user_items).__name__}"
+            )
+        R = R.astype(self.user_items_.dtype, copy=False)
+        R.has_sorted_indices = True
+        return R
+
+    def _item_list(self, items, name):
+        """A 1-D list of items: integer columns, or original ids (mapped) of any other kind."""
+        arr = np.asarray(items)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim == 1 and arr.size and arr.dtype.kind not in "iu":
+            return self.item_index(arr)
+        return self._check_items(arr, name)
+
+    def _masks(self, exclude, candidates, n_rows, n_cols, item_axis=True):
+        """Blocks (r0, r1, mask) of request rows with one CSR mask per block (None: no mask).
+
+        ``exclude``: positions never returned; ``candidates``: the only positions that may be
+        returned (an allow-list: its complement is masked). Each is None, a 1-D list of columns
+        for every row (original item ids accepted) or a sparse (n_rows x n_cols) mask of which
+        only the pattern counts. The complement of an allow-list costs O(rows * n_cols) entries,
+        so rows are taken in blocks of at most ``_MASK_BLOCK_ENTRIES`` masked entries.
+        """
+        def as_mask(x, name):
+            if x is None:
+                return None
+            if sp.issparse(x):
+                M = check_csr(x, name, allow_nonfinite=True)
+                if M.shape != (n_rows, n_cols):
+                    raise ValueError(f"{name} must have shape {(n_rows, n_cols)}, got {M.shape}")
+                return sp.csr_matrix((np.ones(len(M.indices)), M.indices, M.indptr),
+                                     shape=M.shape)
+            return np.unique(self._item_list(x, name) if item_axis else self._check_users(x))
+        ex, cand = as_mask(exclude, "exclude"), as_mask(candidates, "candidates")
+        if ex is None and cand is None:
+            return [(0, n_rows, None)]
+        if cand is not None and not sp.issparse(cand):
+            # One allow-list for every row: mask its complement, merged with a list exclude.
+            comp = np.setdiff1d(np.arange(n_cols), cand)
+            if ex is None or not sp.issparse(ex):
+                ex = comp if ex is None else np.union1d(ex, comp)
+                cand = None
+            else:
+                cand, comp_list = None, comp
+                ex = ex + self._tiled(comp_list, n_rows, n_cols)
+        width = n_cols if cand is not None else max(1, len(ex) if not sp.issparse(ex) else 1)
+        if sp.issparse(ex) and cand is None:
+            return [(0, n_rows, ex)]
+        step = max(1, _MASK_BLOCK_ENTRIES // max(1, width))
+        blocks = []
+        for r0 in range(0, n_rows, step):
+            r1 = min(n_rows, r0 + step)
+            if cand is None:
+                blk = self._tiled(ex, r1 - r0, n_cols)
+            else:
+                allowed = cand[r0:r1].toarray() != 0
+                blk = sp.csr_matrix(~allowed, dtype=np.float64)
+                if ex is not None:
+                    blk = blk + (ex[r0:r1] if sp.issparse(ex) else self._tiled(ex, r1 - r0,
+                                                                                n_cols))
+            blk = sp.csr_matrix(blk)
+            blk.sum_duplicates()
+            blocks.append((r0, r1, blk))
+        return blocks or [(0, 0, sp.csr_matrix((0, n_cols)))]
+
+    @staticmethod
+    def _tiled(cols, n_rows, n_cols):
+        """The same sorted columns masked in each of n_rows rows."""
+        k = len(cols)
+        return sp.csr_matrix((np.ones(n_rows * k), np.tile(cols, n_rows),
+                              np.arange(n_rows + 1, dtype=np.int64) * k), shape=(n_rows, n_cols))
+
+    def recommend(self, user_ids=None, n: int = 10, *, users=None, user_items=None,
+                  exclude_seen: bool = True, exclude=None, candidates=None) -> TopK:
+        """Top-n items per request: TopK (n_requests, n), item columns (see decode_items).
+
+        Requests: ``user_ids`` (rows of the fitted matrix), ``users`` (original ids) or
+        ``user_items`` (users unseen at fit time: a scipy sparse with one row per request over
+        the fitted item columns, or a list of original-item-id lists; an unknown item is a
+        ValueError). ``exclude_seen``: never return the request's own items. ``exclude`` /
+        ``candidates``: items never returned / the only items that may be returned, as a 1-D
+        list for every request (columns, or original ids) or a sparse mask (n_requests x
+        n_items). Sorted by score descending, ties by smaller item, -1/-inf padding. Memory
+        per model (see the class docstring), plus O(rows * n_items) per block of rows for an
+        allow-list's complement (blocks of at most 4M masked entries).
+        """
+        req = self._requests(user_ids, users, user_items)
         n = check_k(n, "n")
-        return self._recommend(rows, n, bool(exclude_seen))
+        exclude_seen = bool(exclude_seen)
+        blocks = self._masks(exclude, candidates, len(req), self.n_items_)
+        if len(blocks) == 1 and blocks[0][2] is None and req.R is None:
+            return self._recommend(req.rows, n, exclude_seen)
+        parts = [self._recommend_requests(req.block(r0, r1), n, exclude_seen, mask)
+                 for r0, r1, mask in blocks]
+        return TopK(np.concatenate([p.indices for p in parts]),
+                    np.concatenate([p.scores for p in parts]))
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _recommend_requests(self, req: _Requests, n, exclude_seen, mask) -> TopK:
+        """recommend for request rows or masked fitted rows (subclasses implement)."""
+        raise ValueError(f"{type(self).__name__} does not take user_items, exclude or "
+                         "candidates")
+
+    # -- explanations ---------------------------------------------------------------------
+    def _explain_target(self, user_id, item_id, user, item, user_items, exclude_seen):
+        """(request rows, item column) of an explain call, with the seen-item rule applied."""
+        if (item_id is None) == (item is None):
+            raise ValueError("give exactly one of item_id (a column) or item (an original id)")
+        col = int(self._check_items(item_id)[0] if item is None else self.item_index(item)[0])
+        req = self._requests(user_id, None if user is None else [user], user_items)
+        if len(req) != 1:
+            raise ValueError(f"explain takes one user, got {len(req)}")
+        seen = req.seen(self.user_items_)
+        if exclude_seen and col in set(seen.indices.tolist()):
+            raise ValueError(
+                f"item {col} is one of the user's own items: with exclude_seen=True recommend "
+                "never returns it, so it has no score to explain; pass exclude_seen=False to "
+                "explain the score it would have"
+            )
+        return req, col
 
     # -- persistence ----------------------------------------------------------------------
     def _state(self) -> dict:
@@ -144,6 +391,8 @@ class Recommender:
             ids = getattr(self, name)
             if ids is not None:
                 arrays[name] = ids
+        if getattr(self, "duplicates_", None) is not None:
+            arrays["duplicates_"] = np.array(self.duplicates_)
         arrays.update(self._state())
         return arrays
 
@@ -173,6 +422,9 @@ class Recommender:
         self.n_users_, self.n_items_ = self.user_items_.shape
         self.user_ids_ = arrays.get("user_ids_")
         self.item_ids_ = arrays.get("item_ids_")
+        dup = arrays.get("duplicates_")
+        self.duplicates_ = None if dup is None else str(dup)
+        self._id_orders = None
         self._load_state(arrays)
 
 

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from .._validation import check_k, check_scalar
 from ..data import Interactions, contains, per_user_split
 from ..topk import TopK, topk
-from ._base import Recommender, as_user_items
+from ._base import Explanation, Recommender, as_user_items
 from .knn import ItemKNN, UserKNN
 from .popularity import Popularity
 
@@ -58,15 +58,33 @@ class Hybrid(Recommender):
     ``max_train_users`` (users sampled for ranker training), ``seed``.
     """
 
-    def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True, context=None) -> TopK:
-        """Top-n items per user row: TopK (len(user_ids), n).
+    def recommend(self, user_ids=None, n: int = 10, *, users=None, user_items=None,
+                  exclude_seen: bool = True, exclude=None, candidates=None,
+                  context=None) -> TopK:
+        """Top-n items per user row: TopK (n_requests, n).
 
-        ``context``: None, or a dict giving every context the model was fit with (name ->
-        one code, or one code per user row), e.g. ``{"daypart": 2}``.
+        ``user_ids`` (rows) or ``users`` (original ids); ``exclude`` / ``candidates`` as in
+        :meth:`Recommender.recommend`: they filter the CF candidates after scoring (a
+        candidate's features do not depend on the others, so the kept scores are unchanged).
+        ``user_items`` (users unseen at fit time) is not supported by Hybrid yet: a
+        ValueError. ``context``: None, or a dict giving every context the model was fit with
+        (name -> one code, or one code per request), e.g. ``{"daypart": 2}``.
         """
-        rows = self._check_users(user_ids)
+        if user_items is not None:
+            raise ValueError("Hybrid does not take user_items (unseen users) yet: its features "
+                             "need the user's side features and activity scale from the fit")
+        req = self._requests(user_ids, users, None)
+        rows = req.rows
         n = check_k(n, "n")
-        return self._recommend(rows, n, bool(exclude_seen), self._check_context(context, rows))
+        ctx = self._check_context(context, rows)
+        blocks = self._masks(exclude, candidates, len(rows), self.n_items_)
+        if blocks[0][2] is None:
+            return self._recommend(rows, n, bool(exclude_seen), ctx)
+        parts = [self._recommend(rows[r0:r1], n, bool(exclude_seen),
+                                 None if ctx is None else ctx[r0:r1], mask)
+                 for r0, r1, mask in blocks]
+        return TopK(np.concatenate([p.indices for p in parts]),
+                    np.concatenate([p.scores for p in parts]))
 
     def _check_context(self, context, rows):
         if context is None:
@@ -319,11 +337,12 @@ class Hybrid(Recommender):
         return sp.hstack(blocks, format="csr") if len(blocks) > 1 else X
 
     # -- recommending --------------------------------------------------------------------
-    def _recommend(self, rows, n, exclude_seen, ctx=None) -> TopK:
+    def _recommend(self, rows, n, exclude_seen, ctx=None, mask=None) -> TopK:
         # Blocks of users bound the candidate features' memory to O(_BLOCK_USERS * candidates).
         parts = [
             self._recommend_block(rows[r0 : r0 + _BLOCK_USERS], n, exclude_seen,
-                                  None if ctx is None else ctx[r0 : r0 + _BLOCK_USERS])
+                                  None if ctx is None else ctx[r0 : r0 + _BLOCK_USERS],
+                                  None if mask is None else mask[r0 : r0 + _BLOCK_USERS])
             for r0 in range(0, len(rows), _BLOCK_USERS)
         ]
         if not parts:
@@ -349,9 +368,12 @@ class Hybrid(Recommender):
         X = self._with_context(X, None if ctx is None else ctx[cand_rows], cand_items)
         return cand_rows, cand_items, self._score(X)
 
-    def _recommend_block(self, rows, n, exclude_seen, ctx) -> TopK:
+    def _recommend_block(self, rows, n, exclude_seen, ctx, mask=None) -> TopK:
         n_cand = max(int(self.n_candidates), n)
         cand_rows, cand_items, score = self._scored_candidates(rows, n_cand, exclude_seen, ctx)
+        if mask is not None:
+            keep = ~contains(mask.indptr, mask.indices, self.n_items_, cand_rows, cand_items)
+            cand_rows, cand_items, score = cand_rows[keep], cand_items[keep], score[keep]
         # Lay each row's candidates (ascending items) out densely, padded with -inf.
         counts = np.bincount(cand_rows, minlength=len(rows))
         width = max(int(counts.max()) if counts.size else 0, 1)
@@ -365,6 +387,50 @@ class Hybrid(Recommender):
         found = best.indices >= 0
         items = np.where(found, np.take_along_axis(I, np.maximum(best.indices, 0), 1), -1)
         return TopK(items, best.scores)
+
+    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
+                exclude_seen=True, context=None) -> Explanation:
+        """The re-ranker's view of one (user, item) candidate.
+
+        With ``rerank``: kind "features", ``contributions`` = coef_j * x_j over the
+        candidate's non-zero features (``sources`` = feature columns), ``base`` = the
+        intercept; they sum to ``score``, the logit, whose sigmoid is the probability that
+        recommend ranks by (``details["probability"]``). Without: kind "models", the blend
+        weight times each CF model's normalised score (``sources`` = positions in
+        ``candidates_``), summing to the blend score recommend ranks by. ``details["cf_score"]``
+        is the CF blend the candidate started from. An item that no CF model proposed for the
+        user is not scored by Hybrid: a ValueError, as is a seen item with ``exclude_seen``.
+        """
+        self._check_fitted()
+        if user_items is not None:
+            raise ValueError("Hybrid does not take user_items (unseen users) yet")
+        req, col = self._explain_target(user_id, item_id, user, item, None, exclude_seen)
+        rows = req.rows
+        ctx = self._check_context(context, rows)
+        cand_u, cand_items, X = self._candidates_and_features(
+            self.candidates_, self.user_items_, self.item_pop_, rows, int(self.n_candidates),
+            bool(exclude_seen))
+        at = np.flatnonzero(cand_items == col)
+        if at.size == 0:
+            raise ValueError(f"item {col} is not among the CF candidates of user {rows[0]}: "
+                             "Hybrid gives it no score")
+        X = self._with_context(X[at], None if ctx is None else ctx[cand_u[at]], cand_items[at])
+        x = sp.csr_matrix(X[0])
+        n_models = len(self.candidates_)
+        cf_score = float(x[0, 3 * n_models])
+        if self.ranker_ is not None:
+            feats = x.indices.astype(np.int64)
+            contrib = np.asarray(self.ranker_.coef_, np.float64)[feats] * x.data
+            base = float(np.asarray(self.ranker_.intercept_, np.float64).reshape(-1)[0])
+            logit = base + float(contrib.sum())
+            prob = float(self._score(x)[0])
+            return Explanation(logit, base, "features", feats, contrib, None,
+                               {"probability": prob, "cf_score": cf_score})
+        norm = np.asarray(x[:, :n_models].todense()).ravel()
+        contrib = self.weights_ * norm
+        return Explanation(float(contrib.sum()), 0.0, "models",
+                           np.arange(n_models, dtype=np.int64), contrib, None,
+                           {"cf_score": cf_score})
 
     def candidate_scores(self, user_ids, exclude_seen: bool = True, context=None):
         """(positions in user_ids, items, scores) of every candidate of the given users.

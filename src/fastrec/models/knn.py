@@ -1,17 +1,28 @@
 """Neighbourhood models: item-kNN and user-kNN on cosine top-k neighbours.
 
 Both fit with :func:`fastrec.cosine_topk` and recommend with the fused sparse kernels
-(:func:`fastrec.recommend` / :func:`fastrec.recommend_user_based`): no dense users x items
-matrix is ever built. Scores are sums of similarities weighted by the interaction values.
+(:func:`fastrec.recommend`, :func:`fastrec.recommend_user_based`, and
+:func:`fastrec.recommend_product` for users unseen at fit time and masked requests): no dense
+users x items matrix is ever built. Scores are sums of similarities weighted by the
+interaction values. ``partial_fit`` folds new events in (see :mod:`._incremental`).
 """
 from __future__ import annotations
 
+import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_k
-from ..similarity import cosine_topk
-from ..topk import TopK, recommend, recommend_user_based
-from ._base import Recommender, as_user_items, csr_arrays, csr_from_arrays, topk_rows_of_csr
+from ..similarity import cosine_topk, prepare_cosine_topk
+from ..topk import TopK, recommend, recommend_product, recommend_user_based
+from . import _incremental
+from ._base import (
+    Explanation,
+    Recommender,
+    as_user_items,
+    csr_arrays,
+    csr_from_arrays,
+    topk_rows_of_csr,
+)
 
 
 class _KNN(Recommender):
@@ -35,24 +46,105 @@ class _KNN(Recommender):
         self.backend = backend
         self.n_threads = n_threads
 
+    def _cosine_opts(self) -> dict:
+        return dict(shrink=self.shrink, min_support=self.min_support, n_threads=self.n_threads)
+
     def _neighbours_of(self, vectors):
         nb = cosine_topk(
-            vectors, self.k, shrink=self.shrink, min_support=self.min_support,
-            weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
-            backend=self.backend, n_threads=self.n_threads,
+            vectors, self.k, weighting=self.weighting, bm25_k1=self.bm25_k1,
+            bm25_b=self.bm25_b, backend=self.backend, **self._cosine_opts(),
         )
-        # Kept canonical (columns ascending): the recommend kernels then take it as it is,
-        # with no per-call sort; neighbour queries order their few entries by score instead.
-        nb = sp.csr_matrix(nb)
-        nb.has_sorted_indices = False
-        nb.sort_indices()
-        return nb
+        return _canonical(nb)
+
+    def _vectors(self, user_items):
+        """The rows compared: items (users' columns) for ItemKNN, users for UserKNN."""
+        raise NotImplementedError
+
+    def fit(self, user_items):
+        """Learn the neighbourhood; returns self. Fit memory: that of cosine_topk,
+        O(nnz + n * k + threads * n) with compiled backends (n the rows compared)."""
+        UI, source = as_user_items(user_items)
+        self._set_data(UI, source)
+        self.neighbours_ = self._neighbours_of(self._vectors(self.user_items_))
+        return self
+
+    def partial_fit(self, new_events):
+        """Fold new events in; returns self. Results are bit-identical to ``fit`` on all events.
+
+        ``new_events``: the grown data (an :class:`~fastrec.data.Interactions` made with
+        ``Interactions.append``, whose id maps extend the model's; or, for a model fit on a bare
+        matrix, the grown matrix whose top-left block is the fitted one), or a dict of new
+        events in original ids ``{"users": ..., "items": ..., "values": ... (optional)}``
+        appended with the rule the data was built with (no timestamps: "first"/"last" by
+        arrival). Only the neighbourhood rows whose co-occurrences or norms changed are
+        recomputed, from a :class:`~fastrec.PreparedCosine` of the grown matrix (O(nnz)); rows
+        that merely meet a changed row are updated by merging the changed similarities into
+        their stored top-k, and recomputed only where that cannot decide. When the estimated
+        work of the changed rows passes ``_incremental.FULL_FIT_WORK_SHARE`` of a full fit's,
+        or when the similarities cannot be updated row by row, this is a full fit:
+        ``weighting`` "tfidf"/"bm25" (each weight depends on global counts: the number of rows
+        compared and, for BM25, the mean row length, which new events change for every row),
+        values that decreased, and negative values. ``partial_fit_path_`` says which ran.
+        """
+        grown, changed = _incremental.grown_data(self, new_events)
+        if grown is None:
+            self.partial_fit_path_ = "unchanged"
+            return self
+        old_nb, n_old = self.neighbours_, self._vectors_count()
+        self._set_data(*as_user_items(grown))
+        touched = changed["items"] if isinstance(self, ItemKNN) else changed["users"]
+        X = self._vectors(self.user_items_)
+        why_full = _incremental.needs_full_fit(self, changed)
+        nb = None
+        if why_full is None:
+            nb, why_full = _incremental.update_neighbours(self, X, old_nb, n_old, touched)
+        if nb is None:
+            nb = self._neighbours_of(X)
+        self.neighbours_ = nb
+        self.partial_fit_path_ = "partial" if why_full is None else f"full ({why_full})"
+        return self
 
     def _state(self) -> dict:
         return csr_arrays("neighbours", self.neighbours_)
 
     def _load_state(self, arrays) -> None:
         self.neighbours_ = csr_from_arrays("neighbours", arrays)
+
+    def _filtered_neighbour_rows(self, rows, n, exclude, candidates, item_axis) -> TopK:
+        """Top-n stored neighbours of the given rows of ``neighbours_``, with filters."""
+        n = check_k(n, "n")
+        size = self.neighbours_.shape[0]
+        blocks = self._masks(exclude, candidates, len(rows), size, item_axis=item_axis)
+        if blocks[0][2] is None:
+            return topk_rows_of_csr(self.neighbours_, rows, n, backend=self.backend,
+                                    n_threads=self.n_threads)
+        parts = []
+        for r0, r1, mask in blocks:
+            Q = self.neighbours_[rows[r0:r1]]
+            Q.sort_indices()
+            entry_rows = np.repeat(np.arange(Q.shape[0]), np.diff(Q.indptr))
+            drop = _contains(mask, entry_rows, Q.indices)
+            Q.data[drop] = 0
+            Q.eliminate_zeros()
+            parts.append(topk_rows_of_csr(Q, np.arange(Q.shape[0]), n, backend=self.backend,
+                                          n_threads=self.n_threads))
+        return TopK(np.concatenate([p.indices for p in parts]),
+                    np.concatenate([p.scores for p in parts]))
+
+
+def _contains(mask, rows, cols):
+    from ..data import contains
+
+    return contains(mask.indptr, mask.indices, mask.shape[1], rows, cols)
+
+
+def _canonical(nb):
+    # Kept canonical (columns ascending): the recommend kernels then take it as it is,
+    # with no per-call sort; neighbour queries order their few entries by score instead.
+    nb = sp.csr_matrix(nb)
+    nb.has_sorted_indices = False
+    nb.sort_indices()
+    return nb
 
 
 class ItemKNN(_KNN):
@@ -62,15 +154,16 @@ class ItemKNN(_KNN):
     optionally TF-IDF/BM25 weighted, damped by ``shrink``, at least ``min_support`` common
     users) -> ``neighbours_`` (items x items canonical CSR). score(u, j) = sum over the
     items i of u of value(u, i) * sim(i, j). Fit memory: that of cosine_topk,
-    O(nnz + n_items * k + threads * n_items) with compiled backends.
+    O(nnz + n_items * k + threads * n_items) with compiled backends. Unseen users
+    (``recommend(user_items=...)``) are scored by the same fused kernel on the given rows:
+    O(sum over the request's items of their k neighbours) per request.
     """
 
-    def fit(self, user_items):
-        """Learn the item neighbourhood; returns self."""
-        UI, source = as_user_items(user_items)
-        self._set_data(UI, source)
-        self.neighbours_ = self._neighbours_of(self.user_items_.T.tocsr())
-        return self
+    def _vectors(self, user_items):
+        return user_items.T.tocsr()
+
+    def _vectors_count(self):
+        return self.n_items_
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         return recommend(
@@ -78,12 +171,63 @@ class ItemKNN(_KNN):
             backend=self.backend, n_threads=self.n_threads,
         )
 
-    def similar_items(self, item_ids, n: int = 10) -> TopK:
+    def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
+        R = req.seen(self.user_items_)
+        return recommend_product(R, self.neighbours_, n, seen=R if exclude_seen else None,
+                                 exclude=mask, backend=self.backend, n_threads=self.n_threads)
+
+    def similar_items(self, item_ids=None, n: int = 10, *, items=None, exclude=None,
+                      candidates=None) -> TopK:
         """Each item's n most similar other items (at most ``k`` exist): best first, ties by
-        smaller index."""
-        items = self._check_items(item_ids)
-        return topk_rows_of_csr(self.neighbours_, items, check_k(n, "n"), backend=self.backend,
-                                n_threads=self.n_threads)
+        smaller index. ``item_ids`` (columns) or ``items`` (original ids); ``exclude`` /
+        ``candidates`` as in :meth:`recommend` (a sparse mask has one row per query item).
+        """
+        cols = self._query_items(item_ids, items)
+        return self._filtered_neighbour_rows(cols, n, exclude, candidates, True)
+
+    def similar_to_basket(self, item_ids=None, n: int = 10, *, items=None, values=None,
+                          exclude=None, candidates=None) -> TopK:
+        """Items similar to a basket of several items at once: one TopK row.
+
+        score(j) = sum over the basket items i of value_i * sim(i, j) (values default 1):
+        what :meth:`recommend` gives a user whose items are the basket, basket items excluded.
+        """
+        cols = self._query_items(item_ids, items)
+        vals = np.ones(len(cols)) if values is None else np.asarray(values, np.float64)
+        if vals.shape != cols.shape or not np.all(np.isfinite(vals)):
+            raise ValueError(f"values must be {len(cols)} finite numbers, one per basket item")
+        row = sp.csr_matrix((vals, (np.zeros(len(cols), np.int64), cols)),
+                            shape=(1, self.n_items_))
+        return self.recommend(user_items=row, n=n, exclude=exclude, candidates=candidates)
+
+    def _query_items(self, item_ids, items):
+        self._check_fitted()
+        if (item_ids is None) == (items is None):
+            raise ValueError("give exactly one of item_ids (columns) or items (original ids)")
+        if items is not None:
+            return self.item_index(np.asarray(items).reshape(-1))
+        return self._check_items(item_ids)
+
+    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
+                exclude_seen=True) -> Explanation:
+        """The user's items and each one's share value(u, i) * sim(i, item) of the score.
+
+        ``user_id`` (row) / ``user`` (original id) / ``user_items`` (one request row), and
+        ``item_id`` (column) / ``item`` (original id). The contributions (float64, the user's
+        items that list ``item`` as a neighbour, by item column) sum to the score recommend
+        gives (to float rounding of its dtype); an item no item of the user lists scores
+        nothing (empty contributions, score 0; recommend never returns it). A seen item with
+        ``exclude_seen`` is a ValueError (recommend never returns it).
+        """
+        self._check_fitted()
+        req, col = self._explain_target(user_id, item_id, user, item, user_items, exclude_seen)
+        R = req.seen(self.user_items_)
+        hist, vals = R.indices, R.data.astype(np.float64)
+        sims = np.asarray(self.neighbours_[hist, col].todense()).ravel().astype(np.float64)
+        keep = sims != 0
+        sources, contrib = hist[keep].astype(np.int64), vals[keep] * sims[keep]
+        ids = None if self.item_ids_ is None else self.item_ids_[sources]
+        return Explanation(float(contrib.sum()), 0.0, "items", sources, contrib, ids)
 
 
 class UserKNN(_KNN):
@@ -91,15 +235,17 @@ class UserKNN(_KNN):
 
     ``fit(user_items)``: each user's ``k`` most similar users -> ``neighbours_`` (users x users
     canonical CSR). score(u, j) = sum over the neighbours v of u of sim(u, v) *
-    value(v, j). Parameters as :class:`ItemKNN` (weighting applies to users' rows).
+    value(v, j). Parameters as :class:`ItemKNN` (weighting applies to users' rows). An unseen
+    user (``recommend(user_items=...)``) gets the k neighbours among the fitted users that a
+    fit on the fitted users plus the request rows would give it (the other requests not
+    counted): a :func:`~fastrec.prepare_cosine_topk` of the stacked matrix per call, O(nnz).
     """
 
-    def fit(self, user_items):
-        """Learn the user neighbourhood; returns self."""
-        UI, source = as_user_items(user_items)
-        self._set_data(UI, source)
-        self.neighbours_ = self._neighbours_of(self.user_items_)
-        return self
+    def _vectors(self, user_items):
+        return user_items
+
+    def _vectors_count(self):
+        return self.n_users_
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         return recommend_user_based(
@@ -107,11 +253,60 @@ class UserKNN(_KNN):
             backend=self.backend, n_threads=self.n_threads,
         )
 
-    def similar_users(self, user_ids, n: int = 10) -> TopK:
-        """Each user's n most similar other users (at most ``k`` exist), best first."""
-        rows = self._check_users(user_ids)
-        return topk_rows_of_csr(self.neighbours_, rows, check_k(n, "n"), backend=self.backend,
-                                n_threads=self.n_threads)
+    def _request_neighbours(self, R) -> sp.csr_matrix:
+        """(n_requests x n_users) neighbours of request rows among the fitted users."""
+        n_req, n_users = R.shape[0], self.n_users_
+        stacked = sp.vstack([self.user_items_, R], format="csr")
+        prepared = prepare_cosine_topk(stacked, weighting=self.weighting, bm25_k1=self.bm25_k1,
+                                       bm25_b=self.bm25_b, backend=self.backend,
+                                       n_threads=self.n_threads)
+        rows = np.arange(n_users, n_users + n_req, dtype=np.int64)
+        # k + n_req per row: even if every other request ranks above the fitted users, k of
+        # these remain; cosine_topk rows are sorted by score, so the first k kept are the best.
+        nb = sp.csr_matrix(cosine_topk(prepared, self.k + n_req, rows=rows,
+                                       **self._cosine_opts()))
+        keep = nb.indices < n_users
+        entry_rows = np.repeat(np.arange(n_req), np.diff(nb.indptr))
+        kept_before = np.r_[0, np.cumsum(keep)]
+        rank = kept_before[1:] - kept_before[nb.indptr[entry_rows]] - 1
+        keep &= rank < self.k
+        out = sp.csr_matrix((nb.data[keep], (entry_rows[keep], nb.indices[keep])),
+                            shape=(n_req, n_users))
+        return _canonical(out)
+
+    def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
+        R = req.seen(self.user_items_)
+        A = self.neighbours_[req.rows] if req.R is None else self._request_neighbours(req.R)
+        return recommend_product(A, self.user_items_, n, seen=R if exclude_seen else None,
+                                 exclude=mask, backend=self.backend, n_threads=self.n_threads)
+
+    def similar_users(self, user_ids=None, n: int = 10, *, users=None, exclude=None,
+                      candidates=None) -> TopK:
+        """Each user's n most similar other users (at most ``k`` exist), best first, ties by
+        smaller row. ``user_ids`` (rows) or ``users`` (original ids); ``exclude`` /
+        ``candidates``: user rows (1-D, for every query) or a sparse (queries x n_users) mask.
+        Decode the result with :meth:`decode_users`."""
+        self._check_fitted()
+        if (user_ids is None) == (users is None):
+            raise ValueError("give exactly one of user_ids (rows) or users (original ids)")
+        rows = (self.user_index(np.asarray(users).reshape(-1)) if users is not None
+                else self._check_users(user_ids))
+        return self._filtered_neighbour_rows(rows, n, exclude, candidates, False)
+
+    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
+                exclude_seen=True) -> Explanation:
+        """The user's neighbours that have the item and each one's share sim(u, v) *
+        value(v, item): they sum to the score recommend gives (to float rounding). Arguments
+        and the seen-item rule as :meth:`ItemKNN.explain`; ``sources`` are user rows."""
+        self._check_fitted()
+        req, col = self._explain_target(user_id, item_id, user, item, user_items, exclude_seen)
+        A = self.neighbours_[req.rows] if req.R is None else self._request_neighbours(req.R)
+        nbrs, sims = A.indices.astype(np.int64), A.data.astype(np.float64)
+        vals = np.asarray(self.user_items_[nbrs, col].todense()).ravel().astype(np.float64)
+        keep = vals != 0
+        sources, contrib = nbrs[keep], sims[keep] * vals[keep]
+        ids = None if self.user_ids_ is None else self.user_ids_[sources]
+        return Explanation(float(contrib.sum()), 0.0, "users", sources, contrib, ids)
 
 
 __all__ = ["ItemKNN", "UserKNN"]

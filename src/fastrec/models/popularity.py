@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+import scipy.sparse as sp
+
 from ..topk import TopK, topk
-from ._base import Recommender, as_user_items
+from . import _incremental
+from ._base import Explanation, Recommender, as_user_items
 
 # Users ranked per call of fastrec.topk: bounds the dense block to ROWS x n_items scores.
 _BLOCK_ROWS = 1024
@@ -28,12 +31,29 @@ class Popularity(Recommender):
             raise ValueError(f"by must be 'users' or 'values', got {self.by!r}")
         UI, source = as_user_items(user_items)
         self._set_data(UI, source)
+        self._count(UI)
+        return self
+
+    def partial_fit(self, new_events):
+        """Fold new events in (``new_events`` as in :meth:`ItemKNN.partial_fit`); returns self.
+
+        The counts are recounted over the grown matrix: O(nnz), the cost of a fit, and
+        bit-identical to one (a per-item delta would be cheaper but would round sums of
+        float values differently from a fit).
+        """
+        grown, _ = _incremental.grown_data(self, new_events)
+        if grown is not None:
+            UI, source = as_user_items(grown)
+            self._set_data(UI, source)
+            self._count(UI)
+        return self
+
+    def _count(self, UI):
         if self.by == "users":
             counts = np.bincount(UI.indices, minlength=UI.shape[1])
         else:
             counts = np.bincount(UI.indices, weights=UI.data, minlength=UI.shape[1])
         self.item_scores_ = counts.astype(np.float64)
-        return self
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         idx = np.empty((len(rows), n), dtype=np.int64)
@@ -45,6 +65,31 @@ class Popularity(Recommender):
             res = topk(block, n, exclude=mask, backend=self.backend, n_threads=self.n_threads)
             idx[r0 : r0 + len(batch)], scores[r0 : r0 + len(batch)] = res
         return TopK(idx, scores)
+
+    def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
+        seen = req.seen(self.user_items_) if exclude_seen else None
+        if mask is not None and seen is not None:
+            seen = sp.csr_matrix(seen + mask)
+        elif mask is not None:
+            seen = mask
+        idx = np.empty((len(req), n), dtype=np.int64)
+        scores = np.empty((len(req), n), dtype=np.float64)
+        for r0 in range(0, len(req), _BLOCK_ROWS):
+            r1 = min(len(req), r0 + _BLOCK_ROWS)
+            block = np.broadcast_to(self.item_scores_, (r1 - r0, self.n_items_))
+            res = topk(block, n, exclude=None if seen is None else seen[r0:r1],
+                       backend=self.backend, n_threads=self.n_threads)
+            idx[r0:r1], scores[r0:r1] = res
+        return TopK(idx, scores)
+
+    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
+                exclude_seen=True) -> Explanation:
+        """The item's score is its count, the same for every user: all of it in ``base``, no
+        contributions. The seen-item rule is that of :meth:`ItemKNN.explain`."""
+        self._check_fitted()
+        _, col = self._explain_target(user_id, item_id, user, item, user_items, exclude_seen)
+        score = float(self.item_scores_[col])
+        return Explanation(score, score, "popularity", np.zeros(0, np.int64), np.zeros(0))
 
     def _state(self) -> dict:
         return {"item_scores_": self.item_scores_}
