@@ -148,6 +148,34 @@ def test_recommend_answers_as_the_model(shared):
     assert status == 200 and body["items"] == expected.indices[0][expected.indices[0] >= 0].tolist()
 
 
+def test_unseen_users_filters_baskets_and_explanations(shared):
+    server, model = shared, ItemKNN.load(shared.model_file)
+    user = int(model.user_ids_[4])
+    status, body = server.request("POST", "/recommend",
+                                  {"items": [3, 5], "values": [1, 2], "n": 4, "exclude": [7]})
+    want = model.recommend(user_items=[{3: 1.0, 5: 2.0}], n=4, exclude=[7])
+    assert status == 200 and body["items"] == model.decode_items(want.indices[0]).tolist()
+    status, body = server.request("POST", "/recommend", {"user": user, "n": 3,
+                                                         "candidates": [1, 2, 3, 9, 11]})
+    want = model.recommend(users=[user], n=3, candidates=[1, 2, 3, 9, 11])
+    keep = want.indices[0] >= 0
+    assert status == 200 and body["items"] == model.decode_items(want.indices[0][keep]).tolist()
+    status, body = server.request("GET", "/similar?item=3&item=4&n=5&exclude=9")
+    want = model.similar_to_basket(items=[3, 4], n=5, exclude=[9])
+    assert status == 200 and body["basket"] == [3, 4]
+    assert body["items"] == model.decode_items(want.indices[0][want.indices[0] >= 0]).tolist()
+    top_item = body["items"][0]
+    status, body = server.request("POST", "/explain", {"items": [3, 4], "item": top_item})
+    assert status == 200 and body["kind"] == "items" and set(body["sources"]) <= {3, 4}
+    assert np.isclose(body["base"] + sum(body["contributions"]), body["score"])
+    status, body = server.request("POST", "/recommend", {"user": user, "n": 1})
+    status, body = server.request("POST", "/explain", {"user": user, "item": body["items"][0]})
+    assert status == 200 and np.isclose(sum(body["contributions"]), body["score"])
+    seen = int(model.item_ids_[model.user_items_[model.user_index([user])[0]].indices[0]])
+    status, body = server.request("POST", "/explain", {"user": user, "item": seen})
+    assert status == 422 and "own items" in body["error"]["message"]
+
+
 @pytest.mark.parametrize("method,path,body,status,needle", [
     ("POST", "/recommend", b'{"user": 3,', 400, "malformed JSON"),
     ("POST", "/recommend", b"\xff\xfe", 400, "malformed JSON"),
@@ -157,6 +185,12 @@ def test_recommend_answers_as_the_model(shared):
     ("POST", "/recommend", {"user": "alice"}, 404, "unknown user 'alice'"),
     ("GET", "/similar?item=55555", None, 404, "unknown item 55555"),
     ("GET", "/similar?item=x1", None, 404, "unknown item 'x1'"),
+    ("GET", "/similar?item=3&exclude=4444", None, 404, "unknown item 4444"),
+    ("POST", "/recommend", {"items": [1, 777]}, 404, "unknown item 777"),
+    ("POST", "/recommend", {"user": 1, "candidates": [2, -5]}, 404, "unknown item -5"),
+    ("POST", "/explain", {"user": 1, "item": 31337}, 404, "unknown item 31337"),
+    ("POST", "/explain", {"user": 1}, 422, "the item to explain"),
+    ("POST", "/recommend", {"items": [1, 2], "values": [1]}, 422, "values must be"),
     ("GET", "/nowhere", None, 404, "Not Found"),
     ("POST", "/recommend", {"user": 3, "n": 0}, 422, "n must be in [1, 1000]"),
     ("POST", "/recommend", {"user": 3, "n": 10**9}, 422, "n must be in"),

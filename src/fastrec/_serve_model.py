@@ -98,30 +98,30 @@ def save_model(model, path, events_held: int, version: int) -> os.stat_result:
 
 # -- ids --------------------------------------------------------------------------------------
 
-def _lookup(sorted_ids, n: int, value):
-    """Row/column of one original id, or -1 when unknown (never raises on odd JSON values)."""
+def _position(model, what: str, value) -> int:
+    """Row/column of one original id, -1 when unknown (never raises on odd JSON values)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return -1
-    if sorted_ids is None:  # fit on a bare matrix: the ids are the indices
+    if getattr(model, f"{what}_ids_") is None:  # fit on a bare matrix: the ids are the indices
+        n = model.n_users_ if what == "user" else model.n_items_
         return value if isinstance(value, int) and 0 <= value < n else -1
-    kind = sorted_ids.dtype.kind
-    if (kind in "iu") != isinstance(value, int):
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
         return -1
-    if kind in "iu" and not np.iinfo(sorted_ids.dtype).min <= value <= np.iinfo(
-            sorted_ids.dtype).max:
+    index = model.user_index if what == "user" else model.item_index
+    try:
+        return int(index([value])[0])
+    except (ValueError, TypeError, OverflowError):
         return -1
-    pos = int(np.searchsorted(sorted_ids, value))
-    return pos if pos < len(sorted_ids) and sorted_ids[pos] == value else -1
 
 
 def user_row(model, user) -> int:
     """The model's row of an original user id, -1 when unknown."""
-    return _lookup(model.user_ids_, model.n_users_, user)
+    return _position(model, "user", user)
 
 
 def item_column(model, item) -> int:
     """The model's column of an original item id, -1 when unknown."""
-    return _lookup(model.item_ids_, model.n_items_, item)
+    return _position(model, "item", item)
 
 
 def item_ids_of(model, columns) -> list:
@@ -132,6 +132,7 @@ def item_ids_of(model, columns) -> list:
 
 
 def user_ids_of(model, rows) -> list:
+    """Original ids (JSON-ready Python values) of user rows; -1 padding dropped."""
     rows = np.asarray(rows)
     rows = rows[rows >= 0]
     return (rows if model.user_ids_ is None else model.user_ids_[rows]).tolist()
@@ -139,43 +140,32 @@ def user_ids_of(model, rows) -> list:
 
 # -- folding events in -------------------------------------------------------------------------
 
-def fold_events(model, events: list, *, duplicates: str = "max"):
+def fold_events(model, events: list):
     """A new model holding ``model``'s interactions plus ``events`` ([user, item, value, ts]).
 
-    With ``partial_fit`` on the model class, the library's incremental update on a private
-    copy (the served model is never modified). Without it, a fresh fit of a clone on all
-    interactions: the existing entries and the new events combined by ``duplicates`` (as
-    :func:`fastrec.data.from_arrays`). Cost: that of partial_fit, else a full fit.
+    The library's ``partial_fit`` with the events in original ids, run on a private copy (the
+    served model is never modified); pairs seen before are combined by the rule the model's
+    data was built with. A model class without ``partial_fit`` is fit again (a clone) on its
+    interactions grown by :meth:`fastrec.data.Interactions.append`. Cost: that of
+    partial_fit (or fit), plus one copy of the model's arrays.
     """
-    users = [e[0] for e in events]
-    items = [e[1] for e in events]
+    if model.user_ids_ is None or model.item_ids_ is None:
+        raise ModelFileError("the model was fit on a bare matrix without id maps: events in "
+                             "original ids cannot be folded in (fit it on Interactions)")
+    users = np.array([e[0] for e in events], dtype=_id_dtype(model.user_ids_))
+    items = np.array([e[1] for e in events], dtype=_id_dtype(model.item_ids_))
     values = np.array([1.0 if e[2] is None else float(e[2]) for e in events])
     if hasattr(model, "partial_fit"):
         copy = model.clone()
         copy._restore({k: np.array(v) for k, v in model._all_arrays().items()})
-        return copy.partial_fit(_new_events(users, items, values, events))
-    if model.user_ids_ is None or model.item_ids_ is None:
-        raise ModelFileError("the model was fit on a bare matrix without id maps: events with "
-                             "original ids cannot be folded in (fit it on Interactions)")
-    UI = model.user_items_.tocoo()
-    all_users = np.concatenate([model.user_ids_[UI.row], _ids_like(users, model.user_ids_)])
-    all_items = np.concatenate([model.item_ids_[UI.col], _ids_like(items, model.item_ids_)])
-    all_values = np.concatenate([UI.data.astype(np.float64), values])
-    # Existing entries come first in input order: "last" keeps a new event, "first" the old.
-    inter = _data.from_arrays(all_users, all_items, all_values, duplicates=duplicates,
-                              dtype=model.user_items_.dtype)
-    return model.clone().fit(inter)
+        return copy.partial_fit({"users": users, "items": items, "values": values})
+    base = _data.Interactions(model.user_items_, model.user_ids_, model.item_ids_,
+                              duplicates=model.duplicates_ or "sum")
+    return model.clone().fit(base.append(users, items, values))
 
 
-def _ids_like(values: list, ids: np.ndarray) -> np.ndarray:
-    return np.array(values, dtype=ids.dtype if ids.dtype.kind in "iu" else str)
-
-
-def _new_events(users, items, values, events):
-    """The events as the library's partial_fit takes them (Interactions of the new events)."""
-    ts = [e[3] for e in events]
-    timestamps = None if any(t is None for t in ts) else np.array(ts, dtype=np.float64)
-    return _data.from_arrays(np.array(users), np.array(items), values, timestamps)
+def _id_dtype(ids: np.ndarray):
+    return np.int64 if ids.dtype.kind in "iu" else str
 
 
 __all__ = ["ModelFileError", "fold_events", "item_column", "item_ids_of", "load_model",

@@ -5,8 +5,10 @@ Routes (ids in and out are the model's original user/item ids):
 - ``POST /recommend`` ``{"user": id}`` or ``{"items": [ids], "values": [..]}`` (a user the model
   has not seen, from the items given), ``n`` (1..max_n, default 10), ``exclude_seen``,
   ``exclude`` / ``candidates`` (item ids) -> ``{"items": [...], "scores": [...]}``.
-- ``GET /similar?item=a[&item=b...]&n=10`` (one item, or a basket of several).
-- ``POST /explain`` ``{"user": id | "items": [...], "item": id}`` -> the score's contributions.
+- ``GET /similar?item=a[&item=b...]&n=10[&exclude=c...][&candidate=d...]``: items similar to
+  one item, or to a basket of several.
+- ``POST /explain`` ``{"user": id | "items": [...], "item": id}`` -> the score, its base and
+  each source's contribution (they add up to the score).
 - ``POST /events`` ``{"events": [{"user", "item", "value"?, "timestamp"?}, ...]}``: written to
   the event log and fsynced before the answer; folded into the model in the background.
 - ``GET /health``; ``GET /metrics`` (Prometheus text).
@@ -137,12 +139,6 @@ def _row(model, value) -> int:
     return row
 
 
-def _supports(fn, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(fn).parameters
-
-
 def _as_answer(model, top, row: int = 0) -> dict:
     idx, scores = np.asarray(top.indices)[row], np.asarray(top.scores)[row]
     keep = idx >= 0
@@ -212,13 +208,12 @@ class Service:
 
     def __init__(self, model_path, *, events_path=None, fold_interval: float = 1.0,
                  watch_interval: float = 1.0, max_body_bytes: int = 1 << 20, max_n: int = 1000,
-                 max_events: int = 10_000, batching: bool = True, duplicates: str = "max"):
+                 max_events: int = 10_000, batching: bool = True):
         self.model_path = Path(model_path)
         self.events_path = Path(events_path) if events_path else self.model_path.with_name(
             self.model_path.name + ".events")
         self.fold_interval, self.watch_interval = float(fold_interval), float(watch_interval)
         self.max_body_bytes, self.max_n, self.max_events = max_body_bytes, max_n, max_events
-        self.duplicates = duplicates
         self.batcher = RecommendBatcher() if batching else None
         self.model = None
         self.events_held = 0
@@ -286,7 +281,7 @@ class Service:
                         held + 1, self.log.first_seq() - 1)
         if not events:
             return False
-        new = store.fold_events(model, events, duplicates=self.duplicates)
+        new = store.fold_events(model, events)
         stat = store.save_model(new, self.model_path, upto, version)
         # One reference assignment: requests that already read self.model keep their version.
         self.model, self.events_held, self.version = new, upto, version
@@ -363,42 +358,38 @@ class Service:
         model, version = self.model, self.version
         n = _int_param(obj, "n", 10, 1, self.max_n)
         exclude_seen = _bool_param(obj, "exclude_seen", True)
-        exclude = _id_list(obj, "exclude", model.n_items_)
-        candidates = _id_list(obj, "candidates", model.n_items_)
+        filters = self._filters(model, obj)
         if ("user" in obj) == ("items" in obj):
             raise ApiError(422, "give exactly one of user (a known user id) or items (the "
                                 "item ids of a user the model has not seen)")
-        kwargs = {}
-        for name, ids in (("exclude", exclude), ("candidates", candidates)):
-            if ids is not None:
-                kwargs[name] = self._item_filter(model, name, ids)
         if "user" in obj:
             row = _row(model, obj["user"])
-            if self.batcher is not None and not kwargs:
+            if self.batcher is not None and not filters:
                 idx, scores = await self.batcher.submit(model, row, n, exclude_seen)
                 top = _Top(idx[None, :], scores[None, :])
             else:
                 top = _call(model.recommend, np.array([row]), n, exclude_seen=exclude_seen,
-                            **kwargs)
+                            **filters)
             answer = {"user": obj["user"]}
         else:
-            rows = self._user_items(model, obj)
-            if not _supports(model.recommend, "user_items"):
-                raise ApiError(422, f"{type(model).__name__} cannot recommend for users it "
-                                    "has not seen (its recommend takes no user_items)")
-            top = _call(model.recommend, None, n, user_items=rows, exclude_seen=exclude_seen,
-                        **kwargs)
+            top = _call(model.recommend, None, n, user_items=self._user_items(model, obj),
+                        exclude_seen=exclude_seen, **filters)
             answer = {}
         answer.update(_as_answer(model, top))
         answer["model_version"] = version
         return JSONResponse(answer)
 
-    def _item_filter(self, model, name: str, ids: list):
-        if not _supports(model.recommend, name):
-            raise ApiError(422, f"{type(model).__name__}.recommend takes no {name}")
-        return _columns(model, ids)
+    def _filters(self, model, obj: dict) -> dict:
+        """exclude / candidates of a request as item columns (404 naming an unknown id)."""
+        out = {}
+        for name in ("exclude", "candidates"):
+            ids = _id_list(obj, name, model.n_items_)
+            if ids is not None:
+                out[name] = _columns(model, ids)
+        return out
 
     def _user_items(self, model, obj: dict) -> sp.csr_matrix:
+        """The request's own items (and values) as one CSR row over the model's columns."""
         items = _id_list(obj, "items", model.n_items_)
         values = obj.get("values")
         cols = _columns(model, items)
@@ -420,23 +411,25 @@ class Service:
         items = params.getlist("item")
         if not items:
             raise ApiError(422, "give one or more item=<id> query parameters")
-        if len(items) > model.n_items_:
-            raise ApiError(422, f"at most {model.n_items_} items")
         try:
             n = int(params.get("n", "10"))
         except ValueError:
             raise ApiError(422, f"n must be an integer, got {params.get('n')!r}") from None
         n = _int_param({"n": n}, "n", 10, 1, self.max_n)
-        cols = _columns(model, [_query_id(model, v) for v in items])
-        if not hasattr(model, "similar_items"):
-            raise ApiError(422, f"{type(model).__name__} has no similar_items")
+        query = {name: [_query_id(model, v) for v in params.getlist(key)]
+                 for name, key in (("items", "item"), ("exclude", "exclude"),
+                                   ("candidates", "candidate"))}
+        filters = self._filters(model, {k: v for k, v in query.items() if k != "items" and v})
+        cols = _columns(model, _id_list(query, "items", model.n_items_))
         if len(cols) == 1:
-            top = _call(model.similar_items, cols, n)
-        elif _supports(model.similar_items, "basket"):
-            top = _call(model.similar_items, cols, n, basket=True)
+            if not hasattr(model, "similar_items"):
+                raise ApiError(422, f"{type(model).__name__} has no similar_items")
+            top = _call(model.similar_items, cols, n, **filters)
         else:
-            raise ApiError(422, f"{type(model).__name__}.similar_items takes one item at a time")
-        answer = {"item" if len(items) == 1 else "basket": [_query_id(model, v) for v in items]}
+            if not hasattr(model, "similar_to_basket"):
+                raise ApiError(422, f"{type(model).__name__} has no similar_to_basket")
+            top = _call(model.similar_to_basket, cols, n, **filters)
+        answer = {"item" if len(cols) == 1 else "basket": query["items"]}
         answer.update(_as_answer(model, top))
         answer["model_version"] = version
         return JSONResponse(answer)
@@ -448,14 +441,16 @@ class Service:
             raise ApiError(422, f"{type(model).__name__} has no explain")
         if "item" not in obj:
             raise ApiError(422, "give the item to explain")
-        col = int(_columns(model, [obj["item"]])[0])
+        col = _columns(model, [obj["item"]])
+        exclude_seen = _bool_param(obj, "exclude_seen", True)
         if ("user" in obj) == ("items" in obj):
             raise ApiError(422, "give exactly one of user or items")
         if "user" in obj:
-            result = _call(model.explain, _row(model, obj["user"]), col)
+            who = {"user_id": np.array([_row(model, obj["user"])])}
         else:
-            result = _call(model.explain, None, col, user_items=self._user_items(model, obj))
-        answer = _explanation_json(model, result)
+            who = {"user_items": self._user_items(model, obj)}
+        result = _call(model.explain, item_id=col, exclude_seen=exclude_seen, **who)
+        answer = _explanation_json(model, obj["item"], result)
         answer["model_version"] = version
         return JSONResponse(answer)
 
@@ -540,27 +535,21 @@ def _event_record(model, event, t: int) -> list:
     return [event["user"], event["item"], event.get("value"), event.get("timestamp")]
 
 
-def _explanation_json(model, result) -> dict:
-    """A model's explanation as JSON: its fields, item columns mapped to original ids."""
-    if isinstance(result, dict):
-        fields = result
-    elif hasattr(result, "_asdict"):
-        fields = result._asdict()
-    else:
-        fields = {k: v for k, v in vars(result).items() if not k.startswith("_")}
-    out = {}
-    for key, value in fields.items():
-        if key in ("items", "item_ids", "history_items"):
-            out[key] = store.item_ids_of(model, value)
-        elif key in ("users", "neighbours", "user_ids"):
-            out[key] = store.user_ids_of(model, value)
-        elif isinstance(value, np.ndarray):
-            out[key] = value.tolist()
-        elif isinstance(value, (np.floating, np.integer)):
-            out[key] = value.item()
-        else:
-            out[key] = value
-    return out
+def _explanation_json(model, item, e) -> dict:
+    """An :class:`~fastrec.models.Explanation` as JSON; its sources as original ids where
+    they are users or items (``score == base + sum(contributions)``)."""
+    if e.kind == "items":
+        sources = store.item_ids_of(model, e.sources)
+    elif e.kind == "users":
+        sources = store.user_ids_of(model, e.sources)
+    else:  # feature columns or model positions
+        sources = np.asarray(e.sources).tolist()
+    details = {k: v.item() if isinstance(v, np.generic) else v
+               for k, v in (e.details or {}).items()
+               if isinstance(v, (int, float, str, bool, np.generic))}
+    return {"item": item, "score": float(e.score), "base": float(e.base), "kind": e.kind,
+            "sources": sources, "contributions": np.asarray(e.contributions).tolist(),
+            "details": details}
 
 
 def _signature(path: Path):
