@@ -384,15 +384,16 @@ def _cgroup_cpu_quota() -> int | None:
 
 def check_n_threads(n_threads) -> int:
     """scikit-learn's semantics: None = all usable cores, -1 = all, -2 = all but one, 0 is an error."""
-    n_cpus = usable_cpu_count()
+    # The CPU count reads cgroup files: only asked for when needed (not per request with
+    # an explicit count).
     if n_threads is None:
-        return n_cpus
+        return usable_cpu_count()
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads must be an integer or None, got {type(n_threads).__name__}")
     if n_threads == 0:
         raise ValueError("n_threads must not be 0 (use None or -1 for all cores)")
     if n_threads < 0:
-        return max(1, n_cpus + int(n_threads) + 1)
+        return max(1, usable_cpu_count() + int(n_threads) + 1)
     return int(n_threads)
 
 

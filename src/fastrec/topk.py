@@ -7,6 +7,7 @@ import numpy as np
 
 from ._dispatch import get_kernel
 from ._validation import (
+    CSR,
     check_csr,
     check_dense,
     check_device_dense,
@@ -144,6 +145,12 @@ def recommend_product(
     """
     A = check_csr(weights, "weights", drop_zeros=True)
     B = check_csr(item_rows, "item_rows", drop_zeros=True)
+    return product_topk(A, B, n, seen, exclude, backend, n_threads)
+
+
+def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
+    """:func:`recommend_product` of operands already validated by ``check_csr`` (the models
+    validate their fitted neighbourhood once, not per request); the rest is checked here."""
     if A.shape[1] != B.shape[0]:
         raise ValueError(
             f"weights has {A.shape[1]} columns but item_rows has {B.shape[0]} rows"

@@ -223,14 +223,17 @@ class Recommender:
         """
         self._check_fitted()
         if sp.issparse(user_items):
-            R = check_csr(user_items, "user_items", drop_zeros=True)
+            R = check_csr(user_items, "user_items", dtype=self.user_items_.dtype,
+                          drop_zeros=True)
             if R.shape[1] != self.n_items_:
                 raise ValueError(
                     f"user_items has {R.shape[1]} columns but the model knows {self.n_items_} "
                     f"items (columns 0..{self.n_items_ - 1}): map new items' events through "
                     "partial_fit first, or drop them"
                 )
-            R = sp.csr_matrix((R.data, R.indices, R.indptr), shape=R.shape)
+            R = sp.csr_matrix((R.data, R.indices, R.indptr), shape=R.shape, copy=False)
+            R.has_sorted_indices = True
+            return R
         elif isinstance(user_items, (list, tuple)):
             rows, cols, vals = [], [], []
             for r, req in enumerate(user_items):
@@ -346,6 +349,8 @@ class Recommender:
         blocks = self._masks(exclude, candidates, len(req), self.n_items_)
         if len(blocks) == 1 and blocks[0][2] is None and req.R is None:
             return self._recommend(req.rows, n, exclude_seen)
+        if len(blocks) == 1:  # no slicing: one request is the latency-critical case
+            return self._recommend_requests(req, n, exclude_seen, blocks[0][2])
         parts = [self._recommend_requests(req.block(r0, r1), n, exclude_seen, mask)
                  for r0, r1, mask in blocks]
         return TopK(np.concatenate([p.indices for p in parts]),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_k
+from .._validation import check_csr, check_k
 from ..similarity import cosine_topk, prepare_cosine_topk
-from ..topk import TopK, recommend, recommend_product, recommend_user_based
+from ..topk import TopK, product_topk, recommend, recommend_user_based
 from . import _incremental
 from ._base import (
     Explanation,
@@ -104,6 +104,24 @@ class _KNN(Recommender):
         self.partial_fit_path_ = "partial" if why_full is None else f"full ({why_full})"
         return self
 
+    def _product(self, A, B, n, seen, mask) -> TopK:
+        """Top-n of A @ B (one of them a fitted matrix, validated once per fitted state)."""
+        return product_topk(self._checked(A), self._checked(B), n, seen, mask, self.backend,
+                            self.n_threads)
+
+    def _checked(self, M):
+        if M is self.neighbours_ or M is self.user_items_:
+            cache = getattr(self, "_checked_cache", None) or {}
+            hit = cache.get(id(M))
+            if hit is None or hit[0] is not M:
+                hit = (M, check_csr(M, "neighbours", drop_zeros=True))
+                cache = {k: v for k, v in cache.items()
+                         if v[0] is self.neighbours_ or v[0] is self.user_items_}
+                cache[id(M)] = hit
+                self._checked_cache = cache
+            return hit[1]
+        return check_csr(M, "user_items", drop_zeros=True)
+
     def _state(self) -> dict:
         return csr_arrays("neighbours", self.neighbours_)
 
@@ -173,8 +191,7 @@ class ItemKNN(_KNN):
 
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
         R = req.seen(self.user_items_)
-        return recommend_product(R, self.neighbours_, n, seen=R if exclude_seen else None,
-                                 exclude=mask, backend=self.backend, n_threads=self.n_threads)
+        return self._product(R, self.neighbours_, n, R if exclude_seen else None, mask)
 
     def similar_items(self, item_ids=None, n: int = 10, *, items=None, exclude=None,
                       candidates=None) -> TopK:
@@ -277,8 +294,7 @@ class UserKNN(_KNN):
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
         R = req.seen(self.user_items_)
         A = self.neighbours_[req.rows] if req.R is None else self._request_neighbours(req.R)
-        return recommend_product(A, self.user_items_, n, seen=R if exclude_seen else None,
-                                 exclude=mask, backend=self.backend, n_threads=self.n_threads)
+        return self._product(A, self.user_items_, n, R if exclude_seen else None, mask)
 
     def similar_users(self, user_ids=None, n: int = 10, *, users=None, exclude=None,
                       candidates=None) -> TopK:
