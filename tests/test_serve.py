@@ -23,7 +23,12 @@ pytest.importorskip("prometheus_client")
 
 from fastrec import data  # noqa: E402
 from fastrec._eventlog import EventLog, EventLogError  # noqa: E402
-from fastrec._serve_model import load_model, save_model  # noqa: E402
+from fastrec._serve_model import (  # noqa: E402
+    ModelFileReplaced,
+    file_signature,
+    load_model,
+    save_model,
+)
 from fastrec.models import ItemKNN  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -325,6 +330,22 @@ def test_events_are_folded_in_and_saved(server, model_file):
     assert seen == [3, 9000]
 
 
+def test_replacement_gets_the_pending_events(model_file, tmp_path):
+    """Events acknowledged but not folded when a replacement arrives end up in it."""
+    server = Server(model_file, "--fold-interval", "2")
+    try:
+        assert server.request("POST", "/events", {"events": [{"user": 7777, "item": 5}]})[0] == 200
+        tmp = tmp_path / ".new.npz"
+        ItemKNN(k=3).fit(_inter(seed=1)).save(tmp)
+        os.replace(tmp, model_file)
+        server.wait_until(lambda h: h["model_version"] >= 3 and h["events_pending"] == 0)
+        assert server.request("POST", "/recommend", {"user": 7777})[0] == 200
+    finally:
+        server.kill()
+    model, held, version = load_model(model_file)
+    assert model.k == 3 and held == 1 and version == 3 and 7777 in model.user_ids_.tolist()
+
+
 def test_kill9_loses_no_acknowledged_event(model_file):
     """Events stream in (one client thread); the service is killed with SIGKILL mid-stream
     and never folded (fold interval an hour): after a restart every event that was answered
@@ -467,8 +488,15 @@ def test_failed_save_leaves_the_old_file(tmp_path, model_file):
         save_model(broken, model_file, 5, 2)
     assert model_file.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
-    save_model(ItemKNN.load(model_file), model_file, 5, 2)
+    base = file_signature(model_file)
+    save_model(ItemKNN.load(model_file), model_file, 5, 2, expect=base)
     assert load_model(model_file)[1:] == (5, 2)
+    # A replacement written while a version was being made is never overwritten.
+    replaced = model_file.read_bytes()
+    with pytest.raises(ModelFileReplaced):
+        save_model(ItemKNN.load(model_file), model_file, 9, 3, expect=base)
+    assert model_file.read_bytes() == replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
     with zipfile.ZipFile(model_file) as zf:
         assert "fastrec_serve.npy" in zf.namelist()
 

@@ -28,6 +28,19 @@ class ModelFileError(ValueError):
     """A model file the service cannot serve (missing, not a model, not a recommender)."""
 
 
+class ModelFileReplaced(RuntimeError):
+    """The model file changed while a new version was being written: the save was dropped."""
+
+
+def file_signature(path):
+    """(inode, size, mtime ns) of a file, None when it is missing: tells files apart."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def model_class_name(path) -> str:
     """The class name in a model file's JSON header (ModelFileError when it has none)."""
     path = Path(path)
@@ -70,12 +83,15 @@ def load_model(path, *, mmap: bool = True):
     return model, int(marker[0]), int(marker[1])
 
 
-def save_model(model, path, events_held: int, version: int) -> os.stat_result:
+def save_model(model, path, events_held: int, version: int, *, expect=None):
     """Write ``model`` over ``path`` crash-safely, marked with (events held, version).
 
     Temporary file in the same directory (``model.save``, then the marker member), fsync,
-    rename, directory fsync. Returns the new file's stat (the service's own writes are told
-    apart from replacements by it). Memory: what ``model.save`` needs; disk: one more copy.
+    rename, directory fsync. ``expect``: the :func:`file_signature` the file must still have
+    just before the rename (the version the new one was made from); otherwise the temporary
+    file is dropped and :class:`ModelFileReplaced` raised, so a replacement written meanwhile
+    is never overwritten (the check and the rename are microseconds apart, not atomic).
+    Returns the new file's signature. Memory: what ``model.save`` needs; disk: one more copy.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -87,13 +103,15 @@ def save_model(model, path, events_held: int, version: int) -> os.stat_result:
             zf.writestr(f"{MARKER}.npy", buf.getvalue())
         with open(written, "rb+") as f:
             os.fsync(f.fileno())
+        if expect is not None and file_signature(path) != expect:
+            raise ModelFileReplaced(f"{path} was replaced while a new version was written")
         os.replace(written, path)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".npz")):
             if leftover.exists():
                 leftover.unlink()
     fsync_dir(path)
-    return path.stat()
+    return file_signature(path)
 
 
 # -- ids --------------------------------------------------------------------------------------
@@ -168,5 +186,5 @@ def _id_dtype(ids: np.ndarray):
     return np.int64 if ids.dtype.kind in "iu" else str
 
 
-__all__ = ["ModelFileError", "fold_events", "item_column", "item_ids_of", "load_model",
+__all__ = ["ModelFileError", "ModelFileReplaced", "file_signature", "fold_events", "item_column", "item_ids_of", "load_model",
            "model_class_name", "save_model", "user_ids_of", "user_row"]

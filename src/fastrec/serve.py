@@ -18,8 +18,9 @@ Model versions: a background task folds logged events into a private copy of the
 it holds (:mod:`fastrec._serve_model`), and swaps it in by replacing one reference: a request
 reads that reference once, so requests in flight finish on the version they started with. A
 replacement model file written by someone else is noticed (polling its stat) and swapped in the
-same way, after the events it lacks are folded in. On start, the events the model file does not
-hold are folded in before the first request is served: an acknowledged event is never lost.
+same way; the events it lacks are folded in by the next fold. On start, the events the model
+file does not hold are folded in before the first request is served: an acknowledged event is
+never lost.
 
 Errors are JSON ``{"error": {"status": s, "message": m}}``: malformed JSON 400, unknown ids 404
 (naming the id), out-of-range or ill-typed parameters 422, bodies over ``max_body_bytes`` 413.
@@ -215,7 +216,7 @@ class Service:
         self.fold_interval, self.watch_interval = float(fold_interval), float(watch_interval)
         self.max_body_bytes, self.max_n, self.max_events = max_body_bytes, max_n, max_events
         self.batcher = RecommendBatcher() if batching else None
-        self.model = None
+        self.model, self.served = None, (None, 0)
         self.events_held = 0
         self.version = 0
         self.log: EventLog | None = None
@@ -259,22 +260,24 @@ class Service:
     # -- versions ---------------------------------------------------------------------------
     def start(self) -> None:
         """Load the model file, open the log, fold in the events the file lacks (blocking)."""
+        sig = store.file_signature(self.model_path)
         model, held, version = store.load_model(self.model_path, mmap=False)
-        self._file_sig = _signature(self.model_path)
         self.log = EventLog(self.events_path, after_seq=held)
         if self.log.last_seq > held:
             log.info("replaying events %d..%d into %s", held + 1, self.log.last_seq,
                      self.model_path)
-        if not self._fold_into(model, held, max(version, 1)):
-            self.model, self.events_held, self.version = model, held, max(version, 1)
+        if not self._fold_into(model, held, max(version, 1), sig):
+            self._serve(model, held, max(version, 1), sig)
 
     def _fold_now(self) -> bool:
         """Fold the logged events the served model lacks, save, swap (runs in a thread)."""
-        return self._fold_into(self.model, self.events_held, self.version + 1)
+        return self._fold_into(self.model, self.events_held, self.version + 1, self._file_sig)
 
-    def _fold_into(self, model, held: int, version: int) -> bool:
-        """Fold the logged events after ``held`` into ``model``, save it as ``version`` and
-        serve it; False (nothing changed) when the log holds no such event."""
+    def _fold_into(self, model, held: int, version: int, base_sig) -> bool:
+        """Fold the logged events after ``held`` into ``model`` (read from the file whose
+        signature is ``base_sig``), save it as ``version`` and serve it; False (nothing
+        changed) when the log holds no such event. ModelFileReplaced when the file changed
+        meanwhile: the replacement is then served instead (by the watch task)."""
         events, upto = self.log.read_after(held)
         if held + 1 < self.log.first_seq() <= self.log.last_seq:
             log.warning("events %d..%d are not in the log any more; folding what is there",
@@ -282,25 +285,28 @@ class Service:
         if not events:
             return False
         new = store.fold_events(model, events)
-        stat = store.save_model(new, self.model_path, upto, version)
-        # One reference assignment: requests that already read self.model keep their version.
-        self.model, self.events_held, self.version = new, upto, version
-        self._file_sig = _signature_of(stat)
+        sig = store.save_model(new, self.model_path, upto, version, expect=base_sig)
+        self._serve(new, upto, version, sig)
         self.log.compact(upto)
         return True
 
     def _load_replacement(self, sig) -> None:
-        """A new model file appeared: load it, fold in what it lacks, swap (in a thread)."""
+        """A new model file appeared: load it and serve it (in a thread). The logged events it
+        lacks stay pending and are folded in by the next fold (the caller wakes it): a fold
+        takes longer than a load, and replacements may come faster than folds."""
         model, held, version = store.load_model(self.model_path, mmap=False)
         marked = held > 0 or version > 0
         if not marked:  # trained elsewhere: assumed to hold what the served version held
             held = self.events_held
         version = max(version, self.version) + 1
-        if not self._fold_into(model, held, version):
-            if not marked:  # marked now, so that a restart does not fold old events in again
-                sig = _signature_of(store.save_model(model, self.model_path, held, version))
-            self.model, self.events_held, self.version = model, held, version
-            self._file_sig = sig
+        if not marked:  # marked now, so that a restart does not fold old events in again
+            sig = store.save_model(model, self.model_path, held, version, expect=sig)
+        self._serve(model, held, version, sig)
+
+    def _serve(self, model, held: int, version: int, sig) -> None:
+        # One reference assignment: a request reads ``served`` once and keeps that version.
+        self.served = (model, version)
+        self.model, self.events_held, self.version, self._file_sig = model, held, version, sig
 
     async def _fold_loop(self) -> None:
         while True:
@@ -311,6 +317,9 @@ class Service:
                 try:
                     if await asyncio.to_thread(self._fold_now):
                         self.m_swaps.labels("events").inc()
+                except store.ModelFileReplaced:
+                    log.info("the model file was replaced during a fold: serving the "
+                             "replacement next, with the events folded into it")
                 except Exception:  # noqa: BLE001 - a failed fold keeps the served version
                     self.m_failures.labels("fold").inc()
                     log.exception("folding events into the model failed; retrying later")
@@ -319,18 +328,22 @@ class Service:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.watch_interval)
-            sig = _signature(self.model_path)
+            sig = store.file_signature(self.model_path)
             if sig is None or sig == self._file_sig:
                 continue
             await asyncio.sleep(min(self.watch_interval, 0.2))
-            if _signature(self.model_path) != sig:
+            if store.file_signature(self.model_path) != sig:
                 continue  # still being written: look again next turn
             async with self._change:
-                if _signature(self.model_path) != sig or sig == self._file_sig:
+                if store.file_signature(self.model_path) != sig or sig == self._file_sig:
                     continue
                 try:
                     await asyncio.to_thread(self._load_replacement, sig)
                     self.m_swaps.labels("file").inc()
+                    if self.events_pending:
+                        self._events_waiting.set()
+                except store.ModelFileReplaced:
+                    pass  # replaced again meanwhile: the newest file is taken next turn
                 except Exception:  # noqa: BLE001 - a bad replacement keeps the served version
                     self._file_sig = sig  # not retried until the file changes again
                     self.m_failures.labels("file").inc()
@@ -355,7 +368,7 @@ class Service:
     # -- routes -----------------------------------------------------------------------------
     async def recommend(self, request: Request) -> JSONResponse:
         obj = await self._object(request)
-        model, version = self.model, self.version
+        model, version = self.served
         n = _int_param(obj, "n", 10, 1, self.max_n)
         exclude_seen = _bool_param(obj, "exclude_seen", True)
         filters = self._filters(model, obj)
@@ -406,7 +419,7 @@ class Service:
         return m
 
     async def similar(self, request: Request) -> JSONResponse:
-        model, version = self.model, self.version
+        model, version = self.served
         params = request.query_params
         items = params.getlist("item")
         if not items:
@@ -436,7 +449,7 @@ class Service:
 
     async def explain(self, request: Request) -> JSONResponse:
         obj = await self._object(request)
-        model, version = self.model, self.version
+        model, version = self.served
         if not hasattr(model, "explain"):
             raise ApiError(422, f"{type(model).__name__} has no explain")
         if "item" not in obj:
@@ -550,17 +563,6 @@ def _explanation_json(model, item, e) -> dict:
     return {"item": item, "score": float(e.score), "base": float(e.base), "kind": e.kind,
             "sources": sources, "contributions": np.asarray(e.contributions).tolist(),
             "details": details}
-
-
-def _signature(path: Path):
-    try:
-        return _signature_of(path.stat())
-    except OSError:
-        return None
-
-
-def _signature_of(st) -> tuple:
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # -- the ASGI app ------------------------------------------------------------------------------
