@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--floor", action="store_true", help="also load GET /health (no model "
                     "work) at each level: the server and client's own cost")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--keep-log", type=Path, help="copy the started service's log here")
     args = ap.parse_args(argv)
     if args.requests < 1 or not 0 < args.seconds <= 600 or min(args.concurrency) < 1:
         ap.error("--requests >= 1, 0 < --seconds <= 600, --concurrency >= 1")
@@ -258,13 +259,20 @@ def main(argv=None) -> int:
                     events_per_s=args.events_per_s if last else 0.0,
                     n_items=health["n_items"])))
             after = get_json(url + "/health")
+            metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+            swaps = {line.split()[0]: line.split()[1] for line in metrics.splitlines()
+                     if line.startswith(("fastrec_model_swaps_total",
+                                         "fastrec_model_update_failures_total"))}
         finally:
             if service:
                 service.stop()
+                if args.keep_log:
+                    shutil.copyfile(Path(tmp) / "serve.log", args.keep_log)
     print(f"fastrec serve load: {health['model']} {health['n_users']} users x "
           f"{health['n_items']} items, batching={'off' if args.no_batching else 'on'}, "
           f"CPU {cpu_name()}, {os.cpu_count()} CPUs; model versions "
-          f"{health['model_version']} -> {after['model_version']}")
+          f"{health['model_version']} -> {after['model_version']}, events pending at the end "
+          f"{after['events_pending']}, {swaps}")
     cols = ("route", "concurrency", "requests", "req_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
             "failures", "events", "event_failures", "swaps_written")
     print(" ".join(f"{c:>14}" for c in cols))

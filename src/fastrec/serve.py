@@ -269,26 +269,33 @@ class Service:
         if not self._fold_into(model, held, max(version, 1), sig):
             self._serve(model, held, max(version, 1), sig)
 
-    def _fold_now(self) -> bool:
-        """Fold the logged events the served model lacks, save, swap (runs in a thread)."""
-        return self._fold_into(self.model, self.events_held, self.version + 1, self._file_sig)
-
     def _fold_into(self, model, held: int, version: int, base_sig) -> bool:
         """Fold the logged events after ``held`` into ``model`` (read from the file whose
         signature is ``base_sig``), save it as ``version`` and serve it; False (nothing
-        changed) when the log holds no such event. ModelFileReplaced when the file changed
-        meanwhile: the replacement is then served instead (by the watch task)."""
+        changed) when the log holds no such event (at start: nothing else runs yet)."""
+        folded = self._fold_compute(model, held)
+        if folded is None:
+            return False
+        self._fold_commit(*folded, version, base_sig)
+        return True
+
+    def _fold_compute(self, model, held: int):
+        """(new model, last event in it) of the logged events after ``held`` folded into a
+        copy of ``model``, or None when there are none. The slow part: runs without the lock,
+        so requests and replacements go on meanwhile."""
         events, upto = self.log.read_after(held)
         if held + 1 < self.log.first_seq() <= self.log.last_seq:
             log.warning("events %d..%d are not in the log any more; folding what is there",
                         held + 1, self.log.first_seq() - 1)
         if not events:
-            return False
-        new = store.fold_events(model, events)
+            return None
+        return store.fold_events(model, events), upto
+
+    def _fold_commit(self, new, upto: int, version: int, base_sig) -> None:
+        """Save a folded version (unless the file changed: ModelFileReplaced) and serve it."""
         sig = store.save_model(new, self.model_path, upto, version, expect=base_sig)
         self._serve(new, upto, version, sig)
         self.log.compact(upto)
-        return True
 
     def _load_replacement(self, sig) -> None:
         """A new model file appeared: load it and serve it (in a thread). The logged events it
@@ -300,7 +307,10 @@ class Service:
             held = self.events_held
         version = max(version, self.version) + 1
         if not marked:  # marked now, so that a restart does not fold old events in again
-            sig = store.save_model(model, self.model_path, held, version, expect=sig)
+            try:
+                sig = store.save_model(model, self.model_path, held, version, expect=sig)
+            except store.ModelFileReplaced:
+                pass  # a newer file is there already: serve this one until that is loaded
         self._serve(model, held, version, sig)
 
     def _serve(self, model, held: int, version: int, sig) -> None:
@@ -313,17 +323,25 @@ class Service:
             await self._events_waiting.wait()
             await asyncio.sleep(self.fold_interval)
             self._events_waiting.clear()
-            async with self._change:
-                try:
-                    if await asyncio.to_thread(self._fold_now):
-                        self.m_swaps.labels("events").inc()
-                except store.ModelFileReplaced:
-                    log.info("the model file was replaced during a fold: serving the "
-                             "replacement next, with the events folded into it")
-                except Exception:  # noqa: BLE001 - a failed fold keeps the served version
-                    self.m_failures.labels("fold").inc()
-                    log.exception("folding events into the model failed; retrying later")
-                    self._events_waiting.set()
+            model, held, version, sig = self.model, self.events_held, self.version, self._file_sig
+            try:
+                folded = await asyncio.to_thread(self._fold_compute, model, held)
+                if folded is None:
+                    continue
+                async with self._change:
+                    if self.model is not model:  # a replacement came in meanwhile: fold again
+                        self._events_waiting.set()
+                        continue
+                    await asyncio.to_thread(self._fold_commit, *folded, version + 1, sig)
+                self.m_swaps.labels("events").inc()
+            except store.ModelFileReplaced:
+                log.info("the model file was replaced during a fold: the events are folded "
+                         "into the replacement next")
+                self._events_waiting.set()
+            except Exception:  # noqa: BLE001 - a failed fold keeps the served version
+                self.m_failures.labels("fold").inc()
+                log.exception("folding events into the model failed; retrying later")
+                self._events_waiting.set()
 
     async def _watch_loop(self) -> None:
         while True:
