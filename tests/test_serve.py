@@ -346,11 +346,12 @@ def test_replacement_gets_the_pending_events(model_file, tmp_path):
     assert model.k == 3 and held == 1 and version == 3 and 7777 in model.user_ids_.tolist()
 
 
-def test_kill9_loses_no_acknowledged_event(model_file):
-    """Events stream in (one client thread); the service is killed with SIGKILL mid-stream
-    and never folded (fold interval an hour): after a restart every event that was answered
-    200 is in the model it serves and in the file it saved."""
-    server = Server(model_file, "--fold-interval", "3600")
+@pytest.mark.parametrize("fold_interval", ["3600", "0.05"])
+def test_kill9_loses_no_acknowledged_event(model_file, fold_interval):
+    """Events stream in (one client thread); the service is killed with SIGKILL mid-stream,
+    with no fold yet (interval an hour) or folds, saves and log compactions going on: after a
+    restart every event that was answered 200 is in the model it serves and in its file."""
+    server = Server(model_file, "--fold-interval", fold_interval)
     acked, stop = [], threading.Event()
 
     def stream():
