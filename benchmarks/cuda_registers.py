@@ -11,6 +11,7 @@ cuda-bindings), not a GPU or a driver. From the repository root:
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ class _Sm90:  # device functions ask the current device for its compute capabili
 
 dispatcher.get_current_device = lambda: _Sm90()
 
-from fastrec.kernels import numba_cuda as C  # noqa: E402
+C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")  # noqa: E402
+C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")  # noqa: E402
 
 f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
 
@@ -41,18 +43,18 @@ def _a(shape, dtype):
 def cases():
     """(name, python function, example arguments): the kernels the GPU benchmark times."""
     return [
-        ("sigmoid_dense_c f32", C._sigmoid_dense_c.py_func,
+        ("sigmoid_dense_c f32", C_scoring._sigmoid_dense_c.py_func,
          (_a((3, 4), f32), _a(4, f64), 0.5, _a(3, f32), 8)),
-        ("terms_dense_c f32", C._terms_dense_c.py_func,
+        ("terms_dense_c f32", C_scoring._terms_dense_c.py_func,
          (_a((3, 4), f32), _a(3, f64), _a(4, f64), 0.5, _a(3, f64), _a(3, f64), _a(3, f64), 8)),
-        ("warp topk f32 B512", C._warp_topk_kernel(512, 4, f32).py_func,
+        ("warp topk f32 B512", C_topk._warp_topk_kernel(512, 4, f32).py_func,
          (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((3, 5), i64), _a((3, 5), f32))),
-        ("block topk f32 P2048", C._topk_kernel(2048, True, f32).py_func,
+        ("block topk f32 P2048", C_topk._topk_kernel(2048, True, f32).py_func,
          (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((1, 1), f32), _a((1, 1), i32),
           _a((3, 5), i64), _a((3, 5), f32))),
-        ("sigmoid_csr f32", C._sigmoid_csr.py_func,
+        ("sigmoid_csr f32", C_scoring._sigmoid_csr.py_func,
          (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), 0.5, _a(3, f32), 8)),
-        ("xt_csr_exact_sums", C._xt_csr_exact_sums.py_func,
+        ("xt_csr_exact_sums", C_scoring._xt_csr_exact_sums.py_func,
          (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), _a(4, f64), 3, _a(4, f64),
           _a(4, f64))),
     ]

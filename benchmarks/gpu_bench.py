@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import importlib
 import math
 import statistics
 import sys
@@ -55,6 +56,7 @@ import datasets  # noqa: E402
 import fastrec  # noqa: E402
 from comparators import assert_topk_equal  # noqa: E402
 from fastrec.kernels import numba_cuda as C  # noqa: E402
+C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")  # noqa: E402
 
 try:
     import torch
@@ -350,8 +352,8 @@ def case_topk():
     gbs = lambda s: f"{n * m * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
     record(case, "fastrec cuda kernel (warp per row)",
            lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs, check)
-    old_min_rows = C._WARP_TOPK_MIN_ROWS
-    C._WARP_TOPK_MIN_ROWS = 1 << 62  # the block-per-row kernel (used below 8 rows per SM)
+    old_min_rows = C_topk._WARP_TOPK_MIN_ROWS
+    C_topk._WARP_TOPK_MIN_ROWS = 1 << 62  # the block-per-row kernel (used below 8 rows per SM)
     try:
         bidx, bval = C.topk(S, k, None, None, None)
         same = (np.array_equal(bidx.copy_to_host(), idx.copy_to_host())
@@ -360,7 +362,7 @@ def case_topk():
                lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs,
                verdict(same, "identical to the warp kernel"))
     finally:
-        C._WARP_TOPK_MIN_ROWS = old_min_rows
+        C_topk._WARP_TOPK_MIN_ROWS = old_min_rows
     record(case, "fastrec.topk(device scores)", lambda: timed(lambda: fastrec.topk(S, k)), gbs)
     if torch is None:
         return skip(case, "torch.topk", TORCH_WHY)

@@ -6,6 +6,7 @@ each kernel specialisation the backend launches, in a subprocess with the simula
 It needs NVIDIA's NVVM library (``pip install "numba-cuda[cu13]"``), not a GPU or a driver;
 skipped where NVVM is missing (CI installs only numba-cuda: the toolkit is ~0.5 GB).
 """
+import importlib
 import os
 import subprocess
 import sys
@@ -44,7 +45,10 @@ def compile_all() -> int:
         compute_capability = (9, 0)
 
     dispatcher.get_current_device = lambda: _Sm90()
-    from fastrec.kernels import numba_cuda as C
+    C_device = importlib.import_module("fastrec.kernels.numba_cuda._device")
+    C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
+    C_similarity = importlib.import_module("fastrec.kernels.numba_cuda.similarity")
+    C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
 
     f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
 
@@ -56,64 +60,64 @@ def compile_all() -> int:
         for it in (i32, i64):
             ip, ix, dv = a(5, it), a(4, it), a(4, vt)
             for P, shared in ((2048, True), (4096, False)):
-                k = C._topk_kernel(P, shared, vt)
+                k = C_topk._topk_kernel(P, shared, vt)
                 cases.append((f"topk {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
                     (a((3, 4), vt), 5, ip, ix, a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
                 cases.append((f"topk F-order {vt.__name__}", k.py_func,
                     (a((3, 4), vt, "F"), 5, ip, ix, a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
-                k = C._cosine_topk_kernel(P, shared, vt)
+                k = C_similarity._cosine_topk_kernel(P, shared, vt)
                 cases.append((f"cosine_topk {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
                     (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), 5, 0.0, 0.0, 1, False, True,
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((2, 4), i32),
                      a((1, 1), vt), a((1, 1), i32), a((4, 5), i32), a((4, 5), vt), a(4, i64),
                      a(4, i64), a(1, i64))))
-                k = C._recommend_kernel(P, shared, vt)
+                k = C_topk._recommend_kernel(P, shared, vt)
                 cases.append((f"recommend {vt.__name__} {it.__name__} P{P} sh{shared}", k.py_func,
                     (ip, ix, dv, ip, ix, dv, a(3, i64), 5, ip, ix, a(5, i64), a(1, i64),
                      a((2, 4), vt), a((2, 4), i32), a((2, 4), i32), a((1, 1), vt), a((1, 1), i32),
                      a((3, 5), i64), a((3, 5), vt), a(3, i64), a(1, i64))))
-            cases.append((f"cosine_similarity {vt.__name__} {it.__name__}", C._cosine_similarity_kernel.py_func,
+            cases.append((f"cosine_similarity {vt.__name__} {it.__name__}", C_similarity._cosine_similarity_kernel.py_func,
                 (ip, ix, dv, a(5, i64), a(4, i32), a(4, vt), a(4, f64), a(4, f64), 0.0, True,
                  a(5, i64), a((2, 4), vt),
                  a((2, 4), i32), a((2, 4), i32), a(4, i64), a(4, i64), a(4, vt))))
-            cases.append(("inverse_norms", C._inverse_norms.py_func, (ip, dv, a(4, f64))))
-            cases.append(("column_counts", C._column_counts.py_func, (ix, a(4, i64))))
-            cases.append(("row_work", C._row_work.py_func, (ip, ix, a(4, i64), a(4, i64))))
-            cases.append(("scatter_T", C._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))
-            cases.append(("compact_rows", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i32), a((4, 3), vt), a(4, i64), a(4, vt))))
-            cases.append(("compact_rows64", C._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))
-            cases.append(("sigmoid_csr", C._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt), 8)))
+            cases.append(("inverse_norms", C_similarity._inverse_norms.py_func, (ip, dv, a(4, f64))))
+            cases.append(("column_counts", C_similarity._column_counts.py_func, (ix, a(4, i64))))
+            cases.append(("row_work", C_device._row_work.py_func, (ip, ix, a(4, i64), a(4, i64))))
+            cases.append(("scatter_T", C_similarity._scatter_transpose.py_func, (ip, ix, dv, a(4, i64), a(4, i32), a(4, vt))))
+            cases.append(("compact_rows", C_similarity._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i32), a((4, 3), vt), a(4, i64), a(4, vt))))
+            cases.append(("compact_rows64", C_similarity._compact_rows.py_func, (a(4, i64), a(5, i64), a((4, 3), i64), a((4, 3), vt), a(4, i64), a(4, vt))))
+            cases.append(("sigmoid_csr", C_scoring._sigmoid_csr.py_func, (ip, ix, dv, a(4, f64), 0.5, a(4, vt), 8)))
             for hess in (False, True):  # the loss/grad pass and the Hessian-vector pass
-                cases.append((f"terms_csr hess={hess}", C._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8, hess)))
-            cases.append(("xt_csr_column_max", C._xt_csr_column_max.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
-            cases.append(("xt_csr_exact_sums", C._xt_csr_exact_sums.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 3, a(4, f64), a(4, f64))))
+                cases.append((f"terms_csr hess={hess}", C_scoring._terms_csr.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 0.5, a(4, f64), a(4, f64), a(4, f64), 8, hess)))
+            cases.append(("xt_csr_column_max", C_scoring._xt_csr_column_max.py_func, (ip, ix, dv, a(4, f64), a(4, f64))))
+            cases.append(("xt_csr_exact_sums", C_scoring._xt_csr_exact_sums.py_func, (ip, ix, dv, a(4, f64), a(4, f64), 3, a(4, f64), a(4, f64))))
         for order in "CF":
             X = a((3, 4), vt, order)
             lanes = (8,) if order == "C" else ()
-            cases.append((f"sigmoid_dense_{order}", (C._sigmoid_dense_c if order == "C" else C._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt)) + lanes))
+            cases.append((f"sigmoid_dense_{order}", (C_scoring._sigmoid_dense_c if order == "C" else C_scoring._sigmoid_dense_f).py_func, (X, a(4, f64), 0.5, a(3, vt)) + lanes))
             for hess in (False, True):
-                cases.append((f"terms_dense_{order} hess={hess}", (C._terms_dense_c if order == "C" else C._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes + (hess,)))
-            cases.append((f"xt_partials_{order}", (C._xt_partials_c if order == "C" else C._xt_partials_f).py_func, (X, a(3, f64), 256, a((2, 4), f64))))
+                cases.append((f"terms_dense_{order} hess={hess}", (C_scoring._terms_dense_c if order == "C" else C_scoring._terms_dense_f).py_func, (X, a(3, f64), a(4, f64), 0.5, a(3, f64), a(3, f64), a(3, f64)) + lanes + (hess,)))
+            cases.append((f"xt_partials_{order}", (C_scoring._xt_partials_c if order == "C" else C_scoring._xt_partials_f).py_func, (X, a(3, f64), 256, a((2, 4), f64))))
         for B, wpb in ((512, 8), (1024, 4)):
             for it in (i32, i64):
-                cases.append((f"warp topk {vt.__name__} {it.__name__} B{B}", C._warp_topk_kernel(B, wpb, vt).py_func,
+                cases.append((f"warp topk {vt.__name__} {it.__name__} B{B}", C_topk._warp_topk_kernel(B, wpb, vt).py_func,
                     (a((3, 4), vt), 5, a(4, it), a(1, it), a((3, 5), i64), a((3, 5), vt))))
-        cases.append(("strided warp topk", C._warp_topk_kernel(512, 8, vt).py_func,
+        cases.append(("strided warp topk", C_topk._warp_topk_kernel(512, 8, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((3, 5), i64), a((3, 5), vt))))
-        cases.append(("strided topk", C._topk_kernel(2048, True, vt).py_func,
+        cases.append(("strided topk", C_topk._topk_kernel(2048, True, vt).py_func,
             (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((1, 1), vt), a((1, 1), i32), a((3, 5), i64), a((3, 5), vt))))
-    cases.append(("chunk_sums", C._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))
-    cases.append(("add_levels", C._add_levels.py_func, (a(4, f64), a(4, f64), a(4, f64))))
-    cases.append(("finish_grad", C._finish_grad.py_func, (a(4, f64), a(4, f64), 2.0, 0.5, a(4, f64))))
+    cases.append(("chunk_sums", C_scoring._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))
+    cases.append(("add_levels", C_scoring._add_levels.py_func, (a(4, f64), a(4, f64), a(4, f64))))
+    cases.append(("finish_grad", C_scoring._finish_grad.py_func, (a(4, f64), a(4, f64), 2.0, 0.5, a(4, f64))))
     for dt in (f32, f64, i64, np.bool_):
-        cases.append((f"summary_1d {dt.__name__}", C._summary_1d.py_func, (a(4, dt), a(5, f64))))
-        cases.append((f"summary_2d {dt.__name__}", C._summary_2d.py_func, (a((2, 3), dt), a(5, f64))))
-        cases.append((f"summary_2d strided {dt.__name__}", C._summary_2d.py_func, (a((2, 6), dt)[:, ::2], a(5, f64))))
-    cases.append(("cast i64", C._cast_kernel.py_func, (a(4, i64), a(4, f64))))
-    cases.append(("sum_chunks", C._sum_chunks.py_func, (a((2, 4), f64), a(4, f64))))
-    cases.append(("fill_zero i32", C._fill_zero.py_func, (a(4, i32),)))
-    cases.append(("fill_zero f64", C._fill_zero.py_func, (a(4, f64),)))
-    cases.append(("cast", C._cast_kernel.py_func, (a(4, f32), a(4, f64))))
+        cases.append((f"summary_1d {dt.__name__}", C_device._summary_1d.py_func, (a(4, dt), a(5, f64))))
+        cases.append((f"summary_2d {dt.__name__}", C_device._summary_2d.py_func, (a((2, 3), dt), a(5, f64))))
+        cases.append((f"summary_2d strided {dt.__name__}", C_device._summary_2d.py_func, (a((2, 6), dt)[:, ::2], a(5, f64))))
+    cases.append(("cast i64", C_device._cast_kernel.py_func, (a(4, i64), a(4, f64))))
+    cases.append(("sum_chunks", C_scoring._sum_chunks.py_func, (a((2, 4), f64), a(4, f64))))
+    cases.append(("fill_zero i32", C_device._fill_zero.py_func, (a(4, i32),)))
+    cases.append(("fill_zero f64", C_device._fill_zero.py_func, (a(4, f64),)))
+    cases.append(("cast", C_device._cast_kernel.py_func, (a(4, f32), a(4, f64))))
     bad = 0
     for name, fn, args in cases:
         t = time.time()

@@ -5,6 +5,7 @@ so these tests run the real kernels, thread by thread, in Python: inputs stay ti
 hypothesis draws few examples (the simulator costs ~1-5 s per kernel launch). With a GPU the
 same tests run on it. Skipped, with the reason, when numba-cuda is not installed.
 """
+import importlib
 import io
 import sys
 
@@ -38,6 +39,12 @@ def _cuda_module():
     from fastrec.kernels import numba_cuda
 
     return numba_cuda
+
+
+def _cuda_part(name):
+    """A module of the CUDA backend (``topk`` by import path: the package's ``topk`` is the
+    kernel function)."""
+    return importlib.import_module(f"fastrec.kernels.numba_cuda.{name}")
 
 
 # ---- scoring --------------------------------------------------------------------------------
@@ -134,18 +141,18 @@ def test_csr_gradient_does_not_depend_on_summation_order():
 def test_topk_matches_reference(case, k):
     S, mask = case
     before = S.copy()
-    C = _cuda_module()
-    old = C._WARP_TOPK_MIN_ROWS
+    T = _cuda_part("topk")
+    old = T._WARP_TOPK_MIN_ROWS
     try:
         for min_rows in (1, 10**9):  # the warp-per-row kernel, then the block-per-row one
-            C._WARP_TOPK_MIN_ROWS = min_rows
+            T._WARP_TOPK_MIN_ROWS = min_rows
             got = fastrec.topk(S, k, exclude=mask, backend="cuda")
             want = fastrec.topk(S, k, exclude=mask, backend="numpy")
             assert got.indices.dtype == np.int64 and got.scores.dtype == S.dtype
             # Dense scores are not computed, only moved: the result must match bit for bit.
             assert_topk_equal(got, want, exact=True)
     finally:
-        C._WARP_TOPK_MIN_ROWS = old
+        T._WARP_TOPK_MIN_ROWS = old
     np.testing.assert_array_equal(S, before)
 
 
@@ -154,12 +161,12 @@ def test_topk_long_rows_many_ties_each_kernel(kernel, monkeypatch):
     """Rows several steps long with heavy ties, k below and above the row length: the
     threshold, repeated compactions, the warp-per-row kernel and both buffer placements of the
     block-per-row kernel are exercised."""
-    C = _cuda_module()
-    monkeypatch.setattr(C, "_WARP_TOPK_MIN_ROWS", 1 if kernel == "warp" else 10**9)
+    D, T = _cuda_part("_device"), _cuda_part("topk")
+    monkeypatch.setattr(T, "_WARP_TOPK_MIN_ROWS", 1 if kernel == "warp" else 10**9)
     if kernel == "block-global":
-        monkeypatch.setattr(C, "_SHARED_BYTES", 0)
+        monkeypatch.setattr(D, "_SHARED_BYTES", 0)
     rng = np.random.default_rng(7)
-    S = rng.integers(0, 6, (3, 3 * C._TILE + 17)).astype(np.float64)
+    S = rng.integers(0, 6, (3, 3 * D._TILE + 17)).astype(np.float64)
     S[1, ::3] = np.nan
     mask = sp.random(3, S.shape[1], density=0.2, format="csr", random_state=1)
     for k in (40, S.shape[1] + 3):
@@ -245,10 +252,10 @@ def test_cosine_topk_rows_are_rows_of_the_full_result():
 def test_cosine_topk_many_candidates_global_buffer(monkeypatch):
     """Candidates of a row span three selection tiles (so the buffer is compacted mid-row),
     on the global-memory buffer."""
-    C = _cuda_module()
-    monkeypatch.setattr(C, "_SHARED_BYTES", 0)
+    D = _cuda_part("_device")
+    monkeypatch.setattr(D, "_SHARED_BYTES", 0)
     rng = np.random.default_rng(3)
-    X = sp.csr_matrix(rng.integers(1, 4, (2 * C._TILE + 9, 2)).astype(np.float32))  # ties
+    X = sp.csr_matrix(rng.integers(1, 4, (2 * D._TILE + 9, 2)).astype(np.float32))  # ties
     got = fastrec.cosine_topk(X, 7, shrink=1.0, backend="cuda")
     want = fastrec.cosine_topk(X, 7, shrink=1.0, backend="numpy")
     assert_csr_topk_equal(got, want, 7)
@@ -277,7 +284,7 @@ def test_device_inputs_give_device_results():
     rng = np.random.default_rng(1)
     S = rng.random((3, 50)).astype(np.float32)
     idx, val = C.topk(cuda.to_device(S), 5, None, None, 1)
-    assert C._is_device(idx) and C._is_device(val)
+    assert C.is_device_array(idx) and C.is_device_array(val)
     want = fastrec.topk(S, 5, backend="numpy")
     assert_topk_equal((idx.copy_to_host(), val.copy_to_host()), want, exact=True)
     X = rng.random((6, 33))
@@ -294,7 +301,7 @@ def test_device_csr_inputs_give_device_csr_results():
     X = sp.random(12, 7, density=0.4, format="csr", random_state=8, dtype=np.float32)
     args = (X.shape[1], 3, 0.0, 0.0, 1, False, 1)
     on_device = C.cosine_topk(*(cuda.to_device(a) for a in (X.indptr, X.indices, X.data)), *args)
-    assert all(C._is_device(a) for a in on_device)
+    assert all(C.is_device_array(a) for a in on_device)
     on_host = C.cosine_topk(X.indptr, X.indices, X.data, *args)
     for d, h in zip(on_device, on_host):
         np.testing.assert_array_equal(d.copy_to_host(), h)
@@ -318,7 +325,7 @@ def test_topk_device_scores_auto_runs_on_device_without_host_copies():
     mask = sp.random(4, 30, density=0.2, format="csr", random_state=3)
     d = _no_host_copies(cuda.to_device(S))
     got = fastrec.topk(d[:, ::2], 7, exclude=mask)  # a strided device view, backend="auto"
-    assert _cuda_module()._is_device(got.indices) and _cuda_module()._is_device(got.scores)
+    assert _cuda_module().is_device_array(got.indices) and _cuda_module().is_device_array(got.scores)
     want = fastrec.topk(S[:, ::2], 7, exclude=mask, backend="numpy")
     assert_topk_equal((got.indices.copy_to_host(), got.scores.copy_to_host()), want, exact=True)
 
@@ -380,7 +387,7 @@ def test_logistic_loss_grad_device_inputs():
     dev = [_no_host_copies(cuda.to_device(a)) for a in (X, y, w, sw)]
     loss, grad, grad_b = fastrec.logistic_loss_grad(dev[0], dev[1], dev[2], 0.3, l2=0.2,
                                                     sample_weight=dev[3])
-    assert _cuda_module()._is_device(grad)
+    assert _cuda_module().is_device_array(grad)
     assert loss == pytest.approx(want[0], rel=1e-12)
     np.testing.assert_allclose(grad.copy_to_host(), want[1], rtol=1e-10, atol=1e-12)
     assert grad_b == pytest.approx(want[2], rel=1e-10, abs=1e-12)

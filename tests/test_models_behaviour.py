@@ -177,3 +177,29 @@ def test_bad_n_rejected(fitted):
 def test_not_fitted_is_a_clear_error(name):
     with pytest.raises(RuntimeError, match="not fitted"):
         MODELS[name]("numpy").recommend([0])
+
+
+def test_original_ids_name_the_same_users_as_rows(fitted, train):
+    _, model = fitted
+    rows = np.array([7, 2, 7])
+    a = model.recommend(users=train.user_ids[rows], n=6)
+    b = model.recommend(rows, n=6)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(model.decode_users(rows), train.user_ids[rows])
+
+
+def test_candidates_and_exclude_restrict_what_is_returned(fitted, train):
+    _, model = fitted
+    rows = np.arange(0, train.n_users, 9)
+    top = model.recommend(rows, n=10)
+    allowed = np.unique(top.indices[top.indices >= 0])[::2]
+    banned = allowed[:3]
+    res = model.recommend(rows, n=10, candidates=allowed, exclude=banned)
+    got = res.indices[res.indices >= 0]
+    assert set(got.tolist()) <= set(allowed.tolist()) - set(banned.tolist())
+    # a filtered item keeps the score it has unfiltered
+    for r in range(len(rows)):
+        for j, s in zip(res.indices[r], res.scores[r]):
+            if j >= 0 and j in top.indices[r]:
+                assert s == top.scores[r][list(top.indices[r]).index(j)]

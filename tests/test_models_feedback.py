@@ -136,8 +136,6 @@ def test_hybrid_takes_ids_and_filters(train):
     for r in range(2):
         want = [j for j in full.indices[r] if j not in set(ex.tolist()) and j >= 0][:5]
         np.testing.assert_array_equal(got.indices[r][: len(want)], want)
-    with pytest.raises(ValueError, match="user_items"):
-        model.recommend(user_items=train.matrix[:1])
 
 
 # ---------------------------------------------------------------- neighbours
@@ -317,18 +315,23 @@ def _same_csr(a, b):
 
 @pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("share", [0.02, 0.15])
-def test_partial_fit_is_bit_identical_to_a_full_fit(cls, backend, share, monkeypatch):
+@pytest.mark.parametrize("share, reserve", [(0.02, 0), (0.15, 0), (0.05, 4)])
+def test_partial_fit_is_bit_identical_to_a_full_fit(cls, backend, share, reserve,
+                                                     monkeypatch):
     monkeypatch.setattr(_incremental, "FULL_FIT_WORK_SHARE", 2.0)  # always the partial path
     d = data.synthetic(300, 120, seed=7, impressions_per_user=35)
-    base, grown, (u_new, i_new) = _split_by_time(d, share)
+    base, _, (u_new, i_new) = _split_by_time(d, share)
+    h = len(u_new) // 2
+    half = base.append(u_new[:h], i_new[:h], None, np.full(h, 10**7))
     # new users and new items arrive with the events
-    grown = grown.append(np.r_[[10**6, 10**6, 10**6 + 1], u_new[:2]],
-                         np.r_[i_new[:2], [10**6], [10**6 + 1, 10**6 + 1]], None,
-                         np.full(5, 2 * 10**6))
+    grown = half.append(np.r_[u_new[h:], [10**6, 10**6, 10**6 + 1], u_new[:2]],
+                        np.r_[i_new[h:], i_new[:2], [10**6], [10**6 + 1, 10**6 + 1]], None,
+                        np.full(len(u_new) - h + 5, 2 * 10**7))
     assert grown.n_users > base.n_users and grown.n_items > base.n_items
     full = cls(k=10, shrink=2.0, min_support=1, backend=backend).fit(grown)
-    part = cls(k=10, shrink=2.0, min_support=1, backend=backend).fit(base)
+    part = cls(k=10, shrink=2.0, min_support=1, reserve=reserve, backend=backend).fit(base)
+    # in two steps: the second starts from the state the first left (its reserve included)
+    part.partial_fit(half)
     assert part.partial_fit(grown) is part
     assert part.partial_fit_path_ == "partial"
     _same_csr(part.neighbours_, full.neighbours_)
@@ -385,3 +388,39 @@ def test_ids_and_rule_survive_save_and_load(tmp_path, train):
     assert loaded.duplicates_ == "max"
     np.testing.assert_array_equal(loaded.user_ids_, model.user_ids_)
     np.testing.assert_array_equal(loaded.user_index([10**6]), [train.n_users])
+
+
+def test_hybrid_unseen_users_and_neighbour_queries(train):
+    model = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False,
+                   n_candidates=20).fit(train)
+    rows = np.array([4, 30])
+    # a fitted user's own row as a request: the same CF proposals and activity, and the blend
+    # uses no side features, so the same ranking
+    a = model.recommend(rows, n=8)
+    b = model.recommend(user_items=train.matrix[rows], n=8)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    e = model.explain(user_items=train.matrix[[4]], item_id=b.indices[0, 0])
+    np.testing.assert_allclose(e.contributions.sum(), b.scores[0, 0], rtol=1e-9)
+    np.testing.assert_array_equal(
+        model.similar_items(items=train.item_ids[[3]], n=4).indices,
+        ItemKNN(k=15).fit(train).similar_items([3], n=4).indices)
+    with pytest.raises(ValueError, match="no UserKNN"):
+        model.similar_users([2], n=3)
+    both = Hybrid(candidates=[UserKNN(k=15), Popularity()], rerank=False,
+                  n_candidates=20).fit(train)
+    np.testing.assert_array_equal(both.similar_users(users=train.user_ids[[2]], n=3).indices,
+                                  UserKNN(k=15).fit(train).similar_users([2], n=3).indices)
+
+
+def test_reserve_survives_save_and_load(tmp_path, train, monkeypatch):
+    monkeypatch.setattr(_incremental, "FULL_FIT_WORK_SHARE", 2.0)
+    base, grown, _ = _split_by_time(train, 0.05)
+    model = ItemKNN(k=6, reserve=3).fit(base)
+    assert model.reserve_.nnz > model.neighbours_.nnz
+    loaded = ItemKNN.load(model.save(tmp_path / "m"))
+    _same_csr(loaded.reserve_, model.reserve_)
+    loaded.partial_fit(grown)
+    _same_csr(loaded.neighbours_, ItemKNN(k=6).fit(grown).neighbours_)
+    with pytest.raises(ValueError, match="reserve"):
+        ItemKNN(k=6, reserve=-1).fit(base)

@@ -324,7 +324,7 @@ def test_nonfinite_X_rejected_however_the_logit_comes_out(backend, bad, w_at_bad
 
 
 def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
-    nb = pytest.importorskip("fastrec.kernels.numba_cpu")
+    nb = pytest.importorskip("fastrec.kernels.numba_cpu.scoring")
     x = np.concatenate([np.linspace(-800.0, 0.0, 400_001), -np.abs(np.random.default_rng(7)
                                                                    .standard_normal(10_000))])
     got = np.array([nb._exp_nonpos(v) for v in x[::97]] + [nb._exp_nonpos(0.0)])
@@ -337,7 +337,7 @@ def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
 
 def test_numba_log1pexp_sigmoid_pieces_equal_reference():
     # The mean loss hides pieces below its tolerance (exp(-25) next to 25), so check each one.
-    nb = pytest.importorskip("fastrec.kernels.numba_cpu")
+    nb = pytest.importorskip("fastrec.kernels.numba_cpu.scoring")
     z = np.array([-800.0, -40.0, -37.0, -36.9, -10.0, -2.0, -1.9, -0.5, 0.0, 0.5, 2.0, 17.9,
                   18.0, 18.1, 25.0, 33.3, 33.4, 40.0, 800.0])
     got = np.array([nb._log1pexp_sigmoid(v) for v in z])

@@ -5,7 +5,8 @@ Layers (data flows down, imports point down)::
     cli.py                                   what people run
     similarity.py  topk.py  scoring.py       public kernel API: validate, dispatch, wrap
     _validation.py  _dispatch.py             one front door for inputs; backend choice
-    kernels/  reference.py  numba_cpu.py  numba_cuda.py  cython.py (_cython/*.pyx)
+    kernels/  reference.py  numba_cpu/  numba_cuda/  cython.py (_cython/_*.pyx)
+              one module per kernel family in each backend
               raw arrays in, raw arrays out; no scipy objects, no validation, no dispatch
 """
 # The recommender layer (data, metrics, models), built on the kernel API below.

@@ -8,6 +8,7 @@ taken otherwise. See README ("Ranking") and benchmarks/RESULTS.md for what each 
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 BACKENDS = ("cython", "numba")
 
@@ -32,9 +33,9 @@ def compress_enabled(backend: str) -> bool:
     """Whether ``backend`` takes the compress form now (for k >= 32)."""
     _check(backend)
     if backend == "numba":
-        from . import numba_cpu
+        numba_topk = importlib.import_module(".numba_cpu.topk", __package__)
 
-        return bool(numba_cpu._COMPRESS)
+        return bool(numba_topk._COMPRESS)
     from ._cython import _topk
 
     return bool(_topk._compress_enabled())
@@ -49,14 +50,14 @@ def float32_form(backend: str, compress: bool):
     if compress and not compress_available(backend):
         raise ValueError(f"{backend}'s compress form needs a CPU with AVX-512")
     if backend == "numba":
-        from . import numba_cpu
+        numba_topk = importlib.import_module(".numba_cpu.topk", __package__)
 
-        saved = numba_cpu._COMPRESS, numba_cpu._COMPRESS_MIN_K
-        numba_cpu._COMPRESS, numba_cpu._COMPRESS_MIN_K = bool(compress), 1
+        saved = numba_topk._COMPRESS, numba_topk._COMPRESS_MIN_K
+        numba_topk._COMPRESS, numba_topk._COMPRESS_MIN_K = bool(compress), 1
         try:
             yield
         finally:
-            numba_cpu._COMPRESS, numba_cpu._COMPRESS_MIN_K = saved
+            numba_topk._COMPRESS, numba_topk._COMPRESS_MIN_K = saved
     else:
         from ._cython import _topk
 

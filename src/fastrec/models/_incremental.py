@@ -12,6 +12,9 @@ norm grew; IEEE rounding is monotone), so it still ranks below t_i unless it was
 the new row i is the top-k of its stored entries outside T and the new sim(i, T) ranking at
 or above t_i, whenever those are at least k; a row that falls short (a stored entry of T lost
 rank) is recomputed. Rows holding fewer than k entries already listed every candidate.
+With a reserve (``reserve`` > 0: each row keeps k + reserve entries) the same holds with the
+last kept entry as t_i, so a stored entry of T that loses rank is replaced from the reserve
+instead of forcing a recomputation; a row whose reserve runs below k is recomputed.
 """
 from __future__ import annotations
 
@@ -124,18 +127,21 @@ def _ranked_last(nb: sp.csr_matrix):
     return t_val, t_col
 
 
-def _top_per_row(rows, cols, vals, k):
-    """Entries sorted by (row, value desc, column) and cut to k per row; also row counts."""
+def _top_per_row(rows, cols, vals, k, n):
+    """Entries sorted by (row, value desc, column) and cut to k per row, and each of the n
+    rows' number of entries before the cut."""
     order = np.lexsort((cols, -vals, rows))
     rows, cols, vals = rows[order], cols[order], vals[order]
     start = np.r_[0, np.flatnonzero(np.diff(rows)) + 1] if rows.size else np.zeros(0, np.int64)
     rank = np.arange(rows.size) - np.repeat(start, np.diff(np.r_[start, rows.size]))
     keep = rank < k
-    return rows[keep], cols[keep], vals[keep]
+    return rows[keep], cols[keep], vals[keep], np.bincount(rows, minlength=n)
 
 
-def update_neighbours(model, X, old_nb, n_old, touched):
-    """(new neighbours, None), or (None, why) when a full fit is the cheaper path."""
+def update_neighbours(model, X, old_nb, complete, n_old, touched, kept):
+    """((rows in rank order as CSR, complete flags), None), or (None, why) when a full fit is
+    the cheaper path. ``old_nb``: the stored rows (``kept`` = k + reserve entries at most, or
+    fewer when ``complete``: the row lists every candidate)."""
     n = X.shape[0]
     k = int(model.k)
     touched = np.union1d(touched, np.arange(n_old, n)).astype(np.int64)
@@ -152,25 +158,27 @@ def update_neighbours(model, X, old_nb, n_old, touched):
     prepared = prepare_cosine_topk(X, backend=model.backend, n_threads=model.n_threads)
     old = _padded(sp.csr_matrix(old_nb), (n, n))
     lengths = np.diff(old.indptr)
-    full_row = lengths >= k
+    complete = np.concatenate([np.asarray(complete, bool), np.ones(n - n_old, bool)])
     t_val, t_col = _ranked_last(old)
     in_t = np.zeros(n, dtype=bool)
     in_t[touched] = True
     new_parts, cand_parts = [], []
+    new_complete = complete.copy()
     step = max(1, _BLOCK_ENTRIES // max(1, n))
     for b0 in range(0, touched.size, step):
         blk = touched[b0 : b0 + step]
         res = sp.csr_matrix(cosine_topk(prepared, n, rows=blk, **opts))
         per_row = np.diff(res.indptr)
+        new_complete[blk] = per_row <= kept
         src = np.repeat(blk, per_row)
         rank = np.arange(res.nnz) - np.repeat(res.indptr[:-1], per_row)
-        top = rank < k  # rows are sorted by rank: their first k entries are the new row
+        top = rank < kept  # rows are sorted by rank: their first entries are the new row
         new_parts.append((src[top], res.indices[top].astype(np.int64), res.data[top]))
         # The same similarities seen from the other side: sim(i, j in T) for rows i not in T.
         i, s = res.indices.astype(np.int64), res.data
         ok = ~in_t[i]
         i, j, s = i[ok], src[ok], s[ok]
-        above = ~full_row[i] | (s > t_val[i]) | ((s == t_val[i]) & (j <= t_col[i]))
+        above = complete[i] | (s > t_val[i]) | ((s == t_val[i]) & (j <= t_col[i]))
         cand_parts.append((i[above], j[above], s[above]))
     o_rows = np.repeat(np.arange(n), lengths)
     o_cols = old.indices.astype(np.int64)
@@ -183,11 +191,13 @@ def update_neighbours(model, X, old_nb, n_old, touched):
     meets[c_i] = True
     meets &= ~in_t
     kept_old = meets[o_rows] & ~in_t[o_cols]
-    m_rows, m_cols, m_vals = _top_per_row(
+    # Every candidate ranking at or above the old last entry is known (all of them when the
+    # row was complete): their top entries are exact, and at least k of them make the row.
+    m_rows, m_cols, m_vals, got = _top_per_row(
         np.concatenate([o_rows[kept_old], c_i]), np.concatenate([o_cols[kept_old], c_j]),
-        np.concatenate([old.data[kept_old], c_s.astype(old.dtype)]), k)
-    got = np.bincount(m_rows, minlength=n)
-    redo = np.flatnonzero(meets & full_row & (got < k))
+        np.concatenate([old.data[kept_old], c_s.astype(old.dtype)]), kept, n)
+    redo = np.flatnonzero(meets & ~complete & (got < k))
+    new_complete[meets] = complete[meets] & (got[meets] <= kept)
     drop = np.zeros(n, dtype=bool)
     drop[redo] = True
     keep_m = ~drop[m_rows]
@@ -195,18 +205,18 @@ def update_neighbours(model, X, old_nb, n_old, touched):
     parts = [(o_rows[unchanged], o_cols[unchanged], old.data[unchanged]),
              (m_rows[keep_m], m_cols[keep_m], m_vals[keep_m])] + new_parts
     if redo.size:
-        res = sp.csr_matrix(cosine_topk(prepared, k, rows=redo, **opts))
+        res = sp.csr_matrix(cosine_topk(prepared, kept, rows=redo, **opts))
+        new_complete[redo] = np.diff(res.indptr) < kept
         parts.append((np.repeat(redo, np.diff(res.indptr)), res.indices.astype(np.int64),
                       res.data))
     rows = np.concatenate([p[0] for p in parts])
     cols = np.concatenate([p[1] for p in parts])
     vals = np.concatenate([np.asarray(p[2], dtype=old.dtype) for p in parts])
-    order = np.lexsort((cols, rows))
+    order = np.lexsort((cols, -vals, rows))  # rank order within each row
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    nb = sp.csr_matrix((vals[order], cols[order], indptr), shape=(n, n))
-    nb.has_sorted_indices = True
+    ranked = sp.csr_matrix((vals[order], cols[order], indptr), shape=(n, n))
     model.partial_fit_stats_ = {"changed_rows": int(touched.size), "merged_rows":
                                 int(meets.sum()), "recomputed_rows": int(redo.size),
                                 "work_share": share}
-    return nb, None
+    return (ranked, new_complete), None

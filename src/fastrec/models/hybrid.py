@@ -63,26 +63,31 @@ class Hybrid(Recommender):
                   context=None) -> TopK:
         """Top-n items per user row: TopK (n_requests, n).
 
-        ``user_ids`` (rows) or ``users`` (original ids); ``exclude`` / ``candidates`` as in
-        :meth:`Recommender.recommend`: they filter the CF candidates after scoring (a
-        candidate's features do not depend on the others, so the kept scores are unchanged).
-        ``user_items`` (users unseen at fit time) is not supported by Hybrid yet: a
-        ValueError. ``context``: None, or a dict giving every context the model was fit with
-        (name -> one code, or one code per request), e.g. ``{"daypart": 2}``.
+        ``user_ids`` (rows), ``users`` (original ids) or ``user_items`` (users unseen at fit
+        time: every CF model proposes from the given rows; the user's activity is scaled as
+        the fitted users' and its side features are unknown, so their crosses are zero);
+        ``exclude`` / ``candidates`` as in :meth:`Recommender.recommend`: they filter the CF
+        candidates after scoring (a candidate's features do not depend on the others, so the
+        kept scores are unchanged). Request rows are scored in one block (memory
+        O(requests * candidates)). ``context``: None, or a dict giving every context the
+        model was fit with (name -> one code, or one code per request), e.g.
+        ``{"daypart": 2}``.
         """
-        if user_items is not None:
-            raise ValueError("Hybrid does not take user_items (unseen users) yet: its features "
-                             "need the user's side features and activity scale from the fit")
-        req = self._requests(user_ids, users, None)
-        rows = req.rows
+        req = self._requests(user_ids, users, user_items)
         n = check_k(n, "n")
-        ctx = self._check_context(context, rows)
-        blocks = self._masks(exclude, candidates, len(rows), self.n_items_)
-        if blocks[0][2] is None:
-            return self._recommend(rows, n, bool(exclude_seen), ctx)
-        parts = [self._recommend(rows[r0:r1], n, bool(exclude_seen),
-                                 None if ctx is None else ctx[r0:r1], mask)
-                 for r0, r1, mask in blocks]
+        ctx = self._check_context(context, np.arange(len(req)))
+        blocks = self._masks(exclude, candidates, len(req), self.n_items_)
+        if req.R is None and blocks[0][2] is None:
+            return self._recommend(req.rows, n, bool(exclude_seen), ctx)
+        parts = []
+        for r0, r1, mask in blocks:
+            b = req.block(r0, r1)
+            c = None if ctx is None else ctx[r0:r1]
+            if b.R is None:
+                parts.append(self._recommend(b.rows, n, bool(exclude_seen), c, mask))
+            else:
+                parts.append(self._recommend_block(np.arange(r1 - r0, dtype=np.int64), n,
+                                                   bool(exclude_seen), c, mask, b.R))
         return TopK(np.concatenate([p.indices for p in parts]),
                     np.concatenate([p.scores for p in parts]))
 
@@ -175,6 +180,8 @@ class Hybrid(Recommender):
         if self.rerank:
             self.ranker_ = self._fit_ranker(models, n_cand, contexts)
         self.candidates_ = [m.clone().fit(self.user_items_) for m in models]
+        for m in self.candidates_:  # the id maps, so that their neighbour queries take ids
+            m.user_ids_, m.item_ids_ = self.user_ids_, self.item_ids_
         self.item_pop_ = self._scaled_log(np.bincount(self.user_items_.indices,
                                                       minlength=self.n_items_))
         return self
@@ -260,15 +267,21 @@ class Hybrid(Recommender):
         return out
 
     # -- candidates and features ---------------------------------------------------------
-    def _candidates_and_features(self, models, UI, item_pop, rows, n_cand, exclude_seen):
+    def _candidates_and_features(self, models, UI, item_pop, rows, n_cand, exclude_seen,
+                                 R=None):
         """(row position, item, feature CSR) for the union of the models' candidates.
 
-        Candidates are ordered by (row position, item) ascending.
+        Candidates are ordered by (row position, item) ascending. ``R``: request rows of users
+        unseen at fit time (then ``rows`` are positions in R): their activity is scaled as the
+        fitted users' and their side features are unknown (zero crosses).
         """
         n_models = len(models)
         parts = []
         for m_i, model in enumerate(models):
-            res = model.recommend(rows, n=n_cand, exclude_seen=exclude_seen)
+            if R is None:
+                res = model.recommend(rows, n=n_cand, exclude_seen=exclude_seen)
+            else:
+                res = model.recommend(user_items=R, n=n_cand, exclude_seen=exclude_seen)
             idx, scores = res.indices, np.asarray(res.scores, dtype=np.float64)
             valid = idx >= 0
             best = np.where(valid[:, :1], scores[:, :1], 1.0)
@@ -290,9 +303,17 @@ class Hybrid(Recommender):
         dense[inverse, 2 * n_models + model_of] = 1.0
         dense[:, 3 * n_models] = dense[:, :n_models] @ self.weights_
         dense[:, 3 * n_models + 1] = item_pop[cand_items]
-        activity = self._scaled_log(np.diff(UI.indptr))
-        dense[:, 3 * n_models + 2] = activity[rows[cand_rows]]
-        blocks = [sp.csr_matrix(dense)] + self._cross_features(rows[cand_rows], cand_items)
+        if R is None:
+            activity = self._scaled_log(np.diff(UI.indptr))
+            dense[:, 3 * n_models + 2] = activity[rows[cand_rows]]
+            crosses = self._cross_features(rows[cand_rows], cand_items)
+        else:
+            top = np.log1p(np.diff(UI.indptr).max(initial=0))
+            act = np.log1p(np.diff(R.indptr).astype(np.float64))
+            dense[:, 3 * n_models + 2] = (act / top if top > 0 else act)[cand_rows]
+            crosses = [sp.csr_matrix((n, b.shape[1])) for b in
+                       self._cross_features(np.zeros(0, np.int64), np.zeros(0, np.int64))]
+        blocks = [sp.csr_matrix(dense)] + crosses
         X = sp.hstack(blocks, format="csr")
         return cand_rows, cand_items, X
 
@@ -350,15 +371,16 @@ class Hybrid(Recommender):
         return TopK(np.concatenate([p.indices for p in parts]),
                     np.concatenate([p.scores for p in parts]))
 
-    def _scored_candidates(self, rows, n_cand, exclude_seen, ctx):
+    def _scored_candidates(self, rows, n_cand, exclude_seen, ctx, R=None):
         """(position in rows, item, score) of each candidate, by (position, item).
 
         A user repeated in ``rows`` (one row per context, say) has its CF candidates and
-        base features computed once, then copied per row.
+        base features computed once, then copied per row. With request rows ``R``, ``rows``
+        are their positions.
         """
         uniq, pos = np.unique(rows, return_inverse=True)
         cand_u, cand_items, X = self._candidates_and_features(
-            self.candidates_, self.user_items_, self.item_pop_, uniq, n_cand, exclude_seen
+            self.candidates_, self.user_items_, self.item_pop_, uniq, n_cand, exclude_seen, R
         )
         if uniq.size == rows.size and np.array_equal(uniq, rows):
             cand_rows = cand_u
@@ -368,9 +390,10 @@ class Hybrid(Recommender):
         X = self._with_context(X, None if ctx is None else ctx[cand_rows], cand_items)
         return cand_rows, cand_items, self._score(X)
 
-    def _recommend_block(self, rows, n, exclude_seen, ctx, mask=None) -> TopK:
+    def _recommend_block(self, rows, n, exclude_seen, ctx, mask=None, R=None) -> TopK:
         n_cand = max(int(self.n_candidates), n)
-        cand_rows, cand_items, score = self._scored_candidates(rows, n_cand, exclude_seen, ctx)
+        cand_rows, cand_items, score = self._scored_candidates(rows, n_cand, exclude_seen, ctx,
+                                                               R)
         if mask is not None:
             keep = ~contains(mask.indptr, mask.indices, self.n_items_, cand_rows, cand_items)
             cand_rows, cand_items, score = cand_rows[keep], cand_items[keep], score[keep]
@@ -402,17 +425,15 @@ class Hybrid(Recommender):
         user is not scored by Hybrid: a ValueError, as is a seen item with ``exclude_seen``.
         """
         self._check_fitted()
-        if user_items is not None:
-            raise ValueError("Hybrid does not take user_items (unseen users) yet")
-        req, col = self._explain_target(user_id, item_id, user, item, None, exclude_seen)
-        rows = req.rows
+        req, col = self._explain_target(user_id, item_id, user, item, user_items, exclude_seen)
+        rows = req.rows if req.R is None else np.zeros(1, np.int64)
         ctx = self._check_context(context, rows)
         cand_u, cand_items, X = self._candidates_and_features(
             self.candidates_, self.user_items_, self.item_pop_, rows, int(self.n_candidates),
-            bool(exclude_seen))
+            bool(exclude_seen), req.R)
         at = np.flatnonzero(cand_items == col)
         if at.size == 0:
-            raise ValueError(f"item {col} is not among the CF candidates of user {rows[0]}: "
+            raise ValueError(f"item {col} is not among the CF candidates of the user: "
                              "Hybrid gives it no score")
         X = self._with_context(X[at], None if ctx is None else ctx[cand_u[at]], cand_items[at])
         x = sp.csr_matrix(X[0])
@@ -431,6 +452,25 @@ class Hybrid(Recommender):
         return Explanation(float(contrib.sum()), 0.0, "models",
                            np.arange(n_models, dtype=np.int64), contrib, None,
                            {"cf_score": cf_score})
+
+    def _first(self, cls, what):
+        self._check_fitted()
+        for m in self.candidates_:
+            if isinstance(m, cls):
+                return m
+        raise ValueError(f"this Hybrid has no {cls.__name__} among its candidates: no {what}")
+
+    def similar_items(self, item_ids=None, n: int = 10, **kwargs) -> TopK:
+        """:meth:`ItemKNN.similar_items` of the first ItemKNN among the CF models."""
+        return self._first(ItemKNN, "item neighbours").similar_items(item_ids, n, **kwargs)
+
+    def similar_to_basket(self, item_ids=None, n: int = 10, **kwargs) -> TopK:
+        """:meth:`ItemKNN.similar_to_basket` of the first ItemKNN among the CF models."""
+        return self._first(ItemKNN, "item neighbours").similar_to_basket(item_ids, n, **kwargs)
+
+    def similar_users(self, user_ids=None, n: int = 10, **kwargs) -> TopK:
+        """:meth:`UserKNN.similar_users` of the first UserKNN among the CF models."""
+        return self._first(UserKNN, "user neighbours").similar_users(user_ids, n, **kwargs)
 
     def candidate_scores(self, user_ids, exclude_seen: bool = True, context=None):
         """(positions in user_ids, items, scores) of every candidate of the given users.

@@ -34,6 +34,7 @@ class _KNN(Recommender):
         min_support: int = 1,
         bm25_k1: float = 100.0,
         bm25_b: float = 0.8,
+        reserve: int = 0,
         backend: str = "auto",
         n_threads=None,
     ):
@@ -43,18 +44,46 @@ class _KNN(Recommender):
         self.min_support = min_support
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
+        self.reserve = reserve
         self.backend = backend
         self.n_threads = n_threads
 
     def _cosine_opts(self) -> dict:
         return dict(shrink=self.shrink, min_support=self.min_support, n_threads=self.n_threads)
 
+    def _k_kept(self) -> int:
+        """Neighbours kept per row: k, plus ``reserve`` more for partial_fit."""
+        reserve = check_k(self.reserve + 1, "reserve + 1") - 1
+        return check_k(self.k) + reserve
+
     def _neighbours_of(self, vectors):
         nb = cosine_topk(
-            vectors, self.k, weighting=self.weighting, bm25_k1=self.bm25_k1,
+            vectors, self._k_kept(), weighting=self.weighting, bm25_k1=self.bm25_k1,
             bm25_b=self.bm25_b, backend=self.backend, **self._cosine_opts(),
         )
-        return _canonical(nb)
+        self._keep_neighbours(sp.csr_matrix(nb), None)
+        return self.neighbours_
+
+    def _keep_neighbours(self, ranked, complete):
+        """neighbours_ (the first k of each row) and, with a reserve, reserve_ (every kept
+        entry) and reserve_complete_ (whether a row lists every candidate), from a CSR whose
+        rows hold their entries in rank order (value descending, then column)."""
+        k, kept = int(self.k), self._k_kept()
+        lengths = np.diff(ranked.indptr)
+        rows = np.repeat(np.arange(ranked.shape[0]), lengths)
+        first = (np.arange(ranked.nnz) - ranked.indptr[rows]) < k
+        indptr = np.zeros(ranked.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.minimum(lengths, k), out=indptr[1:])
+        prefix = sp.csr_matrix((ranked.data[first], ranked.indices[first], indptr),
+                               shape=ranked.shape)
+        if kept > k:
+            self.reserve_ = _canonical(ranked)
+            self.reserve_complete_ = (lengths < kept) if complete is None else np.asarray(
+                complete, dtype=bool)
+        else:
+            self.__dict__.pop("reserve_", None)
+            self.__dict__.pop("reserve_complete_", None)
+        self.neighbours_ = _canonical(prefix)
 
     def _vectors(self, user_items):
         """The rows compared: items (users' columns) for ItemKNN, users for UserKNN."""
@@ -62,10 +91,13 @@ class _KNN(Recommender):
 
     def fit(self, user_items):
         """Learn the neighbourhood; returns self. Fit memory: that of cosine_topk,
-        O(nnz + n * k + threads * n) with compiled backends (n the rows compared)."""
+        O(nnz + n * (k + reserve) + threads * n) with compiled backends (n the rows
+        compared). With ``reserve`` > 0 each row's next ``reserve`` neighbours are kept too
+        (``reserve_``): partial_fit then recomputes far fewer rows (a neighbour that loses rank
+        is replaced from the reserve); ``neighbours_`` is the same either way."""
         UI, source = as_user_items(user_items)
         self._set_data(UI, source)
-        self.neighbours_ = self._neighbours_of(self._vectors(self.user_items_))
+        self._neighbours_of(self._vectors(self.user_items_))
         return self
 
     def partial_fit(self, new_events):
@@ -85,22 +117,30 @@ class _KNN(Recommender):
         ``weighting`` "tfidf"/"bm25" (each weight depends on global counts: the number of rows
         compared and, for BM25, the mean row length, which new events change for every row),
         values that decreased, and negative values. ``partial_fit_path_`` says which ran.
+        With ``reserve`` > 0 (extra neighbours kept per row) fewer rows need recomputing.
         """
         grown, changed = _incremental.grown_data(self, new_events)
         if grown is None:
             self.partial_fit_path_ = "unchanged"
             return self
-        old_nb, n_old = self.neighbours_, self._vectors_count()
+        kept = self._k_kept()
+        if getattr(self, "reserve_", None) is not None:
+            old_nb, complete = self.reserve_, np.asarray(self.reserve_complete_, bool)
+        else:  # no reserve: a row shorter than k listed every candidate
+            old_nb = self.neighbours_
+            complete = np.diff(old_nb.indptr) < min(kept, int(self.k))
+        n_old = self._vectors_count()
         self._set_data(*as_user_items(grown))
         touched = changed["items"] if isinstance(self, ItemKNN) else changed["users"]
         X = self._vectors(self.user_items_)
         why_full = _incremental.needs_full_fit(self, changed)
-        nb = None
         if why_full is None:
-            nb, why_full = _incremental.update_neighbours(self, X, old_nb, n_old, touched)
-        if nb is None:
-            nb = self._neighbours_of(X)
-        self.neighbours_ = nb
+            rows, why_full = _incremental.update_neighbours(self, X, old_nb, complete, n_old,
+                                                            touched, kept)
+        if why_full is None:
+            self._keep_neighbours(*rows)
+        else:
+            self._neighbours_of(X)
         self.partial_fit_path_ = "partial" if why_full is None else f"full ({why_full})"
         return self
 
@@ -123,10 +163,17 @@ class _KNN(Recommender):
         return check_csr(M, "user_items", drop_zeros=True)
 
     def _state(self) -> dict:
-        return csr_arrays("neighbours", self.neighbours_)
+        arrays = csr_arrays("neighbours", self.neighbours_)
+        if getattr(self, "reserve_", None) is not None:
+            arrays.update(csr_arrays("reserve", self.reserve_))
+            arrays["reserve_complete_"] = self.reserve_complete_
+        return arrays
 
     def _load_state(self, arrays) -> None:
         self.neighbours_ = csr_from_arrays("neighbours", arrays)
+        if "reserve_indptr" in arrays:
+            self.reserve_ = csr_from_arrays("reserve", arrays)
+            self.reserve_complete_ = np.asarray(arrays["reserve_complete_"], dtype=bool)
 
     def _filtered_neighbour_rows(self, rows, n, exclude, candidates, item_axis) -> TopK:
         """Top-n stored neighbours of the given rows of ``neighbours_``, with filters."""

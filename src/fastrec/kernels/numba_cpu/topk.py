@@ -1,0 +1,581 @@
+"""Numba CPU ranking kernels: topk (dense rows) and recommend (rows of a sparse product)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+from .._numba_simd import (
+    above_mask64,
+    append_columns16,
+    compress8,
+    count_above8,
+    target_has_compress,
+)
+from ._common import heap_offer, heap_sort, sift_down, threads
+
+_BLOCK = 64
+
+
+@numba.njit(inline="always")
+def _block_hits(block, thr):
+    """Bit t set when block[t] > thr (NaN never is), len(block) <= 64.
+
+    A full block is first tested with one fixed-length loop OR-ing integers, the form LLVM
+    vectorises best, so that the common case (nothing above) costs a few instructions.
+    """
+    n = block.shape[0]
+    if n == _BLOCK:
+        hit = np.uint32(0)
+        for t in range(_BLOCK):
+            hit |= np.uint32(block[t] > thr)
+        if hit == 0:
+            return np.uint64(0)
+    m = np.uint64(0)
+    for t in range(n):
+        m |= np.uint64(block[t] > thr) << np.uint64(t)
+    return m
+
+
+@numba.njit(inline="always")
+def _not_excluded(ex, p, j):
+    """Advance the sorted exclusion cursor p to column j; returns (p, whether j is allowed)."""
+    n_ex = ex.shape[0]
+    while p < n_ex and ex[p] < j:
+        p += 1
+    return p, not (p < n_ex and ex[p] == j)
+
+
+# The threshold scan both topk rows share: entries strictly above ``thr`` (the k-th best so
+# far, -inf before there are k, which also rejects NaN and -inf) are appended to a buffer of
+# 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
+# becomes the threshold. Columns are scanned in increasing order, so an entry equal to the
+# threshold never beats it (the kept one has the smaller column). 64-wide blocks with nothing
+# above ``thr`` are skipped after one branch-free comparison; in the others only the set bits
+# of the hit mask are visited, and the row's sorted excluded columns are merged in then. Each
+# candidate costs O(1) (a heap's O(log k) chain of dependent, unpredictable branches measured
+# 3.5x more work per row at k=100, n=1e5).
+
+
+@numba.njit(inline="always")
+def _better(va, ia, vb, ib):
+    """(va, ia) ranks above (vb, ib): larger score, or equal and smaller column. Branch-free."""
+    return (va > vb) | ((va == vb) & (ia < ib))
+
+
+@numba.njit(inline="always")
+def _select_pairs(bv, bi, n, k):
+    """Reorder bv/bi[:n] (n > k) so that [:k] hold the best k, the k-th best at k-1.
+
+    Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
+    advance when above the pivot): expected O(n).
+    """
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        # Order lo, mid, hi best first, then the median (mid) becomes the pivot at hi.
+        if _better(bv[mid], bi[mid], bv[lo], bi[lo]):
+            bv[mid], bv[lo] = bv[lo], bv[mid]
+            bi[mid], bi[lo] = bi[lo], bi[mid]
+        if _better(bv[hi], bi[hi], bv[mid], bi[mid]):
+            bv[mid], bv[hi] = bv[hi], bv[mid]
+            bi[mid], bi[hi] = bi[hi], bi[mid]
+            if _better(bv[mid], bi[mid], bv[lo], bi[lo]):
+                bv[mid], bv[lo] = bv[lo], bv[mid]
+                bi[mid], bi[lo] = bi[lo], bi[mid]
+        bv[mid], bv[hi] = bv[hi], bv[mid]
+        bi[mid], bi[hi] = bi[hi], bi[mid]
+        pv = bv[hi]
+        pi = bi[hi]
+        s = lo
+        for t in range(lo, hi):
+            v = bv[t]
+            i = bi[t]
+            bv[t] = bv[s]
+            bi[t] = bi[s]
+            bv[s] = v
+            bi[s] = i
+            s += np.int64(_better(v, i, pv, pi))
+        bv[hi] = bv[s]
+        bi[hi] = bi[s]
+        bv[s] = pv
+        bi[s] = pi
+        if s == k - 1:
+            return
+        if s > k - 1:
+            hi = s - 1
+        else:
+            lo = s + 1
+
+
+@numba.njit(inline="always")
+def _topk_row(row, k, ex, bv, bi, hv, hi):
+    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
+    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
+    n_cols = row.shape[0]
+    cap = bv.shape[0]
+    cnt = 0
+    p = 0
+    thr = row.dtype.type(-np.inf)
+    for j0 in range(0, n_cols, _BLOCK):
+        m = _block_hits(row[j0 : j0 + _BLOCK], thr)
+        while m:
+            j = j0 + trailing_zeros(m)
+            m &= m - np.uint64(1)
+            v = row[j]
+            if v > thr:  # thr may have risen since the mask was taken
+                p, ok = _not_excluded(ex, p, j)
+                if ok:
+                    bv[cnt] = v
+                    bi[cnt] = j
+                    cnt += 1
+                    if cnt == cap:
+                        _select_pairs(bv, bi, cnt, k)
+                        cnt = k
+                        thr = bv[k - 1]
+    if cnt > k:
+        _select_pairs(bv, bi, cnt, k)
+        cnt = k
+    for t in range(cnt):
+        hv[t] = bv[t]
+        hi[t] = bi[t]
+    for t in range(cnt // 2 - 1, -1, -1):  # heapify, then sort best first
+        sift_down(hv, hi, cnt, t)
+    heap_sort(hv, hi, cnt)
+    for t in range(cnt, k):
+        hv[t] = -np.inf
+        hi[t] = -1
+
+
+# float32 rows (of fewer than 2**32 columns) pack each candidate into one uint64 key: the
+# score's bits mapped to an unsigned integer of the same order (-0.0 first made +0.0, they are
+# equal scores), then the complemented column, so that one integer comparison ranks (score
+# desc, column asc): the same scan with half the selection work of (score, column) pairs.
+_KEY_LOW = np.uint64(0xFFFFFFFF)
+
+
+@numba.njit(inline="always")
+def _f32_key(v, j):
+    b = np.uint32(np.float32(v + np.float32(0.0)).view(np.uint32))
+    flip = np.uint32(0xFFFFFFFF) if b >> np.uint32(31) else np.uint32(0x80000000)
+    return (np.uint64(b ^ flip) << np.uint64(32)) | (_KEY_LOW - np.uint64(j))
+
+
+@numba.njit(inline="always")
+def _key_f32(key):
+    b = np.uint32(key >> np.uint64(32))
+    flip = np.uint32(0x80000000) if b >> np.uint32(31) else np.uint32(0xFFFFFFFF)
+    return np.uint32(b ^ flip).view(np.float32)
+
+
+@numba.njit(inline="always")
+def _key_column(key):
+    return np.int64(_KEY_LOW - (key & _KEY_LOW))
+
+
+@numba.njit(inline="always")
+def _select_keys(a, n, k):
+    """Reorder a[:n] (distinct keys, n > k) so that a[:k] are the k largest, a[k-1] the least of them.
+
+    Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,
+    advance when above the pivot): expected O(n).
+    """
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        med = max(min(x, y), min(max(x, y), z))
+        if med == x:
+            a[lo] = z
+        elif med == y:
+            a[mid] = z
+        a[hi] = med
+        s = lo
+        for t in range(lo, hi):
+            x = a[t]
+            a[t] = a[s]
+            a[s] = x
+            s += np.int64(x > med)
+        a[hi] = a[s]
+        a[s] = med
+        if s == k - 1:
+            return
+        if s > k - 1:
+            hi = s - 1
+        else:
+            lo = s + 1
+
+
+@numba.njit(inline="always")
+def _key_sift_down(a, size, pos, key):
+    """Place ``key`` at ``pos`` of the min-heap a[:size], moving it down as needed."""
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and a[c + 1] < a[c]:
+            c += 1
+        if a[c] >= key:
+            break
+        a[pos] = a[c]
+        pos = c
+    a[pos] = key
+
+
+@numba.njit(inline="always")
+def _topk_row_f32(row, k, ex, buf, hv, hi):
+    """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf`` (2k)."""
+    n_cols = row.shape[0]
+    cap = buf.shape[0]
+    cnt = 0
+    p = 0
+    thr = np.float32(-np.inf)
+    for j0 in range(0, n_cols, _BLOCK):
+        block = row[j0 : j0 + _BLOCK]
+        m = _block_hits(block, thr)
+        while m:
+            t = trailing_zeros(m)
+            m &= m - np.uint64(1)
+            v = block[t]
+            if v > thr:  # thr may have risen since the mask was taken
+                p, ok = _not_excluded(ex, p, j0 + t)
+                if ok:
+                    buf[cnt] = _f32_key(v, j0 + t)
+                    cnt += 1
+                    if cnt == cap:
+                        _select_keys(buf, cnt, k)
+                        cnt = k
+                        thr = _key_f32(buf[k - 1])
+    if cnt > k:
+        _select_keys(buf, cnt, k)
+        cnt = k
+    _emit_keys(row, buf, cnt, k, hv, hi)
+
+
+@numba.njit(inline="always")
+def _emit_keys(row, keys, cnt, k, hv, hi):
+    """The best keys[:cnt] (cnt <= k) as a sorted, padded output row."""
+    # Heap-sort the keys (a min-heap popped to the back leaves them descending).
+    for t in range(cnt // 2 - 1, -1, -1):
+        _key_sift_down(keys, cnt, t, keys[t])
+    for end in range(cnt - 1, 0, -1):
+        last = keys[end]
+        keys[end] = keys[0]
+        _key_sift_down(keys, end, 0, last)
+    for t in range(cnt):
+        j = _key_column(keys[t])
+        hi[t] = j
+        hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
+    for t in range(cnt, k):
+        hv[t] = -np.inf
+        hi[t] = -1
+
+
+# Vector-compress ("stream") form of the float32 row, used where the CPU has AVX-512 and
+# k >= _COMPRESS_MIN_K (_COMPRESS): each 64-wide block is compared with the threshold at once
+# (above_mask64) and the columns above it are appended with four 16-lane compress stores,
+# whether or not there are any: no branch depends on the data, so nothing is mispredicted and
+# the extra vector work hides under the memory stream. Every k appended columns become keys
+# (_f32_key, reading the scores again from cache); 2k keys are cut back to k by a quickselect
+# whose partitions are compress passes. Measured (RESULTS.md, 2026-11-28): 4096 x 100k, 2
+# threads, k=100: 47-52 ms against 54-58 for the bit-mask walk; 16 x 100k cache-resident, one
+# thread, k=100: 12.4-12.7 against 16.3-19.6 us per row. For k=10 the walk is as fast when
+# streaming and faster from cache (6 vs 10 us per row), hence the k threshold. Without AVX-512
+# LLVM expands the compress to scalar code, 1.5-1.8x slower than the walk.
+_COMPRESS = target_has_compress()
+_COMPRESS_MIN_K = 32
+_SLACK = _BLOCK + 16  # a block's appends land past the count before a flush; vector stores
+
+
+@numba.njit(inline="always")
+def _cut_keys(a, n, k, s):
+    """Keep the k largest of the distinct keys a[:n] (n >= k) in a[:k] (in no order); returns
+    the least of them. s: scratch of n + 16. Quickselect with a median-of-three pivot, each
+    level counting then compressing the side that holds the answer; small ends scalar."""
+    src = a
+    m = n
+    need = k
+    while True:
+        if m <= 24:
+            for t in range(m):
+                s[t] = src[t]
+            if m > need:
+                _select_keys(s, m, need)
+                least = s[need - 1]
+            else:
+                least = s[0]
+                for t in range(1, m):
+                    least = min(least, s[t])
+            break
+        x, y, z = src[0], src[m >> 1], src[m - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        m8 = m - m % 8
+        above = count_above8(src, m8, m - m8, pivot)
+        for i in range(0, m8, 8):
+            above += count_above8(src, i, 8, pivot)
+        if above == need - 1:
+            least = pivot
+            break
+        side = above >= need
+        o = 0
+        for i in range(0, m8, 8):
+            o += compress8(src, i, 8, pivot, side, s, o)
+        o += compress8(src, m8, m - m8, pivot, side, s, o)
+        if not side:
+            need -= above + 1
+        src = s
+        m = o
+    o = 0
+    for i in range(0, n, 8):  # in place: each store lands at or before the vector it read
+        o += compress8(a, i, min(8, n - i), least - np.uint64(1), True, a, o)
+    return least
+
+
+@numba.njit(cache=True)
+def _drop_excluded(cols, c0, nc, ex, p):
+    """Remove from cols[c0:nc] (ascending) those in ex[p:] (sorted); returns the new count."""
+    o = c0
+    n_ex = ex.shape[0]
+    for t in range(c0, nc):
+        j = cols[t]
+        while p < n_ex and ex[p] < j:
+            p += 1
+        if not (p < n_ex and ex[p] == j):
+            cols[o] = j
+            o += 1
+    return o
+
+
+@numba.njit(inline="always")
+def _columns_to_keys(row, cols, nc, keys, nk):
+    for t in range(nc):
+        j = np.int64(cols[t])
+        keys[nk + t] = _f32_key(row[j], j)
+    return nk + nc
+
+
+@numba.njit(inline="always")
+def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi):
+    """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK, cols of k + _SLACK.
+    A block holding an excluded column drops it from the columns it appended."""
+    n_cols = row.shape[0]
+    n_ex = ex.shape[0]
+    nk = 0
+    nc = 0
+    p = 0
+    thr = np.float32(-np.inf)
+    n_full = n_cols - n_cols % _BLOCK
+    for j0 in range(0, n_full, _BLOCK):
+        m = above_mask64(row, j0, thr)
+        c0 = nc
+        for q in range(0, _BLOCK, 16):
+            nc = append_columns16(j0 + q, m >> np.uint64(q), cols, nc)
+        while p < n_ex and ex[p] < j0:
+            p += 1
+        if p < n_ex and ex[p] < j0 + _BLOCK:
+            nc = _drop_excluded(cols, c0, nc, ex, p)
+        if nc >= k:
+            nk = _columns_to_keys(row, cols, nc, keys, nk)
+            nc = 0
+            if nk >= 2 * k:
+                thr = _key_f32(_cut_keys(keys, nk, k, s))
+                nk = k
+    nk = _columns_to_keys(row, cols, nc, keys, nk)
+    for j in range(n_full, n_cols):
+        v = row[j]
+        if v > thr:
+            p, ok = _not_excluded(ex, p, j)
+            if ok:
+                keys[nk] = _f32_key(v, j)
+                nk += 1
+    if nk > k:
+        _cut_keys(keys, nk, k, s)
+        nk = k
+    _emit_keys(row, keys, nk, k, hv, hi)
+
+
+_TOPK_GROUP = 8
+
+
+@numba.njit(parallel=True, cache=True)
+def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    n = scores.shape[0]
+    empty = ex_indices[:0]
+    # Rows in groups of _TOPK_GROUP, one candidate buffer per group (not one per row).
+    for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
+        bv = np.empty(2 * k, scores.dtype)
+        bi = np.empty(2 * k, np.int64)
+        for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
+            ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r])
+
+
+@numba.njit(parallel=True, cache=True)
+def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    n = scores.shape[0]
+    empty = ex_indices[:0]
+    for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
+        buf = np.empty(2 * k, np.uint64)
+        for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
+            ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r])
+
+
+@numba.njit(parallel=True, cache=True)
+def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+    n = scores.shape[0]
+    empty = ex_indices[:0]
+    for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
+        keys = np.empty(3 * k + _SLACK, np.uint64)
+        s = np.empty(3 * k + _SLACK, np.uint64)
+        cols = np.empty(k + _SLACK, np.uint32)
+        for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
+            ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
+            _topk_row_f32_compress(scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r])
+
+
+def _index_type(*arrays):
+    """int64 if any given index array is int64, else int32 (one specialisation per call)."""
+    return np.int64 if any(a is not None and a.dtype == np.int64 for a in arrays) else np.int32
+
+
+def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
+    """Row-wise top-k of a dense (n_rows, n_cols) float32/float64 array.
+
+    Column c of row r is a candidate unless (r, c) is stored in the exclude mask (CSR pattern
+    with sorted indices per row; ``exclude_indptr`` None for none) or the score is NaN or -inf;
+    +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
+    sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
+    non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus expected O(1)
+    per entry above the running threshold (about 2k ln(n_cols / k) per random row); memory
+    O(n_rows * k) output plus O(k) per thread.
+    """
+    scores = np.ascontiguousarray(scores)
+    n_rows = scores.shape[0]
+    out_idx = np.empty((n_rows, k), dtype=np.int64)
+    out_val = np.empty((n_rows, k), dtype=scores.dtype)
+    has_mask = exclude_indptr is not None
+    itype = _index_type(exclude_indptr, exclude_indices)
+    if has_mask:
+        ex_indptr = np.ascontiguousarray(exclude_indptr, dtype=itype)
+        ex_indices = np.ascontiguousarray(exclude_indices, dtype=itype)
+    else:
+        ex_indptr = ex_indices = np.zeros(1, dtype=itype)
+    if scores.dtype == np.float32 and scores.shape[1] < 2**32:
+        impl = _topk_impl_f32_compress if _COMPRESS and k >= _COMPRESS_MIN_K else _topk_impl_f32
+    else:
+        impl = _topk_impl
+    with threads(n_threads):
+        impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val)
+    return out_idx, out_val
+
+
+@numba.njit(inline="always")
+def _mark_excluded(m_indptr, m_indices, row, mark):
+    """Flag the touched items of a mask row as excluded (untouched ones are not candidates)."""
+    for q in range(m_indptr[row], m_indptr[row + 1]):
+        if mark[m_indices[q]] == 1:
+            mark[m_indices[q]] = 2
+
+
+@numba.njit(parallel=True, cache=True)
+def _recommend_impl(
+    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
+    seen_indptr, seen_indices, has_seen, ex_indptr, ex_indices, has_ex, n_chunks,
+    out_idx, out_val,
+):
+    n_rows = rows.shape[0]
+    # One chunk of rows per task with its own buffers: at most one chunk per thread runs at a
+    # time, so memory is O(threads * n_items); chunks keep the load balanced.
+    for c in numba.prange(n_chunks):
+        acc = np.zeros(n_items, dtype=np.float64)
+        mark = np.zeros(n_items, dtype=np.uint8)
+        touched = np.empty(n_items + 1, dtype=np.int64)  # +1: the branch-free spare write
+        rounded = np.empty(1, dtype=out_val.dtype)
+        for r in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
+            row = rows[r]
+            hv = out_val[r]  # the heap lives in the output row
+            hi = out_idx[r]
+            n_touched = 0
+            # float64 sums in the reference's order (A's stored order, then B's).
+            for p in range(a_indptr[row], a_indptr[row + 1]):
+                a = np.float64(a_data[p])
+                i = a_indices[p]
+                for q in range(b_indptr[i], b_indptr[i + 1]):
+                    j = b_indices[q]
+                    # Branch-free first-touch bookkeeping: whether j is new is unpredictable,
+                    # so always write the slot and advance only for a new item.
+                    touched[n_touched] = j
+                    n_touched += 1 - mark[j]
+                    mark[j] = 1
+                    acc[j] += a * np.float64(b_data[q])
+            if has_seen:
+                _mark_excluded(seen_indptr, seen_indices, row, mark)
+            if has_ex:
+                _mark_excluded(ex_indptr, ex_indices, row, mark)
+            size = 0
+            for t in range(n_touched):
+                j = touched[t]
+                # Ranked as returned (rounded to the output dtype, as the reference), so
+                # sums that round to the same float32 are tied and go to the smaller item.
+                rounded[0] = acc[j]
+                v = rounded[0]
+                if mark[j] == 1 and v > -np.inf:  # rejects NaN and -inf
+                    size = heap_offer(hv, hi, size, n, v, np.int64(j))
+                acc[j] = 0.0
+                mark[j] = 0
+            heap_sort(hv, hi, size)
+            for t in range(size, n):
+                hv[t] = -np.inf
+                hi[t] = -1
+
+
+def recommend(
+    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
+    seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+):
+    """Top-n items for each row r in ``rows`` of the sparse product A @ B, never built whole.
+
+    A is (n_rows, n_mid) CSR and B (n_mid, n_items) CSR (item-kNN: A = user_items,
+    B = item_neighbours; user-kNN: A = user_neighbours, B = user_items). Item j is a candidate
+    for row r when some stored A[r, i] meets a stored B[i, j], (r, j) is stored in neither mask
+    (``seen_*``, ``ex_*``: CSR patterns indexed by r with sorted indices, None for none), and
+    the score is not NaN or -inf. Scores are summed in float64 in A's then B's stored order and
+    ranked as returned (rounded to the output dtype). Returns (indices int64, scores), both
+    (len(rows), n), sorted descending, ties by smaller item, -1/-inf padding; scores float32
+    only when A and B both are. Time O(sum over rows of the A-row x B-rows products + touched * log n);
+    memory O(threads * n_items) of accumulators plus the O(len(rows) * n) output.
+    """
+    dtype = np.result_type(a_data.dtype, b_data.dtype)
+    itype = _index_type(a_indptr, a_indices, b_indptr, b_indices, seen_indptr, seen_indices,
+                        ex_indptr, ex_indices)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    n_rows = rows.shape[0]
+    out_idx = np.empty((n_rows, n), dtype=np.int64)
+    out_val = np.empty((n_rows, n), dtype=dtype)
+    if n_rows == 0:
+        return out_idx, out_val
+
+    def ix(a):
+        return np.ascontiguousarray(a, dtype=itype)
+
+    def mask(m_indptr, m_indices):
+        if m_indptr is None:
+            return np.zeros(1, itype), np.zeros(1, itype), False
+        return ix(m_indptr), ix(m_indices), True
+
+    s_ptr, s_ind, has_seen = mask(seen_indptr, seen_indices)
+    e_ptr, e_ind, has_ex = mask(ex_indptr, ex_indices)
+    n_chunks = max(1, min(n_rows, 16 * int(n_threads)))
+    # Chunks depend on n_threads but each row's result does not: rows are independent.
+    with threads(n_threads):
+        _recommend_impl(
+            ix(a_indptr), ix(a_indices),
+            np.ascontiguousarray(a_data, dtype=dtype), ix(b_indptr), ix(b_indices),
+            np.ascontiguousarray(b_data, dtype=dtype), int(n_items), rows, n,
+            s_ptr, s_ind, has_seen, e_ptr, e_ind, has_ex, n_chunks, out_idx, out_val,
+        )
+    return out_idx, out_val
