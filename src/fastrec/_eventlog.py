@@ -205,8 +205,9 @@ class EventLog:
     def compact(self, applied_seq: int) -> int:
         """Drop records whose events are all <= ``applied_seq`` (held by a saved model).
 
-        The last record is always kept, so the numbering survives a restart. Rewrites the rest to a temporary file, fsyncs it, renames it over the log and fsyncs
-        the directory; returns the records dropped. O(bytes kept) I/O; appends wait meanwhile.
+        The last record is always kept, so the numbering survives a restart. Rewrites the
+        rest to a temporary file, fsyncs it, renames it over the log and fsyncs the directory;
+        returns the records dropped. O(bytes kept) I/O; appends wait meanwhile.
         """
         with self._lock:
             while self._writing:

@@ -186,5 +186,6 @@ def _id_dtype(ids: np.ndarray):
     return np.int64 if ids.dtype.kind in "iu" else str
 
 
-__all__ = ["ModelFileError", "ModelFileReplaced", "file_signature", "fold_events", "item_column", "item_ids_of", "load_model",
-           "model_class_name", "save_model", "user_ids_of", "user_row"]
+__all__ = ["ModelFileError", "ModelFileReplaced", "file_signature", "fold_events", "item_column",
+           "item_ids_of", "load_model", "model_class_name", "save_model", "user_ids_of",
+           "user_row"]

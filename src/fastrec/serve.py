@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -47,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import _serve_model as store
+from . import _serve_requests as rq
 from ._eventlog import EventLog
 
 log = logging.getLogger("fastrec.serve")
@@ -54,98 +53,6 @@ log = logging.getLogger("fastrec.serve")
 ROUTES = ("/recommend", "/similar", "/explain", "/events", "/health", "/metrics")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status and a message for the JSON body."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
-
-
-# -- request parsing -------------------------------------------------------------------------
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def read_json(request: Request, max_bytes: int):
-    """The request's JSON body: 413 past ``max_bytes`` (header or stream), 400 if malformed."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > max_bytes):
-        if not length.isdigit():
-            raise ApiError(400, f"bad Content-Length {length!r}")
-        raise ApiError(413, f"body of {length} bytes is over the limit of {max_bytes}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(413, f"body is over the limit of {max_bytes} bytes")
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}") from None
-
-
-def _int_param(obj: dict, name: str, default: int, lo: int, hi: int) -> int:
-    value = obj.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(422, f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    if not lo <= value <= hi:
-        raise ApiError(422, f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
-
-
-def _bool_param(obj: dict, name: str, default: bool) -> bool:
-    value = obj.get(name, default)
-    if not isinstance(value, bool):
-        raise ApiError(422, f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _id_list(obj: dict, name: str, max_len: int):
-    value = obj.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) > max_len:
-        raise ApiError(422, f"{name} must be a list of at most {max_len} item ids")
-    return value
-
-
-def _check_id(value, what: str):
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ApiError(422, f"{what} ids must be integers or strings, got {value!r}")
-
-
-def _columns(model, ids: list, what: str = "item") -> np.ndarray:
-    """Item columns of original ids: 422 for a non-id, 404 naming the first unknown one."""
-    cols = np.empty(len(ids), dtype=np.int64)
-    for t, value in enumerate(ids):
-        _check_id(value, what)
-        cols[t] = store.item_column(model, value)
-        if cols[t] < 0:
-            raise ApiError(404, f"unknown {what} {value!r}")
-    return cols
-
-
-def _row(model, value) -> int:
-    _check_id(value, "user")
-    row = store.user_row(model, value)
-    if row < 0:
-        raise ApiError(404, f"unknown user {value!r}")
-    return row
-
-
-def _as_answer(model, top, row: int = 0) -> dict:
-    idx, scores = np.asarray(top.indices)[row], np.asarray(top.scores)[row]
-    keep = idx >= 0
-    return {"items": store.item_ids_of(model, idx[keep]),
-            "scores": [float(s) for s in scores[keep]]}
 
 
 # -- micro-batching ----------------------------------------------------------------------------
@@ -388,26 +295,26 @@ class Service:
     async def recommend(self, request: Request) -> JSONResponse:
         obj = await self._object(request)
         model, version = self.served
-        n = _int_param(obj, "n", 10, 1, self.max_n)
-        exclude_seen = _bool_param(obj, "exclude_seen", True)
+        n = rq.int_param(obj, "n", 10, 1, self.max_n)
+        exclude_seen = rq.bool_param(obj, "exclude_seen", True)
         filters = self._filters(model, obj)
         if ("user" in obj) == ("items" in obj):
-            raise ApiError(422, "give exactly one of user (a known user id) or items (the "
+            raise rq.ApiError(422, "give exactly one of user (a known user id) or items (the "
                                 "item ids of a user the model has not seen)")
         if "user" in obj:
-            row = _row(model, obj["user"])
+            row = rq.row(model, obj["user"])
             if self.batcher is not None and not filters:
                 idx, scores = await self.batcher.submit(model, row, n, exclude_seen)
-                top = _Top(idx[None, :], scores[None, :])
+                top = rq.Top(idx[None, :], scores[None, :])
             else:
-                top = _call(model.recommend, np.array([row]), n, exclude_seen=exclude_seen,
+                top = rq.call(model.recommend, np.array([row]), n, exclude_seen=exclude_seen,
                             **filters)
             answer = {"user": obj["user"]}
         else:
-            top = _call(model.recommend, None, n, user_items=self._user_items(model, obj),
+            top = rq.call(model.recommend, None, n, user_items=self._user_items(model, obj),
                         exclude_seen=exclude_seen, **filters)
             answer = {}
-        answer.update(_as_answer(model, top))
+        answer.update(rq.as_answer(model, top))
         answer["model_version"] = version
         return JSONResponse(answer)
 
@@ -415,21 +322,21 @@ class Service:
         """exclude / candidates of a request as item columns (404 naming an unknown id)."""
         out = {}
         for name in ("exclude", "candidates"):
-            ids = _id_list(obj, name, model.n_items_)
+            ids = rq.id_list(obj, name, model.n_items_)
             if ids is not None:
-                out[name] = _columns(model, ids)
+                out[name] = rq.columns(model, ids)
         return out
 
     def _user_items(self, model, obj: dict) -> sp.csr_matrix:
         """The request's own items (and values) as one CSR row over the model's columns."""
-        items = _id_list(obj, "items", model.n_items_)
+        items = rq.id_list(obj, "items", model.n_items_)
         values = obj.get("values")
-        cols = _columns(model, items)
+        cols = rq.columns(model, items)
         if values is None:
             vals = np.ones(len(cols))
         elif (not isinstance(values, list) or len(values) != len(cols) or not all(
-                _finite_number(v) for v in values)):
-            raise ApiError(422, "values must be a list of finite numbers, one per item")
+                rq.finite_number(v) for v in values)):
+            raise rq.ApiError(422, "values must be a list of finite numbers, one per item")
         else:
             vals = np.array(values, dtype=np.float64)
         m = sp.csr_matrix((vals, (np.zeros(len(cols), dtype=np.int64), cols)),
@@ -442,27 +349,27 @@ class Service:
         params = request.query_params
         items = params.getlist("item")
         if not items:
-            raise ApiError(422, "give one or more item=<id> query parameters")
+            raise rq.ApiError(422, "give one or more item=<id> query parameters")
         try:
             n = int(params.get("n", "10"))
         except ValueError:
-            raise ApiError(422, f"n must be an integer, got {params.get('n')!r}") from None
-        n = _int_param({"n": n}, "n", 10, 1, self.max_n)
-        query = {name: [_query_id(model, v) for v in params.getlist(key)]
+            raise rq.ApiError(422, f"n must be an integer, got {params.get('n')!r}") from None
+        n = rq.int_param({"n": n}, "n", 10, 1, self.max_n)
+        query = {name: [rq.query_id(model, v) for v in params.getlist(key)]
                  for name, key in (("items", "item"), ("exclude", "exclude"),
                                    ("candidates", "candidate"))}
         filters = self._filters(model, {k: v for k, v in query.items() if k != "items" and v})
-        cols = _columns(model, _id_list(query, "items", model.n_items_))
+        cols = rq.columns(model, rq.id_list(query, "items", model.n_items_))
         if len(cols) == 1:
             if not hasattr(model, "similar_items"):
-                raise ApiError(422, f"{type(model).__name__} has no similar_items")
-            top = _call(model.similar_items, cols, n, **filters)
+                raise rq.ApiError(422, f"{type(model).__name__} has no similar_items")
+            top = rq.call(model.similar_items, cols, n, **filters)
         else:
             if not hasattr(model, "similar_to_basket"):
-                raise ApiError(422, f"{type(model).__name__} has no similar_to_basket")
-            top = _call(model.similar_to_basket, cols, n, **filters)
+                raise rq.ApiError(422, f"{type(model).__name__} has no similar_to_basket")
+            top = rq.call(model.similar_to_basket, cols, n, **filters)
         answer = {"item" if len(cols) == 1 else "basket": query["items"]}
-        answer.update(_as_answer(model, top))
+        answer.update(rq.as_answer(model, top))
         answer["model_version"] = version
         return JSONResponse(answer)
 
@@ -470,19 +377,19 @@ class Service:
         obj = await self._object(request)
         model, version = self.served
         if not hasattr(model, "explain"):
-            raise ApiError(422, f"{type(model).__name__} has no explain")
+            raise rq.ApiError(422, f"{type(model).__name__} has no explain")
         if "item" not in obj:
-            raise ApiError(422, "give the item to explain")
-        col = _columns(model, [obj["item"]])
-        exclude_seen = _bool_param(obj, "exclude_seen", True)
+            raise rq.ApiError(422, "give the item to explain")
+        col = rq.columns(model, [obj["item"]])
+        exclude_seen = rq.bool_param(obj, "exclude_seen", True)
         if ("user" in obj) == ("items" in obj):
-            raise ApiError(422, "give exactly one of user or items")
+            raise rq.ApiError(422, "give exactly one of user or items")
         if "user" in obj:
-            who = {"user_id": np.array([_row(model, obj["user"])])}
+            who = {"user_id": np.array([rq.row(model, obj["user"])])}
         else:
             who = {"user_items": self._user_items(model, obj)}
-        result = _call(model.explain, item_id=col, exclude_seen=exclude_seen, **who)
-        answer = _explanation_json(model, obj["item"], result)
+        result = rq.call(model.explain, item_id=col, exclude_seen=exclude_seen, **who)
+        answer = rq.explanation_json(model, obj["item"], result)
         answer["model_version"] = version
         return JSONResponse(answer)
 
@@ -490,12 +397,12 @@ class Service:
         obj = await self._object(request)
         events = obj.get("events")
         if not isinstance(events, list) or not events:
-            raise ApiError(422, "events must be a non-empty list of {user, item, value?, "
+            raise rq.ApiError(422, "events must be a non-empty list of {user, item, value?, "
                                 "timestamp?} objects")
         if len(events) > self.max_events:
-            raise ApiError(413, f"at most {self.max_events} events per request")
+            raise rq.ApiError(413, f"at most {self.max_events} events per request")
         model = self.model
-        records = [_event_record(model, e, t) for t, e in enumerate(events)]
+        records = [rq.event_record(model, e, t) for t, e in enumerate(events)]
         first, last = await asyncio.to_thread(self.log.append, records)
         self.m_events.inc(len(records))
         self._events_waiting.set()
@@ -514,74 +421,10 @@ class Service:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def _object(self, request: Request) -> dict:
-        obj = await read_json(request, self.max_body_bytes)
+        obj = await rq.read_json(request, self.max_body_bytes)
         if not isinstance(obj, dict):
-            raise ApiError(422, "the body must be a JSON object")
+            raise rq.ApiError(422, "the body must be a JSON object")
         return obj
-
-
-class _Top:
-    def __init__(self, indices, scores):
-        self.indices, self.scores = indices, scores
-
-
-def _call(fn, *args, **kwargs):
-    """A model call; its ValueError/TypeError (input it refuses) becomes a 422 answer."""
-    try:
-        return fn(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ApiError(422, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-
-
-def _finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _query_id(model, text: str):
-    """A query-string id as the model's id type (ints for integer id maps)."""
-    ids = model.item_ids_
-    if ids is None or ids.dtype.kind in "iu":
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    return text
-
-
-def _event_record(model, event, t: int) -> list:
-    """[user, item, value, timestamp] of one event object; 422 naming what is wrong."""
-    if not isinstance(event, dict) or "user" not in event or "item" not in event:
-        raise ApiError(422, f"events[{t}] must be an object with user and item")
-    for key, ids in (("user", model.user_ids_), ("item", model.item_ids_)):
-        value = event[key]
-        _check_id(value, key)
-        want_int = ids is None or ids.dtype.kind in "iu"
-        if want_int != isinstance(value, int):
-            raise ApiError(422, f"events[{t}].{key} must be {'an integer' if want_int else 'a string'}"
-                                f" like the model's {key} ids, got {value!r}")
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            raise ApiError(422, f"events[{t}].{key} is out of the int64 range")
-    for key in ("value", "timestamp"):
-        if event.get(key) is not None and not _finite_number(event[key]):
-            raise ApiError(422, f"events[{t}].{key} must be a finite number, got {event[key]!r}")
-    return [event["user"], event["item"], event.get("value"), event.get("timestamp")]
-
-
-def _explanation_json(model, item, e) -> dict:
-    """An :class:`~fastrec.models.Explanation` as JSON; its sources as original ids where
-    they are users or items (``score == base + sum(contributions)``)."""
-    if e.kind == "items":
-        sources = store.item_ids_of(model, e.sources)
-    elif e.kind == "users":
-        sources = store.user_ids_of(model, e.sources)
-    else:  # feature columns or model positions
-        sources = np.asarray(e.sources).tolist()
-    details = {k: v.item() if isinstance(v, np.generic) else v
-               for k, v in (e.details or {}).items()
-               if isinstance(v, (int, float, str, bool, np.generic))}
-    return {"item": item, "score": float(e.score), "base": float(e.base), "kind": e.kind,
-            "sources": sources, "contributions": np.asarray(e.contributions).tolist(),
-            "details": details}
 
 
 # -- the ASGI app ------------------------------------------------------------------------------
@@ -618,15 +461,15 @@ def create_app(model_path, **options) -> Starlette:
     """The Starlette app serving ``model_path`` (options: see :class:`Service`)."""
     service = Service(model_path, **options)
 
-    async def api_error(request, exc: ApiError):
-        return _error(exc.status, exc.message)
+    async def api_error(request, exc: rq.ApiError):
+        return rq.error(exc.status, exc.message)
 
     async def http_error(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return rq.error(exc.status_code, str(exc.detail))
 
     async def unexpected(request, exc: Exception):
         log.exception("unexpected error answering %s", request.url.path)
-        return _error(500, f"internal error: {type(exc).__name__}")
+        return rq.error(500, f"internal error: {type(exc).__name__}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -643,7 +486,7 @@ def create_app(model_path, **options) -> Starlette:
             Route("/health", service.health, methods=["GET"]),
             Route("/metrics", service.metrics, methods=["GET"]),
         ],
-        exception_handlers={ApiError: api_error, HTTPException: http_error,
+        exception_handlers={rq.ApiError: api_error, HTTPException: http_error,
                             Exception: unexpected},
         lifespan=lifespan,
     )
@@ -677,4 +520,4 @@ def run(model_path, *, host: str = "127.0.0.1", port: int = 8000, workers: int =
                 access_log=False, lifespan="on", http=http, loop=loop)
 
 
-__all__ = ["ApiError", "RecommendBatcher", "Service", "create_app", "read_json", "run"]
+__all__ = ["RecommendBatcher", "Service", "create_app", "run"]
