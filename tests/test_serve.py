@@ -404,6 +404,22 @@ def test_bad_replacement_keeps_serving(server, model_file):
     assert 'fastrec_model_update_failures_total{reason="file"} 1.0' in metrics
 
 
+def test_model_without_id_maps_serves_indices_and_refuses_events(tmp_path):
+    path = tmp_path / "bare.npz"
+    model = ItemKNN(k=10).fit(_inter().matrix)
+    model.save(path)
+    server = Server(path)
+    try:
+        status, body = server.request("POST", "/recommend", {"user": 2, "n": 3})
+        want = model.recommend([2], 3)
+        assert status == 200 and body["items"] == want.indices[0].tolist()
+        assert server.request("POST", "/recommend", {"user": 10**6})[0] == 404
+        status, body = server.request("POST", "/events", {"events": [{"user": 1, "item": 2}]})
+        assert status == 422 and "without id maps" in body["error"]["message"]
+    finally:
+        server.kill()
+
+
 def test_cli_refuses_missing_and_non_model_files(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(SRC))
     bad = tmp_path / "x.npz"

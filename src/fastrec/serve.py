@@ -227,6 +227,7 @@ class Service:
         self.model, self.events_held, self.version, self._file_sig = model, held, version, sig
 
     async def _fold_loop(self) -> None:
+        failures = 0
         while True:
             await self._events_waiting.wait()
             await asyncio.sleep(self.fold_interval)
@@ -248,8 +249,12 @@ class Service:
                 self._events_waiting.set()
             except Exception:  # noqa: BLE001 - a failed fold keeps the served version
                 self.m_failures.labels("fold").inc()
+                failures += 1
                 log.exception("folding events into the model failed; retrying later")
                 self._events_waiting.set()
+                await asyncio.sleep(min(2.0 ** failures, 300.0))  # back off while it fails
+            else:
+                failures = 0
 
     async def _watch_loop(self) -> None:
         while True:
@@ -402,6 +407,9 @@ class Service:
         if len(events) > self.max_events:
             raise rq.ApiError(413, f"at most {self.max_events} events per request")
         model = self.model
+        if model.user_ids_ is None or model.item_ids_ is None:
+            raise rq.ApiError(422, f"this {type(model).__name__} was fit on a bare matrix "
+                                   "without id maps: it cannot take events in original ids")
         records = [rq.event_record(model, e, t) for t, e in enumerate(events)]
         first, last = await asyncio.to_thread(self.log.append, records)
         self.m_events.inc(len(records))
