@@ -57,6 +57,8 @@ import fastrec  # noqa: E402
 from comparators import assert_topk_equal  # noqa: E402
 from fastrec.kernels import numba_cuda as C  # noqa: E402
 C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")  # noqa: E402
+C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")  # noqa: E402
+C_device = importlib.import_module("fastrec.kernels.numba_cuda._device")  # noqa: E402
 
 try:
     import torch
@@ -183,8 +185,22 @@ def case_sigmoid_dense():
     err = max_abs(got[:m], want)
     check = verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy ({m} rows)")
     gbs = lambda s: f"{n * d * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
-    record(case, "fastrec cuda kernel (16 loads in flight per lane)",
+    record(case, "fastrec cuda kernel (tiles of rows in shared memory)",
            lambda: timed(lambda: C.sigmoid_dense(X, dw, b, out, None)), gbs, check)
+    for rows in (4, 8):  # the row-batch kernel (few rows) at two batch sizes: tuning evidence
+        kern = C_scoring._dense_row_kernels(rows)[0]
+        grid, lanes = C_scoring._dense_launch(n, d, rows)
+        threads = C_scoring._DENSE_THREADS
+
+        def variant(kern=kern, grid=grid, lanes=lanes, threads=threads):
+            kern[grid, threads](X, dw, b, out, lanes)
+
+        variant()
+        sync()
+        err_v = max_abs(out.copy_to_host()[:m], want)
+        record(case, f"  variant: row-batch kernel, {rows} rows a warp at once",
+               lambda: timed(variant), gbs,
+               verdict(err_v <= 1e-5, f"max|diff| {err_v:.1e}"))
     # The public API on device arrays: adds the device checks (w finite; one pass over the
     # scores proving X finite), no host copies.
     fastrec.sigmoid_scores(X, dw, b, out=out)
@@ -352,6 +368,20 @@ def case_topk():
     gbs = lambda s: f"{n * m * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
     record(case, "fastrec cuda kernel (warp per row)",
            lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs, check)
+    items0 = C_topk._WARP_ITEMS
+    for items in (4, 16):  # loads in flight per lane of the warp kernel: the tuning evidence
+        C_topk._WARP_ITEMS = items
+        C_device._KERNELS.clear()
+        try:
+            vidx, vval = C.topk(S, k, None, None, None)
+            same = (np.array_equal(vidx.copy_to_host(), idx.copy_to_host())
+                    and np.array_equal(vval.copy_to_host(), val.copy_to_host()))
+            record(case, f"  variant: warp kernel, {items} loads in flight per lane",
+                   lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs,
+                   verdict(same, "identical"))
+        finally:
+            C_topk._WARP_ITEMS = items0
+            C_device._KERNELS.clear()
     old_min_rows = C_topk._WARP_TOPK_MIN_ROWS
     C_topk._WARP_TOPK_MIN_ROWS = 1 << 62  # the block-per-row kernel (used below 8 rows per SM)
     try:
@@ -456,12 +486,33 @@ def case_cosine_topk():
                                       atol=1e-5)
                     check = f"ok fastrec vs torch fp32 ({c} items, tie-tolerant)"
                 except AssertionError as exc:
-                    check = f"MISMATCH fastrec vs torch fp32: {str(exc)[:100]}"
+                    check = (f"MISMATCH fastrec vs torch fp32: {str(exc)[:100]}; "
+                             + _arbitrate(iu, mine, (tii, tvv), k, c))
             record(case, f"torch dense GEMM {label} + topk",
                    lambda: timed(dense_topk, reps=3), rate, check)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = False
     del Xn
+
+
+def _arbitrate(iu, mine, theirs, k, c):
+    """Which of two disagreeing cosine top-k results the float64 reference agrees with, on
+    the first ``c`` rows (the CPU reference on those rows only)."""
+    from comparators import csr_rows_as_topk
+
+    try:
+        ref = fastrec.cosine_topk(iu.astype(np.float64), k, rows=np.arange(c), backend="numpy")
+        ref = csr_rows_as_topk(ref[:c], k)
+        verdicts = []
+        for name, got in (("fastrec", csr_rows_as_topk(mine, k)), ("torch", theirs)):
+            try:
+                assert_topk_equal(got, ref, rtol=1e-5, atol=1e-6)
+                verdicts.append(f"{name} agrees with the fp64 reference")
+            except AssertionError as exc:
+                verdicts.append(f"{name} differs from the fp64 reference ({str(exc)[:60]})")
+        return "; ".join(verdicts)
+    except Exception as exc:  # noqa: BLE001 - the arbitration must not lose the row
+        return f"arbitration failed: {type(exc).__name__}: {str(exc)[:80]}"
 
 
 def case_recommend():

@@ -46,6 +46,7 @@ def compile_all() -> int:
 
     dispatcher.get_current_device = lambda: _Sm90()
     C_device = importlib.import_module("fastrec.kernels.numba_cuda._device")
+    C_checks = importlib.import_module("fastrec.kernels.numba_cuda._csr_checks")
     C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
     C_similarity = importlib.import_module("fastrec.kernels.numba_cuda.similarity")
     C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
@@ -114,6 +115,12 @@ def compile_all() -> int:
         cases.append((f"summary_2d {dt.__name__}", C_device._summary_2d.py_func, (a((2, 3), dt), a(5, f64))))
         cases.append((f"summary_2d strided {dt.__name__}", C_device._summary_2d.py_func, (a((2, 6), dt)[:, ::2], a(5, f64))))
     cases.append(("cast i64", C_device._cast_kernel.py_func, (a(4, i64), a(4, f64))))
+    for pt in (i32, i64):  # device CSR checks: indptr, indices and data types as given
+        for it in (i32, i64):
+            cases.append((f"row_lengths {pt.__name__}", C_topk._row_lengths.py_func, (a(5, pt), a(4, i64))))
+            cases.append((f"csr_row_order_counts {pt.__name__} {it.__name__}", C_checks._csr_row_order_counts.py_func, (a(5, pt), a(4, it), a(8, i64))))
+            for dt in (f32, f64, it):  # `it`: a mask's pattern check passes indices as data
+                cases.append((f"csr_entry_counts {pt.__name__} {it.__name__} {dt.__name__}", C_checks._csr_entry_counts.py_func, (a(5, pt), a(4, it), a(4, dt), 3, True, a(8, i64))))
     cases.append(("sum_chunks", C_scoring._sum_chunks.py_func, (a((2, 4), f64), a(4, f64))))
     cases.append(("fill_zero i32", C_device._fill_zero.py_func, (a(4, i32),)))
     cases.append(("fill_zero f64", C_device._fill_zero.py_func, (a(4, f64),)))

@@ -60,6 +60,25 @@ def features(draw, max_rows=12, max_cols=40):
     return X, rng.normal(size=X.shape[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_tile_kernels_match_reference(dtype, monkeypatch):
+    # Enough rows for the shared-memory tile kernels (many rows), a partial last tile and
+    # a partial last column chunk; the row-batch kernels are what the small cases run.
+    scoring = _cuda_part("scoring")
+    monkeypatch.setattr(scoring, "_use_tile", lambda n_rows: True)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2 * scoring._TILE_ROWS + 7, scoring._TILE_COLS + 9)).astype(dtype)
+    w = rng.normal(size=X.shape[1])
+    y = (rng.random(X.shape[0]) < 0.4).astype(np.float64)
+    np.testing.assert_allclose(fastrec.sigmoid_scores(X, w, 0.3, backend="cuda"),
+                               fastrec.sigmoid_scores(X, w, 0.3, backend="numpy"),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)
+    got = fastrec.logistic_loss_grad(X, y, w, 0.3, l2=0.1, backend="cuda")
+    want = fastrec.logistic_loss_grad(X, y, w, 0.3, l2=0.1, backend="numpy")
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
 @few
 @given(features(), st.floats(-3, 3))
 def test_sigmoid_scores_match_reference(case, b):

@@ -13,6 +13,7 @@ Layers (data flows down, imports point down)::
 from . import data, metrics, models
 from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
+from ._validation import DeviceCSR
 from ._version import __version__
 from .scoring import logistic_loss_grad, sigmoid_scores
 from .similarity import PreparedCosine, cosine_similarity, cosine_topk, prepare_cosine_topk
@@ -20,6 +21,7 @@ from .topk import TopK, recommend, recommend_product, recommend_user_based, topk
 
 __all__ = [
     "BackendUnavailableError",
+    "DeviceCSR",
     "PreparedCosine",
     "TopK",
     "__version__",

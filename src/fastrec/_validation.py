@@ -140,8 +140,11 @@ def is_device_array(x) -> bool:
     CuPy, PyTorch CUDA tensors), or arrays of Numba's CUDA simulator. Imports nothing."""
     if x is None or isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
         return False
-    if hasattr(x, "__cuda_array_interface__"):  # False for a CPU torch tensor (it raises)
-        return True
+    try:  # False for a CPU torch tensor; a sparse CUDA tensor may raise another error
+        if hasattr(x, "__cuda_array_interface__"):
+            return True
+    except Exception:
+        return False
     sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
     return sim is not None and isinstance(x, sim.FakeCUDAArray)
 
@@ -149,17 +152,21 @@ def is_device_array(x) -> bool:
 def check_placement(backend, **arrays):
     """The backend to run when any of ``arrays`` (name=value) may be a device array.
 
-    Returns (on_device, backend): with a device array among them, "auto" becomes "cuda" and a
-    CPU backend is a TypeError naming the argument; other names are left to the dispatcher.
+    Returns (on_device, backend): with a device array or device sparse matrix (see
+    :func:`is_device_sparse`) among them, "auto" becomes "cuda" and a CPU backend is a
+    TypeError naming the argument; other names are left to the dispatcher.
     """
-    device_names = [name for name, a in arrays.items() if is_device_array(a)]
+    device_names = [name for name, a in arrays.items()
+                    if is_device_sparse(a) or is_device_array(a)]
     if not device_names:
         return False, backend
     if backend == "auto":
         return True, "cuda"
     if isinstance(backend, str) and backend in CPU_BACKENDS:
+        name = device_names[0]
+        kind = "sparse matrix" if is_device_sparse(arrays[name]) else "array"
         raise TypeError(
-            f"{device_names[0]} is a GPU device array but backend={backend!r} runs on the CPU; "
+            f"{name} is a GPU device {kind} but backend={backend!r} runs on the CPU; "
             "use backend='cuda' (or 'auto'), or copy it to the host first"
         )
     return True, backend
@@ -169,6 +176,177 @@ def _cuda():
     from ._dispatch import backend_module
 
     return backend_module("cuda")
+
+
+# ---- device CSR matrices (CuPy, PyTorch, or any indptr/indices/data/shape object) -----------
+
+# The CUDA sparse products keep per-block accumulators of the output's width, enough blocks to
+# fill the GPU but at most this many bytes in all (at least one block): the memory bounds of the
+# device paths (similarity.py, topk.py) count it; kernels.numba_cuda._device._SCRATCH_BYTES.
+DEVICE_SCRATCH_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class DeviceCSR:
+    """A CSR matrix whose arrays live on the GPU: ``indptr``, ``indices`` (int32 or int64) and
+    ``data`` (float32/float64) as Numba device arrays, and ``shape``.
+
+    What the public functions return for device CSR inputs (``cosine_topk``,
+    ``cosine_similarity``), and how they hold such inputs (zero-copy views of the caller's
+    arrays). Each array has ``__cuda_array_interface__``, so ``cupy.asarray(m.data)`` or
+    ``torch.as_tensor(m.data, device="cuda")`` wrap it without a copy; :meth:`to_cupy` and
+    :meth:`to_torch` build the library's sparse matrix from them, :meth:`to_scipy` copies the
+    matrix to the host (the only method that does).
+    """
+
+    indptr: object
+    indices: object
+    data: object
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    def to_cupy(self):
+        """A ``cupyx.scipy.sparse.csr_matrix`` on the same device memory (CuPy stores int32
+        indices, so int64 index arrays are cast on the device: a device copy of the indices;
+        the values are shared)."""
+        import cupy
+        import cupyx.scipy.sparse
+
+        return cupyx.scipy.sparse.csr_matrix(
+            (cupy.asarray(self.data), cupy.asarray(self.indices), cupy.asarray(self.indptr)),
+            shape=self.shape)
+
+    def to_torch(self):
+        """A PyTorch sparse CSR tensor sharing the device arrays (no copy)."""
+        import torch
+
+        def wrap(a):
+            return torch.as_tensor(a, device="cuda")
+
+        return torch.sparse_csr_tensor(wrap(self.indptr), wrap(self.indices), wrap(self.data),
+                                       size=self.shape)
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """A scipy CSR copy on the host."""
+        return sp.csr_matrix((self.data.copy_to_host(), self.indices.copy_to_host(),
+                              self.indptr.copy_to_host()), shape=self.shape)
+
+
+def _torch_sparse_layout(x) -> str | None:
+    """"sparse_csr", "sparse_coo", ... for a PyTorch CUDA sparse tensor, else None (duck typed:
+    torch is never imported here)."""
+    layout = str(getattr(x, "layout", ""))
+    if layout.startswith("torch.sparse") and getattr(x, "is_cuda", False) is True:
+        return layout[len("torch."):]
+    return None
+
+
+def is_device_sparse(x) -> bool:
+    """True for sparse matrices that live on a GPU: a PyTorch CUDA sparse tensor, an object with
+    a ``format`` and device ``data`` (CuPy's ``cupyx.scipy.sparse`` matrices), or any object with
+    ``indptr``/``indices``/``data`` attributes of which one is a device array (a device CSR).
+    Imports nothing."""
+    if x is None or sp.issparse(x) or isinstance(x, np.ndarray):
+        return False
+    if _torch_sparse_layout(x) is not None:
+        return True
+    parts = [getattr(x, name, None) for name in ("indptr", "indices", "data")]
+    if any(is_device_array(a) for a in parts):
+        return True
+    return isinstance(getattr(x, "format", None), str) and is_device_array(parts[2])
+
+
+def _device_csr_parts(X, name):
+    """(indptr, indices, data, shape) of a device sparse matrix, or a TypeError saying how to
+    make it a CSR."""
+    layout = _torch_sparse_layout(X)
+    if layout is not None:
+        if layout != "sparse_csr":
+            raise TypeError(f"{name} is a PyTorch tensor with layout torch.{layout}; expected "
+                            "torch.sparse_csr (convert with .to_sparse_csr())")
+        return X.crow_indices(), X.col_indices(), X.values(), tuple(X.shape)
+    fmt = getattr(X, "format", "csr")
+    if fmt != "csr":
+        raise TypeError(f"{name} is a device sparse matrix in format {fmt!r}; expected CSR "
+                        "(convert with .tocsr())")
+    parts = []
+    for part in ("indptr", "indices", "data"):
+        a = getattr(X, part, None)
+        if not is_device_array(a):
+            where = "missing" if a is None else f"a {type(a).__name__}, not a device array"
+            raise TypeError(f"{name}.{part} is {where}: a device CSR needs indptr, indices and "
+                            "data all on the GPU")
+        parts.append(a)
+    return (*parts, tuple(getattr(X, "shape", ())))
+
+
+def check_device_csr(X, name: str = "X", *, pattern_only: bool = False) -> DeviceCSR:
+    """A device CSR matrix -> :class:`DeviceCSR` of zero-copy views, validated on the device.
+
+    Accepts a ``cupyx.scipy.sparse.csr_matrix``, a PyTorch sparse CSR tensor on the GPU, a
+    :class:`DeviceCSR`, or any object with device ``indptr``/``indices``/``data`` and a 2-D
+    ``shape``. Device data is never converted or copied: index arrays must be int32/int64 and
+    values float32/float64 (TypeError otherwise). Checked by two reductions on the device
+    (O(n_rows + nnz) reads, 64 bytes back): indptr starts at 0, never decreases and ends at
+    nnz; indices lie in [0, n_cols); and, unless ``pattern_only`` (masks, whose values are
+    ignored), the values are finite and non-zero and each row's indices strictly increase
+    (sorted, no duplicates: the canonical form the host path makes by copying, and what the
+    CUDA kernels need to give the host's results). A ValueError says which rule failed.
+    """
+    indptr, indices, data, shape = _device_csr_parts(X, name)
+    if len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in shape):
+        raise ValueError(f"{name} must have a 2-D shape of non-negative integers, got {shape}")
+    n_rows, n_cols = int(shape[0]), int(shape[1])
+    cu = _cuda()
+    indptr, indices, data = (cu.device_view(a) for a in (indptr, indices, data))
+    for part, a in (("indptr", indptr), ("indices", indices), ("data", data)):
+        if a.ndim != 1:
+            raise ValueError(f"{name}.{part} must be 1-D, got shape {tuple(a.shape)}")
+    for part, a in (("indptr", indptr), ("indices", indices)):
+        if np.dtype(a.dtype) not in (np.int32, np.int64):
+            raise TypeError(f"{name}.{part} has dtype {np.dtype(a.dtype)}; expected int32 or "
+                            "int64 (device arrays are not converted)")
+    if not pattern_only and np.dtype(data.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name}.data has dtype {np.dtype(data.dtype)}; expected float32 or "
+                        "float64 (device arrays are not converted)")
+    if indptr.shape[0] != n_rows + 1:
+        raise ValueError(f"{name}.indptr must have n_rows + 1 = {n_rows + 1} entries, got "
+                         f"{indptr.shape[0]}")
+    nnz = int(indices.shape[0])
+    if data.shape[0] != nnz:
+        raise ValueError(f"{name}.indices and {name}.data must have the same length, got {nnz} "
+                         f"and {data.shape[0]}")
+    c = cu.device_csr_counts(indptr, indices, data, n_cols, not pattern_only, not pattern_only)
+    if c.first != 0:
+        raise ValueError(f"{name}.indptr must start at 0, got {c.first}")
+    if c.decreasing:
+        raise ValueError(f"{name}.indptr must be non-decreasing; it decreases {c.decreasing} "
+                         "time(s)")
+    if c.last != nnz:
+        raise ValueError(f"{name}.indptr must end at nnz = {nnz} (the length of indices), got "
+                         f"{c.last}")
+    if c.outside:
+        raise ValueError(f"{name} has {c.outside} column index(es) outside [0, {n_cols})")
+    if not pattern_only:
+        if c.nonfinite:
+            raise ValueError(f"{name} contains NaN or infinity")
+        if c.zeros:
+            raise ValueError(f"{name} stores {c.zeros} explicit zero(s); remove them first "
+                             "(CuPy: X.eliminate_zeros())")
+        if c.unsorted or c.repeated:
+            what = "unsorted column indices" if c.unsorted else "duplicate entries"
+            raise ValueError(
+                f"{name} has {what} in a row; the device path needs canonical CSR (each row's "
+                "indices strictly increasing): CuPy X.sum_duplicates(), PyTorch "
+                "X.to_sparse_coo().coalesce().to_sparse_csr()")
+    return DeviceCSR(indptr, indices, data, (n_rows, n_cols))
 
 
 def check_device_dense(X, name: str = "X", *, ndim: int = 2, allow_nonfinite: bool = False):
@@ -188,6 +366,17 @@ def check_device_dense(X, name: str = "X", *, ndim: int = 2, allow_nonfinite: bo
     if not allow_nonfinite:
         check_device_finite(d, name)
     return d
+
+
+def check_device_memory(estimate: int, what: str) -> None:
+    """MemoryError, with the estimate, before a CUDA kernel allocates more than the GPU has
+    free (no check on the simulator)."""
+    free = _cuda().device_free_memory()
+    if free is not None and estimate > free:
+        raise MemoryError(
+            f"{what} needs about {estimate / 2**30:.2f} GiB of GPU memory but only "
+            f"{free / 2**30:.2f} GiB is free; lower k or process the rows in blocks"
+        )
 
 
 def check_device_finite(d, name: str) -> None:

@@ -11,13 +11,19 @@ import scipy.sparse as sp
 from ._dispatch import AUTO_ORDER, BackendUnavailableError, get_kernel
 from ._validation import (
     CSR,
+    DEVICE_SCRATCH_BYTES,
+    DeviceCSR,
     check_choice,
     check_csr,
+    check_device_csr,
+    check_device_memory,
     check_ids,
     check_k,
     check_memory,
     check_n_threads,
+    check_placement,
     check_scalar,
+    is_device_sparse,
     make_csr,
 )
 
@@ -87,6 +93,30 @@ def cosine_similarity_memory(n_rows: int, n_other: int, n_cols: int, nnz: int, n
     known only after the counting pass) comes on top and is allocated by NumPy, which raises
     MemoryError with its size when it cannot."""
     return int(24 * nnz + 8 * (n_cols + 1) + 40 * (n_rows + n_other) + n_threads * 20 * n_other)
+
+
+def cosine_topk_device_memory(n_rows: int, n_cols: int, nnz: int, k: int, itemsize: int):
+    """Bytes of device memory the CUDA cosine_topk holds at its peak, beyond the input: the
+    transpose (4 + itemsize per stored value, 24 per column), per-row inverse norms, work,
+    order and counts (32 per row), the padded (n, k) best-k slots (4 + itemsize each), the CSR
+    result (8 + itemsize per entry, at most n*k) and the per-block accumulators (at most
+    max(1 GiB, one block's 12 + itemsize bytes per row)). O(nnz + n*k); never n x n."""
+    kk = min(k, n_rows)
+    scratch = max(DEVICE_SCRATCH_BYTES, n_rows * (12 + itemsize))
+    return int(nnz * (4 + itemsize) + 24 * (n_cols + 1) + 32 * n_rows
+               + n_rows * k * (4 + itemsize) + n_rows * kk * (8 + itemsize) + scratch)
+
+
+def cosine_similarity_device_memory(n_rows: int, n_other: int, n_cols: int, nnz_y: int,
+                                    itemsize: int):
+    """Bytes of device memory the CUDA cosine_similarity holds before it sizes the result:
+    Y's transpose (4 + itemsize per stored value, 24 per column), inverse norms and counts
+    (8 per row of X and Y, 16 per row of X) and the per-block accumulators (at most
+    max(1 GiB, one block's 8 + itemsize bytes per row of Y)). The result (8 + itemsize bytes
+    per stored entry, counted on the device first) comes on top."""
+    scratch = max(DEVICE_SCRATCH_BYTES, n_other * (8 + itemsize))
+    return int(nnz_y * (4 + itemsize) + 24 * (n_cols + 1) + 24 * n_rows + 8 * n_other
+               + scratch)
 
 
 def _check_weighting(weighting, bm25_k1, bm25_b):
@@ -224,11 +254,23 @@ def cosine_topk(
     (``weighting`` and ``backend`` were fixed when preparing).
     The dense n x n product is never formed; compiled backends use
     O(nnz(X) + len(rows)*k + threads*n) memory. Result: CSR of X's family and dtype.
+
+    Device CSR: ``X`` may live on the GPU (a ``cupyx.scipy.sparse.csr_matrix``, a PyTorch
+    sparse CSR tensor, or any object with device ``indptr``/``indices``/``data`` and ``shape``;
+    see :func:`fastrec._validation.check_device_csr` for what is checked, on the device). Then
+    ``backend="auto"`` runs "cuda", a CPU backend is a TypeError, X is read in place (no copy
+    to the host) and the result is a :class:`DeviceCSR` of device arrays (indices int64, rows
+    in the order above). ``rows`` and ``weighting`` are host-only (ValueError). Device memory:
+    :func:`cosine_topk_device_memory`, checked against the GPU's free memory first.
     """
     if isinstance(X, PreparedCosine):
         _check_prepared(X, weighting, backend)
         return _cosine_topk_prepared(X, k, rows, shrink, min_similarity, min_support,
                                      include_self, n_threads)
+    on_device, backend = check_placement(backend, X=X)
+    if on_device:
+        return _cosine_topk_device(X, k, rows, shrink, min_similarity, min_support,
+                                   include_self, weighting, backend, n_threads)
     A = check_csr(X, "X", drop_zeros=True)
     k = check_k(k)
     shrink = check_scalar(shrink, "shrink", min_value=0)
@@ -249,6 +291,30 @@ def cosine_topk(
         include_self, n_threads, row_ids,
     )
     return make_csr(indptr, indices, data, (n_out, A.shape[0]), A.sparse_array)
+
+
+def _cosine_topk_device(X, k, rows, shrink, min_similarity, min_support, include_self,
+                        weighting, backend, n_threads) -> DeviceCSR:
+    """cosine_topk of a device CSR: the same checks, the CUDA kernel, a DeviceCSR result."""
+    if rows is not None:
+        raise ValueError("rows= needs a host X (it is how fastrec.dask splits host work); "
+                         "with a device X every row is computed")
+    if weighting is not None:
+        raise ValueError(f"weighting={weighting!r} is computed on the host; with a device X "
+                         "pass weighting=None (weight the values on the device first)")
+    k = check_k(k)
+    shrink = check_scalar(shrink, "shrink", min_value=0)
+    min_similarity = check_scalar(min_similarity, "min_similarity")
+    min_support = check_scalar(min_support, "min_support", min_value=1, integer=True)
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("cosine_topk", backend)
+    A = check_device_csr(X, "X")
+    n = A.shape[0]
+    check_device_memory(cosine_topk_device_memory(n, A.shape[1], A.nnz, k, A.dtype.itemsize),
+                        "cosine_topk")
+    indptr, indices, data = kernel(A.indptr, A.indices, A.data, A.shape[1], k, shrink,
+                                   min_similarity, min_support, bool(include_self), n_threads)
+    return DeviceCSR(indptr, indices, data, (n, n))
 
 
 def _cosine_topk_prepared(P: PreparedCosine, k, rows, shrink, min_similarity, min_support,
@@ -278,7 +344,15 @@ def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_thread
     Memory is O(nnz(X) + nnz(Y) + nnz(result)): the result itself can be up to n x p, so use
     ``min_similarity`` or :func:`cosine_topk` on large inputs. Result: CSR, float32 only when
     both inputs are float32; a sparse array only when the inputs are sparse arrays.
+
+    Device CSR: X (and Y) may live on the GPU, as in :func:`cosine_topk` (Y then must too);
+    ``backend="auto"`` runs "cuda", nothing is copied to the host and the result is a
+    :class:`DeviceCSR` (indices int64, columns ascending). Device memory:
+    :func:`cosine_similarity_device_memory` plus the result.
     """
+    on_device, backend = check_placement(backend, X=X, Y=Y)
+    if on_device:
+        return _cosine_similarity_device(X, Y, min_similarity, backend, n_threads)
     A = check_csr(X, "X", drop_zeros=True)
     B = A if Y is None else check_csr(Y, "Y", drop_zeros=True)
     if B.shape[1] != A.shape[1]:
@@ -298,6 +372,29 @@ def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_thread
     )
     family = A.sparse_array and B.sparse_array
     return make_csr(indptr, indices, data, (A.shape[0], B.shape[0]), family)
+
+
+def _cosine_similarity_device(X, Y, min_similarity, backend, n_threads) -> DeviceCSR:
+    """cosine_similarity of device CSR inputs: the same checks, a DeviceCSR result."""
+    min_similarity = check_scalar(min_similarity, "min_similarity")
+    n_threads = check_n_threads(n_threads)
+    kernel = get_kernel("cosine_similarity", backend)
+    for name, M in (("X", X), ("Y", Y)):
+        if M is not None and not is_device_sparse(M):
+            raise TypeError(f"{name} must be a device CSR too when the other input is one, got "
+                            f"{type(M).__name__} (copy it to the device first)")
+    A = check_device_csr(X, "X")
+    B = A if Y is None else check_device_csr(Y, "Y")
+    if B.shape[1] != A.shape[1]:
+        raise ValueError(
+            f"X and Y must have the same number of columns, got {A.shape[1]} and {B.shape[1]}"
+        )
+    itemsize = np.result_type(A.dtype, B.dtype).itemsize
+    check_device_memory(cosine_similarity_device_memory(A.shape[0], B.shape[0], A.shape[1],
+                                                        B.nnz, itemsize), "cosine_similarity")
+    indptr, indices, data = kernel(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
+                                   A.shape[1], min_similarity, n_threads)
+    return DeviceCSR(indptr, indices, data, (A.shape[0], B.shape[0]))
 
 
 class _PreparedSimilarity:

@@ -8,13 +8,18 @@ import numpy as np
 from ._dispatch import get_kernel
 from ._validation import (
     CSR,
+    DEVICE_SCRATCH_BYTES,
+    DeviceCSR,
     check_csr,
     check_dense,
+    check_device_csr,
     check_device_dense,
+    check_device_memory,
     check_ids,
     check_k,
     check_n_threads,
     check_placement,
+    is_device_sparse,
 )
 
 
@@ -86,9 +91,24 @@ def recommend(
     user_items, indexed by user id). ``user_ids`` (default: all users) may be any subset in any
     order; row r of the result belongs to user_ids[r]. Sorted descending, ties by smaller item,
     -1/-inf padding. Memory: O(threads * n_items + len(user_ids) * n) in compiled backends.
+
+    Device CSR: ``user_items`` and ``item_neighbours`` may both live on the GPU (CuPy or
+    PyTorch sparse CSR, or any object with device ``indptr``/``indices``/``data`` and
+    ``shape``; canonical, checked on the device: see
+    :func:`fastrec._validation.check_device_csr`); ``exclude`` may then be a device CSR too
+    (pattern only) or a host scipy mask (copied in). ``backend="auto"`` runs "cuda", a CPU
+    backend is a TypeError, the matrices are read in place and the result is a TopK of device
+    arrays (``user_ids`` stay a host list, copied in). A device :func:`cosine_topk` result
+    lists rows by similarity: sort its rows by column first. Device memory:
+    :func:`recommend_device_memory`, checked against the GPU's free memory first.
     """
-    UI = check_csr(user_items, "user_items", drop_zeros=True)
-    NB = check_csr(item_neighbours, "item_neighbours", drop_zeros=True)
+    on_device, backend = check_placement(backend, user_items=user_items,
+                                         item_neighbours=item_neighbours)
+    if on_device:
+        UI, NB = _device_operands(user_items, "user_items", item_neighbours, "item_neighbours")
+    else:
+        UI = check_csr(user_items, "user_items", drop_zeros=True)
+        NB = check_csr(item_neighbours, "item_neighbours", drop_zeros=True)
     n_items = UI.shape[1]
     if NB.shape != (n_items, n_items):
         raise ValueError(
@@ -116,10 +136,16 @@ def recommend_user_based(
     user_neighbours, B = user_items, seen mask = user_items). An item is a candidate for u when
     a neighbour of u has it; items u has interacted with are skipped when ``exclude_seen``, and
     so are the positions stored in ``exclude`` (shaped like user_items). ``user_ids``, sorting,
-    ties (smaller item first), padding (-1/-inf) and memory as in :func:`recommend`.
+    ties (smaller item first), padding (-1/-inf) and memory as in :func:`recommend`; device
+    CSR inputs as in :func:`recommend`.
     """
-    UI = check_csr(user_items, "user_items", drop_zeros=True)
-    NB = check_csr(user_neighbours, "user_neighbours", drop_zeros=True)
+    on_device, backend = check_placement(backend, user_items=user_items,
+                                         user_neighbours=user_neighbours)
+    if on_device:
+        UI, NB = _device_operands(user_items, "user_items", user_neighbours, "user_neighbours")
+    else:
+        UI = check_csr(user_items, "user_items", drop_zeros=True)
+        NB = check_csr(user_neighbours, "user_neighbours", drop_zeros=True)
     n_users = UI.shape[0]
     if NB.shape != (n_users, n_users):
         raise ValueError(
@@ -170,18 +196,54 @@ def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     )
 
 
+def recommend_device_memory(n_rows: int, n_items: int, n_out: int, n: int, itemsize: int):
+    """Bytes of device memory the CUDA recommend holds beyond its inputs: the (n_out, n)
+    result (8 + itemsize per slot), per-row work, order and empty masks (40 per row of A) and
+    the per-block accumulators (at most max(1 GiB, one block's 8 + itemsize per item)).
+    O(len(user_ids) * n + n_users); never users x items."""
+    scratch = max(DEVICE_SCRATCH_BYTES, n_items * (8 + itemsize))
+    return int(n_out * n * (8 + itemsize) + 40 * (n_rows + 1) + 8 * n_out + scratch)
+
+
+def _device_operands(M1, name1, M2, name2):
+    """Both operands of a device recommend, validated on the device (both must be there)."""
+    for name, M in ((name1, M1), (name2, M2)):
+        if not is_device_sparse(M):
+            other = name2 if name == name1 else name1
+            raise TypeError(f"{name} must be a device CSR too when {other} is one, got "
+                            f"{type(M).__name__} (copy it to the device first)")
+    return check_device_csr(M1, name1), check_device_csr(M2, name2)
+
+
+def _device_mask(exclude, name, shape):
+    """An exclusion mask for a device call: a device CSR (pattern checked on the device) or a
+    host scipy mask (copied in by the kernel)."""
+    if exclude is None or not is_device_sparse(exclude):
+        return _mask(exclude, name, shape)
+    M = check_device_csr(exclude, name, pattern_only=True)
+    if M.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {M.shape}")
+    return M.indptr, M.indices
+
+
 def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_threads) -> TopK:
     """Score the users of UI by the rows of A @ B (the recommend kernel) with UI's items as the
-    seen mask: the shared tail of :func:`recommend` and :func:`recommend_user_based`."""
+    seen mask: the shared tail of :func:`recommend` and :func:`recommend_user_based` (UI, A, B
+    host CSR or DeviceCSR: the same attributes)."""
     n_users, n_items = UI.shape
     n = check_k(n, "n")
     rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
         user_ids, "user_ids", n_users
     )
-    ex_indptr, ex_indices = _mask(exclude, "exclude", UI.shape)
+    on_device = isinstance(UI, DeviceCSR)
+    ex_indptr, ex_indices = (_device_mask if on_device else _mask)(exclude, "exclude", UI.shape)
     seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("recommend", backend)
+    if on_device:
+        check_device_memory(recommend_device_memory(A.shape[0], n_items, len(rows), n,
+                                                    np.result_type(A.dtype, B.dtype).itemsize),
+                            "recommend")
     return TopK(
         *kernel(
             A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, n_items, rows, n,

@@ -25,18 +25,21 @@ from ..data import Interactions
 from ..similarity import cosine_topk, prepare_cosine_topk
 
 # Above this share of a full fit's estimated work (the changed rows' multiply-adds), partial_fit
-# takes the full path: measured in benchmarks/test_bench_partial_fit.py (mid set, 2 cores).
-FULL_FIT_WORK_SHARE = 0.5
+# takes the full path. Measured with benchmarks/bench_feedback.py (mid set, k=100, reserve=25,
+# 2 threads, shared machine): changed rows holding 16% of the work already made partial_fit
+# 0.8x a full fit (the changed rows are computed with k = all rows), 48% made it 0.35x; so
+# the partial path is kept for small changes only.
+FULL_FIT_WORK_SHARE = 0.1
 # Entries per block of changed rows computed with k = all rows: bounds that block's memory.
 _BLOCK_ENTRIES = 1 << 21
 
 
 def _padded(M: sp.csr_matrix, shape) -> sp.csr_matrix:
-    """M (canonical) as the top-left block of a zero matrix of ``shape``."""
+    """M as the top-left block of a zero matrix of ``shape`` (row order of entries kept)."""
     indptr = np.concatenate([M.indptr, np.full(shape[0] - M.shape[0], M.indptr[-1],
                                                dtype=M.indptr.dtype)])
     out = sp.csr_matrix((M.data, M.indices, indptr), shape=shape)
-    out.has_sorted_indices = True
+    out.has_sorted_indices = bool(M.has_sorted_indices)
     return out
 
 
@@ -112,18 +115,26 @@ def needs_full_fit(model, changed):
     return None
 
 
+def rank_ordered(nb: sp.csr_matrix) -> sp.csr_matrix:
+    """A canonical neighbourhood with each row's entries put in rank order (value
+    descending, then column)."""
+    rows = np.repeat(np.arange(nb.shape[0]), np.diff(nb.indptr))
+    order = np.lexsort((nb.indices, -nb.data, rows))
+    out = sp.csr_matrix((nb.data[order], nb.indices[order], nb.indptr), shape=nb.shape)
+    out.has_sorted_indices = False
+    return out
+
+
 def _ranked_last(nb: sp.csr_matrix):
-    """(value, column) of each row's last-ranked stored entry (lowest value, then largest
-    column), for rows of nb; rows with no entries get (-inf, n)."""
+    """(value, column) of each row's last-ranked entry (rows in rank order); rows with no
+    entries get (-inf, n)."""
     n = nb.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(nb.indptr))
     t_val = np.full(n, -np.inf, dtype=nb.dtype)
     t_col = np.full(n, n, dtype=np.int64)
-    if nb.nnz:
-        order = np.lexsort((-nb.indices.astype(np.int64), nb.data, rows))
-        first = order[np.r_[0, np.flatnonzero(np.diff(rows[order])) + 1]]
-        t_val[rows[first]] = nb.data[first]
-        t_col[rows[first]] = nb.indices[first]
+    full = np.flatnonzero(np.diff(nb.indptr) > 0)
+    last = np.asarray(nb.indptr)[full + 1] - 1
+    t_val[full] = nb.data[last]
+    t_col[full] = nb.indices[last]
     return t_val, t_col
 
 
@@ -156,7 +167,7 @@ def update_neighbours(model, X, old_nb, complete, n_old, touched, kept):
         return None, f"the changed rows hold {share:.0%} of a full fit's work"
     opts = model._cosine_opts()
     prepared = prepare_cosine_topk(X, backend=model.backend, n_threads=model.n_threads)
-    old = _padded(sp.csr_matrix(old_nb), (n, n))
+    old = _padded(old_nb, (n, n))
     lengths = np.diff(old.indptr)
     complete = np.concatenate([np.asarray(complete, bool), np.ones(n - n_old, bool)])
     t_val, t_col = _ranked_last(old)
@@ -212,7 +223,8 @@ def update_neighbours(model, X, old_nb, complete, n_old, touched, kept):
     rows = np.concatenate([p[0] for p in parts])
     cols = np.concatenate([p[1] for p in parts])
     vals = np.concatenate([np.asarray(p[2], dtype=old.dtype) for p in parts])
-    order = np.lexsort((cols, -vals, rows))  # rank order within each row
+    # Each row comes whole from one part, in rank order already: a stable sort by row.
+    order = np.argsort(rows, kind="stable")
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     ranked = sp.csr_matrix((vals[order], cols[order], indptr), shape=(n, n))

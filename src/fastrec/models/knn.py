@@ -77,7 +77,9 @@ class _KNN(Recommender):
         prefix = sp.csr_matrix((ranked.data[first], ranked.indices[first], indptr),
                                shape=ranked.shape)
         if kept > k:
-            self.reserve_ = _canonical(ranked)
+            # Kept in rank order (not canonical): partial_fit reads each row's last entry and
+            # first k entries without sorting.
+            self.reserve_ = _ranked(ranked)
             self.reserve_complete_ = (lengths < kept) if complete is None else np.asarray(
                 complete, dtype=bool)
         else:
@@ -127,7 +129,7 @@ class _KNN(Recommender):
         if getattr(self, "reserve_", None) is not None:
             old_nb, complete = self.reserve_, np.asarray(self.reserve_complete_, bool)
         else:  # no reserve: a row shorter than k listed every candidate
-            old_nb = self.neighbours_
+            old_nb = _incremental.rank_ordered(self.neighbours_)
             complete = np.diff(old_nb.indptr) < min(kept, int(self.k))
         n_old = self._vectors_count()
         self._set_data(*as_user_items(grown))
@@ -172,7 +174,7 @@ class _KNN(Recommender):
     def _load_state(self, arrays) -> None:
         self.neighbours_ = csr_from_arrays("neighbours", arrays)
         if "reserve_indptr" in arrays:
-            self.reserve_ = csr_from_arrays("reserve", arrays)
+            self.reserve_ = _ranked(csr_from_arrays("reserve", arrays))
             self.reserve_complete_ = np.asarray(arrays["reserve_complete_"], dtype=bool)
 
     def _filtered_neighbour_rows(self, rows, n, exclude, candidates, item_axis) -> TopK:
@@ -201,6 +203,15 @@ def _contains(mask, rows, cols):
     from ..data import contains
 
     return contains(mask.indptr, mask.indices, mask.shape[1], rows, cols)
+
+
+def _ranked(nb):
+    """A CSR whose rows hold their entries in rank order: flagged unsorted, so that scipy
+    never takes its columns for sorted."""
+    nb = sp.csr_matrix(nb)
+    nb.has_sorted_indices = False
+    nb.has_canonical_format = False
+    return nb
 
 
 def _canonical(nb):

@@ -34,7 +34,8 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
   the first few tiles almost nothing survives. Ties: the order is (score descending, index
   ascending) everywhere, so the result does not depend on the order candidates arrive.
 * device arrays given to the public API are validated here too, by one-pass reductions
-  (``device_summary``) that bring back only scalars.
+  (``device_summary``; ``device_csr_counts`` for device CSR matrices) that bring back only
+  scalars.
 * sparse products (``recommend``, ``cosine_topk``, ``cosine_similarity``): one block per output
   row with a dense accumulator of the row's width in global memory (one per resident block,
   reused: O(blocks * width)), a stamp array marking which slots this row touched, and the list
@@ -46,6 +47,7 @@ Design, per kernel group (why these shapes: coalesced loads and no CPU loops run
 
 from __future__ import annotations
 
+from ._csr_checks import DeviceCSRCounts, device_csr_counts, device_free_memory
 from ._device import (
     _SIM,
     DeviceSummary,
@@ -70,12 +72,15 @@ from .topk import recommend, topk
 
 __all__ = [
     "_SIM",
+    "DeviceCSRCounts",
     "DeviceSummary",
     "cosine_similarity",
     "cosine_topk",
     "device_cast",
+    "device_csr_counts",
     "device_description",
     "device_empty",
+    "device_free_memory",
     "device_summary",
     "device_view",
     "is_available",

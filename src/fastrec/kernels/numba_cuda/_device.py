@@ -194,14 +194,46 @@ def _summary_take(x, acc):
 
 @cuda.jit(device=True)
 def _summary_flush(acc, stats):
-    """One set of atomics per thread (a few thousand in all): cheap next to the pass itself."""
-    if acc[0] > 0:
-        cuda.atomic.add(stats, 0, acc[0])
-    cuda.atomic.min(stats, 1, acc[1])
-    cuda.atomic.max(stats, 2, acc[2])
-    cuda.atomic.add(stats, 3, acc[3])
-    if acc[4] > 0:
-        cuda.atomic.add(stats, 4, acc[4])
+    """Reduce the accumulators over the block (warp shuffles, then the first warp over one
+    entry per warp), and let one thread per block do the atomics. Atomics from every thread
+    on the same five addresses serialise (float64 min/max are compare-and-swap loops): 5 ms
+    for a 2M-score summary on an H200, against one read of 8 MB."""
+    part = cuda.shared.array((_SUMMARY_WARPS, 5), numba.float64)
+    lane = cuda.threadIdx.x % _WARP
+    warp = cuda.threadIdx.x // _WARP
+    _summary_warp_reduce(acc)
+    if lane == 0:
+        for f in range(5):
+            part[warp, f] = acc[f]
+    cuda.syncthreads()
+    if warp == 0:
+        if lane < cuda.blockDim.x // _WARP:
+            for f in range(5):
+                acc[f] = part[lane, f]
+        else:
+            _summary_init(acc)
+        _summary_warp_reduce(acc)
+        if lane == 0:
+            if acc[0] > 0:
+                cuda.atomic.add(stats, 0, acc[0])
+            cuda.atomic.min(stats, 1, acc[1])
+            cuda.atomic.max(stats, 2, acc[2])
+            cuda.atomic.add(stats, 3, acc[3])
+            if acc[4] > 0:
+                cuda.atomic.add(stats, 4, acc[4])
+
+
+@cuda.jit(device=True)
+def _summary_warp_reduce(acc):
+    """acc over the warp's 32 lanes into lane 0 (counts and sum added, min and max kept)."""
+    offset = 16
+    while offset > 0:
+        acc[0] += cuda.shfl_down_sync(_FULL_MASK, acc[0], offset)
+        acc[1] = min(acc[1], cuda.shfl_down_sync(_FULL_MASK, acc[1], offset))
+        acc[2] = max(acc[2], cuda.shfl_down_sync(_FULL_MASK, acc[2], offset))
+        acc[3] += cuda.shfl_down_sync(_FULL_MASK, acc[3], offset)
+        acc[4] += cuda.shfl_down_sync(_FULL_MASK, acc[4], offset)
+        offset //= 2
 
 
 @cuda.jit(device=True)
@@ -211,6 +243,10 @@ def _summary_init(acc):
     acc[2] = -math.inf
     acc[3] = 0.0
     acc[4] = 0.0
+
+
+# Blocks of the summary kernels: a multiple of the warp; the per-warp partials fit one warp.
+_SUMMARY_WARPS = _THREADS // _WARP
 
 
 @cuda.jit

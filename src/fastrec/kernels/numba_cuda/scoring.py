@@ -15,7 +15,9 @@ from ._device import (
     _THREADS,
     _WARP,
     _any_device,
+    _sm_count,
     _dev,
+    _factory,
     _grid,
     _is_device,
     _is_f_order,
@@ -59,35 +61,150 @@ def _group_sum(v, lanes):
     return v
 
 
-# Dense dot products: elements of X each lane loads before it uses any (loads in flight per
-# lane), and threads per block: ptxas gives the dense kernels 66 registers (sm_90), so blocks
-# of 128 threads let 28 warps share an SM (blocks of 256: 24), 2 KB of loads in flight each.
-_DOT_ITEMS = 16
+# Dense C-order rows: a group of ``lanes`` lanes (the whole warp from 32 columns on) carries
+# _DENSE_ROWS consecutive rows at once. Each load instruction has the group read ``lanes``
+# consecutive elements of one row (a whole warp: one 128-byte line), and each lane issues one
+# load per row of the batch before the first multiply-add, so _DENSE_ROWS loads are in flight
+# per lane. (Groups of 4 lanes each reading 16 consecutive columns of 8 different rows per
+# instruction reached 0.81 TB/s on an H200: every instruction touched 8 lines.)
+_DENSE_ROWS = 4  # of 4, 8 and 16 rows, 4 was fastest on an H200 (benchmarks/README.md)
 _DENSE_THREADS = _THREADS if _SIM else 128
 
 
-@cuda.jit(device=True)
-def _group_row_dot(X, row, w, sub, lanes):
-    """X[row] @ w in float64 by a group of ``lanes`` lanes: each load instruction has the group
-    read ``lanes`` consecutive elements (a warp serves 32/lanes rows), and each lane issues
-    ``_DOT_ITEMS`` independent loads before the first multiply-add, so that enough bytes are
-    in flight to keep HBM busy (the plain strided loop, which LLVM unrolled by 4 behind a
-    guarded remainder, reached 0.92 TB/s on an H200, a fifth of its bandwidth). Terms are added
-    in column order, as the plain loop did: same results."""
-    acc = 0.0
-    if row < X.shape[0]:
-        n_cols = X.shape[1]
-        x = cuda.local.array(_DOT_ITEMS, numba.float64)
-        for j0 in range(sub, n_cols, lanes * _DOT_ITEMS):
-            if j0 + lanes * (_DOT_ITEMS - 1) < n_cols:  # a whole chunk: unrolled, no guards
-                for i in range(_DOT_ITEMS):
-                    x[i] = X[row, j0 + i * lanes]
-                for i in range(_DOT_ITEMS):
-                    acc += x[i] * w[j0 + i * lanes]
+# Many C-order rows: a block stages a tile of _TILE_ROWS rows x _TILE_COLS columns in shared
+# memory with coalesced loads (a warp reads 32 consecutive elements of one row), then each
+# thread adds up one row of the tile. No shuffles: the row-batch kernels below spend most of
+# their issue slots on the per-row tree of shuffles when rows are short (Nsight Compute on
+# an H200, 64 columns: SM 66% busy, DRAM 13%).
+_TILE_ROWS = _DENSE_THREADS
+_TILE_COLS = 32
+_TILE_PITCH = _TILE_COLS + 1  # +1: threads reading a column hit distinct banks
+_ROW_STEP = _TILE_ROWS // _TILE_COLS  # tile rows between one thread's loads
+_u = numba.uint64
+
+
+@_factory
+def _dense_tile_kernels(vtype):
+    """(sigmoid kernel, row-terms kernel) for C-order X of dtype ``vtype``, launched with
+    blocks of _TILE_ROWS threads."""
+    per_thread = _TILE_COLS * _TILE_ROWS // _TILE_ROWS  # tile elements each thread loads
+
+    @cuda.jit(device=True)
+    def tile_dot(X, first, w, tile, vals):
+        """X[first + t] @ w (float64, columns in order) for thread t of the block; rows past
+        the end give 0. Every thread of the block must call it."""
+        t = cuda.threadIdx.x
+        n_rows, n_cols = X.shape
+        acc = 0.0
+        # Indices are cast to unsigned where they index: Numba wraps negative signed indices
+        # around, a compare and select per access that made this loop compute-bound.
+        rs = t // _TILE_COLS  # this thread's first tile row and its column in the tile
+        cs = t % _TILE_COLS
+        whole_rows = first + _TILE_ROWS <= n_rows
+        for c0 in range(0, n_cols, _TILE_COLS):
+            # Loads first (independent, per_thread in flight), then the shared stores.
+            if whole_rows and c0 + _TILE_COLS <= n_cols:
+                for i in range(per_thread):
+                    vals[i] = X[_u(first + i * _ROW_STEP + rs), _u(c0 + cs)]
             else:
-                for j in range(j0, n_cols, lanes):
-                    acc += X[row, j] * w[j]
-    return _group_sum(acc, lanes)
+                for i in range(per_thread):
+                    r = first + i * _ROW_STEP + rs
+                    ok = r < n_rows and c0 + cs < n_cols
+                    vals[i] = X[_u(r), _u(c0 + cs)] if ok else 0
+            cuda.syncthreads()  # the previous chunk's sums are done with the tile
+            for i in range(per_thread):
+                tile[_u(i * _ROW_STEP + rs), _u(cs)] = vals[i]
+            cuda.syncthreads()
+            if c0 + _TILE_COLS <= n_cols:  # a whole chunk: a constant trip count, unrolled
+                for c in range(_TILE_COLS):
+                    acc += tile[_u(t), _u(c)] * w[_u(c0 + c)]
+            else:
+                for c in range(n_cols - c0):
+                    acc += tile[_u(t), _u(c)] * w[_u(c0 + c)]
+        return acc
+
+    @cuda.jit
+    def sigmoid_c(X, w, b, out):
+        tile = cuda.shared.array((_TILE_ROWS, _TILE_PITCH), vtype)
+        vals = cuda.local.array(per_thread, vtype)
+        for first in range(cuda.blockIdx.x * _TILE_ROWS, X.shape[0], cuda.gridDim.x * _TILE_ROWS):
+            z = tile_dot(X, first, w, tile, vals) + b
+            row = first + cuda.threadIdx.x
+            if row < X.shape[0]:
+                out[row] = _sigmoid(z)
+
+    @cuda.jit
+    def terms_c(X, y, w, b, sample_weight, residual, loss, hess):
+        tile = cuda.shared.array((_TILE_ROWS, _TILE_PITCH), vtype)
+        vals = cuda.local.array(per_thread, vtype)
+        for first in range(cuda.blockIdx.x * _TILE_ROWS, X.shape[0], cuda.gridDim.x * _TILE_ROWS):
+            z = tile_dot(X, first, w, tile, vals) + b
+            row = first + cuda.threadIdx.x
+            if row < X.shape[0]:
+                _row_terms(z, row, y, sample_weight, residual, loss, hess)
+
+    return sigmoid_c, terms_c
+
+
+def _use_tile(n_rows: int) -> bool:
+    """The tile kernels once every SM gets a few tiles; fewer rows: the row-batch kernels,
+    which spread a row over lanes."""
+    return n_rows >= 4 * _TILE_ROWS * _sm_count()
+
+
+def _dense_row_kernels(R):
+    """(sigmoid kernel, row-terms kernel) for C-order X with R rows per group of lanes."""
+
+    @cuda.jit(device=True)
+    def rows_dot(X, base, w, sub, lanes, acc):
+        """acc[r] = X[base + r] @ w (float64) for r < R, in every lane of the group; rows past
+        the end give 0. Each lane adds its columns (sub, sub + lanes, ...) in order, then the
+        group adds its lanes (a tree of shuffles). Every lane of the warp must call it."""
+        n_rows, n_cols = X.shape
+        x = cuda.local.array(R, numba.float64)
+        for r in range(R):
+            acc[r] = 0.0
+        for j in range(sub, n_cols, lanes):
+            wj = w[j]
+            for r in range(R):
+                x[r] = X[base + r, j] if base + r < n_rows else 0.0
+            for r in range(R):
+                acc[r] += x[r] * wj
+        for r in range(R):
+            acc[r] = _group_sum(acc[r], lanes)
+
+    @cuda.jit
+    def sigmoid_c(X, w, b, out, lanes):
+        lane = cuda.threadIdx.x % _WARP
+        sub = lane % lanes
+        per_warp = (_WARP // lanes) * R
+        acc = cuda.local.array(R, numba.float64)
+        n_rows = X.shape[0]
+        # Warp-uniform loop (rows past the end compute 0): every lane reaches every shuffle.
+        for first in range((cuda.grid(1) // _WARP) * per_warp, n_rows,
+                           (cuda.gridsize(1) // _WARP) * per_warp):
+            base = first + (lane // lanes) * R
+            rows_dot(X, base, w, sub, lanes, acc)
+            for r in range(R):  # lane r % lanes writes row r: consecutive lanes, coalesced
+                if r % lanes == sub and base + r < n_rows:
+                    out[base + r] = _sigmoid(acc[r] + b)
+
+    @cuda.jit
+    def terms_c(X, y, w, b, sample_weight, residual, loss, lanes, hess):
+        lane = cuda.threadIdx.x % _WARP
+        sub = lane % lanes
+        per_warp = (_WARP // lanes) * R
+        acc = cuda.local.array(R, numba.float64)
+        n_rows = X.shape[0]
+        for first in range((cuda.grid(1) // _WARP) * per_warp, n_rows,
+                           (cuda.gridsize(1) // _WARP) * per_warp):
+            base = first + (lane // lanes) * R
+            rows_dot(X, base, w, sub, lanes, acc)
+            for r in range(R):
+                if r % lanes == sub and base + r < n_rows:
+                    _row_terms(acc[r] + b, base + r, y, sample_weight, residual, loss, hess)
+
+    return sigmoid_c, terms_c
 
 
 @cuda.jit(device=True)
@@ -104,21 +221,6 @@ def _lanes_per_row(per_row: float, per_lane: int) -> int:
     warp. Short rows share a warp (no idle lanes), long rows get a whole warp."""
     need = max(1, math.ceil(per_row / per_lane))
     return min(_WARP, 1 << (need - 1).bit_length())
-
-
-@cuda.jit
-def _sigmoid_dense_c(X, w, b, out, lanes):
-    lane = cuda.threadIdx.x % _WARP
-    sub = lane % lanes
-    rows_per_warp = _WARP // lanes
-    # The loop over row batches is warp-uniform (rows past the end compute 0): every lane
-    # reaches every shuffle.
-    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, X.shape[0],
-                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
-        row = base + lane // lanes
-        z = _group_row_dot(X, row, w, sub, lanes) + b
-        if sub == 0 and row < X.shape[0]:
-            out[row] = _sigmoid(z)
 
 
 @cuda.jit
@@ -153,15 +255,14 @@ def _finish_out(d_out, out):
     return out
 
 
-def _dense_launch(n_rows, n_cols):
+def _dense_launch(n_rows, n_cols, rows=_DENSE_ROWS):
     """(blocks, lanes per row) of the C-order dense kernels (blocks of _DENSE_THREADS): the
-    most lanes (a power of two, at most a warp) that still give each lane a whole chunk of
-    _DOT_ITEMS elements, so the unrolled loads do the bulk of the row (64 columns: 4 lanes
-    of 16, 8 rows per warp)."""
+    fewest lanes, a power of two, that cover the columns, at most a warp (64 columns: the
+    whole warp, 2 columns a lane, ``rows`` rows at once)."""
     lanes = 1
-    while lanes < _WARP and 2 * lanes * _DOT_ITEMS <= n_cols:
+    while lanes < _WARP and lanes < n_cols:
         lanes *= 2
-    return _grid(n_rows, _DENSE_THREADS // lanes), lanes
+    return _grid(n_rows, (_DENSE_THREADS // lanes) * rows), lanes
 
 
 def _csr_launch(n_rows, nnz):
@@ -173,8 +274,9 @@ def _csr_launch(n_rows, nnz):
 def sigmoid_dense(X, w, b, out, n_threads):
     """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
 
-    C order: a group of lanes per row (16 loads in flight per lane; a warp serves 32/lanes
-    rows), dot reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
+    C order, many rows: blocks stage tiles of rows in shared memory (coalesced loads) and a
+    thread adds up each row; few rows: a group of lanes (the whole warp from 32 columns on)
+    carries _DENSE_ROWS rows at once, dots reduced with shuffles. Dots and sigmoid in float64, stored in out's dtype. One read of X.
     """
     d_X = _dev(X)
     d_w = _dev(w, np.float64)
@@ -183,6 +285,9 @@ def sigmoid_dense(X, w, b, out, n_threads):
     if n_rows:
         if _is_f_order(X):
             _sigmoid_dense_f[_grid(n_rows, _THREADS), _THREADS](d_X, d_w, float(b), d_out)
+        elif _use_tile(n_rows):
+            kern = _dense_tile_kernels(d_X.dtype)[0]
+            kern[_grid(n_rows, _TILE_ROWS), _TILE_ROWS](d_X, d_w, float(b), d_out)
         else:
             grid, lanes = _dense_launch(n_rows, int(X.shape[1]))
             _sigmoid_dense_c[grid, _DENSE_THREADS](d_X, d_w, float(b), d_out, lanes)
@@ -223,17 +328,7 @@ def _row_terms(z, row, y, sample_weight, residual, loss, hess):
         residual[row] = s * (_sigmoid(z) - y[row])
 
 
-@cuda.jit
-def _terms_dense_c(X, y, w, b, sample_weight, residual, loss, lanes, hess):
-    lane = cuda.threadIdx.x % _WARP
-    sub = lane % lanes
-    rows_per_warp = _WARP // lanes
-    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, X.shape[0],
-                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
-        row = base + lane // lanes
-        z = _group_row_dot(X, row, w, sub, lanes) + b
-        if sub == 0 and row < X.shape[0]:
-            _row_terms(z, row, y, sample_weight, residual, loss, hess)
+_sigmoid_dense_c, _terms_dense_c = _dense_row_kernels(_DENSE_ROWS)
 
 
 @cuda.jit
@@ -450,6 +545,10 @@ def _dense_pass(X, d_y, d_w, b, d_sw, hess):
     if f_order:
         _terms_dense_f[_grid(n_rows, _THREADS), _THREADS](
             d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, hess)
+    elif _use_tile(n_rows):
+        kern = _dense_tile_kernels(d_X.dtype)[1]
+        kern[_grid(n_rows, _TILE_ROWS), _TILE_ROWS](d_X, d_y, d_w, float(b), d_sw, d_residual,
+                                                    d_loss, hess)
     else:
         grid, lanes = _dense_launch(n_rows, n_features)
         _terms_dense_c[grid, _DENSE_THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss,

@@ -308,6 +308,12 @@ def _recommend_kernel(P, shared, vtype):
     return kernel
 
 
+@cuda.jit
+def _row_lengths(indptr, lengths):
+    for r in range(cuda.grid(1), lengths.shape[0], cuda.gridsize(1)):
+        lengths[r] = indptr[r + 1] - indptr[r]
+
+
 def recommend(
     a_indptr,
     a_indices,
@@ -360,7 +366,9 @@ def recommend(
             b_dev = cuda.to_device(np.zeros(1, dtype=b_dev.dtype))
         d_a_indptr, d_a_indices, d_b_indptr = _dev(a_indptr), _dev(a_indices), _dev(b_indptr)
         # Work of a row: the B entries it scatters (sum of B's row lengths over its entries).
-        b_lengths = cuda.to_device(np.diff(_host(b_indptr)).astype(np.int64))
+        b_lengths = cuda.device_array(int(b_indptr.shape[0]) - 1, dtype=np.int64)
+        if b_lengths.shape[0]:  # on the device: a device B is never copied to the host
+            _row_lengths[_grid(b_lengths.shape[0], _THREADS), _THREADS](d_b_indptr, b_lengths)
         work = _zeros(n_rows, np.int64)
         if d_a_indices.shape[0]:
             _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_a_indptr, d_a_indices,
