@@ -37,7 +37,8 @@ def test_help_is_clean():
     from fastrec.cli import app
 
     runner = CliRunner()
-    for args in (["--help"], ["info", "--help"], ["demo", "--help"], ["bench", "--help"]):
+    for args in (["--help"], ["info", "--help"], ["demo", "--help"], ["bench", "--help"],
+                 ["serve", "--help"]):
         result = runner.invoke(app, args, env={"COLUMNS": "100"})
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output and "Usage:" in result.output

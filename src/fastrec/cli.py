@@ -243,6 +243,46 @@ def _bench_suite(select, path, report, baseline) -> None:
     _console().print(table)
 
 
+@app.command()
+def serve(
+    model_file: Path = typer.Argument(..., help="A model saved with model.save(path)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by "
+                             "default; 0.0.0.0 exposes the service to the network)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", help="Server processes (1: one process owns "
+                                "the event log and the model file)."),
+    events: Path | None = typer.Option(None, "--events", help="Event log file (default: "
+                                       "MODEL_FILE.events beside the model)."),
+    fold_interval: float = typer.Option(1.0, "--fold-interval", help="Seconds between folds "
+                                        "of new events into the model."),
+    watch_interval: float = typer.Option(1.0, "--watch-interval", help="Seconds between looks "
+                                         "at the model file for a replacement."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request "
+                                       "bodies are refused (413)."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Micro-batch "
+                                  "concurrent recommend requests into one model call."),
+) -> None:
+    """Serve a saved model over HTTP, with live events and model swaps.
+
+    Routes: recommend, similar, explain, events, health, metrics.
+    """
+    try:
+        from . import serve as service
+    except ImportError as exc:
+        _fail(f"{exc}: install the serving extra with pip install \"fastrec[serve]\"")
+    for name, value in (("--port", port), ("--max-body-bytes", max_body_bytes)):
+        if value < (0 if name == "--port" else 1) or (name == "--port" and value > 65535):
+            _fail(f"{name} is out of range: {value}")
+    if fold_interval < 0 or watch_interval <= 0:
+        _fail("--fold-interval must be >= 0 and --watch-interval > 0")
+    try:
+        service.run(model_file, host=host, port=port, workers=workers, events_path=events,
+                    fold_interval=fold_interval, watch_interval=watch_interval,
+                    max_body_bytes=max_body_bytes, batching=batching)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     app()
 
