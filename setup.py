@@ -8,6 +8,7 @@ compiled in parallel, each announced by one line (shown by ``python -m build`` a
 debug sections stripped at link): the wheel ships .so files and .pyx/.pxd sources, not the
 generated C.
 """
+
 import os
 import shutil
 import subprocess
@@ -96,8 +97,11 @@ class BuildExt(build_ext):
             self.parallel = os.cpu_count() or 1
 
     def build_extension(self, ext):
-        print(f"fastrec build: compiling {ext.name} (C compiler, up to a minute each)",
-              file=sys.stderr, flush=True)
+        print(
+            f"fastrec build: compiling {ext.name} (C compiler, up to a minute each)",
+            file=sys.stderr,
+            flush=True,
+        )
         super().build_extension(ext)
 
 

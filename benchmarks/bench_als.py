@@ -8,6 +8,7 @@ float32, the same number of iterations. Time per iteration = median fit time / i
 (both libraries' own random starts). The objective is implicit's ``calculate_loss`` evaluated
 on both models' factors (and fastrec's ``als_loss`` as a cross-check).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,11 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import datasets  # noqa: E402
-from bench_dot_topk import cpu_name  # noqa: E402
-from fastrec.models import ALS  # noqa: E402
-from fastrec.models.als import als_loss  # noqa: E402
+import datasets
+from bench_dot_topk import cpu_name
+
+from fastrec.models import ALS
+from fastrec.models.als import als_loss
 
 
 def main(argv=None):
@@ -41,8 +43,10 @@ def main(argv=None):
     C = UI.copy()
     C.data = 1.0 + C.data  # implicit's confidence matrix for alpha = 1
     it, T, reg = args.iterations, args.threads, 0.01
-    print(f"CPU: {cpu_name()}; {T} threads; {args.size} {UI.shape} nnz {UI.nnz}; "
-          f"{it} iterations; medians of {args.repeat}")
+    print(
+        f"CPU: {cpu_name()}; {T} threads; {args.size} {UI.shape} nnz {UI.nnz}; "
+        f"{it} iterations; medians of {args.repeat}"
+    )
     rows = {}
     for name in ("fastrec", "implicit"):
         times = []
@@ -50,13 +54,25 @@ def main(argv=None):
             with threadpool_limits(1, user_api="blas") if name == "implicit" else _null():
                 t0 = time.perf_counter()
                 if name == "fastrec":
-                    m = ALS(factors=64, regularization=reg, alpha=1.0, iterations=it,
-                            cg_steps=3, n_threads=T).fit(UI)
+                    m = ALS(
+                        factors=64,
+                        regularization=reg,
+                        alpha=1.0,
+                        iterations=it,
+                        cg_steps=3,
+                        n_threads=T,
+                    ).fit(UI)
                     X, Y = m.user_factors_, m.item_factors_
                 else:
-                    m = AlternatingLeastSquares(factors=64, regularization=reg, alpha=1.0,
-                                                iterations=it, use_cg=True, num_threads=T,
-                                                random_state=0)
+                    m = AlternatingLeastSquares(
+                        factors=64,
+                        regularization=reg,
+                        alpha=1.0,
+                        iterations=it,
+                        use_cg=True,
+                        num_threads=T,
+                        random_state=0,
+                    )
                     m.fit(C, show_progress=False)
                     X, Y = m.user_factors, m.item_factors
                 times.append(time.perf_counter() - t0)
@@ -66,8 +82,9 @@ def main(argv=None):
     for name, (t, loss, ours) in rows.items():
         print(f"{name:10} {t:12.3f} {loss:14.6g} {ours:17.6g}")
     f, i = rows["fastrec"], rows["implicit"]
-    print(f"\nspeed-up per iteration {i[0] / f[0]:.2f}x; objective fastrec/implicit "
-          f"{f[1] / i[1]:.4f}")
+    print(
+        f"\nspeed-up per iteration {i[0] / f[0]:.2f}x; objective fastrec/implicit {f[1] / i[1]:.4f}"
+    )
 
 
 class _null:

@@ -10,6 +10,7 @@ filter_already_liked_items=True) on the same factors, and NumPy (blocked product
 row). Medians of --repeat runs; the ratio column is BLAS time / row time (above 1: faster
 than writing the product). Peak extra memory of fastrec (tracemalloc, Cython) is printed too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import datasets  # noqa: E402
-import fastrec  # noqa: E402
+import datasets
+
+import fastrec
 
 N_USERS, N_FACTORS, K = 50_000, 64, 10
 
@@ -48,8 +50,10 @@ def cpu_name():
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         return platform.processor()
-    return f"{fields.get('model name')} (family {fields.get('cpu family')}, model " \
-           f"{fields.get('model')})"
+    return (
+        f"{fields.get('model name')} (family {fields.get('cpu family')}, model "
+        f"{fields.get('model')})"
+    )
 
 
 class _Rows(list):
@@ -91,10 +95,13 @@ def main(argv=None):
             if backend in ("numpy", "cuda"):
                 continue
             fastrec.dot_topk(Q[:600], X, K, exclude=seen[:600], backend=backend)  # compile
-            run = lambda: fastrec.dot_topk(Q, X, K, exclude=seen, backend=backend,  # noqa: E731
-                                           n_threads=T)
-            rows.append((n_items, f"fastrec.dot_topk backend={backend}",
-                         median_time(run, args.repeat)))
+
+            def run():
+                return fastrec.dot_topk(Q, X, K, exclude=seen, backend=backend, n_threads=T)
+
+            rows.append(
+                (n_items, f"fastrec.dot_topk backend={backend}", median_time(run, args.repeat))
+            )
             results[backend] = run()
             if backend == "cython":
                 tracemalloc.start()
@@ -102,24 +109,35 @@ def main(argv=None):
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
                 out_bytes = N_USERS * K * 12
-                print(f"{n_items} items: fastrec (cython) peak traced memory {peak / 2**20:.1f} "
-                      f"MB, of which output {out_bytes / 2**20:.1f} MB")
+                print(
+                    f"{n_items} items: fastrec (cython) peak traced memory {peak / 2**20:.1f} "
+                    f"MB, of which output {out_bytes / 2**20:.1f} MB"
+                )
         try:
             from implicit.cpu.als import AlternatingLeastSquares
 
             model = AlternatingLeastSquares(factors=N_FACTORS, num_threads=T)
             model.user_factors, model.item_factors = Q, X
             users = np.arange(N_USERS)
-            rec = lambda: model.recommend(users, seen, N=K,  # noqa: E731
-                                          filter_already_liked_items=True)
-            rows.append((n_items, "implicit 0.7 ALS.recommend(all users, filter liked)",
-                         median_time(rec, args.repeat)))
+
+            def rec():
+                return model.recommend(users, seen, N=K, filter_already_liked_items=True)
+
+            rows.append(
+                (
+                    n_items,
+                    "implicit 0.7 ALS.recommend(all users, filter liked)",
+                    median_time(rec, args.repeat),
+                )
+            )
             ids, _ = rec()
             ref = results.get("cython", next(iter(results.values()), None))
             if ref is not None:
                 agree = np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, ref[0])])
-                print(f"{n_items} items: implicit's top-10 sets agree with fastrec's on "
-                      f"{agree:.4f} of entries")
+                print(
+                    f"{n_items} items: implicit's top-10 sets agree with fastrec's on "
+                    f"{agree:.4f} of entries"
+                )
         except ImportError as exc:
             rows.append((n_items, f"implicit: not installed ({exc})", None))
         sub = 5000
@@ -136,8 +154,14 @@ def main(argv=None):
 
         with threadpool_limits(T, user_api="blas"):
             t = median_time(numpy_rows, args.repeat) * N_USERS / sub
-        rows.append((n_items, f"NumPy: blocked product, seen -inf, argpartition + sort "
-                              f"({sub} users timed, x{N_USERS // sub})", t))
+        rows.append(
+            (
+                n_items,
+                f"NumPy: blocked product, seen -inf, argpartition + sort "
+                f"({sub} users timed, x{N_USERS // sub})",
+                t,
+            )
+        )
     print(f"\n{'items':>7}  {'time s':>8}  {'BLAS/row':>8}  what")
     floors = {n: t for n, what, t in rows if what.startswith("BLAS")}
     for n, what, t in rows:

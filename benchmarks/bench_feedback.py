@@ -15,6 +15,7 @@ through the public :func:`fastrec.recommend_product` beside it (which validates 
 neighbourhood on every call; the model validates it once per fitted state). BLAS is held to one
 thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,17 +29,17 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
-import datasets  # noqa: E402
+import datasets
 
-from fastrec import recommend_product  # noqa: E402
-from fastrec.models import ItemKNN, _incremental  # noqa: E402
+from fastrec import recommend_product
+from fastrec.models import ItemKNN, _incremental
 
 
 def split(M, share, seed=0):
     """(older, all) matrices of the same shape: the newest ``share`` of entries removed."""
     rng = np.random.default_rng(seed)
     rank = rng.permutation(M.nnz)
-    keep = rank < int(round(M.nnz * (1 - share)))
+    keep = rank < round(M.nnz * (1 - share))
     rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
     old = sp.csr_matrix((M.data[keep], (rows[keep], M.indices[keep])), shape=M.shape)
     return old, M
@@ -70,15 +71,26 @@ def partial_fit_table(M, shares, k, threads, rounds, reserve):
         finally:
             _incremental.FULL_FIT_WORK_SHARE = share_before
         a, b = model.neighbours_, full.neighbours_
-        same = bool(np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
-                    and np.array_equal(a.data, b.data))
+        same = bool(
+            np.array_equal(a.indptr, b.indptr)
+            and np.array_equal(a.indices, b.indices)
+            and np.array_equal(a.data, b.data)
+        )
         stats = model.partial_fit_stats_
-        rows.append(dict(share=share, full_s=t_full, partial_s=float(np.median(times)),
-                         speedup=t_full / float(np.median(times)), identical=same,
-                         work_share=stats["work_share"], changed_rows=stats["changed_rows"],
-                         merged_rows=stats["merged_rows"],
-                         recomputed_rows=stats["recomputed_rows"],
-                         auto_path="partial" if stats["work_share"] <= share_before else "full"))
+        rows.append(
+            dict(
+                share=share,
+                full_s=t_full,
+                partial_s=float(np.median(times)),
+                speedup=t_full / float(np.median(times)),
+                identical=same,
+                work_share=stats["work_share"],
+                changed_rows=stats["changed_rows"],
+                merged_rows=stats["merged_rows"],
+                recomputed_rows=stats["recomputed_rows"],
+                auto_path="partial" if stats["work_share"] <= share_before else "full",
+            )
+        )
     return rows
 
 
@@ -89,16 +101,21 @@ def latency(M, k, n_requests, seed=1):
     requests = []
     for _ in range(64):
         items = np.unique(M.indices[rng.integers(0, M.nnz, 40)])[:20]
-        requests.append(sp.csr_matrix((np.ones(len(items), M.dtype),
-                                       (np.zeros(len(items), np.int64), items)),
-                                      shape=(1, M.shape[1])))
+        requests.append(
+            sp.csr_matrix(
+                (np.ones(len(items), M.dtype), (np.zeros(len(items), np.int64), items)),
+                shape=(1, M.shape[1]),
+            )
+        )
     for R in requests[:8]:  # warm-up: compilation, caches
         model.recommend(user_items=R, n=10)
     out = {}
     calls = {
         "model.recommend(user_items=row)": lambda R: model.recommend(user_items=R, n=10),
-        "public recommend_product(row, neighbours) (validates the neighbourhood per call)":
-            lambda R: recommend_product(R, model.neighbours_, 10, seen=R, n_threads=1),
+        # validates the neighbourhood on every call
+        "public recommend_product(row, neighbours)": lambda R: recommend_product(
+            R, model.neighbours_, 10, seen=R, n_threads=1
+        ),
     }
     for name, call in calls.items():
         times = np.empty(n_requests)
@@ -107,8 +124,9 @@ def latency(M, k, n_requests, seed=1):
             t = time.perf_counter()
             call(R)
             times[i] = time.perf_counter() - t
-        out[name] = dict(median_ms=1e3 * float(np.median(times)),
-                         p99_ms=1e3 * float(np.percentile(times, 99)))
+        out[name] = dict(
+            median_ms=1e3 * float(np.median(times)), p99_ms=1e3 * float(np.percentile(times, 99))
+        )
     return out
 
 
@@ -126,23 +144,33 @@ def main():
     args = ap.parse_args()
     M = datasets.interactions(args.size)
     with threadpool_limits(limits=1, user_api="blas"):
-        result = {"size": args.size, "shape": M.shape, "nnz": int(M.nnz), "k": args.k,
-                  "reserve": args.reserve}
+        result = {
+            "size": args.size,
+            "shape": M.shape,
+            "nnz": int(M.nnz),
+            "k": args.k,
+            "reserve": args.reserve,
+        }
         if not args.skip_partial:
-            result["partial_fit"] = partial_fit_table(M, args.shares, args.k, args.threads,
-                                                      args.rounds, args.reserve)
+            result["partial_fit"] = partial_fit_table(
+                M, args.shares, args.k, args.threads, args.rounds, args.reserve
+            )
         if not args.skip_latency:
             result["latency"] = latency(M, args.k, args.requests)
     print(json.dumps(result, indent=1))
     if "partial_fit" in result:
-        print("\n| newest events | full fit s | partial_fit s | speedup | identical | "
-              "work share | changed / merged / recomputed rows | auto path |")
+        print(
+            "\n| newest events | full fit s | partial_fit s | speedup | identical | "
+            "work share | changed / merged / recomputed rows | auto path |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in result["partial_fit"]:
-            print(f"| {r['share']:.1%} | {r['full_s']:.2f} | {r['partial_s']:.2f} | "
-                  f"{r['speedup']:.2f}x | {r['identical']} | {r['work_share']:.0%} | "
-                  f"{r['changed_rows']} / {r['merged_rows']} / {r['recomputed_rows']} | "
-                  f"{r['auto_path']} |")
+            print(
+                f"| {r['share']:.1%} | {r['full_s']:.2f} | {r['partial_s']:.2f} | "
+                f"{r['speedup']:.2f}x | {r['identical']} | {r['work_share']:.0%} | "
+                f"{r['changed_rows']} / {r['merged_rows']} / {r['recomputed_rows']} | "
+                f"{r['auto_path']} |"
+            )
     print("\n| call (1 thread) | median ms | p99 ms |\n|---|---|---|")
     for name, v in result.get("latency", {}).items():
         print(f"| {name} | {v['median_ms']:.3f} | {v['p99_ms']:.3f} |")

@@ -7,6 +7,7 @@ Prints a Markdown table: median seconds over ``rounds`` (after one warm-up call 
 peak RSS of the process (data loaded, imports done, the call included), and throughput W/s
 with W = sum over users of (items of that user)^2. BLAS is held to one thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,12 @@ print(json.dumps(dict(times=times, W=datasets.work(ui))))
 def run_interleaved(names, size, k, threads, rounds, timeout):
     """Seconds of every case, run round-robin in one process (no RSS: see run_case)."""
     code = _INTERLEAVED.format(here=str(HERE))
-    out = subprocess.run([sys.executable, "-c", code, size, str(k), str(threads), str(rounds),
-                          *names], capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", code, size, str(k), str(threads), str(rounds), *names],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -77,8 +82,12 @@ def run_interleaved(names, size, k, threads, rounds, timeout):
 
 def run_case(name, size, k, threads, rounds, timeout):
     code = _CHILD.format(here=str(HERE))
-    out = subprocess.run([sys.executable, "-c", code, name, size, str(k), str(threads),
-                          str(rounds)], capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", code, name, size, str(k), str(threads), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if out.returncode != 0:
         return dict(error=out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -96,9 +105,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--json", type=Path, help="append raw results here (one JSON per line)")
-    p.add_argument("--interleave", action="store_true",
-                   help="time the cases round-robin in one process (fairer ratios on a busy "
-                        "machine; no RSS)")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the cases round-robin in one process (fairer ratios on a busy machine; no RSS)",
+    )
     args = p.parse_args(argv)
     if args.interleave:
         print("| size | k | threads | case | median s | min s | ratio to fastest library | W/s |")
@@ -111,12 +122,19 @@ def main(argv=None):
                     libs = [med[n] for n in med if n.startswith(("implicit", "sparse_dot"))]
                     best = min(libs) if libs else float("nan")
                     for n, t in res["times"].items():
-                        print(f"| {size} | {k} | {threads} | {n} | {med[n]:.2f} | {min(t):.2f} | "
-                              f"{med[n] / best:.2f} | {res['W'] / med[n]:.3g} |", flush=True)
+                        print(
+                            f"| {size} | {k} | {threads} | {n} | {med[n]:.2f} | {min(t):.2f} | "
+                            f"{med[n] / best:.2f} | {res['W'] / med[n]:.3g} |",
+                            flush=True,
+                        )
                     if args.json:
                         with open(args.json, "a") as f:
-                            f.write(json.dumps(dict(size=size, k=k, threads=threads,
-                                                    interleaved=True, **res)) + "\n")
+                            f.write(
+                                json.dumps(
+                                    dict(size=size, k=k, threads=threads, interleaved=True, **res)
+                                )
+                                + "\n"
+                            )
         return
     print("| size | k | threads | case | median s | min s | peak RSS MB | W/s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -134,12 +152,17 @@ def main(argv=None):
                         continue
                     ts = sorted(res["seconds"])
                     med = ts[len(ts) // 2]
-                    print(f"| {size} | {k} | {threads} | {name} | {med:.2f} | {ts[0]:.2f} | "
-                          f"{res['peak_rss'] / 2**20:.0f} | {res['W'] / med:.3g} |", flush=True)
+                    print(
+                        f"| {size} | {k} | {threads} | {name} | {med:.2f} | {ts[0]:.2f} | "
+                        f"{res['peak_rss'] / 2**20:.0f} | {res['W'] / med:.3g} |",
+                        flush=True,
+                    )
                     if args.json:
                         with open(args.json, "a") as f:
-                            f.write(json.dumps(dict(size=size, k=k, threads=threads, case=name,
-                                                    **res)) + "\n")
+                            f.write(
+                                json.dumps(dict(size=size, k=k, threads=threads, case=name, **res))
+                                + "\n"
+                            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ cuda-bindings), not a GPU or a driver. From the repository root:
     python benchmarks/cuda_registers.py            # as compiled
     python benchmarks/cuda_registers.py --max-registers 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ from pathlib import Path
 os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import numpy as np  # noqa: E402
-import numba.cuda.dispatcher as dispatcher  # noqa: E402
-from numba import cuda, typeof  # noqa: E402
+import numba.cuda.dispatcher as dispatcher
+import numpy as np
+from numba import cuda, typeof
 
 
 class _Sm90:  # device functions ask the current device for its compute capability
@@ -30,8 +31,8 @@ class _Sm90:  # device functions ask the current device for its compute capabili
 
 dispatcher.get_current_device = lambda: _Sm90()
 
-C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")  # noqa: E402
-C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")  # noqa: E402
+C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
+C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
 
 f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
 
@@ -43,20 +44,45 @@ def _a(shape, dtype):
 def cases():
     """(name, python function, example arguments): the kernels the GPU benchmark times."""
     return [
-        ("sigmoid_dense_c f32", C_scoring._sigmoid_dense_c.py_func,
-         (_a((3, 4), f32), _a(4, f64), 0.5, _a(3, f32), 8)),
-        ("terms_dense_c f32", C_scoring._terms_dense_c.py_func,
-         (_a((3, 4), f32), _a(3, f64), _a(4, f64), 0.5, _a(3, f64), _a(3, f64), _a(3, f64), 8)),
-        ("warp topk f32 B512", C_topk._warp_topk_kernel(512, 4, f32).py_func,
-         (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((3, 5), i64), _a((3, 5), f32))),
-        ("block topk f32 P2048", C_topk._topk_kernel(2048, True, f32).py_func,
-         (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((1, 1), f32), _a((1, 1), i32),
-          _a((3, 5), i64), _a((3, 5), f32))),
-        ("sigmoid_csr f32", C_scoring._sigmoid_csr.py_func,
-         (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), 0.5, _a(3, f32), 8)),
-        ("xt_csr_exact_sums", C_scoring._xt_csr_exact_sums.py_func,
-         (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), _a(4, f64), 3, _a(4, f64),
-          _a(4, f64))),
+        (
+            "sigmoid_dense_c f32",
+            C_scoring._sigmoid_dense_c.py_func,
+            (_a((3, 4), f32), _a(4, f64), 0.5, _a(3, f32), 8),
+        ),
+        (
+            "terms_dense_c f32",
+            C_scoring._terms_dense_c.py_func,
+            (_a((3, 4), f32), _a(3, f64), _a(4, f64), 0.5, _a(3, f64), _a(3, f64), _a(3, f64), 8),
+        ),
+        (
+            "warp topk f32 B512",
+            C_topk._warp_topk_kernel(512, 4, f32).py_func,
+            (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((3, 5), i64), _a((3, 5), f32)),
+        ),
+        (
+            "block topk f32 P2048",
+            C_topk._topk_kernel(2048, True, f32).py_func,
+            (
+                _a((3, 4), f32),
+                5,
+                _a(4, i64),
+                _a(1, i64),
+                _a((1, 1), f32),
+                _a((1, 1), i32),
+                _a((3, 5), i64),
+                _a((3, 5), f32),
+            ),
+        ),
+        (
+            "sigmoid_csr f32",
+            C_scoring._sigmoid_csr.py_func,
+            (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), 0.5, _a(3, f32), 8),
+        ),
+        (
+            "xt_csr_exact_sums",
+            C_scoring._xt_csr_exact_sums.py_func,
+            (_a(4, i32), _a(4, i32), _a(4, f32), _a(4, f64), _a(4, f64), 3, _a(4, f64), _a(4, f64)),
+        ),
     ]
 
 
@@ -74,8 +100,11 @@ def resources(ptx: str, name: str, max_registers: int | None) -> str:
     nvjitlink.get_info_log(handle, log)
     nvjitlink.destroy(handle)
     lines = log.decode(errors="replace").splitlines()
-    keep = [s.split(":", 1)[-1].replace("ptxas", "").strip(" .") for s in lines
-            if "spill" in s or "Used" in s]
+    keep = [
+        s.split(":", 1)[-1].replace("ptxas", "").strip(" .")
+        for s in lines
+        if "spill" in s or "Used" in s
+    ]
     return "; ".join(keep)
 
 
@@ -86,8 +115,10 @@ def main(argv=None):
     for name, fn, example in cases():
         ptx, _ = cuda.compile_ptx(fn, tuple(typeof(x) for x in example), cc=(9, 0))
         print(f"{name:24s} {resources(ptx, name, args.max_registers)}")
-    print("\nsm_90: 65536 registers and 64 warps per SM; resident warps <= 65536 / (32 * "
-          "registers rounded up to 8), and by shared memory (228 KB per SM).")
+    print(
+        "\nsm_90: 65536 registers and 64 warps per SM; resident warps <= 65536 / (32 * "
+        "registers rounded up to 8), and by shared memory (228 KB per SM)."
+    )
     return 0
 
 

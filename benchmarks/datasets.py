@@ -2,6 +2,7 @@
 user activity, binary values. Sizes: small, mid (50k x 20k x 5M), large (138k x 27k x 20M,
 MovieLens-20M's shape). Matrices are cached as .npz under benchmarks/.data/ (git-ignored).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

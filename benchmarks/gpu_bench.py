@@ -17,6 +17,7 @@ checked against the NumPy reference backend (on a slice of rows where the refere
 too slow), and against torch where both compute the same thing. Each case is independent: an
 error is printed in its row and the run goes on. PyTorch or CuPy missing: their rows say so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,50 +40,77 @@ _missing = []
 for _name in ("numpy", "scipy", "numba", "numba.cuda"):
     try:
         __import__(_name)
-    except Exception as _exc:  # noqa: BLE001
+    except Exception as _exc:
         _missing.append(f"{_name} ({type(_exc).__name__}: {_exc})")
 if _missing:
-    sys.exit("gpu_bench needs numpy<2.5, scipy, numba and numba-cuda; cannot import: "
-             + "; ".join(_missing))
+    sys.exit(
+        "gpu_bench needs numpy<2.5, scipy, numba and numba-cuda; cannot import: "
+        + "; ".join(_missing)
+    )
 
+import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from comparators import assert_topk_equal  # noqa: E402
 from numba import cuda  # noqa: E402
 from numba.cuda.random import (  # noqa: E402
     create_xoroshiro128p_states,
     xoroshiro128p_uniform_float32,
 )
 
-import datasets  # noqa: E402
 import fastrec  # noqa: E402
-from comparators import assert_topk_equal  # noqa: E402
 from fastrec.kernels import numba_cuda as C  # noqa: E402
-C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")  # noqa: E402
-C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")  # noqa: E402
-C_device = importlib.import_module("fastrec.kernels.numba_cuda._device")  # noqa: E402
+
+C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
+C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
+C_device = importlib.import_module("fastrec.kernels.numba_cuda._device")
 
 try:
     import torch
-except Exception as exc:  # noqa: BLE001 - any import failure means "skip torch"
+except Exception as exc:
     torch, TORCH_WHY = None, f"{type(exc).__name__}: {exc}"
 try:
     import cupy as cp
     import cupyx.scipy.sparse as cpsp
-except Exception as exc:  # noqa: BLE001
+except Exception as exc:
     cp, CUPY_WHY = None, f"{type(exc).__name__}: {exc}"
 
 FILL_GRID = (2, 32) if C._SIM else (1024, 256)  # blocks, threads of the data generators
 ROWS: list[tuple] = []  # (case, implementation, seconds or None, metric, check or error)
 CASE_SECONDS = 40.0  # time budget for the repetitions of one implementation
 # Problem sizes; --dry-run shrinks them so the script itself can be exercised on the simulator.
-SIZES = {"dense_rows": 2_000_000, "csr_rows": 2_000_000, "csr_cols": 1 << 20, "topk_rows": 4096,
-         "topk_cols": 100_000, "check_rows": 100_000, "rec_users": 8192, "cos_check": 512,
-         "small": datasets.SIZES["small"], "large": datasets.SIZES["large"],
-         "emb_users": 50_000, "emb_items": (20_000, 100_000), "emb_factors": 64, "emb_block": 8192}
-TINY = {"dense_rows": 300, "csr_rows": 200, "csr_cols": 500, "topk_rows": 5, "topk_cols": 700,
-        "check_rows": 50, "rec_users": 6, "cos_check": 20, "small": (60, 30, 300),
-        "large": (80, 40, 500), "emb_users": 40, "emb_items": (150, 300), "emb_factors": 12,
-        "emb_block": 16}
+SIZES = {
+    "dense_rows": 2_000_000,
+    "csr_rows": 2_000_000,
+    "csr_cols": 1 << 20,
+    "topk_rows": 4096,
+    "topk_cols": 100_000,
+    "check_rows": 100_000,
+    "rec_users": 8192,
+    "cos_check": 512,
+    "small": datasets.SIZES["small"],
+    "large": datasets.SIZES["large"],
+    "emb_users": 50_000,
+    "emb_items": (20_000, 100_000),
+    "emb_factors": 64,
+    "emb_block": 8192,
+}
+TINY = {
+    "dense_rows": 300,
+    "csr_rows": 200,
+    "csr_cols": 500,
+    "topk_rows": 5,
+    "topk_cols": 700,
+    "check_rows": 50,
+    "rec_users": 6,
+    "cos_check": 20,
+    "small": (60, 30, 300),
+    "large": (80, 40, 500),
+    "emb_users": 40,
+    "emb_items": (150, 300),
+    "emb_factors": 12,
+    "emb_block": 16,
+}
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -119,7 +147,7 @@ def record(case, impl, fn_or_seconds, metric=None, check=""):
         seconds = fn_or_seconds() if callable(fn_or_seconds) else fn_or_seconds
         ROWS.append((case, impl, seconds, metric(seconds) if metric else "", check))
         return seconds
-    except Exception as exc:  # noqa: BLE001 - one failed implementation must not stop the run
+    except Exception as exc:
         ROWS.append((case, impl, None, "", f"ERROR {type(exc).__name__}: {str(exc)[:160]}"))
         traceback.print_exc()
         return None
@@ -162,8 +190,11 @@ def free():
 
 
 def max_abs(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) \
-        if np.size(a) else 0.0
+    return (
+        float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+        if np.size(a)
+        else 0.0
+    )
 
 
 def verdict(ok, detail):
@@ -188,8 +219,13 @@ def case_sigmoid_dense():
     err = max_abs(got[:m], want)
     check = verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy ({m} rows)")
     gbs = lambda s: f"{n * d * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
-    record(case, "fastrec cuda kernel (tiles of rows in shared memory)",
-           lambda: timed(lambda: C.sigmoid_dense(X, dw, b, out, None)), gbs, check)
+    record(
+        case,
+        "fastrec cuda kernel (tiles of rows in shared memory)",
+        lambda: timed(lambda: C.sigmoid_dense(X, dw, b, out, None)),
+        gbs,
+        check,
+    )
     for rows in (4, 8):  # the row-batch kernel (few rows) at two batch sizes: tuning evidence
         kern = C_scoring._dense_row_kernels(rows)[0]
         grid, lanes = C_scoring._dense_launch(n, d, rows)
@@ -201,26 +237,43 @@ def case_sigmoid_dense():
         variant()
         sync()
         err_v = max_abs(out.copy_to_host()[:m], want)
-        record(case, f"  variant: row-batch kernel, {rows} rows a warp at once",
-               lambda: timed(variant), gbs,
-               verdict(err_v <= 1e-5, f"max|diff| {err_v:.1e}"))
+        record(
+            case,
+            f"  variant: row-batch kernel, {rows} rows a warp at once",
+            lambda: timed(variant),
+            gbs,
+            verdict(err_v <= 1e-5, f"max|diff| {err_v:.1e}"),
+        )
     # The public API on device arrays: adds the device checks (w finite; one pass over the
     # scores proving X finite), no host copies.
     fastrec.sigmoid_scores(X, dw, b, out=out)
     err = max_abs(out.copy_to_host()[:m], want)
-    record(case, "fastrec.sigmoid_scores(device X, w, out)",
-           lambda: timed(lambda: fastrec.sigmoid_scores(X, dw, b, out=out)), gbs,
-           verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+    record(
+        case,
+        "fastrec.sigmoid_scores(device X, w, out)",
+        lambda: timed(lambda: fastrec.sigmoid_scores(X, dw, b, out=out)),
+        gbs,
+        verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"),
+    )
     if torch is None:
         return skip(case, "torch sigmoid(X @ w + b)", TORCH_WHY)
     Xt = torch.as_tensor(X, device="cuda")
     wt = torch.as_tensor(w.astype(np.float32), device="cuda")
-    record(case, "fastrec.sigmoid_scores(torch X, torch w)",
-           lambda: timed(lambda: fastrec.sigmoid_scores(Xt, wt, b)), gbs)
+    record(
+        case,
+        "fastrec.sigmoid_scores(torch X, torch w)",
+        lambda: timed(lambda: fastrec.sigmoid_scores(Xt, wt, b)),
+        gbs,
+    )
     p = torch.sigmoid(Xt @ wt + b)
     err = max_abs(p.cpu().numpy()[:m], want)
-    record(case, "torch sigmoid(X @ w + b)", lambda: timed(lambda: torch.sigmoid(Xt @ wt + b)),
-           gbs, verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+    record(
+        case,
+        "torch sigmoid(X @ w + b)",
+        lambda: timed(lambda: torch.sigmoid(Xt @ wt + b)),
+        gbs,
+        verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"),
+    )
 
 
 def case_sigmoid_csr():
@@ -229,7 +282,9 @@ def case_sigmoid_csr():
     indptr = cuda.to_device(np.arange(0, n * per_row + 1, per_row, dtype=np.int32))
     indices = cuda.device_array(n * per_row, dtype=np.int32)
     blocks, threads = FILL_GRID
-    _fill_indices[blocks, threads](indices, create_xoroshiro128p_states(blocks * threads, seed=3), m)
+    _fill_indices[blocks, threads](
+        indices, create_xoroshiro128p_states(blocks * threads, seed=3), m
+    )
     data = device_uniform(n * per_row, seed=4, lo=0.0, hi=1.0)
     w = np.random.default_rng(5).normal(size=m) / 4
     dw = cuda.to_device(w)
@@ -238,36 +293,56 @@ def case_sigmoid_csr():
     sync()
     rows = SIZES["check_rows"]
     nz = rows * per_row
-    host = sp.csr_matrix((data[:nz].copy_to_host(), indices[:nz].copy_to_host(),
-                          indptr[: rows + 1].copy_to_host()), shape=(rows, m))
+    host = sp.csr_matrix(
+        (data[:nz].copy_to_host(), indices[:nz].copy_to_host(), indptr[: rows + 1].copy_to_host()),
+        shape=(rows, m),
+    )
     want = fastrec.sigmoid_scores(host, w, b, backend="numpy")
     err = max_abs(out.copy_to_host()[:rows], want)
     check = verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy ({rows} rows)")
     mrows = lambda s: f"{n / s / 1e6:.0f} Mrows/s"  # noqa: E731
-    record(case, "fastrec cuda (warp per row)",
-           lambda: timed(lambda: C.sigmoid_csr(indptr, indices, data, dw, b, out, None)),
-           mrows, check)
+    record(
+        case,
+        "fastrec cuda (warp per row)",
+        lambda: timed(lambda: C.sigmoid_csr(indptr, indices, data, dw, b, out, None)),
+        mrows,
+        check,
+    )
     if cp is None:
         skip(case, "cupy CSR @ w, then sigmoid", CUPY_WHY)
     else:
-        A = cpsp.csr_matrix((cp.asarray(data), cp.asarray(indices), cp.asarray(indptr)),
-                            shape=(n, m))
+        A = cpsp.csr_matrix(
+            (cp.asarray(data), cp.asarray(indices), cp.asarray(indptr)), shape=(n, m)
+        )
         wc = cp.asarray(w.astype(np.float32))
         f = lambda: 1.0 / (1.0 + cp.exp(-(A @ wc + b)))  # noqa: E731
         err = max_abs(cp.asnumpy(f())[:rows], want)
-        record(case, "cupy CSR @ w, then sigmoid", lambda: timed(f), mrows,
-               verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+        record(
+            case,
+            "cupy CSR @ w, then sigmoid",
+            lambda: timed(f),
+            mrows,
+            verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"),
+        )
     if torch is None:
         skip(case, "torch CSR @ w, then sigmoid", TORCH_WHY)
     else:
-        A = torch.sparse_csr_tensor(torch.as_tensor(indptr, device="cuda").long(),
-                                    torch.as_tensor(indices, device="cuda").long(),
-                                    torch.as_tensor(data, device="cuda"), size=(n, m))
+        A = torch.sparse_csr_tensor(
+            torch.as_tensor(indptr, device="cuda").long(),
+            torch.as_tensor(indices, device="cuda").long(),
+            torch.as_tensor(data, device="cuda"),
+            size=(n, m),
+        )
         wt = torch.as_tensor(w.astype(np.float32), device="cuda")
         f = lambda: torch.sigmoid(A @ wt + b)  # noqa: E731
         err = max_abs(f().cpu().numpy()[:rows], want)
-        record(case, "torch CSR @ w, then sigmoid", lambda: timed(f), mrows,
-               verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"))
+        record(
+            case,
+            "torch CSR @ w, then sigmoid",
+            lambda: timed(f),
+            mrows,
+            verdict(err <= 1e-5, f"max|diff| {err:.1e} vs numpy"),
+        )
 
 
 def case_logistic_loss_grad():
@@ -281,17 +356,26 @@ def case_logistic_loss_grad():
     rows = 2 * SIZES["check_rows"]
     Xh = X[:rows].copy_to_host()
     loss, grad, gb = C.logistic_loss_grad_dense(
-        cuda.to_device(Xh), cuda.to_device(y_host[:rows]), dw, b, 0.0,
-        cuda.to_device(np.ones(rows)), None)
+        cuda.to_device(Xh),
+        cuda.to_device(y_host[:rows]),
+        dw,
+        b,
+        0.0,
+        cuda.to_device(np.ones(rows)),
+        None,
+    )
     wl, wg, wb = fastrec.logistic_loss_grad(Xh, y_host[:rows], w, b, backend="numpy")
     grad = grad.copy_to_host()
     err = max(abs(loss - wl), max_abs(grad, wg), abs(gb - wb))
     check = verdict(err <= 1e-10, f"max|diff| {err:.1e} vs numpy ({rows} rows)")
     gbs = lambda s: f"{2 * n * d * 4 / s / 1e12:.2f} TB/s (2 reads)"  # noqa: E731
     record(case, "fastrec cuda (2 passes, fp64 sums)", lambda: timed(f), gbs, check)
-    record(case, "fastrec.logistic_loss_grad(device X, y, w, sw)",
-           lambda: timed(lambda: fastrec.logistic_loss_grad(X, dy, dw, b, sample_weight=dsw)),
-           gbs)
+    record(
+        case,
+        "fastrec.logistic_loss_grad(device X, y, w, sw)",
+        lambda: timed(lambda: fastrec.logistic_loss_grad(X, dy, dw, b, sample_weight=dsw)),
+        gbs,
+    )
     if torch is None:
         return skip(case, "torch (fp32 matmuls, autograd-free)", TORCH_WHY)
     Xt = torch.as_tensor(X, device="cuda")
@@ -312,14 +396,17 @@ def case_logistic_csr():
     n, m, per_row, b = SIZES["csr_rows"], SIZES["csr_cols"], 40, -0.2
     indptr = cuda.to_device(np.arange(0, n * per_row + 1, per_row, dtype=np.int32))
     # Sorted, distinct columns per row (canonical CSR): row r uses columns (c0 + t*step) mod m.
-    host_idx = (np.random.default_rng(11).integers(0, m, n)[:, None]
-                + np.arange(per_row)[None, :] * (m // per_row)) % m
+    host_idx = (
+        np.random.default_rng(11).integers(0, m, n)[:, None]
+        + np.arange(per_row)[None, :] * (m // per_row)
+    ) % m
     host_idx.sort(axis=1)
     indices = cuda.to_device(host_idx.astype(np.int32).ravel())
     data = device_uniform(n * per_row, seed=12, lo=0.0, hi=1.0)
     w = np.random.default_rng(13).normal(size=m) / 4
     y = (np.random.default_rng(14).random(n) < 0.3).astype(np.float64)
     dw, dy, dsw = cuda.to_device(w), cuda.to_device(y), cuda.to_device(np.ones(n))
+
     def f():
         return C.logistic_loss_grad_csr(indptr, indices, data, dy, dw, b, 0.0, dsw, None)
 
@@ -327,21 +414,33 @@ def case_logistic_csr():
     same = all(np.array_equal(runs[0], r) for r in runs[1:])
     rows = SIZES["check_rows"]
     nz = rows * per_row
-    host = sp.csr_matrix((data[:nz].copy_to_host(), indices[:nz].copy_to_host(),
-                          indptr[: rows + 1].copy_to_host()), shape=(rows, m))
-    got = C.logistic_loss_grad_csr(host.indptr, host.indices, host.data, y[:rows], w, b, 0.0,
-                                   np.ones(rows), None)
+    host = sp.csr_matrix(
+        (data[:nz].copy_to_host(), indices[:nz].copy_to_host(), indptr[: rows + 1].copy_to_host()),
+        shape=(rows, m),
+    )
+    got = C.logistic_loss_grad_csr(
+        host.indptr, host.indices, host.data, y[:rows], w, b, 0.0, np.ones(rows), None
+    )
     want = fastrec.logistic_loss_grad(host, y[:rows], w, b, backend="numpy")
     err = max(abs(got[0] - want[0]), max_abs(got[1], want[1]), abs(got[2] - want[2]))
-    check = verdict(err <= 1e-10 and same, f"max|diff| {err:.1e} vs numpy ({rows} rows); "
-                    f"3 runs {'bit-identical' if same else 'DIFFER'}")
+    check = verdict(
+        err <= 1e-10 and same,
+        f"max|diff| {err:.1e} vs numpy ({rows} rows); "
+        f"3 runs {'bit-identical' if same else 'DIFFER'}",
+    )
     mrows = lambda s: f"{n / s / 1e6:.0f} Mrows/s"  # noqa: E731
-    record(case, "fastrec cuda (deterministic: exact pre-rounded atomics)", lambda: timed(f),
-           mrows, check)
+    record(
+        case,
+        "fastrec cuda (deterministic: exact pre-rounded atomics)",
+        lambda: timed(f),
+        mrows,
+        check,
+    )
     if cp is None:
         return skip(case, "cupy CSR: sigmoid(A @ w + b), A.T @ r", CUPY_WHY)
-    A = cpsp.csr_matrix((cp.asarray(data).astype(cp.float64), cp.asarray(indices),
-                         cp.asarray(indptr)), shape=(n, m))
+    A = cpsp.csr_matrix(
+        (cp.asarray(data).astype(cp.float64), cp.asarray(indices), cp.asarray(indptr)), shape=(n, m)
+    )
     wc, yc = cp.asarray(w), cp.asarray(y)
 
     def cupy_loss_grad():
@@ -350,8 +449,7 @@ def case_logistic_csr():
         r = (1.0 / (1.0 + cp.exp(-z)) - yc) / n
         return loss, A.T @ r, float(r.sum())
 
-    record(case, "cupy CSR fp64: sigmoid(A @ w + b), A.T @ r", lambda: timed(cupy_loss_grad),
-           mrows)
+    record(case, "cupy CSR fp64: sigmoid(A @ w + b), A.T @ r", lambda: timed(cupy_loss_grad), mrows)
 
 
 def case_topk():
@@ -363,25 +461,34 @@ def case_topk():
     rows = min(32, n)
     want = fastrec.topk(S[:rows].copy_to_host(), k, backend="numpy")
     try:
-        assert_topk_equal((idx[:rows].copy_to_host(), val[:rows].copy_to_host()), want,
-                          exact=True)
+        assert_topk_equal((idx[:rows].copy_to_host(), val[:rows].copy_to_host()), want, exact=True)
         check = f"ok exact vs numpy ({rows} rows)"
     except AssertionError as exc:
         check = f"MISMATCH vs numpy: {str(exc)[:120]}"
     gbs = lambda s: f"{n * m * 4 / s / 1e12:.2f} TB/s read"  # noqa: E731
-    record(case, "fastrec cuda kernel (warp per row)",
-           lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs, check)
+    record(
+        case,
+        "fastrec cuda kernel (warp per row)",
+        lambda: timed(lambda: C.topk(S, k, None, None, None)),
+        gbs,
+        check,
+    )
     items0 = C_topk._WARP_ITEMS
     for items in (4, 16):  # loads in flight per lane of the warp kernel: the tuning evidence
         C_topk._WARP_ITEMS = items
         C_device._KERNELS.clear()
         try:
             vidx, vval = C.topk(S, k, None, None, None)
-            same = (np.array_equal(vidx.copy_to_host(), idx.copy_to_host())
-                    and np.array_equal(vval.copy_to_host(), val.copy_to_host()))
-            record(case, f"  variant: warp kernel, {items} loads in flight per lane",
-                   lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs,
-                   verdict(same, "identical"))
+            same = np.array_equal(vidx.copy_to_host(), idx.copy_to_host()) and np.array_equal(
+                vval.copy_to_host(), val.copy_to_host()
+            )
+            record(
+                case,
+                f"  variant: warp kernel, {items} loads in flight per lane",
+                lambda: timed(lambda: C.topk(S, k, None, None, None)),
+                gbs,
+                verdict(same, "identical"),
+            )
         finally:
             C_topk._WARP_ITEMS = items0
             C_device._KERNELS.clear()
@@ -389,11 +496,16 @@ def case_topk():
     C_topk._WARP_TOPK_MIN_ROWS = 1 << 62  # the block-per-row kernel (used below 8 rows per SM)
     try:
         bidx, bval = C.topk(S, k, None, None, None)
-        same = (np.array_equal(bidx.copy_to_host(), idx.copy_to_host())
-                and np.array_equal(bval.copy_to_host(), val.copy_to_host()))
-        record(case, "fastrec cuda kernel (block per row)",
-               lambda: timed(lambda: C.topk(S, k, None, None, None)), gbs,
-               verdict(same, "identical to the warp kernel"))
+        same = np.array_equal(bidx.copy_to_host(), idx.copy_to_host()) and np.array_equal(
+            bval.copy_to_host(), val.copy_to_host()
+        )
+        record(
+            case,
+            "fastrec cuda kernel (block per row)",
+            lambda: timed(lambda: C.topk(S, k, None, None, None)),
+            gbs,
+            verdict(same, "identical to the warp kernel"),
+        )
     finally:
         C_topk._WARP_TOPK_MIN_ROWS = old_min_rows
     record(case, "fastrec.topk(device scores)", lambda: timed(lambda: fastrec.topk(S, k)), gbs)
@@ -403,11 +515,16 @@ def case_topk():
     record(case, "fastrec.topk(torch scores)", lambda: timed(lambda: fastrec.topk(St, k)), gbs)
     tv, _ = torch.topk(St, k, dim=1)
     err = max_abs(tv.cpu().numpy(), val.copy_to_host())
-    record(case, "torch.topk", lambda: timed(lambda: torch.topk(St, k, dim=1)), gbs,
-           verdict(err == 0, f"values max|diff| {err:.1e} vs fastrec"))
+    record(
+        case,
+        "torch.topk",
+        lambda: timed(lambda: torch.topk(St, k, dim=1)),
+        gbs,
+        verdict(err == 0, f"values max|diff| {err:.1e} vs fastrec"),
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _item_users(size):
     """Items x users CSR (float32, int32 indices) of a datasets.py size: rows are the vectors."""
     ui = datasets.generate(*SIZES[size])
@@ -425,8 +542,9 @@ def case_cosine_topk():
     k = 100
     # Correctness on the small set against the CPU reference (and the compile warm-up).
     _, small = _item_users("small")
-    got = C.cosine_topk(small.indptr, small.indices, small.data, small.shape[1], k,
-                        0.0, 0.0, 1, False, None)
+    got = C.cosine_topk(
+        small.indptr, small.indices, small.data, small.shape[1], k, 0.0, 0.0, 1, False, None
+    )
     got = sp.csr_matrix((got[2], got[1], got[0]), shape=(small.shape[0],) * 2)
     want = fastrec.cosine_topk(small, k, backend="numpy")
     from comparators import assert_csr_topk_equal
@@ -443,12 +561,18 @@ def case_cosine_topk():
     result = {}
 
     def run():
-        result["r"] = C.cosine_topk(d_indptr, d_indices, d_data, n_users, k, 0.0, 0.0, 1,
-                                    False, None)
+        result["r"] = C.cosine_topk(
+            d_indptr, d_indices, d_data, n_users, k, 0.0, 0.0, 1, False, None
+        )
 
     rate = lambda s: f"{W / s / 1e9:.0f} G multiply-adds/s"  # noqa: E731
-    t_fast = record(case, "fastrec cuda (exact fp32, sparse, O(nnz + n*k))",
-                    lambda: timed(run, reps=3), rate, check)
+    t_fast = record(
+        case,
+        "fastrec cuda (exact fp32, sparse, O(nnz + n*k))",
+        lambda: timed(run, reps=3),
+        rate,
+        check,
+    )
     if torch is None:
         return skip(case, "torch dense GEMM + topk", TORCH_WHY)
     # The dense approach: normalised items x users dense (15 GB), blocks of S = Xn_b @ Xn.T.
@@ -485,14 +609,19 @@ def case_cosine_topk():
                 tvv = tv[:c].cpu().numpy()
                 tii = np.where(np.isfinite(tvv), ti[:c].cpu().numpy(), -1)
                 try:
-                    assert_topk_equal(csr_rows_as_topk(mine, k), (tii, tvv), rtol=1e-4,
-                                      atol=1e-5)
+                    assert_topk_equal(csr_rows_as_topk(mine, k), (tii, tvv), rtol=1e-4, atol=1e-5)
                     check = f"ok fastrec vs torch fp32 ({c} items, tie-tolerant)"
                 except AssertionError as exc:
-                    check = (f"MISMATCH fastrec vs torch fp32: {str(exc)[:100]}; "
-                             + _arbitrate(iu, mine, (tii, tvv), k, c))
-            record(case, f"torch dense GEMM {label} + topk",
-                   lambda: timed(dense_topk, reps=3), rate, check)
+                    check = f"MISMATCH fastrec vs torch fp32: {str(exc)[:100]}; " + _arbitrate(
+                        iu, mine, (tii, tvv), k, c
+                    )
+            record(
+                case,
+                f"torch dense GEMM {label} + topk",
+                lambda: timed(dense_topk, reps=3),
+                rate,
+                check,
+            )
         finally:
             torch.backends.cuda.matmul.allow_tf32 = False
     del Xn
@@ -514,7 +643,7 @@ def _arbitrate(iu, mine, theirs, k, c):
             except AssertionError as exc:
                 verdicts.append(f"{name} differs from the fp64 reference ({str(exc)[:60]})")
         return "; ".join(verdicts)
-    except Exception as exc:  # noqa: BLE001 - the arbitration must not lose the row
+    except Exception as exc:
         return f"arbitration failed: {type(exc).__name__}: {str(exc)[:80]}"
 
 
@@ -524,8 +653,7 @@ def case_recommend():
     ui, iu = _item_users("large")
     ui = ui.tocsr()
     ui.sort_indices()
-    nb = C.cosine_topk(iu.indptr, iu.indices, iu.data, iu.shape[1], 100, 0.0, 0.0, 1, False,
-                       None)
+    nb = C.cosine_topk(iu.indptr, iu.indices, iu.data, iu.shape[1], 100, 0.0, 0.0, 1, False, None)
     NB = sp.csr_matrix((nb[2], nb[1], nb[0]), shape=(iu.shape[0],) * 2)
     NB.sort_indices()
     rows = np.arange(min(SIZES["rec_users"], ui.shape[0]), dtype=np.int64)
@@ -533,8 +661,7 @@ def case_recommend():
     d_rows = cuda.to_device(rows)
 
     def f():
-        return C.recommend(*d_ui, *d_nb, NB.shape[0], d_rows, n, d_ui[0], d_ui[1], None, None,
-                           None)
+        return C.recommend(*d_ui, *d_nb, NB.shape[0], d_rows, n, d_ui[0], d_ui[1], None, None, None)
 
     idx, val = f()
     sync()
@@ -545,8 +672,13 @@ def case_recommend():
         check = f"ok vs numpy ({m} users)"
     except AssertionError as exc:
         check = f"MISMATCH vs numpy: {str(exc)[:120]}"
-    record(case, "fastrec cuda (fused sparse, no dense scores)", lambda: timed(f),
-           lambda s: f"{len(rows) / s / 1e6:.2f} M users/s", check)
+    record(
+        case,
+        "fastrec cuda (fused sparse, no dense scores)",
+        lambda: timed(f),
+        lambda s: f"{len(rows) / s / 1e6:.2f} M users/s",
+        check,
+    )
 
 
 def case_dot_topk():
@@ -563,47 +695,56 @@ def case_dot_topk():
         nnz = datasets.SIZES["mid"][2] * SIZES["emb_users"] // datasets.SIZES["mid"][0]
         seen = datasets.generate(n_users, n_items, nnz, seed=3)
         seen.sort_indices()
-        ex = (cuda.to_device(seen.indptr.astype(np.int64)),
-              cuda.to_device(seen.indices.astype(np.int64)))
-        f = lambda: C.dot_topk(Q, X, k, None, None, ex[0], ex[1], None)  # noqa: E731,B023
+        ex = (
+            cuda.to_device(seen.indptr.astype(np.int64)),
+            cuda.to_device(seen.indices.astype(np.int64)),
+        )
+        f = lambda: C.dot_topk(Q, X, k, None, None, ex[0], ex[1], None)  # noqa: E731
         idx, val = f()
         sync()
         m = min(256, n_users)
-        want = fastrec.dot_topk(Q[:m].copy_to_host(), X.copy_to_host(), k, exclude=seen[:m],
-                                backend="numpy")
+        want = fastrec.dot_topk(
+            Q[:m].copy_to_host(), X.copy_to_host(), k, exclude=seen[:m], backend="numpy"
+        )
         try:
-            assert_topk_equal((idx[:m].copy_to_host(), val[:m].copy_to_host()), want,
-                              rtol=1e-5, atol=1e-6)
+            assert_topk_equal(
+                (idx[:m].copy_to_host(), val[:m].copy_to_host()), want, rtol=1e-5, atol=1e-6
+            )
             check = f"ok vs numpy ({m} users, scores within 1e-5)"
         except AssertionError as exc:
             check = f"MISMATCH vs numpy: {str(exc)[:120]}"
         rate = lambda s: f"{n_users / s / 1e6:.2f} M users/s"  # noqa: E731
-        record(case, "fastrec cuda dot_topk (fused, seen excluded)", lambda: timed(f), rate,
-               check)
-        g = lambda: C.dot_topk(Q, X, k, None, None, None, None, None)  # noqa: E731,B023
+        record(case, "fastrec cuda dot_topk (fused, seen excluded)", lambda: timed(f), rate, check)
+        g = lambda: C.dot_topk(Q, X, k, None, None, None, None, None)  # noqa: E731
         record(case, "fastrec cuda dot_topk (no exclusion)", lambda: timed(g), rate)
-        record(case, "fastrec.dot_topk(device arrays, host mask)",
-               lambda: timed(lambda: fastrec.dot_topk(Q, X, k, exclude=seen)), rate)  # noqa: B023
+        record(
+            case,
+            "fastrec.dot_topk(device arrays, host mask)",
+            lambda: timed(lambda: fastrec.dot_topk(Q, X, k, exclude=seen)),
+            rate,
+        )
         if torch is None:
             skip(case, "torch.matmul + torch.topk", TORCH_WHY)
             continue
         Qt = torch.as_tensor(Q, device="cuda")
         Xt = torch.as_tensor(X, device="cuda")
-        rows_t = torch.as_tensor(np.repeat(np.arange(n_users), np.diff(seen.indptr)),
-                                 device="cuda")
+        rows_t = torch.as_tensor(np.repeat(np.arange(n_users), np.diff(seen.indptr)), device="cuda")
         cols_t = torch.as_tensor(seen.indices.astype(np.int64), device="cuda")
         block = SIZES["emb_block"]
-        starts = np.searchsorted(np.repeat(np.arange(n_users), np.diff(seen.indptr)),
-                                 np.arange(0, n_users + block, block))
+        starts = np.searchsorted(
+            np.repeat(np.arange(n_users), np.diff(seen.indptr)),
+            np.arange(0, n_users + block, block),
+        )
 
         def torch_topk(exclude):
             out_v, out_i = [], []
             for b, r0 in enumerate(range(0, n_users, block)):
-                S = torch.matmul(Qt[r0:r0 + block], Xt.T)
+                S = torch.matmul(Qt[r0 : r0 + block], Xt.T)
                 if exclude:
                     lo, hi = int(starts[b]), int(starts[b + 1])
-                    S.index_put_((rows_t[lo:hi] - r0, cols_t[lo:hi]),
-                                 torch.tensor(-math.inf, device="cuda"))
+                    S.index_put_(
+                        (rows_t[lo:hi] - r0, cols_t[lo:hi]), torch.tensor(-math.inf, device="cuda")
+                    )
                 v, i = torch.topk(S, k, dim=1)
                 out_v.append(v)
                 out_i.append(i)
@@ -614,14 +755,22 @@ def case_dot_topk():
         try:
             tv, _ = torch_topk(True)
             err = max_abs(tv.cpu().numpy(), val.copy_to_host())
-            record(case, f"torch.matmul + index_put_(-inf) + torch.topk ({block}-row blocks)",
-                   lambda: timed(lambda: torch_topk(True)), rate,
-                   verdict(err <= 1e-5, f"values max|diff| {err:.1e} vs fastrec"))
-            record(case, "torch.matmul + torch.topk (no exclusion)",
-                   lambda: timed(lambda: torch_topk(False)), rate)
+            record(
+                case,
+                f"torch.matmul + index_put_(-inf) + torch.topk ({block}-row blocks)",
+                lambda: timed(lambda: torch_topk(True)),
+                rate,
+                verdict(err <= 1e-5, f"values max|diff| {err:.1e} vs fastrec"),
+            )
+            record(
+                case,
+                "torch.matmul + torch.topk (no exclusion)",
+                lambda: timed(lambda: torch_topk(False)),
+                rate,
+            )
         finally:
             torch.backends.cuda.matmul.allow_tf32 = tf32
-        del Qt, Xt, rows_t, cols_t
+        Qt = Xt = rows_t = cols_t = None  # free the device copies before the next case
         free()
 
 
@@ -656,15 +805,20 @@ def print_table():
     print(fmt.format(*head))
     for row in lines:
         print(fmt.format(*row))
-    print("\n'vs fastrec' = this row's time / the case's first fastrec row's time (the raw "
-          "kernel; above 1: that kernel is faster).")
+    print(
+        "\n'vs fastrec' = this row's time / the case's first fastrec row's time (the raw "
+        "kernel; above 1: that kernel is faster)."
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--dry-run", action="store_true",
-                        help="tiny sizes, simulator allowed: checks the script, times nothing real")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny sizes, simulator allowed: checks the script, times nothing real",
+    )
     args = parser.parse_args(argv)
     if args.dry_run:
         global CASE_SECONDS
@@ -679,7 +833,7 @@ def main(argv=None):
         from importlib.metadata import version
 
         versions += f", numba-cuda {version('numba-cuda')}"
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     versions += f", torch {torch.__version__}" if torch is not None else ", torch: none"
     versions += f", cupy {cp.__version__}" if cp is not None else ", cupy: none"
@@ -693,9 +847,10 @@ def main(argv=None):
         print(f"-- {name}", flush=True)
         try:
             CASES[name]()
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next case
-            ROWS.append((name, "(setup)", None, "", f"ERROR {type(exc).__name__}: "
-                         f"{str(exc)[:160]}"))
+        except Exception as exc:
+            ROWS.append(
+                (name, "(setup)", None, "", f"ERROR {type(exc).__name__}: {str(exc)[:160]}")
+            )
             traceback.print_exc()
         free()
         print(f"   {time.perf_counter() - t0:.1f} s", flush=True)

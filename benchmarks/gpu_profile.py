@@ -8,6 +8,7 @@ Run under Nsight Compute on a GPU machine, from the repository root, e.g.:
 
 Each kernel runs three times (the first compiles); data are generated on the device.
 """
+
 from __future__ import annotations
 
 import sys

@@ -2,6 +2,7 @@
 benchmarks/README.md:
 per group and thread count, each implementation's median and its figure, with ratios to the
 named baseline measured in the same run."""
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,12 @@ def main(path):
                     ratio = f"{base['stats']['median'] / med:.2f}x" if base else "-"
                 else:
                     hv = f" ({info['hessp']} Hv)" if info.get("hessp") else ""
-                    opt = (f"vs optimum {info['vs optimum']:.1e}, " if "vs optimum" in info
-                           else "")
-                    figure = (f"{info['iterations']} it{hv}, {opt}coef diff "
-                              f"{info['max |coef diff| / max |coef|']:.1e}, objective diff "
-                              f"{info[OBJ]:.1e}")
+                    opt = f"vs optimum {info['vs optimum']:.1e}, " if "vs optimum" in info else ""
+                    figure = (
+                        f"{info['iterations']} it{hv}, {opt}coef diff "
+                        f"{info['max |coef diff| / max |coef|']:.1e}, objective diff "
+                        f"{info[OBJ]:.1e}"
+                    )
                     ratio = f"{base['stats']['median'] / med:.2f}x" if base else "-"
                 print(f"| {threads} | {impl} | {med * 1e3:.1f} ms | {figure} | {ratio} |")
 

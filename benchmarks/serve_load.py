@@ -15,6 +15,7 @@ that gets anything but 200, or no answer, is a failure. Prints one table (and ``
 The client is one asyncio process with pre-encoded requests; it shares the machine's cores
 with the service, so on few cores its own cost is part of what is measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,9 +77,20 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastrec.cli", "serve", str(self.model), "--port",
-             str(self.port), *extra], env=env, stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "serve.log", "wb"))
+            [
+                sys.executable,
+                "-m",
+                "fastrec.cli",
+                "serve",
+                str(self.model),
+                "--port",
+                str(self.port),
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "serve.log", "wb"),
+        )
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
@@ -109,8 +121,10 @@ def get_json(url: str):
 
 def post(host: str, port: int, path: str, obj) -> bytes:
     body = json.dumps(obj).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def read_response(reader) -> tuple[int, bytes]:
@@ -172,8 +186,20 @@ async def swapper(model_file: Path, source: Path, n_swaps: int, seconds: float, 
         counts["swaps_written"] += 1
 
 
-async def run_level(url, concurrency, n_requests, seconds, users, *, swaps=0, model_file=None,
-                    source=None, events_per_s=0.0, n_items=0, floor=False):
+async def run_level(
+    url,
+    concurrency,
+    n_requests,
+    seconds,
+    users,
+    *,
+    swaps=0,
+    model_file=None,
+    source=None,
+    events_per_s=0.0,
+    n_items=0,
+    floor=False,
+):
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port
     if floor:  # the server's own cost: a route that does no model work
@@ -182,8 +208,12 @@ async def run_level(url, concurrency, n_requests, seconds, users, *, swaps=0, mo
         requests = [post(host, port, "/recommend", {"user": int(u), "n": 10}) for u in users]
     # Warm-up: every connection's first requests (and any first-call compilation) unmeasured.
     warm_stop = time.perf_counter() + 1.0
-    await asyncio.gather(*(worker(host, port, requests, warm_stop, [concurrency * 20], [], [])
-                           for _ in range(concurrency)))
+    await asyncio.gather(
+        *(
+            worker(host, port, requests, warm_stop, [concurrency * 20], [], [])
+            for _ in range(concurrency)
+        )
+    )
     latencies, failures, counts = [], [], {"events": 0, "event_failures": 0, "swaps_written": 0}
     budget = [n_requests]
     start = time.perf_counter()
@@ -193,18 +223,29 @@ async def run_level(url, concurrency, n_requests, seconds, users, *, swaps=0, mo
         side.append(swapper(model_file, source, swaps, seconds, counts))
     if events_per_s:
         side.append(event_stream(host, port, events_per_s, stop_at, len(users), n_items, counts))
-    await asyncio.gather(*(worker(host, port, requests, stop_at, budget, latencies, failures)
-                           for _ in range(concurrency)), *side)
+    await asyncio.gather(
+        *(
+            worker(host, port, requests, stop_at, budget, latencies, failures)
+            for _ in range(concurrency)
+        ),
+        *side,
+    )
     wall = time.perf_counter() - start
     lat = np.array(latencies) * 1e3
     return {
         "route": "/health" if floor else "/recommend",
-        "concurrency": concurrency, "requests": len(latencies), "seconds": round(wall, 2),
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "seconds": round(wall, 2),
         "req_per_s": round(len(latencies) / wall, 1),
-        **{f"p{q}_ms": round(float(np.percentile(lat, q)), 3) if lat.size else None
-           for q in (50, 90, 99)},
+        **{
+            f"p{q}_ms": round(float(np.percentile(lat, q)), 3) if lat.size else None
+            for q in (50, 90, 99)
+        },
         "max_ms": round(float(lat.max()), 3) if lat.size else None,
-        "failures": len(failures), "failure_examples": failures[:3], **counts,
+        "failures": len(failures),
+        "failure_examples": failures[:3],
+        **counts,
     }
 
 
@@ -222,8 +263,12 @@ def main(argv=None) -> int:
     ap.add_argument("--swaps", type=int, default=0, help="model file replacements, last level")
     ap.add_argument("--events-per-s", type=float, default=0.0, help="event stream, last level")
     ap.add_argument("--no-batching", action="store_true")
-    ap.add_argument("--floor", action="store_true", help="also load GET /health (no model "
-                    "work) at each level: the server and client's own cost")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also load GET /health (no model "
+        "work) at each level: the server and client's own cost",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep-log", type=Path, help="copy the started service's log here")
     args = ap.parse_args(argv)
@@ -238,8 +283,9 @@ def main(argv=None) -> int:
             url = args.url
         else:
             extra = ["--watch-interval", "0.25", "--fold-interval", "0.5"]
-            service = Service(source, Path(tmp), extra + (["--no-batching"] if args.no_batching
-                                                          else []))
+            service = Service(
+                source, Path(tmp), extra + (["--no-batching"] if args.no_batching else [])
+            )
             url = service.url
         try:
             if service:
@@ -248,36 +294,65 @@ def main(argv=None) -> int:
             users = np.random.default_rng(0).integers(0, health["n_users"], 4096)
             results = []
             for c in args.concurrency if args.floor else ():
-                results.append(asyncio.run(run_level(url, c, args.requests, args.seconds, users,
-                                                     floor=True)))
+                results.append(
+                    asyncio.run(run_level(url, c, args.requests, args.seconds, users, floor=True))
+                )
             for i, c in enumerate(args.concurrency):
                 last = i == len(args.concurrency) - 1
-                results.append(asyncio.run(run_level(
-                    url, c, args.requests, args.seconds, users,
-                    swaps=args.swaps if last and service else 0,
-                    model_file=service.model if service else None, source=source,
-                    events_per_s=args.events_per_s if last else 0.0,
-                    n_items=health["n_items"])))
+                results.append(
+                    asyncio.run(
+                        run_level(
+                            url,
+                            c,
+                            args.requests,
+                            args.seconds,
+                            users,
+                            swaps=args.swaps if last and service else 0,
+                            model_file=service.model if service else None,
+                            source=source,
+                            events_per_s=args.events_per_s if last else 0.0,
+                            n_items=health["n_items"],
+                        )
+                    )
+                )
             after = get_json(url + "/health")
             metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
-            swaps = {line.split()[0]: line.split()[1] for line in metrics.splitlines()
-                     if line.startswith(("fastrec_model_swaps_total",
-                                         "fastrec_model_update_failures_total"))}
+            swaps = {
+                line.split()[0]: line.split()[1]
+                for line in metrics.splitlines()
+                if line.startswith(
+                    ("fastrec_model_swaps_total", "fastrec_model_update_failures_total")
+                )
+            }
         finally:
             if service:
                 service.stop()
                 if args.keep_log:
                     shutil.copyfile(Path(tmp) / "serve.log", args.keep_log)
-    print(f"fastrec serve load: {health['model']} {health['n_users']} users x "
-          f"{health['n_items']} items, batching={'off' if args.no_batching else 'on'}, "
-          f"CPU {cpu_name()}, {os.cpu_count()} CPUs; model versions "
-          f"{health['model_version']} -> {after['model_version']}, events pending at the end "
-          f"{after['events_pending']}, {swaps}")
-    cols = ("route", "concurrency", "requests", "req_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-            "failures", "events", "event_failures", "swaps_written")
+    print(
+        f"fastrec serve load: {health['model']} {health['n_users']} users x "
+        f"{health['n_items']} items, batching={'off' if args.no_batching else 'on'}, "
+        f"CPU {cpu_name()}, {os.cpu_count()} CPUs; model versions "
+        f"{health['model_version']} -> {after['model_version']}, events pending at the end "
+        f"{after['events_pending']}, {swaps}"
+    )
+    cols = (
+        "route",
+        "concurrency",
+        "requests",
+        "req_per_s",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "failures",
+        "events",
+        "event_failures",
+        "swaps_written",
+    )
     print(" ".join(f"{c:>14}" for c in cols))
     for r in results:
-        print(" ".join(f"{str(r[c]):>14}" for c in cols))
+        print(" ".join(f"{r[c]!s:>14}" for c in cols))
         for ex in r["failure_examples"]:
             print("   failure:", ex)
     if args.json:
@@ -291,8 +366,10 @@ def cpu_name() -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return (f"{info.get('Model name', '?').strip()} family {info.get('CPU family', '?').strip()}"
-            f" model {info.get('Model', '?').strip()}")
+    return (
+        f"{info.get('Model name', '?').strip()} family {info.get('CPU family', '?').strip()}"
+        f" model {info.get('Model', '?').strip()}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ n_threads)`` computing every item's k nearest items by cosine over users (item x
 fastrec's backends get ``user_items.T`` (item x user CSR, converted once outside the timing);
 the libraries get what their documentation asks for. BLAS is held to one thread by the caller.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,9 @@ def sparse_dot_topn(X, k, n_threads):
     from sparse_dot_topn import sp_matmul_topn
 
     Xn = normalize(X, axis=1).astype(np.float32)
-    return sp_matmul_topn(Xn, Xn.T.tocsr(), top_n=k, sort=True,
-                          n_threads=n_threads if n_threads > 1 else None)
+    return sp_matmul_topn(
+        Xn, Xn.T.tocsr(), top_n=k, sort=True, n_threads=n_threads if n_threads > 1 else None
+    )
 
 
 def sklearn_blocked(X, k, n_threads, block=1024):
@@ -65,7 +67,7 @@ def sklearn_blocked(X, k, n_threads, block=1024):
     indptr = np.zeros(n + 1, np.int64)
     idx_parts, val_parts = [], []
     for r0 in range(0, n, block):
-        S = cosine_similarity(Xn_all[r0:r0 + block], Xn_all, dense_output=True)
+        S = cosine_similarity(Xn_all[r0 : r0 + block], Xn_all, dense_output=True)
         rows = np.arange(S.shape[0])
         S[rows, r0 + rows] = -np.inf  # self excluded
         kk = min(k, n - 1)
@@ -75,12 +77,13 @@ def sklearn_blocked(X, k, n_threads, block=1024):
         part = np.take_along_axis(part, order, axis=1)
         vals = np.take_along_axis(vals, order, axis=1)
         keep = vals > 0
-        indptr[r0 + 1:r0 + 1 + len(S)] = keep.sum(axis=1)
+        indptr[r0 + 1 : r0 + 1 + len(S)] = keep.sum(axis=1)
         idx_parts.append(part[keep])
         val_parts.append(vals[keep])
     np.cumsum(indptr, out=indptr)
-    return sp.csr_matrix((np.concatenate(val_parts), np.concatenate(idx_parts), indptr),
-                         shape=(n, n))
+    return sp.csr_matrix(
+        (np.concatenate(val_parts), np.concatenate(idx_parts), indptr), shape=(n, n)
+    )
 
 
 def reference(X, k, n_threads):

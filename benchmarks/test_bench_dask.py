@@ -18,6 +18,7 @@ the prepared matrix (what each dask task pays), and, for comparison, the fixed c
 one-shot ``cosine_topk(X, rows=[0])`` (validation and preparation included: what each task
 paid before the preparation was shipped).
 """
+
 import os
 import time
 
@@ -26,9 +27,10 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from datasets import interactions  # noqa: E402
+
 import fastrec  # noqa: E402
 import fastrec.dask as fd  # noqa: E402
-from datasets import interactions  # noqa: E402
 
 SIZES = os.environ.get("FASTREC_BENCH_SIZES", "small").split(",")
 ROUNDS = int(os.environ.get("FASTREC_BENCH_ROUNDS", "3"))
@@ -37,8 +39,9 @@ K, N_RECS = 100, 10
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
         with distributed.Client(cluster) as c:
             yield c
 
@@ -139,10 +142,17 @@ def test_cosine_topk_dask_2_workers(benchmark, data, client):
     block_rows = -(-n // 8)  # fd's default on 2 single-thread workers
     block_work = [row_work[r0 : r0 + block_rows].sum() for r0 in range(0, n, block_rows)]
     with distributed.get_task_stream(client) as ts:
-        S = _cpu_timed(benchmark, fd.cosine_topk, item_users, K, client=client,
-                       workers=client, block_rows=block_rows)
+        S = _cpu_timed(
+            benchmark,
+            fd.cosine_topk,
+            item_users,
+            K,
+            client=client,
+            workers=client,
+            block_rows=block_rows,
+        )
     assert S.shape == (n, n)
-    _record(benchmark, client, before, ts.data[-len(block_work):], block_work)
+    _record(benchmark, client, before, ts.data[-len(block_work) :], block_work)
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +179,18 @@ def test_recommend_dask_2_workers(benchmark, data, neighbours, client):
     user_work = user_items.astype(bool).astype(np.float64) @ nb_len
     block_work = [user_work[r0 : r0 + block].sum() for r0 in range(0, n, block)]
     with distributed.get_task_stream(client) as ts:
-        out = _cpu_timed(benchmark, fd.recommend, (user_items, neighbours), None, N_RECS,
-                         client=client, workers=client, block_users=block)
+        out = _cpu_timed(
+            benchmark,
+            fd.recommend,
+            (user_items, neighbours),
+            None,
+            N_RECS,
+            client=client,
+            workers=client,
+            block_users=block,
+        )
     assert out.indices.shape == (n, N_RECS)
-    _record(benchmark, client, before, ts.data[-len(block_work):], block_work)
+    _record(benchmark, client, before, ts.data[-len(block_work) :], block_work)
 
 
 def _cpu(fn, *args, **kwargs):
@@ -188,8 +206,7 @@ def test_cosine_topk_block_cost(benchmark, data):
     n = item_users.shape[0]
     block = np.arange(-(-n // 8))
     X = item_users.copy()  # a fresh object each call would re-derive its canonical flag
-    one_shot = min(_cpu(fastrec.cosine_topk, X, K, rows=[0], n_threads=1)
-                   for _ in range(ROUNDS))
+    one_shot = min(_cpu(fastrec.cosine_topk, X, K, rows=[0], n_threads=1) for _ in range(ROUNDS))
     prepare = []
     for _ in range(ROUNDS):
         c0 = time.process_time()
@@ -197,13 +214,20 @@ def test_cosine_topk_block_cost(benchmark, data):
         prepare.append(time.process_time() - c0)
     setup = min(_cpu(fastrec.cosine_topk, P, K, rows=[0], n_threads=1) for _ in range(ROUNDS))
     cpu = []
-    benchmark.pedantic(lambda: cpu.append(_cpu(fastrec.cosine_topk, P, K, rows=block,
-                                               n_threads=1)), rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(
+        lambda: cpu.append(_cpu(fastrec.cosine_topk, P, K, rows=block, n_threads=1)),
+        rounds=ROUNDS,
+        iterations=1,
+    )
     w = float(row_work[block].sum())
     benchmark.extra_info.update(
-        prepare_cpu_s=round(min(prepare), 4), prepared_nbytes=P.nbytes,
-        setup_cpu_s=round(setup, 4), one_shot_setup_cpu_s=round(one_shot, 4),
-        block_rows=len(block), block_work=w, block_cpu_s=round(float(np.median(cpu)), 3),
+        prepare_cpu_s=round(min(prepare), 4),
+        prepared_nbytes=P.nbytes,
+        setup_cpu_s=round(setup, 4),
+        one_shot_setup_cpu_s=round(one_shot, 4),
+        block_rows=len(block),
+        block_work=w,
+        block_cpu_s=round(float(np.median(cpu)), 3),
         cpu_s_per_multiply_add=(float(np.median(cpu)) - setup) / w,
     )
     print(f"\n{benchmark.name}: {benchmark.extra_info}")
@@ -217,14 +241,24 @@ def test_recommend_block_cost(benchmark, data, neighbours):
     block = np.arange(-(-n // 8))
     nb_len = np.diff(neighbours.indptr).astype(np.float64)
     user_work = user_items.astype(bool).astype(np.float64) @ nb_len
-    setup = min(_cpu(fastrec.recommend, user_items, neighbours, N_RECS, user_ids=[0],
-                     n_threads=1) for _ in range(ROUNDS))
+    setup = min(
+        _cpu(fastrec.recommend, user_items, neighbours, N_RECS, user_ids=[0], n_threads=1)
+        for _ in range(ROUNDS)
+    )
     cpu = []
-    benchmark.pedantic(lambda: cpu.append(_cpu(fastrec.recommend, user_items, neighbours,
-                                               N_RECS, user_ids=block, n_threads=1)),
-                       rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(
+        lambda: cpu.append(
+            _cpu(fastrec.recommend, user_items, neighbours, N_RECS, user_ids=block, n_threads=1)
+        ),
+        rounds=ROUNDS,
+        iterations=1,
+    )
     w = float(user_work[block].sum())
-    benchmark.extra_info.update(setup_cpu_s=round(setup, 4), block_users=len(block),
-                                block_work=w, block_cpu_s=round(float(np.median(cpu)), 3),
-                                cpu_s_per_multiply_add=(float(np.median(cpu)) - setup) / w)
+    benchmark.extra_info.update(
+        setup_cpu_s=round(setup, 4),
+        block_users=len(block),
+        block_work=w,
+        block_cpu_s=round(float(np.median(cpu)), 3),
+        cpu_s_per_multiply_add=(float(np.median(cpu)) - setup) / w,
+    )
     print(f"\n{benchmark.name}: {benchmark.extra_info}")

@@ -5,6 +5,7 @@ per kernel backend, and implicit's CosineRecommender on the same data for compar
         --benchmark-columns=median,min,max,rounds
     fastrec bench -k models        (the ratio table: numpy reference median / median)
 """
+
 import numpy as np
 import pytest
 
@@ -14,11 +15,16 @@ from fastrec.models import ItemKNN, Popularity, UserKNN
 pytestmark = pytest.mark.benchmark(group="models", min_rounds=1, warmup=False)
 
 KERNELS = ("cosine_topk", "recommend", "topk")
-BACKENDS = [b for b in available_backends() if b != "cuda"
-            and all(b in available_backends(k) for k in KERNELS)]
-MODELS = {"itemknn": lambda b: ItemKNN(k=100, backend=b),
-          "userknn": lambda b: UserKNN(k=50, backend=b),
-          "popularity": lambda b: Popularity(backend=b)}
+BACKENDS = [
+    b
+    for b in available_backends()
+    if b != "cuda" and all(b in available_backends(k) for k in KERNELS)
+]
+MODELS = {
+    "itemknn": lambda b: ItemKNN(k=100, backend=b),
+    "userknn": lambda b: UserKNN(k=50, backend=b),
+    "popularity": lambda b: Popularity(backend=b),
+}
 
 
 @pytest.fixture(scope="module")

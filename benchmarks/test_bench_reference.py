@@ -8,12 +8,13 @@ Sizes follow the issues: cosine top-k on the item x user matrix of the small and
 sigmoid on 2,000,000 x 64 float32 and on a 500,000 x 2^20 CSR with 40 non-zeros per row,
 loss/gradient on 100,000 x 100 float64.
 """
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from datasets import interactions
 
 import fastrec
-from datasets import interactions
 
 pytestmark = pytest.mark.benchmark(group="reference", min_rounds=1, warmup=False)
 
@@ -44,8 +45,9 @@ def test_recommend(benchmark, mid):
     item_users = mid.T.tocsr()
     neighbours = fastrec.cosine_topk(item_users, 100)  # fastest available backend
     users = np.arange(5000)
-    out = _median3(benchmark, fastrec.recommend, mid, neighbours, 10, user_ids=users,
-                backend="numpy")
+    out = _median3(
+        benchmark, fastrec.recommend, mid, neighbours, 10, user_ids=users, backend="numpy"
+    )
     assert out.indices.shape == (5000, 10)
 
 
@@ -60,8 +62,10 @@ def test_sigmoid_csr(benchmark):
     rng = np.random.default_rng(0)
     n, m, per_row = 500_000, 1 << 20, 40
     indices = np.sort(rng.integers(0, m, (n, per_row)), axis=1).ravel().astype(np.int32)
-    X = sp.csr_matrix((np.ones(n * per_row, np.float32), indices,
-                       np.arange(0, n * per_row + 1, per_row)), shape=(n, m))
+    X = sp.csr_matrix(
+        (np.ones(n * per_row, np.float32), indices, np.arange(0, n * per_row + 1, per_row)),
+        shape=(n, m),
+    )
     w = rng.standard_normal(m).astype(np.float32)
     _median3(benchmark, fastrec.sigmoid_scores, X, w, 0.1, backend="numpy")
 
@@ -70,5 +74,13 @@ def test_logistic_loss_grad(benchmark):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((100_000, 100))
     y = (rng.random(100_000) < 0.3).astype(float)
-    _median3(benchmark, fastrec.logistic_loss_grad, X, y, rng.standard_normal(100), 0.0, l2=1e-3,
-          backend="numpy")
+    _median3(
+        benchmark,
+        fastrec.logistic_loss_grad,
+        X,
+        y,
+        rng.standard_normal(100),
+        0.0,
+        l2=1e-3,
+        backend="numpy",
+    )

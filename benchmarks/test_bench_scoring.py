@@ -9,6 +9,7 @@ Run: ``python -m pytest benchmarks/test_bench_scoring.py --benchmark-only
 ``python benchmarks/report_scoring.py RESULT.json`` turns the JSON into the table of
 benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,8 +95,9 @@ def csr_problem():
     cols = np.sort(rng.integers(0, n_cols - per_row, (N_ROWS, per_row), dtype=np.int32), axis=1)
     cols += np.arange(per_row, dtype=np.int32)  # strictly increasing: canonical CSR
     indptr = np.arange(0, N_ROWS * per_row + 1, per_row, dtype=np.int32)
-    X = sp.csr_matrix((np.ones(N_ROWS * per_row, np.float32), cols.ravel(), indptr),
-                      shape=(N_ROWS, n_cols))
+    X = sp.csr_matrix(
+        (np.ones(N_ROWS * per_row, np.float32), cols.ravel(), indptr), shape=(N_ROWS, n_cols)
+    )
     w = (rng.standard_normal(n_cols) * 0.2).astype(np.float32)
     yield X, w, -1.0
     del X
@@ -112,7 +114,9 @@ def _sklearn_model(w, b):
 
 # ---- dense scoring ---------------------------------------------------------------------------
 
-DENSE_IMPLS = ["read-bandwidth", "numpy", "scipy-expit", "sklearn"] + [f"fastrec-{b}" for b in COMPILED]
+DENSE_IMPLS = ["read-bandwidth", "numpy", "scipy-expit", "sklearn"] + [
+    f"fastrec-{b}" for b in COMPILED
+]
 
 
 @pytest.mark.parametrize("threads", THREADS)
@@ -125,9 +129,11 @@ def test_sigmoid_dense(benchmark, dense_problem, impl, threads):
     if impl == "read-bandwidth":
         fn = _read_bandwidth_fn(X, threads)
     elif impl == "numpy":
+
         def fn():
             return 1.0 / (1.0 + np.exp(-(X @ w + b)))
     elif impl == "scipy-expit":
+
         def fn():
             return scipy.special.expit(X @ w + b)
     elif impl == "sklearn":
@@ -142,6 +148,7 @@ def test_sigmoid_dense(benchmark, dense_problem, impl, threads):
 
         def fn():
             return fastrec.sigmoid_scores(X, w, b, out=out, backend=backend, n_threads=threads)
+
     with threadpool_limits(limits=threads):
         fn()
         _run(benchmark, fn)
@@ -161,6 +168,7 @@ def test_sigmoid_csr(benchmark, csr_problem, impl, threads):
     benchmark.extra_info.update(threads=threads, impl=impl)
     out = np.empty(X.shape[0], dtype=X.dtype)
     if impl == "scipy":
+
         def fn():
             return scipy.special.expit(X @ w + b)
     elif impl == "sklearn":
@@ -175,6 +183,7 @@ def test_sigmoid_csr(benchmark, csr_problem, impl, threads):
 
         def fn():
             return fastrec.sigmoid_scores(X, w, b, out=out, backend=backend, n_threads=threads)
+
     with threadpool_limits(limits=threads):
         fn()
         _run(benchmark, fn, rounds=5)
@@ -197,11 +206,18 @@ def _hashed_fit_problem():
     columns."""
     rng = np.random.default_rng(3)
     n = 20_000
-    cards = {"user": 20_000, "item": 5_000, "genre": 20, "hour": 24, "device": 4,
-             "country": 50, "slot": 10, "campaign": 300}
+    cards = {
+        "user": 20_000,
+        "item": 5_000,
+        "genre": 20,
+        "hour": 24,
+        "device": 4,
+        "country": 50,
+        "slot": 10,
+        "campaign": 300,
+    }
     table = {c: np.minimum(rng.zipf(1.3, n) - 1, k - 1) for c, k in cards.items()}
-    X = HashingEncoder(list(cards), n_features=2**14, seed=0,
-                       dtype=np.float64).fit_transform(table)
+    X = HashingEncoder(list(cards), n_features=2**14, seed=0, dtype=np.float64).fit_transform(table)
     w = rng.standard_normal(2**14) * 0.5
     y = (rng.random(n) < scipy.special.expit(X @ w - 1.0)).astype(np.int64)
     return X, y
@@ -238,13 +254,20 @@ def _optimum(X, y):
 def _fit_problem(name):
     if name not in FIT_CACHE:
         X, y = FIT_PROBLEMS[name]()
-        ref = LogisticRegression(C=C, tol=TOL, max_iter=1000).fit(X, y) if LogisticRegression else None
+        ref = (
+            LogisticRegression(C=C, tol=TOL, max_iter=1000).fit(X, y)
+            if LogisticRegression
+            else None
+        )
         FIT_CACHE[name] = (X, y, ref, _optimum(X, y))
     return FIT_CACHE[name]
 
 
-FIT_IMPLS = (["sklearn-lbfgs", "sklearn-newton-cg"] + [f"fastrec-{b}" for b in COMPILED]
-             + [f"fastrec-{b}-trust-ncg" for b in COMPILED])
+FIT_IMPLS = (
+    ["sklearn-lbfgs", "sklearn-newton-cg"]
+    + [f"fastrec-{b}" for b in COMPILED]
+    + [f"fastrec-{b}-trust-ncg" for b in COMPILED]
+)
 
 
 @pytest.mark.parametrize("threads", THREADS)
@@ -266,8 +289,10 @@ def test_fit(benchmark, problem, impl, threads):
         tol = TOL_NEWTON if solver == "trust-ncg" else TOL
 
         def fn():
-            return LogisticCTR(C=C, tol=tol, max_iter=1000, backend=backend, solver=solver,
-                               n_threads=threads).fit(X, y)
+            return LogisticCTR(
+                C=C, tol=tol, max_iter=1000, backend=backend, solver=solver, n_threads=threads
+            ).fit(X, y)
+
     benchmark.extra_info.update(threads=threads, impl=impl)
     with threadpool_limits(limits=threads):
         model = fn()
@@ -276,13 +301,16 @@ def test_fit(benchmark, problem, impl, threads):
     benchmark.extra_info["iterations"] = int(np.ravel(model.n_iter_)[0])
     benchmark.extra_info["hessp"] = getattr(model, "n_hessp_", None)  # scikit-learn: unknown
     benchmark.extra_info["max |coef diff| / max |coef|"] = float(
-        np.abs(coef - ref.coef_[0]).max() / np.abs(ref.coef_).max())
+        np.abs(coef - ref.coef_[0]).max() / np.abs(ref.coef_).max()
+    )
     w_opt = optimum[: X.shape[1]]
     benchmark.extra_info["vs optimum"] = float(np.abs(coef - w_opt).max() / np.abs(w_opt).max())
     # The objective both minimise, at each one's solution (reference kernel, float64).
     l2 = 1.0 / (C * X.shape[0])
-    ours = fastrec.logistic_loss_grad(X, y, coef, float(np.ravel(model.intercept_)[0]), l2=l2,
-                                      backend="numpy")[0]
-    theirs = fastrec.logistic_loss_grad(X, y, ref.coef_[0], float(ref.intercept_[0]), l2=l2,
-                                        backend="numpy")[0]
+    ours = fastrec.logistic_loss_grad(
+        X, y, coef, float(np.ravel(model.intercept_)[0]), l2=l2, backend="numpy"
+    )[0]
+    theirs = fastrec.logistic_loss_grad(
+        X, y, ref.coef_[0], float(ref.intercept_[0]), l2=l2, backend="numpy"
+    )[0]
     benchmark.extra_info["objective - sklearn's"] = float(ours - theirs)

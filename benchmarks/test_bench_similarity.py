@@ -8,8 +8,8 @@ against the NumPy reference, implicit, sparse_dot_topn and scikit-learn, same da
 Peak RSS per case (each in its own process): ``python benchmarks/bench_similarity.py``.
 The large set is slow for the libraries (tens of seconds a call): select it with ``-k large``.
 """
-import pytest
 
+import pytest
 from datasets import interactions, work
 from similarity_cases import CASES, item_users
 

@@ -18,15 +18,16 @@ cosine item neighbourhood (implicit's CosineRecommender(K=100), computed once an
 benchmarks/.data), against implicit's ItemItemRecommender.recommend for all users
 (filter_already_liked_items=True) on the same neighbourhood, and against the NumPy reference.
 """
+
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from datasets import CACHE, interactions
 
 import fastrec
-from datasets import CACHE, interactions
 from fastrec.kernels import topk_forms
 
 SHAPES = {"dense_4096x100k": (4096, 100_000), "dense_1024x1M": (1024, 1_000_000)}
@@ -35,8 +36,9 @@ COMPILED = [b for b in ("cython", "numba") if b in fastrec.available_backends("t
 
 
 def _median(benchmark, fn, *args, rounds=5, **kwargs):
-    out = benchmark.pedantic(fn, args=args, kwargs=kwargs, rounds=rounds, iterations=1,
-                             warmup_rounds=1)
+    out = benchmark.pedantic(
+        fn, args=args, kwargs=kwargs, rounds=rounds, iterations=1, warmup_rounds=1
+    )
     return out
 
 
@@ -116,8 +118,15 @@ def test_torch_topk(benchmark, dense_case, k):
 def test_topk(benchmark, dense_case, k, backend, masked, n_threads):
     name, scores, mask = dense_case
     benchmark.group = f"{name} k={k}"
-    out = _median(benchmark, fastrec.topk, scores, k, exclude=mask if masked else None,
-                  backend=backend, n_threads=n_threads)
+    out = _median(
+        benchmark,
+        fastrec.topk,
+        scores,
+        k,
+        exclude=mask if masked else None,
+        backend=backend,
+        n_threads=n_threads,
+    )
     _record_gbs(benchmark, scores.nbytes)
     assert out.indices.shape == (scores.shape[0], k)
     if masked:  # spot check: no excluded column returned
@@ -151,9 +160,14 @@ def test_topk_compute_per_call(benchmark, k, backend, dtype, form):
     benchmark.group = f"compute 16x100k k={k}"
     forced = topk_forms.float32_form(backend, False) if form == "walk" else nullcontext()
     with forced:
-        benchmark.pedantic(fastrec.topk, args=(scores, k),
-                           kwargs=dict(backend=backend, n_threads=1),
-                           rounds=40, iterations=1, warmup_rounds=2)
+        benchmark.pedantic(
+            fastrec.topk,
+            args=(scores, k),
+            kwargs=dict(backend=backend, n_threads=1),
+            rounds=40,
+            iterations=1,
+            warmup_rounds=2,
+        )
 
 
 # ---- recommend -------------------------------------------------------------------------------
@@ -187,10 +201,18 @@ def test_recommend_implicit(benchmark, mid_neighbours):
 
     model.scorer = NearestNeighboursScorer(neighbours)
     users = np.arange(user_items.shape[0])
-    ids, _ = _median(benchmark, model.recommend, users, user_items, N=10,
-                     filter_already_liked_items=True, rounds=3)
-    ours = fastrec.recommend(user_items, neighbours, 10,
-                             backend=COMPILED[0] if COMPILED else "numpy")
+    ids, _ = _median(
+        benchmark,
+        model.recommend,
+        users,
+        user_items,
+        N=10,
+        filter_already_liked_items=True,
+        rounds=3,
+    )
+    ours = fastrec.recommend(
+        user_items, neighbours, 10, backend=COMPILED[0] if COMPILED else "numpy"
+    )
     # Same neighbourhood, same scores: the top-10 sets agree up to ties at the cut.
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids[:2000], ours.indices[:2000])])
     benchmark.extra_info["top10 overlap with fastrec"] = round(float(overlap), 4)
@@ -206,13 +228,25 @@ def test_recommend(benchmark, mid_neighbours, dtype, backend, n_threads):
     user_items, neighbours = mid_neighbours
     neighbours = neighbours.astype(dtype)
     benchmark.group = "recommend mid top-10 all users"
-    out = _median(benchmark, fastrec.recommend, user_items, neighbours, 10, backend=backend,
-                  n_threads=n_threads)
+    out = _median(
+        benchmark,
+        fastrec.recommend,
+        user_items,
+        neighbours,
+        10,
+        backend=backend,
+        n_threads=n_threads,
+    )
     assert out.indices.shape == (user_items.shape[0], 10)
 
 
 def test_recommend_reference(benchmark, mid_neighbours):
     user_items, neighbours = mid_neighbours
     benchmark.group = "recommend mid top-10 all users"
-    benchmark.pedantic(fastrec.recommend, args=(user_items, neighbours, 10),
-                       kwargs=dict(backend="numpy"), rounds=1, iterations=1)
+    benchmark.pedantic(
+        fastrec.recommend,
+        args=(user_items, neighbours, 10),
+        kwargs=dict(backend="numpy"),
+        rounds=1,
+        iterations=1,
+    )

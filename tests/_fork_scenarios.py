@@ -5,6 +5,7 @@ fork, run them again in the child (and in a grandchild), exit 0 only if every re
 same bits. ``python _fork_scenarios.py mp METHOD...``: the same through a multiprocessing Pool
 of each start METHOD, after the parent ran every backend.
 """
+
 import multiprocessing
 import os
 import signal
@@ -34,14 +35,18 @@ def run_all(backend):
     nb = fastrec.cosine_topk(UI.T.tocsr(), 5, backend=backend)
     out = [
         fastrec.topk(S, 7, backend=backend),
-        fastrec.topk(S.astype(np.float32), 40, exclude=sp.random(50, 300, density=0.1,
-                                                                 format="csr", random_state=2),
-                     backend=backend),
+        fastrec.topk(
+            S.astype(np.float32),
+            40,
+            exclude=sp.random(50, 300, density=0.1, format="csr", random_state=2),
+            backend=backend,
+        ),
         nb,
         fastrec.cosine_similarity(UI, backend=backend),
         fastrec.recommend(UI, nb, 5, backend=backend),
-        fastrec.recommend_user_based(UI, fastrec.cosine_topk(UI, 5, backend=backend), 5,
-                                     backend=backend),
+        fastrec.recommend_user_based(
+            UI, fastrec.cosine_topk(UI, 5, backend=backend), 5, backend=backend
+        ),
         fastrec.sigmoid_scores(X, w, 0.5, backend=backend),
         fastrec.sigmoid_scores(sp.csr_matrix(X), w, 0.5, backend=backend),
         fastrec.logistic_loss_grad(X, y, w, 0.1, l2=0.01, backend=backend),
@@ -65,7 +70,7 @@ def _forked(fn):
         signal.alarm(CHILD_SECONDS)
         try:
             code = fn()
-        except BaseException as exc:  # noqa: BLE001 - reported through the exit status
+        except BaseException as exc:
             print("child failed:", repr(exc), file=sys.stderr)
             code = 2
         os._exit(code)

@@ -7,6 +7,7 @@ ValueError/TypeError/FileNotFoundError from load or use, or an accepted model wh
 break the contract, ends the worker with status 3; a crash ends it by a signal, and the
 last printed name is the culprit.
 """
+
 import io
 import json
 import sys

@@ -3,6 +3,7 @@
 Trained with scipy's L-BFGS on fastrec.logistic_loss_grad (the public kernel): enough to test
 Hybrid's plumbing, not a substitute for fastrec.models.LogisticCTR.
 """
+
 import numpy as np
 from scipy.optimize import minimize
 

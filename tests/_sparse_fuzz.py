@@ -4,6 +4,7 @@ matrices and passes each, in every sparse argument position, to every public fun
 model method that takes arrays. Each call must raise ValueError or TypeError; anything else
 (another exception, a result, a crash) ends the process with a status != 0, after printing
 the case."""
+
 import sys
 
 import numpy as np

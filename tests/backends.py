@@ -2,6 +2,7 @@
 
 The CUDA backend has its own suite (it runs on Numba's simulator in CI, on tiny inputs).
 """
+
 from fastrec import available_backends
 
 

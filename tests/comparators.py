@@ -5,6 +5,7 @@ position, swap which of several tied candidates gets in. The comparator accepts 
 scores must agree position by position within tolerance; the index *sets* of each group of
 near-equal scores must agree, except for the last group of a full row (it may be cut at k).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -18,7 +19,9 @@ def _tie_groups(scores, rtol, atol):
     starts = [0]
     for i in range(1, len(scores)):
         a, b = scores[i - 1], scores[i]
-        same = (a == b) or (np.isfinite(a) and np.isfinite(b) and abs(a - b) <= atol + rtol * abs(b))
+        same = (a == b) or (
+            np.isfinite(a) and np.isfinite(b) and abs(a - b) <= atol + rtol * abs(b)
+        )
         if not same:
             starts.append(i)
     return starts
@@ -32,7 +35,10 @@ def assert_topk_equal(actual, expected, *, rtol=1e-5, atol=1e-6, exact=False):
     a_idx, a_val = (np.asarray(x) for x in actual)
     e_idx, e_val = (np.asarray(x) for x in expected)
     assert a_idx.shape == e_idx.shape == a_val.shape == e_val.shape, (
-        a_idx.shape, e_idx.shape, a_val.shape, e_val.shape,
+        a_idx.shape,
+        e_idx.shape,
+        a_val.shape,
+        e_val.shape,
     )
     if exact:
         np.testing.assert_array_equal(a_idx, e_idx)
@@ -47,7 +53,10 @@ def assert_topk_equal(actual, expected, *, rtol=1e-5, atol=1e-6, exact=False):
         assert np.all(np.diff(av[real].astype(np.float64)) <= 0), f"row {r}: not sorted: {av}"
         assert len(set(ai[real])) == real.sum(), f"row {r}: repeated index {ai}"
         np.testing.assert_allclose(
-            av[real].astype(np.float64), ev[real].astype(np.float64), rtol=rtol, atol=atol,
+            av[real].astype(np.float64),
+            ev[real].astype(np.float64),
+            rtol=rtol,
+            atol=atol,
             err_msg=f"row {r}: scores differ",
         )
         ev_real = ev[real].astype(np.float64)

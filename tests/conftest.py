@@ -1,5 +1,6 @@
 """Test configuration: hypothesis profiles (CI keeps runs short; `--hypothesis-profile=thorough`
 for a deeper search); the CUDA backend on Numba's simulator when this machine has no GPU."""
+
 import glob
 import os
 

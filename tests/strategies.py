@@ -4,6 +4,7 @@ CSR inputs come as *raw* scipy matrices that may break canonical form on purpose
 entries, unsorted indices, explicit zeros, int64 indices, any sparse format or family), so the
 tests exercise the validation front door as well as the kernels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,8 +96,18 @@ def raw_csr(
 
 
 @st.composite
-def dense(draw, *, max_rows=10, max_cols=40, min_rows=0, min_cols=0, dtype=None, ties=None,
-          signed=True, layout=None):
+def dense(
+    draw,
+    *,
+    max_rows=10,
+    max_cols=40,
+    min_rows=0,
+    min_cols=0,
+    dtype=None,
+    ties=None,
+    signed=True,
+    layout=None,
+):
     """A 2-D float array: C order, F order, or a non-contiguous view (every other column)."""
     n_rows = draw(st.integers(min_rows, max_rows))
     n_cols = draw(st.integers(min_cols, max_cols))
@@ -127,8 +138,11 @@ def scores_and_mask(draw, max_rows=8, max_cols=30):
     S = draw(dense(max_rows=max_rows, max_cols=max_cols))
     mask = None
     if draw(st.booleans()) and S.size:
-        mask = draw(raw_csr(max_rows=S.shape[0], max_cols=S.shape[1],
-                            min_rows=S.shape[0], min_cols=S.shape[1]))
+        mask = draw(
+            raw_csr(
+                max_rows=S.shape[0], max_cols=S.shape[1], min_rows=S.shape[0], min_cols=S.shape[1]
+            )
+        )
     specials = draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), max_size=4))
     if S.size and specials:
         S = S.copy()

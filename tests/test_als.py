@@ -1,5 +1,8 @@
 """fastrec.models.ALS and its conjugate-gradient solve: backends against the NumPy reference,
 determinism, the objective going down, recommend/similar_items, save/load, bad input."""
+
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -27,8 +30,12 @@ def interactions(n_users=60, n_items=40, density=0.15, seed=0):
 
 @pytest.mark.parametrize("backend", SOLVE_BACKENDS)
 @settings(max_examples=15)
-@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
-       cg_steps=st.integers(1, 4), alpha=st.sampled_from([0.0, 1.0, 7.5]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    cg_steps=st.integers(1, 4),
+    alpha=st.sampled_from([0.0, 1.0, 7.5]),
+)
 def test_cg_update_equals_reference(backend, seed, dtype, cg_steps, alpha):
     rng = np.random.default_rng(seed)
     UI = interactions(30, 20, seed=seed % 1000)
@@ -57,7 +64,7 @@ def test_objective_decreases_and_matches_a_direct_sum():
     UI = interactions(50, 30, seed=3)
     model = ALS(factors=5, iterations=6, regularization=0.1, alpha=2.0, progress=True).fit(UI)
     losses = model.loss_history_
-    assert len(losses) == 6 and all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:]))
+    assert len(losses) == 6 and all(b <= a * (1 + 1e-6) for a, b in pairwise(losses))
     X, Y = model.user_factors_.astype(float), model.item_factors_.astype(float)
     R = UI.toarray()
     C = 1 + 2.0 * R
@@ -72,8 +79,9 @@ def test_recommend_and_similar_items_through_dot_topk():
     model = ALS(factors=4, iterations=4).fit(UI)
     users = np.array([3, 0, 7])
     got = model.recommend(users, n=5)
-    want = fastrec.dot_topk(model.user_factors_[users], model.item_factors_, 5,
-                            exclude=UI[users], backend="numpy")
+    want = fastrec.dot_topk(
+        model.user_factors_[users], model.item_factors_, 5, exclude=UI[users], backend="numpy"
+    )
     np.testing.assert_array_equal(got.indices, want.indices)
     seen = set(UI[3].indices)
     assert not seen & set(got.indices[0])
@@ -89,8 +97,9 @@ def test_save_load_roundtrip_and_corrupt_file_rejected(tmp_path):
     loaded = ALS.load(path)
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
-    np.testing.assert_array_equal(loaded.recommend([1, 2], 4).indices,
-                                  model.recommend([1, 2], 4).indices)
+    np.testing.assert_array_equal(
+        loaded.recommend([1, 2], 4).indices, model.recommend([1, 2], 4).indices
+    )
     bad = ALS(factors=3, iterations=2).fit(UI)
     bad.item_factors_ = bad.item_factors_[:, :2]
     bad_path = bad.save(tmp_path / "bad")
@@ -102,12 +111,15 @@ def test_save_load_roundtrip_and_corrupt_file_rejected(tmp_path):
         ALS.load(nan.save(tmp_path / "nan"))
 
 
-@pytest.mark.parametrize("params, match", [
-    (dict(factors=0), "factors must be >= 1"),
-    (dict(regularization=-1.0), "regularization must be >= 0"),
-    (dict(cg_steps=0), "cg_steps must be >= 1"),
-    (dict(dtype="float16"), "dtype must be one of"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(factors=0), "factors must be >= 1"),
+        (dict(regularization=-1.0), "regularization must be >= 0"),
+        (dict(cg_steps=0), "cg_steps must be >= 1"),
+        (dict(dtype="float16"), "dtype must be one of"),
+    ],
+)
 def test_bad_parameters_rejected(params, match):
     with pytest.raises(ValueError, match=match):
         ALS(**params).fit(interactions())

@@ -4,6 +4,7 @@ reference's signatures, and every kernel that ``AUTO_ORDER`` ranks a backend for
 Import-level checks only (no kernel runs), so they hold for a backend that cannot run here too
 (the CUDA module imports without a GPU).
 """
+
 import importlib
 import inspect
 
@@ -36,9 +37,7 @@ def _exports(module):
     names = getattr(module, "__all__", None)
     if names is None:
         names = [n for n, v in vars(module).items() if n[0] != "_" and callable(v)]
-    return {
-        n for n in names if n[0] != "_" and not n.startswith(NOT_KERNEL_PREFIXES)
-    } - NOT_KERNELS
+    return {n for n in names if n[0] != "_" and not n.startswith(NOT_KERNEL_PREFIXES)} - NOT_KERNELS
 
 
 def _shape(fn):

@@ -1,4 +1,5 @@
 """`fastrec bench` as a pip user runs it: the cases ship inside the package, no source tree."""
+
 import importlib.util
 import os
 import subprocess
@@ -13,8 +14,14 @@ from fastrec.bench.cases import CASES
 def test_cases_ship_inside_the_package():
     package = Path(fastrec.__file__).parent
     assert (package / "bench" / "cases.py").is_file()
-    assert set(CASES) >= {"sigmoid_dense", "sigmoid_csr", "sigmoid_csr_hashed", "topk",
-                          "cosine_topk", "ctr_fit"}
+    assert set(CASES) >= {
+        "sigmoid_dense",
+        "sigmoid_csr",
+        "sigmoid_csr_hashed",
+        "topk",
+        "cosine_topk",
+        "ctr_fit",
+    }
 
 
 def test_bench_runs_outside_the_source_tree(tmp_path):
@@ -24,15 +31,34 @@ def test_bench_runs_outside_the_source_tree(tmp_path):
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "fastrec.cli", "bench", "--size", "tiny", "--threads", "2",
-         "--out", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "fastrec.cli",
+            "bench",
+            "--size",
+            "tiny",
+            "--threads",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = (out / "report.md").read_text()
     assert "- CPU: " in report and "threads: 2" in report and "numpy" in report
-    for case in ("sigmoid_scores dense", "sigmoid_scores CSR", "topk k=100", "cosine_topk",
-                 "LogisticCTR fit"):
+    for case in (
+        "sigmoid_scores dense",
+        "sigmoid_scores CSR",
+        "topk k=100",
+        "cosine_topk",
+        "LogisticCTR fit",
+    ):
         assert case in report, case
     assert "| read floor |" in report
     if importlib.util.find_spec("matplotlib") is not None:
@@ -43,8 +69,11 @@ def test_bench_runs_outside_the_source_tree(tmp_path):
 
 
 def test_report_ratios_are_the_medians_ratios():
-    rows = [Row("c", "fastrec", 0.5, 2.0, 0.8), Row("c", "scipy", 1.0, 1.0, 0.4),
-            Row("c", "read floor", 0.4, None, None)]
+    rows = [
+        Row("c", "fastrec", 0.5, 2.0, 0.8),
+        Row("c", "scipy", 1.0, 1.0, 0.4),
+        Row("c", "read floor", 0.4, None, None),
+    ]
     text = markdown(rows, {"c": "scipy"}, {"c": []}, ["# head"])
     assert "| c | fastrec | 500.00 | 2.00x | 0.80 |" in text
     assert "| c | read floor | 400.00 | - | - |" in text

@@ -1,4 +1,5 @@
 """The command line: `fastrec info` reports version, backends and threads."""
+
 import io
 import subprocess
 import sys
@@ -17,16 +18,16 @@ def test_show_config_lists_every_backend():
 
 
 def test_fastrec_info_command_runs():
-    out = subprocess.run([sys.executable, "-m", "fastrec.cli", "info"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastrec.cli", "info"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "backends:" in out.stdout
 
 
 def test_version_flag_and_python_dash_m():
     for cmd in (["-m", "fastrec", "--version"], ["-m", "fastrec.cli", "--version"]):
-        out = subprocess.run([sys.executable, *cmd], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"fastrec {fastrec.__version__}"
 
@@ -37,8 +38,13 @@ def test_help_is_clean():
     from fastrec.cli import app
 
     runner = CliRunner()
-    for args in (["--help"], ["info", "--help"], ["demo", "--help"], ["bench", "--help"],
-                 ["serve", "--help"]):
+    for args in (
+        ["--help"],
+        ["info", "--help"],
+        ["demo", "--help"],
+        ["bench", "--help"],
+        ["serve", "--help"],
+    ):
         result = runner.invoke(app, args, env={"COLUMNS": "100"})
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output and "Usage:" in result.output
@@ -68,7 +74,8 @@ def test_info_names_a_backend_passed_over(monkeypatch):
     from fastrec import _config
 
     real = _config.backend_status
-    monkeypatch.setattr(_config, "backend_status",
-                        lambda name: (False, "test") if name == "cython" else real(name))
+    monkeypatch.setattr(
+        _config, "backend_status", lambda name: (False, "test") if name == "cython" else real(name)
+    )
     pick, why = _config.auto_choices()["cosine_topk"]
     assert pick != "cython" and "cython unavailable" in why

@@ -1,4 +1,5 @@
 """`fastrec demo` and `fastrec bench`: the table, and one clear error line for bad input."""
+
 import importlib
 import json
 
@@ -33,8 +34,9 @@ def one_error_line(result, match):
 
 
 def test_demo_prints_one_row_per_model(ranker):
-    result = runner.invoke(app, ["demo", "--users", "300", "--items", "120", "--threads", "1",
-                                 "--backend", "numpy"])
+    result = runner.invoke(
+        app, ["demo", "--users", "300", "--items", "120", "--threads", "1", "--backend", "numpy"]
+    )
     assert result.exit_code == 0, result.output
     for name in ("Popularity", "ItemKNN", "UserKNN", "ALS", "Hybrid", "NDCG@10", "AUC"):
         assert name in result.output
@@ -46,16 +48,21 @@ def test_demo_on_a_movielens_file(ranker, tmp_path):
     d = data.synthetic(200, 80, seed=1, impressions_per_user=30)
     rows, cols = d.matrix.nonzero()
     path = tmp_path / "u.data"
-    path.write_text("".join(f"{d.user_ids[r]}\t{d.item_ids[c]}\t5\t{i}\n"
-                            for i, (r, c) in enumerate(zip(rows, cols))))
+    path.write_text(
+        "".join(
+            f"{d.user_ids[r]}\t{d.item_ids[c]}\t5\t{i}\n"
+            for i, (r, c) in enumerate(zip(rows, cols))
+        )
+    )
     result = runner.invoke(app, ["demo", "--data", str(path)])
     assert result.exit_code == 0, result.output
     assert "u.data" in result.output and "Hybrid" in result.output
 
 
 def test_demo_missing_file_is_one_error_line(tmp_path):
-    one_error_line(runner.invoke(app, ["demo", "--data", str(tmp_path / "nope.csv")]),
-                   "no such file")
+    one_error_line(
+        runner.invoke(app, ["demo", "--data", str(tmp_path / "nope.csv")]), "no such file"
+    )
 
 
 def test_demo_malformed_file_is_one_error_line(tmp_path):
@@ -75,14 +82,30 @@ REPORT = {
     "machine_info": {"cpu": {"brand_raw": "test cpu"}},
     "datetime": "2026-11-27",
     "benchmarks": [
-        {"name": "test_cosine[numpy-mid]", "group": "cosine",
-         "params": {"backend": "numpy", "size": "mid"}, "stats": {"median": 4.0}},
-        {"name": "test_cosine[numba-mid]", "group": "cosine",
-         "params": {"backend": "numba", "size": "mid"}, "stats": {"median": 1.0}},
-        {"name": "test_cosine[implicit-mid]", "group": "cosine",
-         "params": {"library": "implicit", "size": "mid"}, "stats": {"median": 2.0}},
-        {"name": "test_cosine[numba-small]", "group": "cosine",
-         "params": {"backend": "numba", "size": "small"}, "stats": {"median": 0.5}},
+        {
+            "name": "test_cosine[numpy-mid]",
+            "group": "cosine",
+            "params": {"backend": "numpy", "size": "mid"},
+            "stats": {"median": 4.0},
+        },
+        {
+            "name": "test_cosine[numba-mid]",
+            "group": "cosine",
+            "params": {"backend": "numba", "size": "mid"},
+            "stats": {"median": 1.0},
+        },
+        {
+            "name": "test_cosine[implicit-mid]",
+            "group": "cosine",
+            "params": {"library": "implicit", "size": "mid"},
+            "stats": {"median": 2.0},
+        },
+        {
+            "name": "test_cosine[numba-small]",
+            "group": "cosine",
+            "params": {"backend": "numba", "size": "small"},
+            "stats": {"median": 0.5},
+        },
     ],
 }
 
@@ -92,8 +115,11 @@ def test_ratio_rows_against_reference_and_named_baseline():
     assert rows[("numba", "size=mid")] == pytest.approx(4.0)
     assert rows[("implicit", "size=mid")] == pytest.approx(2.0)
     assert rows[("numba", "size=small")] is None  # no reference measured for that case
-    rows = {r["backend"]: r["ratio"] for r in _bench.ratio_rows(REPORT, "implicit")
-            if r["case"] == "size=mid"}
+    rows = {
+        r["backend"]: r["ratio"]
+        for r in _bench.ratio_rows(REPORT, "implicit")
+        if r["case"] == "size=mid"
+    }
     assert rows["numba"] == pytest.approx(2.0)
 
 
@@ -106,8 +132,10 @@ def test_bench_prints_ratio_table_from_a_report(tmp_path):
 
 
 def test_bench_bad_report_is_one_error_line(tmp_path):
-    one_error_line(runner.invoke(app, ["bench", "--json", str(tmp_path / "x.json")]),
-                   "no such benchmark report")
+    one_error_line(
+        runner.invoke(app, ["bench", "--json", str(tmp_path / "x.json")]),
+        "no such benchmark report",
+    )
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     one_error_line(runner.invoke(app, ["bench", "--json", str(bad)]), "not a pytest-benchmark")
@@ -130,8 +158,10 @@ def recbole_file(tmp_path, value_name="rating:float", values=None):
     values = rng.integers(1, 6, rows.size) if values is None else values(rng, rows.size)
     path = tmp_path / "ml.inter"
     lines = [f"user_id:token\titem_id:token\t{value_name}\ttimestamp:float\n"]
-    lines += [f"{d.user_ids[r]}\t{d.item_ids[c]}\t{v}\t{i}\n"
-              for i, (r, c, v) in enumerate(zip(rows, cols, values))]
+    lines += [
+        f"{d.user_ids[r]}\t{d.item_ids[c]}\t{v}\t{i}\n"
+        for i, (r, c, v) in enumerate(zip(rows, cols, values))
+    ]
     path.write_text("".join(lines))
     return path, int(np.sum(values > 3.5))
 
@@ -151,14 +181,19 @@ def test_demo_score_column_is_ratings_and_flags_decide(ranker, tmp_path):
     assert "ratings in column 'score' > 3.5" in result.output, result.output
     result = runner.invoke(app, ["demo", "--data", str(path), "-q", "--implicit"])
     assert "every event is an interaction (values in 'score' ignored)" in result.output
-    one_error_line(runner.invoke(app, ["demo", "--data", str(path), "--implicit",
-                                       "--threshold", "2"]), "--threshold")
+    one_error_line(
+        runner.invoke(app, ["demo", "--data", str(path), "--implicit", "--threshold", "2"]),
+        "--threshold",
+    )
     # Columns by flag; a column left over is named.
-    result = runner.invoke(app, ["demo", "--data", str(path), "-q", "--value-col", "timestamp",
-                                 "--timestamp-col", "score"])
+    result = runner.invoke(
+        app,
+        ["demo", "--data", str(path), "-q", "--value-col", "timestamp", "--timestamp-col", "score"],
+    )
     assert "weighted by column 'timestamp'" in result.output, result.output
-    one_error_line(runner.invoke(app, ["demo", "--data", str(path), "--user-col", "who"]),
-                   "no column 'who'")
+    one_error_line(
+        runner.invoke(app, ["demo", "--data", str(path), "--user-col", "who"]), "no column 'who'"
+    )
 
 
 def test_demo_unused_column_is_named(ranker, tmp_path):
@@ -173,8 +208,12 @@ def test_demo_unused_column_is_named(ranker, tmp_path):
 def test_demo_footer_counts_what_it_counted(ranker):
     result = fastrec.demo.run(n_users=200, n_items=80, backend="numpy", ctr_requests=3000)
     assert 0 < result.n_ctr_requests <= result.n_requests < 3000
-    out = runner.invoke(app, ["demo", "--users", "200", "--items", "80", "--backend", "numpy",
-                              "-q"], env={"COLUMNS": "200"})
+    out = runner.invoke(
+        app,
+        ["demo", "--users", "200", "--items", "80", "--backend", "numpy", "-q"],
+        env={"COLUMNS": "200"},
+    )
     assert out.exit_code == 0, out.output
     assert f"of {result.n_ctr_requests} of the {result.n_requests} requests" in " ".join(
-        out.output.split())
+        out.output.split()
+    )

@@ -6,20 +6,21 @@ GPU) inside small classes that mimic the attributes those libraries expose. Ever
 refuses ``copy_to_host``, so a host round trip of an input fails the test. Inputs stay tiny: the
 simulator costs seconds per kernel launch.
 """
+
 import sys
 import types
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from comparators import assert_csr_topk_equal, assert_topk_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import raw_csr
 
 import fastrec
-from comparators import assert_csr_topk_equal, assert_topk_equal
 from fastrec._dispatch import backend_status
 from fastrec._validation import check_csr
-from strategies import raw_csr
 
 _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
@@ -124,16 +125,22 @@ def test_cosine_topk_device_csr_same_bits_as_host_input():
     rng = np.random.default_rng(3)
     X = _canonical(np.where(rng.random((11, 6)) < 0.5, rng.integers(1, 4, (11, 6)), 0))
     kw = dict(shrink=1.0, min_support=1)
-    for make in (TorchLikeCSR, lambda m: DuckCSR(m.indptr, m.indices.astype(np.int64), m.data,
-                                                  m.shape)):
+    for make in (
+        TorchLikeCSR,
+        lambda m: DuckCSR(m.indptr, m.indices.astype(np.int64), m.data, m.shape),
+    ):
         got = fastrec.cosine_topk(make(X), 4, **kw)  # backend="auto" runs "cuda"
         _assert_same_csr(got, fastrec.cosine_topk(X, 4, backend="cuda", **kw))
     assert_csr_topk_equal(got.to_scipy(), fastrec.cosine_topk(X, 4, backend="numpy", **kw), 4)
 
 
 @settings(max_examples=3)
-@given(raw_csr(max_rows=9, max_cols=7, signed=True), st.integers(1, 10),
-       st.sampled_from([0.0, 2.0]), st.integers(1, 2))
+@given(
+    raw_csr(max_rows=9, max_cols=7, signed=True),
+    st.integers(1, 10),
+    st.sampled_from([0.0, 2.0]),
+    st.integers(1, 2),
+)
 def test_cosine_topk_device_csr_random_inputs(m, k, shrink, min_support):
     """Any drawn matrix, made canonical on the host, then given as a device CSR (int32/int64
     indices, float32/float64 values): the bits of the host-input call."""
@@ -169,16 +176,18 @@ def test_recommend_device_csr_same_bits_as_host_input_with_masks():
     NB = _canonical(np.round(rng.random((9, 9)) * 4) * (rng.random((9, 9)) < 0.5))  # ties
     exclude = _canonical(rng.random((7, 9)) < 0.2)
     user_ids = [6, 0, 0, 3]
-    got = fastrec.recommend(CupyLikeCSR(UI), TorchLikeCSR(NB), 5, user_ids=user_ids,
-                            exclude=CupyLikeCSR(exclude))
+    got = fastrec.recommend(
+        CupyLikeCSR(UI), TorchLikeCSR(NB), 5, user_ids=user_ids, exclude=CupyLikeCSR(exclude)
+    )
     assert _is_device(got.indices) and _is_device(got.scores)
     got = (_host(got.indices), _host(got.scores))
     kw = dict(user_ids=user_ids, exclude=exclude)
     assert_topk_equal(got, fastrec.recommend(UI, NB, 5, backend="cuda", **kw), exact=True)
     assert_topk_equal(got, fastrec.recommend(UI, NB, 5, backend="numpy", **kw))
     # A host exclusion mask is accepted beside device matrices (copied in).
-    host_mask = fastrec.recommend(CupyLikeCSR(UI), CupyLikeCSR(NB), 5, user_ids=user_ids,
-                                  exclude=exclude)
+    host_mask = fastrec.recommend(
+        CupyLikeCSR(UI), CupyLikeCSR(NB), 5, user_ids=user_ids, exclude=exclude
+    )
     assert_topk_equal((_host(host_mask.indices), _host(host_mask.scores)), got, exact=True)
 
 
@@ -186,13 +195,15 @@ def test_recommend_user_based_device_csr_same_bits_as_host_input():
     rng = np.random.default_rng(6)
     UI = _canonical(rng.random((8, 5)) < 0.5)
     NB = _canonical(rng.random((8, 8)) * (rng.random((8, 8)) < 0.4))
-    got = fastrec.recommend_user_based(DuckCSR(UI.indptr, UI.indices, UI.data, UI.shape),
-                                       CupyLikeCSR(NB), 3, exclude_seen=False)
+    got = fastrec.recommend_user_based(
+        DuckCSR(UI.indptr, UI.indices, UI.data, UI.shape), CupyLikeCSR(NB), 3, exclude_seen=False
+    )
     got = (_host(got.indices), _host(got.scores))
     want = fastrec.recommend_user_based(UI, NB, 3, exclude_seen=False, backend="cuda")
     assert_topk_equal(got, want, exact=True)
-    assert_topk_equal(got, fastrec.recommend_user_based(UI, NB, 3, exclude_seen=False,
-                                                        backend="numpy"))
+    assert_topk_equal(
+        got, fastrec.recommend_user_based(UI, NB, 3, exclude_seen=False, backend="numpy")
+    )
 
 
 def test_device_cosine_topk_feeds_device_recommend_after_sorting_rows():
@@ -245,15 +256,21 @@ def test_device_csr_result_converts_to_cupy_and_torch(monkeypatch):
     calls = {}
     cupy = types.ModuleType("cupy")
     cupy.asarray = lambda a: ("cupy", a)
-    cupyx, cupyx_scipy, cupyx_sparse = (types.ModuleType(n) for n in
-                                        ("cupyx", "cupyx.scipy", "cupyx.scipy.sparse"))
+    cupyx, cupyx_scipy, cupyx_sparse = (
+        types.ModuleType(n) for n in ("cupyx", "cupyx.scipy", "cupyx.scipy.sparse")
+    )
     cupyx_sparse.csr_matrix = lambda arrays, shape: calls.setdefault("cupy", (arrays, shape))
     cupyx.scipy, cupyx_scipy.sparse = cupyx_scipy, cupyx_sparse
     torch = types.ModuleType("torch")
     torch.as_tensor = lambda a, device: ("torch", a, device)
     torch.sparse_csr_tensor = lambda *a, size: calls.setdefault("torch", (a, size))
-    for name, mod in (("cupy", cupy), ("cupyx", cupyx), ("cupyx.scipy", cupyx_scipy),
-                      ("cupyx.scipy.sparse", cupyx_sparse), ("torch", torch)):
+    for name, mod in (
+        ("cupy", cupy),
+        ("cupyx", cupyx),
+        ("cupyx.scipy", cupyx_scipy),
+        ("cupyx.scipy.sparse", cupyx_sparse),
+        ("torch", torch),
+    ):
         monkeypatch.setitem(sys.modules, name, mod)
     m = fastrec.DeviceCSR(*(_device(a) for a in ([0, 1], [2], [0.5])), (1, 3))
     m.to_cupy()
@@ -268,27 +285,34 @@ def test_device_csr_result_converts_to_cupy_and_torch(monkeypatch):
 _GOOD = dict(indptr=[0, 2, 2, 4], indices=[0, 3, 1, 2], data=[1.0, 2.0, -1.0, 0.5])
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (dict(indptr=[1, 2, 2, 4]), ValueError, "X.indptr must start at 0, got 1"),
-    (dict(indptr=[0, 3, 2, 4]), ValueError, "X.indptr must be non-decreasing; it decreases 1"),
-    (dict(indptr=[0, 2, 2, 3]), ValueError, r"X.indptr must end at nnz = 4 .* got 3"),
-    (dict(indices=[0, 4, 1, 2]), ValueError, r"1 column index\(es\) outside \[0, 4\)"),
-    (dict(indices=[-1, 3, 1, 2]), ValueError, r"outside \[0, 4\)"),
-    (dict(data=[1.0, np.nan, 1.0, 1.0]), ValueError, "X contains NaN or infinity"),
-    (dict(data=[1.0, 2.0, np.inf, 1.0]), ValueError, "X contains NaN or infinity"),
-    (dict(data=[1.0, 0.0, 1.0, 1.0]), ValueError, r"X stores 1 explicit zero\(s\)"),
-    (dict(indices=[3, 0, 1, 2]), ValueError, "X has unsorted column indices in a row"),
-    (dict(indices=[0, 3, 2, 2]), ValueError, "X has duplicate entries in a row"),
-    (dict(indptr=[0, 2, 4]), ValueError, "X.indptr must have n_rows \\+ 1 = 4 entries"),
-    (dict(data=[1.0, 2.0, 3.0]), ValueError, "must have the same length, got 4 and 3"),
-    (dict(data=[1, 2, 3, 4]), TypeError, "X.data has dtype int64; expected float32"),
-    (dict(indices=[0.0, 3.0, 1.0, 2.0]), TypeError, "X.indices has dtype float64"),
-    (dict(shape=(3, 4, 1)), ValueError, "X must have a 2-D shape"),
-])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(indptr=[1, 2, 2, 4]), ValueError, "X.indptr must start at 0, got 1"),
+        (dict(indptr=[0, 3, 2, 4]), ValueError, "X.indptr must be non-decreasing; it decreases 1"),
+        (dict(indptr=[0, 2, 2, 3]), ValueError, r"X.indptr must end at nnz = 4 .* got 3"),
+        (dict(indices=[0, 4, 1, 2]), ValueError, r"1 column index\(es\) outside \[0, 4\)"),
+        (dict(indices=[-1, 3, 1, 2]), ValueError, r"outside \[0, 4\)"),
+        (dict(data=[1.0, np.nan, 1.0, 1.0]), ValueError, "X contains NaN or infinity"),
+        (dict(data=[1.0, 2.0, np.inf, 1.0]), ValueError, "X contains NaN or infinity"),
+        (dict(data=[1.0, 0.0, 1.0, 1.0]), ValueError, r"X stores 1 explicit zero\(s\)"),
+        (dict(indices=[3, 0, 1, 2]), ValueError, "X has unsorted column indices in a row"),
+        (dict(indices=[0, 3, 2, 2]), ValueError, "X has duplicate entries in a row"),
+        (dict(indptr=[0, 2, 4]), ValueError, "X.indptr must have n_rows \\+ 1 = 4 entries"),
+        (dict(data=[1.0, 2.0, 3.0]), ValueError, "must have the same length, got 4 and 3"),
+        (dict(data=[1, 2, 3, 4]), TypeError, "X.data has dtype int64; expected float32"),
+        (dict(indices=[0.0, 3.0, 1.0, 2.0]), TypeError, "X.indices has dtype float64"),
+        (dict(shape=(3, 4, 1)), ValueError, "X must have a 2-D shape"),
+    ],
+)
 def test_malformed_device_csr_rejected(change, error, match):
     parts = {**_GOOD, "shape": (3, 4), **change}
-    X = DuckCSR(np.asarray(parts["indptr"]), np.asarray(parts["indices"]),
-                np.asarray(parts["data"]), parts["shape"])
+    X = DuckCSR(
+        np.asarray(parts["indptr"]),
+        np.asarray(parts["indices"]),
+        np.asarray(parts["data"]),
+        parts["shape"],
+    )
     with pytest.raises(error, match=match):
         fastrec.cosine_topk(X, 2)
 
@@ -317,8 +341,13 @@ def test_exclude_mask_only_needs_a_valid_pattern():
     NB = _canonical(np.ones((3, 3)))
     mask = DuckCSR(np.array([0, 1, 1, 2]), np.array([2, 0]), np.array([0.0, np.nan]), (3, 3))
     got = fastrec.recommend(CupyLikeCSR(UI), CupyLikeCSR(NB), 3, exclude=mask)
-    want = fastrec.recommend(UI, NB, 3, exclude=sp.csr_matrix(([1, 1], [2, 0], [0, 1, 1, 2]),
-                                                              shape=(3, 3)), backend="numpy")
+    want = fastrec.recommend(
+        UI,
+        NB,
+        3,
+        exclude=sp.csr_matrix(([1, 1], [2, 0], [0, 1, 1, 2]), shape=(3, 3)),
+        backend="numpy",
+    )
     assert_topk_equal((_host(got.indices), _host(got.scores)), want)
     bad = DuckCSR(np.array([0, 1, 1, 2]), np.array([2, 3]), np.zeros(2), (3, 3))
     with pytest.raises(ValueError, match=r"exclude has 1 column index\(es\) outside"):

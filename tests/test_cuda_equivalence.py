@@ -5,6 +5,7 @@ so these tests run the real kernels, thread by thread, in Python: inputs stay ti
 hypothesis draws few examples (the simulator costs ~1-5 s per kernel launch). With a GPU the
 same tests run on it. Skipped, with the reason, when numba-cuda is not installed.
 """
+
 import importlib
 import io
 import sys
@@ -12,13 +13,13 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from comparators import assert_csr_close, assert_csr_topk_equal, assert_topk_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import dense, raw_csr, scores_and_mask
 
 import fastrec
-from comparators import assert_csr_close, assert_csr_topk_equal, assert_topk_equal
 from fastrec._dispatch import backend_status
-from strategies import dense, raw_csr, scores_and_mask
 
 _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
@@ -70,9 +71,12 @@ def test_dense_tile_kernels_match_reference(dtype, monkeypatch):
     X = rng.normal(size=(2 * scoring._TILE_ROWS + 7, scoring._TILE_COLS + 9)).astype(dtype)
     w = rng.normal(size=X.shape[1])
     y = (rng.random(X.shape[0]) < 0.4).astype(np.float64)
-    np.testing.assert_allclose(fastrec.sigmoid_scores(X, w, 0.3, backend="cuda"),
-                               fastrec.sigmoid_scores(X, w, 0.3, backend="numpy"),
-                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)
+    np.testing.assert_allclose(
+        fastrec.sigmoid_scores(X, w, 0.3, backend="cuda"),
+        fastrec.sigmoid_scores(X, w, 0.3, backend="numpy"),
+        rtol=1e-5 if dtype == np.float32 else 1e-12,
+        atol=1e-7,
+    )
     got = fastrec.logistic_loss_grad(X, y, w, 0.3, l2=0.1, backend="cuda")
     want = fastrec.logistic_loss_grad(X, y, w, 0.3, l2=0.1, backend="numpy")
     np.testing.assert_allclose(got[0], want[0], rtol=1e-10)
@@ -97,9 +101,12 @@ def test_scoring_rows_shared_by_lanes_or_spanning_a_warp(n_rows, n_cols):
     w = rng.normal(size=n_cols) / 4
     y = rng.random(n_rows) < 0.5
     for A in (X, sp.csr_matrix(np.where(rng.random(X.shape) < 0.5, X, 0))):
-        np.testing.assert_allclose(fastrec.sigmoid_scores(A, w, 0.2, backend="cuda"),
-                                   fastrec.sigmoid_scores(A, w, 0.2, backend="numpy"),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            fastrec.sigmoid_scores(A, w, 0.2, backend="cuda"),
+            fastrec.sigmoid_scores(A, w, 0.2, backend="numpy"),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         got = fastrec.logistic_loss_grad(A, y, w, 0.2, backend="cuda")
         want = fastrec.logistic_loss_grad(A, y, w, 0.2, backend="numpy")
         assert got[0] == pytest.approx(want[0], rel=1e-12)
@@ -116,8 +123,9 @@ def test_sigmoid_extreme_logits_and_out():
 
 
 @few
-@given(features(max_rows=10, max_cols=12), st.floats(-2, 2), st.sampled_from([0.0, 0.5]),
-       st.booleans())
+@given(
+    features(max_rows=10, max_cols=12), st.floats(-2, 2), st.sampled_from([0.0, 0.5]), st.booleans()
+)
 def test_logistic_loss_grad_matches_reference(case, b, l2, weighted):
     X, w = case
     rng = np.random.default_rng(X.shape[0])
@@ -195,8 +203,9 @@ def test_topk_long_rows_many_ties_each_kernel(kernel, monkeypatch):
 
 
 def test_topk_ties_broken_by_smaller_index_and_padding():
-    got = fastrec.topk(np.array([[1.0, 3.0, 3.0, 1.0, 3.0], [np.nan, -np.inf, 2.0, 0, 0]]), 4,
-                       backend="cuda")
+    got = fastrec.topk(
+        np.array([[1.0, 3.0, 3.0, 1.0, 3.0], [np.nan, -np.inf, 2.0, 0, 0]]), 4, backend="cuda"
+    )
     np.testing.assert_array_equal(got.indices, [[1, 2, 4, 0], [2, 3, 4, -1]])
     assert got.scores[1, 3] == -np.inf
 
@@ -209,8 +218,9 @@ def recommend_case(draw):
     user_ids = draw(st.one_of(st.none(), st.lists(st.integers(0, UI.shape[0] - 1), max_size=6)))
     exclude = None
     if draw(st.booleans()):
-        exclude = draw(raw_csr(max_rows=UI.shape[0], max_cols=n_items, min_rows=UI.shape[0],
-                               min_cols=n_items))
+        exclude = draw(
+            raw_csr(max_rows=UI.shape[0], max_cols=n_items, min_rows=UI.shape[0], min_cols=n_items)
+        )
     return UI, NB, user_ids, exclude
 
 
@@ -243,12 +253,21 @@ def test_recommend_repeated_users_any_order_with_masks():
 
 
 @few
-@given(raw_csr(max_rows=12, max_cols=10, signed=True), st.integers(1, 14),
-       st.sampled_from([0.0, 2.0]), st.sampled_from([-1.0, 0.0, 0.3]), st.integers(1, 3),
-       st.booleans())
+@given(
+    raw_csr(max_rows=12, max_cols=10, signed=True),
+    st.integers(1, 14),
+    st.sampled_from([0.0, 2.0]),
+    st.sampled_from([-1.0, 0.0, 0.3]),
+    st.integers(1, 3),
+    st.booleans(),
+)
 def test_cosine_topk_matches_reference(m, k, shrink, min_similarity, min_support, include_self):
-    kw = dict(shrink=shrink, min_similarity=min_similarity, min_support=min_support,
-              include_self=include_self)
+    kw = dict(
+        shrink=shrink,
+        min_similarity=min_similarity,
+        min_support=min_support,
+        include_self=include_self,
+    )
     got = fastrec.cosine_topk(m, k, backend="cuda", **kw)
     want = fastrec.cosine_topk(m, k, backend="numpy", **kw)
     assert_csr_topk_equal(got, want, k)
@@ -281,8 +300,11 @@ def test_cosine_topk_many_candidates_global_buffer(monkeypatch):
 
 
 @few
-@given(raw_csr(max_rows=10, max_cols=8, min_cols=1, signed=True), st.integers(0, 9),
-       st.sampled_from([-1.0, 0.0, 0.2]))
+@given(
+    raw_csr(max_rows=10, max_cols=8, min_cols=1, signed=True),
+    st.integers(0, 9),
+    st.sampled_from([-1.0, 0.0, 0.2]),
+)
 def test_cosine_similarity_matches_reference(X, n_other, min_similarity):
     Y = sp.random(n_other, X.shape[1], density=0.4, format="csr", random_state=n_other)
     got = fastrec.cosine_similarity(X, Y, min_similarity=min_similarity, backend="cuda")
@@ -290,7 +312,7 @@ def test_cosine_similarity_matches_reference(X, n_other, min_similarity):
     assert_csr_close(got, want)
     assert np.all(np.diff(got.indptr) >= 0)
     for r in range(got.shape[0]):  # columns ascending within each row
-        assert np.all(np.diff(got.indices[got.indptr[r]:got.indptr[r + 1]]) > 0)
+        assert np.all(np.diff(got.indices[got.indptr[r] : got.indptr[r + 1]]) > 0)
 
 
 # ---- device arrays, determinism, info -------------------------------------------------------
@@ -309,8 +331,9 @@ def test_device_inputs_give_device_results():
     X = rng.random((6, 33))
     out = cuda.device_array(6, dtype=np.float64)
     assert C.sigmoid_dense(cuda.to_device(X), cuda.to_device(np.ones(33)), 0.0, out, 1) is out
-    np.testing.assert_allclose(out.copy_to_host(), fastrec.sigmoid_scores(X, np.ones(33)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        out.copy_to_host(), fastrec.sigmoid_scores(X, np.ones(33)), rtol=1e-12
+    )
 
 
 def test_device_csr_inputs_give_device_csr_results():
@@ -328,6 +351,7 @@ def test_device_csr_inputs_give_device_csr_results():
 
 def _no_host_copies(d):
     """Make device array ``d`` raise if anything copies it to the host."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a device input was copied to the host")
 
@@ -344,7 +368,9 @@ def test_topk_device_scores_auto_runs_on_device_without_host_copies():
     mask = sp.random(4, 30, density=0.2, format="csr", random_state=3)
     d = _no_host_copies(cuda.to_device(S))
     got = fastrec.topk(d[:, ::2], 7, exclude=mask)  # a strided device view, backend="auto"
-    assert _cuda_module().is_device_array(got.indices) and _cuda_module().is_device_array(got.scores)
+    assert _cuda_module().is_device_array(got.indices) and _cuda_module().is_device_array(
+        got.scores
+    )
     want = fastrec.topk(S[:, ::2], 7, exclude=mask, backend="numpy")
     assert_topk_equal((got.indices.copy_to_host(), got.scores.copy_to_host()), want, exact=True)
 
@@ -358,8 +384,9 @@ def test_device_array_to_a_cpu_backend_is_a_type_error_naming_it():
     with pytest.raises(TypeError, match="w is a GPU device array.*'numpy'"):
         fastrec.sigmoid_scores(X, cuda.to_device(w), backend="numpy")
     with pytest.raises(TypeError, match="sample_weight is a GPU device array"):
-        fastrec.logistic_loss_grad(X, np.ones(3), w, sample_weight=cuda.to_device(np.ones(3)),
-                                   backend="cython")
+        fastrec.logistic_loss_grad(
+            X, np.ones(3), w, sample_weight=cuda.to_device(np.ones(3)), backend="cython"
+        )
     with pytest.raises(TypeError, match="X is a GPU device array; this call runs on the host"):
         fastrec.models.LogisticCTR().fit(cuda.to_device(X), np.array([0, 1, 1]))
 
@@ -373,8 +400,9 @@ def test_sigmoid_scores_device_inputs_and_out(order):
     w = rng.normal(size=5)
     want = fastrec.sigmoid_scores(X, w, 0.25, backend="numpy")
     out = cuda.device_array(37, dtype=np.float32)
-    got = fastrec.sigmoid_scores(_no_host_copies(cuda.to_device(X)), cuda.to_device(w), 0.25,
-                                 out=out)
+    got = fastrec.sigmoid_scores(
+        _no_host_copies(cuda.to_device(X)), cuda.to_device(w), 0.25, out=out
+    )
     assert got is out
     np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-5, atol=1e-6)
     # A device w alone also puts the call on the device (host X copied in).
@@ -404,8 +432,9 @@ def test_logistic_loss_grad_device_inputs():
     w, sw = rng.normal(size=4), rng.uniform(0.5, 2.0, 29)
     want = fastrec.logistic_loss_grad(X, y, w, 0.3, l2=0.2, sample_weight=sw, backend="numpy")
     dev = [_no_host_copies(cuda.to_device(a)) for a in (X, y, w, sw)]
-    loss, grad, grad_b = fastrec.logistic_loss_grad(dev[0], dev[1], dev[2], 0.3, l2=0.2,
-                                                    sample_weight=dev[3])
+    loss, grad, grad_b = fastrec.logistic_loss_grad(
+        dev[0], dev[1], dev[2], 0.3, l2=0.2, sample_weight=dev[3]
+    )
     assert _cuda_module().is_device_array(grad)
     assert loss == pytest.approx(want[0], rel=1e-12)
     np.testing.assert_allclose(grad.copy_to_host(), want[1], rtol=1e-10, atol=1e-12)

@@ -1,5 +1,6 @@
 """fastrec.dask on a LocalCluster (2 worker processes, 1 thread each): every entry point bit for
 bit the local call, a worker killed mid-run, bad inputs rejected clearly."""
+
 import logging
 import os
 import signal
@@ -24,7 +25,10 @@ N_WORKERS = 2
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0",
+        n_workers=N_WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
         silence_logs=logging.CRITICAL,
     )
     c = distributed.Client(cluster)
@@ -57,8 +61,15 @@ def assert_topk_identical(a, b):
 
 def interactions(n_users=120, n_items=60, density=0.08, seed=0, dtype=np.float64, binary=False):
     rng = np.random.default_rng(seed)
-    X = sp.random(n_users, n_items, density=density, random_state=rng, format="csr",
-                  dtype=dtype, data_rvs=lambda size: rng.integers(1, 4, size))
+    X = sp.random(
+        n_users,
+        n_items,
+        density=density,
+        random_state=rng,
+        format="csr",
+        dtype=dtype,
+        data_rvs=lambda size: rng.integers(1, 4, size),
+    )
     X.data = X.data.astype(dtype)
     if binary:
         X.data[:] = 1
@@ -72,13 +83,16 @@ def interactions(n_users=120, n_items=60, density=0.08, seed=0, dtype=np.float64
 # ---- cosine_topk ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opts", [
-    dict(),
-    dict(shrink=3.0, min_support=2),
-    dict(include_self=True, min_similarity=0.1),
-    dict(weighting="tfidf"),
-    dict(weighting="bm25", shrink=1.0),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(),
+        dict(shrink=3.0, min_support=2),
+        dict(include_self=True, min_similarity=0.1),
+        dict(weighting="tfidf"),
+        dict(weighting="bm25", shrink=1.0),
+    ],
+)
 @pytest.mark.parametrize("block_rows", [1, 17, None, 1000])
 def test_cosine_topk_identical_to_local(client, opts, block_rows):
     X = interactions().T.tocsr()  # items x users: item-item neighbours
@@ -115,8 +129,9 @@ def test_progress_is_reported_by_dask(client, capsys):
 def test_cosine_similarity_identical_to_local(client, with_y, min_similarity, block_rows):
     X = interactions(80, 40, seed=1)
     Y = interactions(50, 40, seed=2, dtype=np.float32) if with_y else None
-    got = fd.cosine_similarity(X, Y, client=client, block_rows=block_rows,
-                               min_similarity=min_similarity)
+    got = fd.cosine_similarity(
+        X, Y, client=client, block_rows=block_rows, min_similarity=min_similarity
+    )
     assert_csr_identical(got, fastrec.cosine_similarity(X, Y, min_similarity=min_similarity))
 
 
@@ -172,8 +187,9 @@ class _PairModel:
         self.n_users_ = UI.shape[0]
 
     def recommend(self, user_ids, n=10, exclude_seen=True):
-        return fastrec.recommend(self.user_items_, self.neighbours_, n, user_ids=user_ids,
-                                 exclude_seen=exclude_seen)
+        return fastrec.recommend(
+            self.user_items_, self.neighbours_, n, user_ids=user_ids, exclude_seen=exclude_seen
+        )
 
 
 def test_recommend_model_identical_to_local(client, pair):
@@ -186,12 +202,14 @@ def test_recommend_model_identical_to_local(client, pair):
 def _long_format(top: TopK, users):
     n = top.indices.shape[1]
     keep = top.indices >= 0
-    return pd.DataFrame({
-        "user": np.repeat(users, n).reshape(-1, n)[keep],
-        "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), (len(users), 1))[keep],
-        "item": top.indices[keep],
-        "score": top.scores[keep],
-    })
+    return pd.DataFrame(
+        {
+            "user": np.repeat(users, n).reshape(-1, n)[keep],
+            "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), (len(users), 1))[keep],
+            "item": top.indices[keep],
+            "score": top.scores[keep],
+        }
+    )
 
 
 def test_recommend_to_parquet_one_file_per_block(client, pair, tmp_path):
@@ -214,8 +232,9 @@ def test_recommend_to_parquet_writes_original_ids_of_a_model(client, tmp_path):
     train = data.synthetic(80, 40, seed=3, impressions_per_user=25)
     model = ItemKNN(k=10).fit(train)
     users = np.arange(train.n_users)
-    paths = fd.recommend(model, users, 4, client=client, block_users=30,
-                         to_parquet=tmp_path / "ids")
+    paths = fd.recommend(
+        model, users, 4, client=client, block_users=30, to_parquet=tmp_path / "ids"
+    )
     got = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     top = model.recommend(users, n=4)
     want = _long_format(top, users)
@@ -240,8 +259,12 @@ def test_interactions_to_csr_matches_scipy(client):
     got = fd.interactions_to_csr(_frame(X), client=client, shape=(X.shape[0], None))
     assert got.dtype == np.float32
     assert (got != X).nnz == 0 and got.shape == X.shape
-    ones = fd.interactions_to_csr(_frame(X, weight=False), columns=("item", "user", None),
-                                  shape=(None, X.shape[0]), client=client)
+    ones = fd.interactions_to_csr(
+        _frame(X, weight=False),
+        columns=("item", "user", None),
+        shape=(None, X.shape[0]),
+        client=client,
+    )
     assert ones.dtype == np.float64 and ones.shape == (X.indices.max() + 1, X.shape[0])
     assert (ones != sp.csr_matrix((X.T != 0)[: ones.shape[0]], dtype=np.float64)).nnz == 0
 
@@ -256,8 +279,9 @@ def test_dataframe_inputs_identical_to_local(client, pair):
     UI, NB = pair
     frame = _frame(UI)
     # Rows compared = items: name the columns in that order.
-    got = fd.cosine_topk(frame, 10, shrink=2.0, client=client, block_rows=9,
-                         columns=("item", "user", "weight"))
+    got = fd.cosine_topk(
+        frame, 10, shrink=2.0, client=client, block_rows=9, columns=("item", "user", "weight")
+    )
     assert_csr_identical(got, NB)
     recs = fd.recommend((frame, NB), None, 5, client=client, block_users=50)
     assert_topk_identical(recs, fastrec.recommend(UI, NB, 5))
@@ -317,10 +341,11 @@ def test_closed_client_rejected(client):
     other = distributed.Client(client.scheduler.address)
     other.close()
     X = interactions()
-    for call in (lambda: fd.cosine_topk(X, 3, client=other),
-                 lambda: fd.cosine_similarity(X, client=other),
-                 lambda: fd.recommend((X, sp.eye(X.shape[1], format="csr")), None, 3,
-                                      client=other)):
+    for call in (
+        lambda: fd.cosine_topk(X, 3, client=other),
+        lambda: fd.cosine_similarity(X, client=other),
+        lambda: fd.recommend((X, sp.eye(X.shape[1], format="csr")), None, 3, client=other),
+    ):
         with pytest.raises(ValueError, match="client is not running.*closed"):
             call()
 
@@ -332,35 +357,85 @@ def test_cluster_without_workers_rejected():
                 fd.cosine_topk(interactions(), 3, client=empty)
 
 
-@pytest.mark.parametrize("call, err, msg", [
-    (lambda X, c: fd.cosine_topk(X, 3, client=c, block_rows=0), ValueError,
-     "block_rows must be >= 1"),
-    (lambda X, c: fd.cosine_topk(X, 3, client=c, block_rows=2.5), TypeError,
-     "block_rows must be an integer"),
-    (lambda X, c: fd.cosine_similarity(X, client=c, block_rows=-1), ValueError,
-     "block_rows must be >= 1"),
-    (lambda X, c: fd.recommend((X, sp.eye(X.shape[1], format="csr")), None, 3, client=c,
-                               block_users=0), ValueError, "block_users must be >= 1"),
-    (lambda X, c: fd.cosine_topk(X, 0, client=c), ValueError, "k must be >= 1"),
-    (lambda X, c: fd.cosine_topk(X, 3, client=c, retries=-1), ValueError,
-     "retries must be >= 0"),
-    (lambda X, c: fd.cosine_topk(X, 3, client=c, backend="gpu"), ValueError,
-     "backend must be 'auto' or one of"),
-    (lambda X, c: fd.cosine_topk(X.toarray(), 3, client=c), TypeError,
-     "X must be a scipy.sparse"),
-    (lambda X, c: fd.cosine_topk(X, 3, client="tcp://x:1"), TypeError,
-     "client must be a distributed.Client"),
-    (lambda X, c: fd.recommend(X, None, 3, client=c), TypeError,
-     "model_or_matrices must be a fitted model or a"),
-    (lambda X, c: fd.recommend((X, sp.eye(3, format="csr")), None, 3, client=c), ValueError,
-     "item_neighbours must have shape"),
-    (lambda X, c: fd.recommend((X, sp.eye(X.shape[1], format="csr")), [0, 10**6], 3,
-                               client=c), ValueError, "user_ids contains 1000000"),
-    (lambda X, c: fd.recommend(_PairModel(X, sp.eye(X.shape[1], format="csr")), None, 3,
-                               client=c, exclude=X), ValueError, "exclude= and backend= apply"),
-    (lambda X, c: fd.recommend(_PairModel(X, sp.eye(X.shape[1], format="csr")), None, 3,
-                               client=c, backend="numpy"), ValueError, "a model recommends"),
-])
+@pytest.mark.parametrize(
+    "call, err, msg",
+    [
+        (
+            lambda X, c: fd.cosine_topk(X, 3, client=c, block_rows=0),
+            ValueError,
+            "block_rows must be >= 1",
+        ),
+        (
+            lambda X, c: fd.cosine_topk(X, 3, client=c, block_rows=2.5),
+            TypeError,
+            "block_rows must be an integer",
+        ),
+        (
+            lambda X, c: fd.cosine_similarity(X, client=c, block_rows=-1),
+            ValueError,
+            "block_rows must be >= 1",
+        ),
+        (
+            lambda X, c: fd.recommend(
+                (X, sp.eye(X.shape[1], format="csr")), None, 3, client=c, block_users=0
+            ),
+            ValueError,
+            "block_users must be >= 1",
+        ),
+        (lambda X, c: fd.cosine_topk(X, 0, client=c), ValueError, "k must be >= 1"),
+        (
+            lambda X, c: fd.cosine_topk(X, 3, client=c, retries=-1),
+            ValueError,
+            "retries must be >= 0",
+        ),
+        (
+            lambda X, c: fd.cosine_topk(X, 3, client=c, backend="gpu"),
+            ValueError,
+            "backend must be 'auto' or one of",
+        ),
+        (
+            lambda X, c: fd.cosine_topk(X.toarray(), 3, client=c),
+            TypeError,
+            "X must be a scipy.sparse",
+        ),
+        (
+            lambda X, c: fd.cosine_topk(X, 3, client="tcp://x:1"),
+            TypeError,
+            "client must be a distributed.Client",
+        ),
+        (
+            lambda X, c: fd.recommend(X, None, 3, client=c),
+            TypeError,
+            "model_or_matrices must be a fitted model or a",
+        ),
+        (
+            lambda X, c: fd.recommend((X, sp.eye(3, format="csr")), None, 3, client=c),
+            ValueError,
+            "item_neighbours must have shape",
+        ),
+        (
+            lambda X, c: fd.recommend(
+                (X, sp.eye(X.shape[1], format="csr")), [0, 10**6], 3, client=c
+            ),
+            ValueError,
+            "user_ids contains 1000000",
+        ),
+        (
+            lambda X, c: fd.recommend(
+                _PairModel(X, sp.eye(X.shape[1], format="csr")), None, 3, client=c, exclude=X
+            ),
+            ValueError,
+            "exclude= and backend= apply",
+        ),
+        (
+            lambda X, c: fd.recommend(
+                _PairModel(X, sp.eye(X.shape[1], format="csr")), None, 3, client=c, backend="numpy"
+            ),
+            ValueError,
+            "a model recommends",
+        ),
+    ],
+)
 def test_bad_arguments_rejected_clearly(client, call, err, msg):
     with pytest.raises(err, match=msg):
         call(interactions(), client)
@@ -375,16 +450,35 @@ def test_unfitted_model_rejected(client):
         fd.recommend(Unfitted(), None, 3, client=client)
 
 
-@pytest.mark.parametrize("pdf, columns, err, msg", [
-    (dict(user=[0, 1], item=[1, 0]), ("user", "item", "weight"), ValueError,
-     "no column 'weight'"),
-    (dict(user=[0.0, 1.0], item=[1, 0], weight=[1.0, 1.0]), ("user", "item", "weight"),
-     TypeError, "column 'user' must hold integer ids"),
-    (dict(user=[0, -1], item=[1, 0], weight=[1.0, 1.0]), ("user", "item", "weight"),
-     ValueError, "column 'user' contains negative ids"),
-    (dict(user=[0, 1], item=[1, 0], weight=[1.0, np.nan]), ("user", "item", "weight"),
-     ValueError, "X contains NaN"),
-])
+@pytest.mark.parametrize(
+    "pdf, columns, err, msg",
+    [
+        (
+            dict(user=[0, 1], item=[1, 0]),
+            ("user", "item", "weight"),
+            ValueError,
+            "no column 'weight'",
+        ),
+        (
+            dict(user=[0.0, 1.0], item=[1, 0], weight=[1.0, 1.0]),
+            ("user", "item", "weight"),
+            TypeError,
+            "column 'user' must hold integer ids",
+        ),
+        (
+            dict(user=[0, -1], item=[1, 0], weight=[1.0, 1.0]),
+            ("user", "item", "weight"),
+            ValueError,
+            "column 'user' contains negative ids",
+        ),
+        (
+            dict(user=[0, 1], item=[1, 0], weight=[1.0, np.nan]),
+            ("user", "item", "weight"),
+            ValueError,
+            "X contains NaN",
+        ),
+    ],
+)
 def test_bad_dataframes_rejected(client, pdf, columns, err, msg):
     frame = dd.from_pandas(pd.DataFrame(pdf), npartitions=1)
     with pytest.raises(err, match=msg):
@@ -405,7 +499,8 @@ def fitted_models():
         "itemknn": models.ItemKNN(k=10, shrink=1.0, n_threads=1).fit(X),
         "userknn": models.UserKNN(k=10, n_threads=1).fit(X),
         "hybrid-blend": models.Hybrid(
-            candidates=[models.ItemKNN(k=10, n_threads=1), models.Popularity()], rerank=False,
+            candidates=[models.ItemKNN(k=10, n_threads=1), models.Popularity()],
+            rerank=False,
         ).fit(X),
     }
     return out
@@ -416,8 +511,7 @@ def test_fitted_models_identical_to_local(client, fitted_models, kind):
     model = fitted_models[kind]
     users = np.array([149, 0, 5, 77, 77, 3, 120, 64, 9])
     for exclude_seen in (True, False):
-        got = fd.recommend(model, users, 6, client=client, block_users=4,
-                           exclude_seen=exclude_seen)
+        got = fd.recommend(model, users, 6, client=client, block_users=4, exclude_seen=exclude_seen)
         assert_topk_identical(got, model.recommend(users, n=6, exclude_seen=exclude_seen))
 
 
@@ -426,8 +520,11 @@ def test_hybrid_with_context_identical_to_local(client):
     models = pytest.importorskip("fastrec.models", reason="fastrec.models is not importable here")
     ranker = pytest.importorskip("_ranker", reason="tests/_ranker.py not on the path")
     d = data.synthetic(400, 150, seed=8, impressions_per_user=60)
-    model = models.Hybrid(candidates=[models.ItemKNN(k=20, n_threads=1), models.Popularity()],
-                          ranker=ranker.make_ranker(), n_candidates=30).fit(d)
+    model = models.Hybrid(
+        candidates=[models.ItemKNN(k=20, n_threads=1), models.Popularity()],
+        ranker=ranker.make_ranker(),
+        n_candidates=30,
+    ).fit(d)
     users = np.arange(30)
     for context in ({"daypart": 2}, {"daypart": np.arange(30) % 4}):
         got = fd.recommend(model, users, 10, client=client, block_users=7, context=context)
@@ -435,8 +532,13 @@ def test_hybrid_with_context_identical_to_local(client):
     with pytest.raises(ValueError, match=r"context\['daypart'\] must be one code or one per"):
         fd.recommend(model, users, 10, client=client, context={"daypart": [1, 2]})
     with pytest.raises(ValueError, match="context= applies to a model only"):
-        fd.recommend((model.user_items_, sp.eye(150, format="csr")), users, 3, client=client,
-                     context={"daypart": 1})
+        fd.recommend(
+            (model.user_items_, sp.eye(150, format="csr")),
+            users,
+            3,
+            client=client,
+            context={"daypart": 1},
+        )
 
 
 # ---- embedding retrieval (dot_topk) ---------------------------------------------------------
@@ -451,8 +553,10 @@ def test_dot_topk_identical_to_local(client, backend, block_rows):
     X = rng.standard_normal((900, 8)).astype(np.float32)
     seen = sp.csr_matrix(rng.random((1300, 900)) < 0.05)
     bias = rng.standard_normal(900).astype(np.float32)
-    for kw in (dict(exclude=seen), dict(exclude=seen, item_bias=bias, metric="cosine",
-                                        candidates=np.arange(0, 900, 3))):
+    for kw in (
+        dict(exclude=seen),
+        dict(exclude=seen, item_bias=bias, metric="cosine", candidates=np.arange(0, 900, 3)),
+    ):
         got = fd.dot_topk(Q, X, 7, client=client, block_rows=block_rows, backend=backend, **kw)
         assert_topk_identical(got, fastrec.dot_topk(Q, X, 7, backend=backend, **kw))
 

@@ -1,4 +1,5 @@
 """Dask is optional: fastrec imports without it, and fastrec.dask says which extra it needs."""
+
 import subprocess
 import sys
 
@@ -15,13 +16,16 @@ sys.meta_path.insert(0, _Missing())
 
 
 def _run(code):
-    return subprocess.run([sys.executable, "-c", _BLOCK + code], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK + code], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_fastrec_imports_without_dask():
-    proc = _run("import fastrec, fastrec.similarity, fastrec.topk; "
-                "assert not any(m.split('.')[0] == 'dask' for m in sys.modules); print('ok')")
+    proc = _run(
+        "import fastrec, fastrec.similarity, fastrec.topk; "
+        "assert not any(m.split('.')[0] == 'dask' for m in sys.modules); print('ok')"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
 

@@ -1,4 +1,5 @@
 """fastrec.data: building Interactions, duplicate rules, filters, implicit conversion, splits."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -30,9 +31,16 @@ def test_from_arrays_builds_csr_and_id_maps_both_ways():
     np.testing.assert_array_equal(d.timestamps, [4, 2, 5, 0, 3])
 
 
-@pytest.mark.parametrize("rule, expected", [
-    ("sum", 5.0), ("max", 3.0), ("first", 2.0), ("last", 3.0), ("count", 2.0),
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("sum", 5.0),
+        ("max", 3.0),
+        ("first", 2.0),
+        ("last", 3.0),
+        ("count", 2.0),
+    ],
+)
 def test_duplicate_rules(rule, expected):
     users, items, values, times = events()
     d = data.from_arrays(users, items, values, times, duplicates=rule)
@@ -64,8 +72,7 @@ def test_bad_inputs_rejected():
 def test_from_dataframe_matches_from_arrays():
     pd = pytest.importorskip("pandas", reason="needs pandas (test extra)")
     users, items, values, times = events()
-    df = pd.DataFrame({"u": users, "i": items, "r": values,
-                       "t": pd.to_datetime(times, unit="s")})
+    df = pd.DataFrame({"u": users, "i": items, "r": values, "t": pd.to_datetime(times, unit="s")})
     d = data.from_dataframe(df, user="u", item="i", value="r", timestamp="t")
     ref = data.from_arrays(users, items, values, times.astype("int64") * 10**9)
     assert (d.matrix != ref.matrix).nnz == 0
@@ -88,7 +95,9 @@ def test_read_movielens_and_csv(tmp_path):
     d = data.read(csv)
     assert list(d.user_ids) == ["ann", "bob"] and d.timestamps is None
     ml_csv = tmp_path / "ratings.csv"
-    ml_csv.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n")
+    ml_csv.write_text(
+        "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n"
+    )
     d = data.read(ml_csv)
     np.testing.assert_array_equal(d.item_ids, [31, 1029])
     np.testing.assert_array_equal(d.matrix.data, [2.5, 3.0])
@@ -196,8 +205,13 @@ def test_contains_finds_stored_entries_only():
 
 
 def test_contexts_follow_entries_through_duplicates_filters_and_splits():
-    d = data.from_arrays([0, 0, 0, 1, 1, 2], [0, 0, 1, 0, 1, 1], None, [1, 5, 2, 3, 4, 6],
-                         contexts={"daypart": [3, 1, 2, 0, 2, 1]})
+    d = data.from_arrays(
+        [0, 0, 0, 1, 1, 2],
+        [0, 0, 1, 0, 1, 1],
+        None,
+        [1, 5, 2, 3, 4, 6],
+        contexts={"daypart": [3, 1, 2, 0, 2, 1]},
+    )
     # (0, 0) combines two events: the context of the latest (time 5) is kept
     np.testing.assert_array_equal(d.contexts["daypart"], [1, 2, 0, 2, 1])
     train, test = data.leave_last_out(d)
@@ -236,11 +250,24 @@ def test_from_arrays_matches_a_naive_dictionary(events, rule):
     for key, evs in groups.items():
         evs.sort()  # by time, then input order
         vals = [v for _, _, v in evs]
-        expected[key] = {"sum": sum(vals), "max": max(vals), "first": vals[0],
-                         "last": vals[-1], "count": len(vals)}[rule], max(t for t, _, _ in evs)
-    d = data.from_arrays(np.array(users, dtype=np.int64), np.array(items, dtype=str),
-                         np.array(values, dtype=float), np.array(times, dtype=np.int64),
-                         duplicates=rule, dtype=np.float64)
+        expected[key] = (
+            {
+                "sum": sum(vals),
+                "max": max(vals),
+                "first": vals[0],
+                "last": vals[-1],
+                "count": len(vals),
+            }[rule],
+            max(t for t, _, _ in evs),
+        )
+    d = data.from_arrays(
+        np.array(users, dtype=np.int64),
+        np.array(items, dtype=str),
+        np.array(values, dtype=float),
+        np.array(times, dtype=np.int64),
+        duplicates=rule,
+        dtype=np.float64,
+    )
     assert d.nnz == len(expected)
     m = d.matrix.tocoo()
     for r, c, v, t in zip(m.row, m.col, m.data, d.timestamps):

@@ -1,4 +1,5 @@
 """Backend dispatch: explicit requests never fall back; errors say how to get a backend."""
+
 import numpy as np
 import pytest
 

@@ -5,19 +5,20 @@ reference, so Gaussian factors are compared tie-tolerantly within float rounding
 factors make every product exact, so there the results must match bit for bit (ties included).
 Tiles are shrunk (monkeypatched) so that small inputs cross query-block and item-tile edges.
 """
+
 import contextlib
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given
-from hypothesis import strategies as st
-
-import fastrec
 from backends import compiled_backends
 from comparators import assert_topk_equal
+from hypothesis import given
+from hypothesis import strategies as st
 from strategies import float_dtypes, index_dtypes
+
+import fastrec
 
 BACKENDS = compiled_backends("dot_topk")
 ALL = ["numpy", *BACKENDS]
@@ -79,7 +80,7 @@ def problems(draw, max_queries=17, max_items=300):
         candidates = rng.choice(n_items, rng.integers(0, n_items + 1), replace=True)
     bias = None
     if draw(st.booleans()):
-        bias = (rng.integers(-2, 3, n_items) if exact else rng.standard_normal(n_items))
+        bias = rng.integers(-2, 3, n_items) if exact else rng.standard_normal(n_items)
         bias = bias.astype(dtype)
     return Q, X, exclude, candidates, bias, exact
 
@@ -124,8 +125,7 @@ def test_default_tiles_match_reference(backend):
     X = rng.integers(-3, 4, (1300, 8)).astype(np.float32)
     seen = sp.random(700, 1300, density=0.05, format="csr", random_state=4)
     want = fastrec.dot_topk(Q, X, 10, exclude=seen, backend="numpy")
-    assert_topk_equal(fastrec.dot_topk(Q, X, 10, exclude=seen, backend=backend), want,
-                      exact=True)
+    assert_topk_equal(fastrec.dot_topk(Q, X, 10, exclude=seen, backend=backend), want, exact=True)
 
 
 @pytest.mark.parametrize("backend", ALL)
@@ -236,9 +236,13 @@ def test_memory_is_tiles_not_the_product():
     rng = np.random.default_rng(0)
     Q = rng.standard_normal((1000, 16)).astype(np.float32)
     X = rng.standard_normal((20_000, 16)).astype(np.float32)
-    seen = sp.csr_matrix((np.ones(40_000, np.float32), (rng.integers(0, 1000, 40_000),
-                                                         rng.integers(0, 20_000, 40_000))),
-                         shape=(1000, 20_000))
+    seen = sp.csr_matrix(
+        (
+            np.ones(40_000, np.float32),
+            (rng.integers(0, 1000, 40_000), rng.integers(0, 20_000, 40_000)),
+        ),
+        shape=(1000, 20_000),
+    )
     fastrec.dot_topk(Q[:10], X, 10, exclude=seen[:10], backend="cython", n_threads=2)
     tracemalloc.start()
     try:

@@ -1,15 +1,16 @@
 """fastrec.dot_topk on the CUDA backend against the NumPy reference (Numba's simulator in CI:
 tiny inputs, few examples; on a GPU the same tests run on it)."""
+
 import sys
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from comparators import assert_topk_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastrec
-from comparators import assert_topk_equal
 from fastrec._dispatch import backend_status
 
 _ok, _why = backend_status("cuda")
@@ -26,8 +27,12 @@ def _quick_thread_switches():
 
 
 @settings(max_examples=3)
-@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
-       k=st.sampled_from([1, 3, 150]), exact=st.booleans())
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    k=st.sampled_from([1, 3, 150]),
+    exact=st.booleans(),
+)
 def test_dot_topk_cuda_equals_reference(seed, dtype, k, exact):
     """Exclusions, bias and candidates; more items than one tile, more queries than a block."""
     rng = np.random.default_rng(seed)
@@ -64,8 +69,9 @@ def test_device_arrays_in_device_arrays_out_cosine():
     got = fastrec.dot_topk(cuda.to_device(Q), cuda.to_device(X), 40, metric="cosine")
     assert not isinstance(got.indices, np.ndarray)  # Numba device arrays
     want = fastrec.dot_topk(Q, X, 40, metric="cosine", backend="numpy")
-    assert_topk_equal((got.indices.copy_to_host(), got.scores.copy_to_host()), want,
-                      rtol=1e-5, atol=1e-6)
+    assert_topk_equal(
+        (got.indices.copy_to_host(), got.scores.copy_to_host()), want, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_device_arrays_rejected_on_cpu_backends_and_mixed_dtypes():

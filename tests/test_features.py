@@ -1,4 +1,5 @@
 """CTR features: one-hot with a vocabulary and seeded feature hashing, to CSR."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,10 @@ def test_one_hot_layout_vocabulary_and_names():
     X = enc.fit_transform(table)
     assert sp.issparse(X) and X.shape == (4, 6) and X.dtype == np.float32
     assert enc.feature_names_ == ["u=1", "u=3", "u=7", "g=a", "g=b", "g=c"]
-    expected = np.array([[0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0],
-                         [0, 0, 1, 0, 0, 1]], dtype=np.float32)
+    expected = np.array(
+        [[0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0], [0, 0, 1, 0, 0, 1]],
+        dtype=np.float32,
+    )
     np.testing.assert_array_equal(X.toarray(), expected)
     assert X.has_canonical_format
 
@@ -56,15 +59,18 @@ def test_hashing_is_seeded_stable_and_documented():
     assert X.shape == (3, 4096) and X.dtype == np.float32
     np.testing.assert_array_equal(X[0].toarray(), X[2].toarray())
     assert np.all(np.diff(X.indptr) == 2) and X.sum() == 6
+
     # The documented formula, recomputed by hand for user=10 and genre="b".
     def column(name, key):
         salt = _splitmix64(np.array([fnv1a64(name.encode()) ^ 7], dtype=np.uint64))[0]
         return int(_splitmix64(np.array([key], dtype=np.uint64) ^ salt)[0] % np.uint64(4096))
+
     assert X[0, column("user", 10)] == 1
     assert X[1, column("genre", fnv1a64(b"b"))] == 1
     # Same seed, new encoder, rows in another order: same columns. Another seed: different.
     again = HashingEncoder(["user", "genre"], n_features=2**12, seed=7).transform(
-        {"user": table["user"][::-1], "genre": table["genre"][::-1]})
+        {"user": table["user"][::-1], "genre": table["genre"][::-1]}
+    )
     np.testing.assert_array_equal(again.toarray(), X.toarray()[::-1])
     other = HashingEncoder(["user", "genre"], n_features=2**12, seed=8).transform(table)
     assert (other != X).nnz > 0
@@ -110,7 +116,9 @@ def test_table_kinds_give_the_same_matrix(kind):
     got = HashingEncoder(cols, n_features=2**16).transform(table)
     assert (got != ref).nnz == 0
     one_hot = OneHotEncoder(cols).fit(ev).transform(table)
-    assert one_hot.shape[1] == sum(np.unique(ev[c]).size for c in cols) and np.all(np.diff(one_hot.indptr) == 3)
+    assert one_hot.shape[1] == sum(np.unique(ev[c]).size for c in cols) and np.all(
+        np.diff(one_hot.indptr) == 3
+    )
 
 
 def test_events_to_trained_model_in_a_few_lines():
@@ -130,17 +138,25 @@ def test_events_to_trained_model_in_a_few_lines():
     "make, err, match",
     [
         (lambda: OneHotEncoder(["nope"]).fit(_events()), ValueError, "no column"),
-        (lambda: HashingEncoder(["user"], n_features=0).transform(_events()), ValueError,
-         "n_features"),
+        (
+            lambda: HashingEncoder(["user"], n_features=0).transform(_events()),
+            ValueError,
+            "n_features",
+        ),
         (lambda: HashingEncoder(["user"], seed=-1).transform(_events()), ValueError, "seed"),
-        (lambda: OneHotEncoder(["user"], numeric=["genre"]).fit(_events()), TypeError,
-         "numeric column 'genre'"),
+        (
+            lambda: OneHotEncoder(["user"], numeric=["genre"]).fit(_events()),
+            TypeError,
+            "numeric column 'genre'",
+        ),
         (lambda: OneHotEncoder(["u"]).fit({"u": np.array([1.0, np.nan])}), ValueError, "NaN"),
-        (lambda: OneHotEncoder(["u", "v"]).fit({"u": np.ones(3), "v": np.ones(4)}), ValueError,
-         "different lengths"),
+        (
+            lambda: OneHotEncoder(["u", "v"]).fit({"u": np.ones(3), "v": np.ones(4)}),
+            ValueError,
+            "different lengths",
+        ),
         (lambda: OneHotEncoder().transform(_events()), ValueError, "not fitted"),
-        (lambda: OneHotEncoder(handle_unknown="drop").fit(_events()), ValueError,
-         "handle_unknown"),
+        (lambda: OneHotEncoder(handle_unknown="drop").fit(_events()), ValueError, "handle_unknown"),
         (lambda: HashingEncoder().transform(np.arange(3)), TypeError, "table must be"),
     ],
 )

@@ -4,6 +4,7 @@ Each scenario runs in a fresh interpreter with a wall-clock bound, and every for
 carries an alarm, so a regression (GNU OpenMP's pool does not survive fork) fails the test
 instead of hanging CI.
 """
+
 import os
 import subprocess
 import sys
@@ -19,9 +20,15 @@ CPU_BACKENDS = [b for b in ("numpy", "cython", "numba") if b in available_backen
 def _run(*args, timeout=240):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+        [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")]
+    )
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

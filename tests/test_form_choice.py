@@ -1,17 +1,19 @@
-"""Code paths chosen on the machine at hand: both forms exact, thread-independent, cached per CPU."""
+"""Code paths chosen on the machine at hand: both forms exact, thread-independent, cached per
+CPU."""
+
 import json
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from backends import compiled_backends
 
 import fastrec
 from fastrec.kernels import form_choice
 
-from backends import compiled_backends
-
-pytestmark = pytest.mark.skipif("numba" not in compiled_backends("sigmoid_csr"),
-                                reason="numba backend unavailable")
+pytestmark = pytest.mark.skipif(
+    "numba" not in compiled_backends("sigmoid_csr"), reason="numba backend unavailable"
+)
 
 
 def _problem(seed=0):

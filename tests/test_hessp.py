@@ -1,19 +1,19 @@
 """The logistic Hessian-vector kernels: every compiled backend against the NumPy reference,
 determinism across thread counts, and LogisticObjective.hessp against finite differences."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from backends import compiled_backends
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import dense, raw_csr
 
 from fastrec._dispatch import backend_status, get_kernel
 from fastrec.kernels import _scoring_plan
 from fastrec.scoring import LogisticObjective, _features
-
-from backends import compiled_backends
-from strategies import dense, raw_csr
 
 HESSP_BACKENDS = compiled_backends("logistic_hessp_dense")
 
@@ -80,8 +80,10 @@ def _several_blocks(make, rng):
     if make.startswith("csr"):
         n_cols = 300_000 if make == "csr_wide" else 400
         rows = np.repeat(np.arange(n), rng.integers(0, 61, n))
-        X = sp.csr_matrix((rng.standard_normal(rows.size), (rows, rng.integers(0, n_cols,
-                          rows.size))), shape=(n, n_cols))
+        X = sp.csr_matrix(
+            (rng.standard_normal(rows.size), (rows, rng.integers(0, n_cols, rows.size))),
+            shape=(n, n_cols),
+        )
         if make == "csr64":
             X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
         if make == "csr32":
@@ -122,10 +124,12 @@ def _fd_problem(layout, rng):
 def test_objective_hessp_is_the_gradients_derivative(backend, layout, fit_intercept):
     rng = np.random.default_rng(7)
     X, y, sw = _fd_problem(layout, rng)
-    obj = LogisticObjective(X, y, l2=0.05, sample_weight=sw, fit_intercept=fit_intercept,
-                            backend=backend, n_threads=2)
-    ref = LogisticObjective(X, y, l2=0.05, sample_weight=sw, fit_intercept=fit_intercept,
-                            backend="numpy")  # the finite difference of the reference gradient
+    obj = LogisticObjective(
+        X, y, l2=0.05, sample_weight=sw, fit_intercept=fit_intercept, backend=backend, n_threads=2
+    )
+    ref = LogisticObjective(
+        X, y, l2=0.05, sample_weight=sw, fit_intercept=fit_intercept, backend="numpy"
+    )  # the finite difference of the reference gradient
     k = 6 + int(fit_intercept)
     theta, eps = rng.standard_normal(k) * 0.5, 1e-6
     for v in [rng.standard_normal(k), np.eye(k)[k - 1]]:
@@ -160,9 +164,14 @@ cuda_only = pytest.mark.skipif(not _cuda_ok, reason=f"CUDA backend unavailable: 
 
 @cuda_only
 @settings(max_examples=4)
-@given(st.one_of(raw_csr(min_rows=1, max_rows=10, min_cols=1, max_cols=12, signed=True),
-                 dense(min_rows=1, max_rows=10, min_cols=1, max_cols=12)),
-       st.integers(0, 2**31), st.sampled_from([0.0, 0.5]))
+@given(
+    st.one_of(
+        raw_csr(min_rows=1, max_rows=10, min_cols=1, max_cols=12, signed=True),
+        dense(min_rows=1, max_rows=10, min_cols=1, max_cols=12),
+    ),
+    st.integers(0, 2**31),
+    st.sampled_from([0.0, 0.5]),
+)
 def test_cuda_hessp_equals_reference(X, seed, l2):
     _check_against_reference("cuda", X, seed, l2)
 
@@ -190,8 +199,9 @@ def test_cuda_csr_hessp_does_not_depend_on_summation_order():
         runs.append(kernel(Xp.indptr, Xp.indices, Xp.data, c[perm], v, vb, 0.0, 1)[0])
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
-    want = get_kernel("logistic_hessp_csr", "numpy")(X.indptr, X.indices, X.data, c, v, vb,
-                                                     0.0, 1)[0]
+    want = get_kernel("logistic_hessp_csr", "numpy")(X.indptr, X.indices, X.data, c, v, vb, 0.0, 1)[
+        0
+    ]
     np.testing.assert_allclose(runs[0], want, rtol=1e-12)
 
 

@@ -1,4 +1,5 @@
 """LogisticCTR: scikit-learn's objective and coefficients, the sklearn-style API, persistence."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,16 @@ def _rel(a, b):
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
 
 
-CASES = ["dense", "fortran", "float32", "sparse", "weights", "no_intercept", "strong_l2",
-         "wide_hashed"]
+CASES = [
+    "dense",
+    "fortran",
+    "float32",
+    "sparse",
+    "weights",
+    "no_intercept",
+    "strong_l2",
+    "wide_hashed",
+]
 
 
 def _wide_hashed(n=3000, seed=7):
@@ -40,8 +49,11 @@ def _wide_hashed(n=3000, seed=7):
     from fastrec.features import HashingEncoder
 
     rng = np.random.default_rng(seed)
-    table = {"user": rng.integers(0, 200, n), "item": rng.integers(0, 300, n),
-             "hour": rng.integers(0, 24, n)}
+    table = {
+        "user": rng.integers(0, 200, n),
+        "item": rng.integers(0, 300, n),
+        "hour": rng.integers(0, 24, n),
+    }
     X = HashingEncoder(list(table), n_features=2**12, seed=0, dtype=np.float64).fit_transform(table)
     w_true = rng.standard_normal(2**12)
     y = (rng.random(n) < 1 / (1 + np.exp(-(X @ w_true) + 0.5))).astype(np.int64)
@@ -64,22 +76,30 @@ def _case(case):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 def test_coefficients_equal_sklearn(backend, case):
-    sklearn = pytest.importorskip("sklearn.linear_model",
-                                  reason="compares with scikit-learn (test extra)")
+    sklearn = pytest.importorskip(
+        "sklearn.linear_model", reason="compares with scikit-learn (test extra)"
+    )
     X, y, sw, C, fit_intercept = _case(case)
-    ours = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500,
-                       backend=backend).fit(X, y, sample_weight=sw)
+    ours = LogisticCTR(
+        C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500, backend=backend
+    ).fit(X, y, sample_weight=sw)
     # scikit-learn fits float32 X in float32 arithmetic; ours is float64-exact on the same
     # values, so the reference is scikit-learn on those values in float64.
     X_ref = X.astype(np.float64) if case == "float32" else X
-    ref = sklearn.LogisticRegression(C=C, fit_intercept=fit_intercept, tol=1e-10,
-                                     max_iter=500).fit(X_ref, y, sample_weight=sw)
+    ref = sklearn.LogisticRegression(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500).fit(
+        X_ref, y, sample_weight=sw
+    )
     assert _rel(ours.coef_, ref.coef_[0]) < 1e-6
     assert abs(ours.intercept_ - float(np.ravel(ref.intercept_)[0])) < 1e-6 * max(
-        1.0, np.abs(ref.coef_).max())
+        1.0, np.abs(ref.coef_).max()
+    )
     Xp = X[:50]
-    np.testing.assert_allclose(ours.predict_proba(Xp), ref.predict_proba(Xp), rtol=1e-5,
-                               atol=1e-6 if case != "float32" else 1e-5)
+    np.testing.assert_allclose(
+        ours.predict_proba(Xp),
+        ref.predict_proba(Xp),
+        rtol=1e-5,
+        atol=1e-6 if case != "float32" else 1e-5,
+    )
     np.testing.assert_array_equal(ours.predict(Xp), ref.predict(Xp))
 
 
@@ -149,8 +169,16 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
 def test_get_and_set_params():
     m = LogisticCTR(C=2.0, n_threads=1)
     params = m.get_params()
-    assert params == {"C": 2.0, "l2": None, "fit_intercept": True, "max_iter": 100,
-                      "tol": 1e-4, "backend": "auto", "n_threads": 1, "solver": "lbfgs"}
+    assert params == {
+        "C": 2.0,
+        "l2": None,
+        "fit_intercept": True,
+        "max_iter": 100,
+        "tol": 1e-4,
+        "backend": "auto",
+        "n_threads": 1,
+        "solver": "lbfgs",
+    }
     assert m.set_params(C=3.0, tol=1e-6) is m and m.C == 3.0 and m.tol == 1e-6
     with pytest.raises(ValueError, match="invalid parameter 'alpha'"):
         m.set_params(alpha=1.0)
@@ -217,27 +245,39 @@ def test_prediction_input_checks():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 def test_trust_ncg_equals_sklearn_and_lbfgs(backend, case):
-    sklearn = pytest.importorskip("sklearn.linear_model",
-                                  reason="compares with scikit-learn (test extra)")
+    sklearn = pytest.importorskip(
+        "sklearn.linear_model", reason="compares with scikit-learn (test extra)"
+    )
     X, y, sw, C, fit_intercept = _case(case)
     X_before = X.copy()
     # tol is on the gradient's 2-norm; much below 1e-8 trust-ncg's test of the predicted
     # improvement meets float64 rounding of the loss (see the LogisticCTR docstring).
-    newton = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-8, max_iter=100,
-                         solver="trust-ncg", backend=backend).fit(X, y, sample_weight=sw)
-    lbfgs = LogisticCTR(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500,
-                        backend=backend).fit(X, y, sample_weight=sw)
+    newton = LogisticCTR(
+        C=C,
+        fit_intercept=fit_intercept,
+        tol=1e-8,
+        max_iter=100,
+        solver="trust-ncg",
+        backend=backend,
+    ).fit(X, y, sample_weight=sw)
+    lbfgs = LogisticCTR(
+        C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500, backend=backend
+    ).fit(X, y, sample_weight=sw)
     X_ref = X.astype(np.float64) if case == "float32" else X
-    ref = sklearn.LogisticRegression(C=C, fit_intercept=fit_intercept, tol=1e-10,
-                                     max_iter=500).fit(X_ref, y, sample_weight=sw)
+    ref = sklearn.LogisticRegression(C=C, fit_intercept=fit_intercept, tol=1e-10, max_iter=500).fit(
+        X_ref, y, sample_weight=sw
+    )
     assert _rel(newton.coef_, ref.coef_[0]) < 1e-6
     assert _rel(newton.coef_, lbfgs.coef_) < 1e-6
     assert abs(newton.intercept_ - float(np.ravel(ref.intercept_)[0])) < 1e-6 * max(
-        1.0, np.abs(ref.coef_).max())
+        1.0, np.abs(ref.coef_).max()
+    )
     assert (newton.intercept_ == 0.0) == (not fit_intercept)
     assert newton.n_hessp_ > 0 and lbfgs.n_hessp_ == 0
-    np.testing.assert_array_equal(X if not sp.issparse(X) else X.toarray(),
-                                  X_before if not sp.issparse(X) else X_before.toarray())
+    np.testing.assert_array_equal(
+        X if not sp.issparse(X) else X.toarray(),
+        X_before if not sp.issparse(X) else X_before.toarray(),
+    )
 
 
 def test_trust_ncg_reaches_the_optimum_where_lbfgs_stalls():
@@ -254,12 +294,14 @@ def test_trust_ncg_reaches_the_optimum_where_lbfgs_stalls():
 
 def test_trust_ncg_without_penalty_and_intercept():
     # l2 = 0 on separable-free data (overlapping classes): the optimum exists and is found.
-    sklearn = pytest.importorskip("sklearn.linear_model",
-                                  reason="compares with scikit-learn (test extra)")
+    sklearn = pytest.importorskip(
+        "sklearn.linear_model", reason="compares with scikit-learn (test extra)"
+    )
     X, y = _problem(n=2000, d=5, seed=2)
     m = LogisticCTR(l2=0.0, fit_intercept=False, tol=1e-8, solver="trust-ncg").fit(X, y)
-    ref = sklearn.LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12,
-                                     max_iter=1000).fit(X, y)
+    ref = sklearn.LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-12, max_iter=1000).fit(
+        X, y
+    )
     assert _rel(m.coef_, ref.coef_[0]) < 1e-6 and m.intercept_ == 0.0
 
 
@@ -288,9 +330,16 @@ def test_solver_saved_and_old_files_load_as_lbfgs(tmp_path):
     import json
 
     params = {k: v for k, v in m.get_params().items() if k != "solver"}
-    np.savez(tmp_path / "old.npz", format=np.array("fastrec.LogisticCTR"),
-             format_version=np.array(1), params=np.array(json.dumps(params)), coef=m.coef_,
-             intercept=np.array(m.intercept_), n_iter=np.array(3), loss=np.array(0.5))
+    np.savez(
+        tmp_path / "old.npz",
+        format=np.array("fastrec.LogisticCTR"),
+        format_version=np.array(1),
+        params=np.array(json.dumps(params)),
+        coef=m.coef_,
+        intercept=np.array(m.intercept_),
+        n_iter=np.array(3),
+        loss=np.array(0.5),
+    )
     old = LogisticCTR.load(tmp_path / "old.npz")
     assert old.solver == "lbfgs" and old.n_hessp_ == 0
     np.testing.assert_array_equal(old.coef_, m.coef_)

@@ -1,6 +1,7 @@
 """Every public entry point refuses malformed sparse structure (decreasing or short indptr,
 indices out of range or negative, shape smaller than the indices) with a ValueError/TypeError
 before any kernel runs. Cases run in a subprocess, so a crash fails the test, not the run."""
+
 import os
 import subprocess
 import sys
@@ -13,13 +14,22 @@ import scipy.sparse as sp
 import fastrec
 
 HERE = Path(__file__).parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE),
-                                                    os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        [str(HERE.parent / "src"), str(HERE), os.environ.get("PYTHONPATH", "")]
+    ),
+}
 
 
 def test_every_entry_point_refuses_malformed_structure_crash_isolated():
-    proc = subprocess.run([sys.executable, str(HERE / "_sparse_fuzz.py"), "7", "16"],
-                          capture_output=True, text=True, timeout=300, env=ENV)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_sparse_fuzz.py"), "7", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     last = proc.stdout.strip().splitlines()[-2:]
     assert proc.returncode == 0, f"status {proc.returncode} after {last}\n{proc.stderr[-2000:]}"
 

@@ -1,4 +1,5 @@
 """fastrec.metrics against naive per-user Python references, on random inputs and edge cases."""
+
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ def naive_ranking(recs, held_out, k, user_ids):
     held = held_out.tocsr()
     out = {m: [] for m in metrics.RANKING_METRICS}
     for r, u in enumerate(user_ids):
-        rel = set(held.indices[held.indptr[u]:held.indptr[u + 1]].tolist())
+        rel = set(held.indices[held.indptr[u] : held.indptr[u + 1]].tolist())
         if not rel:
             continue
         top = [int(i) for i in recs[r, :k]]
@@ -42,8 +43,9 @@ def ranking_case(draw):
     width = draw(st.integers(1, 8))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    held = sp.random(n_users, n_items, density=draw(st.floats(0, 0.6)), format="csr",
-                     random_state=rng)
+    held = sp.random(
+        n_users, n_items, density=draw(st.floats(0, 0.6)), format="csr", random_state=rng
+    )
     recs = np.full((n_users, width), -1, dtype=np.int64)
     for u in range(n_users):
         n_real = rng.integers(0, min(width, n_items) + 1)

@@ -4,6 +4,7 @@ The fuzz test mutates real files of every model class (byte flips, truncation, s
 lying headers, hostile values, dtypes and parameters, missing members) and loads and uses each
 in a separate process: only a clear exception or a model with valid results may come out.
 """
+
 import mmap
 import os
 import signal
@@ -15,13 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from _model_fuzz import KINDS, mutate, real_models
+
 from fastrec.models import ItemKNN, LogisticCTR, Popularity, UserKNN
 
 HERE = Path(__file__).parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE),
-                                                    os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        [str(HERE.parent / "src"), str(HERE), os.environ.get("PYTHONPATH", "")]
+    ),
+}
 CASES_PER_KIND_AND_CLASS = 8  # 8 kinds x 6 classes x 2 load modes x 8: 768 files, ~15 s
 
 
@@ -48,8 +53,13 @@ def test_fuzzed_model_files_give_an_error_or_a_valid_model(models, tmp_path):
             for mode in ("mmap", "read"):
                 for i in range(CASES_PER_KIND_AND_CLASS):
                     mutate(source, tmp_path / f"{name}-{mode}-{kind}-{i}.npz", kind, rng)
-    proc = subprocess.run([sys.executable, str(HERE / "_model_fuzz.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env=ENV)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_model_fuzz.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     last = proc.stdout.strip().splitlines()[-1:] or ["(none)"]
     assert proc.returncode == 0, f"status {proc.returncode} at {last}\n{proc.stderr[-3000:]}"
     lines = proc.stdout.splitlines()
@@ -111,8 +121,7 @@ def test_reader_with_old_file_mapped_keeps_old_bytes(tmp_path, monkeypatch):
     assert ItemKNN.load(path).k == 9
 
 
-def test_save_writes_no_stray_files_and_a_failed_write_keeps_the_old_file(tmp_path,
-                                                                           monkeypatch):
+def test_save_writes_no_stray_files_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     model = LogisticCTR().fit(np.eye(4), np.array([0, 1, 0, 1]))
     path = model.save(tmp_path / "ctr")
     assert path.name == "ctr.npz" and [p.name for p in tmp_path.iterdir()] == ["ctr.npz"]

@@ -1,5 +1,6 @@
 """Model-specific checks: scores against naive formulas, similar items/users, implicit parity,
 and the hybrid beating its parts on the built-in synthetic data."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -25,8 +26,11 @@ def dense_cosine_topk(X, k):
 def naive_topn(scores, seen, n):
     out = []
     for u in range(scores.shape[0]):
-        cand = [(-scores[u, j], j) for j in range(scores.shape[1])
-                if scores[u, j] != 0 and not seen[u, j]]
+        cand = [
+            (-scores[u, j], j)
+            for j in range(scores.shape[1])
+            if scores[u, j] != 0 and not seen[u, j]
+        ]
         out.append([j for _, j in sorted(cand)[:n]])
     return out
 
@@ -97,8 +101,9 @@ def test_fit_on_interactions_keeps_original_ids():
 
 @pytest.mark.filterwarnings("ignore:Method expects CSR input")
 def test_itemknn_recall_matches_implicit_cosine_recommender():
-    implicit_nn = pytest.importorskip("implicit.nearest_neighbours",
-                                      reason="compares with implicit (test extra)")
+    implicit_nn = pytest.importorskip(
+        "implicit.nearest_neighbours", reason="compares with implicit (test extra)"
+    )
     d = data.synthetic(800, 300, seed=4, impressions_per_user=60)
     train, test = data.per_user_split(d, 0.2, seed=0)
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)
@@ -106,11 +111,11 @@ def test_itemknn_recall_matches_implicit_cosine_recommender():
     ours = ItemKNN(k=k).fit(train).recommend(users, n=10)
     theirs = implicit_nn.CosineRecommender(K=k + 1, num_threads=1)  # implicit counts the item
     theirs.fit(train.matrix.astype(np.float64), show_progress=False)
-    ids, _ = theirs.recommend(users, train.matrix[users].astype(np.float64), N=10,
-                              filter_already_liked_items=True)
+    ids, _ = theirs.recommend(
+        users, train.matrix[users].astype(np.float64), N=10, filter_already_liked_items=True
+    )
     r_ours = metrics.recall_at_k(ours, test.matrix, 10, user_ids=users)
-    r_theirs = metrics.recall_at_k(np.asarray(ids, dtype=np.int64), test.matrix, 10,
-                                   user_ids=users)
+    r_theirs = metrics.recall_at_k(np.asarray(ids, dtype=np.int64), test.matrix, 10, user_ids=users)
     assert r_ours == pytest.approx(r_theirs, abs=0.005)
     same = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ours.indices, ids)])
     assert same > 0.95  # the same lists up to ties
@@ -134,8 +139,9 @@ def test_hybrid_beats_popularity_and_each_single_model_on_ndcg():
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)
     singles = [Popularity(), ItemKNN(k=100), UserKNN(k=50)]
     ndcg = {}
-    for m in singles + [Hybrid(candidates=[m.clone() for m in singles], ranker=ranker,
-                               max_train_users=1000)]:
+    for m in singles + [
+        Hybrid(candidates=[m.clone() for m in singles], ranker=ranker, max_train_users=1000)
+    ]:
         res = m.fit(train).recommend(users, n=10)
         ndcg[type(m).__name__] = metrics.ndcg_at_k(res, test.matrix, 10, user_ids=users)
     best_single = max(v for k, v in ndcg.items() if k != "Hybrid")
@@ -148,8 +154,9 @@ def test_hybrid_results_do_not_depend_on_the_user_block_size(monkeypatch):
     from fastrec.models import hybrid
 
     d = data.synthetic(300, 100, seed=3, impressions_per_user=40)
-    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(),
-                   n_candidates=20).fit(d)
+    model = Hybrid(
+        candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(), n_candidates=20
+    ).fit(d)
     users = np.arange(d.n_users)
     whole = model.recommend(users, n=5)
     monkeypatch.setattr(hybrid, "_BLOCK_USERS", 7)
@@ -177,8 +184,9 @@ def test_hybrid_on_a_bare_matrix_has_no_side_features():
     from _ranker import make_ranker
 
     X = data.synthetic(200, 80, seed=5, impressions_per_user=40).matrix
-    model = Hybrid(candidates=[ItemKNN(k=10), Popularity()], ranker=make_ranker(),
-                   n_candidates=15).fit(X)
+    model = Hybrid(
+        candidates=[ItemKNN(k=10), Popularity()], ranker=make_ranker(), n_candidates=15
+    ).fit(X)
     assert model.user_features_ == {} and model.item_features_ == {}
     res = model.recommend([0, 1], n=5)
     assert res.indices.shape == (2, 5) and (res.indices >= 0).all()
@@ -195,8 +203,9 @@ def context_hybrid():
     from _ranker import make_ranker
 
     d = data.synthetic(400, 150, seed=8, impressions_per_user=60)
-    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(),
-                   n_candidates=30).fit(d)
+    model = Hybrid(
+        candidates=[ItemKNN(k=20), Popularity()], ranker=make_ranker(), n_candidates=30
+    ).fit(d)
     return d, model
 
 
@@ -230,8 +239,9 @@ def test_hybrid_with_context_survives_save_load(context_hybrid, tmp_path):
     from fastrec.models.logistic import LogisticCTR
 
     d, _ = context_hybrid
-    model = Hybrid(candidates=[ItemKNN(k=20), Popularity()], ranker=LogisticCTR(),
-                   n_candidates=30).fit(d)
+    model = Hybrid(
+        candidates=[ItemKNN(k=20), Popularity()], ranker=LogisticCTR(), n_candidates=30
+    ).fit(d)
     loaded = Hybrid.load(model.save(tmp_path / "h"))
     users = np.arange(d.n_users)
     ctx = {"daypart": users % 4}

@@ -1,5 +1,6 @@
 """One behavioural suite run over every model and every CPU backend that implements the kernels
 the models use: the contract fit / recommend / save / load."""
+
 import mmap
 
 import numpy as np
@@ -27,22 +28,29 @@ def is_memory_mapped(arr) -> bool:
 MODELS = {
     "popularity": lambda b: Popularity(backend=b),
     "itemknn": lambda b: ItemKNN(k=20, backend=b),
-    "itemknn-bm25-shrink": lambda b: ItemKNN(k=15, shrink=5.0, weighting="bm25", min_support=2,
-                                             backend=b),
+    "itemknn-bm25-shrink": lambda b: ItemKNN(
+        k=15, shrink=5.0, weighting="bm25", min_support=2, backend=b
+    ),
     "itemknn-tfidf": lambda b: ItemKNN(k=15, weighting="tfidf", backend=b),
     "userknn": lambda b: UserKNN(k=20, backend=b),
     "hybrid-blend": lambda b: Hybrid(
         candidates=[ItemKNN(k=20, backend=b), UserKNN(k=20, backend=b), Popularity(backend=b)],
-        rerank=False, n_candidates=20,
+        rerank=False,
+        n_candidates=20,
     ),
     "hybrid-rerank": lambda b: Hybrid(
-        candidates=[ItemKNN(k=20, backend=b), Popularity(backend=b)], ranker=make_ranker(b),
-        n_candidates=20, max_train_users=200,
+        candidates=[ItemKNN(k=20, backend=b), Popularity(backend=b)],
+        ranker=make_ranker(b),
+        n_candidates=20,
+        max_train_users=200,
     ),
 }
 KERNELS = ("cosine_topk", "recommend", "topk", "sigmoid_csr", "logistic_loss_grad_csr")
-BACKENDS = [b for b in available_backends() if b != "cuda"
-            and all(b in available_backends(k) for k in KERNELS)]
+BACKENDS = [
+    b
+    for b in available_backends()
+    if b != "cuda" and all(b in available_backends(k) for k in KERNELS)
+]
 CASES = [(m, b) for m in sorted(MODELS) for b in BACKENDS]
 
 
@@ -100,7 +108,7 @@ def test_seen_items_never_returned(fitted, train):
     res = model.recommend(users, n=30)
     seen = train.matrix
     for u in users:
-        mine = set(seen.indices[seen.indptr[u]:seen.indptr[u + 1]].tolist())
+        mine = set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
         assert not mine & set(res.indices[u][res.indices[u] >= 0].tolist())
 
 
@@ -109,15 +117,16 @@ def test_exclude_seen_false_can_return_seen_items(fitted, train):
     res = model.recommend(np.arange(train.n_users), n=30, exclude_seen=False)
     seen = train.matrix
     hits = sum(
-        len(set(seen.indices[seen.indptr[u]:seen.indptr[u + 1]].tolist())
-            & set(res.indices[u].tolist()))
+        len(
+            set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
+            & set(res.indices[u].tolist())
+        )
         for u in range(train.n_users)
     )
     assert hits > 0
 
 
-def test_save_load_round_trip_gives_identical_recommendations(fitted, train, tmp_path,
-                                                              monkeypatch):
+def test_save_load_round_trip_gives_identical_recommendations(fitted, train, tmp_path, monkeypatch):
     name, model = fitted
     if name == "hybrid-rerank" and LogisticCTR is None:
         with pytest.raises(TypeError, match="only a LogisticCTR ranker"):
@@ -132,8 +141,9 @@ def test_save_load_round_trip_gives_identical_recommendations(fitted, train, tmp
     a, b = model.recommend(users, n=10), loaded.recommend(users, n=10)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_array_equal(a.scores, b.scores)
-    np.testing.assert_array_equal(loaded.decode_items(b.indices, fill=-1),
-                                  model.decode_items(a.indices, fill=-1))
+    np.testing.assert_array_equal(
+        loaded.decode_items(b.indices, fill=-1), model.decode_items(a.indices, fill=-1)
+    )
     # the file holds no pickled objects
     with np.load(path, allow_pickle=False) as f:
         assert all(f[k].dtype != object for k in f.files)
@@ -155,12 +165,15 @@ def test_load_rejects_other_model_classes_and_garbage(fitted, tmp_path):
         type(model).load(tmp_path / "absent.npz")
 
 
-@pytest.mark.parametrize("bad, exc, match", [
-    (-1, ValueError, "unknown user -1"),
-    (10**6, ValueError, "unknown user 1000000"),
-    ([0.5], TypeError, "integer row indices"),
-    ([["a"]], ValueError, "1-D"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (-1, ValueError, "unknown user -1"),
+        (10**6, ValueError, "unknown user 1000000"),
+        ([0.5], TypeError, "integer row indices"),
+        ([["a"]], ValueError, "1-D"),
+    ],
+)
 def test_unknown_user_ids_rejected_clearly(fitted, bad, exc, match):
     _, model = fitted
     with pytest.raises(exc, match=match):

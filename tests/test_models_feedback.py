@@ -1,5 +1,6 @@
 """The feedback loop on every model: unseen users at request time, original ids, filtered
 requests and neighbours, explanations that sum to the score, and new events folded in."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -8,8 +9,11 @@ from _ranker import make_ranker
 from fastrec import available_backends, data
 from fastrec.models import Hybrid, ItemKNN, Popularity, UserKNN, _incremental
 
-CPU = [b for b in available_backends("cosine_topk") if b != "cuda"
-       and b in available_backends("recommend")]
+CPU = [
+    b
+    for b in available_backends("cosine_topk")
+    if b != "cuda" and b in available_backends("recommend")
+]
 MODELS = {
     "popularity": lambda: Popularity(),
     "itemknn": lambda: ItemKNN(k=15),
@@ -76,8 +80,9 @@ def test_original_ids_in_and_out(fitted, train):
     b = model.recommend(rows, n=5)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_array_equal(model.decode_users(rows), train.user_ids[rows])
-    np.testing.assert_array_equal(model.decode_items(b.indices, fill=-1),
-                                  train.decode_items(b.indices, fill=-1))
+    np.testing.assert_array_equal(
+        model.decode_items(b.indices, fill=-1), train.decode_items(b.indices, fill=-1)
+    )
     with pytest.raises(ValueError, match="unknown user id"):
         model.recommend(users=[10**9])
     with pytest.raises(ValueError, match="exactly one of"):
@@ -121,14 +126,14 @@ def test_candidates_and_exclude_filter_the_ranking(fitted, train):
     per_row = sp.csr_matrix(allowed.astype(np.float64))
     got2 = model.recommend(rows, n=8, candidates=per_row)
     np.testing.assert_array_equal(got2.indices, want_i)
-    got3 = model.recommend(rows, n=8, candidates=train.item_ids[cand],
-                           exclude=train.item_ids[ex])
+    got3 = model.recommend(rows, n=8, candidates=train.item_ids[cand], exclude=train.item_ids[ex])
     np.testing.assert_array_equal(got3.indices, want_i)
 
 
 def test_hybrid_takes_ids_and_filters(train):
-    model = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False,
-                   n_candidates=20).fit(train)
+    model = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False, n_candidates=20).fit(
+        train
+    )
     rows = np.array([2, 9])
     full = model.recommend(rows, n=20)
     ex = full.indices[:, :3].ravel()
@@ -191,8 +196,9 @@ def test_explain_shares_sum_to_the_recommended_score(train, name):
             assert e.score == pytest.approx(float(score), rel=1e-6)
     # by original ids, and for an unseen user's row
     e1 = model.explain(user=train.user_ids[13], item=train.item_ids[res.indices[0, 0]])
-    np.testing.assert_array_equal(e1.ids, (train.item_ids if name == "itemknn"
-                                           else train.user_ids)[e1.sources])
+    np.testing.assert_array_equal(
+        e1.ids, (train.item_ids if name == "itemknn" else train.user_ids)[e1.sources]
+    )
     req = train.matrix[13]
     e2 = model.explain(user_items=req, item_id=model.recommend(user_items=req, n=1).indices[0, 0])
     assert e2.score > 0
@@ -214,22 +220,28 @@ def test_explain_popularity_and_hybrid(train):
     pop = Popularity().fit(train)
     e = pop.explain(0, pop.recommend([0], n=1).indices[0, 0])
     assert e.score == e.base == pop.recommend([0], n=1).scores[0, 0]
-    blend = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False,
-                   n_candidates=20).fit(train)
+    blend = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False, n_candidates=20).fit(
+        train
+    )
     top = blend.recommend([5], n=3)
     for j, s in zip(top.indices[0], top.scores[0]):
         e = blend.explain(5, j)
         np.testing.assert_allclose(e.contributions.sum(), s, rtol=1e-9)
-    ranked = Hybrid(candidates=[ItemKNN(k=15), Popularity()], ranker=make_ranker("numpy"),
-                    n_candidates=20, max_train_users=100).fit(train)
+    ranked = Hybrid(
+        candidates=[ItemKNN(k=15), Popularity()],
+        ranker=make_ranker("numpy"),
+        n_candidates=20,
+        max_train_users=100,
+    ).fit(train)
     top = ranked.recommend([5], n=3)
     for j, s in zip(top.indices[0], top.scores[0]):
         e = ranked.explain(5, j)
         np.testing.assert_allclose(e.base + e.contributions.sum(), e.score, rtol=1e-12)
         np.testing.assert_allclose(1 / (1 + np.exp(-e.score)), s, rtol=1e-6)
     with pytest.raises(ValueError, match="not among the CF candidates"):
-        outside = np.setdiff1d(np.arange(train.n_items),
-                               np.r_[top.indices[0], train.matrix[5].indices])
+        outside = np.setdiff1d(
+            np.arange(train.n_items), np.r_[top.indices[0], train.matrix[5].indices]
+        )
         for j in outside:  # the first item no CF model proposes
             ranked.explain(5, j)
 
@@ -253,8 +265,9 @@ def test_append_equals_building_from_all_events(rule, with_time):
         return (users[sl], items[sl], values[sl], None if ts is None else ts[sl])
 
     full = data.from_arrays(*part(slice(None)), contexts=ctx, duplicates=rule)
-    base = data.from_arrays(*part(slice(0, cut)), contexts={"daypart": ctx["daypart"][:cut]},
-                            duplicates=rule)
+    base = data.from_arrays(
+        *part(slice(0, cut)), contexts={"daypart": ctx["daypart"][:cut]}, duplicates=rule
+    )
     grown = base.append(*part(slice(cut, None)), contexts={"daypart": ctx["daypart"][cut:]})
     assert grown.duplicates == rule
     np.testing.assert_array_equal(grown.user_ids[: base.n_users], base.user_ids)
@@ -264,12 +277,16 @@ def test_append_equals_building_from_all_events(rule, with_time):
     np.testing.assert_array_equal(perm.toarray(), full.matrix.toarray())
     # timestamps and contexts follow their entries
     for extra in ([] if ts is None else ["timestamps"]) + ["daypart"]:
+
         def dense(d, what):
             vals = d.timestamps if what == "timestamps" else d.contexts[what]
-            return sp.csr_matrix((vals.astype(float) + 1, d.matrix.indices, d.matrix.indptr),
-                                 shape=d.shape)
-        np.testing.assert_array_equal(dense(grown, extra)[r][:, c].toarray(),
-                                      dense(full, extra).toarray())
+            return sp.csr_matrix(
+                (vals.astype(float) + 1, d.matrix.indices, d.matrix.indptr), shape=d.shape
+            )
+
+        np.testing.assert_array_equal(
+            dense(grown, extra)[r][:, c].toarray(), dense(full, extra).toarray()
+        )
 
 
 def test_append_keeps_rows_of_known_ids_and_looks_up_unsorted_maps():
@@ -299,7 +316,7 @@ def test_append_rejects_mismatched_times_and_unknown_order():
 def _split_by_time(d, share):
     u, i, ts = _events(d)
     order = np.argsort(ts, kind="stable")
-    cut = int(round(len(order) * (1 - share)))
+    cut = round(len(order) * (1 - share))
     old, new = order[:cut], order[cut:]
     base = data.from_arrays(u[old], i[old], None, ts[old], duplicates="max")
     return base, base.append(u[new], i[new], None, ts[new]), (u[new], i[new])
@@ -316,17 +333,19 @@ def _same_csr(a, b):
 @pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
 @pytest.mark.parametrize("backend", CPU)
 @pytest.mark.parametrize("share, reserve", [(0.02, 0), (0.15, 0), (0.05, 4)])
-def test_partial_fit_is_bit_identical_to_a_full_fit(cls, backend, share, reserve,
-                                                     monkeypatch):
+def test_partial_fit_is_bit_identical_to_a_full_fit(cls, backend, share, reserve, monkeypatch):
     monkeypatch.setattr(_incremental, "FULL_FIT_WORK_SHARE", 2.0)  # always the partial path
     d = data.synthetic(300, 120, seed=7, impressions_per_user=35)
     base, _, (u_new, i_new) = _split_by_time(d, share)
     h = len(u_new) // 2
     half = base.append(u_new[:h], i_new[:h], None, np.full(h, 10**7))
     # new users and new items arrive with the events
-    grown = half.append(np.r_[u_new[h:], [10**6, 10**6, 10**6 + 1], u_new[:2]],
-                        np.r_[i_new[h:], i_new[:2], [10**6], [10**6 + 1, 10**6 + 1]], None,
-                        np.full(len(u_new) - h + 5, 2 * 10**7))
+    grown = half.append(
+        np.r_[u_new[h:], [10**6, 10**6, 10**6 + 1], u_new[:2]],
+        np.r_[i_new[h:], i_new[:2], [10**6], [10**6 + 1, 10**6 + 1]],
+        None,
+        np.full(len(u_new) - h + 5, 2 * 10**7),
+    )
     assert grown.n_users > base.n_users and grown.n_items > base.n_items
     full = cls(k=10, shrink=2.0, min_support=1, backend=backend).fit(grown)
     part = cls(k=10, shrink=2.0, min_support=1, reserve=reserve, backend=backend).fit(base)
@@ -337,8 +356,9 @@ def test_partial_fit_is_bit_identical_to_a_full_fit(cls, backend, share, reserve
     _same_csr(part.neighbours_, full.neighbours_)
     _same_csr(part.user_items_, full.user_items_)
     users = np.arange(grown.n_users)
-    np.testing.assert_array_equal(part.recommend(users, n=5).indices,
-                                  full.recommend(users, n=5).indices)
+    np.testing.assert_array_equal(
+        part.recommend(users, n=5).indices, full.recommend(users, n=5).indices
+    )
 
 
 def test_partial_fit_from_a_dict_of_events_and_the_full_path(train, monkeypatch):
@@ -382,8 +402,9 @@ def test_partial_fit_errors(cls, train):
 
 
 def test_ids_and_rule_survive_save_and_load(tmp_path, train):
-    model = ItemKNN(k=5).fit(train.append([10**6], [train.item_ids[0]], timestamps=[1],
-                                           contexts={"daypart": [0]}))
+    model = ItemKNN(k=5).fit(
+        train.append([10**6], [train.item_ids[0]], timestamps=[1], contexts={"daypart": [0]})
+    )
     loaded = ItemKNN.load(model.save(tmp_path / "m"))
     assert loaded.duplicates_ == "max"
     np.testing.assert_array_equal(loaded.user_ids_, model.user_ids_)
@@ -391,8 +412,9 @@ def test_ids_and_rule_survive_save_and_load(tmp_path, train):
 
 
 def test_hybrid_unseen_users_and_neighbour_queries(train):
-    model = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False,
-                   n_candidates=20).fit(train)
+    model = Hybrid(candidates=[ItemKNN(k=15), Popularity()], rerank=False, n_candidates=20).fit(
+        train
+    )
     rows = np.array([4, 30])
     # a fitted user's own row as a request: the same CF proposals and activity, and the blend
     # uses no side features, so the same ranking
@@ -404,13 +426,17 @@ def test_hybrid_unseen_users_and_neighbour_queries(train):
     np.testing.assert_allclose(e.contributions.sum(), b.scores[0, 0], rtol=1e-9)
     np.testing.assert_array_equal(
         model.similar_items(items=train.item_ids[[3]], n=4).indices,
-        ItemKNN(k=15).fit(train).similar_items([3], n=4).indices)
+        ItemKNN(k=15).fit(train).similar_items([3], n=4).indices,
+    )
     with pytest.raises(ValueError, match="no UserKNN"):
         model.similar_users([2], n=3)
-    both = Hybrid(candidates=[UserKNN(k=15), Popularity()], rerank=False,
-                  n_candidates=20).fit(train)
-    np.testing.assert_array_equal(both.similar_users(users=train.user_ids[[2]], n=3).indices,
-                                  UserKNN(k=15).fit(train).similar_users([2], n=3).indices)
+    both = Hybrid(candidates=[UserKNN(k=15), Popularity()], rerank=False, n_candidates=20).fit(
+        train
+    )
+    np.testing.assert_array_equal(
+        both.similar_users(users=train.user_ids[[2]], n=3).indices,
+        UserKNN(k=15).fit(train).similar_users([2], n=3).indices,
+    )
 
 
 def test_reserve_survives_save_and_load(tmp_path, train, monkeypatch):

@@ -1,17 +1,17 @@
 """No copy the kernel does not need: the scoring, loss/gradient and Hessian-vector paths hand the
 caller's CSR arrays (canonical or not) to the kernel, and allocate far less than X holds."""
+
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from backends import compiled_backends
 
 import fastrec
 import fastrec.scoring
 from fastrec._validation import check_csr
 from fastrec.scoring import LogisticObjective
-
-from backends import compiled_backends
 
 
 def _non_canonical_csr(n_rows=100_000, nnz_per_row=20, n_cols=5_000, seed=0):
@@ -125,7 +125,9 @@ def test_non_canonical_sums_equal_canonical():
     for backend in ["numpy", *compiled_backends("sigmoid_csr")]:
         np.testing.assert_allclose(
             fastrec.sigmoid_scores(X.astype(np.float64), w, backend=backend),
-            fastrec.sigmoid_scores(Xc.astype(np.float64), w, backend=backend), rtol=1e-6)
+            fastrec.sigmoid_scores(Xc.astype(np.float64), w, backend=backend),
+            rtol=1e-6,
+        )
         got = fastrec.logistic_loss_grad(X, y, w, 0.1, l2=0.01, backend=backend)
         want = fastrec.logistic_loss_grad(Xc, y, w, 0.1, l2=0.01, backend=backend)
         np.testing.assert_allclose(got[0], want[0], rtol=1e-6)

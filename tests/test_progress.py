@@ -1,4 +1,5 @@
 """Progress bars on long fits and recommends: same bits in blocks, silent when verbose=False."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -30,8 +31,9 @@ def test_blocked_fit_and_recommend_are_bit_identical(small_blocks, model_cls, ba
     loud = model_cls(verbose=True, **kw).fit(X)
     quiet = model_cls(verbose=False, **kw).fit(X)
     for name in ("indptr", "indices", "data"):
-        np.testing.assert_array_equal(getattr(loud.neighbours_, name),
-                                      getattr(quiet.neighbours_, name))
+        np.testing.assert_array_equal(
+            getattr(loud.neighbours_, name), getattr(quiet.neighbours_, name)
+        )
     users = np.arange(89, -1, -1)
     a, b = loud.recommend(users, n=5), quiet.recommend(users, n=5)
     np.testing.assert_array_equal(a.indices, b.indices)

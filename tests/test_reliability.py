@@ -1,5 +1,6 @@
 """Reliability contracts: scale-invariant cosine on every backend, one-class CTR data refused,
 the stored-zeros rule, and many Python threads calling the kernels at once."""
+
 import threading
 
 import numpy as np
@@ -60,11 +61,11 @@ def test_logistic_ctr_counts_only_rows_with_weight():
 
 # ---- stored zeros ----------------------------------------------------------------------------
 
+
 def test_a_stored_zero_interaction_is_not_seen():
     # User 0 "has" item 1 only as an explicitly stored 0: it is not an interaction, so it is
     # neither excluded as seen nor a source of neighbours' scores.
-    UI = sp.csr_matrix((np.array([1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])),
-                       shape=(2, 3))
+    UI = sp.csr_matrix((np.array([1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])), shape=(2, 3))
     NB = sp.csr_matrix(np.array([[0.0, 0.9, 0.5], [0.9, 0.0, 0.7], [0.5, 0.7, 0.0]]))
     for backend in fastrec.available_backends("recommend"):
         res = fastrec.recommend(UI, NB, 3, backend=backend)
@@ -74,8 +75,9 @@ def test_a_stored_zero_interaction_is_not_seen():
 
 def test_a_stored_zero_similarity_is_no_candidate():
     UI = sp.csr_matrix(np.array([[1.0, 0.0, 0.0]]))
-    NB = sp.csr_matrix((np.array([0.0, 0.4]), np.array([1, 2]), np.array([0, 2, 2, 2])),
-                       shape=(3, 3))
+    NB = sp.csr_matrix(
+        (np.array([0.0, 0.4]), np.array([1, 2]), np.array([0, 2, 2, 2])), shape=(3, 3)
+    )
     for backend in fastrec.available_backends("recommend"):
         res = fastrec.recommend(UI, NB, 3, backend=backend)
         np.testing.assert_array_equal(res.indices[0], [2, -1, -1])
@@ -89,8 +91,9 @@ def test_a_stored_zero_in_an_exclude_mask_still_excludes():
 
 
 def test_models_drop_stored_zeros_at_fit():
-    UI = sp.csr_matrix((np.array([1.0, 0.0, 1.0]), np.array([0, 1, 1]), np.array([0, 2, 3])),
-                       shape=(2, 3))
+    UI = sp.csr_matrix(
+        (np.array([1.0, 0.0, 1.0]), np.array([0, 1, 1]), np.array([0, 2, 3])), shape=(2, 3)
+    )
     model = Popularity().fit(UI)
     np.testing.assert_array_equal(model.item_scores_, [1, 1, 0])
     assert model.user_items_.nnz == 2
@@ -99,6 +102,7 @@ def test_models_drop_stored_zeros_at_fit():
 
 
 # ---- many Python threads at once -------------------------------------------------------------
+
 
 def _calls():
     rng = np.random.default_rng(5)
@@ -117,8 +121,7 @@ def _calls():
             lambda b=b: fastrec.cosine_topk(UI, 5, backend=b),
             lambda b=b: fastrec.cosine_similarity(UI, backend=b),
             lambda b=b: fastrec.recommend(UI, nb, 6, backend=b),
-            lambda b=b: fastrec.recommend_user_based(UI, fastrec.cosine_topk(UI, 4), 6,
-                                                     backend=b),
+            lambda b=b: fastrec.recommend_user_based(UI, fastrec.cosine_topk(UI, 4), 6, backend=b),
             lambda b=b: fastrec.sigmoid_scores(X, w, 0.3, backend=b),
             lambda b=b: fastrec.logistic_loss_grad(sp.csr_matrix(X), y, w, 0.1, backend=b),
         ]
@@ -145,7 +148,7 @@ def test_eight_threads_calling_every_kernel_get_the_bits_of_one_thread():
             barrier.wait(timeout=60)
             order = np.random.default_rng(t).permutation(len(calls))
             got[t] = {int(i): _bits(calls[i]()) for i in order}
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]

@@ -1,4 +1,5 @@
 """Every compiled backend of sigmoid_scores and logistic_loss_grad against the NumPy reference."""
+
 from __future__ import annotations
 
 import warnings
@@ -6,14 +7,13 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from backends import compiled_backends
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import dense, raw_csr
 
 import fastrec
 from fastrec.kernels import _scoring_plan, reference
-
-from backends import compiled_backends
-from strategies import dense, raw_csr
 
 SIGMOID_BACKENDS = compiled_backends("sigmoid_dense")
 LOSS_BACKENDS = compiled_backends("logistic_loss_grad_dense")
@@ -115,8 +115,9 @@ def test_float32_stays_float32_and_out_is_written(backend, dtype):
     out = np.full(700, -1.0, dtype=dtype)
     got = fastrec.sigmoid_scores(X, w, 0.5, out=out, backend=backend)
     assert got is out and got.dtype == dtype
-    np.testing.assert_allclose(out, fastrec.sigmoid_scores(X, w, 0.5, backend="numpy"),
-                               **_tol(dtype))
+    np.testing.assert_allclose(
+        out, fastrec.sigmoid_scores(X, w, 0.5, backend="numpy"), **_tol(dtype)
+    )
     out_csr = np.empty(700, dtype=dtype)
     assert fastrec.sigmoid_scores(sp.csr_matrix(X), w, 0.5, out=out_csr, backend=backend) is out_csr
     np.testing.assert_allclose(out_csr, out, **_tol(dtype))
@@ -150,8 +151,9 @@ def test_sigmoid_same_result_any_thread_count(backend, make):
     runs = [fastrec.sigmoid_scores(X, w, 0.1, backend=backend, n_threads=t) for t in (1, 2, 3)]
     for r in runs[1:]:
         np.testing.assert_array_equal(r, runs[0])
-    np.testing.assert_allclose(runs[0], fastrec.sigmoid_scores(X, w, 0.1, backend="numpy"),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        runs[0], fastrec.sigmoid_scores(X, w, 0.1, backend="numpy"), rtol=1e-12
+    )
 
 
 # ---- logistic_loss_grad --------------------------------------------------------------------------
@@ -193,8 +195,9 @@ def test_loss_grad_csr_equals_reference(backend, X, seed, b, l2):
 @pytest.mark.parametrize("layout", ["C", "F", "csr"])
 def test_loss_grad_extreme_logits_no_warnings(backend, layout):
     # Every branch of log1pexp (cut-offs -37, -2, 18, 33.3) and logits of +-800, both labels.
-    z = np.array([-800.0, -40.0, -37.0, -10.0, -2.0, -0.5, 0.0, 0.5, 2.0, 18.0, 25.0, 33.3,
-                  40.0, 800.0])
+    z = np.array(
+        [-800.0, -40.0, -37.0, -10.0, -2.0, -0.5, 0.0, 0.5, 2.0, 18.0, 25.0, 33.3, 40.0, 800.0]
+    )
     z = np.concatenate([z, z])
     y = np.repeat([0.0, 1.0], z.size // 2)
     X = np.zeros((z.size, 3))
@@ -232,8 +235,12 @@ def test_loss_grad_same_result_any_thread_count(backend, make):
             X = np.asfortranarray(X)
     w = rng.standard_normal(X.shape[1]) * 0.3
     y, sw = _problem(rng, n)
-    runs = [fastrec.logistic_loss_grad(X, y, w, 0.2, l2=0.01, sample_weight=sw, backend=backend,
-                                       n_threads=t) for t in (1, 2, 3)]
+    runs = [
+        fastrec.logistic_loss_grad(
+            X, y, w, 0.2, l2=0.01, sample_weight=sw, backend=backend, n_threads=t
+        )
+        for t in (1, 2, 3)
+    ]
     for loss, grad, grad_b in runs[1:]:
         assert loss == runs[0][0] and grad_b == runs[0][2]
         np.testing.assert_array_equal(grad, runs[0][1])
@@ -295,8 +302,9 @@ def test_bad_inputs_rejected_with_the_argument_named():
     with pytest.raises(ValueError, match="b must be finite"):
         fastrec.sigmoid_scores(X, np.zeros(2), b=np.inf)
     with pytest.raises(ValueError, match="sample_weight must be non-negative"):
-        fastrec.logistic_loss_grad(X, np.array([0, 1, 1]), np.zeros(2),
-                                   sample_weight=np.array([1.0, -1.0, 1.0]))
+        fastrec.logistic_loss_grad(
+            X, np.array([0, 1, 1]), np.zeros(2), sample_weight=np.array([1.0, -1.0, 1.0])
+        )
     with pytest.raises(ValueError, match="l2"):
         fastrec.logistic_loss_grad(X, np.array([0, 1, 1]), np.zeros(2), l2=-1.0)
     with pytest.raises(ValueError, match="at least one row"):
@@ -324,10 +332,15 @@ def test_nonfinite_X_rejected_however_the_logit_comes_out(backend, bad, w_at_bad
 
 
 def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
-    nb = pytest.importorskip("fastrec.kernels.numba_cpu.scoring",
-                             reason="Numba backend not importable")
-    x = np.concatenate([np.linspace(-800.0, 0.0, 400_001), -np.abs(np.random.default_rng(7)
-                                                                   .standard_normal(10_000))])
+    nb = pytest.importorskip(
+        "fastrec.kernels.numba_cpu.scoring", reason="Numba backend not importable"
+    )
+    x = np.concatenate(
+        [
+            np.linspace(-800.0, 0.0, 400_001),
+            -np.abs(np.random.default_rng(7).standard_normal(10_000)),
+        ]
+    )
     got = np.array([nb._exp_nonpos(v) for v in x[::97]] + [nb._exp_nonpos(0.0)])
     want = np.exp(np.append(x[::97], 0.0))
     normal = want > 2.3e-308
@@ -338,10 +351,32 @@ def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
 
 def test_numba_log1pexp_sigmoid_pieces_equal_reference():
     # The mean loss hides pieces below its tolerance (exp(-25) next to 25), so check each one.
-    nb = pytest.importorskip("fastrec.kernels.numba_cpu.scoring",
-                             reason="Numba backend not importable")
-    z = np.array([-800.0, -40.0, -37.0, -36.9, -10.0, -2.0, -1.9, -0.5, 0.0, 0.5, 2.0, 17.9,
-                  18.0, 18.1, 25.0, 33.3, 33.4, 40.0, 800.0])
+    nb = pytest.importorskip(
+        "fastrec.kernels.numba_cpu.scoring", reason="Numba backend not importable"
+    )
+    z = np.array(
+        [
+            -800.0,
+            -40.0,
+            -37.0,
+            -36.9,
+            -10.0,
+            -2.0,
+            -1.9,
+            -0.5,
+            0.0,
+            0.5,
+            2.0,
+            17.9,
+            18.0,
+            18.1,
+            25.0,
+            33.3,
+            33.4,
+            40.0,
+            800.0,
+        ]
+    )
     got = np.array([nb._log1pexp_sigmoid(v) for v in z])
     with np.errstate(under="ignore"):
         np.testing.assert_allclose(got[:, 0], reference.log1pexp(z), rtol=2e-16, atol=0)

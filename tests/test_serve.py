@@ -1,5 +1,6 @@
 """fastrec serve: the service in a subprocess on a free loopback port (bad requests, bounded
 load, swaps under load, events folded in, kill -9 and replay), and its parts in process."""
+
 from __future__ import annotations
 
 import http.client
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import zipfile
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +23,15 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-from fastrec import data  # noqa: E402
-from fastrec._eventlog import EventLog, EventLogError  # noqa: E402
-from fastrec._serve_model import (  # noqa: E402
+from fastrec import data
+from fastrec._eventlog import EventLog, EventLogError
+from fastrec._serve_model import (
     ModelFileReplaced,
     file_signature,
     load_model,
     save_model,
 )
-from fastrec.models import ItemKNN  # noqa: E402
+from fastrec.models import ItemKNN
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -52,9 +54,22 @@ class Server:
         self.port = _free_port()
         env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastrec.cli", "serve", str(model_path), "--port",
-             str(self.port), "--watch-interval", "0.1", *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "fastrec.cli",
+                "serve",
+                str(model_path),
+                "--port",
+                str(self.port),
+                "--watch-interval",
+                "0.1",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:
@@ -76,7 +91,8 @@ class Server:
             conn.request(method, path, payload, headers or {})
             r = conn.getresponse()
             return r.status, json.loads(r.read()) if r.getheader("content-type", "").startswith(
-                "application/json") else r.read()
+                "application/json"
+            ) else r.read()
         finally:
             conn.close()
 
@@ -156,12 +172,14 @@ def test_recommend_answers_as_the_model(shared):
 def test_unseen_users_filters_baskets_and_explanations(shared):
     server, model = shared, ItemKNN.load(shared.model_file)
     user = int(model.user_ids_[4])
-    status, body = server.request("POST", "/recommend",
-                                  {"items": [3, 5], "values": [1, 2], "n": 4, "exclude": [7]})
+    status, body = server.request(
+        "POST", "/recommend", {"items": [3, 5], "values": [1, 2], "n": 4, "exclude": [7]}
+    )
     want = model.recommend(user_items=[{3: 1.0, 5: 2.0}], n=4, exclude=[7])
     assert status == 200 and body["items"] == model.decode_items(want.indices[0]).tolist()
-    status, body = server.request("POST", "/recommend", {"user": user, "n": 3,
-                                                         "candidates": [1, 2, 3, 9, 11]})
+    status, body = server.request(
+        "POST", "/recommend", {"user": user, "n": 3, "candidates": [1, 2, 3, 9, 11]}
+    )
     want = model.recommend(users=[user], n=3, candidates=[1, 2, 3, 9, 11])
     keep = want.indices[0] >= 0
     assert status == 200 and body["items"] == model.decode_items(want.indices[0][keep]).tolist()
@@ -181,41 +199,44 @@ def test_unseen_users_filters_baskets_and_explanations(shared):
     assert status == 422 and "own items" in body["error"]["message"]
 
 
-@pytest.mark.parametrize("method,path,body,status,needle", [
-    ("POST", "/recommend", b'{"user": 3,', 400, "malformed JSON"),
-    ("POST", "/recommend", b"\xff\xfe", 400, "malformed JSON"),
-    ("POST", "/recommend", b'{"user": NaN}', 400, "malformed JSON"),
-    ("POST", "/events", b"[1, 2", 400, "malformed JSON"),
-    ("POST", "/recommend", {"user": 987654}, 404, "unknown user 987654"),
-    ("POST", "/recommend", {"user": "alice"}, 404, "unknown user 'alice'"),
-    ("GET", "/similar?item=55555", None, 404, "unknown item 55555"),
-    ("GET", "/similar?item=x1", None, 404, "unknown item 'x1'"),
-    ("GET", "/similar?item=3&exclude=4444", None, 404, "unknown item 4444"),
-    ("POST", "/recommend", {"items": [1, 777]}, 404, "unknown item 777"),
-    ("POST", "/recommend", {"user": 1, "candidates": [2, -5]}, 404, "unknown item -5"),
-    ("POST", "/explain", {"user": 1, "item": 31337}, 404, "unknown item 31337"),
-    ("POST", "/explain", {"user": 1}, 422, "the item to explain"),
-    ("POST", "/recommend", {"items": [1, 2], "values": [1]}, 422, "values must be"),
-    ("GET", "/nowhere", None, 404, "Not Found"),
-    ("POST", "/recommend", {"user": 3, "n": 0}, 422, "n must be in [1, 1000]"),
-    ("POST", "/recommend", {"user": 3, "n": 10**9}, 422, "n must be in"),
-    ("POST", "/recommend", {"user": 3, "n": "ten"}, 422, "n must be an integer"),
-    ("POST", "/recommend", {"user": 3, "n": True}, 422, "n must be an integer"),
-    ("POST", "/recommend", {"user": 3, "exclude_seen": 1}, 422, "exclude_seen"),
-    ("POST", "/recommend", {"user": [3]}, 422, "ids must be integers or strings"),
-    ("POST", "/recommend", {}, 422, "exactly one of user"),
-    ("POST", "/recommend", [1, 2], 422, "JSON object"),
-    ("GET", "/similar?item=3&n=-1", None, 422, "n must be in"),
-    ("GET", "/similar?item=3&n=abc", None, 422, "n must be an integer"),
-    ("GET", "/similar", None, 422, "item=<id>"),
-    ("POST", "/events", {"events": []}, 422, "non-empty list"),
-    ("POST", "/events", {"events": [{"user": 1}]}, 422, "events[0]"),
-    ("POST", "/events", {"events": [{"user": 1, "item": "a"}]}, 422, "events[0].item"),
-    ("POST", "/events", {"events": [{"user": 1, "item": 2, "value": "x"}]}, 422, "value"),
-    ("POST", "/events", {"events": [{"user": 1, "item": 2, "value": 1e309}]}, 400, "malformed"),
-    ("POST", "/events", {"events": [{"user": 2**70, "item": 2}]}, 422, "int64"),
-    ("GET", "/recommend", None, 405, "Method Not Allowed"),
-])
+@pytest.mark.parametrize(
+    "method,path,body,status,needle",
+    [
+        ("POST", "/recommend", b'{"user": 3,', 400, "malformed JSON"),
+        ("POST", "/recommend", b"\xff\xfe", 400, "malformed JSON"),
+        ("POST", "/recommend", b'{"user": NaN}', 400, "malformed JSON"),
+        ("POST", "/events", b"[1, 2", 400, "malformed JSON"),
+        ("POST", "/recommend", {"user": 987654}, 404, "unknown user 987654"),
+        ("POST", "/recommend", {"user": "alice"}, 404, "unknown user 'alice'"),
+        ("GET", "/similar?item=55555", None, 404, "unknown item 55555"),
+        ("GET", "/similar?item=x1", None, 404, "unknown item 'x1'"),
+        ("GET", "/similar?item=3&exclude=4444", None, 404, "unknown item 4444"),
+        ("POST", "/recommend", {"items": [1, 777]}, 404, "unknown item 777"),
+        ("POST", "/recommend", {"user": 1, "candidates": [2, -5]}, 404, "unknown item -5"),
+        ("POST", "/explain", {"user": 1, "item": 31337}, 404, "unknown item 31337"),
+        ("POST", "/explain", {"user": 1}, 422, "the item to explain"),
+        ("POST", "/recommend", {"items": [1, 2], "values": [1]}, 422, "values must be"),
+        ("GET", "/nowhere", None, 404, "Not Found"),
+        ("POST", "/recommend", {"user": 3, "n": 0}, 422, "n must be in [1, 1000]"),
+        ("POST", "/recommend", {"user": 3, "n": 10**9}, 422, "n must be in"),
+        ("POST", "/recommend", {"user": 3, "n": "ten"}, 422, "n must be an integer"),
+        ("POST", "/recommend", {"user": 3, "n": True}, 422, "n must be an integer"),
+        ("POST", "/recommend", {"user": 3, "exclude_seen": 1}, 422, "exclude_seen"),
+        ("POST", "/recommend", {"user": [3]}, 422, "ids must be integers or strings"),
+        ("POST", "/recommend", {}, 422, "exactly one of user"),
+        ("POST", "/recommend", [1, 2], 422, "JSON object"),
+        ("GET", "/similar?item=3&n=-1", None, 422, "n must be in"),
+        ("GET", "/similar?item=3&n=abc", None, 422, "n must be an integer"),
+        ("GET", "/similar", None, 422, "item=<id>"),
+        ("POST", "/events", {"events": []}, 422, "non-empty list"),
+        ("POST", "/events", {"events": [{"user": 1}]}, 422, "events[0]"),
+        ("POST", "/events", {"events": [{"user": 1, "item": "a"}]}, 422, "events[0].item"),
+        ("POST", "/events", {"events": [{"user": 1, "item": 2, "value": "x"}]}, 422, "value"),
+        ("POST", "/events", {"events": [{"user": 1, "item": 2, "value": 1e309}]}, 400, "malformed"),
+        ("POST", "/events", {"events": [{"user": 2**70, "item": 2}]}, 422, "int64"),
+        ("GET", "/recommend", None, 405, "Method Not Allowed"),
+    ],
+)
 def test_bad_requests_get_a_json_error(shared, method, path, body, status, needle):
     raw = body if isinstance(body, bytes) else None
     got, answer = shared.request(method, path, None if raw is not None else body, raw=raw)
@@ -232,8 +253,13 @@ def test_oversized_bodies_413(shared):
     # A chunked body (no Content-Length) is cut off while it streams in.
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        conn.request("POST", "/events", body=iter([b"x" * 65536] * 40),
-                     encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+        conn.request(
+            "POST",
+            "/events",
+            body=iter([b"x" * 65536] * 40),
+            encode_chunked=True,
+            headers={"Transfer-Encoding": "chunked"},
+        )
         r = conn.getresponse()
         assert r.status == 413 and json.loads(r.read())["error"]["status"] == 413
     finally:
@@ -315,8 +341,11 @@ def test_swap_under_load(server, model_file, tmp_path):
 
 def test_events_are_folded_in_and_saved(server, model_file):
     # A new user, a new item, and a known user's new item.
-    events = [{"user": 5000, "item": 3}, {"user": 5000, "item": 9000, "value": 1.0},
-              {"user": 0, "item": 9000, "timestamp": 12.5}]
+    events = [
+        {"user": 5000, "item": 3},
+        {"user": 5000, "item": 9000, "value": 1.0},
+        {"user": 0, "item": 9000, "timestamp": 12.5},
+    ]
     status, body = server.request("POST", "/events", {"events": events})
     assert status == 200 and body == {"accepted": 3, "first_seq": 1, "last_seq": 3}
     health = server.wait_until(lambda h: h["events_in_model"] == 3 and h["events_pending"] == 0)
@@ -424,14 +453,22 @@ def test_cli_refuses_missing_and_non_model_files(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(SRC))
     bad = tmp_path / "x.npz"
     bad.write_text("nope")
-    for path, needle in ((tmp_path / "missing.npz", "no such model file"),
-                         (bad, "not a fastrec recommender model file")):
-        r = subprocess.run([sys.executable, "-m", "fastrec.cli", "serve", str(path)],
-                           capture_output=True, text=True, timeout=60, env=env)
+    for path, needle in (
+        (tmp_path / "missing.npz", "no such model file"),
+        (bad, "not a fastrec recommender model file"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "fastrec.cli", "serve", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert r.returncode == 1 and needle in r.stderr, r.stderr
 
 
 # -- the parts, in process ----------------------------------------------------------------
+
 
 def test_event_log_numbers_group_commits_and_survives_reopen(tmp_path):
     path = tmp_path / "ev.log"
@@ -448,7 +485,7 @@ def test_event_log_numbers_group_commits_and_survives_reopen(tmp_path):
     for th in threads:
         th.join(60)
     spans.sort()
-    assert spans[0][0] == 1 and all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:]))
+    assert spans[0][0] == 1 and all(b[0] == a[1] + 1 for a, b in pairwise(spans))
     last = spans[-1][1]
     events, upto = log.read_after(0)
     assert len(events) == last == upto

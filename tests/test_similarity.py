@@ -1,14 +1,15 @@
 """Contract of cosine_topk and cosine_similarity (DESIGN.md), checked on the reference backend
 against a brute-force dense oracle written independently of it."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from comparators import assert_csr_close, assert_csr_topk_equal
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import canonical, raw_csr
 
 import fastrec
-from comparators import assert_csr_close, assert_csr_topk_equal
-from strategies import canonical, raw_csr
 
 
 def oracle_topk(m, k, shrink=0.0, min_similarity=0.0, min_support=1, include_self=False):
@@ -35,15 +36,29 @@ def oracle_topk(m, k, shrink=0.0, min_similarity=0.0, min_support=1, include_sel
     indptr = np.cumsum([0] + [len(r) for r in rows])
     indices = [j for r in rows for _, j in r]
     data = [-s for r in rows for s, _ in r]
-    return sp.csr_matrix((np.array(data, dtype=m.dtype), np.array(indices, dtype=np.int64),
-                          indptr), shape=(n, n))
+    return sp.csr_matrix(
+        (np.array(data, dtype=m.dtype), np.array(indices, dtype=np.int64), indptr), shape=(n, n)
+    )
 
 
-@given(raw_csr(signed=True), st.integers(1, 6), st.sampled_from([0.0, 2.0]),
-       st.sampled_from([-1.0, 0.0, 0.3]), st.integers(1, 3), st.booleans())
+@given(
+    raw_csr(signed=True),
+    st.integers(1, 6),
+    st.sampled_from([0.0, 2.0]),
+    st.sampled_from([-1.0, 0.0, 0.3]),
+    st.integers(1, 3),
+    st.booleans(),
+)
 def test_cosine_topk_matches_brute_force(m, k, shrink, min_similarity, min_support, include_self):
-    got = fastrec.cosine_topk(m, k, shrink=shrink, min_similarity=min_similarity,
-                              min_support=min_support, include_self=include_self, backend="numpy")
+    got = fastrec.cosine_topk(
+        m,
+        k,
+        shrink=shrink,
+        min_similarity=min_similarity,
+        min_support=min_support,
+        include_self=include_self,
+        backend="numpy",
+    )
     want = oracle_topk(m, k, shrink, min_similarity, min_support, include_self)
     assert_csr_topk_equal(got, want, k)
 
@@ -95,8 +110,10 @@ def test_min_support_and_min_similarity_filter():
 @pytest.mark.parametrize("family", [sp.csr_matrix, sp.csr_array])
 def test_result_keeps_dtype_and_family(dtype, family):
     X = family(sp.random(6, 5, density=0.5, dtype=dtype, random_state=1))
-    for out in (fastrec.cosine_topk(X, 2, backend="numpy"),
-                fastrec.cosine_similarity(X, backend="numpy")):
+    for out in (
+        fastrec.cosine_topk(X, 2, backend="numpy"),
+        fastrec.cosine_similarity(X, backend="numpy"),
+    ):
         assert out.dtype == dtype
         assert isinstance(out, sp.sparray) == (family is sp.csr_array)
 
@@ -112,10 +129,12 @@ def test_weighting_tfidf_and_bm25_follow_the_literature():
     bm25 = np.where(D != 0, D * 101.0 / (100.0 * norm[:, None] + D) * idf, 0.0)
     for weighting, W in (("tfidf", tfidf), ("bm25", bm25)):
         got = fastrec.cosine_similarity(sp.csr_matrix(W), backend="numpy")
-        want = fastrec.cosine_topk(X, 3, include_self=True, weighting=weighting,
-                                   min_similarity=-1.0, backend="numpy")
-        np.testing.assert_allclose(np.sort(want.toarray(), 1), np.sort(got.toarray(), 1),
-                                   atol=1e-12)
+        want = fastrec.cosine_topk(
+            X, 3, include_self=True, weighting=weighting, min_similarity=-1.0, backend="numpy"
+        )
+        np.testing.assert_allclose(
+            np.sort(want.toarray(), 1), np.sort(got.toarray(), 1), atol=1e-12
+        )
 
 
 @given(raw_csr(signed=True), st.sampled_from([-1.0, 0.0, 0.4]), st.booleans())
@@ -130,7 +149,7 @@ def test_cosine_similarity_matches_dense(m, min_similarity, with_y):
     full[(full < min_similarity)] = 0
     assert_csr_close(got, sp.csr_matrix(full.astype(got.dtype)))
     for r in range(got.shape[0]):  # columns ascending within each row
-        assert np.all(np.diff(got.indices[got.indptr[r]:got.indptr[r + 1]]) > 0)
+        assert np.all(np.diff(got.indices[got.indptr[r] : got.indptr[r + 1]]) > 0)
 
 
 def test_cosine_similarity_column_mismatch_rejected():
@@ -138,15 +157,18 @@ def test_cosine_similarity_column_mismatch_rejected():
         fastrec.cosine_similarity(sp.csr_matrix(np.eye(2)), sp.csr_matrix(np.eye(3)))
 
 
-@pytest.mark.parametrize("kwargs, err, msg", [
-    (dict(k=0), ValueError, "k must be >= 1"),
-    (dict(shrink=-1.0), ValueError, "shrink must be >= 0"),
-    (dict(min_support=0), ValueError, "min_support must be >= 1"),
-    (dict(min_similarity=np.nan), ValueError, "min_similarity must be finite"),
-    (dict(weighting="idf"), ValueError, "weighting must be one of"),
-    (dict(bm25_b=2.0), ValueError, "bm25_b must be <= 1"),
-    (dict(n_threads=0), ValueError, "n_threads must not be 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, msg",
+    [
+        (dict(k=0), ValueError, "k must be >= 1"),
+        (dict(shrink=-1.0), ValueError, "shrink must be >= 0"),
+        (dict(min_support=0), ValueError, "min_support must be >= 1"),
+        (dict(min_similarity=np.nan), ValueError, "min_similarity must be finite"),
+        (dict(weighting="idf"), ValueError, "weighting must be one of"),
+        (dict(bm25_b=2.0), ValueError, "bm25_b must be <= 1"),
+        (dict(n_threads=0), ValueError, "n_threads must not be 0"),
+    ],
+)
 def test_cosine_topk_bad_arguments_rejected(kwargs, err, msg):
     args = dict(k=3)
     args.update(kwargs)
@@ -163,8 +185,9 @@ def test_cosine_topk_bad_inputs_rejected_and_untouched():
     neg = sp.csr_matrix(np.array([[1.0, -1.0], [1.0, 0.0]]))
     with pytest.raises(ValueError, match="non-negative"):
         fastrec.cosine_topk(neg, 2, weighting="bm25")
-    raw = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([1, 0, 1]), np.array([0, 3, 3])),
-                        shape=(2, 2))
+    raw = sp.csr_matrix(
+        (np.array([1.0, 2.0, 3.0]), np.array([1, 0, 1]), np.array([0, 3, 3])), shape=(2, 2)
+    )
     before = (raw.data.copy(), raw.indices.copy())
     fastrec.cosine_topk(raw, 1)
     np.testing.assert_array_equal(raw.data, before[0])

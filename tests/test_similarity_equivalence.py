@@ -1,5 +1,6 @@
 """Every compiled backend of cosine_topk and cosine_similarity against the NumPy reference:
 random inputs (hypothesis), edge cases, dtypes, thread-count determinism, the memory bound."""
+
 import json
 import subprocess
 import sys
@@ -8,24 +9,24 @@ import textwrap
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from backends import compiled_backends
+from comparators import assert_csr_close, assert_csr_topk_equal
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import raw_csr
 
 import fastrec
 import fastrec.similarity as similarity
-from backends import compiled_backends
-from comparators import assert_csr_close, assert_csr_topk_equal
-from strategies import raw_csr
 
 TOPK_BACKENDS = compiled_backends("cosine_topk")
 SIM_BACKENDS = compiled_backends("cosine_similarity")
 
 
-def _random_csr(n_rows, n_cols, density, *, seed=0, binary=False, dtype=np.float64,
-                itype=np.int32, signed=False):
+def _random_csr(
+    n_rows, n_cols, density, *, seed=0, binary=False, dtype=np.float64, itype=np.int32, signed=False
+):
     rng = np.random.default_rng(seed)
-    m = sp.random(n_rows, n_cols, density=density, random_state=rng, dtype=np.float64,
-                  format="csr")
+    m = sp.random(n_rows, n_cols, density=density, random_state=rng, dtype=np.float64, format="csr")
     if binary:
         m.data[:] = 1.0
     elif signed:
@@ -59,22 +60,37 @@ def _same_csr(a, b):
 
 # ---- cosine_topk ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", TOPK_BACKENDS)
-@given(m=raw_csr(signed=True), k=st.integers(1, 6), shrink=st.sampled_from([0.0, 2.0]),
-       min_similarity=st.sampled_from([-1.0, 0.0, 0.3]), min_support=st.integers(1, 3),
-       include_self=st.booleans())
-def test_cosine_topk_matches_reference(backend, m, k, shrink, min_similarity, min_support,
-                                       include_self):
-    kw = dict(shrink=shrink, min_similarity=min_similarity, min_support=min_support,
-              include_self=include_self)
+@given(
+    m=raw_csr(signed=True),
+    k=st.integers(1, 6),
+    shrink=st.sampled_from([0.0, 2.0]),
+    min_similarity=st.sampled_from([-1.0, 0.0, 0.3]),
+    min_support=st.integers(1, 3),
+    include_self=st.booleans(),
+)
+def test_cosine_topk_matches_reference(
+    backend, m, k, shrink, min_similarity, min_support, include_self
+):
+    kw = dict(
+        shrink=shrink,
+        min_similarity=min_similarity,
+        min_support=min_support,
+        include_self=include_self,
+    )
     got = fastrec.cosine_topk(m, k, backend=backend, **kw)
     want = fastrec.cosine_topk(m, k, backend="numpy", **kw)
     assert_csr_topk_equal(got, want, k)
 
 
 @pytest.mark.parametrize("backend", TOPK_BACKENDS)
-@given(m=raw_csr(binary=True, max_rows=30, max_cols=20), k=st.integers(1, 8),
-       shrink=st.sampled_from([0.0, 5.0]), min_support=st.integers(1, 2))
+@given(
+    m=raw_csr(binary=True, max_rows=30, max_cols=20),
+    k=st.integers(1, 8),
+    shrink=st.sampled_from([0.0, 5.0]),
+    min_support=st.integers(1, 2),
+)
 def test_cosine_topk_binary_matches_reference(backend, m, k, shrink, min_support):
     got = fastrec.cosine_topk(m, k, shrink=shrink, min_support=min_support, backend=backend)
     want = fastrec.cosine_topk(m, k, shrink=shrink, min_support=min_support, backend="numpy")
@@ -87,12 +103,18 @@ def test_cosine_topk_binary_matches_reference(backend, m, k, shrink, min_support
 @pytest.mark.parametrize("binary", [True, False])
 def test_cosine_topk_dtypes_and_both_scan_modes(backend, dtype, itype, binary):
     # 600 rows over skewed columns: popular rows scan the accumulator, rare ones a slot list.
-    m = _skewed(600, 300, 3000, seed=1) if binary else _random_csr(
-        600, 300, 0.01, seed=1, dtype=dtype, itype=itype)
+    m = (
+        _skewed(600, 300, 3000, seed=1)
+        if binary
+        else _random_csr(600, 300, 0.01, seed=1, dtype=dtype, itype=itype)
+    )
     m = m.astype(dtype)
     m.indices, m.indptr = m.indices.astype(itype), m.indptr.astype(itype)
-    for kw in (dict(), dict(shrink=3.0, min_support=2, include_self=True),
-               dict(min_similarity=0.2)):
+    for kw in (
+        dict(),
+        dict(shrink=3.0, min_support=2, include_self=True),
+        dict(min_similarity=0.2),
+    ):
         got = fastrec.cosine_topk(m, 10, backend=backend, **kw)
         want = fastrec.cosine_topk(m, 10, backend="numpy", **kw)
         assert got.dtype == dtype
@@ -164,8 +186,7 @@ def test_same_result_any_thread_count(backend, binary):
     m = _skewed(800, 400, 6000, seed=6)
     if not binary:
         m.data = np.random.default_rng(6).uniform(0.1, 2.0, m.nnz)
-    runs = [fastrec.cosine_topk(m, 20, shrink=2.0, backend=backend, n_threads=t)
-            for t in (1, 2, 3)]
+    runs = [fastrec.cosine_topk(m, 20, shrink=2.0, backend=backend, n_threads=t) for t in (1, 2, 3)]
     for other in runs[1:]:
         _same_csr(runs[0], other)
     sims = [fastrec.cosine_similarity(m, backend=backend, n_threads=t) for t in (1, 2, 3)]
@@ -175,9 +196,11 @@ def test_same_result_any_thread_count(backend, binary):
 
 # ---- cosine_similarity -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", SIM_BACKENDS)
-@given(m=raw_csr(signed=True), min_similarity=st.sampled_from([-1.0, 0.0, 0.4]),
-       with_y=st.booleans())
+@given(
+    m=raw_csr(signed=True), min_similarity=st.sampled_from([-1.0, 0.0, 0.4]), with_y=st.booleans()
+)
 def test_cosine_similarity_matches_reference(backend, m, min_similarity, with_y):
     Y = sp.csr_matrix(m)[::-1] if with_y else None
     got = fastrec.cosine_similarity(m, Y, min_similarity=min_similarity, backend=backend)
@@ -191,8 +214,8 @@ def test_cosine_similarity_matches_reference(backend, m, min_similarity, with_y)
 @pytest.mark.parametrize("x_binary, y_binary", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float32, np.float64)])
 def test_cosine_similarity_mixed_operands(backend, x_binary, y_binary, dtypes):
-    X = (_skewed(300, 100, 1500, seed=7) if x_binary else _random_csr(300, 100, 0.05, seed=7))
-    Y = (_skewed(120, 100, 900, seed=8) if y_binary else _random_csr(120, 100, 0.08, seed=8))
+    X = _skewed(300, 100, 1500, seed=7) if x_binary else _random_csr(300, 100, 0.05, seed=7)
+    Y = _skewed(120, 100, 900, seed=8) if y_binary else _random_csr(120, 100, 0.08, seed=8)
     X, Y = X.astype(dtypes[0]), Y.astype(dtypes[1])
     got = fastrec.cosine_similarity(X, Y, min_similarity=0.05, backend=backend)
     want = fastrec.cosine_similarity(X, Y, min_similarity=0.05, backend="numpy")
@@ -202,6 +225,7 @@ def test_cosine_similarity_mixed_operands(backend, x_binary, y_binary, dtypes):
 
 
 # ---- memory ------------------------------------------------------------------------------------
+
 
 def test_memory_estimate_is_checked_before_allocating(monkeypatch):
     monkeypatch.setattr(fastrec._validation, "available_memory", lambda: 10_000)
@@ -242,8 +266,12 @@ _PEAK_SCRIPT = textwrap.dedent("""
 def test_peak_memory_is_linear_not_quadratic(backend):
     # n x n float32 would be 1.6 GB; the bound O(nnz + n*k + threads*n) is a few MB here.
     n = 20_000
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, backend, str(n)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, backend, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["nnz"] > 0

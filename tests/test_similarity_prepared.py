@@ -5,6 +5,7 @@
 after a pickle round trip (``fastrec.dask`` ships the prepared matrix to its workers), and a
 block of rows must hold O(len(rows) * k) result slots, not O(n * k).
 """
+
 import pickle
 import tracemalloc
 
@@ -13,11 +14,11 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import raw_csr
 
 import fastrec
 from fastrec import BackendUnavailableError, PreparedCosine, prepare_cosine_topk
 from fastrec.kernels import _rows
-from strategies import raw_csr
 
 
 def _prepare_backends():
@@ -38,15 +39,21 @@ def test_every_cpu_backend_prepares():
 
 @pytest.mark.parametrize("backend", _prepare_backends())
 @given(
-    raw_csr(max_rows=14, signed=False), st.integers(1, 5), st.sampled_from([0.0, 2.0]),
-    st.integers(1, 2), st.booleans(), st.sampled_from([None, "tfidf", "bm25"]), st.data(),
+    raw_csr(max_rows=14, signed=False),
+    st.integers(1, 5),
+    st.sampled_from([0.0, 2.0]),
+    st.integers(1, 2),
+    st.booleans(),
+    st.sampled_from([None, "tfidf", "bm25"]),
+    st.data(),
 )
 def test_prepared_rows_identical_to_unprepared_call(
     backend, m, k, shrink, min_support, include_self, weighting, data
 ):
     n = m.shape[0]
-    rows = data.draw(st.none() | st.lists(st.integers(0, max(n - 1, 0)),
-                                          max_size=2 * n if n else 0))
+    rows = data.draw(
+        st.none() | st.lists(st.integers(0, max(n - 1, 0)), max_size=2 * n if n else 0)
+    )
     rows = None if rows is None else np.array(rows, dtype=np.int64)
     opts = dict(shrink=shrink, min_support=min_support, include_self=include_self)
     want = fastrec.cosine_topk(m, k, rows=rows, weighting=weighting, backend=backend, **opts)
@@ -64,8 +71,10 @@ def test_blocks_of_prepared_reassemble_the_full_result(backend):
     X = sp.random(90, 25, density=0.2, random_state=rng, format="csr", dtype=np.float32)
     full = fastrec.cosine_topk(X, 7, shrink=1.0, backend=backend)
     P = prepare_cosine_topk(X, backend=backend)
-    blocks = [fastrec.cosine_topk(P, 7, shrink=1.0, rows=np.arange(r0, min(r0 + 16, 90)))
-              for r0 in range(0, 90, 16)]
+    blocks = [
+        fastrec.cosine_topk(P, 7, shrink=1.0, rows=np.arange(r0, min(r0 + 16, 90)))
+        for r0 in range(0, 90, 16)
+    ]
     assert_csr_identical(sp.vstack(blocks, format="csr"), full)
 
 
@@ -114,8 +123,9 @@ def test_weighting_on_a_prepared_matrix_rejected():
 
 
 def test_other_backend_than_prepared_rejected():
-    P = prepare_cosine_topk(sp.random(20, 10, density=0.3, random_state=0, format="csr"),
-                            backend="numba")
+    P = prepare_cosine_topk(
+        sp.random(20, 10, density=0.3, random_state=0, format="csr"), backend="numba"
+    )
     with pytest.raises(ValueError, match="prepared for backend 'numba', got backend='cython'"):
         fastrec.cosine_topk(P, 3, backend="cython")
 
@@ -128,12 +138,15 @@ def test_backend_without_preparation_rejected_clearly():
         prepare_cosine_topk(X, backend="gpu")
 
 
-@pytest.mark.parametrize("call, err, msg", [
-    (lambda P: fastrec.cosine_topk(P, 0), ValueError, "k must be >= 1"),
-    (lambda P: fastrec.cosine_topk(P, 3, rows=[20]), ValueError, r"rows contains 20"),
-    (lambda P: fastrec.cosine_topk(P, 3, shrink=-1), ValueError, "shrink must be >= 0"),
-    (lambda P: fastrec.cosine_topk(P, 3, n_threads=0), ValueError, "n_threads must not be 0"),
-])
+@pytest.mark.parametrize(
+    "call, err, msg",
+    [
+        (lambda P: fastrec.cosine_topk(P, 0), ValueError, "k must be >= 1"),
+        (lambda P: fastrec.cosine_topk(P, 3, rows=[20]), ValueError, r"rows contains 20"),
+        (lambda P: fastrec.cosine_topk(P, 3, shrink=-1), ValueError, "shrink must be >= 0"),
+        (lambda P: fastrec.cosine_topk(P, 3, n_threads=0), ValueError, "n_threads must not be 0"),
+    ],
+)
 def test_bad_arguments_with_a_prepared_matrix_rejected(call, err, msg):
     P = prepare_cosine_topk(sp.random(20, 10, density=0.3, random_state=0, format="csr"))
     with pytest.raises(err, match=msg):

@@ -5,17 +5,18 @@
 backend (a row's result may depend only on that row and the whole matrix, never on which other
 rows are computed alongside it).
 """
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import canonical, raw_csr
 
 import fastrec
 import fastrec.similarity as similarity
-from fastrec._validation import check_csr
 from fastrec import available_backends
-from strategies import canonical, raw_csr
+from fastrec._validation import check_csr
 
 
 def _row_backends():
@@ -46,16 +47,26 @@ def _take_rows(M, rows):
 
 @pytest.mark.parametrize("backend", _row_backends())
 @given(
-    raw_csr(max_rows=14, signed=False), st.integers(1, 5), st.sampled_from([0.0, 2.0]),
-    st.integers(1, 2), st.booleans(), st.sampled_from([None, "tfidf", "bm25"]), st.data(),
+    raw_csr(max_rows=14, signed=False),
+    st.integers(1, 5),
+    st.sampled_from([0.0, 2.0]),
+    st.integers(1, 2),
+    st.booleans(),
+    st.sampled_from([None, "tfidf", "bm25"]),
+    st.data(),
 )
 def test_cosine_topk_rows_equal_all_rows_bit_for_bit(
     backend, m, k, shrink, min_support, include_self, weighting, data
 ):
     n = m.shape[0]
     rows = data.draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=2 * n if n else 0))
-    opts = dict(shrink=shrink, min_support=min_support, include_self=include_self,
-                weighting=weighting, backend=backend)
+    opts = dict(
+        shrink=shrink,
+        min_support=min_support,
+        include_self=include_self,
+        weighting=weighting,
+        backend=backend,
+    )
     full = fastrec.cosine_topk(m, k, **opts)
     part = fastrec.cosine_topk(m, k, rows=np.array(rows, dtype=np.int64), **opts)
     assert part.shape == (len(rows), n)
@@ -71,8 +82,10 @@ def test_cosine_topk_contiguous_blocks_reassemble_the_full_result(backend):
     rng = np.random.default_rng(3)
     X = sp.random(60, 25, density=0.2, random_state=rng, format="csr", dtype=np.float32)
     full = fastrec.cosine_topk(X, 7, shrink=1.0, backend=backend)
-    blocks = [fastrec.cosine_topk(X, 7, shrink=1.0, rows=np.arange(r0, min(r0 + 16, 60)),
-                                  backend=backend) for r0 in range(0, 60, 16)]
+    blocks = [
+        fastrec.cosine_topk(X, 7, shrink=1.0, rows=np.arange(r0, min(r0 + 16, 60)), backend=backend)
+        for r0 in range(0, 60, 16)
+    ]
     assert_csr_identical(sp.vstack(blocks, format="csr"), full)
 
 
@@ -118,12 +131,15 @@ def test_cosine_similarity_block_of_constant_rows_computed_as_in_the_whole_call(
     assert_csr_identical(_prepared_block(X, Y, 0, 6, 0.0, backend), full[0:6])
 
 
-@pytest.mark.parametrize("rows, err, msg", [
-    ([0, 5], ValueError, r"rows contains 5, outside \[0, 5\)"),
-    ([-1], ValueError, "rows contains -1"),
-    ([0.5], TypeError, "rows must hold integers"),
-    ([[0, 1]], ValueError, "rows must be 1-D"),
-])
+@pytest.mark.parametrize(
+    "rows, err, msg",
+    [
+        ([0, 5], ValueError, r"rows contains 5, outside \[0, 5\)"),
+        ([-1], ValueError, "rows contains -1"),
+        ([0.5], TypeError, "rows must hold integers"),
+        ([[0, 1]], ValueError, "rows must be 1-D"),
+    ],
+)
 def test_bad_rows_rejected(rows, err, msg):
     with pytest.raises(err, match=msg):
         fastrec.cosine_topk(sp.csr_matrix(np.eye(5)), 2, rows=rows)

@@ -1,4 +1,5 @@
 """Tables in, tables out: pandas, polars, pyarrow and dicts of arrays through one path."""
+
 import numpy as np
 import pytest
 
@@ -54,10 +55,17 @@ def same_interactions(a, b):
 @pytest.mark.parametrize("kind", KINDS)
 def test_from_dataframe_same_interactions_from_every_kind(kind):
     ev = events()
-    ref = data.from_arrays(ev["user"], ev["item"], ev["rating"], ev["ts"],
-                           contexts={"hour": ev["hour"]}, duplicates="last")
-    got = data.from_dataframe(as_kind(ev, kind), value="rating", timestamp="ts",
-                              contexts=["hour"], duplicates="last")
+    ref = data.from_arrays(
+        ev["user"],
+        ev["item"],
+        ev["rating"],
+        ev["ts"],
+        contexts={"hour": ev["hour"]},
+        duplicates="last",
+    )
+    got = data.from_dataframe(
+        as_kind(ev, kind), value="rating", timestamp="ts", contexts=["hour"], duplicates="last"
+    )
     same_interactions(got, ref)
     assert got.table_kind == kind
 
@@ -98,8 +106,10 @@ def test_to_frame_gives_back_the_kind_given(kind):
     ev = events()
     inter = data.from_dataframe(as_kind(ev, kind), value="rating")
     rows = inter.user_index(["u1", "u3"])
-    top = TopK(np.array([[0, 2, -1], [1, -1, -1]]), np.array([[3.0, 2.0, -np.inf],
-                                                                [1.0, -np.inf, -np.inf]]))
+    top = TopK(
+        np.array([[0, 2, -1], [1, -1, -1]]),
+        np.array([[3.0, 2.0, -np.inf], [1.0, -np.inf, -np.inf]]),
+    )
     out = inter.to_frame(top, rows)
     ref = inter.to_frame(top, rows, kind="dict")
     assert type(out) is type(as_kind({"a": [1]}, kind))

@@ -1,14 +1,15 @@
 """Contract of topk and recommend (DESIGN.md), checked on the reference backend against
 brute-force oracles written independently of it."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from comparators import assert_topk_equal
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import canonical, raw_csr, scores_and_mask
 
 import fastrec
-from comparators import assert_topk_equal
-from strategies import canonical, raw_csr, scores_and_mask
 
 
 def oracle_topk_rows(scores, k, banned):
@@ -17,8 +18,11 @@ def oracle_topk_rows(scores, k, banned):
     idx = np.full((n, k), -1, dtype=np.int64)
     val = np.full((n, k), -np.inf, dtype=scores.dtype)
     for r in range(n):
-        c = [(-float(s), j) for j, s in enumerate(scores[r])
-             if not banned[r, j] and not np.isnan(s) and s > -np.inf]
+        c = [
+            (-float(s), j)
+            for j, s in enumerate(scores[r])
+            if not banned[r, j] and not np.isnan(s) and s > -np.inf
+        ]
         for p, (s, j) in enumerate(sorted(c)[:k]):
             idx[r, p], val[r, p] = j, -s
     return idx, val
@@ -88,14 +92,24 @@ def oracle_recommend(UI, NB, n, rows, exclude_seen, exclude):
 def recommend_case(draw):
     UI = draw(raw_csr(max_rows=10, max_cols=9, min_cols=1))
     n_items = UI.shape[1]
-    NB = draw(raw_csr(max_rows=n_items, max_cols=n_items, min_rows=n_items, min_cols=n_items,
-                      signed=True))
+    NB = draw(
+        raw_csr(max_rows=n_items, max_cols=n_items, min_rows=n_items, min_cols=n_items, signed=True)
+    )
     ex = None
     if draw(st.booleans()):
-        ex = draw(raw_csr(max_rows=UI.shape[0], max_cols=n_items, min_rows=UI.shape[0],
-                          min_cols=n_items, binary=True, canonical=True))
-    rows = draw(st.lists(st.integers(0, max(0, UI.shape[0] - 1)), max_size=6)) \
-        if UI.shape[0] else []
+        ex = draw(
+            raw_csr(
+                max_rows=UI.shape[0],
+                max_cols=n_items,
+                min_rows=UI.shape[0],
+                min_cols=n_items,
+                binary=True,
+                canonical=True,
+            )
+        )
+    rows = (
+        draw(st.lists(st.integers(0, max(0, UI.shape[0] - 1)), max_size=6)) if UI.shape[0] else []
+    )
     return UI, NB, ex, rows
 
 
@@ -103,8 +117,9 @@ def recommend_case(draw):
 def test_recommend_matches_brute_force(case, n, exclude_seen, all_users):
     UI, NB, ex, rows = case
     user_ids = None if all_users else rows
-    got = fastrec.recommend(UI, NB, n, user_ids=user_ids, exclude_seen=exclude_seen, exclude=ex,
-                            backend="numpy")
+    got = fastrec.recommend(
+        UI, NB, n, user_ids=user_ids, exclude_seen=exclude_seen, exclude=ex, backend="numpy"
+    )
     r = np.arange(UI.shape[0]) if all_users else np.asarray(rows, dtype=np.int64)
     assert_topk_equal(got, oracle_recommend(UI, NB, n, r, exclude_seen, ex))
 
@@ -193,12 +208,21 @@ def test_recommend_users_without_candidates_padded_any_order(backend):
 def user_based_case(draw):
     UI = draw(raw_csr(max_rows=9, max_cols=9, min_rows=1))
     n_users = UI.shape[0]
-    UN = draw(raw_csr(max_rows=n_users, max_cols=n_users, min_rows=n_users, min_cols=n_users,
-                      signed=True))
+    UN = draw(
+        raw_csr(max_rows=n_users, max_cols=n_users, min_rows=n_users, min_cols=n_users, signed=True)
+    )
     ex = None
     if draw(st.booleans()):
-        ex = draw(raw_csr(max_rows=n_users, max_cols=UI.shape[1], min_rows=n_users,
-                          min_cols=UI.shape[1], binary=True, canonical=True))
+        ex = draw(
+            raw_csr(
+                max_rows=n_users,
+                max_cols=UI.shape[1],
+                min_rows=n_users,
+                min_cols=UI.shape[1],
+                binary=True,
+                canonical=True,
+            )
+        )
     rows = draw(st.none() | st.lists(st.integers(0, n_users - 1), max_size=6))
     return UI, UN, ex, rows
 
@@ -208,8 +232,9 @@ def user_based_case(draw):
 def test_recommend_user_based_matches_brute_force(backend, case, n, exclude_seen):
     """score(u, j) = sum over neighbours v of user_neighbours[u, v] * user_items[v, j]."""
     UI, UN, ex, rows = case
-    got = fastrec.recommend_user_based(UI, UN, n, user_ids=rows, exclude_seen=exclude_seen,
-                                       exclude=ex, backend=backend)
+    got = fastrec.recommend_user_based(
+        UI, UN, n, user_ids=rows, exclude_seen=exclude_seen, exclude=ex, backend=backend
+    )
     r = np.arange(UI.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     U, N = canonical(UI).toarray(), canonical(UN).toarray()
     scores = (N[r] @ U).astype(got.scores.dtype)

@@ -4,18 +4,19 @@ topk is pure selection, so results must match the reference bit for bit; recomme
 float64 in the reference's order and is compared tie-tolerantly. Each backend must also give
 bit-identical output for 1, 2 and 3 threads and leave its inputs untouched.
 """
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given
-from hypothesis import strategies as st
-
-import fastrec
 from backends import compiled_backends
 from comparators import assert_topk_equal
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import float_dtypes, index_dtypes, raw_csr
+
+import fastrec
 from fastrec._dispatch import get_kernel
 from fastrec.kernels import topk_forms
-from strategies import float_dtypes, index_dtypes, raw_csr
 
 BACKENDS = compiled_backends("topk")
 pytestmark = pytest.mark.skipif(not BACKENDS, reason="no compiled backend available")
@@ -106,12 +107,14 @@ def test_topk_same_result_any_thread_count(backend, data, k):
 
 def _long_rows(rng, dtype, n=20_000):
     """Four rows of n: random scores, heavy ties, rising, and signed zeros."""
-    return np.stack([
-        rng.standard_normal(n),
-        rng.integers(0, 4, n).astype(float),
-        np.arange(n, dtype=float),
-        np.where(rng.random(n) < 0.5, -0.0, 0.0),
-    ]).astype(dtype)
+    return np.stack(
+        [
+            rng.standard_normal(n),
+            rng.integers(0, 4, n).astype(float),
+            np.arange(n, dtype=float),
+            np.where(rng.random(n) < 0.5, -0.0, 0.0),
+        ]
+    ).astype(dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -178,12 +181,15 @@ def recommend_case(draw):
     n_users = draw(st.integers(1, 15))
     n_items = draw(st.integers(1, 20))
     dtype = draw(st.sampled_from([np.float32, np.float64, None]))
-    UI = draw(raw_csr(min_rows=n_users, max_rows=n_users, min_cols=n_items, max_cols=n_items,
-                      dtype=dtype))
-    NB = draw(raw_csr(min_rows=n_items, max_rows=n_items, min_cols=n_items, max_cols=n_items,
-                      signed=True))
-    EX = draw(st.none() | raw_csr(min_rows=n_users, max_rows=n_users, min_cols=n_items,
-                                  max_cols=n_items))
+    UI = draw(
+        raw_csr(min_rows=n_users, max_rows=n_users, min_cols=n_items, max_cols=n_items, dtype=dtype)
+    )
+    NB = draw(
+        raw_csr(min_rows=n_items, max_rows=n_items, min_cols=n_items, max_cols=n_items, signed=True)
+    )
+    EX = draw(
+        st.none() | raw_csr(min_rows=n_users, max_rows=n_users, min_cols=n_items, max_cols=n_items)
+    )
     ids = draw(st.none() | st.lists(st.integers(0, n_users - 1), max_size=20))
     return UI, NB, EX, ids
 
@@ -201,8 +207,10 @@ def test_recommend_equals_reference(backend, case, n, exclude_seen):
     for m, c in zip((UI, NB), copies):
         assert (m != c).nnz == 0
     UN = _user_neighbours(UI)  # user-kNN: the same kernel with the roles swapped
-    assert_topk_equal(fastrec.recommend_user_based(UI, UN, n, backend=backend, **kw),
-                      fastrec.recommend_user_based(UI, UN, n, backend="numpy", **kw))
+    assert_topk_equal(
+        fastrec.recommend_user_based(UI, UN, n, backend=backend, **kw),
+        fastrec.recommend_user_based(UI, UN, n, backend="numpy", **kw),
+    )
 
 
 def _user_neighbours(UI):
@@ -218,8 +226,10 @@ def _user_neighbours(UI):
 @given(case=recommend_case(), n=st.integers(1, 10))
 def test_recommend_same_result_any_thread_count(backend, case, n):
     UI, NB, EX, ids = case
-    runs = [fastrec.recommend(UI, NB, n, user_ids=ids, exclude=EX, backend=backend,
-                              n_threads=t) for t in (1, 2, 3)]
+    runs = [
+        fastrec.recommend(UI, NB, n, user_ids=ids, exclude=EX, backend=backend, n_threads=t)
+        for t in (1, 2, 3)
+    ]
     for other in runs[1:]:
         assert_topk_equal(other, runs[0], exact=True)
 
@@ -228,8 +238,11 @@ def test_recommend_same_result_any_thread_count(backend, case, n):
 def test_recommend_nan_and_minus_inf_sums_are_not_candidates(backend):
     """Raw kernel: inf + -inf = NaN and -inf sums are dropped, +inf kept (the reference's rule)."""
     a = (np.array([0, 2]), np.array([0, 1]), np.array([1.0, 1.0]))
-    b = (np.array([0, 3, 5]), np.array([0, 1, 2, 0, 3]),
-         np.array([np.inf, -np.inf, np.inf, -np.inf, 2.0]))
+    b = (
+        np.array([0, 3, 5]),
+        np.array([0, 1, 2, 0, 3]),
+        np.array([np.inf, -np.inf, np.inf, -np.inf, 2.0]),
+    )
     args = (*a, *b, 4, np.array([0]), 4, None, None, None, None, 1)
     want = get_kernel("recommend", "numpy")(*args)
     got = get_kernel("recommend", backend)(*args)
@@ -241,8 +254,9 @@ def test_recommend_nan_and_minus_inf_sums_are_not_candidates(backend):
 def test_recommend_ranks_float32_sums_as_returned(backend):
     """1 + 1e-9 rounds to 1.0 in float32: a tie, so the smaller item comes first."""
     UI = sp.csr_matrix(np.array([[1.0, 1.0, 0, 0]], dtype=np.float32))
-    NB = sp.csr_matrix(np.array([[0, 0, 1.0, 1.0], [0, 0, 0, 1e-9], [0] * 4, [0] * 4],
-                                dtype=np.float32))
+    NB = sp.csr_matrix(
+        np.array([[0, 0, 1.0, 1.0], [0, 0, 0, 1e-9], [0] * 4, [0] * 4], dtype=np.float32)
+    )
     for b in ("numpy", backend):
         got = fastrec.recommend(UI, NB, 2, backend=b)
         np.testing.assert_array_equal(got.indices, [[2, 3]])

@@ -1,8 +1,10 @@
 """The validation front door: canonical CSR, dtypes, finiteness, counts, threads."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import given
+from strategies import canonical, raw_csr
 
 from fastrec._validation import (
     check_csr,
@@ -13,7 +15,6 @@ from fastrec._validation import (
     check_scalar,
     usable_cpu_count,
 )
-from strategies import canonical, raw_csr
 
 
 def _snapshot(m):
@@ -106,8 +107,10 @@ def test_dense_layouts():
         check_dense(np.ones(3))
 
 
-@pytest.mark.parametrize("k, err", [(0, ValueError), (-3, ValueError), (1.5, TypeError),
-                                    (True, TypeError), ("3", TypeError)])
+@pytest.mark.parametrize(
+    "k, err",
+    [(0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)],
+)
 def test_bad_k_rejected(k, err):
     with pytest.raises(err, match="k must"):
         check_k(k)

@@ -9,6 +9,7 @@ Layers (data flows down, imports point down)::
               one module per kernel family in each backend
               raw arrays in, raw arrays out; no scipy objects, no validation, no dispatch
 """
+
 import importlib
 
 from ._config import show_config

@@ -1,4 +1,5 @@
 """``python -m fastrec``: the ``fastrec`` command line."""
+
 from .cli import main
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ the ``reference`` group without one is the NumPy reference). Rows are compared w
 same test name and the same other parameters; the ratio is baseline median / row median
 (> 1 means faster than the NumPy reference, or than the named library when ``--baseline``).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,14 @@ REFERENCE_NAMES = ("numpy", "reference")
 
 def find_benchmarks(path=None) -> Path:
     """The benchmarks/ folder: ``path``, else ./benchmarks, else the source tree's."""
-    candidates = [Path(path)] if path is not None else [
-        Path.cwd() / "benchmarks",
-        Path(__file__).resolve().parents[2] / "benchmarks",
-    ]
+    candidates = (
+        [Path(path)]
+        if path is not None
+        else [
+            Path.cwd() / "benchmarks",
+            Path(__file__).resolve().parents[2] / "benchmarks",
+        ]
+    )
     for c in candidates:
         if c.is_dir() and any(c.glob("test_*.py")):
             return c
@@ -35,8 +40,15 @@ def find_benchmarks(path=None) -> Path:
 def run_suite(bench_dir: Path, json_path: Path, select: str | None = None) -> int:
     """Run pytest-benchmark on ``bench_dir`` writing ``json_path``; returns pytest's exit code."""
     cmd = [
-        sys.executable, "-m", "pytest", str(bench_dir), "--benchmark-only", "-q",
-        "-p", "no:cacheprovider", f"--benchmark-json={json_path}",
+        sys.executable,
+        "-m",
+        "pytest",
+        str(bench_dir),
+        "--benchmark-only",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-json={json_path}",
         "--benchmark-columns=median,min,max,rounds",
     ]
     if select:
@@ -58,12 +70,22 @@ def ratio_rows(report: dict, baseline: str | None = None) -> list[dict]:
             backend = "numpy" if b.get("group") == "reference" else "-"
         test = _base_name(b.get("name", "?"))
         case = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
-        rows.append({"test": test, "case": case, "backend": backend,
-                     "median": float(b["stats"]["median"]), "ratio": None})
+        rows.append(
+            {
+                "test": test,
+                "case": case,
+                "backend": backend,
+                "median": float(b["stats"]["median"]),
+                "ratio": None,
+            }
+        )
     names = (baseline,) if baseline else REFERENCE_NAMES
     for row in rows:
-        base = [r for r in rows if r["test"] == row["test"] and r["case"] == row["case"]
-                and r["backend"] in names]
+        base = [
+            r
+            for r in rows
+            if r["test"] == row["test"] and r["case"] == row["case"] and r["backend"] in names
+        ]
         if base:
             row["ratio"] = base[0]["median"] / row["median"] if row["median"] > 0 else None
     rows.sort(key=lambda r: (r["test"], r["case"], -(r["ratio"] or 0.0)))

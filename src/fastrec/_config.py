@@ -1,4 +1,5 @@
 """What this installation can do: versions, available backends, threads (``fastrec info``)."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,8 @@ import platform
 import sys
 
 from ._dispatch import AUTO_ORDER, BACKENDS, _load, backend_status
-from ._fork import describe as describe_fork, fork_safe
+from ._fork import describe as describe_fork
+from ._fork import fork_safe
 from ._validation import usable_cpu_count
 from ._version import __version__
 
@@ -64,6 +66,7 @@ def config() -> dict:
     """The facts :func:`show_config` prints, as a dict."""
     import numpy
     import scipy
+
     from .kernels.form_choice import cpu_description
 
     info = {
@@ -112,15 +115,19 @@ def show_config(file=None) -> None:
             for name, detail in value.items():
                 print(f"  {name:7s} {detail}", file=file)
         elif key == "auto":
-            print('backend="auto" runs (CPU; "cuda" only for device arrays or when named):',
-                  file=file)
+            print(
+                'backend="auto" runs (CPU; "cuda" only for device arrays or when named):', file=file
+            )
             for kernel, (pick, why) in value.items():
                 print(f"  {kernel:26s} {pick:7s} ({why})", file=file)
         else:
             print(f"{key}: {value}", file=file)
     from .kernels.form_choice import cache_path
 
-    print(f"code paths: chosen per CPU on first use, cached in {cache_path()} "
-          "(FASTREC_FORMS overrides; delete the file to measure again)", file=file)
+    print(
+        f"code paths: chosen per CPU on first use, cached in {cache_path()} "
+        "(FASTREC_FORMS overrides; delete the file to measure again)",
+        file=file,
+    )
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("note: NUMBA_ENABLE_CUDASIM=1, CUDA kernels run on Numba's simulator", file=file)

@@ -6,10 +6,11 @@ ordered by what ``benchmarks/`` measured, and takes the first backend that is av
 implements the kernel. An explicit backend that is unavailable raises
 :class:`BackendUnavailableError`; there is no silent fallback.
 """
+
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 from ._fork import fork_safe
 
@@ -57,7 +58,7 @@ class BackendUnavailableError(ImportError):
     """The requested backend cannot run here; the message says how to get it."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(backend: str):
     """The backend module, or the exception that importing it raised."""
     try:
@@ -106,7 +107,7 @@ def get_kernel(kernel: str, backend: str = "auto"):
     return _fork_safe_kernel(kernel, backend)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fork_safe_kernel(kernel: str, backend: str):
     """The kernel, wrapped (once) to stay usable in forked children (see ``_fork``)."""
     return fork_safe(getattr(_load(backend), kernel), backend)

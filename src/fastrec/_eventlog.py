@@ -16,6 +16,7 @@ rewrites the log without the records whose events are all <= s (temporary file, 
 rename), once a model that holds them is saved. Memory: an index of (first event, byte offset)
 per record, O(records); events are read back from the file only when asked for.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def fsync_dir(path: Path) -> None:
 
 
 def _encode(first: int, events: list) -> bytes:
-    body = json.dumps({"first": first, "events": events}, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+    body = json.dumps(
+        {"first": first, "events": events}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
@@ -98,14 +100,17 @@ class EventLog:
                         raise EventLogError(
                             f"{self.path}: damaged record at byte {offset} followed by more "
                             "records; refusing to drop acknowledged events (move the file "
-                            "aside to start a new log)")
+                            "aside to start a new log)"
+                        )
                     os.ftruncate(self._fd, offset)  # a torn write that was never acknowledged
                     os.fsync(self._fd)
                     break
                 first, events = rec
                 if self._index and first != self.last_seq + 1:
-                    raise EventLogError(f"{self.path}: record at byte {offset} starts at event "
-                                        f"{first}, expected {self.last_seq + 1}")
+                    raise EventLogError(
+                        f"{self.path}: record at byte {offset} starts at event "
+                        f"{first}, expected {self.last_seq + 1}"
+                    )
                 self.last_seq = first + len(events) - 1
                 self._index.append((first, self.last_seq, offset))
                 offset += len(line)
@@ -189,12 +194,12 @@ class EventLog:
             return out, seq
         with open(self.path, "rb") as f:
             f.seek(spans[0][2])
-            for first, last, _ in spans:
+            for first, _last, _ in spans:
                 rec = _decode(f.readline())
                 if rec is None or rec[0] != first:
                     raise EventLogError(f"{self.path}: record of event {first} changed on disk")
                 events = rec[1]
-                out.extend(events[max(seq - first + 1, 0): upto - first + 1])
+                out.extend(events[max(seq - first + 1, 0) : upto - first + 1])
         return out, upto
 
     def first_seq(self) -> int:
@@ -212,8 +217,7 @@ class EventLog:
         with self._lock:
             while self._writing:
                 self._done.wait()
-            drop = min(sum(1 for s in self._index if s[1] <= applied_seq),
-                       len(self._index) - 1)
+            drop = min(sum(1 for s in self._index if s[1] <= applied_seq), len(self._index) - 1)
             if drop <= 0:
                 return 0
             start = self._index[drop][2] if drop < len(self._index) else self._size

@@ -17,6 +17,7 @@ child (Numba's own ``launch_threads``, which records the current pid): from then
 *own* ``parallel=True`` functions called from the forking thread would hang rather than
 terminate, so call those from another thread (or use the forkserver/spawn start methods).
 """
+
 from __future__ import annotations
 
 import ctypes

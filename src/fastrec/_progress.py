@@ -7,6 +7,7 @@ otherwise the rest runs in blocks of about ``TARGET_BLOCK_S`` each, so that the 
 a call (input checks over the whole matrix, thread start) stays a few per cent of the work.
 ``verbose=False`` on a model (``--quiet`` on the command line) runs everything as one call.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,15 @@ def blockwise(run, n_rows: int, verbose: bool, desc: str, unit: str = "rows") ->
     size = max(int(TARGET_BLOCK_S / max(per_row, 1e-12)), first)
     from tqdm.auto import tqdm
 
-    with tqdm(total=n_rows, initial=first, desc=desc, unit=unit, leave=False,
-              delay=max(DELAY_S - elapsed, 0.0), dynamic_ncols=True) as bar:
+    with tqdm(
+        total=n_rows,
+        initial=first,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        delay=max(DELAY_S - elapsed, 0.0),
+        dynamic_ncols=True,
+    ) as bar:
         for s in range(first, n_rows, size):
             rows = np.arange(s, min(s + size, n_rows), dtype=np.int64)
             parts.append(run(rows))

@@ -8,6 +8,7 @@ fsynced, renamed over the model file, and the directory fsynced: a crash leaves 
 file or the new one, never a torn one. A model file without the member (trained elsewhere)
 holds no event of the log.
 """
+
 from __future__ import annotations
 
 import io
@@ -116,6 +117,7 @@ def save_model(model, path, events_held: int, version: int, *, expect=None):
 
 # -- ids --------------------------------------------------------------------------------------
 
+
 def _position(model, what: str, value) -> int:
     """Row/column of one original id, -1 when unknown (never raises on odd JSON values)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -158,6 +160,7 @@ def user_ids_of(model, rows) -> list:
 
 # -- folding events in -------------------------------------------------------------------------
 
+
 def fold_events(model, events: list):
     """A new model holding ``model``'s interactions plus ``events`` ([user, item, value, ts]).
 
@@ -168,8 +171,10 @@ def fold_events(model, events: list):
     partial_fit (or fit), plus one copy of the model's arrays.
     """
     if model.user_ids_ is None or model.item_ids_ is None:
-        raise ModelFileError("the model was fit on a bare matrix without id maps: events in "
-                             "original ids cannot be folded in (fit it on Interactions)")
+        raise ModelFileError(
+            "the model was fit on a bare matrix without id maps: events in "
+            "original ids cannot be folded in (fit it on Interactions)"
+        )
     users = np.array([e[0] for e in events], dtype=_id_dtype(model.user_ids_))
     items = np.array([e[1] for e in events], dtype=_id_dtype(model.item_ids_))
     values = np.array([1.0 if e[2] is None else float(e[2]) for e in events])
@@ -177,8 +182,9 @@ def fold_events(model, events: list):
         copy = model.clone()
         copy._restore({k: np.array(v) for k, v in model._all_arrays().items()})
         return copy.partial_fit({"users": users, "items": items, "values": values})
-    base = _data.Interactions(model.user_items_, model.user_ids_, model.item_ids_,
-                              duplicates=model.duplicates_ or "sum")
+    base = _data.Interactions(
+        model.user_items_, model.user_ids_, model.item_ids_, duplicates=model.duplicates_ or "sum"
+    )
     return model.clone().fit(base.append(users, items, values))
 
 
@@ -186,6 +192,16 @@ def _id_dtype(ids: np.ndarray):
     return np.int64 if ids.dtype.kind in "iu" else str
 
 
-__all__ = ["ModelFileError", "ModelFileReplaced", "file_signature", "fold_events", "item_column",
-           "item_ids_of", "load_model", "model_class_name", "save_model", "user_ids_of",
-           "user_row"]
+__all__ = [
+    "ModelFileError",
+    "ModelFileReplaced",
+    "file_signature",
+    "fold_events",
+    "item_column",
+    "item_ids_of",
+    "load_model",
+    "model_class_name",
+    "save_model",
+    "user_ids_of",
+    "user_row",
+]

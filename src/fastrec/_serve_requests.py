@@ -1,6 +1,7 @@
 """Requests and answers of ``fastrec serve``: JSON bodies read within a size limit, parameters
 and original ids checked (each wrong thing an :class:`ApiError` with its HTTP status and a
 message naming it), model results turned into JSON."""
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,10 @@ def as_answer(model, top, r: int = 0) -> dict:
     """Row r of a TopK as {"items": original ids, "scores": floats}, padding dropped."""
     idx, scores = np.asarray(top.indices)[r], np.asarray(top.scores)[r]
     keep = idx >= 0
-    return {"items": store.item_ids_of(model, idx[keep]),
-            "scores": [float(s) for s in scores[keep]]}
+    return {
+        "items": store.item_ids_of(model, idx[keep]),
+        "scores": [float(s) for s in scores[keep]],
+    }
 
 
 class Top:
@@ -149,8 +152,9 @@ def event_record(model, event, t: int) -> list:
         want_int = ids is None or ids.dtype.kind in "iu"
         if want_int != isinstance(value, int):
             kind = "an integer" if want_int else "a string"
-            raise ApiError(422, f"events[{t}].{key} must be {kind} like the model's {key} ids, "
-                                f"got {value!r}")
+            raise ApiError(
+                422, f"events[{t}].{key} must be {kind} like the model's {key} ids, got {value!r}"
+            )
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
             raise ApiError(422, f"events[{t}].{key} is out of the int64 range")
     for key in ("value", "timestamp"):
@@ -168,9 +172,17 @@ def explanation_json(model, item, e) -> dict:
         sources = store.user_ids_of(model, e.sources)
     else:  # feature columns or model positions
         sources = np.asarray(e.sources).tolist()
-    details = {k: v.item() if isinstance(v, np.generic) else v
-               for k, v in (e.details or {}).items()
-               if isinstance(v, (int, float, str, bool, np.generic))}
-    return {"item": item, "score": float(e.score), "base": float(e.base), "kind": e.kind,
-            "sources": sources, "contributions": np.asarray(e.contributions).tolist(),
-            "details": details}
+    details = {
+        k: v.item() if isinstance(v, np.generic) else v
+        for k, v in (e.details or {}).items()
+        if isinstance(v, (int, float, str, bool, np.generic))
+    }
+    return {
+        "item": item,
+        "score": float(e.score),
+        "base": float(e.base),
+        "kind": e.kind,
+        "sources": sources,
+        "contributions": np.asarray(e.contributions).tolist(),
+        "details": details,
+    }

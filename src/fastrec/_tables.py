@@ -6,6 +6,7 @@ table that speaks the Arrow PyCapsule protocol (``__arrow_c_stream__``) or the d
 interchange protocol (``__dataframe__``) is read through pyarrow when it is installed.
 Tables out (:func:`make_table`) come back as the kind the user gave.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -37,8 +38,8 @@ class Table:
         missing = [c for c in names if c is not None and c not in self.names]
         if missing:
             raise ValueError(
-                f"{what} has no column {missing[0]!r}" + (f" (nor {missing[1:]})" if
-                                                            len(missing) > 1 else "")
+                f"{what} has no column {missing[0]!r}"
+                + (f" (nor {missing[1:]})" if len(missing) > 1 else "")
                 + f"; its columns: {self.names}"
             )
 
@@ -80,12 +81,19 @@ def as_table(table, what: str = "table") -> Table | None:
     if hasattr(table, "column_names") and hasattr(table, "column"):  # pyarrow Table/RecordBatch
         return _pyarrow_table(table)
     if hasattr(table, "iloc") and hasattr(table, "columns"):  # pandas
-        return Table("pandas", list(table.columns), lambda name: table[name].to_numpy(),
-                     lambda name: table[name].isna().sum())
+        return Table(
+            "pandas",
+            list(table.columns),
+            lambda name: table[name].to_numpy(),
+            lambda name: table[name].isna().sum(),
+        )
     if hasattr(table, "get_column") and hasattr(table, "columns"):  # polars
-        return Table("polars", list(table.columns),
-                     lambda name: table.get_column(name).to_numpy(),
-                     lambda name: table.get_column(name).null_count())
+        return Table(
+            "polars",
+            list(table.columns),
+            lambda name: table.get_column(name).to_numpy(),
+            lambda name: table.get_column(name).null_count(),
+        )
     if hasattr(table, "__arrow_c_stream__") or hasattr(table, "__dataframe__"):
         try:
             import pyarrow as pa
@@ -107,6 +115,7 @@ def make_table(columns: dict, kind: str | None = None):
     if kind is None:
         try:
             import pandas  # noqa: F401
+
             kind = "pandas"
         except ImportError:
             kind = "dict"

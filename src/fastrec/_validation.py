@@ -5,14 +5,19 @@ or searches rows, float32/float64, contiguous arrays, k >= 1), so every check li
 once. Nothing here modifies the caller's objects, and nothing is copied that the kernel can
 read as it is: each check_* function says when it copies.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # scipy loads on first use, not at import
+    import scipy.sparse as sp
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -85,7 +90,7 @@ def _check_finite(values: np.ndarray, name: str) -> None:
     array) in chunks, so the temporary is 1 MB, never a boolean copy of the whole array."""
     flat = values.ravel(order="K") if values.ndim != 1 else values
     for start in range(0, flat.shape[0], _FINITE_CHUNK):
-        if not np.isfinite(flat[start:start + _FINITE_CHUNK]).all():
+        if not np.isfinite(flat[start : start + _FINITE_CHUNK]).all():
             raise ValueError(f"{name} contains NaN or infinity")
 
 
@@ -127,9 +132,7 @@ def check_csr(
     drop). Otherwise none: the returned arrays are the caller's.
     """
     if not issparse(X):
-        raise TypeError(
-            f"{name} must be a scipy.sparse array or matrix, got {type(X).__name__}"
-        )
+        raise TypeError(f"{name} must be a scipy.sparse array or matrix, got {type(X).__name__}")
     import scipy.sparse as sp
 
     if X.ndim != 2:
@@ -166,20 +169,20 @@ def check_csr(
         itype = np.int64 if max(csr.nnz, csr.shape[1]) > np.iinfo(np.int32).max else np.int32
         indptr, indices = indptr.astype(itype), indices.astype(itype)
     if not allow_nonfinite and values:
-        _check_finite(data[:csr.nnz], name)
+        _check_finite(data[: csr.nnz], name)
     return CSR(indptr, indices, data, (int(csr.shape[0]), int(csr.shape[1])), sparse_array)
 
 
 def _index_array(a, what: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 1 or a.dtype.kind not in "iu":
-        raise ValueError(f"{what} must be a 1-D integer array, got {a.dtype} with shape "
-                         f"{a.shape}")
+        raise ValueError(f"{what} must be a 1-D integer array, got {a.dtype} with shape {a.shape}")
     return a
 
 
-def check_compressed_structure(indptr, indices, data, n_major: int, n_minor: int,
-                               name: str, axes=("row", "column")) -> None:
+def check_compressed_structure(
+    indptr, indices, data, n_major: int, n_minor: int, name: str, axes=("row", "column")
+) -> None:
     """ValueError unless (indptr, indices, data) is a well-formed compressed sparse structure
     of n_major x n_minor: indptr of length n_major + 1, starting at 0, non-decreasing, ending
     within indices and data; every stored index in [0, n_minor). O(n_major + nnz), no copy."""
@@ -189,23 +192,29 @@ def check_compressed_structure(indptr, indices, data, n_major: int, n_minor: int
     if data.ndim != 1:
         raise ValueError(f"{name}.data must be 1-D, got shape {data.shape}")
     if indptr.shape[0] != n_major + 1:
-        raise ValueError(f"{name}.indptr has length {indptr.shape[0]}, but a matrix of "
-                         f"{n_major} {axes[0]}s needs {n_major + 1}")
+        raise ValueError(
+            f"{name}.indptr has length {indptr.shape[0]}, but a matrix of "
+            f"{n_major} {axes[0]}s needs {n_major + 1}"
+        )
     if indptr[0] != 0:
         raise ValueError(f"{name}.indptr must start at 0, got {indptr[0]}")
     if n_major and np.any(indptr[1:] < indptr[:-1]):
         raise ValueError(f"{name}.indptr must be non-decreasing")
     nnz = int(indptr[-1])
     if nnz > indices.shape[0] or nnz > data.shape[0]:
-        raise ValueError(f"{name}.indptr ends at {nnz}, but indices has {indices.shape[0]} and "
-                         f"data {data.shape[0]} entries")
+        raise ValueError(
+            f"{name}.indptr ends at {nnz}, but indices has {indices.shape[0]} and "
+            f"data {data.shape[0]} entries"
+        )
     if nnz:
         stored = indices[:nnz]
         lo, hi = stored.min(), stored.max()
         if lo < 0 or hi >= n_minor:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} stores {axes[1]} index {bad}, outside [0, {n_minor}) "
-                             f"(shape {axes[0]}s x {axes[1]}s = {n_major} x {n_minor})")
+            raise ValueError(
+                f"{name} stores {axes[1]} index {bad}, outside [0, {n_minor}) "
+                f"(shape {axes[0]}s x {axes[1]}s = {n_major} x {n_minor})"
+            )
 
 
 def check_sparse_structure(X, name: str = "X") -> None:
@@ -221,10 +230,18 @@ def check_sparse_structure(X, name: str = "X") -> None:
     elif fmt == "bsr":
         R, C = X.blocksize
         if R < 1 or C < 1 or n_rows % R or n_cols % C:
-            raise ValueError(f"{name} has blocksize {X.blocksize} that does not divide its "
-                             f"shape {X.shape}")
-        check_compressed_structure(X.indptr, X.indices, X.data, n_rows // R, n_cols // C,
-                                   name, ("block row", "block column"))
+            raise ValueError(
+                f"{name} has blocksize {X.blocksize} that does not divide its shape {X.shape}"
+            )
+        check_compressed_structure(
+            X.indptr,
+            X.indices,
+            X.data,
+            n_rows // R,
+            n_cols // C,
+            name,
+            ("block row", "block column"),
+        )
         if X.data.ndim != 3 or X.data.shape[1:] != (R, C):
             raise ValueError(f"{name}.data must have shape (n_blocks, {R}, {C})")
     elif fmt == "coo":
@@ -233,11 +250,15 @@ def check_sparse_structure(X, name: str = "X") -> None:
         for axis, (idx, n) in enumerate(zip(coords, (n_rows, n_cols))):
             idx = _index_array(idx, f"{name} coordinates")
             if idx.shape[0] != data.shape[0]:
-                raise ValueError(f"{name} has {data.shape[0]} values but {idx.shape[0]} "
-                                 f"{('row', 'column')[axis]} coordinates")
+                raise ValueError(
+                    f"{name} has {data.shape[0]} values but {idx.shape[0]} "
+                    f"{('row', 'column')[axis]} coordinates"
+                )
             if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise ValueError(f"{name} stores a {('row', 'column')[axis]} coordinate "
-                                 f"outside [0, {n}) (shape {X.shape})")
+                raise ValueError(
+                    f"{name} stores a {('row', 'column')[axis]} coordinate "
+                    f"outside [0, {n}) (shape {X.shape})"
+                )
 
 
 def _rows_strictly_increasing(indptr: np.ndarray, indices: np.ndarray) -> bool:
@@ -283,8 +304,7 @@ def check_placement(backend, **arrays):
     :func:`is_device_sparse`) among them, "auto" becomes "cuda" and a CPU backend is a
     TypeError naming the argument; other names are left to the dispatcher.
     """
-    device_names = [name for name, a in arrays.items()
-                    if is_device_sparse(a) or is_device_array(a)]
+    device_names = [name for name, a in arrays.items() if is_device_sparse(a) or is_device_array(a)]
     if not device_names:
         return False, backend
     if backend == "auto":
@@ -348,7 +368,8 @@ class DeviceCSR:
 
         return cupyx.scipy.sparse.csr_matrix(
             (cupy.asarray(self.data), cupy.asarray(self.indices), cupy.asarray(self.indptr)),
-            shape=self.shape)
+            shape=self.shape,
+        )
 
     def to_torch(self):
         """A PyTorch sparse CSR tensor sharing the device arrays (no copy)."""
@@ -357,23 +378,26 @@ class DeviceCSR:
         def wrap(a):
             return torch.as_tensor(a, device="cuda")
 
-        return torch.sparse_csr_tensor(wrap(self.indptr), wrap(self.indices), wrap(self.data),
-                                       size=self.shape)
+        return torch.sparse_csr_tensor(
+            wrap(self.indptr), wrap(self.indices), wrap(self.data), size=self.shape
+        )
 
     def to_scipy(self) -> sp.csr_matrix:
         """A scipy CSR copy on the host."""
         import scipy.sparse as sp
 
-        return sp.csr_matrix((self.data.copy_to_host(), self.indices.copy_to_host(),
-                              self.indptr.copy_to_host()), shape=self.shape)
+        return sp.csr_matrix(
+            (self.data.copy_to_host(), self.indices.copy_to_host(), self.indptr.copy_to_host()),
+            shape=self.shape,
+        )
 
 
 def _torch_sparse_layout(x) -> str | None:
-    """"sparse_csr", "sparse_coo", ... for a PyTorch CUDA sparse tensor, else None (duck typed:
+    """ "sparse_csr", "sparse_coo", ... for a PyTorch CUDA sparse tensor, else None (duck typed:
     torch is never imported here)."""
     layout = str(getattr(x, "layout", ""))
     if layout.startswith("torch.sparse") and getattr(x, "is_cuda", False) is True:
-        return layout[len("torch."):]
+        return layout[len("torch.") :]
     return None
 
 
@@ -398,20 +422,26 @@ def _device_csr_parts(X, name):
     layout = _torch_sparse_layout(X)
     if layout is not None:
         if layout != "sparse_csr":
-            raise TypeError(f"{name} is a PyTorch tensor with layout torch.{layout}; expected "
-                            "torch.sparse_csr (convert with .to_sparse_csr())")
+            raise TypeError(
+                f"{name} is a PyTorch tensor with layout torch.{layout}; expected "
+                "torch.sparse_csr (convert with .to_sparse_csr())"
+            )
         return X.crow_indices(), X.col_indices(), X.values(), tuple(X.shape)
     fmt = getattr(X, "format", "csr")
     if fmt != "csr":
-        raise TypeError(f"{name} is a device sparse matrix in format {fmt!r}; expected CSR "
-                        "(convert with .tocsr())")
+        raise TypeError(
+            f"{name} is a device sparse matrix in format {fmt!r}; expected CSR "
+            "(convert with .tocsr())"
+        )
     parts = []
     for part in ("indptr", "indices", "data"):
         a = getattr(X, part, None)
         if not is_device_array(a):
             where = "missing" if a is None else f"a {type(a).__name__}, not a device array"
-            raise TypeError(f"{name}.{part} is {where}: a device CSR needs indptr, indices and "
-                            "data all on the GPU")
+            raise TypeError(
+                f"{name}.{part} is {where}: a device CSR needs indptr, indices and "
+                "data all on the GPU"
+            )
         parts.append(a)
     return (*parts, tuple(getattr(X, "shape", ())))
 
@@ -440,41 +470,53 @@ def check_device_csr(X, name: str = "X", *, pattern_only: bool = False) -> Devic
             raise ValueError(f"{name}.{part} must be 1-D, got shape {tuple(a.shape)}")
     for part, a in (("indptr", indptr), ("indices", indices)):
         if np.dtype(a.dtype) not in (np.int32, np.int64):
-            raise TypeError(f"{name}.{part} has dtype {np.dtype(a.dtype)}; expected int32 or "
-                            "int64 (device arrays are not converted)")
+            raise TypeError(
+                f"{name}.{part} has dtype {np.dtype(a.dtype)}; expected int32 or "
+                "int64 (device arrays are not converted)"
+            )
     if not pattern_only and np.dtype(data.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{name}.data has dtype {np.dtype(data.dtype)}; expected float32 or "
-                        "float64 (device arrays are not converted)")
+        raise TypeError(
+            f"{name}.data has dtype {np.dtype(data.dtype)}; expected float32 or "
+            "float64 (device arrays are not converted)"
+        )
     if indptr.shape[0] != n_rows + 1:
-        raise ValueError(f"{name}.indptr must have n_rows + 1 = {n_rows + 1} entries, got "
-                         f"{indptr.shape[0]}")
+        raise ValueError(
+            f"{name}.indptr must have n_rows + 1 = {n_rows + 1} entries, got {indptr.shape[0]}"
+        )
     nnz = int(indices.shape[0])
     if data.shape[0] != nnz:
-        raise ValueError(f"{name}.indices and {name}.data must have the same length, got {nnz} "
-                         f"and {data.shape[0]}")
+        raise ValueError(
+            f"{name}.indices and {name}.data must have the same length, got {nnz} "
+            f"and {data.shape[0]}"
+        )
     c = cu.device_csr_counts(indptr, indices, data, n_cols, not pattern_only, not pattern_only)
     if c.first != 0:
         raise ValueError(f"{name}.indptr must start at 0, got {c.first}")
     if c.decreasing:
-        raise ValueError(f"{name}.indptr must be non-decreasing; it decreases {c.decreasing} "
-                         "time(s)")
+        raise ValueError(
+            f"{name}.indptr must be non-decreasing; it decreases {c.decreasing} time(s)"
+        )
     if c.last != nnz:
-        raise ValueError(f"{name}.indptr must end at nnz = {nnz} (the length of indices), got "
-                         f"{c.last}")
+        raise ValueError(
+            f"{name}.indptr must end at nnz = {nnz} (the length of indices), got {c.last}"
+        )
     if c.outside:
         raise ValueError(f"{name} has {c.outside} column index(es) outside [0, {n_cols})")
     if not pattern_only:
         if c.nonfinite:
             raise ValueError(f"{name} contains NaN or infinity")
         if c.zeros:
-            raise ValueError(f"{name} stores {c.zeros} explicit zero(s); remove them first "
-                             "(CuPy: X.eliminate_zeros())")
+            raise ValueError(
+                f"{name} stores {c.zeros} explicit zero(s); remove them first "
+                "(CuPy: X.eliminate_zeros())"
+            )
         if c.unsorted or c.repeated:
             what = "unsorted column indices" if c.unsorted else "duplicate entries"
             raise ValueError(
                 f"{name} has {what} in a row; the device path needs canonical CSR (each row's "
                 "indices strictly increasing): CuPy X.sum_duplicates(), PyTorch "
-                "X.to_sparse_coo().coalesce().to_sparse_csr()")
+                "X.to_sparse_coo().coalesce().to_sparse_csr()"
+            )
     return DeviceCSR(indptr, indices, data, (n_rows, n_cols))
 
 
@@ -490,8 +532,10 @@ def check_device_dense(X, name: str = "X", *, ndim: int = 2, allow_nonfinite: bo
     if d.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {d.ndim}-D with shape {tuple(d.shape)}")
     if np.dtype(d.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{name} is a device array of dtype {np.dtype(d.dtype)}; expected "
-                        "float32 or float64 (device arrays are not converted)")
+        raise TypeError(
+            f"{name} is a device array of dtype {np.dtype(d.dtype)}; expected "
+            "float32 or float64 (device arrays are not converted)"
+        )
     if not allow_nonfinite:
         check_device_finite(d, name)
     return d
@@ -533,8 +577,9 @@ def check_device_labels(y, n_rows: int):
     """Device labels: 1-D, length n_rows, only 0 and 1 (one reduction); as float64."""
     d = _cuda().device_view(y)
     if d.ndim != 1 or d.shape[0] != n_rows:
-        raise ValueError(f"y must be 1-D with length {n_rows} (the rows of X), got shape "
-                         f"{tuple(d.shape)}")
+        raise ValueError(
+            f"y must be 1-D with length {n_rows} (the rows of X), got shape {tuple(d.shape)}"
+        )
     if np.dtype(d.dtype).kind not in "biuf":
         raise TypeError(f"y must be numeric 0/1 labels, got dtype {np.dtype(d.dtype)}")
     if d.size and _cuda().device_summary(d).n_not_binary:  # NaN counts as not binary
@@ -567,12 +612,13 @@ def check_device_out(out, n_rows: int, dtype):
     if out is None:
         return cu.device_empty(n_rows, dtype)
     if not is_device_array(out):
-        raise TypeError(f"out must be a device array when the inputs are, got "
-                        f"{type(out).__name__}")
+        raise TypeError(f"out must be a device array when the inputs are, got {type(out).__name__}")
     d = cu.device_view(out)
     if tuple(d.shape) != (n_rows,) or np.dtype(d.dtype) != np.dtype(dtype):
-        raise ValueError(f"out must have shape ({n_rows},) and dtype {np.dtype(dtype)}, got "
-                         f"{tuple(d.shape)} {np.dtype(d.dtype)}")
+        raise ValueError(
+            f"out must have shape ({n_rows},) and dtype {np.dtype(dtype)}, got "
+            f"{tuple(d.shape)} {np.dtype(d.dtype)}"
+        )
     if not d.is_c_contiguous():
         raise ValueError("out must be C-contiguous")
     return out
@@ -603,8 +649,10 @@ def check_dense(
     if issparse(X):
         raise TypeError(f"{name} must be a dense array, got a scipy.sparse {type(X).__name__}")
     if is_device_array(X):  # never a silent copy to the host
-        raise TypeError(f"{name} is a GPU device array; this call runs on the host (use "
-                        "backend='cuda' where the function supports device arrays)")
+        raise TypeError(
+            f"{name} is a GPU device array; this call runs on the host (use "
+            "backend='cuda' where the function supports device arrays)"
+        )
     arr = np.asarray(X)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {arr.ndim}-D with shape {arr.shape}")

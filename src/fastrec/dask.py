@@ -28,6 +28,7 @@ times); ``retries`` re-runs tasks that raised. Progress is Dask's own: the dashb
 The inputs must fit in one worker's memory (they are replicated, not partitioned); what is
 spread is the work and the output. Optional extra: ``pip install 'fastrec[dask]'``.
 """
+
 from __future__ import annotations
 
 import math
@@ -195,9 +196,7 @@ def interactions_to_csr(df, *, columns=INTERACTION_COLUMNS, shape=None, client=N
     shape = tuple(inf if s is None else int(s) for s, inf in zip(shape, inferred))
     if shape[0] < inferred[0] or shape[1] < inferred[1]:
         raise ValueError(f"shape {shape} is too small: the ids need at least {inferred}")
-    parts = [
-        dask.delayed(_partition_csr)(p, (r, c, v), shape, dtype) for p in df.to_delayed()
-    ]
+    parts = [dask.delayed(_partition_csr)(p, (r, c, v), shape, dtype) for p in df.to_delayed()]
     while len(parts) > 1:  # a tree of sums, 8 at a time: no task receives every partition
         parts = [dask.delayed(_sum_csr)(parts[i : i + 8]) for i in range(0, len(parts), 8)]
     return client.compute(parts[0], sync=True)
@@ -249,8 +248,9 @@ def _stack_csr(parts, n_cols, dtype, sparse_array):
     indices = np.concatenate([ix for _, ix, _ in parts] + [np.zeros(0, np.int64)])
     data = np.concatenate([d for _, _, d in parts] + [np.zeros(0, dtype)])
     data = data.astype(dtype, copy=False)
-    return make_csr(indptr, indices.astype(np.int64, copy=False), data,
-                    (len(indptr) - 1, n_cols), sparse_array)
+    return make_csr(
+        indptr, indices.astype(np.int64, copy=False), data, (len(indptr) - 1, n_cols), sparse_array
+    )
 
 
 # ---- similarity ---------------------------------------------------------------------------
@@ -317,16 +317,23 @@ def cosine_topk(
     P = _similarity._prepare(A, weighting, bm25_k1, bm25_b, backend, check_n_threads(None))
     shared = _scatter(client, P)
     try:
-        parts = _run_blocks(client, "cosine-topk", _cosine_topk_block, [shared], blocks,
-                            (k, opts), retries, progress)
+        parts = _run_blocks(
+            client,
+            "cosine-topk",
+            _cosine_topk_block,
+            [shared],
+            blocks,
+            (k, opts),
+            retries,
+            progress,
+        )
     finally:
         _release(client, [shared])
     return _stack_csr(parts, A.shape[0], P.dtype, A.sparse_array)
 
 
 def _cosine_similarity_block(P, r0, r1, min_similarity, n_threads):
-    S = _similarity._cosine_similarity_block(P, r0, r1, min_similarity,
-                                             check_n_threads(n_threads))
+    S = _similarity._cosine_similarity_block(P, r0, r1, min_similarity, check_n_threads(n_threads))
     return S.indptr, S.indices, S.data
 
 
@@ -369,8 +376,16 @@ def cosine_similarity(
     P = _similarity._prepare_similarity(A, B, backend, check_n_threads(None))
     futures = [_scatter(client, P)]
     try:
-        parts = _run_blocks(client, "cosine-similarity", _cosine_similarity_block, futures,
-                            blocks, (min_similarity, task_threads), retries, progress)
+        parts = _run_blocks(
+            client,
+            "cosine-similarity",
+            _cosine_similarity_block,
+            futures,
+            blocks,
+            (min_similarity, task_threads),
+            retries,
+            progress,
+        )
     finally:
         _release(client, futures)
     return _stack_csr(parts, P.n_other, dtype, P.family)
@@ -385,8 +400,12 @@ def _is_model(obj) -> bool:
 
 def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, r0, block, n, opts, out):
     result = _local_recommend(
-        UI.to_scipy(), NB.to_scipy(), n, user_ids=block,
-        exclude=None if EX is None else EX.to_scipy(), **opts,
+        UI.to_scipy(),
+        NB.to_scipy(),
+        n,
+        user_ids=block,
+        exclude=None if EX is None else EX.to_scipy(),
+        **opts,
     )
     return _deliver(result, block, r0, out)
 
@@ -394,8 +413,14 @@ def _recommend_pair_block(UI: CSR, NB: CSR, EX: CSR | None, r0, block, n, opts, 
 def _recommend_model_block(model, r0, block, context, n, exclude_seen, out):
     extra = {} if context is None else {"context": context}
     result = model.recommend(block, n=n, exclude_seen=exclude_seen, **extra)
-    return _deliver(TopK(*result), block, r0, out, getattr(model, "user_ids_", None),
-                    getattr(model, "item_ids_", None))
+    return _deliver(
+        TopK(*result),
+        block,
+        r0,
+        out,
+        getattr(model, "user_ids_", None),
+        getattr(model, "item_ids_", None),
+    )
 
 
 def _check_context(context, n_users):
@@ -433,12 +458,14 @@ def _deliver(result: TopK, users, r0, out, user_ids=None, item_ids=None):
     item_col = result.indices[keep]
     if user_ids is not None and item_ids is not None:
         user_col, item_col = np.asarray(user_ids)[user_col], np.asarray(item_ids)[item_col]
-    frame = pd.DataFrame({
-        "user": user_col,
-        "rank": np.broadcast_to(np.arange(1, n + 1, dtype=np.int32), (n_rows, n))[keep],
-        "item": item_col,
-        "score": result.scores[keep],
-    })
+    frame = pd.DataFrame(
+        {
+            "user": user_col,
+            "rank": np.broadcast_to(np.arange(1, n + 1, dtype=np.int32), (n_rows, n))[keep],
+            "item": item_col,
+            "score": result.scores[keep],
+        }
+    )
     path = f"{out.rstrip('/')}/part-{r0:012d}.parquet"
     if "://" in out:  # a remote store (fsspec URL): one put is already all or nothing
         frame.to_parquet(path, index=False)
@@ -505,11 +532,16 @@ def recommend(
                 "exclude= and backend= apply to a (user_items, item_neighbours) pair only: a "
                 "model recommends with its own settings"
             )
-        users = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
-            user_ids, "user_ids", n_users)
+        users = (
+            np.arange(n_users, dtype=np.int64)
+            if user_ids is None
+            else check_ids(user_ids, "user_ids", n_users)
+        )
         context = _check_context(context, len(users))
-        blocks = [(r0, users[r0:r1], _context_rows(context, r0, r1))
-                  for r0, r1 in _blocks(len(users), block_users, client, "block_users")]
+        blocks = [
+            (r0, users[r0:r1], _context_rows(context, r0, r1))
+            for r0, r1 in _blocks(len(users), block_users, client, "block_users")
+        ]
         shared = [_scatter(client, model)]
         fn, extra = _recommend_model_block, (n, exclude_seen, to_parquet)
     else:
@@ -533,14 +565,24 @@ def recommend(
             EX = check_csr(exclude, "exclude", allow_nonfinite=True)
             if EX.shape != UI.shape:
                 raise ValueError(f"exclude must have shape {UI.shape}, got {EX.shape}")
-        users = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
-            user_ids, "user_ids", n_users)
-        opts = dict(exclude_seen=exclude_seen, backend=_check_backend(backend),
-                    n_threads=_check_task_threads(n_threads))
-        blocks = [(r0, users[r0:r1])
-                  for r0, r1 in _blocks(len(users), block_users, client, "block_users")]
-        shared = [_scatter(client, UI), _scatter(client, NB),
-                  None if EX is None else _scatter(client, EX)]
+        users = (
+            np.arange(n_users, dtype=np.int64)
+            if user_ids is None
+            else check_ids(user_ids, "user_ids", n_users)
+        )
+        opts = dict(
+            exclude_seen=exclude_seen,
+            backend=_check_backend(backend),
+            n_threads=_check_task_threads(n_threads),
+        )
+        blocks = [
+            (r0, users[r0:r1]) for r0, r1 in _blocks(len(users), block_users, client, "block_users")
+        ]
+        shared = [
+            _scatter(client, UI),
+            _scatter(client, NB),
+            None if EX is None else _scatter(client, EX),
+        ]
         fn, extra = _recommend_pair_block, (n, opts, to_parquet)
     # Each task carries its own user ids (small); the big inputs were scattered once.
     try:
@@ -551,11 +593,13 @@ def recommend(
         return parts
     if not parts:  # no users: the local call gives the right empty shapes and dtypes
         if _is_model(model_or_matrices):
-            return _recommend_model_block(model_or_matrices, 0, users, context, n,
-                                          exclude_seen, None)
+            return _recommend_model_block(
+                model_or_matrices, 0, users, context, n, exclude_seen, None
+            )
         return _local_recommend(UI.to_scipy(), NB.to_scipy(), n, user_ids=users, **opts)
-    return TopK(np.concatenate([p.indices for p in parts]),
-                np.concatenate([p.scores for p in parts]))
+    return TopK(
+        np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+    )
 
 
 # ---- embedding retrieval ------------------------------------------------------------------
@@ -563,8 +607,9 @@ def recommend(
 
 def _dot_topk_block(items, Q, ex_indptr, ex_indices, k, backend, n_threads):
     X, bias, cand = items
-    return _embedding._dot_topk_block(Q, X, bias, cand, ex_indptr, ex_indices, k, backend,
-                                      n_threads)
+    return _embedding._dot_topk_block(
+        Q, X, bias, cand, ex_indptr, ex_indices, k, backend, n_threads
+    )
 
 
 def dot_topk(
@@ -622,9 +667,18 @@ def dot_topk(
         return _embedding._dot_topk_block(Q, X, bias, cand, None, None, k, backend, 1)
     shared = _scatter(client, (X, bias, cand))
     try:
-        parts = _run_blocks(client, "dot-topk", _dot_topk_block, [shared], blocks,
-                            (k, backend, n_threads), retries, progress)
+        parts = _run_blocks(
+            client,
+            "dot-topk",
+            _dot_topk_block,
+            [shared],
+            blocks,
+            (k, backend, n_threads),
+            retries,
+            progress,
+        )
     finally:
         _release(client, [shared])
-    return TopK(np.concatenate([p.indices for p in parts]),
-                np.concatenate([p.scores for p in parts]))
+    return TopK(
+        np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+    )

@@ -8,6 +8,7 @@ Builders: :func:`from_arrays`, :func:`from_dataframe`, :func:`read` (CSV/TSV wit
 MovieLens-style ``user item rating timestamp`` files). Every split is seeded and keeps the id
 maps and the shape, so train and test matrices line up.
 """
+
 from __future__ import annotations
 
 import re
@@ -178,8 +179,8 @@ def decode_ids(ids: np.ndarray, indices, fill=None) -> np.ndarray:
     pad = idx < 0
     if not pad.any():
         return ids[idx]
-    out = ids.astype(object)[np.where(pad, 0, idx)] if fill is None else (
-        ids[np.where(pad, 0, idx)]
+    out = (
+        ids.astype(object)[np.where(pad, 0, idx)] if fill is None else (ids[np.where(pad, 0, idx)])
     )
     out[pad] = fill
     return out
@@ -211,6 +212,7 @@ def lookup_ids(id_map: np.ndarray, ids, what: str, order=None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- building
+
 
 def _column(values, name: str, n: int | None = None) -> np.ndarray:
     arr = np.asarray(values)
@@ -276,9 +278,13 @@ def from_arrays(
     n = users.shape[0]
     items = _column(items, "items", n)
     vals = np.ones(n) if values is None else _numeric(_column(values, "values", n), "values")
-    ts = None if timestamps is None else _numeric(_column(timestamps, "timestamps", n), "timestamps")
-    ctx = {name: _codes(_column(c, f"contexts[{name!r}]", n), f"contexts[{name!r}]")
-           for name, c in (contexts or {}).items()}
+    ts = (
+        None if timestamps is None else _numeric(_column(timestamps, "timestamps", n), "timestamps")
+    )
+    ctx = {
+        name: _codes(_column(c, f"contexts[{name!r}]", n), f"contexts[{name!r}]")
+        for name, c in (contexts or {}).items()
+    }
     for arr, name in ((users, "users"), (items, "items")):
         if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} contains NaN or infinity")
@@ -295,8 +301,14 @@ def from_arrays(
     u, i = u.reshape(-1).astype(np.int64), i.reshape(-1).astype(np.int64)
     ev = _combine(u, i, vals, ts, ctx, len(item_ids), duplicates)
     shape = (len(user_ids), len(item_ids))
-    return Interactions(_csr_of(ev["rows"], ev["cols"], ev["values"], shape, dtype), user_ids,
-                        item_ids, ev["ts_last"], contexts=ev["contexts"], duplicates=duplicates)
+    return Interactions(
+        _csr_of(ev["rows"], ev["cols"], ev["values"], shape, dtype),
+        user_ids,
+        item_ids,
+        ev["ts_last"],
+        contexts=ev["contexts"],
+        duplicates=duplicates,
+    )
 
 
 def _combine(u, i, vals, ts, ctx, n_items, duplicates) -> dict:
@@ -322,8 +334,14 @@ def _combine(u, i, vals, ts, ctx, n_items, duplicates) -> dict:
         combined = vals[ends]
     else:
         combined = (ends - starts + 1).astype(np.float64)
-    out = {"rows": u[starts], "cols": i[starts], "values": combined, "ts_last": None,
-           "ts_first": None, "contexts": {name: c[order][ends] for name, c in ctx.items()}}
+    out = {
+        "rows": u[starts],
+        "cols": i[starts],
+        "values": combined,
+        "ts_last": None,
+        "ts_first": None,
+        "contexts": {name: c[order][ends] for name, c in ctx.items()},
+    }
     if ts_sorted is not None:
         out["ts_last"] = np.maximum.reduceat(ts_sorted, starts) if n else ts_sorted
         out["ts_first"] = ts_sorted[starts]
@@ -336,8 +354,8 @@ def _csr_of(rows, cols, values, shape, dtype) -> sp.csr_matrix:
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     itype = np.int32 if max(len(rows), shape[1]) < np.iinfo(np.int32).max else np.int64
     matrix = sp.csr_matrix(
-        (np.asarray(values).astype(dtype), np.asarray(cols).astype(itype),
-         indptr.astype(itype)), shape=shape
+        (np.asarray(values).astype(dtype), np.asarray(cols).astype(itype), indptr.astype(itype)),
+        shape=shape,
     )
     matrix.has_sorted_indices = True
     matrix.has_canonical_format = True
@@ -377,14 +395,18 @@ def _append(data: Interactions, users, items, values, timestamps, contexts) -> I
             "timestamps must be given exactly when the data has them (it has "
             f"{'some' if data.timestamps is not None else 'none'})"
         )
-    ts = None if timestamps is None else _numeric(_column(timestamps, "timestamps", n),
-                                                  "timestamps")
+    ts = (
+        None if timestamps is None else _numeric(_column(timestamps, "timestamps", n), "timestamps")
+    )
     contexts = contexts or {}
     if set(contexts) != set(data.contexts):
-        raise ValueError(f"contexts must have the names {sorted(data.contexts)}, got "
-                         f"{sorted(contexts)}")
-    ctx = {name: _codes(_column(c, f"contexts[{name!r}]", n), f"contexts[{name!r}]")
-           for name, c in contexts.items()}
+        raise ValueError(
+            f"contexts must have the names {sorted(data.contexts)}, got {sorted(contexts)}"
+        )
+    ctx = {
+        name: _codes(_column(c, f"contexts[{name!r}]", n), f"contexts[{name!r}]")
+        for name, c in contexts.items()
+    }
     for arr, name in ((users, "users"), (items, "items")):
         if arr.dtype == object and any(v is None for v in arr):
             raise ValueError(f"{name} contains missing ids")
@@ -404,14 +426,15 @@ def _append(data: Interactions, users, items, values, timestamps, contexts) -> I
     nv = ev["values"][both]
     ov = values_out[o]
     # Whether the appended side of each shared pair holds its latest event.
-    newer = np.ones(o.size, dtype=bool) if ts is None else ev["ts_last"][both] >= data.timestamps[o]
+    old_ts = data.timestamps  # given exactly when ts is (checked above)
+    newer = np.ones(o.size, dtype=bool) if old_ts is None else ev["ts_last"][both] >= old_ts[o]
     if rule in ("sum", "count"):
         values_out[o] = ov + nv
     elif rule == "max":
         values_out[o] = np.maximum(ov, nv)
     elif rule == "last":
         values_out[o] = np.where(newer, nv, ov)
-    elif ts is not None and np.any(ev["ts_first"][both] < data.timestamps[o]):
+    elif old_ts is not None and np.any(ev["ts_first"][both] < old_ts[o]):
         raise ValueError(
             'duplicates="first": an appended event is older than the latest stored event of '
             "its (user, item) pair, so which came first is not known here; rebuild the data "
@@ -431,16 +454,31 @@ def _append(data: Interactions, users, items, values, timestamps, contexts) -> I
     cols = np.concatenate([np.asarray(m.indices, dtype=np.int64), ev["cols"][fresh]])
     order = np.lexsort((cols, rows))
     shape = (len(user_ids), n_items)
-    matrix = _csr_of(rows[order], cols[order],
-                     np.concatenate([values_out, ev["values"][fresh]])[order], shape, m.dtype)
+    matrix = _csr_of(
+        rows[order],
+        cols[order],
+        np.concatenate([values_out, ev["values"][fresh]])[order],
+        shape,
+        m.dtype,
+    )
     if ts_out is not None:
         ts_out = np.concatenate([ts_out, ev["ts_last"][fresh]])[order]
-    ctx_out = {name: np.concatenate([c, ev["contexts"][name][fresh]])[order]
-               for name, c in ctx_out.items()}
+    ctx_out = {
+        name: np.concatenate([c, ev["contexts"][name][fresh]])[order] for name, c in ctx_out.items()
+    }
     user_features = data.user_features if len(user_ids) == data.n_users else {}
     item_features = data.item_features if n_items == data.n_items else {}
-    return Interactions(matrix, user_ids, item_ids, ts_out, user_features, item_features,
-                        ctx_out, data.table_kind, rule)
+    return Interactions(
+        matrix,
+        user_ids,
+        item_ids,
+        ts_out,
+        user_features,
+        item_features,
+        ctx_out,
+        data.table_kind,
+        rule,
+    )
 
 
 def from_dataframe(
@@ -467,8 +505,10 @@ def from_dataframe(
 
     table = as_table(df, "the events table")
     if table is None:
-        raise TypeError("events must be a pandas/polars/pyarrow table or a dict of 1-D arrays, "
-                        f"got {type(df).__name__}")
+        raise TypeError(
+            "events must be a pandas/polars/pyarrow table or a dict of 1-D arrays, "
+            f"got {type(df).__name__}"
+        )
     table.require((user, item, value, timestamp, *contexts), "the events table")
     for name in (user, item):
         if table.null_count(name):
@@ -509,8 +549,7 @@ def read_columns(
     ``item``, ``value``, ``timestamp`` (the name picked, or None), ``unused`` (the other
     columns), ``header`` (bool) and ``sep``. Arguments and errors as :func:`read`.
     """
-    return _layout(_first_line(Path(path)), Path(path), sep, header, user, item, value,
-                   timestamp)
+    return _layout(_first_line(Path(path)), Path(path), sep, header, user, item, value, timestamp)
 
 
 def _first_line(path: Path) -> str:
@@ -535,11 +574,18 @@ def _layout(first, path, sep, header, user, item, value, timestamp) -> dict:
     if header is None:
         header = not all(_is_number(x) for x in first_fields)
     # RecBole atomic files name their columns "name:type" (user_id:token, rating:float).
-    names = [_RECBOLE_TYPE.sub("", f) for f in first_fields] if header else list(
-        _ML_NAMES[: len(first_fields)])
+    names = (
+        [_RECBOLE_TYPE.sub("", f) for f in first_fields]
+        if header
+        else list(_ML_NAMES[: len(first_fields)])
+    )
     out = {"columns": names, "header": header, "sep": sep}
-    for role, wanted in (("user", user), ("item", item), ("value", value),
-                         ("timestamp", timestamp)):
+    for role, wanted in (
+        ("user", user),
+        ("item", item),
+        ("value", value),
+        ("timestamp", timestamp),
+    ):
         out[role] = _pick(names, wanted, _ALIASES[role], path)
     if out["user"] is None or out["item"] is None:
         raise ValueError(f"{path}: needs a user and an item column, found {names}")
@@ -582,7 +628,7 @@ def read(
         raise ValueError(f"{path}: not a UTF-8 text file") from None
     layout = _layout(first, path, sep, header, user, item, value, timestamp)
     sep, header, names = layout["sep"], layout["header"], layout["columns"]
-    body = text[len(first):] if header else text
+    body = text[len(first) :] if header else text
     table = _parse_table(body, sep, len(names), path, first_line=2 if header else 1)
     if table.shape[0] == 0:
         raise ValueError(f"{path}: no events after the header")
@@ -690,8 +736,9 @@ def contains(indptr, indices, n_cols: int, rows, cols) -> np.ndarray:
     """
     keys = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * n_cols
     keys += np.asarray(indices, dtype=np.int64)
-    rows, cols = np.broadcast_arrays(np.asarray(rows, dtype=np.int64),
-                                     np.asarray(cols, dtype=np.int64))
+    rows, cols = np.broadcast_arrays(
+        np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    )
     q = rows * n_cols + cols
     if keys.size == 0:
         return np.zeros(q.shape, dtype=bool)
@@ -700,6 +747,7 @@ def contains(indptr, indices, n_cols: int, rows, cols) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- preprocessing
+
 
 def _entry_rows(m: sp.csr_matrix) -> np.ndarray:
     return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
@@ -737,10 +785,15 @@ def filter_min_counts(data: Interactions, min_user: int = 1, min_item: int = 1) 
         sub, ts, ctx = _select(cur, entry_keep)
         new_cols = np.cumsum(keep_i) - 1
         sub = sub[keep_u]
-        sub = sp.csr_matrix((sub.data, new_cols[sub.indices], sub.indptr),
-                            shape=(int(keep_u.sum()), int(keep_i.sum())))
+        sub = sp.csr_matrix(
+            (sub.data, new_cols[sub.indices], sub.indptr),
+            shape=(int(keep_u.sum()), int(keep_i.sum())),
+        )
         cur = Interactions(
-            sub, cur.user_ids[keep_u], cur.item_ids[keep_i], ts,
+            sub,
+            cur.user_ids[keep_u],
+            cur.item_ids[keep_i],
+            ts,
             {k: v[keep_u] for k, v in cur.user_features.items()},
             {k: v[keep_i] for k, v in cur.item_features.items()},
             ctx,
@@ -763,6 +816,7 @@ def to_implicit(data: Interactions, threshold: float = 0.0, *, binary: bool = Tr
 
 
 # --------------------------------------------------------------------------- splits
+
 
 def _rng(seed):
     return np.random.default_rng(seed)
@@ -826,6 +880,7 @@ def leave_last_out(data: Interactions, n_last: int = 1, *, min_train: int = 1):
 
 
 # --------------------------------------------------------------------------- synthetic data
+
 
 def synthetic(
     n_users: int = 6000,
@@ -893,8 +948,14 @@ def synthetic(
     )
     clicked = rng.random(rows.size) < 1.0 / (1.0 + np.exp(-logit))
     times = rng.random(rows.size) * 1e6
-    data = from_arrays(rows[clicked], cols[clicked], None, times[clicked].astype(np.int64),
-                       contexts={"daypart": daypart[clicked]}, duplicates="max")
+    data = from_arrays(
+        rows[clicked],
+        cols[clicked],
+        None,
+        times[clicked].astype(np.int64),
+        contexts={"daypart": daypart[clicked]},
+        duplicates="max",
+    )
     # from_arrays maps ids through np.unique: users/items never clicked are dropped, so the
     # side features are gathered through the id maps (ids here are the generator's indices).
     observed = segment.copy()

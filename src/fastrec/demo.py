@@ -1,11 +1,12 @@
 """The end-to-end demo behind ``fastrec demo``: data -> split -> fit -> recommend -> evaluate.
 
-Runs Popularity, ItemKNN, UserKNN, ALS and the Hybrid (CF candidates re-ranked by LogisticCTR) on the
-built-in synthetic data (or a MovieLens-style file), and reports per model the fit and
-recommend wall times and precision/recall/NDCG/MAP@10 and coverage on a seeded per-user
-hold-out (per request: a user, or a (user, context) pair when the data has contexts, as the
-synthetic data's daypart), plus AUC and log-loss of the CTR ranker on the requests' candidates.
+Runs Popularity, ItemKNN, UserKNN, ALS and the Hybrid (CF candidates re-ranked by LogisticCTR)
+on the built-in synthetic data (or a MovieLens-style file), and reports per model the fit and
+recommend wall times and precision/recall/NDCG/MAP@10 and coverage on a seeded per-user hold-out
+(per request: a user, or a (user, context) pair when the data has contexts, as the synthetic
+data's daypart), plus AUC and log-loss of the CTR ranker on the requests' candidates.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,8 +52,17 @@ class DemoResult:
 FEEDBACK = ("auto", "explicit", "implicit")
 
 
-def load(path=None, *, threshold=None, feedback="auto", columns=None, min_count=1, seed=0,
-         n_users=DEMO_USERS, n_items=DEMO_ITEMS) -> tuple[fdata.Interactions, str, str]:
+def load(
+    path=None,
+    *,
+    threshold=None,
+    feedback="auto",
+    columns=None,
+    min_count=1,
+    seed=0,
+    n_users=DEMO_USERS,
+    n_items=DEMO_ITEMS,
+) -> tuple[fdata.Interactions, str, str]:
     """(data, source, how the file was read): ``synthetic`` by default, or a file read with
     :func:`fastrec.data.read` (``columns``: user/item/value/timestamp names, None = guessed).
 
@@ -70,23 +80,32 @@ def load(path=None, *, threshold=None, feedback="auto", columns=None, min_count=
     layout = fdata.read_columns(path, **columns)
     d = fdata.read(path, duplicates="last", **columns)  # a re-rated item keeps its latest rating
     value = layout["value"]
-    unused = (f"; columns not used: {', '.join(layout['unused'])} (--value-col NAME to use one)"
-              if layout["unused"] else "")
+    unused = (
+        f"; columns not used: {', '.join(layout['unused'])} (--value-col NAME to use one)"
+        if layout["unused"]
+        else ""
+    )
     vals = d.matrix.data
     looks_rated = bool(vals.size and vals.min() >= 0 and 1 < vals.max() <= 10)
     if feedback == "explicit" and value is None:
-        raise ValueError(f"{path}: explicit feedback needs a value column (--value-col); "
-                         f"columns: {layout['columns']}")
+        raise ValueError(
+            f"{path}: explicit feedback needs a value column (--value-col); "
+            f"columns: {layout['columns']}"
+        )
     if feedback == "explicit" or (feedback == "auto" and value is not None and looks_rated):
         threshold = 3.5 if threshold is None else threshold
         n_events = d.nnz
         d = fdata.to_implicit(d, threshold)
-        how = (f"explicit: ratings in column {value!r} > {threshold:g} are interactions "
-               f"({d.nnz} of {n_events} user-item pairs)")
+        how = (
+            f"explicit: ratings in column {value!r} > {threshold:g} are interactions "
+            f"({d.nnz} of {n_events} user-item pairs)"
+        )
     elif value is not None and feedback == "auto":
         if threshold is not None:
-            raise ValueError("--threshold applies to explicit ratings; column "
-                             f"{value!r} does not look like 1-10 ratings: add --explicit")
+            raise ValueError(
+                "--threshold applies to explicit ratings; column "
+                f"{value!r} does not look like 1-10 ratings: add --explicit"
+            )
         how = f"implicit: every event is an interaction, weighted by column {value!r}"
     else:
         if threshold is not None:
@@ -95,7 +114,8 @@ def load(path=None, *, threshold=None, feedback="auto", columns=None, min_count=
         ones.data[:] = 1
         d = d.with_matrix(ones, d.timestamps, d.contexts)
         how = "implicit: every event is an interaction" + (
-            f" (values in {value!r} ignored)" if value is not None else " (no value column)")
+            f" (values in {value!r} ignored)" if value is not None else " (no value column)"
+        )
     d = fdata.filter_min_counts(d, max(min_count, 2), max(min_count, 1))
     if d.nnz == 0:
         raise ValueError(f"{path}: no interactions left after filtering")
@@ -107,14 +127,17 @@ def models(backend="auto", n_threads=None, verbose=False) -> list:
     kw = {"backend": backend, "n_threads": n_threads}
 
     def singles():
-        return [Popularity(**kw), ItemKNN(k=100, verbose=verbose, **kw),
-                UserKNN(k=50, verbose=verbose, **kw)]
+        return [
+            Popularity(**kw),
+            ItemKNN(k=100, verbose=verbose, **kw),
+            UserKNN(k=50, verbose=verbose, **kw),
+        ]
 
     # ALS's CG solve has no Cython kernel: with backend="cython" it runs on "auto" (Numba).
     als_backend = backend if backend in ("auto", *available_backends("als_cg_update")) else "auto"
     return singles() + [
         ALS(factors=64, iterations=10, backend=als_backend, n_threads=n_threads),
-        Hybrid(candidates=singles(), ranker=ranker(backend, n_threads), max_train_users=2000)
+        Hybrid(candidates=singles(), ranker=ranker(backend, n_threads), max_train_users=2000),
     ]
 
 
@@ -166,9 +189,21 @@ def requests(test: fdata.Interactions) -> Requests:
     return Requests(keys // n_codes, context, held)
 
 
-def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, threshold=None,
-        feedback="auto", columns=None, n_users=DEMO_USERS, n_items=DEMO_ITEMS,
-        ctr_requests=3000, verbose=False) -> DemoResult:
+def run(
+    path=None,
+    *,
+    backend="auto",
+    n_threads=None,
+    seed=0,
+    stage=None,
+    threshold=None,
+    feedback="auto",
+    columns=None,
+    n_users=DEMO_USERS,
+    n_items=DEMO_ITEMS,
+    ctr_requests=3000,
+    verbose=False,
+) -> DemoResult:
     """Run the demo pipeline; ``stage(description)`` is called as each stage starts.
 
     ``threshold``, ``feedback``, ``columns``: how a file is read (see :func:`load`).
@@ -180,8 +215,15 @@ def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, thresh
     """
     stage = stage or (lambda _desc: None)
     stage("loading data")
-    d, source, how = load(path, threshold=threshold, feedback=feedback, columns=columns,
-                          seed=seed, n_users=n_users, n_items=n_items)
+    d, source, how = load(
+        path,
+        threshold=threshold,
+        feedback=feedback,
+        columns=columns,
+        seed=seed,
+        n_users=n_users,
+        n_items=n_items,
+    )
     stage("splitting")
     train, test = fdata.per_user_split(d, 0.2, seed=seed + 1)
     req = requests(test)
@@ -202,19 +244,24 @@ def run(path=None, *, backend="auto", n_threads=None, seed=0, stage=None, thresh
             recs = model.recommend(uniq, n=K).indices[pos.reshape(-1)]
         rec_s = time.perf_counter() - t0
         stage(f"evaluating {name}")
-        res = ModelResult(name, fit_s, rec_s, metrics.ranking_metrics(recs, req.held_out, K),
-                          metrics.coverage(recs, d.n_items))
+        res = ModelResult(
+            name,
+            fit_s,
+            rec_s,
+            metrics.ranking_metrics(recs, req.held_out, K),
+            metrics.coverage(recs, d.n_items),
+        )
         if isinstance(model, Hybrid) and model.ranker_ is not None:
             res.ctr, n_ctr = _ctr_metrics(model, req, ctr_requests, seed)
         results.append(res)
-    return DemoResult(source, d.n_users, d.n_items, train.nnz, test.nnz, req.users.size,
-                      results, how, n_ctr)
+    return DemoResult(
+        source, d.n_users, d.n_items, train.nnz, test.nnz, req.users.size, results, how, n_ctr
+    )
 
 
 def _ctr_metrics(model, req, n_requests, seed):
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(req.users.size, size=min(n_requests, req.users.size),
-                              replace=False))
+    pick = np.sort(rng.choice(req.users.size, size=min(n_requests, req.users.size), replace=False))
     context = None if req.context is None else {k: v[pick] for k, v in req.context.items()}
     at, items, p = model.candidate_scores(req.users[pick], context=context)
     H = req.held_out[pick]

@@ -4,6 +4,7 @@ by dot product or cosine) and the conjugate-gradient solves of implicit-feedback
 The product queries x items^T is never materialised: compiled backends compute cache-sized
 tiles of it and feed each straight into the running top-k selection of its query rows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -111,16 +112,19 @@ def _prepare(queries, items, exclude, candidates, item_bias, metric, on_device=F
     if item_bias is not None:
         bias = check_dense(item_bias, "item_bias", ndim=1, dtype=dtype)
         if bias.shape[0] != n_items:
-            raise ValueError(f"item_bias must have length {n_items} (the rows of items), got "
-                             f"{bias.shape[0]}")
+            raise ValueError(
+                f"item_bias must have length {n_items} (the rows of items), got {bias.shape[0]}"
+            )
     cand = _check_candidates(candidates, n_items)
     ex_indptr, ex_indices = _mask(exclude, "exclude", (n_queries, n_items))
     if on_device:
         from ._dispatch import backend_module
 
         if Q.dtype != X.dtype:  # device data is never converted behind the caller's back
-            raise TypeError(f"queries ({np.dtype(Q.dtype)}) and items ({np.dtype(X.dtype)}) are "
-                            "device arrays of different dtypes; cast one of them")
+            raise TypeError(
+                f"queries ({np.dtype(Q.dtype)}) and items ({np.dtype(X.dtype)}) are "
+                "device arrays of different dtypes; cast one of them"
+            )
         cu = backend_module("cuda")
         if metric == "cosine":
             Q, X = cu.device_normalised_rows(Q), cu.device_normalised_rows(X)
@@ -138,8 +142,9 @@ def _dot_topk_block(Q, X, bias, cand, ex_indptr, ex_indices, k, backend, n_threa
     return TopK(*kernel(Q, X, k, bias, cand, ex_indptr, ex_indices, check_n_threads(n_threads)))
 
 
-def als_cg_update(user_items, X, Y, *, regularization=0.01, alpha=1.0, cg_steps=3,
-                  backend="auto", n_threads=None) -> np.ndarray:
+def als_cg_update(
+    user_items, X, Y, *, regularization=0.01, alpha=1.0, cg_steps=3, backend="auto", n_threads=None
+) -> np.ndarray:
     """One half-step of implicit-feedback ALS: new row factors X given the column factors Y.
 
     For each row u of the (n_rows, n_cols) CSR ``user_items`` (non-negative values r), x_u
@@ -156,8 +161,10 @@ def als_cg_update(user_items, X, Y, *, regularization=0.01, alpha=1.0, cg_steps=
     if UI.nnz and UI.data.min() < 0:
         raise ValueError("user_items must be non-negative (implicit feedback confidences)")
     if X.shape[0] != UI.shape[0] or Y.shape[0] != UI.shape[1] or X.shape[1] != Y.shape[1]:
-        raise ValueError(f"X {X.shape} and Y {Y.shape} do not fit user_items {UI.shape}: "
-                         "need (n_rows, f) and (n_cols, f)")
+        raise ValueError(
+            f"X {X.shape} and Y {Y.shape} do not fit user_items {UI.shape}: "
+            "need (n_rows, f) and (n_cols, f)"
+        )
     regularization = check_scalar(regularization, "regularization", min_value=0)
     alpha = check_scalar(alpha, "alpha", min_value=0)
     cg_steps = check_scalar(cg_steps, "cg_steps", min_value=1, integer=True)

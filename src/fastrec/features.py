@@ -1,16 +1,18 @@
 """CTR features: categorical columns (user id, item id, attributes) to a CSR design matrix, by
 one-hot encoding with a vocabulary or by seeded feature hashing, ready for LogisticCTR.
 
-A table is a pandas, polars or pyarrow table (none of them is required), a dict of column
-name -> 1-D array, or a 2-D NumPy array (columns named 0, 1, ...). Each categorical column contributes one
-non-zero per row (value 1); each ``numeric`` column contributes its value in a column of its
-own. Everything is vectorised over rows: Python-level work is per distinct value at most::
+A table is a pandas, polars or pyarrow table (none of them is required), a dict of column name
+-> 1-D array, or a 2-D NumPy array (columns named 0, 1, ...). Each categorical column
+contributes one non-zero per row (value 1); each ``numeric`` column contributes its value in a
+column of its own. Everything is vectorised over rows: Python-level work is per distinct value
+at most::
 
     enc = HashingEncoder(["user", "item", "hour"], numeric=["cf_score"], n_features=2**20)
     X = enc.fit_transform(events)               # CSR, n_events x 2**20
     model = LogisticCTR(C=1.0).fit(X, events["clicked"])
     p = model.predict_proba1(enc.transform(candidates))
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,14 +30,17 @@ __all__ = ["HashingEncoder", "OneHotEncoder", "fnv1a64"]
 
 
 def _table(table):
-    """A Table of a pandas/polars/pyarrow table, a dict of arrays or a 2-D array (names 0, 1, ...)."""
+    """A Table of a pandas/polars/pyarrow table, a dict of arrays or a 2-D array (names 0,
+    1, ...)."""
     t = as_table(table)
     if t is not None:
         return t
     arr = np.asarray(table)
     if arr.ndim != 2:
-        raise TypeError("table must be a pandas/polars/pyarrow table, a dict of 1-D arrays or a "
-                        f"2-D array, got {type(table).__name__} with shape {arr.shape}")
+        raise TypeError(
+            "table must be a pandas/polars/pyarrow table, a dict of 1-D arrays or a "
+            f"2-D array, got {type(table).__name__} with shape {arr.shape}"
+        )
     return as_table({j: arr[:, j] for j in range(arr.shape[1])})
 
 
@@ -73,8 +78,10 @@ def _categorical(col, name):
         return v.astype(np.int64)
     if v.dtype.kind == "f":
         if not np.isfinite(v).all():
-            raise ValueError(f"column {name!r} contains NaN or infinity; fill missing values "
-                             "with a category of their own first")
+            raise ValueError(
+                f"column {name!r} contains NaN or infinity; fill missing values "
+                "with a category of their own first"
+            )
         if np.all(v == np.round(v)) and np.all(np.abs(v) < 2**53):
             return v.astype(np.int64)  # whole numbers read back from CSV as floats
         return v.astype(str)
@@ -95,8 +102,9 @@ def _design(n_rows, col_indices, num_indices, num_values, n_features, dtype):
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(keep.sum(axis=1), out=indptr[1:])
     itype = np.int32 if max(n_features, int(indptr[-1])) < 2**31 else np.int64
-    X = sp.csr_matrix((val[keep], idx[keep].astype(itype), indptr.astype(itype)),
-                      shape=(n_rows, n_features))
+    X = sp.csr_matrix(
+        (val[keep], idx[keep].astype(itype), indptr.astype(itype)), shape=(n_rows, n_features)
+    )
     X.sum_duplicates()  # sorts each row; hashed duplicates within a row add up
     return X
 
@@ -115,8 +123,9 @@ class OneHotEncoder:
     categorical value. Time O(n log V) per column (V = vocabulary size); memory O(n * columns).
     """
 
-    def __init__(self, columns=None, *, numeric=(), min_count=1, handle_unknown="ignore",
-                 dtype=np.float32):
+    def __init__(
+        self, columns=None, *, numeric=(), min_count=1, handle_unknown="ignore", dtype=np.float32
+    ):
         self.columns = columns
         self.numeric = tuple(numeric)
         self.min_count = min_count
@@ -126,7 +135,9 @@ class OneHotEncoder:
     def fit(self, table):
         check_scalar(self.min_count, "min_count", min_value=1, integer=True)
         if self.handle_unknown not in ("ignore", "error"):
-            raise ValueError(f"handle_unknown must be 'ignore' or 'error', got {self.handle_unknown!r}")
+            raise ValueError(
+                f"handle_unknown must be 'ignore' or 'error', got {self.handle_unknown!r}"
+            )
         _, names, cat, _ = _select(table, self.columns, self.numeric)
         self.columns_ = names
         self.vocabularies_ = []
@@ -138,8 +149,9 @@ class OneHotEncoder:
             offsets.append(offsets[-1] + len(vocab))
         self.offsets_ = np.array(offsets, dtype=np.int64)
         self.n_features_ = int(offsets[-1]) + len(self.numeric)
-        self.feature_names_ = [f"{c}={v}" for c, vocab in zip(names, self.vocabularies_)
-                               for v in vocab] + [str(c) for c in self.numeric]
+        self.feature_names_ = [
+            f"{c}={v}" for c, vocab in zip(names, self.vocabularies_) for v in vocab
+        ] + [str(c) for c in self.numeric]
         return self
 
     def transform(self, table):
@@ -249,8 +261,9 @@ class HashingEncoder:
         _, n_features, hashed, cols, num_idx, _ = self._hashed(table)
         full = np.unique(np.concatenate(hashed + [np.zeros(0, np.uint64)]))
         self.n_keys_ = int(full.size) + len(num_idx)
-        used = np.unique(np.concatenate([full % np.uint64(n_features),
-                                         np.array(num_idx, dtype=np.uint64)]))
+        used = np.unique(
+            np.concatenate([full % np.uint64(n_features), np.array(num_idx, dtype=np.uint64)])
+        )
         self.n_columns_used_ = int(used.size)
         self.n_collisions_ = self.n_keys_ - self.n_columns_used_
         return self

@@ -13,6 +13,7 @@ Definitions, with rel = the user's held-out items and hits at 1-based ranks r <=
 - MAP@k = sum over hits at rank r of precision@r, divided by min(|rel|, k)
 - coverage = distinct recommended items / n_items
 """
+
 from __future__ import annotations
 
 import numpy as np

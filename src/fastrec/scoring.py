@@ -1,4 +1,5 @@
 """Public API of the logistic-regression kernels: fused sigmoid scoring and loss/gradient."""
+
 from __future__ import annotations
 
 import math
@@ -114,8 +115,11 @@ def _sigmoid_scores_device(X, w, b, out, backend, n_threads):
         sparse, A = _features(X, allow_nonfinite=True)
     n_rows, n_features = A.shape
     dtype = np.dtype(A.dtype)
-    w = (check_device_vector(w, "w", n_features, dtype) if is_device_array(w)
-         else _weights(w, n_features, dtype))
+    w = (
+        check_device_vector(w, "w", n_features, dtype)
+        if is_device_array(w)
+        else _weights(w, n_features, dtype)
+    )
     b = check_scalar(b, "b")
     out = check_device_out(out, n_rows, dtype)
     n_threads = check_n_threads(n_threads)
@@ -210,12 +214,18 @@ def _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads
     if n_rows == 0:
         raise ValueError("X must have at least one row")
     y = check_device_labels(y, n_rows) if is_device_array(y) else _labels(y, n_rows)
-    w = (check_device_vector(w, "w", n_features, np.float64) if is_device_array(w)
-         else _weights(w, n_features, np.float64))
+    w = (
+        check_device_vector(w, "w", n_features, np.float64)
+        if is_device_array(w)
+        else _weights(w, n_features, np.float64)
+    )
     b = check_scalar(b, "b")
     l2 = check_scalar(l2, "l2", min_value=0)
-    sw = (check_device_sample_weight(sample_weight, n_rows) if is_device_array(sample_weight)
-          else _sample_weight(sample_weight, n_rows))
+    sw = (
+        check_device_sample_weight(sample_weight, n_rows)
+        if is_device_array(sample_weight)
+        else _sample_weight(sample_weight, n_rows)
+    )
     n_threads = check_n_threads(n_threads)
     if sparse:
         kernel = get_kernel("logistic_loss_grad_csr", backend)
@@ -241,8 +251,17 @@ class LogisticObjective:
     ``n_evaluations``, ``n_hessp`` (Hessian-vector products computed).
     """
 
-    def __init__(self, X, y, *, l2=0.0, sample_weight=None, fit_intercept=True,
-                 backend="auto", n_threads=None):
+    def __init__(
+        self,
+        X,
+        y,
+        *,
+        l2=0.0,
+        sample_weight=None,
+        fit_intercept=True,
+        backend="auto",
+        n_threads=None,
+    ):
         sparse, A = _features(X)
         self.n_rows, self.n_features = A.shape
         if self.n_rows == 0:
@@ -303,8 +322,9 @@ class LogisticObjective:
         theta = np.asarray(theta, dtype=np.float64)
         d = self.n_features
         if theta.shape != (d + int(self.fit_intercept),):
-            raise ValueError(f"theta must have shape ({d + int(self.fit_intercept)},), "
-                             f"got {theta.shape}")
+            raise ValueError(
+                f"theta must have shape ({d + int(self.fit_intercept)},), got {theta.shape}"
+            )
         w = np.ascontiguousarray(theta[:d])
         return w, (float(theta[d]) if self.fit_intercept else 0.0)
 
@@ -330,8 +350,10 @@ class LogisticObjective:
     def _kernels_for_hessp(self):
         if self._hessp_kernels is None:
             kind = "csr" if self._sparse else "dense"
-            self._hessp_kernels = (get_kernel(f"sigmoid_{kind}", self._backend),
-                                   get_kernel(f"logistic_hessp_{kind}", self._backend))
+            self._hessp_kernels = (
+                get_kernel(f"sigmoid_{kind}", self._backend),
+                get_kernel(f"logistic_hessp_{kind}", self._backend),
+            )
         return self._hessp_kernels
 
     def hessp(self, theta, v):

@@ -25,6 +25,7 @@ never lost.
 Errors are JSON ``{"error": {"status": s, "message": m}}``: malformed JSON 400, unknown ids 404
 (naming the id), out-of-range or ill-typed parameters 422, bodies over ``max_body_bytes`` 413.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -51,11 +58,27 @@ from ._eventlog import EventLog
 log = logging.getLogger("fastrec.serve")
 
 ROUTES = ("/recommend", "/similar", "/explain", "/events", "/health", "/metrics")
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
-                   0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 
 # -- micro-batching ----------------------------------------------------------------------------
+
 
 class RecommendBatcher:
     """Known-user requests queued in one event-loop turn go to the model in one call.
@@ -89,7 +112,7 @@ class RecommendBatcher:
             groups.setdefault((id(entry[0]), entry[3]), []).append(entry)
         for entries in groups.values():
             for start in range(0, len(entries), self.max_batch):
-                self._run(entries[start:start + self.max_batch])
+                self._run(entries[start : start + self.max_batch])
 
     def _run(self, entries) -> None:
         model, exclude_seen = entries[0][0], entries[0][3]
@@ -99,7 +122,7 @@ class RecommendBatcher:
             self.batch_sizes.observe(len(entries))
         try:
             top = model.recommend(rows, n_max, exclude_seen=exclude_seen)
-        except Exception as exc:  # noqa: BLE001 - handed to each request, answered there
+        except Exception as exc:
             for e in entries:
                 if not e[4].done():
                     e[4].set_exception(exc)
@@ -112,15 +135,28 @@ class RecommendBatcher:
 
 # -- the service -------------------------------------------------------------------------------
 
+
 class Service:
     """The served model version, the event log, metrics, and the tasks that change versions."""
 
-    def __init__(self, model_path, *, events_path=None, fold_interval: float = 1.0,
-                 watch_interval: float = 1.0, max_body_bytes: int = 1 << 20, max_n: int = 1000,
-                 max_events: int = 10_000, batching: bool = True):
+    def __init__(
+        self,
+        model_path,
+        *,
+        events_path=None,
+        fold_interval: float = 1.0,
+        watch_interval: float = 1.0,
+        max_body_bytes: int = 1 << 20,
+        max_n: int = 1000,
+        max_events: int = 10_000,
+        batching: bool = True,
+    ):
         self.model_path = Path(model_path)
-        self.events_path = Path(events_path) if events_path else self.model_path.with_name(
-            self.model_path.name + ".events")
+        self.events_path = (
+            Path(events_path)
+            if events_path
+            else self.model_path.with_name(self.model_path.name + ".events")
+        )
         self.fold_interval, self.watch_interval = float(fold_interval), float(watch_interval)
         self.max_body_bytes, self.max_n, self.max_events = max_body_bytes, max_n, max_events
         self.batcher = RecommendBatcher() if batching else None
@@ -136,28 +172,50 @@ class Service:
 
     def _init_metrics(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.m_requests = Counter("fastrec_requests", "HTTP requests answered",
-                                  ["route", "status"], registry=r)
-        self.m_errors = Counter("fastrec_errors", "HTTP requests answered with an error status",
-                                ["route", "status"], registry=r)
-        self.m_latency = Histogram("fastrec_request_latency_seconds", "Time to answer a request",
-                                   ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.m_version = Gauge("fastrec_model_version", "Version of the model being served",
-                               registry=r)
-        self.m_pending = Gauge("fastrec_events_pending",
-                               "Events acknowledged but not yet in the served model", registry=r)
+        self.m_requests = Counter(
+            "fastrec_requests", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.m_errors = Counter(
+            "fastrec_errors",
+            "HTTP requests answered with an error status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.m_latency = Histogram(
+            "fastrec_request_latency_seconds",
+            "Time to answer a request",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.m_version = Gauge(
+            "fastrec_model_version", "Version of the model being served", registry=r
+        )
+        self.m_pending = Gauge(
+            "fastrec_events_pending",
+            "Events acknowledged but not yet in the served model",
+            registry=r,
+        )
         self.m_pending.set_function(lambda: self.events_pending)
         self.m_version.set_function(lambda: self.version)
-        self.m_events = Counter("fastrec_events_accepted", "Events written to the event log",
-                                registry=r)
-        self.m_swaps = Counter("fastrec_model_swaps", "Model versions swapped in", ["reason"],
-                               registry=r)
-        self.m_failures = Counter("fastrec_model_update_failures",
-                                  "Folds or replacement loads that failed (old version kept)",
-                                  ["reason"], registry=r)
-        self.m_batch = Histogram("fastrec_recommend_batch_size",
-                                 "Requests per micro-batched model call",
-                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.m_events = Counter(
+            "fastrec_events_accepted", "Events written to the event log", registry=r
+        )
+        self.m_swaps = Counter(
+            "fastrec_model_swaps", "Model versions swapped in", ["reason"], registry=r
+        )
+        self.m_failures = Counter(
+            "fastrec_model_update_failures",
+            "Folds or replacement loads that failed (old version kept)",
+            ["reason"],
+            registry=r,
+        )
+        self.m_batch = Histogram(
+            "fastrec_recommend_batch_size",
+            "Requests per micro-batched model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         if self.batcher is not None:
             self.batcher.batch_sizes = self.m_batch
 
@@ -172,8 +230,9 @@ class Service:
         model, held, version = store.load_model(self.model_path, mmap=False)
         self.log = EventLog(self.events_path, after_seq=held)
         if self.log.last_seq > held:
-            log.info("replaying events %d..%d into %s", held + 1, self.log.last_seq,
-                     self.model_path)
+            log.info(
+                "replaying events %d..%d into %s", held + 1, self.log.last_seq, self.model_path
+            )
         if not self._fold_into(model, held, max(version, 1), sig):
             self._serve(model, held, max(version, 1), sig)
 
@@ -193,8 +252,11 @@ class Service:
         so requests and replacements go on meanwhile."""
         events, upto = self.log.read_after(held)
         if held + 1 < self.log.first_seq() <= self.log.last_seq:
-            log.warning("events %d..%d are not in the log any more; folding what is there",
-                        held + 1, self.log.first_seq() - 1)
+            log.warning(
+                "events %d..%d are not in the log any more; folding what is there",
+                held + 1,
+                self.log.first_seq() - 1,
+            )
         if not events:
             return None
         return store.fold_events(model, events), upto
@@ -244,15 +306,17 @@ class Service:
                     await asyncio.to_thread(self._fold_commit, *folded, version + 1, sig)
                 self.m_swaps.labels("events").inc()
             except store.ModelFileReplaced:
-                log.info("the model file was replaced during a fold: the events are folded "
-                         "into the replacement next")
+                log.info(
+                    "the model file was replaced during a fold: the events are folded "
+                    "into the replacement next"
+                )
                 self._events_waiting.set()
-            except Exception:  # noqa: BLE001 - a failed fold keeps the served version
+            except Exception:
                 self.m_failures.labels("fold").inc()
                 failures += 1
                 log.exception("folding events into the model failed; retrying later")
                 self._events_waiting.set()
-                await asyncio.sleep(min(2.0 ** failures, 300.0))  # back off while it fails
+                await asyncio.sleep(min(2.0**failures, 300.0))  # back off while it fails
             else:
                 failures = 0
 
@@ -275,7 +339,7 @@ class Service:
                         self._events_waiting.set()
                 except store.ModelFileReplaced:
                     pass  # replaced again meanwhile: the newest file is taken next turn
-                except Exception:  # noqa: BLE001 - a bad replacement keeps the served version
+                except Exception:
                     self._file_sig = sig  # not retried until the file changes again
                     self.m_failures.labels("file").inc()
                     log.exception("the replacement model file could not be served")
@@ -284,8 +348,10 @@ class Service:
         self._change = asyncio.Lock()
         self._events_waiting = asyncio.Event()
         await asyncio.to_thread(self.start)
-        self._tasks = [asyncio.create_task(self._fold_loop()),
-                       asyncio.create_task(self._watch_loop())]
+        self._tasks = [
+            asyncio.create_task(self._fold_loop()),
+            asyncio.create_task(self._watch_loop()),
+        ]
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -304,20 +370,30 @@ class Service:
         exclude_seen = rq.bool_param(obj, "exclude_seen", True)
         filters = self._filters(model, obj)
         if ("user" in obj) == ("items" in obj):
-            raise rq.ApiError(422, "give exactly one of user (a known user id) or items (the "
-                                "item ids of a user the model has not seen)")
+            raise rq.ApiError(
+                422,
+                "give exactly one of user (a known user id) or items (the "
+                "item ids of a user the model has not seen)",
+            )
         if "user" in obj:
             row = rq.row(model, obj["user"])
             if self.batcher is not None and not filters:
                 idx, scores = await self.batcher.submit(model, row, n, exclude_seen)
                 top = rq.Top(idx[None, :], scores[None, :])
             else:
-                top = rq.call(model.recommend, np.array([row]), n, exclude_seen=exclude_seen,
-                            **filters)
+                top = rq.call(
+                    model.recommend, np.array([row]), n, exclude_seen=exclude_seen, **filters
+                )
             answer = {"user": obj["user"]}
         else:
-            top = rq.call(model.recommend, None, n, user_items=self._user_items(model, obj),
-                        exclude_seen=exclude_seen, **filters)
+            top = rq.call(
+                model.recommend,
+                None,
+                n,
+                user_items=self._user_items(model, obj),
+                exclude_seen=exclude_seen,
+                **filters,
+            )
             answer = {}
         answer.update(rq.as_answer(model, top))
         answer["model_version"] = version
@@ -339,13 +415,19 @@ class Service:
         cols = rq.columns(model, items)
         if values is None:
             vals = np.ones(len(cols))
-        elif (not isinstance(values, list) or len(values) != len(cols) or not all(
-                rq.finite_number(v) for v in values)):
+        elif (
+            not isinstance(values, list)
+            or len(values) != len(cols)
+            or not all(rq.finite_number(v) for v in values)
+        ):
             raise rq.ApiError(422, "values must be a list of finite numbers, one per item")
         else:
             vals = np.array(values, dtype=np.float64)
-        m = sp.csr_matrix((vals, (np.zeros(len(cols), dtype=np.int64), cols)),
-                          shape=(1, model.n_items_), dtype=model.user_items_.dtype)
+        m = sp.csr_matrix(
+            (vals, (np.zeros(len(cols), dtype=np.int64), cols)),
+            shape=(1, model.n_items_),
+            dtype=model.user_items_.dtype,
+        )
         m.sum_duplicates()
         return m
 
@@ -360,9 +442,14 @@ class Service:
         except ValueError:
             raise rq.ApiError(422, f"n must be an integer, got {params.get('n')!r}") from None
         n = rq.int_param({"n": n}, "n", 10, 1, self.max_n)
-        query = {name: [rq.query_id(model, v) for v in params.getlist(key)]
-                 for name, key in (("items", "item"), ("exclude", "exclude"),
-                                   ("candidates", "candidate"))}
+        query = {
+            name: [rq.query_id(model, v) for v in params.getlist(key)]
+            for name, key in (
+                ("items", "item"),
+                ("exclude", "exclude"),
+                ("candidates", "candidate"),
+            )
+        }
         filters = self._filters(model, {k: v for k, v in query.items() if k != "items" and v})
         cols = rq.columns(model, rq.id_list(query, "items", model.n_items_))
         if len(cols) == 1:
@@ -402,14 +489,18 @@ class Service:
         obj = await self._object(request)
         events = obj.get("events")
         if not isinstance(events, list) or not events:
-            raise rq.ApiError(422, "events must be a non-empty list of {user, item, value?, "
-                                "timestamp?} objects")
+            raise rq.ApiError(
+                422, "events must be a non-empty list of {user, item, value?, timestamp?} objects"
+            )
         if len(events) > self.max_events:
             raise rq.ApiError(413, f"at most {self.max_events} events per request")
         model = self.model
         if model.user_ids_ is None or model.item_ids_ is None:
-            raise rq.ApiError(422, f"this {type(model).__name__} was fit on a bare matrix "
-                                   "without id maps: it cannot take events in original ids")
+            raise rq.ApiError(
+                422,
+                f"this {type(model).__name__} was fit on a bare matrix "
+                "without id maps: it cannot take events in original ids",
+            )
         records = [rq.event_record(model, e, t) for t, e in enumerate(events)]
         first, last = await asyncio.to_thread(self.log.append, records)
         self.m_events.inc(len(records))
@@ -418,12 +509,19 @@ class Service:
 
     async def health(self, request: Request) -> JSONResponse:
         model = self.model
-        return JSONResponse({
-            "status": "ok", "model": type(model).__name__, "model_version": self.version,
-            "model_file": str(self.model_path), "n_users": int(model.n_users_),
-            "n_items": int(model.n_items_), "events_logged": self.log.last_seq,
-            "events_in_model": self.events_held, "events_pending": self.events_pending,
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": type(model).__name__,
+                "model_version": self.version,
+                "model_file": str(self.model_path),
+                "n_users": int(model.n_users_),
+                "n_items": int(model.n_items_),
+                "events_logged": self.log.last_seq,
+                "events_in_model": self.events_held,
+                "events_pending": self.events_pending,
+            }
+        )
 
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -436,6 +534,7 @@ class Service:
 
 
 # -- the ASGI app ------------------------------------------------------------------------------
+
 
 class _Measured:
     """ASGI middleware: count and time every request by route and status."""
@@ -494,8 +593,11 @@ def create_app(model_path, **options) -> Starlette:
             Route("/health", service.health, methods=["GET"]),
             Route("/metrics", service.metrics, methods=["GET"]),
         ],
-        exception_handlers={rq.ApiError: api_error, HTTPException: http_error,
-                            Exception: unexpected},
+        exception_handlers={
+            rq.ApiError: api_error,
+            HTTPException: http_error,
+            Exception: unexpected,
+        },
         lifespan=lifespan,
     )
     app.state.service = service
@@ -503,8 +605,9 @@ def create_app(model_path, **options) -> Starlette:
     return app
 
 
-def run(model_path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-        **options) -> None:
+def run(
+    model_path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, **options
+) -> None:
     """Serve ``model_path`` with uvicorn until interrupted (``fastrec serve``).
 
     uvicorn runs its C HTTP parser and event loop (httptools, uvloop: in the ``serve`` extra)
@@ -515,17 +618,29 @@ def run(model_path, *, host: str = "127.0.0.1", port: int = 8000, workers: int =
     import uvicorn
 
     if workers != 1:
-        raise ValueError("workers must be 1: one process owns the event log and the model file "
-                         "(run several services on copies of the model behind a balancer)")
+        raise ValueError(
+            "workers must be 1: one process owns the event log and the model file "
+            "(run several services on copies of the model behind a balancer)"
+        )
     if not Path(model_path).is_file():
         raise FileNotFoundError(f"no such model file: {model_path}")
     store.load_model(model_path)  # a bad file fails here, before the port is taken
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # "auto": uvicorn's C HTTP parser and event loop (httptools, uvloop) when installed.
-    http, loop = os.environ.get("FASTREC_SERVE_HTTP", "auto"), os.environ.get(
-        "FASTREC_SERVE_LOOP", "auto")
-    uvicorn.run(create_app(model_path, **options), host=host, port=port, log_level="warning",
-                access_log=False, lifespan="on", http=http, loop=loop)
+    http, loop = (
+        os.environ.get("FASTREC_SERVE_HTTP", "auto"),
+        os.environ.get("FASTREC_SERVE_LOOP", "auto"),
+    )
+    uvicorn.run(
+        create_app(model_path, **options),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http=http,
+        loop=loop,
+    )
 
 
 __all__ = ["RecommendBatcher", "Service", "create_app", "run"]

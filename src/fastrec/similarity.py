@@ -3,6 +3,7 @@
 Validates inputs (``_validation``), applies the optional TF-IDF/BM25 weighting, dispatches to a
 backend (``_dispatch``) and wraps the raw CSR arrays back into scipy objects.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,8 @@ def cosine_topk_memory(
     each) and the CSR result (16 bytes per entry). Never the n x n product.
     """
     return cosine_topk_prepare_memory(n_rows, n_cols, nnz) + _cosine_rows_memory(
-        n_rows, k, n_threads, n_rows if n_out is None else n_out)
+        n_rows, k, n_threads, n_rows if n_out is None else n_out
+    )
 
 
 def cosine_topk_prepare_memory(n_rows: int, n_cols: int, nnz: int) -> int:
@@ -104,20 +106,26 @@ def cosine_topk_device_memory(n_rows: int, n_cols: int, nnz: int, k: int, itemsi
     max(1 GiB, one block's 12 + itemsize bytes per row)). O(nnz + n*k); never n x n."""
     kk = min(k, n_rows)
     scratch = max(DEVICE_SCRATCH_BYTES, n_rows * (12 + itemsize))
-    return int(nnz * (4 + itemsize) + 24 * (n_cols + 1) + 32 * n_rows
-               + n_rows * k * (4 + itemsize) + n_rows * kk * (8 + itemsize) + scratch)
+    return int(
+        nnz * (4 + itemsize)
+        + 24 * (n_cols + 1)
+        + 32 * n_rows
+        + n_rows * k * (4 + itemsize)
+        + n_rows * kk * (8 + itemsize)
+        + scratch
+    )
 
 
-def cosine_similarity_device_memory(n_rows: int, n_other: int, n_cols: int, nnz_y: int,
-                                    itemsize: int):
+def cosine_similarity_device_memory(
+    n_rows: int, n_other: int, n_cols: int, nnz_y: int, itemsize: int
+):
     """Bytes of device memory the CUDA cosine_similarity holds before it sizes the result:
     Y's transpose (4 + itemsize per stored value, 24 per column), inverse norms and counts
     (8 per row of X and Y, 16 per row of X) and the per-block accumulators (at most
     max(1 GiB, one block's 8 + itemsize bytes per row of Y)). The result (8 + itemsize bytes
     per stored entry, counted on the device first) comes on top."""
     scratch = max(DEVICE_SCRATCH_BYTES, n_other * (8 + itemsize))
-    return int(nnz_y * (4 + itemsize) + 24 * (n_cols + 1) + 24 * n_rows + 8 * n_other
-               + scratch)
+    return int(nnz_y * (4 + itemsize) + 24 * (n_cols + 1) + 24 * n_rows + 8 * n_other + scratch)
 
 
 def _check_weighting(weighting, bm25_k1, bm25_b):
@@ -136,7 +144,7 @@ class PreparedCosine:
     and ``sparse_array`` are X's.
     """
 
-    __slots__ = ("backend", "shape", "dtype", "sparse_array", "state")
+    __slots__ = ("backend", "dtype", "shape", "sparse_array", "state")
 
     def __init__(self, backend, shape, dtype, sparse_array, state):
         self.backend = backend
@@ -151,6 +159,7 @@ class PreparedCosine:
             if isinstance(obj, np.ndarray):
                 return obj.nbytes
             return sum(size(o) for o in obj) if isinstance(obj, tuple) else 0
+
         return size(self.state)
 
     def __getstate__(self):
@@ -160,8 +169,10 @@ class PreparedCosine:
         self.backend, self.shape, self.dtype, self.sparse_array, self.state = state
 
     def __repr__(self):
-        return (f"PreparedCosine(shape={self.shape}, dtype={self.dtype}, "
-                f"backend={self.backend!r}, nbytes={self.nbytes})")
+        return (
+            f"PreparedCosine(shape={self.shape}, dtype={self.dtype}, "
+            f"backend={self.backend!r}, nbytes={self.nbytes})"
+        )
 
 
 def _prepare_backend(backend) -> str:
@@ -183,11 +194,11 @@ def _prepare_backend(backend) -> str:
 def _prepare(A: CSR, weighting, bm25_k1, bm25_b, backend, n_threads) -> PreparedCosine:
     """prepare_cosine_topk of a validated CSR (arguments already checked)."""
     name = _prepare_backend(backend)
-    check_memory(cosine_topk_prepare_memory(A.shape[0], A.shape[1], A.nnz),
-                 "prepare_cosine_topk")
+    check_memory(cosine_topk_prepare_memory(A.shape[0], A.shape[1], A.nnz), "prepare_cosine_topk")
     A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
     state = get_kernel("cosine_topk_prepare", name)(
-        A.indptr, A.indices, A.data, A.shape[1], n_threads)
+        A.indptr, A.indices, A.data, A.shape[1], n_threads
+    )
     return PreparedCosine(name, A.shape, A.dtype, A.sparse_array, state)
 
 
@@ -267,12 +278,23 @@ def cosine_topk(
     """
     if isinstance(X, PreparedCosine):
         _check_prepared(X, weighting, backend)
-        return _cosine_topk_prepared(X, k, rows, shrink, min_similarity, min_support,
-                                     include_self, n_threads)
+        return _cosine_topk_prepared(
+            X, k, rows, shrink, min_similarity, min_support, include_self, n_threads
+        )
     on_device, backend = check_placement(backend, X=X)
     if on_device:
-        return _cosine_topk_device(X, k, rows, shrink, min_similarity, min_support,
-                                   include_self, weighting, backend, n_threads)
+        return _cosine_topk_device(
+            X,
+            k,
+            rows,
+            shrink,
+            min_similarity,
+            min_support,
+            include_self,
+            weighting,
+            backend,
+            n_threads,
+        )
     A = check_csr(X, "X", drop_zeros=True)
     k = check_k(k)
     shrink = check_scalar(shrink, "shrink", min_value=0)
@@ -284,26 +306,41 @@ def cosine_topk(
     kernel = get_kernel("cosine_topk", backend)
     row_ids = None if rows is None else check_ids(rows, "rows", A.shape[0])
     n_out = A.shape[0] if rows is None else len(row_ids)
-    check_memory(cosine_topk_memory(A.shape[0], A.shape[1], A.nnz, k, n_threads, n_out),
-                 "cosine_topk")
+    check_memory(
+        cosine_topk_memory(A.shape[0], A.shape[1], A.nnz, k, n_threads, n_out), "cosine_topk"
+    )
     # Weighting uses every row (document frequencies), also when only some rows are computed.
     A = weight_rows(A, weighting, bm25_k1=bm25_k1, bm25_b=bm25_b)
     indptr, indices, data = kernel(
-        A.indptr, A.indices, A.data, A.shape[1], k, shrink, min_similarity, min_support,
-        include_self, n_threads, row_ids,
+        A.indptr,
+        A.indices,
+        A.data,
+        A.shape[1],
+        k,
+        shrink,
+        min_similarity,
+        min_support,
+        include_self,
+        n_threads,
+        row_ids,
     )
     return make_csr(indptr, indices, data, (n_out, A.shape[0]), A.sparse_array)
 
 
-def _cosine_topk_device(X, k, rows, shrink, min_similarity, min_support, include_self,
-                        weighting, backend, n_threads) -> DeviceCSR:
+def _cosine_topk_device(
+    X, k, rows, shrink, min_similarity, min_support, include_self, weighting, backend, n_threads
+) -> DeviceCSR:
     """cosine_topk of a device CSR: the same checks, the CUDA kernel, a DeviceCSR result."""
     if rows is not None:
-        raise ValueError("rows= needs a host X (it is how fastrec.dask splits host work); "
-                         "with a device X every row is computed")
+        raise ValueError(
+            "rows= needs a host X (it is how fastrec.dask splits host work); "
+            "with a device X every row is computed"
+        )
     if weighting is not None:
-        raise ValueError(f"weighting={weighting!r} is computed on the host; with a device X "
-                         "pass weighting=None (weight the values on the device first)")
+        raise ValueError(
+            f"weighting={weighting!r} is computed on the host; with a device X "
+            "pass weighting=None (weight the values on the device first)"
+        )
     k = check_k(k)
     shrink = check_scalar(shrink, "shrink", min_value=0)
     min_similarity = check_scalar(min_similarity, "min_similarity")
@@ -312,15 +349,27 @@ def _cosine_topk_device(X, k, rows, shrink, min_similarity, min_support, include
     kernel = get_kernel("cosine_topk", backend)
     A = check_device_csr(X, "X")
     n = A.shape[0]
-    check_device_memory(cosine_topk_device_memory(n, A.shape[1], A.nnz, k, A.dtype.itemsize),
-                        "cosine_topk")
-    indptr, indices, data = kernel(A.indptr, A.indices, A.data, A.shape[1], k, shrink,
-                                   min_similarity, min_support, bool(include_self), n_threads)
+    check_device_memory(
+        cosine_topk_device_memory(n, A.shape[1], A.nnz, k, A.dtype.itemsize), "cosine_topk"
+    )
+    indptr, indices, data = kernel(
+        A.indptr,
+        A.indices,
+        A.data,
+        A.shape[1],
+        k,
+        shrink,
+        min_similarity,
+        min_support,
+        bool(include_self),
+        n_threads,
+    )
     return DeviceCSR(indptr, indices, data, (n, n))
 
 
-def _cosine_topk_prepared(P: PreparedCosine, k, rows, shrink, min_similarity, min_support,
-                          include_self, n_threads):
+def _cosine_topk_prepared(
+    P: PreparedCosine, k, rows, shrink, min_similarity, min_support, include_self, n_threads
+):
     """cosine_topk of a PreparedCosine: the same checks, then only the rows' own work."""
     k = check_k(k)
     shrink = check_scalar(shrink, "shrink", min_value=0)
@@ -334,7 +383,14 @@ def _cosine_topk_prepared(P: PreparedCosine, k, rows, shrink, min_similarity, mi
     n_out = n if row_ids is None else len(row_ids)
     check_memory(_cosine_rows_memory(n, k, n_threads, n_out), "cosine_topk")
     indptr, indices, data = kernel(
-        P.state, k, shrink, min_similarity, min_support, include_self, n_threads, row_ids,
+        P.state,
+        k,
+        shrink,
+        min_similarity,
+        min_support,
+        include_self,
+        n_threads,
+        row_ids,
     )
     return make_csr(indptr, indices, data, (n_out, n), P.sparse_array)
 
@@ -371,7 +427,14 @@ def cosine_similarity(X, Y=None, *, min_similarity=0.0, backend="auto", n_thread
         "cosine_similarity",
     )
     indptr, indices, data = kernel(
-        A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, A.shape[1], min_similarity,
+        A.indptr,
+        A.indices,
+        A.data,
+        B.indptr,
+        B.indices,
+        B.data,
+        A.shape[1],
+        min_similarity,
         n_threads,
     )
     family = A.sparse_array and B.sparse_array
@@ -385,8 +448,10 @@ def _cosine_similarity_device(X, Y, min_similarity, backend, n_threads) -> Devic
     kernel = get_kernel("cosine_similarity", backend)
     for name, M in (("X", X), ("Y", Y)):
         if M is not None and not is_device_sparse(M):
-            raise TypeError(f"{name} must be a device CSR too when the other input is one, got "
-                            f"{type(M).__name__} (copy it to the device first)")
+            raise TypeError(
+                f"{name} must be a device CSR too when the other input is one, got "
+                f"{type(M).__name__} (copy it to the device first)"
+            )
     A = check_device_csr(X, "X")
     B = A if Y is None else check_device_csr(Y, "Y")
     if B.shape[1] != A.shape[1]:
@@ -394,10 +459,21 @@ def _cosine_similarity_device(X, Y, min_similarity, backend, n_threads) -> Devic
             f"X and Y must have the same number of columns, got {A.shape[1]} and {B.shape[1]}"
         )
     itemsize = np.result_type(A.dtype, B.dtype).itemsize
-    check_device_memory(cosine_similarity_device_memory(A.shape[0], B.shape[0], A.shape[1],
-                                                        B.nnz, itemsize), "cosine_similarity")
-    indptr, indices, data = kernel(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
-                                   A.shape[1], min_similarity, n_threads)
+    check_device_memory(
+        cosine_similarity_device_memory(A.shape[0], B.shape[0], A.shape[1], B.nnz, itemsize),
+        "cosine_similarity",
+    )
+    indptr, indices, data = kernel(
+        A.indptr,
+        A.indices,
+        A.data,
+        B.indptr,
+        B.indices,
+        B.data,
+        A.shape[1],
+        min_similarity,
+        n_threads,
+    )
     return DeviceCSR(indptr, indices, data, (A.shape[0], B.shape[0]))
 
 
@@ -406,11 +482,16 @@ class _PreparedSimilarity:
     of X's rows, each bit for bit those rows of the whole call (``fastrec.dask`` ships one
     to its workers). Picklable."""
 
-    __slots__ = ("backend", "X", "n_other", "family", "state")
+    __slots__ = ("X", "backend", "family", "n_other", "state")
 
     def __init__(self, backend, X, n_other, family, state):
         self.backend, self.X, self.n_other, self.family, self.state = (
-            backend, X, n_other, family, state)
+            backend,
+            X,
+            n_other,
+            family,
+            state,
+        )
 
     def __getstate__(self):
         return (self.backend, self.X, self.n_other, self.family, self.state)
@@ -436,10 +517,10 @@ def _prepare_similarity(A: CSR, B: CSR | None, backend, n_threads) -> _PreparedS
                 continue
             break
     prepare = get_kernel("cosine_similarity_prepare", name)
-    check_memory(cosine_similarity_memory(0, B.shape[0], A.shape[1], B.nnz, n_threads),
-                 "cosine_similarity")
-    state = prepare(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, A.shape[1],
-                    n_threads)
+    check_memory(
+        cosine_similarity_memory(0, B.shape[0], A.shape[1], B.nnz, n_threads), "cosine_similarity"
+    )
+    state = prepare(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, A.shape[1], n_threads)
     return _PreparedSimilarity(name, A, B.shape[0], A.sparse_array and B.sparse_array, state)
 
 
@@ -448,8 +529,11 @@ def _cosine_similarity_block(P: _PreparedSimilarity, r0, r1, min_similarity, n_t
     X = P.X
     lo, hi = int(X.indptr[r0]), int(X.indptr[r1])
     indptr = np.asarray(X.indptr[r0 : r1 + 1], dtype=np.int64) - lo
-    check_memory(cosine_similarity_memory(r1 - r0, P.n_other, X.shape[1], hi - lo, n_threads),
-                 "cosine_similarity")
+    check_memory(
+        cosine_similarity_memory(r1 - r0, P.n_other, X.shape[1], hi - lo, n_threads),
+        "cosine_similarity",
+    )
     out_indptr, out_indices, out_data = get_kernel("cosine_similarity_rows", P.backend)(
-        P.state, indptr, X.indices[lo:hi], X.data[lo:hi], min_similarity, n_threads)
+        P.state, indptr, X.indices[lo:hi], X.data[lo:hi], min_similarity, n_threads
+    )
     return make_csr(out_indptr, out_indices, out_data, (r1 - r0, P.n_other), P.family)

@@ -1,4 +1,5 @@
 """Public API of the ranking kernels: batched top-k of dense scores and fused sparse recommend."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -125,8 +126,9 @@ def recommend(
     lists rows by similarity: sort its rows by column first. Device memory:
     :func:`recommend_device_memory`, checked against the GPU's free memory first.
     """
-    on_device, backend = check_placement(backend, user_items=user_items,
-                                         item_neighbours=item_neighbours)
+    on_device, backend = check_placement(
+        backend, user_items=user_items, item_neighbours=item_neighbours
+    )
     if on_device:
         UI, NB = _device_operands(user_items, "user_items", item_neighbours, "item_neighbours")
     else:
@@ -162,8 +164,9 @@ def recommend_user_based(
     ties (smaller item first), padding (-1/-inf), memory and stored zeros as in
     :func:`recommend`; device CSR inputs as in :func:`recommend`.
     """
-    on_device, backend = check_placement(backend, user_items=user_items,
-                                         user_neighbours=user_neighbours)
+    on_device, backend = check_placement(
+        backend, user_items=user_items, user_neighbours=user_neighbours
+    )
     if on_device:
         UI, NB = _device_operands(user_items, "user_items", user_neighbours, "user_neighbours")
     else:
@@ -201,9 +204,7 @@ def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     """:func:`recommend_product` of operands already validated by ``check_csr`` (the models
     validate their fitted neighbourhood once, not per request); the rest is checked here."""
     if A.shape[1] != B.shape[0]:
-        raise ValueError(
-            f"weights has {A.shape[1]} columns but item_rows has {B.shape[0]} rows"
-        )
+        raise ValueError(f"weights has {A.shape[1]} columns but item_rows has {B.shape[0]} rows")
     n = check_k(n, "n")
     shape = (A.shape[0], B.shape[1])
     seen_indptr, seen_indices = _mask(seen, "seen", shape)
@@ -213,8 +214,20 @@ def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     rows = np.arange(A.shape[0], dtype=np.int64)
     return TopK(
         *kernel(
-            A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, B.shape[1], rows, n,
-            seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+            A.indptr,
+            A.indices,
+            A.data,
+            B.indptr,
+            B.indices,
+            B.data,
+            B.shape[1],
+            rows,
+            n,
+            seen_indptr,
+            seen_indices,
+            ex_indptr,
+            ex_indices,
+            n_threads,
         )
     )
 
@@ -233,8 +246,10 @@ def _device_operands(M1, name1, M2, name2):
     for name, M in ((name1, M1), (name2, M2)):
         if not is_device_sparse(M):
             other = name2 if name == name1 else name1
-            raise TypeError(f"{name} must be a device CSR too when {other} is one, got "
-                            f"{type(M).__name__} (copy it to the device first)")
+            raise TypeError(
+                f"{name} must be a device CSR too when {other} is one, got "
+                f"{type(M).__name__} (copy it to the device first)"
+            )
     return check_device_csr(M1, name1), check_device_csr(M2, name2)
 
 
@@ -255,8 +270,10 @@ def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_th
     host CSR or DeviceCSR: the same attributes)."""
     n_users, n_items = UI.shape
     n = check_k(n, "n")
-    rows = np.arange(n_users, dtype=np.int64) if user_ids is None else check_ids(
-        user_ids, "user_ids", n_users
+    rows = (
+        np.arange(n_users, dtype=np.int64)
+        if user_ids is None
+        else check_ids(user_ids, "user_ids", n_users)
     )
     on_device = isinstance(UI, DeviceCSR)
     ex_indptr, ex_indices = (_device_mask if on_device else _mask)(exclude, "exclude", UI.shape)
@@ -264,12 +281,27 @@ def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_th
     n_threads = check_n_threads(n_threads)
     kernel = get_kernel("recommend", backend)
     if on_device:
-        check_device_memory(recommend_device_memory(A.shape[0], n_items, len(rows), n,
-                                                    np.result_type(A.dtype, B.dtype).itemsize),
-                            "recommend")
+        check_device_memory(
+            recommend_device_memory(
+                A.shape[0], n_items, len(rows), n, np.result_type(A.dtype, B.dtype).itemsize
+            ),
+            "recommend",
+        )
     return TopK(
         *kernel(
-            A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, n_items, rows, n,
-            seen_indptr, seen_indices, ex_indptr, ex_indices, n_threads,
+            A.indptr,
+            A.indices,
+            A.data,
+            B.indptr,
+            B.indices,
+            B.data,
+            n_items,
+            rows,
+            n,
+            seen_indptr,
+            seen_indices,
+            ex_indptr,
+            ex_indices,
+            n_threads,
         )
     )

@@ -9,6 +9,7 @@ named in the case, > 1 is faster); ``of read floor`` = the floor's median / this
 the floor is a parallel read of the same arrays on the same thread count (1.0 = the memory's
 speed). The pytest-benchmark suites in the source tree's benchmarks/ stay the developers' tool.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -60,9 +61,15 @@ def run_case(case, rounds: int, progress=None) -> list[Row]:
     floor = med.get("read floor")
     rows = []
     for name in impls:
-        rows.append(Row(case.title, name, med[name],
-                        None if base is None or name == "read floor" else base / med[name],
-                        None if floor is None or name == "read floor" else floor / med[name]))
+        rows.append(
+            Row(
+                case.title,
+                name,
+                med[name],
+                None if base is None or name == "read floor" else base / med[name],
+                None if floor is None or name == "read floor" else floor / med[name],
+            )
+        )
     return rows
 
 
@@ -77,8 +84,9 @@ def header(size: str, n_threads: int) -> list[str]:
         load = f"{os.getloadavg()[0]:.2f}"
     except OSError:
         load = "unknown"
-    peers = ", ".join(f"{k} {v}" if v else f"{k}: not installed"
-                      for k, v in peer_versions().items())
+    peers = ", ".join(
+        f"{k} {v}" if v else f"{k}: not installed" for k, v in peer_versions().items()
+    )
     return [
         f"# fastrec bench, size {size}",
         "",
@@ -96,10 +104,15 @@ def header(size: str, n_threads: int) -> list[str]:
     ]
 
 
-def markdown(rows: list[Row], baselines: dict[str, str], notes: dict[str, list[str]],
-             head: list[str]) -> str:
-    lines = [*head, "", "| case | implementation | median ms | speed-up | of read floor |",
-             "|---|---|---:|---:|---:|"]
+def markdown(
+    rows: list[Row], baselines: dict[str, str], notes: dict[str, list[str]], head: list[str]
+) -> str:
+    lines = [
+        *head,
+        "",
+        "| case | implementation | median ms | speed-up | of read floor |",
+        "|---|---|---:|---:|---:|",
+    ]
     for r in rows:
         speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
         floor = "-" if r.of_floor is None else f"{r.of_floor:.2f}"
@@ -111,12 +124,18 @@ def markdown(rows: list[Row], baselines: dict[str, str], notes: dict[str, list[s
     return "\n".join(lines) + "\n"
 
 
-def run(size: str = "small", n_threads: int | None = None, select: str | None = None,
-        out_dir=None, rounds: int | None = None, show_progress: bool = True) -> Path:
+def run(
+    size: str = "small",
+    n_threads: int | None = None,
+    select: str | None = None,
+    out_dir=None,
+    rounds: int | None = None,
+    show_progress: bool = True,
+) -> Path:
     """Run the cases (those whose name contains ``select``) and write ``report.md`` (and
     ``speedup.png`` when matplotlib is installed) into ``out_dir``; returns the report path."""
-    from tqdm.auto import tqdm
     from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
 
     from .._validation import check_n_threads
 
@@ -131,9 +150,12 @@ def run(size: str = "small", n_threads: int | None = None, select: str | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     head = header(size, n_threads)
     rows, baselines, notes = [], {}, {}
-    with tqdm(total=len(names) * rounds, desc="fastrec bench", unit="round",
-              disable=not show_progress) as progress, \
-            threadpool_limits(limits=n_threads):
+    with (
+        tqdm(
+            total=len(names) * rounds, desc="fastrec bench", unit="round", disable=not show_progress
+        ) as progress,
+        threadpool_limits(limits=n_threads),
+    ):
         for name in names:
             progress.set_postfix_str(name)
             case = CASES[name](SIZES[size], n_threads)
@@ -146,8 +168,9 @@ def run(size: str = "small", n_threads: int | None = None, select: str | None = 
     try:
         from ._plot import speedup_chart
 
-        chart = speedup_chart(rows, out_dir / "speedup.png", head[2].removeprefix("- CPU: "),
-                              n_threads)
+        chart = speedup_chart(
+            rows, out_dir / "speedup.png", head[2].removeprefix("- CPU: "), n_threads
+        )
         text += f"\n![speed-ups]({chart.name})\n"
     except ImportError:
         text += "\nCharts: not drawn (pip install 'fastrec[plot]' for matplotlib).\n"

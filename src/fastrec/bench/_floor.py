@@ -4,6 +4,7 @@ A one-thread NumPy sum is not a floor on a multi-core machine; this sums every e
 array in row blocks on ``n_threads`` Numba threads (a pure streaming read of its bytes), so a
 kernel's time over the floor's is the fraction of the machine's read bandwidth it reaches.
 """
+
 from __future__ import annotations
 
 import numba
@@ -18,7 +19,7 @@ def _read_all(flat, n_blocks):
     step = (n + n_blocks - 1) // n_blocks
     parts = np.zeros(n_blocks)
     for c in numba.prange(n_blocks):
-        block = flat[c * step:min(n, (c + 1) * step)]  # indexed from 0: vectorises
+        block = flat[c * step : min(n, (c + 1) * step)]  # indexed from 0: vectorises
         acc = block.dtype.type(0)
         for i in range(block.shape[0]):
             acc += block[i]

@@ -5,12 +5,13 @@ A case factory takes (size dict, n_threads) and returns a :class:`Case`. Peers: 
 always; scikit-learn, implicit and sparse_dot_topn when importable (faiss has no case yet: its
 exact search is a dense product, not one of these kernels).
 """
+
 from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,13 +24,36 @@ from ._floor import parallel_read
 SIZES = {
     # tiny: the test suite's smoke run; small: --quick (under two minutes on 2 cores);
     # medium: the shapes of benchmarks/README.md and issue 18.
-    "tiny": dict(dense_rows=20_000, csr_rows=20_000, topk_rows=64, topk_cols=20_000,
-                 ctr_events=3_000, ctr_features=2**12, knn_users=2_000, knn_items=1_000),
-    "small": dict(dense_rows=500_000, csr_rows=500_000, topk_rows=512, topk_cols=50_000,
-                  ctr_events=20_000, ctr_features=2**16, knn_users=10_000, knn_items=3_000),
-    "medium": dict(dense_rows=2_000_000, csr_rows=2_000_000, topk_rows=4096,
-                   topk_cols=100_000, ctr_events=100_000, ctr_features=2**20,
-                   knn_users=100_000, knn_items=20_000),
+    "tiny": dict(
+        dense_rows=20_000,
+        csr_rows=20_000,
+        topk_rows=64,
+        topk_cols=20_000,
+        ctr_events=3_000,
+        ctr_features=2**12,
+        knn_users=2_000,
+        knn_items=1_000,
+    ),
+    "small": dict(
+        dense_rows=500_000,
+        csr_rows=500_000,
+        topk_rows=512,
+        topk_cols=50_000,
+        ctr_events=20_000,
+        ctr_features=2**16,
+        knn_users=10_000,
+        knn_items=3_000,
+    ),
+    "medium": dict(
+        dense_rows=2_000_000,
+        csr_rows=2_000_000,
+        topk_rows=4096,
+        topk_cols=100_000,
+        ctr_events=100_000,
+        ctr_features=2**20,
+        knn_users=100_000,
+        knn_items=20_000,
+    ),
 }
 CSR_COLS, CSR_PER_ROW, DENSE_COLS, TOPK_K, KNN_K = 2**20, 40, 64, 100, 50
 
@@ -49,8 +73,12 @@ class Case:
 def peer_versions() -> dict[str, str | None]:
     """Installed version of each optional peer (None when it is not installed)."""
     out = {}
-    for name, module in (("scikit-learn", "sklearn"), ("implicit", "implicit"),
-                         ("sparse_dot_topn", "sparse_dot_topn"), ("faiss", "faiss")):
+    for name, module in (
+        ("scikit-learn", "sklearn"),
+        ("implicit", "implicit"),
+        ("sparse_dot_topn", "sparse_dot_topn"),
+        ("faiss", "faiss"),
+    ):
         try:
             out[name] = getattr(importlib.import_module(module), "__version__", "?")
         except Exception:  # any import failure: the peer is absent here
@@ -78,9 +106,13 @@ def sigmoid_csr(size, n_threads, canonical=True):
     out = np.empty(X.shape[0], dtype=np.float32)
     return Case(
         f"sigmoid_scores CSR {X.shape[0]}x2^20 float32, {CSR_PER_ROW} nnz/row ({kind})",
-        {"fastrec": lambda: fastrec.sigmoid_scores(X, w, 0.1, out=out, n_threads=n_threads),
-         "scipy": lambda: scipy.special.expit(X @ w + np.float32(0.1))},
-        baseline="scipy", floor=parallel_read([X.indices, X.data], n_threads))
+        {
+            "fastrec": lambda: fastrec.sigmoid_scores(X, w, 0.1, out=out, n_threads=n_threads),
+            "scipy": lambda: scipy.special.expit(X @ w + np.float32(0.1)),
+        },
+        baseline="scipy",
+        floor=parallel_read([X.indices, X.data], n_threads),
+    )
 
 
 def sigmoid_dense(size, n_threads):
@@ -90,9 +122,13 @@ def sigmoid_dense(size, n_threads):
     out = np.empty(X.shape[0], dtype=np.float32)
     return Case(
         f"sigmoid_scores dense {X.shape[0]}x{DENSE_COLS} float32",
-        {"fastrec": lambda: fastrec.sigmoid_scores(X, w, 0.1, out=out, n_threads=n_threads),
-         "numpy": lambda: scipy.special.expit(X @ w + np.float32(0.1))},
-        baseline="numpy", floor=parallel_read([X], n_threads))
+        {
+            "fastrec": lambda: fastrec.sigmoid_scores(X, w, 0.1, out=out, n_threads=n_threads),
+            "numpy": lambda: scipy.special.expit(X @ w + np.float32(0.1)),
+        },
+        baseline="numpy",
+        floor=parallel_read([X], n_threads),
+    )
 
 
 def _numpy_topk(S, k):
@@ -107,9 +143,13 @@ def topk(size, n_threads):
     S = rng.random((size["topk_rows"], size["topk_cols"]), dtype=np.float32)
     return Case(
         f"topk k={TOPK_K} of {S.shape[0]}x{S.shape[1]} float32",
-        {"fastrec": lambda: fastrec.topk(S, TOPK_K, n_threads=n_threads),
-         "numpy": lambda: _numpy_topk(S, TOPK_K)},
-        baseline="numpy", floor=parallel_read([S], n_threads))
+        {
+            "fastrec": lambda: fastrec.topk(S, TOPK_K, n_threads=n_threads),
+            "numpy": lambda: _numpy_topk(S, TOPK_K),
+        },
+        baseline="numpy",
+        floor=parallel_read([S], n_threads),
+    )
 
 
 def _user_items(size, seed=4):
@@ -118,8 +158,9 @@ def _user_items(size, seed=4):
     per_user = 30
     rows = np.repeat(np.arange(n_users), per_user)
     cols = np.minimum(rng.zipf(1.3, rows.size) - 1, n_items - 1)
-    X = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)),
-                      shape=(n_users, n_items))
+    X = sp.csr_matrix(
+        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_users, n_items)
+    )
     X.sum_duplicates()
     X.data[:] = 1.0
     return X
@@ -128,8 +169,10 @@ def _user_items(size, seed=4):
 def cosine_topk(size, n_threads):
     user_items = _user_items(size)
     item_users = user_items.T.tocsr()
-    impls = {"fastrec": lambda: fastrec.cosine_topk(item_users, KNN_K, n_threads=n_threads),
-             "numpy reference": lambda: fastrec.cosine_topk(item_users, KNN_K, backend="numpy")}
+    impls = {
+        "fastrec": lambda: fastrec.cosine_topk(item_users, KNN_K, n_threads=n_threads),
+        "numpy reference": lambda: fastrec.cosine_topk(item_users, KNN_K, backend="numpy"),
+    }
     notes = []
     try:
         from sparse_dot_topn import sp_matmul_topn
@@ -138,21 +181,26 @@ def cosine_topk(size, n_threads):
         A = sp.diags(1.0 / np.maximum(norms, 1e-30)).astype(np.float32) @ item_users
         A = A.tocsr()
         AT = A.T.tocsr()
-        impls["sparse_dot_topn"] = lambda: sp_matmul_topn(A, AT, top_n=KNN_K, sort=True,
-                                                          n_threads=n_threads)
+        impls["sparse_dot_topn"] = lambda: sp_matmul_topn(
+            A, AT, top_n=KNN_K, sort=True, n_threads=n_threads
+        )
     except ImportError:
         notes.append("sparse_dot_topn not installed")
     try:
         from implicit.nearest_neighbours import CosineRecommender
 
-        impls["implicit"] = lambda: CosineRecommender(
-            K=KNN_K, num_threads=n_threads).fit(user_items, show_progress=False)
+        impls["implicit"] = lambda: CosineRecommender(K=KNN_K, num_threads=n_threads).fit(
+            user_items, show_progress=False
+        )
     except ImportError:
         notes.append("implicit not installed")
     return Case(
         f"cosine_topk k={KNN_K}: item-item over {user_items.shape[0]} users x "
-        f"{user_items.shape[1]} items, {user_items.nnz} events", impls,
-        baseline="numpy reference", notes=notes)
+        f"{user_items.shape[1]} items, {user_items.nnz} events",
+        impls,
+        baseline="numpy reference",
+        notes=notes,
+    )
 
 
 def ctr_fit(size, n_threads):
@@ -165,24 +213,30 @@ def ctr_fit(size, n_threads):
     users = np.minimum(rng.zipf(1.2, n) - 1, 942)
     items = np.minimum(rng.zipf(1.1, n) - 1, 1681)
     hours = rng.integers(0, 24, n)
-    logit = (rng.standard_normal(943)[users] * 0.5 + rng.standard_normal(1682)[items] * 0.7
-             + rng.standard_normal(24)[hours] * 0.2 - 0.2)
+    logit = (
+        rng.standard_normal(943)[users] * 0.5
+        + rng.standard_normal(1682)[items] * 0.7
+        + rng.standard_normal(24)[hours] * 0.2
+        - 0.2
+    )
     y = (rng.random(n) < scipy.special.expit(logit)).astype(np.int64)
-    X = HashingEncoder(["user", "item", "hour"], n_features=size["ctr_features"], seed=0,
-                       dtype=np.float64).fit_transform({"user": users, "item": items,
-                                                        "hour": hours})
+    X = HashingEncoder(
+        ["user", "item", "hour"], n_features=size["ctr_features"], seed=0, dtype=np.float64
+    ).fit_transform({"user": users, "item": items, "hour": hours})
 
     def quiet(fn):
         def run():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # max_iter reached is the same for all here
                 return fn()
+
         return run
 
     impls = {
         "fastrec lbfgs": quiet(lambda: LogisticCTR(C=1.0, n_threads=n_threads).fit(X, y)),
-        "fastrec trust-ncg": quiet(lambda: LogisticCTR(
-            C=1.0, solver="trust-ncg", tol=1e-8, n_threads=n_threads).fit(X, y)),
+        "fastrec trust-ncg": quiet(
+            lambda: LogisticCTR(C=1.0, solver="trust-ncg", tol=1e-8, n_threads=n_threads).fit(X, y)
+        ),
     }
     notes, baseline = [], "fastrec lbfgs"
     try:
@@ -194,7 +248,11 @@ def ctr_fit(size, n_threads):
         notes.append("scikit-learn not installed")
     return Case(
         f"LogisticCTR fit: {n} hashed user/item/hour events, {X.shape[1]} columns "
-        f"({np.unique(X.indices).size} occur)", impls, baseline=baseline, notes=notes)
+        f"({np.unique(X.indices).size} occur)",
+        impls,
+        baseline=baseline,
+        notes=notes,
+    )
 
 
 CASES: dict[str, Callable[[dict, int], Case]] = {

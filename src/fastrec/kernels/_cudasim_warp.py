@@ -13,6 +13,7 @@ all of them. A lane that skips a call deadlocks the warp, as it would be undefin
 GPU; the barrier times out with an error instead of hanging. Installed only when the simulator
 is on and only where the simulator has no implementation of its own.
 """
+
 from __future__ import annotations
 
 import threading

@@ -201,9 +201,7 @@ def cosine_topk_prepare(loops: CosineLoops, indptr, indices, data, n_cols, n_thr
     """
     n = indptr.shape[0] - 1
     indptr = loops.as_indptr(indptr)
-    norms, scale, binary, (tp, tx, tw) = _prepare_side(
-        loops, indptr, indices, data, n_cols, False
-    )
+    norms, scale, binary, (tp, tx, tw) = _prepare_side(loops, indptr, indices, data, n_cols, False)
     xw = np.zeros(0) if binary else _row_weights(indptr, data, norms)
     ix = loops.as_indices(indices)
     work = loops.row_work(indptr, ix, tp, n_threads) if n else np.zeros(0, np.int64)
@@ -213,8 +211,15 @@ def cosine_topk_prepare(loops: CosineLoops, indptr, indices, data, n_cols, n_thr
 
 
 def cosine_topk_rows(
-    loops: CosineLoops, prepared, k, shrink, min_similarity, min_support, include_self,
-    n_threads, rows,
+    loops: CosineLoops,
+    prepared,
+    k,
+    shrink,
+    min_similarity,
+    min_support,
+    include_self,
+    n_threads,
+    rows,
 ):
     """cosine_topk of a prepared X (:func:`cosine_topk_prepare`) for some or all of its rows.
 
@@ -231,11 +236,26 @@ def cosine_topk_rows(
         return empty_csr(n if rows is None else len(rows), P.dtype)
     order, slots = plan(P.work, rows)
     operands = CosinePass(
-        P.indptr, P.indices, P.x_weights, P.t_indptr, P.t_indices, P.t_data, P.scale, P.scale,
-        n, P.binary, shrink > 0 or min_support > 1, order, P.work,
+        P.indptr,
+        P.indices,
+        P.x_weights,
+        P.t_indptr,
+        P.t_indices,
+        P.t_data,
+        P.scale,
+        P.scale,
+        n,
+        P.binary,
+        shrink > 0 or min_support > 1,
+        order,
+        P.work,
     )
     rule = CosineRule(
-        kk, float(shrink), float(min_similarity), int(min_support), bool(include_self),
+        kk,
+        float(shrink),
+        float(min_similarity),
+        int(min_support),
+        bool(include_self),
         P.dtype == np.float32,
     )
     counts = np.zeros(order.shape[0], np.int64)
@@ -327,8 +347,19 @@ def cosine_similarity_rows(
     work = loops.row_work(indptr, ix, P.t_indptr, n_threads)
     order = np.argsort(-work, kind="stable")
     operands = CosinePass(
-        indptr, ix, xw, P.t_indptr, P.t_indices, P.t_data, scale_x, P.y_scale, p, P.binary,
-        False, order, work,
+        indptr,
+        ix,
+        xw,
+        P.t_indptr,
+        P.t_indices,
+        P.t_data,
+        scale_x,
+        P.y_scale,
+        p,
+        P.binary,
+        False,
+        order,
+        work,
     )
     rule = CosineRule(0, 0.0, float(min_similarity), 1, True, False)
     slot_dtype = loops.slot_dtype(P.dtype)
@@ -370,9 +401,7 @@ def cosine_similarity(
     prepared = cosine_similarity_prepare(
         loops, indptr, indices, data, y_indptr, y_indices, y_data, n_cols, n_threads
     )
-    return cosine_similarity_rows(
-        loops, prepared, indptr, indices, data, min_similarity, n_threads
-    )
+    return cosine_similarity_rows(loops, prepared, indptr, indices, data, min_similarity, n_threads)
 
 
 # ---- ranking: topk, recommend -------------------------------------------------------------------

@@ -11,6 +11,7 @@ writes ``out[o:o + 8]`` (``o + 16`` for columns) with garbage past ``o + m``, so
 need 16 slots of slack past what they hold. Reads likewise load whole vectors and mask the
 lanes past ``n_valid``, so inputs need the same slack. Arrays must be C-contiguous.
 """
+
 from __future__ import annotations
 
 from llvmlite import ir
@@ -47,13 +48,16 @@ def _compress_store(builder, vec, mask, ptr):
     vtype = vec.type
     fnty = ir.FunctionType(vtype, [vtype, mask.type, vtype])
     fn = cgutils.get_or_insert_function(
-        builder.module, fnty, f"llvm.experimental.vector.compress.v{vtype.count}i64")
+        builder.module, fnty, f"llvm.experimental.vector.compress.v{vtype.count}i64"
+    )
     packed = builder.call(fn, [vec, mask, ir.Constant(vtype, ir.Undefined)])
     builder.store(packed, builder.bitcast(ptr, vtype.as_pointer()), align=8)
 
 
 def _lanes_below(builder, n_valid):
-    return builder.icmp_unsigned("<", ir.Constant(_V8, list(range(8))), _splat(builder, n_valid, _V8))
+    return builder.icmp_unsigned(
+        "<", ir.Constant(_V8, list(range(8))), _splat(builder, n_valid, _V8)
+    )
 
 
 def _c_array(ty, dtype):
@@ -89,11 +93,13 @@ def compress8(typingctx, keys, i, n_valid, pivot, above, out, o):
         keys_v, i_v, n_v, pivot_v, above_v, out_v, o_v = args
         vec = _load(builder, _pointer(context, builder, signature.args[0], keys_v, i_v), _V8, 8)
         pivot = _splat(builder, pivot_v, _V8)
-        side = builder.select(above_v, builder.icmp_unsigned(">", vec, pivot),
-                              builder.icmp_unsigned("<", vec, pivot))
+        side = builder.select(
+            above_v, builder.icmp_unsigned(">", vec, pivot), builder.icmp_unsigned("<", vec, pivot)
+        )
         mask = builder.and_(side, _lanes_below(builder, n_v))
-        _compress_store(builder, vec, mask,
-                        _pointer(context, builder, signature.args[5], out_v, o_v))
+        _compress_store(
+            builder, vec, mask, _pointer(context, builder, signature.args[5], out_v, o_v)
+        )
         return _popcount(builder, mask)
 
     return sig, codegen
@@ -128,13 +134,16 @@ def append_columns16(typingctx, j, mask, out, o):
     def codegen(context, builder, signature, args):
         j_v, mask_v, out_v, o_v = args
         v16 = ir.VectorType(_I32, 16)
-        cols = builder.add(_splat(builder, builder.trunc(j_v, _I32), v16),
-                           ir.Constant(v16, list(range(16))))
-        mask = builder.bitcast(builder.trunc(mask_v, ir.IntType(16)),
-                               ir.VectorType(ir.IntType(1), 16))
+        cols = builder.add(
+            _splat(builder, builder.trunc(j_v, _I32), v16), ir.Constant(v16, list(range(16)))
+        )
+        mask = builder.bitcast(
+            builder.trunc(mask_v, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16)
+        )
         fnty = ir.FunctionType(v16, [v16, mask.type, v16])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            "llvm.experimental.vector.compress.v16i32")
+        fn = cgutils.get_or_insert_function(
+            builder.module, fnty, "llvm.experimental.vector.compress.v16i32"
+        )
         packed = builder.call(fn, [cols, mask, ir.Constant(v16, ir.Undefined)])
         ptr = _pointer(context, builder, signature.args[2], out_v, o_v)
         builder.store(packed, builder.bitcast(ptr, v16.as_pointer()), align=4)

@@ -1,5 +1,6 @@
 """Row subsets for the compiled cosine_topk kernels (``rows=``): which rows to compute, in what
 order, and how to pick them out of the padded per-row results. Shared by every backend."""
+
 from __future__ import annotations
 
 import numpy as np

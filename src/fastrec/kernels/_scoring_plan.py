@@ -7,6 +7,7 @@ CSR_GRAD_CHUNKS chunks of rows, each scattering into its own dense float64 gradi
 (at most CSR_GRAD_BYTES in all, fewer chunks for very wide X), combined in chunk order.
 Partial gradients are folded in parallel over COMBINE_BLOCK-column blocks.
 """
+
 from __future__ import annotations
 
 import numpy as np

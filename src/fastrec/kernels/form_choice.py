@@ -19,6 +19,7 @@ small input, interleaved, medians), stored in ``$XDG_CACHE_HOME/fastrec/forms-<v
 ``FASTREC_FORMS`` (e.g. ``csr_dot=scalar,topk_float32_numba=walk``) overrides; ``fastrec info``
 shows what was chosen and why.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,8 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-FORMS = {"csr_dot": ("gather", "scalar"), "topk_float32_numba": ("compress", "walk"),
-         "topk_float32_cython": ("compress", "walk")}
+FORMS = {
+    "csr_dot": ("gather", "scalar"),
+    "topk_float32_numba": ("compress", "walk"),
+    "topk_float32_cython": ("compress", "walk"),
+}
 _chosen: dict[str, tuple[str, str]] = {}
 _lock = threading.RLock()
 
@@ -102,8 +106,9 @@ def _override(kind: str) -> str | None:
         if name.strip() == kind and form.strip():
             form = form.strip()
             if form not in FORMS[kind]:
-                raise ValueError(f"FASTREC_FORMS: {kind} must be one of {FORMS[kind]}, "
-                                 f"got {form!r}")
+                raise ValueError(
+                    f"FASTREC_FORMS: {kind} must be one of {FORMS[kind]}, got {form!r}"
+                )
             return form
     return None
 
@@ -186,13 +191,14 @@ def _csr_dot_runs():
                 fn()
             finally:
                 numba.set_num_threads(saved_)
+
         return wrapped
 
     return {name: one_thread(fn) for name, fn in runs.items()}
 
 
 def csr_dot_form() -> str:
-    """"gather" or "scalar": the Numba CSR dot product's form on this CPU."""
+    """ "gather" or "scalar": the Numba CSR dot product's form on this CPU."""
     if "csr_dot" in _chosen:  # the per-call fast path
         return _chosen["csr_dot"][0]
     return _choose("csr_dot", _csr_dot_runs)
@@ -216,6 +222,7 @@ def _topk_runs(backend):
                     numba_topk.topk(scores, 100, None, None, 1)
                 finally:
                     numba_topk._COMPRESS = saved
+
             return go
     else:
         from ._cython import _topk
@@ -228,6 +235,7 @@ def _topk_runs(backend):
                     kernel(scores, 100, None, None, 1)
                 finally:
                     _topk._set_compress(*saved)
+
             return go
 
     return lambda: {"compress": run(True), "walk": run(False)}

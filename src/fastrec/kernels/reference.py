@@ -7,6 +7,7 @@ signatures, on raw arrays (CSR as ``indptr, indices, data``), trusting its input
 in ``fastrec.similarity``, ``fastrec.topk`` and ``fastrec.scoring`` validates them first.
 ``n_threads`` is accepted for a uniform signature and ignored here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -124,9 +125,14 @@ def cosine_topk_prepare(indptr, indices, data, n_cols, n_threads):
     Xn = _row_normalised(X)
     XnT = Xn.T.tocsr()
     PT = _pattern(X).T.tocsr()
-    return (int(n_cols), np.dtype(data.dtype), (Xn.indptr, Xn.indices, Xn.data),
-            (XnT.indptr, XnT.indices, XnT.data), (X.indptr, X.indices),
-            (PT.indptr, PT.indices))
+    return (
+        int(n_cols),
+        np.dtype(data.dtype),
+        (Xn.indptr, Xn.indices, Xn.data),
+        (XnT.indptr, XnT.indices, XnT.data),
+        (X.indptr, X.indices),
+        (PT.indptr, PT.indices),
+    )
 
 
 def cosine_topk_rows(
@@ -186,8 +192,9 @@ def cosine_topk(
     It is :func:`cosine_topk_prepare` then :func:`cosine_topk_rows`.
     """
     prepared = cosine_topk_prepare(indptr, indices, data, n_cols, n_threads)
-    return cosine_topk_rows(prepared, k, shrink, min_similarity, min_support, include_self,
-                            n_threads, rows)
+    return cosine_topk_rows(
+        prepared, k, shrink, min_similarity, min_support, include_self, n_threads, rows
+    )
 
 
 def cosine_similarity(
@@ -397,12 +404,18 @@ def logistic_loss_grad_dense(X, y, w, b, l2, sample_weight, n_threads):
     return _loss_grad(
         lambda r0, r1: _dense_logits(X, w, b, r0, r1),
         lambda r0, r1, v: X[r0:r1].astype(np.float64).T @ v,
-        X.shape[0], y, w, b, l2, sample_weight,
+        X.shape[0],
+        y,
+        w,
+        b,
+        l2,
+        sample_weight,
     )
 
 
 def _csr_xt_times(indptr, indices, data, n_cols):
     """(r0, r1, r) -> X[r0:r1].T @ r in float64 for a CSR X with n_cols columns."""
+
     def xt_times(r0, r1, r):
         lo, hi = indptr[r0], indptr[r1]
         rows = np.repeat(np.arange(r1 - r0), np.diff(indptr[r0 : r1 + 1]))
@@ -418,7 +431,13 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     n_rows = len(indptr) - 1
     return _loss_grad(
         lambda r0, r1: _csr_logits(indptr, indices, data, w, b, r0, r1),
-        _csr_xt_times(indptr, indices, data, w.shape[0]), n_rows, y, w, b, l2, sample_weight,
+        _csr_xt_times(indptr, indices, data, w.shape[0]),
+        n_rows,
+        y,
+        w,
+        b,
+        l2,
+        sample_weight,
     )
 
 
@@ -447,7 +466,10 @@ def logistic_hessp_dense(X, c, v, vb, l2, n_threads):
     return _hessp(
         lambda r0, r1: _dense_logits(X, v, vb, r0, r1),
         lambda r0, r1, r: X[r0:r1].astype(np.float64).T @ r,
-        X.shape[0], c, v, l2,
+        X.shape[0],
+        c,
+        v,
+        l2,
     )
 
 
@@ -456,7 +478,11 @@ def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
     n_rows = len(indptr) - 1
     return _hessp(
         lambda r0, r1: _csr_logits(indptr, indices, data, v, vb, r0, r1),
-        _csr_xt_times(indptr, indices, data, v.shape[0]), n_rows, c, v, l2,
+        _csr_xt_times(indptr, indices, data, v.shape[0]),
+        n_rows,
+        c,
+        v,
+        l2,
     )
 
 

@@ -6,6 +6,7 @@ and the bit-mask walk. For k >= 32 the one that runs is measured on this CPU on 
 (kernels.form_choice; Cython's compress form needs AVX-512); below, the walk. See README
 ("Ranking") and benchmarks/README.md for what each costs.
 """
+
 from __future__ import annotations
 
 import contextlib

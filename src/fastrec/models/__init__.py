@@ -1,4 +1,5 @@
 """Recommender models on the public kernel API (scikit-learn conventions: fit returns self)."""
+
 from .als import ALS
 from .hybrid import Hybrid
 from .knn import ItemKNN, UserKNN

@@ -10,6 +10,7 @@ original ids; ``explain`` splits a score into the contributions that sum to it.
 Explicitly stored zeros in the fit matrix are dropped (not interactions: never "seen", no
 source of scores); the caller's matrix is left as it is.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -21,7 +22,7 @@ import scipy.sparse as sp
 from .. import _progress
 from .._dispatch import BACKENDS
 from .._validation import CSR, check_csr, check_k, check_n_threads
-from ..data import Interactions, contains, decode_ids, id_order, lookup_ids
+from ..data import Interactions, decode_ids, id_order, lookup_ids
 from ..topk import TopK, topk
 from . import _persist
 
@@ -84,7 +85,7 @@ class Explanation(NamedTuple):
 class _Requests:
     """The users of one call: fitted ``rows`` (int64) or request rows ``R`` (CSR), not both."""
 
-    __slots__ = ("rows", "R")
+    __slots__ = ("R", "rows")
 
     def __init__(self, rows=None, R=None):
         self.rows, self.R = rows, R
@@ -210,8 +211,10 @@ class Recommender:
     def _requests(self, user_ids, users, user_items) -> _Requests:
         given = [x is not None for x in (user_ids, users, user_items)]
         if sum(given) != 1:
-            raise ValueError("give exactly one of user_ids (rows), users (original ids) or "
-                             "user_items (one sparse row per request)")
+            raise ValueError(
+                "give exactly one of user_ids (rows), users (original ids) or "
+                "user_items (one sparse row per request)"
+            )
         if user_ids is not None:
             return _Requests(rows=self._check_users(user_ids))
         if users is not None:
@@ -227,8 +230,7 @@ class Recommender:
         """
         self._check_fitted()
         if sp.issparse(user_items):
-            R = check_csr(user_items, "user_items", dtype=self.user_items_.dtype,
-                          drop_zeros=True)
+            R = check_csr(user_items, "user_items", dtype=self.user_items_.dtype, drop_zeros=True)
             if R.shape[1] != self.n_items_:
                 raise ValueError(
                     f"user_items has {R.shape[1]} columns but the model knows {self.n_items_} "
@@ -251,10 +253,15 @@ class Recommender:
                 cols.append(c)
                 vals.append(v)
             R = sp.csr_matrix(
-                (np.concatenate(vals) if vals else np.zeros(0),
-                 (np.concatenate(rows) if rows else np.zeros(0, np.int64),
-                  np.concatenate(cols) if cols else np.zeros(0, np.int64))),
-                shape=(len(user_items), self.n_items_))
+                (
+                    np.concatenate(vals) if vals else np.zeros(0),
+                    (
+                        np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                        np.concatenate(cols) if cols else np.zeros(0, np.int64),
+                    ),
+                ),
+                shape=(len(user_items), self.n_items_),
+            )
             R = check_csr(R, "user_items", drop_zeros=True)
             R = sp.csr_matrix((R.data, R.indices, R.indptr), shape=R.shape)
         else:
@@ -284,6 +291,7 @@ class Recommender:
         only the pattern counts. The complement of an allow-list costs O(rows * n_cols) entries,
         so rows are taken in blocks of at most ``_MASK_BLOCK_ENTRIES`` masked entries.
         """
+
         def as_mask(x, name):
             if x is None:
                 return None
@@ -291,9 +299,9 @@ class Recommender:
                 M = check_csr(x, name, allow_nonfinite=True)
                 if M.shape != (n_rows, n_cols):
                     raise ValueError(f"{name} must have shape {(n_rows, n_cols)}, got {M.shape}")
-                return sp.csr_matrix((np.ones(len(M.indices)), M.indices, M.indptr),
-                                     shape=M.shape)
+                return sp.csr_matrix((np.ones(len(M.indices)), M.indices, M.indptr), shape=M.shape)
             return np.unique(self._item_list(x, name) if item_axis else self._check_users(x))
+
         ex, cand = as_mask(exclude, "exclude"), as_mask(candidates, "candidates")
         if ex is None and cand is None:
             return [(0, n_rows, None)]
@@ -319,8 +327,7 @@ class Recommender:
                 allowed = cand[r0:r1].toarray() != 0
                 blk = sp.csr_matrix(~allowed, dtype=np.float64)
                 if ex is not None:
-                    blk = blk + (ex[r0:r1] if sp.issparse(ex) else self._tiled(ex, r1 - r0,
-                                                                                n_cols))
+                    blk = blk + (ex[r0:r1] if sp.issparse(ex) else self._tiled(ex, r1 - r0, n_cols))
             blk = sp.csr_matrix(blk)
             blk.sum_duplicates()
             blocks.append((r0, r1, blk))
@@ -330,11 +337,22 @@ class Recommender:
     def _tiled(cols, n_rows, n_cols):
         """The same sorted columns masked in each of n_rows rows."""
         k = len(cols)
-        return sp.csr_matrix((np.ones(n_rows * k), np.tile(cols, n_rows),
-                              np.arange(n_rows + 1, dtype=np.int64) * k), shape=(n_rows, n_cols))
+        return sp.csr_matrix(
+            (np.ones(n_rows * k), np.tile(cols, n_rows), np.arange(n_rows + 1, dtype=np.int64) * k),
+            shape=(n_rows, n_cols),
+        )
 
-    def recommend(self, user_ids=None, n: int = 10, *, users=None, user_items=None,
-                  exclude_seen: bool = True, exclude=None, candidates=None) -> TopK:
+    def recommend(
+        self,
+        user_ids=None,
+        n: int = 10,
+        *,
+        users=None,
+        user_items=None,
+        exclude_seen: bool = True,
+        exclude=None,
+        candidates=None,
+    ) -> TopK:
         """Top-n items per request: TopK (n_requests, n), item columns (see decode_items).
 
         Requests: ``user_ids`` (rows of the fitted matrix), ``users`` (original ids) or
@@ -353,22 +371,28 @@ class Recommender:
         exclude_seen = bool(exclude_seen)
         blocks = self._masks(exclude, candidates, len(req), self.n_items_)
         if len(blocks) == 1 and blocks[0][2] is None and req.R is None:
-            return _progress_topk(lambda block: self._recommend(block, n, exclude_seen),
-                                  req.rows, getattr(self, "verbose", False), type(self).__name__)
+            return _progress_topk(
+                lambda block: self._recommend(block, n, exclude_seen),
+                req.rows,
+                getattr(self, "verbose", False),
+                type(self).__name__,
+            )
         if len(blocks) == 1:  # no slicing: one request is the latency-critical case
             return self._recommend_requests(req, n, exclude_seen, blocks[0][2])
-        parts = [self._recommend_requests(req.block(r0, r1), n, exclude_seen, mask)
-                 for r0, r1, mask in blocks]
-        return TopK(np.concatenate([p.indices for p in parts]),
-                    np.concatenate([p.scores for p in parts]))
+        parts = [
+            self._recommend_requests(req.block(r0, r1), n, exclude_seen, mask)
+            for r0, r1, mask in blocks
+        ]
+        return TopK(
+            np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+        )
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _recommend_requests(self, req: _Requests, n, exclude_seen, mask) -> TopK:
         """recommend for request rows or masked fitted rows (subclasses implement)."""
-        raise ValueError(f"{type(self).__name__} does not take user_items, exclude or "
-                         "candidates")
+        raise ValueError(f"{type(self).__name__} does not take user_items, exclude or candidates")
 
     # -- explanations ---------------------------------------------------------------------
     def _explain_target(self, user_id, item_id, user, item, user_items, exclude_seen):
@@ -410,8 +434,9 @@ class Recommender:
     def save(self, path):
         """Save parameters and fitted arrays to a plain .npz (no pickle); returns the path."""
         self._check_fitted()
-        return _persist.write_model(path, type(self).__name__, self._params_json(),
-                                    self._all_arrays())
+        return _persist.write_model(
+            path, type(self).__name__, self._params_json(), self._all_arrays()
+        )
 
     def _params_json(self) -> dict:
         return self.get_params()
@@ -464,16 +489,19 @@ class Recommender:
 
 def _progress_topk(run, rows: np.ndarray, verbose: bool, name: str) -> TopK:
     """``run(rows)`` (a TopK), in row blocks behind a progress bar when there are many rows."""
-    parts = _progress.blockwise(lambda block: run(rows[block]), len(rows), verbose,
-                                f"recommending ({name})", unit="users")
+    parts = _progress.blockwise(
+        lambda block: run(rows[block]), len(rows), verbose, f"recommending ({name})", unit="users"
+    )
     if len(parts) == 1:
         return parts[0]
-    return TopK(np.concatenate([p.indices for p in parts]),
-                np.concatenate([p.scores for p in parts]))
+    return TopK(
+        np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+    )
 
 
-def topk_rows_of_csr(M: sp.csr_matrix, rows: np.ndarray, n: int, *, backend="auto",
-                     n_threads=None) -> TopK:
+def topk_rows_of_csr(
+    M: sp.csr_matrix, rows: np.ndarray, n: int, *, backend="auto", n_threads=None
+) -> TopK:
     """The n largest stored entries of each row of M, for neighbour queries, as TopK.
 
     The rows' entries are laid out in a dense (len(rows), max row length) block padded with

@@ -16,6 +16,7 @@ With a reserve (``reserve`` > 0: each row keeps k + reserve entries) the same ho
 last kept entry as t_i, so a stored entry of T that loses rank is replaced from the reserve
 instead of forcing a recomputation; a row whose reserve runs below k is recomputed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,9 @@ _BLOCK_ENTRIES = 1 << 21
 
 def _padded(M: sp.csr_matrix, shape) -> sp.csr_matrix:
     """M as the top-left block of a zero matrix of ``shape`` (row order of entries kept)."""
-    indptr = np.concatenate([M.indptr, np.full(shape[0] - M.shape[0], M.indptr[-1],
-                                               dtype=M.indptr.dtype)])
+    indptr = np.concatenate(
+        [M.indptr, np.full(shape[0] - M.shape[0], M.indptr[-1], dtype=M.indptr.dtype)]
+    )
     out = sp.csr_matrix((M.data, M.indices, indptr), shape=shape)
     out.has_sorted_indices = bool(M.has_sorted_indices)
     return out
@@ -56,16 +58,24 @@ def grown_data(model, new_events):
             )
         unknown = set(new_events) - {"users", "items", "values"}
         if unknown or not {"users", "items"} <= set(new_events):
-            raise ValueError('new_events must be a dict with "users", "items" and optionally '
-                             f'"values", got keys {sorted(new_events)}')
-        base = Interactions(model.user_items_, model.user_ids_, model.item_ids_,
-                            duplicates=model.duplicates_ or "sum")
+            raise ValueError(
+                'new_events must be a dict with "users", "items" and optionally '
+                f'"values", got keys {sorted(new_events)}'
+            )
+        base = Interactions(
+            model.user_items_,
+            model.user_ids_,
+            model.item_ids_,
+            duplicates=model.duplicates_ or "sum",
+        )
         grown = base.append(new_events["users"], new_events["items"], new_events.get("values"))
         M = grown.matrix
     elif isinstance(new_events, Interactions):
         if not has_ids:
-            raise ValueError("the model was fit on a bare matrix (no id maps): pass the grown "
-                             "matrix, not Interactions")
+            raise ValueError(
+                "the model was fit on a bare matrix (no id maps): pass the grown "
+                "matrix, not Interactions"
+            )
         for what, old in (("user", model.user_ids_), ("item", model.item_ids_)):
             new = getattr(new_events, f"{what}_ids")
             if len(new) < len(old) or not np.array_equal(new[: len(old)], old):
@@ -76,12 +86,16 @@ def grown_data(model, new_events):
         grown, M = new_events, new_events.matrix
     elif sp.issparse(new_events):
         if has_ids:
-            raise ValueError("the model has id maps: pass the grown Interactions (or a dict of "
-                             "events in original ids), not a bare matrix")
+            raise ValueError(
+                "the model has id maps: pass the grown Interactions (or a dict of "
+                "events in original ids), not a bare matrix"
+            )
         grown = M = new_events
     else:
-        raise TypeError("new_events must be the grown Interactions, a dict of events, or the "
-                        f"grown sparse matrix, got {type(new_events).__name__}")
+        raise TypeError(
+            "new_events must be the grown Interactions, a dict of events, or the "
+            f"grown sparse matrix, got {type(new_events).__name__}"
+        )
     from ._base import as_user_items
 
     N = as_user_items(M, "new_events")[0]
@@ -106,8 +120,10 @@ def grown_data(model, new_events):
 def needs_full_fit(model, changed):
     """Why partial_fit must refit everything, or None."""
     if getattr(model, "weighting", None) is not None:
-        return (f"weighting={model.weighting!r} depends on global counts that the new events "
-                "change for every row")
+        return (
+            f"weighting={model.weighting!r} depends on global counts that the new events "
+            "change for every row"
+        )
     if changed["negative"]:
         return "negative values"
     if changed["decreased"]:
@@ -205,21 +221,26 @@ def update_neighbours(model, X, old_nb, complete, n_old, touched, kept):
     # Every candidate ranking at or above the old last entry is known (all of them when the
     # row was complete): their top entries are exact, and at least k of them make the row.
     m_rows, m_cols, m_vals, got = _top_per_row(
-        np.concatenate([o_rows[kept_old], c_i]), np.concatenate([o_cols[kept_old], c_j]),
-        np.concatenate([old.data[kept_old], c_s.astype(old.dtype)]), kept, n)
+        np.concatenate([o_rows[kept_old], c_i]),
+        np.concatenate([o_cols[kept_old], c_j]),
+        np.concatenate([old.data[kept_old], c_s.astype(old.dtype)]),
+        kept,
+        n,
+    )
     redo = np.flatnonzero(meets & ~complete & (got < k))
     new_complete[meets] = complete[meets] & (got[meets] <= kept)
     drop = np.zeros(n, dtype=bool)
     drop[redo] = True
     keep_m = ~drop[m_rows]
     unchanged = ~(in_t | meets)[o_rows]
-    parts = [(o_rows[unchanged], o_cols[unchanged], old.data[unchanged]),
-             (m_rows[keep_m], m_cols[keep_m], m_vals[keep_m])] + new_parts
+    parts = [
+        (o_rows[unchanged], o_cols[unchanged], old.data[unchanged]),
+        (m_rows[keep_m], m_cols[keep_m], m_vals[keep_m]),
+    ] + new_parts
     if redo.size:
         res = sp.csr_matrix(cosine_topk(prepared, kept, rows=redo, **opts))
         new_complete[redo] = np.diff(res.indptr) < kept
-        parts.append((np.repeat(redo, np.diff(res.indptr)), res.indices.astype(np.int64),
-                      res.data))
+        parts.append((np.repeat(redo, np.diff(res.indptr)), res.indices.astype(np.int64), res.data))
     rows = np.concatenate([p[0] for p in parts])
     cols = np.concatenate([p[1] for p in parts])
     vals = np.concatenate([np.asarray(p[2], dtype=old.dtype) for p in parts])
@@ -228,7 +249,10 @@ def update_neighbours(model, X, old_nb, complete, n_old, touched, kept):
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     ranked = sp.csr_matrix((vals[order], cols[order], indptr), shape=(n, n))
-    model.partial_fit_stats_ = {"changed_rows": int(touched.size), "merged_rows":
-                                int(meets.sum()), "recomputed_rows": int(redo.size),
-                                "work_share": share}
+    model.partial_fit_stats_ = {
+        "changed_rows": int(touched.size),
+        "merged_rows": int(meets.sum()),
+        "recomputed_rows": int(redo.size),
+        "work_share": share,
+    }
     return (ranked, new_complete), None

@@ -18,6 +18,7 @@ every array a kernel will trust (:func:`check_csr_arrays`, :func:`check_vector`)
 O(size of the file) with the memory maps kept; any failure is a one-line ValueError naming the
 file and the array (:func:`model_file_errors`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -99,9 +100,22 @@ def model_file_errors(path):
         raise
     # OSError: zipfile seeks to offsets a corrupt directory gives (EINVAL); TokenError and
     # SyntaxError: NumPy parses a .npy header (a Python literal) with the tokenizer.
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, OSError,
-            zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, UnicodeError,
-            NotImplementedError, tokenize.TokenError, SyntaxError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        EOFError,
+        OverflowError,
+        OSError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        UnicodeError,
+        NotImplementedError,
+        tokenize.TokenError,
+        SyntaxError,
+    ) as exc:
         detail = f"missing array {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
         detail = " ".join(detail.split())  # one line
         prefix = f"invalid model file {path}"
@@ -151,17 +165,23 @@ def _map_member(path, raw, info, key, file_size):
     version = np.lib.format.read_magic(raw)
     if version not in ((1, 0), (2, 0)):
         raise ValueError(f"array {key!r}: unsupported .npy version {version}")
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
     shape, fortran, dtype = read_header(raw)
     _check_dtype(dtype, key)
     payload = raw.tell()
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
     if any(s < 0 for s in shape) or payload - start + nbytes != info.file_size:
-        raise ValueError(f"array {key!r}: its header's shape {shape} and dtype {dtype} do not "
-                         f"match the {info.file_size} bytes stored")
-    return np.memmap(path, dtype=dtype, mode="r", offset=payload, shape=shape,
-                     order="F" if fortran else "C")
+        raise ValueError(
+            f"array {key!r}: its header's shape {shape} and dtype {dtype} do not "
+            f"match the {info.file_size} bytes stored"
+        )
+    return np.memmap(
+        path, dtype=dtype, mode="r", offset=payload, shape=shape, order="F" if fortran else "C"
+    )
 
 
 def read_model(path, expected_class: str, *, mmap: bool = True):
@@ -208,8 +228,10 @@ def read_model(path, expected_class: str, *, mmap: bool = True):
                 if not fname.endswith(".npy"):
                     raise ValueError(f"unexpected member {fname!r}")
                 key = fname[:-4]
-                if mmap and info.compress_type == zipfile.ZIP_STORED and (
-                    info.file_size >= MMAP_THRESHOLD_BYTES
+                if (
+                    mmap
+                    and info.compress_type == zipfile.ZIP_STORED
+                    and (info.file_size >= MMAP_THRESHOLD_BYTES)
                 ):
                     arrays[key] = _map_member(path, raw, info, key, file_size)
                 else:
@@ -226,14 +248,23 @@ def read_model(path, expected_class: str, *, mmap: bool = True):
 
 # ---- what the kernels trust, checked once on load -----------------------------------------
 
-def check_vector(arrays: dict, name: str, length: int | None = None, *, kinds: str = "f",
-                 finite: bool = True, min_value=None):
+
+def check_vector(
+    arrays: dict,
+    name: str,
+    length: int | None = None,
+    *,
+    kinds: str = "f",
+    finite: bool = True,
+    min_value=None,
+):
     """``arrays[name]`` as a 1-D array of one of ``kinds`` (NumPy kind letters), of ``length``,
     finite and >= ``min_value`` when asked. Returned as stored (memory maps stay maps)."""
     a = arrays[name]
     if a.ndim != 1 or a.dtype.kind not in kinds:
-        raise ValueError(f"array {name!r} must be 1-D of kind {kinds!r}, got {a.dtype} with "
-                         f"shape {a.shape}")
+        raise ValueError(
+            f"array {name!r} must be 1-D of kind {kinds!r}, got {a.dtype} with shape {a.shape}"
+        )
     if length is not None and a.shape[0] != length:
         raise ValueError(f"array {name!r} has length {a.shape[0]}, expected {length}")
     if a.dtype.kind == "f" and a.dtype.itemsize not in (4, 8):
@@ -245,8 +276,9 @@ def check_vector(arrays: dict, name: str, length: int | None = None, *, kinds: s
     return a
 
 
-def check_csr_arrays(prefix: str, arrays: dict, shape: tuple[int, int] | None = None, *,
-                     order: str = "canonical") -> tuple:
+def check_csr_arrays(
+    prefix: str, arrays: dict, shape: tuple[int, int] | None = None, *, order: str = "canonical"
+) -> tuple:
     """Check the CSR saved by ``csr_arrays(prefix, ...)``: its shape (== ``shape`` when given),
     int32/int64 indptr and indices of one dtype, float32/float64 finite data, the structure
     (indptr from 0, non-decreasing, to nnz; indices in range) and the rows' order: "canonical"
@@ -259,8 +291,7 @@ def check_csr_arrays(prefix: str, arrays: dict, shape: tuple[int, int] | None = 
     if n_rows < 0 or n_cols < 0 or max(n_rows, n_cols) > np.iinfo(np.int64).max // 16:
         raise ValueError(f"array '{prefix}_shape' holds an impossible shape {(n_rows, n_cols)}")
     if shape is not None and (n_rows, n_cols) != tuple(shape):
-        raise ValueError(f"array '{prefix}_shape' says {(n_rows, n_cols)}, expected "
-                         f"{tuple(shape)}")
+        raise ValueError(f"array '{prefix}_shape' says {(n_rows, n_cols)}, expected {tuple(shape)}")
     indptr = arrays[f"{prefix}_indptr"]
     indices = arrays[f"{prefix}_indices"]
     data = check_vector(arrays, f"{prefix}_data")
@@ -272,16 +303,21 @@ def check_csr_arrays(prefix: str, arrays: dict, shape: tuple[int, int] | None = 
     if indices.shape != data.shape:
         raise ValueError(f"arrays '{prefix}_indices' and '{prefix}_data' differ in length")
     if n_cols > np.iinfo(indices.dtype).max:
-        raise ValueError(f"array '{prefix}_indices' is {indices.dtype}, too narrow for "
-                         f"{n_cols} columns")
+        raise ValueError(
+            f"array '{prefix}_indices' is {indices.dtype}, too narrow for {n_cols} columns"
+        )
     check_compressed_structure(indptr, indices, data, n_rows, n_cols, f"array '{prefix}'")
     if int(indptr[-1]) != indices.shape[0]:
-        raise ValueError(f"array '{prefix}_indptr' ends at {int(indptr[-1])}, but "
-                         f"{indices.shape[0]} entries are stored")
+        raise ValueError(
+            f"array '{prefix}_indptr' ends at {int(indptr[-1])}, but "
+            f"{indices.shape[0]} entries are stored"
+        )
     if order == "ranked":
         if not _rows_ranked(indptr, indices, data):
-            raise ValueError(f"arrays '{prefix}_data' / '{prefix}_indices' are not in rank "
-                             "order within rows (values descending, ties by smaller index)")
+            raise ValueError(
+                f"arrays '{prefix}_data' / '{prefix}_indices' are not in rank "
+                "order within rows (values descending, ties by smaller index)"
+            )
     elif not _rows_strictly_increasing(indptr, indices):
         raise ValueError(f"array '{prefix}_indices' is not sorted and distinct within rows")
     return n_rows, n_cols

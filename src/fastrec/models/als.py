@@ -1,4 +1,5 @@
 """Implicit-feedback matrix factorisation (ALS with conjugate-gradient solves, as implicit's)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,10 +31,19 @@ class ALS(Recommender):
     their transpose; a fit iteration costs O(cg_steps * (nnz + (n_users + n_items) * f) * f).
     """
 
-    def __init__(self, factors: int = 64, regularization: float = 0.01, alpha: float = 1.0,
-                 iterations: int = 15, cg_steps: int = 3, random_state: int = 0,
-                 dtype: str = "float32", progress: bool = False, backend: str = "auto",
-                 n_threads=None):
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        cg_steps: int = 3,
+        random_state: int = 0,
+        dtype: str = "float32",
+        progress: bool = False,
+        backend: str = "auto",
+        n_threads=None,
+    ):
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha
@@ -73,34 +83,51 @@ class ALS(Recommender):
             from tqdm.auto import tqdm
 
             sweeps = bar = tqdm(sweeps, desc="ALS", unit="it")
-        opts = dict(regularization=self.regularization, alpha=self.alpha,
-                    cg_steps=self.cg_steps, backend=self.backend, n_threads=self.n_threads)
+        opts = dict(
+            regularization=self.regularization,
+            alpha=self.alpha,
+            cg_steps=self.cg_steps,
+            backend=self.backend,
+            n_threads=self.n_threads,
+        )
         for _ in sweeps:
             X = als_cg_update(self.user_items_, X, Y, **opts)
             Y = als_cg_update(IU, Y, X, **opts)
             if bar is not None:
-                self.loss_history_.append(als_loss(self.user_items_, X, Y, self.regularization,
-                                                   self.alpha))
+                self.loss_history_.append(
+                    als_loss(self.user_items_, X, Y, self.regularization, self.alpha)
+                )
                 bar.set_postfix(loss=f"{self.loss_history_[-1]:.6g}")
         self.user_factors_, self.item_factors_ = X, Y
         return self
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         seen = self.user_items_[rows] if exclude_seen else None
-        return dot_topk(self.user_factors_[rows], self.item_factors_, n, exclude=seen,
-                        backend=self.backend, n_threads=self.n_threads)
+        return dot_topk(
+            self.user_factors_[rows],
+            self.item_factors_,
+            n,
+            exclude=seen,
+            backend=self.backend,
+            n_threads=self.n_threads,
+        )
 
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
         """Fitted rows with exclude/candidates masks, or users unseen at fit time (fold-in)."""
-        factors = (self.user_factors_[req.rows] if req.rows is not None
-                   else self.fold_in(req.R))
+        factors = self.user_factors_[req.rows] if req.rows is not None else self.fold_in(req.R)
         seen = req.seen(self.user_items_) if exclude_seen else None
         if seen is not None and mask is not None:
             seen = sp.csr_matrix(seen + mask)
         elif mask is not None:
             seen = mask
-        return dot_topk(factors, self.item_factors_, n, exclude=seen, backend=self.backend,
-                        n_threads=self.n_threads)
+        return dot_topk(
+            factors,
+            self.item_factors_,
+            n,
+            exclude=seen,
+            backend=self.backend,
+            n_threads=self.n_threads,
+        )
 
     def fold_in(self, user_items) -> np.ndarray:
         """Factors of users unseen at fit time from their interactions (n_requests x n_items
@@ -108,20 +135,34 @@ class ALS(Recommender):
         CG steps from zero (the exact solution of the f x f system, up to rounding)."""
         self._check_fitted()
         X0 = np.zeros((user_items.shape[0], int(self.factors)), dtype=self.item_factors_.dtype)
-        return als_cg_update(user_items, X0, self.item_factors_,
-                             regularization=self.regularization, alpha=self.alpha,
-                             cg_steps=int(self.factors), backend=self.backend,
-                             n_threads=self.n_threads)
+        return als_cg_update(
+            user_items,
+            X0,
+            self.item_factors_,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            cg_steps=int(self.factors),
+            backend=self.backend,
+            n_threads=self.n_threads,
+        )
 
     def similar_items(self, item_ids, n: int = 10) -> TopK:
         """The n items closest to each given item by cosine of their factors (the item itself
         excluded): TopK (len(item_ids), n), ties by smaller item."""
         items = self._check_items(item_ids)
         n = check_k(n, "n")
-        itself = sp.csr_matrix((np.ones(len(items)), (np.arange(len(items)), items)),
-                               shape=(len(items), self.n_items_))
-        return dot_topk(self.item_factors_[items], self.item_factors_, n, exclude=itself,
-                        metric="cosine", backend=self.backend, n_threads=self.n_threads)
+        itself = sp.csr_matrix(
+            (np.ones(len(items)), (np.arange(len(items)), items)), shape=(len(items), self.n_items_)
+        )
+        return dot_topk(
+            self.item_factors_[items],
+            self.item_factors_,
+            n,
+            exclude=itself,
+            metric="cosine",
+            backend=self.backend,
+            n_threads=self.n_threads,
+        )
 
     def _state(self) -> dict:
         return {"user_factors_": self.user_factors_, "item_factors_": self.item_factors_}
@@ -131,10 +172,15 @@ class ALS(Recommender):
             a = arrays.get(name)
             if a is None:
                 raise ValueError(f"model file has no {name}")
-            if (a.ndim != 2 or a.shape != (rows, int(self.factors))
-                    or a.dtype != np.dtype(self.dtype)):
-                raise ValueError(f"model file's {name} must be ({rows}, {self.factors}) "
-                                 f"{self.dtype}, got {a.shape} {a.dtype}")
+            if (
+                a.ndim != 2
+                or a.shape != (rows, int(self.factors))
+                or a.dtype != np.dtype(self.dtype)
+            ):
+                raise ValueError(
+                    f"model file's {name} must be ({rows}, {self.factors}) "
+                    f"{self.dtype}, got {a.shape} {a.dtype}"
+                )
             if not np.isfinite(a).all():
                 raise ValueError(f"model file's {name} contains NaN or infinity")
             setattr(self, name, a)
@@ -155,8 +201,8 @@ def als_loss(user_items, X, Y, regularization, alpha) -> float:
     rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
     c1_sum = 0.0
     for s in range(0, M.nnz, _LOSS_CHUNK):
-        u, i = rows[s:s + _LOSS_CHUNK], M.indices[s:s + _LOSS_CHUNK]
-        c1 = alpha * M.data[s:s + _LOSS_CHUNK].astype(np.float64)
+        u, i = rows[s : s + _LOSS_CHUNK], M.indices[s : s + _LOSS_CHUNK]
+        c1 = alpha * M.data[s : s + _LOSS_CHUNK].astype(np.float64)
         pred = np.einsum("ij,ij->i", X64[u], Y64[i])
         total += float(np.sum((1.0 + c1) * (1.0 - pred) ** 2 - pred**2))
         c1_sum += float(c1.sum())

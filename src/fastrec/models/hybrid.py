@@ -20,6 +20,7 @@ features on a seeded per-user hold-out of the training data (CF models refit on 
 ranks by it. ``rerank=False``: the blend ranks. Either way no dense users x items matrix is
 built: the work per user is O(models * n_candidates), memory O(2048 users * candidates).
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,9 +60,18 @@ class Hybrid(Recommender):
     ``max_train_users`` (users sampled for ranker training), ``seed``.
     """
 
-    def recommend(self, user_ids=None, n: int = 10, *, users=None, user_items=None,
-                  exclude_seen: bool = True, exclude=None, candidates=None,
-                  context=None) -> TopK:
+    def recommend(
+        self,
+        user_ids=None,
+        n: int = 10,
+        *,
+        users=None,
+        user_items=None,
+        exclude_seen: bool = True,
+        exclude=None,
+        candidates=None,
+        context=None,
+    ) -> TopK:
         """Top-n items per user row: TopK (n_requests, n).
 
         ``user_ids`` (rows), ``users`` (original ids) or ``user_items`` (users unseen at fit
@@ -87,10 +97,14 @@ class Hybrid(Recommender):
             if b.R is None:
                 parts.append(self._recommend(b.rows, n, bool(exclude_seen), c, mask))
             else:
-                parts.append(self._recommend_block(np.arange(r1 - r0, dtype=np.int64), n,
-                                                   bool(exclude_seen), c, mask, b.R))
-        return TopK(np.concatenate([p.indices for p in parts]),
-                    np.concatenate([p.scores for p in parts]))
+                parts.append(
+                    self._recommend_block(
+                        np.arange(r1 - r0, dtype=np.int64), n, bool(exclude_seen), c, mask, b.R
+                    )
+                )
+        return TopK(
+            np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+        )
 
     def _check_context(self, context, rows):
         if context is None:
@@ -183,17 +197,22 @@ class Hybrid(Recommender):
         self.candidates_ = [m.clone().fit(self.user_items_) for m in models]
         for m in self.candidates_:  # the id maps, so that their neighbour queries take ids
             m.user_ids_, m.item_ids_ = self.user_ids_, self.item_ids_
-        self.item_pop_ = self._scaled_log(np.bincount(self.user_items_.indices,
-                                                      minlength=self.n_items_))
+        self.item_pop_ = self._scaled_log(
+            np.bincount(self.user_items_.indices, minlength=self.n_items_)
+        )
         return self
 
     def _check_side_features(self):
-        for feats, n, what in ((self.user_features_, self.n_users_, "user"),
-                               (self.item_features_, self.n_items_, "item")):
+        for feats, n, what in (
+            (self.user_features_, self.n_users_, "user"),
+            (self.item_features_, self.n_items_, "item"),
+        ):
             for name, codes in feats.items():
                 codes = np.asarray(codes)
-                if codes.shape != (n,) or codes.dtype.kind not in "iu" or (
-                    codes.size and codes.min() < 0
+                if (
+                    codes.shape != (n,)
+                    or codes.dtype.kind not in "iu"
+                    or (codes.size and codes.min() < 0)
                 ):
                     raise ValueError(
                         f"{what} feature {name!r} must hold one non-negative integer code per "
@@ -207,12 +226,17 @@ class Hybrid(Recommender):
         return v / top if top > 0 else v
 
     def _fit_ranker(self, models, n_cand, contexts):
-        frac = check_scalar(self.validation_fraction, "validation_fraction",
-                            min_value=0, max_value=1, min_inclusive=False)
-        max_users = check_scalar(self.max_train_users, "max_train_users", min_value=1,
-                                 integer=True)
-        whole = Interactions(self.user_items_, np.arange(self.n_users_), np.arange(self.n_items_),
-                             contexts=contexts)
+        frac = check_scalar(
+            self.validation_fraction,
+            "validation_fraction",
+            min_value=0,
+            max_value=1,
+            min_inclusive=False,
+        )
+        max_users = check_scalar(self.max_train_users, "max_train_users", min_value=1, integer=True)
+        whole = Interactions(
+            self.user_items_, np.arange(self.n_users_), np.arange(self.n_items_), contexts=contexts
+        )
         part, held = per_user_split(whole, frac, seed=self.seed)
         rng = np.random.default_rng(self.seed)
         users = np.flatnonzero(np.diff(held.matrix.indptr) > 0)
@@ -268,8 +292,7 @@ class Hybrid(Recommender):
         return out
 
     # -- candidates and features ---------------------------------------------------------
-    def _candidates_and_features(self, models, UI, item_pop, rows, n_cand, exclude_seen,
-                                 R=None):
+    def _candidates_and_features(self, models, UI, item_pop, rows, n_cand, exclude_seen, R=None):
         """(row position, item, feature CSR) for the union of the models' candidates.
 
         Candidates are ordered by (row position, item) ascending. ``R``: request rows of users
@@ -286,8 +309,7 @@ class Hybrid(Recommender):
             idx, scores = res.indices, np.asarray(res.scores, dtype=np.float64)
             valid = idx >= 0
             best = np.where(valid[:, :1], scores[:, :1], 1.0)
-            norm = np.divide(scores, best, out=np.zeros_like(scores),
-                             where=valid & (best > 0))
+            norm = np.divide(scores, best, out=np.zeros_like(scores), where=valid & (best > 0))
             r, c = np.nonzero(valid)
             parts.append((r, idx[r, c], np.full(r.size, m_i), norm[r, c], 1.0 / (c + 1.0)))
         r = np.concatenate([p[0] for p in parts])
@@ -312,8 +334,10 @@ class Hybrid(Recommender):
             top = np.log1p(np.diff(UI.indptr).max(initial=0))
             act = np.log1p(np.diff(R.indptr).astype(np.float64))
             dense[:, 3 * n_models + 2] = (act / top if top > 0 else act)[cand_rows]
-            crosses = [sp.csr_matrix((n, b.shape[1])) for b in
-                       self._cross_features(np.zeros(0, np.int64), np.zeros(0, np.int64))]
+            crosses = [
+                sp.csr_matrix((n, b.shape[1]))
+                for b in self._cross_features(np.zeros(0, np.int64), np.zeros(0, np.int64))
+            ]
         blocks = [sp.csr_matrix(dense)] + crosses
         X = sp.hstack(blocks, format="csr")
         return cand_rows, cand_items, X
@@ -333,9 +357,9 @@ class Hybrid(Recommender):
                 i_codes = np.asarray(self.item_features_[i_name])
                 n_i = int(i_codes.max()) + 1 if i_codes.size else 1
                 cross = u_codes[users] * n_i + i_codes[items]
-                blocks.append(sp.csr_matrix(
-                    (np.ones(n), (np.arange(n), cross)), shape=(n, n_u * n_i)
-                ))
+                blocks.append(
+                    sp.csr_matrix((np.ones(n), (np.arange(n), cross)), shape=(n, n_u * n_i))
+                )
         return blocks
 
     def _with_context(self, X, ctx_rows, items):
@@ -354,23 +378,27 @@ class Hybrid(Recommender):
                     blocks.append(sp.csr_matrix((n, width)))
                     continue
                 cross = ctx_rows[:, c] * n_i + i_codes[items]
-                blocks.append(sp.csr_matrix((np.ones(n), (np.arange(n), cross)),
-                                            shape=(n, width)))
+                blocks.append(sp.csr_matrix((np.ones(n), (np.arange(n), cross)), shape=(n, width)))
         return sp.hstack(blocks, format="csr") if len(blocks) > 1 else X
 
     # -- recommending --------------------------------------------------------------------
     def _recommend(self, rows, n, exclude_seen, ctx=None, mask=None) -> TopK:
         # Blocks of users bound the candidate features' memory to O(_BLOCK_USERS * candidates).
         parts = [
-            self._recommend_block(rows[r0 : r0 + _BLOCK_USERS], n, exclude_seen,
-                                  None if ctx is None else ctx[r0 : r0 + _BLOCK_USERS],
-                                  None if mask is None else mask[r0 : r0 + _BLOCK_USERS])
+            self._recommend_block(
+                rows[r0 : r0 + _BLOCK_USERS],
+                n,
+                exclude_seen,
+                None if ctx is None else ctx[r0 : r0 + _BLOCK_USERS],
+                None if mask is None else mask[r0 : r0 + _BLOCK_USERS],
+            )
             for r0 in range(0, len(rows), _BLOCK_USERS)
         ]
         if not parts:
             return TopK(np.zeros((0, n), dtype=np.int64), np.zeros((0, n)))
-        return TopK(np.concatenate([p.indices for p in parts]),
-                    np.concatenate([p.scores for p in parts]))
+        return TopK(
+            np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+        )
 
     def _scored_candidates(self, rows, n_cand, exclude_seen, ctx, R=None):
         """(position in rows, item, score) of each candidate, by (position, item).
@@ -393,8 +421,7 @@ class Hybrid(Recommender):
 
     def _recommend_block(self, rows, n, exclude_seen, ctx, mask=None, R=None) -> TopK:
         n_cand = max(int(self.n_candidates), n)
-        cand_rows, cand_items, score = self._scored_candidates(rows, n_cand, exclude_seen, ctx,
-                                                               R)
+        cand_rows, cand_items, score = self._scored_candidates(rows, n_cand, exclude_seen, ctx, R)
         if mask is not None:
             keep = ~contains(mask.indptr, mask.indices, self.n_items_, cand_rows, cand_items)
             cand_rows, cand_items, score = cand_rows[keep], cand_items[keep], score[keep]
@@ -412,8 +439,17 @@ class Hybrid(Recommender):
         items = np.where(found, np.take_along_axis(I, np.maximum(best.indices, 0), 1), -1)
         return TopK(items, best.scores)
 
-    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
-                exclude_seen=True, context=None) -> Explanation:
+    def explain(
+        self,
+        user_id=None,
+        item_id=None,
+        *,
+        user=None,
+        item=None,
+        user_items=None,
+        exclude_seen=True,
+        context=None,
+    ) -> Explanation:
         """The re-ranker's view of one (user, item) candidate.
 
         With ``rerank``: kind "features", ``contributions`` = coef_j * x_j over the
@@ -430,12 +466,19 @@ class Hybrid(Recommender):
         rows = req.rows if req.R is None else np.zeros(1, np.int64)
         ctx = self._check_context(context, rows)
         cand_u, cand_items, X = self._candidates_and_features(
-            self.candidates_, self.user_items_, self.item_pop_, rows, int(self.n_candidates),
-            bool(exclude_seen), req.R)
+            self.candidates_,
+            self.user_items_,
+            self.item_pop_,
+            rows,
+            int(self.n_candidates),
+            bool(exclude_seen),
+            req.R,
+        )
         at = np.flatnonzero(cand_items == col)
         if at.size == 0:
-            raise ValueError(f"item {col} is not among the CF candidates of the user: "
-                             "Hybrid gives it no score")
+            raise ValueError(
+                f"item {col} is not among the CF candidates of the user: Hybrid gives it no score"
+            )
         X = self._with_context(X[at], None if ctx is None else ctx[cand_u[at]], cand_items[at])
         x = sp.csr_matrix(X[0])
         n_models = len(self.candidates_)
@@ -446,13 +489,26 @@ class Hybrid(Recommender):
             base = float(np.asarray(self.ranker_.intercept_, np.float64).reshape(-1)[0])
             logit = base + float(contrib.sum())
             prob = float(self._score(x)[0])
-            return Explanation(logit, base, "features", feats, contrib, None,
-                               {"probability": prob, "cf_score": cf_score})
+            return Explanation(
+                logit,
+                base,
+                "features",
+                feats,
+                contrib,
+                None,
+                {"probability": prob, "cf_score": cf_score},
+            )
         norm = np.asarray(x[:, :n_models].todense()).ravel()
         contrib = self.weights_ * norm
-        return Explanation(float(contrib.sum()), 0.0, "models",
-                           np.arange(n_models, dtype=np.int64), contrib, None,
-                           {"cf_score": cf_score})
+        return Explanation(
+            float(contrib.sum()),
+            0.0,
+            "models",
+            np.arange(n_models, dtype=np.int64),
+            contrib,
+            None,
+            {"cf_score": cf_score},
+        )
 
     def _first(self, cls, what):
         self._check_fitted()
@@ -531,8 +587,11 @@ class Hybrid(Recommender):
         return model
 
     def _state(self) -> dict:
-        arrays = {"weights_": self.weights_, "item_pop_": self.item_pop_,
-                  "context_sizes_": self.context_sizes_}
+        arrays = {
+            "weights_": self.weights_,
+            "item_pop_": self.item_pop_,
+            "context_sizes_": self.context_sizes_,
+        }
         for name, codes in self.user_features_.items():
             arrays[f"ufeat__{name}"] = np.asarray(codes)
         for name, codes in self.item_features_.items():
@@ -564,20 +623,27 @@ class Hybrid(Recommender):
     def _load_state(self, arrays) -> None:
         self.weights_ = check_vector(arrays, "weights_", len(self.candidates), min_value=0)
         self.item_pop_ = check_vector(arrays, "item_pop_", self.n_items_)
-        self.context_sizes_ = np.asarray(check_vector(
-            arrays, "context_sizes_", len(self.context_names_), kinds="iu", min_value=1))
+        self.context_sizes_ = np.asarray(
+            check_vector(
+                arrays, "context_sizes_", len(self.context_names_), kinds="iu", min_value=1
+            )
+        )
         user_names, item_names = self._feature_names
-        self.user_features_ = {n: check_vector(arrays, f"ufeat__{n}", self.n_users_, kinds="iu",
-                                               min_value=0) for n in user_names}
-        self.item_features_ = {n: check_vector(arrays, f"ifeat__{n}", self.n_items_, kinds="iu",
-                                               min_value=0) for n in item_names}
+        self.user_features_ = {
+            n: check_vector(arrays, f"ufeat__{n}", self.n_users_, kinds="iu", min_value=0)
+            for n in user_names
+        }
+        self.item_features_ = {
+            n: check_vector(arrays, f"ifeat__{n}", self.n_items_, kinds="iu", min_value=0)
+            for n in item_names
+        }
         self.candidates_ = []
         for i, m in enumerate(self.candidates):
             prefix = f"cand{i}__"
             m.user_items_ = self.user_items_
             m.n_users_, m.n_items_ = self.n_users_, self.n_items_
             m.user_ids_, m.item_ids_ = self.user_ids_, self.item_ids_
-            m._load_state({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            m._load_state({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
             self.candidates_.append(m)
         self.ranker_ = None
         spec = self._ranker_spec
@@ -585,11 +651,14 @@ class Hybrid(Recommender):
             self.ranker_ = _restore_ranker(spec, arrays)
         width = self._n_ranker_features()
         if self.ranker_ is not None and self.ranker_.n_features_in_ != width:
-            raise ValueError(f"array 'ranker__npz' holds a ranker of {self.ranker_.n_features_in_}"
-                             f" features, but the saved features make {width}")
+            raise ValueError(
+                f"array 'ranker__npz' holds a ranker of {self.ranker_.n_features_in_}"
+                f" features, but the saved features make {width}"
+            )
 
     def _n_ranker_features(self) -> int:
         """Columns of the candidate features (see _candidates_and_features, _with_context)."""
+
         def width(codes):
             return int(codes.max()) + 1 if codes.size else 1
 

@@ -6,6 +6,7 @@ Both fit with :func:`fastrec.cosine_topk` and recommend with the fused sparse ke
 users x items matrix is ever built. Scores are sums of similarities weighted by the
 interaction values. ``partial_fit`` folds new events in (see :mod:`._incremental`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,19 +66,33 @@ class _KNN(Recommender):
         n_rows = vectors.shape[0]
         if not self.verbose or n_rows < _progress.MIN_ROWS or self.backend == "cuda":
             nb = cosine_topk(
-                vectors, kept, weighting=self.weighting, bm25_k1=self.bm25_k1,
-                bm25_b=self.bm25_b, backend=self.backend, **self._cosine_opts(),
+                vectors,
+                kept,
+                weighting=self.weighting,
+                bm25_k1=self.bm25_k1,
+                bm25_b=self.bm25_b,
+                backend=self.backend,
+                **self._cosine_opts(),
             )
         else:
             # Row blocks of one prepared matrix: bit for bit the one-call result, with a bar.
             prepared = prepare_cosine_topk(
-                vectors, weighting=self.weighting, bm25_k1=self.bm25_k1, bm25_b=self.bm25_b,
-                backend=self.backend, n_threads=self.n_threads,
+                vectors,
+                weighting=self.weighting,
+                bm25_k1=self.bm25_k1,
+                bm25_b=self.bm25_b,
+                backend=self.backend,
+                n_threads=self.n_threads,
             )
-            nb = sp.vstack(_progress.blockwise(
-                lambda rows: cosine_topk(prepared, kept, rows=rows, **self._cosine_opts()),
-                n_rows, True, f"fitting {type(self).__name__}",
-            ), format="csr")
+            nb = sp.vstack(
+                _progress.blockwise(
+                    lambda rows: cosine_topk(prepared, kept, rows=rows, **self._cosine_opts()),
+                    n_rows,
+                    True,
+                    f"fitting {type(self).__name__}",
+                ),
+                format="csr",
+            )
         self._keep_neighbours(sp.csr_matrix(nb), None)
         return self.neighbours_
 
@@ -91,14 +106,16 @@ class _KNN(Recommender):
         first = (np.arange(ranked.nnz) - ranked.indptr[rows]) < k
         indptr = np.zeros(ranked.shape[0] + 1, dtype=np.int64)
         np.cumsum(np.minimum(lengths, k), out=indptr[1:])
-        prefix = sp.csr_matrix((ranked.data[first], ranked.indices[first], indptr),
-                               shape=ranked.shape)
+        prefix = sp.csr_matrix(
+            (ranked.data[first], ranked.indices[first], indptr), shape=ranked.shape
+        )
         if kept > k:
             # Kept in rank order (not canonical): partial_fit reads each row's last entry and
             # first k entries without sorting.
             self.reserve_ = _ranked(ranked)
-            self.reserve_complete_ = (lengths < kept) if complete is None else np.asarray(
-                complete, dtype=bool)
+            self.reserve_complete_ = (
+                (lengths < kept) if complete is None else np.asarray(complete, dtype=bool)
+            )
         else:
             self.__dict__.pop("reserve_", None)
             self.__dict__.pop("reserve_complete_", None)
@@ -154,8 +171,9 @@ class _KNN(Recommender):
         X = self._vectors(self.user_items_)
         why_full = _incremental.needs_full_fit(self, changed)
         if why_full is None:
-            rows, why_full = _incremental.update_neighbours(self, X, old_nb, complete, n_old,
-                                                            touched, kept)
+            rows, why_full = _incremental.update_neighbours(
+                self, X, old_nb, complete, n_old, touched, kept
+            )
         if why_full is None:
             self._keep_neighbours(*rows)
         else:
@@ -165,8 +183,9 @@ class _KNN(Recommender):
 
     def _product(self, A, B, n, seen, mask) -> TopK:
         """Top-n of A @ B (one of them a fitted matrix, validated once per fitted state)."""
-        return product_topk(self._checked(A), self._checked(B), n, seen, mask, self.backend,
-                            self.n_threads)
+        return product_topk(
+            self._checked(A), self._checked(B), n, seen, mask, self.backend, self.n_threads
+        )
 
     def _checked(self, M):
         if M is self.neighbours_ or M is self.user_items_:
@@ -174,8 +193,11 @@ class _KNN(Recommender):
             hit = cache.get(id(M))
             if hit is None or hit[0] is not M:
                 hit = (M, check_csr(M, "neighbours", drop_zeros=True))
-                cache = {k: v for k, v in cache.items()
-                         if v[0] is self.neighbours_ or v[0] is self.user_items_}
+                cache = {
+                    k: v
+                    for k, v in cache.items()
+                    if v[0] is self.neighbours_ or v[0] is self.user_items_
+                }
                 cache[id(M)] = hit
                 self._checked_cache = cache
             return hit[1]
@@ -212,8 +234,9 @@ class _KNN(Recommender):
         size = self.neighbours_.shape[0]
         blocks = self._masks(exclude, candidates, len(rows), size, item_axis=item_axis)
         if blocks[0][2] is None:
-            return topk_rows_of_csr(self.neighbours_, rows, n, backend=self.backend,
-                                    n_threads=self.n_threads)
+            return topk_rows_of_csr(
+                self.neighbours_, rows, n, backend=self.backend, n_threads=self.n_threads
+            )
         parts = []
         for r0, r1, mask in blocks:
             Q = self.neighbours_[rows[r0:r1]]
@@ -222,10 +245,14 @@ class _KNN(Recommender):
             drop = _contains(mask, entry_rows, Q.indices)
             Q.data[drop] = 0
             Q.eliminate_zeros()
-            parts.append(topk_rows_of_csr(Q, np.arange(Q.shape[0]), n, backend=self.backend,
-                                          n_threads=self.n_threads))
-        return TopK(np.concatenate([p.indices for p in parts]),
-                    np.concatenate([p.scores for p in parts]))
+            parts.append(
+                topk_rows_of_csr(
+                    Q, np.arange(Q.shape[0]), n, backend=self.backend, n_threads=self.n_threads
+                )
+            )
+        return TopK(
+            np.concatenate([p.indices for p in parts]), np.concatenate([p.scores for p in parts])
+        )
 
 
 def _contains(mask, rows, cols):
@@ -275,16 +302,22 @@ class ItemKNN(_KNN):
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         return recommend(
-            self.user_items_, self.neighbours_, n, user_ids=rows, exclude_seen=exclude_seen,
-            backend=self.backend, n_threads=self.n_threads,
+            self.user_items_,
+            self.neighbours_,
+            n,
+            user_ids=rows,
+            exclude_seen=exclude_seen,
+            backend=self.backend,
+            n_threads=self.n_threads,
         )
 
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
         R = req.seen(self.user_items_)
         return self._product(R, self.neighbours_, n, R if exclude_seen else None, mask)
 
-    def similar_items(self, item_ids=None, n: int = 10, *, items=None, exclude=None,
-                      candidates=None) -> TopK:
+    def similar_items(
+        self, item_ids=None, n: int = 10, *, items=None, exclude=None, candidates=None
+    ) -> TopK:
         """Each item's n most similar other items (at most ``k`` exist): best first, ties by
         smaller index. ``item_ids`` (columns) or ``items`` (original ids); ``exclude`` /
         ``candidates`` as in :meth:`recommend` (a sparse mask has one row per query item).
@@ -292,8 +325,9 @@ class ItemKNN(_KNN):
         cols = self._query_items(item_ids, items)
         return self._filtered_neighbour_rows(cols, n, exclude, candidates, True)
 
-    def similar_to_basket(self, item_ids=None, n: int = 10, *, items=None, values=None,
-                          exclude=None, candidates=None) -> TopK:
+    def similar_to_basket(
+        self, item_ids=None, n: int = 10, *, items=None, values=None, exclude=None, candidates=None
+    ) -> TopK:
         """Items similar to a basket of several items at once: one TopK row.
 
         score(j) = sum over the basket items i of value_i * sim(i, j) (values default 1):
@@ -303,8 +337,7 @@ class ItemKNN(_KNN):
         vals = np.ones(len(cols)) if values is None else np.asarray(values, np.float64)
         if vals.shape != cols.shape or not np.all(np.isfinite(vals)):
             raise ValueError(f"values must be {len(cols)} finite numbers, one per basket item")
-        row = sp.csr_matrix((vals, (np.zeros(len(cols), np.int64), cols)),
-                            shape=(1, self.n_items_))
+        row = sp.csr_matrix((vals, (np.zeros(len(cols), np.int64), cols)), shape=(1, self.n_items_))
         return self.recommend(user_items=row, n=n, exclude=exclude, candidates=candidates)
 
     def _query_items(self, item_ids, items):
@@ -315,8 +348,16 @@ class ItemKNN(_KNN):
             return self.item_index(np.asarray(items).reshape(-1))
         return self._check_items(item_ids)
 
-    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
-                exclude_seen=True) -> Explanation:
+    def explain(
+        self,
+        user_id=None,
+        item_id=None,
+        *,
+        user=None,
+        item=None,
+        user_items=None,
+        exclude_seen=True,
+    ) -> Explanation:
         """The user's items and each one's share value(u, i) * sim(i, item) of the score.
 
         ``user_id`` (row) / ``user`` (original id) / ``user_items`` (one request row), and
@@ -357,29 +398,39 @@ class UserKNN(_KNN):
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         return recommend_user_based(
-            self.user_items_, self.neighbours_, n, user_ids=rows, exclude_seen=exclude_seen,
-            backend=self.backend, n_threads=self.n_threads,
+            self.user_items_,
+            self.neighbours_,
+            n,
+            user_ids=rows,
+            exclude_seen=exclude_seen,
+            backend=self.backend,
+            n_threads=self.n_threads,
         )
 
     def _request_neighbours(self, R) -> sp.csr_matrix:
         """(n_requests x n_users) neighbours of request rows among the fitted users."""
         n_req, n_users = R.shape[0], self.n_users_
         stacked = sp.vstack([self.user_items_, R], format="csr")
-        prepared = prepare_cosine_topk(stacked, weighting=self.weighting, bm25_k1=self.bm25_k1,
-                                       bm25_b=self.bm25_b, backend=self.backend,
-                                       n_threads=self.n_threads)
+        prepared = prepare_cosine_topk(
+            stacked,
+            weighting=self.weighting,
+            bm25_k1=self.bm25_k1,
+            bm25_b=self.bm25_b,
+            backend=self.backend,
+            n_threads=self.n_threads,
+        )
         rows = np.arange(n_users, n_users + n_req, dtype=np.int64)
         # k + n_req per row: even if every other request ranks above the fitted users, k of
         # these remain; cosine_topk rows are sorted by score, so the first k kept are the best.
-        nb = sp.csr_matrix(cosine_topk(prepared, self.k + n_req, rows=rows,
-                                       **self._cosine_opts()))
+        nb = sp.csr_matrix(cosine_topk(prepared, self.k + n_req, rows=rows, **self._cosine_opts()))
         keep = nb.indices < n_users
         entry_rows = np.repeat(np.arange(n_req), np.diff(nb.indptr))
         kept_before = np.r_[0, np.cumsum(keep)]
         rank = kept_before[1:] - kept_before[nb.indptr[entry_rows]] - 1
         keep &= rank < self.k
-        out = sp.csr_matrix((nb.data[keep], (entry_rows[keep], nb.indices[keep])),
-                            shape=(n_req, n_users))
+        out = sp.csr_matrix(
+            (nb.data[keep], (entry_rows[keep], nb.indices[keep])), shape=(n_req, n_users)
+        )
         return _canonical(out)
 
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
@@ -387,8 +438,9 @@ class UserKNN(_KNN):
         A = self.neighbours_[req.rows] if req.R is None else self._request_neighbours(req.R)
         return self._product(A, self.user_items_, n, R if exclude_seen else None, mask)
 
-    def similar_users(self, user_ids=None, n: int = 10, *, users=None, exclude=None,
-                      candidates=None) -> TopK:
+    def similar_users(
+        self, user_ids=None, n: int = 10, *, users=None, exclude=None, candidates=None
+    ) -> TopK:
         """Each user's n most similar other users (at most ``k`` exist), best first, ties by
         smaller row. ``user_ids`` (rows) or ``users`` (original ids); ``exclude`` /
         ``candidates``: user rows (1-D, for every query) or a sparse (queries x n_users) mask.
@@ -396,12 +448,23 @@ class UserKNN(_KNN):
         self._check_fitted()
         if (user_ids is None) == (users is None):
             raise ValueError("give exactly one of user_ids (rows) or users (original ids)")
-        rows = (self.user_index(np.asarray(users).reshape(-1)) if users is not None
-                else self._check_users(user_ids))
+        rows = (
+            self.user_index(np.asarray(users).reshape(-1))
+            if users is not None
+            else self._check_users(user_ids)
+        )
         return self._filtered_neighbour_rows(rows, n, exclude, candidates, False)
 
-    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
-                exclude_seen=True) -> Explanation:
+    def explain(
+        self,
+        user_id=None,
+        item_id=None,
+        *,
+        user=None,
+        item=None,
+        user_items=None,
+        exclude_seen=True,
+    ) -> Explanation:
         """The user's neighbours that have the item and each one's share sim(u, v) *
         value(v, item): they sum to the score recommend gives (to float rounding). Arguments
         and the seen-item rule as :meth:`ItemKNN.explain`; ``sources`` are user rows."""

@@ -1,6 +1,7 @@
 """LogisticCTR: L2-regularised logistic regression for click-through rates, trained by scipy's
 L-BFGS-B (or trust-region Newton-CG) on the fused loss/gradient (and Hessian-vector) kernels,
 with scikit-learn's objective and conventions."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def _occurring_columns(X):
     column occurs. Validated once here (structure, finiteness); X itself is not modified."""
     A = check_csr(X, "X", canonical=False)
     n_features = A.shape[1]
-    stored = A.indices[:A.nnz]
+    stored = A.indices[: A.nnz]
     seen = np.zeros(n_features, dtype=np.bool_)
     seen[stored] = True
     used = np.flatnonzero(seen)
@@ -33,8 +34,9 @@ def _occurring_columns(X):
         return X, None
     new_id = np.zeros(n_features, dtype=A.indices.dtype)
     new_id[used] = np.arange(used.shape[0], dtype=A.indices.dtype)
-    narrow = make_csr(A.indptr, new_id[stored], A.data[:A.nnz], (A.shape[0], used.shape[0]),
-                      A.sparse_array)
+    narrow = make_csr(
+        A.indptr, new_id[stored], A.data[: A.nnz], (A.shape[0], used.shape[0]), A.sparse_array
+    )
     return narrow, used
 
 
@@ -107,8 +109,17 @@ class LogisticCTR:
     the (n, 2) array: what ranking needs.
     """
 
-    def __init__(self, C=1.0, l2=None, fit_intercept=True, max_iter=100, tol=1e-4,
-                 backend="auto", n_threads=None, solver="lbfgs"):
+    def __init__(
+        self,
+        C=1.0,
+        l2=None,
+        fit_intercept=True,
+        max_iter=100,
+        tol=1e-4,
+        backend="auto",
+        n_threads=None,
+        solver="lbfgs",
+    ):
         self.C = C
         self.l2 = l2
         self.fit_intercept = fit_intercept
@@ -130,14 +141,14 @@ class LogisticCTR:
         """Set constructor parameters (unknown names raise ValueError); returns self."""
         for name, value in params.items():
             if name not in self._PARAMS:
-                raise ValueError(f"invalid parameter {name!r} for LogisticCTR; "
-                                 f"valid parameters: {self._PARAMS}")
+                raise ValueError(
+                    f"invalid parameter {name!r} for LogisticCTR; valid parameters: {self._PARAMS}"
+                )
             setattr(self, name, value)
         return self
 
     def __repr__(self):
-        changed = {k: v for k, v in self.get_params().items()
-                   if v != LogisticCTR().get_params()[k]}
+        changed = {k: v for k, v in self.get_params().items() if v != LogisticCTR().get_params()[k]}
         return "LogisticCTR(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")"
 
     def _check_params(self):
@@ -146,7 +157,9 @@ class LogisticCTR:
         max_iter = check_scalar(self.max_iter, "max_iter", min_value=1, integer=True)
         tol = check_scalar(self.tol, "tol", min_value=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
-            raise TypeError(f"fit_intercept must be a bool, got {type(self.fit_intercept).__name__}")
+            raise TypeError(
+                f"fit_intercept must be a bool, got {type(self.fit_intercept).__name__}"
+            )
         check_n_threads(self.n_threads)
         if not isinstance(self.solver, str) or self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
@@ -167,8 +180,12 @@ class LogisticCTR:
         n_features = X.shape[1] if sp.issparse(X) else None
         X_fit, used = _occurring_columns(X) if n_features is not None else (X, None)
         objective = LogisticObjective(
-            X_fit, y, sample_weight=sample_weight, fit_intercept=self.fit_intercept,
-            backend=self.backend, n_threads=self.n_threads,
+            X_fit,
+            y,
+            sample_weight=sample_weight,
+            fit_intercept=self.fit_intercept,
+            backend=self.backend,
+            n_threads=self.n_threads,
         )
         _check_two_classes(objective.labels, objective.sample_weight)
         objective.l2 = 1.0 / (C * objective.total_weight) if l2 is None else l2
@@ -182,26 +199,40 @@ class LogisticCTR:
         with threadpool_limits(limits=1, user_api="blas"):
             if self.solver == "trust-ncg":
                 result = scipy.optimize.minimize(
-                    objective, theta0, method="trust-ncg", jac=True, hessp=objective.hessp,
+                    objective,
+                    theta0,
+                    method="trust-ncg",
+                    jac=True,
+                    hessp=objective.hessp,
                     options={"maxiter": max_iter, "gtol": tol},
                 )
             else:
                 result = scipy.optimize.minimize(
-                    objective, theta0, method="L-BFGS-B", jac=True,
-                    options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
-                             "ftol": 64 * np.finfo(float).eps},
+                    objective,
+                    theta0,
+                    method="L-BFGS-B",
+                    jac=True,
+                    options={
+                        "maxiter": max_iter,
+                        "maxls": 50,
+                        "gtol": tol,
+                        "ftol": 64 * np.finfo(float).eps,
+                    },
                 )
         if not result.success:
             if self.solver == "trust-ncg":
                 name = "trust-ncg"
-                hint = (f"gradient 2-norm {np.linalg.norm(result.jac):.1e}; raise max_iter, or "
-                        "raise tol where it is below what float64 losses resolve (~1e-8)")
+                hint = (
+                    f"gradient 2-norm {np.linalg.norm(result.jac):.1e}; raise max_iter, or "
+                    "raise tol where it is below what float64 losses resolve (~1e-8)"
+                )
             else:
                 name, hint = "L-BFGS-B", "raise max_iter or scale the features"
             warnings.warn(
                 f"LogisticCTR: {name} stopped without converging ({result.message}) after "
                 f"{result.nit} iterations; {hint}",
-                ConvergenceWarning, stacklevel=2,
+                ConvergenceWarning,
+                stacklevel=2,
             )
         if used is None:
             self.coef_ = np.array(result.x[:d], dtype=np.float64)
@@ -229,8 +260,10 @@ class LogisticCTR:
         else:
             A = check_dense(X, "X", order=None)
         if A.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {A.shape[1]} features, but this LogisticCTR was fitted "
-                             f"with {self.n_features_in_}")
+            raise ValueError(
+                f"X has {A.shape[1]} features, but this LogisticCTR was fitted "
+                f"with {self.n_features_in_}"
+            )
         return A
 
     def decision_function(self, X):
@@ -245,8 +278,9 @@ class LogisticCTR:
         shape = X.shape if sp.issparse(X) else np.shape(X)
         if len(shape) == 2 and shape[1] != self.n_features_in_:
             self._check_features(X)  # raises with the message naming both feature counts
-        return sigmoid_scores(X, self.coef_, self.intercept_, out=out, backend=self.backend,
-                              n_threads=self.n_threads)
+        return sigmoid_scores(
+            X, self.coef_, self.intercept_, out=out, backend=self.backend, n_threads=self.n_threads
+        )
 
     def predict_proba(self, X):
         """scikit-learn's layout: shape (n, 2), columns [p(0), p(1)], in X's dtype."""
@@ -290,8 +324,10 @@ class LogisticCTR:
             if "format" not in f.files or _scalar(f, "format", "U") != _FORMAT:
                 raise ValueError(f"{name} is not a saved LogisticCTR")
             if int(_scalar(f, "format_version", "iu")) > _FORMAT_VERSION:
-                raise ValueError(f"{name} was written by a newer fastrec (format version "
-                                 f"{int(f['format_version'])})")
+                raise ValueError(
+                    f"{name} was written by a newer fastrec (format version "
+                    f"{int(f['format_version'])})"
+                )
             params = json.loads(str(_scalar(f, "params", "U")))
             if not isinstance(params, dict):
                 raise ValueError("array 'params' is not a JSON object")
@@ -313,8 +349,9 @@ def _scalar(f, name, kinds):
     """A 0-d array of the npz ``f`` of one of ``kinds``, as a NumPy scalar."""
     a = f[name]
     if a.ndim != 0 or a.dtype.kind not in kinds:
-        raise ValueError(f"array {name!r} must be a scalar of kind {kinds!r}, got {a.dtype} "
-                         f"with shape {a.shape}")
+        raise ValueError(
+            f"array {name!r} must be a scalar of kind {kinds!r}, got {a.dtype} with shape {a.shape}"
+        )
     return a[()]
 
 

@@ -1,8 +1,8 @@
 """The popularity baseline: every user gets the most interacted-with items they have not seen."""
+
 from __future__ import annotations
 
 import numpy as np
-
 import scipy.sparse as sp
 
 from ..topk import TopK, topk
@@ -79,13 +79,26 @@ class Popularity(Recommender):
         for r0 in range(0, len(req), _BLOCK_ROWS):
             r1 = min(len(req), r0 + _BLOCK_ROWS)
             block = np.broadcast_to(self.item_scores_, (r1 - r0, self.n_items_))
-            res = topk(block, n, exclude=None if seen is None else seen[r0:r1],
-                       backend=self.backend, n_threads=self.n_threads)
+            res = topk(
+                block,
+                n,
+                exclude=None if seen is None else seen[r0:r1],
+                backend=self.backend,
+                n_threads=self.n_threads,
+            )
             idx[r0:r1], scores[r0:r1] = res
         return TopK(idx, scores)
 
-    def explain(self, user_id=None, item_id=None, *, user=None, item=None, user_items=None,
-                exclude_seen=True) -> Explanation:
+    def explain(
+        self,
+        user_id=None,
+        item_id=None,
+        *,
+        user=None,
+        item=None,
+        user_items=None,
+        exclude_seen=True,
+    ) -> Explanation:
         """The item's score is its count, the same for every user: all of it in ``base``, no
         contributions. The seen-item rule is that of :meth:`ItemKNN.explain`."""
         self._check_fitted()

@@ -95,7 +95,8 @@ cdef inline void _swap(heap_value* bv, int64_t* bi, Py_ssize_t a, Py_ssize_t b) 
     bi[b] = i
 
 
-cdef inline void _select_pairs(heap_value* bv, int64_t* bi, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+cdef inline void _select_pairs(heap_value* bv, int64_t* bi, Py_ssize_t n,
+                               Py_ssize_t k) noexcept nogil:
     """Reorder bv/bi[:n] (n > k) so that [:k] hold the best k, the k-th best at k-1.
 
     Quickselect with a median-of-three pivot and a branch-free Lomuto partition (swap always,

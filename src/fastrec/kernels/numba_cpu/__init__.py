@@ -1,11 +1,11 @@
 """The Numba CPU backend: parallel kernels with the reference's names and signatures.
 
-One module per kernel family (``similarity``, ``topk``, ``scoring``, ``embedding``), as the Cython backend's
-``_cython/_<family>.pyx``; ``_common`` holds what several families share (the unsigned index
-view, the thread count, the bounded heap). The host side around the compiled loops (allocation,
-shortcuts, index types, masks) is ``kernels/_host.py``, shared with the Cython backend.
-Kernels parallelise with ``prange`` over rows or row blocks, each writing only its own output
-slots, so results do not depend on the thread count.
+One module per kernel family (``similarity``, ``topk``, ``scoring``, ``embedding``), as the
+Cython backend's ``_cython/_<family>.pyx``; ``_common`` holds what several families share (the
+unsigned index view, the thread count, the bounded heap). The host side around the compiled
+loops (allocation, shortcuts, index types, masks) is ``kernels/_host.py``, shared with the
+Cython backend. Kernels parallelise with ``prange`` over rows or row blocks, each writing only
+its own output slots, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ __all__ = [
     "cosine_similarity_prepare",
     "cosine_similarity_rows",
     "cosine_topk",
-    "dot_topk",
     "cosine_topk_prepare",
     "cosine_topk_rows",
+    "dot_topk",
     "is_available",
     "logistic_hessp_csr",
     "logistic_hessp_dense",

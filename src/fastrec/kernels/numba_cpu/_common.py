@@ -102,4 +102,3 @@ def heap_sort(hv, hi, size):
         hv[end] = v
         hi[end] = i
         sift_down(hv, hi, end, 0)
-

@@ -2,6 +2,7 @@
 ``reference.als_cg_update``). Rows are independent, each solved by one thread into its own
 output row, so the result is bit-identical for any thread count. Per-row arithmetic in
 float64 (X and Y are read in their dtype, the result rounded once), as the reference."""
+
 from __future__ import annotations
 
 import numba
@@ -83,6 +84,15 @@ def als_cg_update(indptr, indices, data, X, Y, YtY, alpha, cg_steps, n_threads):
     n_factors); memory: the new X plus O(n_factors) per thread."""
     out = np.empty_like(X)
     with threads(n_threads, dynamic=True):
-        _cg_impl(indptr, indices, np.ascontiguousarray(data, dtype=np.float64), X, Y,
-                 np.ascontiguousarray(YtY, dtype=np.float64), float(alpha), int(cg_steps), out)
+        _cg_impl(
+            indptr,
+            indices,
+            np.ascontiguousarray(data, dtype=np.float64),
+            X,
+            Y,
+            np.ascontiguousarray(YtY, dtype=np.float64),
+            float(alpha),
+            int(cg_steps),
+            out,
+        )
     return out

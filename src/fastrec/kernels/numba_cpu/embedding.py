@@ -7,6 +7,7 @@ buffer that stays in cache, and each query row is scanned at once against its ru
 threshold (a 2k candidate buffer cut back by quickselect, the sorted exclusion row merged by a
 cursor). Tiles depend on the shapes only, never on the thread count: bit-identical for any.
 """
+
 from __future__ import annotations
 
 import numba
@@ -30,8 +31,22 @@ def _any_above(row, t0, t1, th):
 
 
 @numba.njit(parallel=True, cache=True)
-def _dot_topk_impl(queries, items, k, bias, has_bias, cand, has_cand, ex_indptr, ex_indices,
-                   has_mask, query_block, item_tile, out_idx, out_val):
+def _dot_topk_impl(
+    queries,
+    items,
+    k,
+    bias,
+    has_bias,
+    cand,
+    has_cand,
+    ex_indptr,
+    ex_indices,
+    has_mask,
+    query_block,
+    item_tile,
+    out_idx,
+    out_val,
+):
     n_queries, n_factors = queries.shape
     n_pos = cand.shape[0] if has_cand else items.shape[0]
     cap = 2 * k
@@ -132,6 +147,20 @@ def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_
     if n_queries:
         # BLAS runs inside our threads; query blocks handed out one at a time (dynamic).
         with _BLAS.limit(limits=1, user_api="blas"), threads(n_threads, dynamic=True):
-            _dot_topk_impl(queries, items, k, bias, has_bias, cand, has_cand, ex_ptr, ex_ind,
-                           has_mask, _QUERY_BLOCK, _ITEM_TILE, out_idx, out_val)
+            _dot_topk_impl(
+                queries,
+                items,
+                k,
+                bias,
+                has_bias,
+                cand,
+                has_cand,
+                ex_ptr,
+                ex_ind,
+                has_mask,
+                _QUERY_BLOCK,
+                _ITEM_TILE,
+                out_idx,
+                out_val,
+            )
     return out_idx, out_val

@@ -74,9 +74,47 @@ def _exp_nonpos(x):
     xc = x if x > -745.0 else -745.0
     k = np.floor(xc * _INV_LN2 + 0.5)
     r = (xc - k * _LN2_HI) - k * _LN2_LO
-    p = 1.0 + r * (1.0 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (
-        1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (
-            1 / 3628800 + r * (1 / 39916800 + r * (1 / 479001600 + r / 6227020800))))))))))))
+    p = 1.0 + r * (
+        1.0
+        + r
+        * (
+            1 / 2
+            + r
+            * (
+                1 / 6
+                + r
+                * (
+                    1 / 24
+                    + r
+                    * (
+                        1 / 120
+                        + r
+                        * (
+                            1 / 720
+                            + r
+                            * (
+                                1 / 5040
+                                + r
+                                * (
+                                    1 / 40320
+                                    + r
+                                    * (
+                                        1 / 362880
+                                        + r
+                                        * (
+                                            1 / 3628800
+                                            + r
+                                            * (1 / 39916800 + r * (1 / 479001600 + r / 6227020800))
+                                        )
+                                    )
+                                )
+                            )
+                        )
+                    )
+                )
+            )
+        )
+    )
     ki = np.int64(k)
     h = ki >> 1
     e = p * _f64_from_bits((h + 1023) << 52) * _f64_from_bits((ki - h + 1023) << 52)
@@ -242,8 +280,7 @@ def _sigmoid_csr(indptr, indices, data, w, b, out, block_exp, gather):
             _sigmoid_block(z, b, out[r0:r1])
         else:
             for i in range(r0, r1):
-                out[i] = _sigmoid(_row_dot(indices, data, w, indptr[i], indptr[i + 1], gather)
-                                  + b)
+                out[i] = _sigmoid(_row_dot(indices, data, w, indptr[i], indptr[i + 1], gather) + b)
 
 
 def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
@@ -255,8 +292,16 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     sigmoid_dense does (faster per thread than the per-row sigmoid).
     """
     with threads(n_threads):
-        _sigmoid_csr(unsigned(indptr), unsigned(indices), data, w, float(b), out,
-                     out.dtype == np.float32, _csr_gather())
+        _sigmoid_csr(
+            unsigned(indptr),
+            unsigned(indices),
+            data,
+            w,
+            float(b),
+            out,
+            out.dtype == np.float32,
+            _csr_gather(),
+        )
     return out
 
 
@@ -423,8 +468,20 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     S = np.empty((G.shape[0], 3), dtype=np.float64)
     grad = np.empty(d, dtype=np.float64)
     with threads(n_threads):
-        _loss_grad_csr(unsigned(indptr), unsigned(indices), data, bounds, y, w, float(b),
-                       sample_weight, G, S, False, _csr_gather())
+        _loss_grad_csr(
+            unsigned(indptr),
+            unsigned(indices),
+            data,
+            bounds,
+            y,
+            w,
+            float(b),
+            sample_weight,
+            G,
+            S,
+            False,
+            _csr_gather(),
+        )
     with threads(n_threads if G.size >= _plan.COMBINE_PARALLEL_MIN else 1):
         loss, grad_b = _combine(G, S, w, float(l2), grad)
     return float(loss), grad, float(grad_b)
@@ -470,6 +527,18 @@ def logistic_hessp_csr(indptr, indices, data, c, v, vb, l2, n_threads):
     G = np.empty((len(bounds) - 1, d), dtype=np.float64)
     S = np.empty((G.shape[0], 3), dtype=np.float64)
     with threads(n_threads):
-        _loss_grad_csr(unsigned(indptr), unsigned(indices), data, bounds, c, v, float(vb),
-                       c, G, S, True, _csr_gather())
+        _loss_grad_csr(
+            unsigned(indptr),
+            unsigned(indices),
+            data,
+            bounds,
+            c,
+            v,
+            float(vb),
+            c,
+            G,
+            S,
+            True,
+            _csr_gather(),
+        )
     return _hessp_fold(G, S, v, l2, n_threads)

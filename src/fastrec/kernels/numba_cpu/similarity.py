@@ -66,8 +66,9 @@ def _row_scales(indptr, data):
 
 
 @numba.njit(cache=True)
-def _transpose(indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices,
-               t_data):
+def _transpose(
+    indptr, indices, data, inv_norm, row_exp, n_cols, weighted, t_indptr, t_indices, t_data
+):
     """Counting-sort transpose of an (n x n_cols) CSR into t_* (row ids ascending per column);
     with ``weighted`` the values are normalised (x / |x_row|, float64, see _row_scales).
     O(nnz + n_cols)."""
@@ -155,9 +156,32 @@ def _similarity(j, a_i, b, acc_c, acc_f, binary, shrink):
 
 
 @numba.njit(parallel=True, cache=True)
-def _cosine_rows(ip, ix, xw, tp, tx, tw, a, b, n_other, binary, need_count, order, work,
-                 mode, kk, shrink, min_similarity, min_support, include_self,
-                 out_count, out_ptr, out_idx, out_val, n_threads):
+def _cosine_rows(
+    ip,
+    ix,
+    xw,
+    tp,
+    tx,
+    tw,
+    a,
+    b,
+    n_other,
+    binary,
+    need_count,
+    order,
+    work,
+    mode,
+    kk,
+    shrink,
+    min_similarity,
+    min_support,
+    include_self,
+    out_count,
+    out_ptr,
+    out_idx,
+    out_val,
+    n_threads,
+):
     """One pass over the rows of X in ``order``.
 
     mode 0 (top-k): best kk candidates of row i = order[pos], sorted, into slot pos
@@ -173,8 +197,8 @@ def _cosine_rows(ip, ix, xw, tp, tx, tw, a, b, n_other, binary, need_count, orde
     heap_i = np.empty((n_threads, max(kk, 1)), np.int64)
     cast = np.empty((n_threads, 1), out_val.dtype)  # rounds a float64 to the output dtype
     counts_needed = need_count
-    cast[0, 0] = 1.0 + 2.0 ** -30  # the output dtype is float32 when this rounds to 1.0
-    slack = 2.0 ** -23 if cast[0, 0] == 1.0 else 0.0
+    cast[0, 0] = 1.0 + 2.0**-30  # the output dtype is float32 when this rounds to 1.0
+    slack = 2.0**-23 if cast[0, 0] == 1.0 else 0.0
     for pos in numba.prange(order.shape[0]):
         t = numba.get_thread_id()
         i = order[pos]

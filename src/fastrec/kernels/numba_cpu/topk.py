@@ -448,9 +448,24 @@ def _mark_excluded(m_indptr, m_indices, row, mark):
 
 @numba.njit(parallel=True, cache=True)
 def _recommend_impl(
-    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, rows, n,
-    seen_indptr, seen_indices, has_seen, ex_indptr, ex_indices, has_ex, n_chunks,
-    out_idx, out_val,
+    a_indptr,
+    a_indices,
+    a_data,
+    b_indptr,
+    b_indices,
+    b_data,
+    n_items,
+    rows,
+    n,
+    seen_indptr,
+    seen_indices,
+    has_seen,
+    ex_indptr,
+    ex_indices,
+    has_ex,
+    n_chunks,
+    out_idx,
+    out_val,
 ):
     n_rows = rows.shape[0]
     # One chunk of rows per task with its own buffers: at most one chunk per thread runs at a

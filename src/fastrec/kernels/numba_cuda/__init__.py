@@ -1,9 +1,9 @@
 """The CUDA backend (numba-cuda): GPU kernels with the reference's names and signatures.
 
-One module per kernel family (``similarity``, ``topk``, ``scoring``, ``embedding``, as in the other backends);
-``_device`` holds what they share (launch geometry, transfers, the device-array helpers the
-public API uses, shared device functions, the sparse-product row accumulation and the
-block-wide best-k selection).
+One module per kernel family (``similarity``, ``topk``, ``scoring``, ``embedding``, as in the
+other backends); ``_device`` holds what they share (launch geometry, transfers, the device-array
+helpers the public API uses, shared device functions, the sparse-product row accumulation and
+the block-wide best-k selection).
 
 Runs on an NVIDIA GPU, or on Numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1 (how CI tests
 it; the simulator lacks warp intrinsics, which ``_cudasim_warp`` supplies). Host (NumPy) arrays
@@ -77,15 +77,15 @@ __all__ = [
     "DeviceSummary",
     "cosine_similarity",
     "cosine_topk",
-    "dot_topk",
     "device_cast",
     "device_csr_counts",
     "device_description",
-    "device_normalised_rows",
     "device_empty",
     "device_free_memory",
+    "device_normalised_rows",
     "device_summary",
     "device_view",
+    "dot_topk",
     "is_available",
     "is_device_array",
     "logistic_hessp_csr",

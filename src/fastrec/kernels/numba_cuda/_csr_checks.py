@@ -118,14 +118,14 @@ def device_csr_counts(indptr, indices, data, n_cols, with_values, with_order):
     n_rows, nnz = int(d_indptr.shape[0]) - 1, int(d_indices.shape[0])
     out = _zeros(8, np.int64)
     _csr_entry_counts[_grid(max(n_rows, nnz, 1), _THREADS), _THREADS](
-        d_indptr, d_indices, d_data, int(n_cols), bool(with_values), out)
+        d_indptr, d_indices, d_data, int(n_cols), bool(with_values), out
+    )
     counts = out.copy_to_host()
     valid = counts[0] == 0 and counts[1] == nnz and counts[2] == 0
     if not (with_order and valid):
         counts[6:] = -1
     elif nnz and n_rows:
-        _csr_row_order_counts[_grid(n_rows, _THREADS // _WARP), _THREADS](
-            d_indptr, d_indices, out)
+        _csr_row_order_counts[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_indices, out)
         counts = out.copy_to_host()
     return DeviceCSRCounts(int(c) for c in counts)
 

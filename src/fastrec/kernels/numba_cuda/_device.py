@@ -56,7 +56,7 @@ _SCRATCH_BYTES = 1 << 30  # cap on per-block accumulators of the sparse products
 _INT32_MAX = 2147483647
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count() -> int:
     if _SIM:
         return 1
@@ -77,7 +77,6 @@ def _scratch_grid(units: int, bytes_per_block: int) -> int:
 
 def _next_pow2(n: int) -> int:
     return 1 << max(1, int(n - 1).bit_length())
-
 
 
 # ---- host/device transfer -------------------------------------------------------------------
@@ -304,7 +303,6 @@ def _warp_sum(v):
     return cuda.shfl_sync(_FULL_MASK, v, 0)
 
 
-
 @cuda.jit(device=True)
 def _before(av, ai, bv, bi):
     """The ranking order: larger score first, smaller index among equal scores."""
@@ -456,13 +454,26 @@ def _factory(builder):
     return get
 
 
-
 # ---- sparse products (cosine_topk, recommend): row accumulation and row work ------------------
 
 
 @cuda.jit(device=True)
-def _accumulate_row(row, stamp, indptr, indices, values, t_indptr, t_indices, t_data,
-                    acc, mark, count, touched, meta, with_count):
+def _accumulate_row(
+    row,
+    stamp,
+    indptr,
+    indices,
+    values,
+    t_indptr,
+    t_indices,
+    t_data,
+    acc,
+    mark,
+    count,
+    touched,
+    meta,
+    with_count,
+):
     """acc[j] = sum over stored (row, c) of values[p] * T[c, j], for this block's row.
 
     ``mark[j] == stamp`` says slot j was touched by this row (no clearing between rows);

@@ -13,6 +13,7 @@ by ballot to its buffer, compacted by a warp bitonic sort: the selection of ``to
 kernel. The product is never written to memory. Ties: the order (score descending, item
 ascending) is total, so the result is deterministic.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,22 @@ def _dot_topk_kernel(B, W, shared, vtype):
     DCP = DC + 1  # a constant for shared.array (an expression in the kernel is not)
 
     @cuda.jit
-    def kernel(queries, items, k, bias, has_bias, cand, has_cand, n_pos, ex_indptr, ex_indices,
-               gbuf_val, gbuf_idx, out_idx, out_val):
+    def kernel(
+        queries,
+        items,
+        k,
+        bias,
+        has_bias,
+        cand,
+        has_cand,
+        n_pos,
+        ex_indptr,
+        ex_indices,
+        gbuf_val,
+        gbuf_idx,
+        out_idx,
+        out_val,
+    ):
         tile = cuda.shared.array((T, DCP), vtype)  # +1: lanes read distinct banks
         q_sh = cuda.shared.array((W, DC), vtype)
         if shared:
@@ -202,8 +217,20 @@ def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_
             gbuf_val = cuda.device_array((G * W, B), dtype=dtype)
             gbuf_idx = cuda.device_array((G * W, B), dtype=np.int32)
         _dot_topk_kernel(B, W, shared, dtype)[G, W * _WARP](
-            d_q, d_x, k, d_bias, has_bias, d_cand, has_cand, n_pos, d_ptr, d_ind,
-            gbuf_val, gbuf_idx, out_idx, out_val,
+            d_q,
+            d_x,
+            k,
+            d_bias,
+            has_bias,
+            d_cand,
+            has_cand,
+            n_pos,
+            d_ptr,
+            d_ind,
+            gbuf_val,
+            gbuf_idx,
+            out_idx,
+            out_val,
         )
     return _index_result(out_idx, out_val, keep)
 

@@ -15,12 +15,12 @@ from ._device import (
     _THREADS,
     _WARP,
     _any_device,
-    _sm_count,
     _dev,
     _factory,
     _grid,
     _is_device,
     _is_f_order,
+    _sm_count,
     _warp_sum,
     _zeros,
 )
@@ -47,7 +47,6 @@ def _log1pexp(z):
     if z <= 33.3:
         return z + math.exp(-z)
     return z
-
 
 
 @cuda.jit(device=True)
@@ -181,8 +180,9 @@ def _dense_row_kernels(R):
         acc = cuda.local.array(R, numba.float64)
         n_rows = X.shape[0]
         # Warp-uniform loop (rows past the end compute 0): every lane reaches every shuffle.
-        for first in range((cuda.grid(1) // _WARP) * per_warp, n_rows,
-                           (cuda.gridsize(1) // _WARP) * per_warp):
+        for first in range(
+            (cuda.grid(1) // _WARP) * per_warp, n_rows, (cuda.gridsize(1) // _WARP) * per_warp
+        ):
             base = first + (lane // lanes) * R
             rows_dot(X, base, w, sub, lanes, acc)
             for r in range(R):  # lane r % lanes writes row r: consecutive lanes, coalesced
@@ -196,8 +196,9 @@ def _dense_row_kernels(R):
         per_warp = (_WARP // lanes) * R
         acc = cuda.local.array(R, numba.float64)
         n_rows = X.shape[0]
-        for first in range((cuda.grid(1) // _WARP) * per_warp, n_rows,
-                           (cuda.gridsize(1) // _WARP) * per_warp):
+        for first in range(
+            (cuda.grid(1) // _WARP) * per_warp, n_rows, (cuda.gridsize(1) // _WARP) * per_warp
+        ):
             base = first + (lane // lanes) * R
             rows_dot(X, base, w, sub, lanes, acc)
             for r in range(R):
@@ -239,8 +240,9 @@ def _sigmoid_csr(indptr, indices, data, w, b, out, lanes):
     sub = lane % lanes
     rows_per_warp = _WARP // lanes
     n_rows = indptr.shape[0] - 1
-    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, n_rows,
-                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+    for base in range(
+        (cuda.grid(1) // _WARP) * rows_per_warp, n_rows, (cuda.gridsize(1) // _WARP) * rows_per_warp
+    ):
         row = base + lane // lanes
         z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
         if sub == 0 and row < n_rows:
@@ -312,8 +314,7 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
         else:
             d_data = _dev(data)
         grid, lanes = _csr_launch(n_rows, nnz)
-        _sigmoid_csr[grid, _THREADS](_dev(indptr), d_indices, d_data, d_w, float(b), d_out,
-                                     lanes)
+        _sigmoid_csr[grid, _THREADS](_dev(indptr), d_indices, d_data, d_w, float(b), d_out, lanes)
     return _finish_out(d_out, out)
 
 
@@ -347,8 +348,9 @@ def _terms_csr(indptr, indices, data, y, w, b, sample_weight, residual, loss, la
     sub = lane % lanes
     rows_per_warp = _WARP // lanes
     n_rows = indptr.shape[0] - 1
-    for base in range((cuda.grid(1) // _WARP) * rows_per_warp, n_rows,
-                      (cuda.gridsize(1) // _WARP) * rows_per_warp):
+    for base in range(
+        (cuda.grid(1) // _WARP) * rows_per_warp, n_rows, (cuda.gridsize(1) // _WARP) * rows_per_warp
+    ):
         row = base + lane // lanes
         z = _group_csr_dot(indptr, indices, data, row, w, sub, lanes) + b
         if sub == 0 and row < n_rows:
@@ -461,8 +463,7 @@ def _chunk_sums(v, chunk_rows, partial):
     n_warps = cuda.gridsize(1) // _WARP
     for chunk in range(warp, partial.shape[0], n_warps):
         acc = 0.0
-        for i in range(chunk * chunk_rows + lane, min(v.shape[0], (chunk + 1) * chunk_rows),
-                       _WARP):
+        for i in range(chunk * chunk_rows + lane, min(v.shape[0], (chunk + 1) * chunk_rows), _WARP):
             acc += v[i]
         acc = _warp_sum(acc)
         if lane == 0:
@@ -510,13 +511,13 @@ def _fixed_order_sums(vectors) -> list[float]:
 
 def _finish_loss_grad(d_residual, d_loss, d_grad, d_w, l2, d_sample_weight, keep):
     """Means, the L2 term and the gradient's scaling, on the device: only scalars come back."""
-    loss_sum, residual_sum, total_weight = _fixed_order_sums(
-        [d_loss, d_residual, d_sample_weight])
+    loss_sum, residual_sum, total_weight = _fixed_order_sums([d_loss, d_residual, d_sample_weight])
     n_features = d_grad.shape[0]
     w_squared = cuda.device_array(max(n_features, 1), dtype=np.float64)
     if n_features:
-        _finish_grad[_grid(n_features, _THREADS), _THREADS](d_grad, d_w, total_weight,
-                                                            float(l2), w_squared)
+        _finish_grad[_grid(n_features, _THREADS), _THREADS](
+            d_grad, d_w, total_weight, float(l2), w_squared
+        )
     (w_norm2,) = _fixed_order_sums([w_squared[:n_features]])
     loss = loss_sum / total_weight + 0.5 * l2 * w_norm2
     grad_b = residual_sum / total_weight
@@ -545,15 +546,18 @@ def _dense_pass(X, d_y, d_w, b, d_sw, hess):
     f_order = _is_f_order(X)
     if f_order:
         _terms_dense_f[_grid(n_rows, _THREADS), _THREADS](
-            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, hess)
+            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, hess
+        )
     elif _use_tile(n_rows):
         kern = _dense_tile_kernels(d_X.dtype)[1]
-        kern[_grid(n_rows, _TILE_ROWS), _TILE_ROWS](d_X, d_y, d_w, float(b), d_sw, d_residual,
-                                                    d_loss, hess)
+        kern[_grid(n_rows, _TILE_ROWS), _TILE_ROWS](
+            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, hess
+        )
     else:
         grid, lanes = _dense_launch(n_rows, n_features)
-        _terms_dense_c[grid, _DENSE_THREADS](d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss,
-                                             lanes, hess)
+        _terms_dense_c[grid, _DENSE_THREADS](
+            d_X, d_y, d_w, float(b), d_sw, d_residual, d_loss, lanes, hess
+        )
     chunk_rows, n_chunks = _chunking(n_rows)
     partial = cuda.device_array((n_chunks, max(n_features, 1)), dtype=np.float64)
     d_grad = cuda.device_array(max(n_features, 1), dtype=np.float64)
@@ -575,8 +579,9 @@ def logistic_loss_grad_csr(indptr, indices, data, y, w, b, l2, sample_weight, n_
     """
     keep = _any_device(indptr, indices, data, y, w, sample_weight)
     d_w, d_sw = _dev(w, np.float64), _dev(sample_weight, np.float64)
-    d_residual, d_loss, d_grad = _csr_pass(indptr, indices, data, _dev(y, np.float64), d_w, b,
-                                           d_sw, False)
+    d_residual, d_loss, d_grad = _csr_pass(
+        indptr, indices, data, _dev(y, np.float64), d_w, b, d_sw, False
+    )
     return _finish_loss_grad(d_residual, d_loss, d_grad, d_w, l2, d_sw, keep)
 
 
@@ -590,15 +595,17 @@ def _csr_pass(indptr, indices, data, d_y, d_w, b, d_sw, hess):
     d_residual = cuda.device_array(n_rows, dtype=np.float64)
     d_loss = cuda.device_array(1 if hess else n_rows, dtype=np.float64)
     grid, lanes = _csr_launch(n_rows, int(indices.shape[0]))
-    _terms_csr[grid, _THREADS](d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw,
-                               d_residual, d_loss, lanes, hess)
+    _terms_csr[grid, _THREADS](
+        d_indptr, d_indices, d_data, d_y, d_w, float(b), d_sw, d_residual, d_loss, lanes, hess
+    )
     grid = _grid(n_rows, _THREADS // _WARP)
     width = max(n_features, 1)
     col_max, level1, level2 = (_zeros(width, np.float64) for _ in range(3))
     log2_rows = max(1, n_rows).bit_length()  # n_rows < 2^log2_rows
     _xt_csr_column_max[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, col_max)
-    _xt_csr_exact_sums[grid, _THREADS](d_indptr, d_indices, d_data, d_residual, col_max,
-                                       log2_rows, level1, level2)
+    _xt_csr_exact_sums[grid, _THREADS](
+        d_indptr, d_indices, d_data, d_residual, col_max, log2_rows, level1, level2
+    )
     d_grad = cuda.device_array(width, dtype=np.float64)
     _add_levels[_grid(width, _THREADS), _THREADS](level1, level2, d_grad)
     return d_residual, (None if hess else d_loss), d_grad[:n_features]

@@ -78,8 +78,7 @@ def _scaled_with_norms(d_indptr, d_data, n_rows):
     d_inv = _zeros(max(n_rows, 1), np.float64)
     d_scaled = cuda.device_array(max(d_data.shape[0], 1), dtype=d_data.dtype)
     if d_data.shape[0]:
-        _scale_rows[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_scaled,
-                                                                 d_inv)
+        _scale_rows[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_data, d_scaled, d_inv)
     return d_scaled, d_inv
 
 
@@ -137,10 +136,32 @@ def _transpose_with_norms(d_indptr, d_indices, d_data, n_rows, n_cols):
 @_factory
 def _cosine_topk_kernel(P, shared, vtype):
     @cuda.jit
-    def kernel(indptr, indices, values, t_indptr, t_indices, t_data, inv, k, shrink,
-               min_similarity, min_support, include_self, with_count, acc2, mark2, count2,
-               touched2,
-               gbuf_val, gbuf_idx, out_idx, out_val, out_count, order, ticket):
+    def kernel(
+        indptr,
+        indices,
+        values,
+        t_indptr,
+        t_indices,
+        t_data,
+        inv,
+        k,
+        shrink,
+        min_similarity,
+        min_support,
+        include_self,
+        with_count,
+        acc2,
+        mark2,
+        count2,
+        touched2,
+        gbuf_val,
+        gbuf_idx,
+        out_idx,
+        out_val,
+        out_count,
+        order,
+        ticket,
+    ):
         meta = cuda.shared.array(3, numba.int64)
         next_row = cuda.shared.array(1, numba.int64)
         thr_v = cuda.shared.array(1, vtype)
@@ -170,8 +191,22 @@ def _cosine_topk_kernel(P, shared, vtype):
             if ticket_no >= order.shape[0]:  # block-uniform
                 break
             row = order[ticket_no]
-            _accumulate_row(row, row + 1, indptr, indices, values, t_indptr, t_indices, t_data,
-                            acc, mark, count, touched, meta, with_count)
+            _accumulate_row(
+                row,
+                row + 1,
+                indptr,
+                indices,
+                values,
+                t_indptr,
+                t_indices,
+                t_data,
+                acc,
+                mark,
+                count,
+                touched,
+                meta,
+                with_count,
+            )
             n_touched = meta[2]
             for c0 in range(0, n_touched, nthreads * _ITEMS):
                 if cuda.syncthreads_or(int(meta[1] > P - nthreads * _ITEMS)):
@@ -201,14 +236,12 @@ def _cosine_topk_kernel(P, shared, vtype):
     return kernel
 
 
-
 def _heaviest_first(d_indptr, d_indices, col_counts, n_rows, rows=None):
     """Row order for the dynamic schedule: most work first (ties by row), as int64; only the
     rows in ``rows`` when given."""
     work = _zeros(n_rows, np.int64)
     if d_indices.shape[0]:
-        _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_indices, col_counts,
-                                                              work)
+        _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_indptr, d_indices, col_counts, work)
     return _rows.schedule(work.copy_to_host(), rows).astype(np.int64)
 
 
@@ -291,19 +324,55 @@ def cosine_topk(
     if n_rows:
         order = cuda.to_device(_heaviest_first(d_indptr, d_indices, col_counts, n_rows, rows))
         _cosine_topk_kernel(P, shared, dtype)[G, _THREADS](
-            d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv, k, float(shrink),
-            float(min_similarity), int(min_support), bool(include_self), with_count,
-            acc, mark, count, touched, gbuf_val, gbuf_idx, out_idx, out_val, out_count,
-            order, _zeros(1, np.int64),
+            d_indptr,
+            d_indices,
+            d_data,
+            t_indptr,
+            t_indices,
+            t_data,
+            d_inv,
+            k,
+            float(shrink),
+            float(min_similarity),
+            int(min_support),
+            bool(include_self),
+            with_count,
+            acc,
+            mark,
+            count,
+            touched,
+            gbuf_val,
+            gbuf_idx,
+            out_idx,
+            out_val,
+            out_count,
+            order,
+            _zeros(1, np.int64),
         )
     result = _csr_result(out_count, out_idx, out_val, dtype, keep)
     return result if rows is None else _rows.take_rows(*result, np.asarray(rows))
 
 
 @cuda.jit
-def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_data, inv_x,
-                              inv_y, min_similarity, write, out_indptr, acc2, mark2, touched2,
-                              out_count, out_indices, out_values):
+def _cosine_similarity_kernel(
+    indptr,
+    indices,
+    values,
+    t_indptr,
+    t_indices,
+    t_data,
+    inv_x,
+    inv_y,
+    min_similarity,
+    write,
+    out_indptr,
+    acc2,
+    mark2,
+    touched2,
+    out_count,
+    out_indices,
+    out_values,
+):
     """Pass 1 (write=False): count each row's entries; pass 2: write them, columns ascending.
 
     Pass 2 walks the row's stamp array in column order and places entries with a block-wide
@@ -324,8 +393,22 @@ def _cosine_similarity_kernel(indptr, indices, values, t_indptr, t_indices, t_da
             meta[0] = 0
             meta[2] = 0
         cuda.syncthreads()
-        _accumulate_row(row, stamp, indptr, indices, values, t_indptr, t_indices, t_data,
-                        acc, mark, acc, touched, meta, False)
+        _accumulate_row(
+            row,
+            stamp,
+            indptr,
+            indices,
+            values,
+            t_indptr,
+            t_indices,
+            t_data,
+            acc,
+            mark,
+            acc,
+            touched,
+            meta,
+            False,
+        )
         if not write:
             n_touched = meta[2]
             for t in range(tid, n_touched, nthreads):
@@ -391,9 +474,25 @@ def cosine_similarity(
     dummy_i, dummy_v = cuda.device_array(1, np.int64), cuda.device_array(1, dtype)
     launch = _cosine_similarity_kernel[G, _THREADS] if n_rows and n_other else None
     if launch is not None:
-        launch(d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv_x, d_inv_y,
-               float(min_similarity),
-               False, counts, acc, mark, touched, counts, dummy_i, dummy_v)
+        launch(
+            d_indptr,
+            d_indices,
+            d_data,
+            t_indptr,
+            t_indices,
+            t_data,
+            d_inv_x,
+            d_inv_y,
+            float(min_similarity),
+            False,
+            counts,
+            acc,
+            mark,
+            touched,
+            counts,
+            dummy_i,
+            dummy_v,
+        )
     out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts.copy_to_host(), out=out_indptr[1:])
     nnz = int(out_indptr[-1])
@@ -402,9 +501,25 @@ def cosine_similarity(
     out_values = cuda.device_array(max(nnz, 1), dtype=dtype)
     if launch is not None and nnz:
         mark = _zeros((G, width), np.int32)
-        launch(d_indptr, d_indices, d_data, t_indptr, t_indices, t_data, d_inv_x, d_inv_y,
-               float(min_similarity),
-               True, d_out_indptr, acc, mark, touched, counts, out_indices, out_values)
+        launch(
+            d_indptr,
+            d_indices,
+            d_data,
+            t_indptr,
+            t_indices,
+            t_data,
+            d_inv_x,
+            d_inv_y,
+            float(min_similarity),
+            True,
+            d_out_indptr,
+            acc,
+            mark,
+            touched,
+            counts,
+            out_indices,
+            out_values,
+        )
     if keep:
         return d_out_indptr, out_indices[:nnz], out_values[:nnz]
     return out_indptr, out_indices.copy_to_host()[:nnz], out_values.copy_to_host()[:nnz]

@@ -233,7 +233,8 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
         B, warps_per_block = plan
         grid = _grid(n_rows, warps_per_block, cap_per_sm=64 // warps_per_block)
         _warp_topk_kernel(B, warps_per_block, dtype)[grid, warps_per_block * _WARP](
-            d_scores, k, ex_indptr, ex_indices, out_idx, out_val)
+            d_scores, k, ex_indptr, ex_indices, out_idx, out_val
+        )
         return _index_result(out_idx, out_val, keep)
     P, shared = _selection_plan(max(1, min(k, n_cols)), dtype)
     G = _grid(n_rows, 1, cap_per_sm=16)
@@ -250,9 +251,29 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
 @_factory
 def _recommend_kernel(P, shared, vtype):
     @cuda.jit
-    def kernel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, rows, n,
-               seen_indptr, seen_indices, ex_indptr, ex_indices, acc2, mark2, touched2,
-               gbuf_val, gbuf_idx, out_idx, out_val, order, ticket):
+    def kernel(
+        a_indptr,
+        a_indices,
+        a_data,
+        b_indptr,
+        b_indices,
+        b_data,
+        rows,
+        n,
+        seen_indptr,
+        seen_indices,
+        ex_indptr,
+        ex_indices,
+        acc2,
+        mark2,
+        touched2,
+        gbuf_val,
+        gbuf_idx,
+        out_idx,
+        out_val,
+        order,
+        ticket,
+    ):
         meta = cuda.shared.array(3, numba.int64)
         next_row = cuda.shared.array(1, numba.int64)
         thr_v = cuda.shared.array(1, vtype)
@@ -281,8 +302,22 @@ def _recommend_kernel(P, shared, vtype):
             q = order[ticket_no]
             r = rows[q]
             stamp = q + 1
-            _accumulate_row(r, stamp, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
-                            acc, mark, acc, touched, meta, False)
+            _accumulate_row(
+                r,
+                stamp,
+                a_indptr,
+                a_indices,
+                a_data,
+                b_indptr,
+                b_indices,
+                b_data,
+                acc,
+                mark,
+                acc,
+                touched,
+                meta,
+                False,
+            )
             # Masks: a masked slot that this row touched can never be a candidate.
             for p in range(seen_indptr[r] + tid, seen_indptr[r + 1], nthreads):
                 if mark[seen_indices[p]] == stamp:
@@ -335,8 +370,19 @@ def recommend(
     One block per requested row: scatter-accumulate (no atomics, deterministic), mask, select.
     Memory: O(len(rows) * n) output plus O(blocks * n_items) accumulators; never rows x items.
     """
-    keep = _any_device(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, rows,
-                       seen_indptr, seen_indices, ex_indptr, ex_indices)
+    keep = _any_device(
+        a_indptr,
+        a_indices,
+        a_data,
+        b_indptr,
+        b_indices,
+        b_data,
+        rows,
+        seen_indptr,
+        seen_indices,
+        ex_indptr,
+        ex_indices,
+    )
     dtype = np.result_type(a_data.dtype, b_data.dtype)
     n_rows = int(a_indptr.shape[0]) - 1
     n_items = int(n_items)
@@ -351,8 +397,9 @@ def recommend(
                 d_ind = cuda.to_device(np.zeros(1, dtype=d_ind.dtype))
             masks.extend((_dev(m_indptr), d_ind))
     P, shared = _selection_plan(max(1, min(n, n_items)), dtype)
-    G = _scratch_grid(n_out, n_items * (dtype.itemsize + 8)
-                      + (0 if shared else P * (dtype.itemsize + 4)))
+    G = _scratch_grid(
+        n_out, n_items * (dtype.itemsize + 8) + (0 if shared else P * (dtype.itemsize + 4))
+    )
     width = max(n_items, 1)
     acc = cuda.device_array((G, width), dtype=dtype)
     mark = _zeros((G, width), np.int32)
@@ -371,12 +418,28 @@ def recommend(
             _row_lengths[_grid(b_lengths.shape[0], _THREADS), _THREADS](d_b_indptr, b_lengths)
         work = _zeros(n_rows, np.int64)
         if d_a_indices.shape[0]:
-            _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](d_a_indptr, d_a_indices,
-                                                                  b_lengths, work)
+            _row_work[_grid(n_rows, _THREADS // _WARP), _THREADS](
+                d_a_indptr, d_a_indices, b_lengths, work
+            )
         order = np.argsort(-work.copy_to_host()[_host(rows)], kind="stable").astype(np.int64)
         _recommend_kernel(P, shared, dtype)[G, _THREADS](
-            d_a_indptr, d_a_indices, _dev(a_data, dtype), d_b_indptr, b_dev,
-            _dev(b_data, dtype), _dev(rows), n, *masks, acc, mark, touched,
-            gbuf_val, gbuf_idx, out_idx, out_val, cuda.to_device(order), _zeros(1, np.int64),
+            d_a_indptr,
+            d_a_indices,
+            _dev(a_data, dtype),
+            d_b_indptr,
+            b_dev,
+            _dev(b_data, dtype),
+            _dev(rows),
+            n,
+            *masks,
+            acc,
+            mark,
+            touched,
+            gbuf_val,
+            gbuf_idx,
+            out_idx,
+            out_val,
+            cuda.to_device(order),
+            _zeros(1, np.int64),
         )
     return _index_result(out_idx, out_val, keep)
