@@ -140,7 +140,7 @@ def recommend(
             f"item_neighbours must have shape ({n_items}, {n_items}) to match user_items "
             f"{UI.shape}, got {NB.shape}"
         )
-    return _fused_recommend(UI, UI, NB, n, user_ids, exclude_seen, exclude, backend, n_threads)
+    return fused_recommend(UI, UI, NB, n, user_ids, exclude_seen, exclude, backend, n_threads)
 
 
 def recommend_user_based(
@@ -178,7 +178,7 @@ def recommend_user_based(
             f"user_neighbours must have shape ({n_users}, {n_users}) to match user_items "
             f"{UI.shape}, got {NB.shape}"
         )
-    return _fused_recommend(UI, NB, UI, n, user_ids, exclude_seen, exclude, backend, n_threads)
+    return fused_recommend(UI, NB, UI, n, user_ids, exclude_seen, exclude, backend, n_threads)
 
 
 def recommend_product(
@@ -264,10 +264,11 @@ def _device_mask(exclude, name, shape):
     return M.indptr, M.indices
 
 
-def _fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_threads) -> TopK:
+def fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_threads) -> TopK:
     """Score the users of UI by the rows of A @ B (the recommend kernel) with UI's items as the
     seen mask: the shared tail of :func:`recommend` and :func:`recommend_user_based` (UI, A, B
-    host CSR or DeviceCSR: the same attributes)."""
+    host CSR or DeviceCSR: the same attributes, already validated: the models validate their
+    fitted matrices once per fitted state, not per request)."""
     n_users, n_items = UI.shape
     n = check_k(n, "n")
     rows = (

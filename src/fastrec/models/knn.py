@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from .. import _progress
 from .._validation import check_csr, check_k, check_scalar
 from ..similarity import _check_weighting, cosine_topk, prepare_cosine_topk
-from ..topk import TopK, product_topk, recommend, recommend_user_based
+from ..topk import TopK, fused_recommend, product_topk
 from . import _incremental
 from ._base import (
     Explanation,
@@ -192,7 +192,8 @@ class _KNN(Recommender):
             cache = getattr(self, "_checked_cache", None) or {}
             hit = cache.get(id(M))
             if hit is None or hit[0] is not M:
-                hit = (M, check_csr(M, "neighbours", drop_zeros=True))
+                name = "neighbours_" if M is self.neighbours_ else "user_items_"
+                hit = (M, check_csr(M, name, drop_zeros=True))
                 cache = {
                     k: v
                     for k, v in cache.items()
@@ -301,14 +302,18 @@ class ItemKNN(_KNN):
         return self.n_items_
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
-        return recommend(
-            self.user_items_,
-            self.neighbours_,
+        # fastrec.recommend on the fitted matrices, validated once per fitted state.
+        UI = self._checked(self.user_items_)
+        return fused_recommend(
+            UI,
+            UI,
+            self._checked(self.neighbours_),
             n,
-            user_ids=rows,
-            exclude_seen=exclude_seen,
-            backend=self.backend,
-            n_threads=self.n_threads,
+            rows,
+            exclude_seen,
+            None,
+            self.backend,
+            self.n_threads,
         )
 
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
@@ -397,14 +402,18 @@ class UserKNN(_KNN):
         return self.n_users_
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
-        return recommend_user_based(
-            self.user_items_,
-            self.neighbours_,
+        # fastrec.recommend_user_based on the fitted matrices, validated once per fitted state.
+        UI = self._checked(self.user_items_)
+        return fused_recommend(
+            UI,
+            self._checked(self.neighbours_),
+            UI,
             n,
-            user_ids=rows,
-            exclude_seen=exclude_seen,
-            backend=self.backend,
-            n_threads=self.n_threads,
+            rows,
+            exclude_seen,
+            None,
+            self.backend,
+            self.n_threads,
         )
 
     def _request_neighbours(self, R) -> sp.csr_matrix:
