@@ -41,7 +41,8 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
     "dot_topk": ("cython", "numba", "numpy"),
-    "als_cg_update": ("numba", "numpy"),
+    "als_cg_update": ("numba", "cython", "numpy"),
+    # ALS: numba ahead of cython (its float64 dots vectorise at the host ISA), see the CHANGELOG.
     # Scoring: benchmarks/README.md, "Scoring" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
     "sigmoid_csr": ("numba", "cython", "numpy"),

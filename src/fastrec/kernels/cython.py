@@ -1,5 +1,6 @@
 """The Cython (OpenMP) backend: re-exports the compiled kernels under their reference names."""
 
+from ._cython._als import als_cg_update  # noqa: F401
 from ._cython._embedding import dot_topk  # noqa: F401
 from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (import = built)
 from ._cython._scoring import (  # noqa: F401

@@ -1,0 +1,161 @@
+"""Cython (OpenMP) conjugate-gradient solves of implicit-feedback ALS.
+
+The contract of ``reference.als_cg_update``; the operation order of the Numba kernel
+(``numba_cpu/als.py``): rows are independent, each solved by one thread into its own output
+row, so the result is bit-identical for any thread count. Per-row arithmetic in float64 (X and
+Y read in their dtype, the new row rounded once to X's dtype). Every loop is a plain loop over
+the factors that gcc vectorises at -O3 without fast-math: elementwise updates directly, the
+Gram product as a sum of scaled columns, dot products with eight interleaved accumulators
+combined in a fixed tree. Inputs are trusted.
+"""
+import numpy as np
+
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t, int64_t
+
+ctypedef fused floating:
+    float
+    double
+
+# A row of Y (float32 or float64) or a float64 work vector, in the dot products.
+ctypedef fused vec_t:
+    float
+    double
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+cdef enum:
+    ROWS_PER_TASK = 64  # rows per scheduling unit (as the Numba kernel)
+
+cdef double TINY = 1e-20  # squared residual below which a row is left as it is
+
+
+cdef inline double _dot(const vec_t* a, const double* b, Py_ssize_t f) noexcept nogil:
+    """sum_t a[t] * b[t] in float64 with a fixed order (eight interleaved partial sums)."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    cdef Py_ssize_t t = 0
+    while t + 8 <= f:
+        a0 += <double>a[t] * b[t]
+        a1 += <double>a[t + 1] * b[t + 1]
+        a2 += <double>a[t + 2] * b[t + 2]
+        a3 += <double>a[t + 3] * b[t + 3]
+        a4 += <double>a[t + 4] * b[t + 4]
+        a5 += <double>a[t + 5] * b[t + 5]
+        a6 += <double>a[t + 6] * b[t + 6]
+        a7 += <double>a[t + 7] * b[t + 7]
+        t += 8
+    a0 = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    while t < f:
+        a0 += <double>a[t] * b[t]
+        t += 1
+    return a0
+
+
+cdef inline void _gram_times(const double* GT, const double* v, double* out,
+                             Py_ssize_t f) noexcept nogil:
+    """out = G v from GT = G^T (C order): out[t] = sum_s GT[s, t] v[s], s in order (a sum of
+    scaled rows of GT, vectorised over t)."""
+    cdef Py_ssize_t s, t
+    cdef double vs
+    cdef const double* row
+    for t in range(f):
+        out[t] = 0
+    for s in range(f):
+        vs = v[s]
+        row = GT + s * f
+        for t in range(f):
+            out[t] += row[t] * vs
+
+
+cdef void _solve_row(
+    const index_t* indices, const double* data, Py_ssize_t lo, Py_ssize_t hi,
+    const floating* X_u, const floating* Y, const double* GT, double alpha, Py_ssize_t cg_steps,
+    Py_ssize_t f, double* x, double* r, double* p, double* Ap, floating* out_u,
+) noexcept nogil:
+    """x_u after cg_steps CG steps from X_u, rounded into out_u."""
+    cdef Py_ssize_t q, s, _step
+    cdef double c1, w, rsold, rsnew, a, b
+    cdef const floating* y
+    for s in range(f):
+        x[s] = X_u[s]
+    _gram_times(GT, x, r, f)
+    for s in range(f):
+        r[s] = -r[s]
+    for q in range(lo, hi):  # r = Y^T C_u p_u - (YtY + Y^T (C_u - I) Y) x
+        y = Y + <Py_ssize_t>indices[q] * f
+        c1 = alpha * data[q]
+        w = (1.0 + c1) - c1 * _dot(y, x, f)
+        for s in range(f):
+            r[s] += w * y[s]
+    rsold = _dot(r, r, f)
+    if rsold < TINY:
+        for s in range(f):
+            out_u[s] = X_u[s]
+        return
+    for s in range(f):
+        p[s] = r[s]
+    for _step in range(cg_steps):
+        _gram_times(GT, p, Ap, f)
+        for q in range(lo, hi):
+            y = Y + <Py_ssize_t>indices[q] * f
+            w = (alpha * data[q]) * _dot(y, p, f)
+            for s in range(f):
+                Ap[s] += w * y[s]
+        a = rsold / _dot(p, Ap, f)
+        for s in range(f):
+            x[s] += a * p[s]
+            r[s] -= a * Ap[s]
+        rsnew = _dot(r, r, f)
+        if rsnew < TINY:
+            break
+        b = rsnew / rsold
+        for s in range(f):
+            p[s] = r[s] + b * p[s]
+        rsold = rsnew
+    for s in range(f):
+        out_u[s] = <floating>x[s]
+
+
+def _als_cg_impl(
+    const index_t[::1] indptr, const index_t[::1] indices, const double[::1] data,
+    const floating[:, ::1] X, const floating[:, ::1] Y, const double[:, ::1] GT, double alpha,
+    Py_ssize_t cg_steps, double[:, ::1] work, floating[:, ::1] out, int n_threads,
+):
+    """work: (n_threads, 4 * f) float64, x, r, p and Ap of each thread."""
+    cdef Py_ssize_t n_rows = X.shape[0], f = X.shape[1]
+    cdef Py_ssize_t n_tasks = (n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK, task, u, u1
+    cdef double* w
+    cdef const index_t* ind = &indices[0] if indices.shape[0] else NULL
+    cdef const double* val = &data[0] if data.shape[0] else NULL
+    cdef const floating* Yp = &Y[0, 0] if Y.shape[0] else NULL
+    with nogil:
+        for task in prange(n_tasks, schedule="dynamic", num_threads=n_threads):
+            w = &work[threadid(), 0]
+            u1 = min(n_rows, (task + 1) * ROWS_PER_TASK)
+            for u in range(task * ROWS_PER_TASK, u1):
+                _solve_row(ind, val, indptr[u], indptr[u + 1], &X[u, 0], Yp, &GT[0, 0], alpha,
+                           cg_steps, f, w, w + f, w + 2 * f, w + 3 * f, &out[u, 0])
+
+
+def als_cg_update(indptr, indices, data, X, Y, YtY, alpha, cg_steps, n_threads):
+    """See ``reference.als_cg_update``. Time O(cg_steps * (nnz + n_rows * n_factors) *
+    n_factors); memory: the new X plus 4 * n_factors float64 per thread."""
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return np.array(X, order="C", copy=True)
+    out = np.empty_like(X, order="C")
+    _als_cg_impl(
+        indptr,
+        indices,
+        np.ascontiguousarray(data, dtype=np.float64),
+        np.ascontiguousarray(X),
+        np.ascontiguousarray(Y, dtype=X.dtype),
+        np.ascontiguousarray(np.asarray(YtY, dtype=np.float64).T),
+        float(alpha),
+        int(cg_steps),
+        np.empty((int(n_threads), 4 * X.shape[1])),
+        out,
+        int(n_threads),
+    )
+    return out
