@@ -69,26 +69,60 @@ cdef inline void _gram_times(const double* GT, const double* v, double* out,
             out[t] += row[t] * vs
 
 
+cdef inline double _weight(double c, double d, bint first) noexcept nogil:
+    return (1.0 + c) - c * d if first else c * d
+
+
+cdef inline void _add_weighted_rows(
+    const index_t* indices, const double* data, Py_ssize_t lo, Py_ssize_t hi, double alpha,
+    const floating* Y, const double* v, double* acc, Py_ssize_t f, bint first,
+) noexcept nogil:
+    """acc += sum over q in [lo, hi) of w_q Y[indices[q]], in q order, where with
+    c = alpha * data[q] and d = Y[indices[q]] . v: w_q = (1 + c) - c d (``first``: the
+    residual's right-hand side) or c d (the product Y^T (C_u - I) Y v). Four rows at a time:
+    four independent dots, then acc read and written once for the four (the same additions
+    in the same order as one row at a time)."""
+    cdef Py_ssize_t q = lo, s
+    cdef double w0, w1, w2, w3
+    cdef const floating* y0
+    cdef const floating* y1
+    cdef const floating* y2
+    cdef const floating* y3
+    while q + 4 <= hi:
+        y0 = Y + <Py_ssize_t>indices[q] * f
+        y1 = Y + <Py_ssize_t>indices[q + 1] * f
+        y2 = Y + <Py_ssize_t>indices[q + 2] * f
+        y3 = Y + <Py_ssize_t>indices[q + 3] * f
+        w0 = _weight(alpha * data[q], _dot(y0, v, f), first)
+        w1 = _weight(alpha * data[q + 1], _dot(y1, v, f), first)
+        w2 = _weight(alpha * data[q + 2], _dot(y2, v, f), first)
+        w3 = _weight(alpha * data[q + 3], _dot(y3, v, f), first)
+        for s in range(f):
+            acc[s] = acc[s] + w0 * y0[s] + w1 * y1[s] + w2 * y2[s] + w3 * y3[s]
+        q += 4
+    while q < hi:
+        y0 = Y + <Py_ssize_t>indices[q] * f
+        w0 = _weight(alpha * data[q], _dot(y0, v, f), first)
+        for s in range(f):
+            acc[s] += w0 * y0[s]
+        q += 1
+
+
 cdef void _solve_row(
     const index_t* indices, const double* data, Py_ssize_t lo, Py_ssize_t hi,
     const floating* X_u, const floating* Y, const double* GT, double alpha, Py_ssize_t cg_steps,
     Py_ssize_t f, double* x, double* r, double* p, double* Ap, floating* out_u,
 ) noexcept nogil:
     """x_u after cg_steps CG steps from X_u, rounded into out_u."""
-    cdef Py_ssize_t q, s, _step
-    cdef double c1, w, rsold, rsnew, a, b
-    cdef const floating* y
+    cdef Py_ssize_t s, _step
+    cdef double rsold, rsnew, a, b
     for s in range(f):
         x[s] = X_u[s]
     _gram_times(GT, x, r, f)
     for s in range(f):
         r[s] = -r[s]
-    for q in range(lo, hi):  # r = Y^T C_u p_u - (YtY + Y^T (C_u - I) Y) x
-        y = Y + <Py_ssize_t>indices[q] * f
-        c1 = alpha * data[q]
-        w = (1.0 + c1) - c1 * _dot(y, x, f)
-        for s in range(f):
-            r[s] += w * y[s]
+    # r = Y^T C_u p_u - (YtY + Y^T (C_u - I) Y) x
+    _add_weighted_rows(indices, data, lo, hi, alpha, Y, x, r, f, True)
     rsold = _dot(r, r, f)
     if rsold < TINY:
         for s in range(f):
@@ -98,11 +132,7 @@ cdef void _solve_row(
         p[s] = r[s]
     for _step in range(cg_steps):
         _gram_times(GT, p, Ap, f)
-        for q in range(lo, hi):
-            y = Y + <Py_ssize_t>indices[q] * f
-            w = (alpha * data[q]) * _dot(y, p, f)
-            for s in range(f):
-                Ap[s] += w * y[s]
+        _add_weighted_rows(indices, data, lo, hi, alpha, Y, p, Ap, f, False)
         a = rsold / _dot(p, Ap, f)
         for s in range(f):
             x[s] += a * p[s]
