@@ -1,6 +1,7 @@
 """fastrec.models.ALS and its conjugate-gradient solve: backends against the NumPy reference,
 determinism, the objective going down, recommend/similar_items, save/load, bad input."""
 
+import importlib
 from itertools import pairwise
 
 import numpy as np
@@ -210,6 +211,38 @@ def test_recommend_with_exclude_and_candidates():
         assert set(row[row >= 0]) <= {3, 4, 5, 6}
     got = model.recommend([1, 2], n=25, exclude=[0, 1])
     assert not {0, 1} & set(got.indices.ravel())
+
+
+def _cython_builds():
+    """The builds of the Cython ALS kernel this CPU runs (base, then AVX2, then AVX-512)."""
+    try:
+        from fastrec.kernels._cython import _als
+    except ImportError:
+        return []
+    builds = ["_als", "_als_avx2", "_als_avx512"]
+    return builds[: 1 + ["base", "avx2", "avx512"].index(_als.cpu_isa())]
+
+
+@pytest.mark.parametrize("build", _cython_builds())
+@pytest.mark.parametrize("dtype, index_dtype", [(np.float32, np.int32), (np.float64, np.int64)])
+def test_every_cython_build_equals_reference_any_thread_count(build, dtype, index_dtype):
+    """Each instruction-set build (not only the one "cython" picks): rows of every length
+    modulo four, factors not a multiple of sixteen."""
+    from fastrec.kernels import reference
+
+    module = importlib.import_module(f"fastrec.kernels._cython.{build}")
+    rng = np.random.default_rng(14)
+    UI = interactions(300, 50, density=0.2, seed=14)
+    indptr, indices = UI.indptr.astype(index_dtype), UI.indices.astype(index_dtype)
+    X = rng.random((300, 21)).astype(dtype)
+    Y = rng.random((50, 21)).astype(dtype)
+    YtY = Y.T.astype(float) @ Y + 0.1 * np.eye(21)
+    args = (indptr, indices, UI.data, X, Y, YtY, 2.0, 3)
+    want = reference.als_cg_update(*args, 1)
+    one, two = (module.als_cg_update(*args, t) for t in (1, 2))
+    np.testing.assert_array_equal(one, two)
+    tol = 2e-3 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(one, want, rtol=tol, atol=tol)
 
 
 # ---- the CUDA solve on Numba's simulator (every simulated thread is a Python thread: tiny) ----
