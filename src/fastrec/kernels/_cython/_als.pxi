@@ -19,6 +19,16 @@ ctypedef fused index_t:
     int32_t
     int64_t
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTREC_PREFETCH(p) __builtin_prefetch((const void*) (p), 0, 3)
+    #else
+    #define FASTREC_PREFETCH(p) ((void) (p))
+    #endif
+    """
+    void FASTREC_PREFETCH(const void* p) nogil
+
 cdef enum:
     ROWS_PER_TASK = 64  # rows per scheduling unit (as the Numba kernel)
 
@@ -53,6 +63,12 @@ cdef inline void _gram_times(const double* G, const double* v, double* out,
         out[s] = _dot(G + s * f, v, f)
 
 
+cdef inline void _prefetch_row(const floating* y, Py_ssize_t f) noexcept nogil:
+    cdef Py_ssize_t b
+    for b in range(0, f * sizeof(floating), 64):
+        FASTREC_PREFETCH((<const char*> y) + b)
+
+
 cdef inline double _weight(double c, double d, bint first) noexcept nogil:
     return (1.0 + c) - c * d if first else c * d
 
@@ -73,6 +89,11 @@ cdef inline void _add_weighted_rows(
     cdef const floating* y2
     cdef const floating* y3
     while q + 4 <= hi:
+        if q + 8 <= hi:  # the next four rows on their way from L3 while these four are used
+            _prefetch_row(Y + <Py_ssize_t>indices[q + 4] * f, f)
+            _prefetch_row(Y + <Py_ssize_t>indices[q + 5] * f, f)
+            _prefetch_row(Y + <Py_ssize_t>indices[q + 6] * f, f)
+            _prefetch_row(Y + <Py_ssize_t>indices[q + 7] * f, f)
         y0 = Y + <Py_ssize_t>indices[q] * f
         y1 = Y + <Py_ssize_t>indices[q + 1] * f
         y2 = Y + <Py_ssize_t>indices[q + 2] * f

@@ -6,8 +6,9 @@ row, so the result is bit-identical for any thread count. Per-row arithmetic in 
 Y read in their dtype, the new row rounded once to X's dtype). Every loop is a plain loop over
 the factors that gcc vectorises at -O3 without fast-math: elementwise updates directly, dot
 products (the Gram product G v too: one per row of G) with sixteen interleaved partial sums
-combined in a fixed tree; the rows of Y four at a time (see ``_add_weighted_rows``). Inputs
-are trusted.
+combined in a fixed tree; the rows of Y four at a time (see ``_add_weighted_rows``), the
+next four prefetched meanwhile (on the mid set, whose factors outgrow L2, a 1.2-1.4x faster
+half-step). Inputs are trusted.
 
 The source is ``_als.pxi``; this module is its build for the base instruction set (SSE2 on
 x86-64) and says which builds for newer x86-64 CPUs this CPU can run (``cpu_isa``): on the
