@@ -15,7 +15,7 @@ from numba.extending import intrinsic
 
 from .. import _scoring_plan as _plan
 from .._numba_simd import prefetch_line
-from ._common import threads, unsigned
+from ._common import index31, threads, unsigned
 
 _DENSE_BLOCK = _plan.DENSE_BLOCK
 _CSR_BLOCK = _plan.CSR_BLOCK
@@ -157,7 +157,7 @@ def _sparse_dot(indices, data, w, lo, hi):
     """
     acc = 0.0
     for k in range(lo, hi):
-        acc += np.float64(data[k]) * np.float64(w[indices[k]])
+        acc += np.float64(data[k]) * np.float64(w[index31(indices[k])])
     return acc
 
 
