@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import datasets
 
 from fastrec import recommend_product
-from fastrec.models import ItemKNN, _incremental
+from fastrec.models import ALS, ItemKNN, _incremental
 
 
 def split(M, share, seed=0):
@@ -94,8 +94,10 @@ def partial_fit_table(M, shares, k, threads, rounds, reserve):
     return rows
 
 
-def latency(M, k, n_requests, seed=1):
+def latency(M, k, n_requests, seed=1, als_iterations=3):
     model = ItemKNN(k=k, n_threads=1).fit(M)
+    # Latency does not depend on how converged the factors are: a few sweeps.
+    als = ALS(factors=64, iterations=als_iterations, n_threads=1).fit(M)
     rng = np.random.default_rng(seed)
     # 20 distinct items drawn like the events (popular items more often), one user per request
     requests = []
@@ -109,9 +111,11 @@ def latency(M, k, n_requests, seed=1):
         )
     for R in requests[:8]:  # warm-up: compilation, caches
         model.recommend(user_items=R, n=10)
+        als.recommend(user_items=R, n=10)
     out = {}
     calls = {
-        "model.recommend(user_items=row)": lambda R: model.recommend(user_items=R, n=10),
+        "ItemKNN.recommend(user_items=row)": lambda R: model.recommend(user_items=R, n=10),
+        "ALS(64 factors).recommend(user_items=row)": lambda R: als.recommend(user_items=R, n=10),
         # validates the neighbourhood on every call
         "public recommend_product(row, neighbours)": lambda R: recommend_product(
             R, model.neighbours_, 10, seen=R, n_threads=1

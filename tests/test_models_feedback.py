@@ -450,3 +450,48 @@ def test_reserve_survives_save_and_load(tmp_path, train, monkeypatch):
     _same_csr(loaded.neighbours_, ItemKNN(k=6).fit(grown).neighbours_)
     with pytest.raises(ValueError, match="reserve"):
         ItemKNN(k=6, reserve=-1).fit(base)
+
+
+def test_als_cached_item_side_gives_the_public_paths_bits():
+    # The model validates the item factors and computes Y^T Y once per fitted state; requests
+    # must get exactly what the public functions give.
+    from fastrec import dot_topk
+    from fastrec.embedding import als_cg_update
+    from fastrec.models import ALS
+
+    rng = np.random.default_rng(5)
+    UI = sp.random(40, 25, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    model = ALS(factors=6, iterations=2, n_threads=1).fit(UI)
+    R = sp.random(3, 25, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    X0 = np.zeros((3, 6), np.float32)
+    want_f = als_cg_update(
+        R,
+        X0,
+        model.item_factors_,
+        regularization=model.regularization,
+        alpha=model.alpha,
+        cg_steps=6,
+        n_threads=1,
+    )
+    np.testing.assert_array_equal(model.fold_in(R), want_f)
+    got = model.recommend(user_items=R, n=5)
+    want = dot_topk(want_f, model.item_factors_, 5, exclude=R, n_threads=1)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    rows = np.array([3, 0, 7])
+    got = model.recommend(rows, n=5)
+    want = dot_topk(model.user_factors_[rows], model.item_factors_, 5, exclude=UI[rows])
+    np.testing.assert_array_equal(got.indices, want.indices)
+    model.item_factors_ = model.item_factors_ * 2  # a new fitted state: recomputed
+    np.testing.assert_array_equal(
+        model.fold_in(R),
+        als_cg_update(
+            R,
+            X0,
+            model.item_factors_,
+            regularization=model.regularization,
+            alpha=model.alpha,
+            cg_steps=6,
+            n_threads=1,
+        ),
+    )

@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_k, check_scalar
-from ..embedding import als_cg_update, dot_topk
-from ..topk import TopK
+from .._dispatch import get_kernel
+from .._validation import (
+    check_choice,
+    check_csr,
+    check_dense,
+    check_k,
+    check_n_threads,
+    check_scalar,
+)
+from ..embedding import _dot_topk_block, als_cg_update, dot_topk
+from ..topk import TopK, _mask
 from ._base import Recommender, as_user_items
 
 # Observed entries per chunk of the loss (bounds its memory to _LOSS_CHUNK * factors floats).
@@ -101,16 +109,38 @@ class ALS(Recommender):
         self.user_factors_, self.item_factors_ = X, Y
         return self
 
+    def _items(self):
+        """(item factors as the kernels take them, Y^T Y + regularization I), validated and
+        computed once per fitted state (not per request: O(n_items * f^2))."""
+        Y = self.item_factors_
+        hit = getattr(self, "_items_cache", None)
+        if hit is None or hit[0] is not Y or hit[1] != self.regularization:
+            Yc = np.ascontiguousarray(check_dense(Y, "item_factors_"))
+            Y64 = Yc.astype(np.float64)  # as als_cg_update computes it: the same bits
+            gram = Y64.T @ Y64 + float(self.regularization) * np.eye(Yc.shape[1])
+            hit = (Y, self.regularization, Yc, gram)
+            self._items_cache = hit
+        return hit[2], hit[3]
+
+    def _rank(self, factors, seen, n) -> TopK:
+        """dot_topk of user factors against the validated item factors, ``seen`` excluded."""
+        Y = self._items()[0]
+        ex_indptr, ex_indices = _mask(seen, "exclude", (factors.shape[0], Y.shape[0]))
+        return _dot_topk_block(
+            np.ascontiguousarray(factors, dtype=Y.dtype),
+            Y,
+            None,
+            None,
+            ex_indptr,
+            ex_indices,
+            n,
+            self.backend,
+            self.n_threads,
+        )
+
     def _recommend(self, rows, n, exclude_seen) -> TopK:
         seen = self.user_items_[rows] if exclude_seen else None
-        return dot_topk(
-            self.user_factors_[rows],
-            self.item_factors_,
-            n,
-            exclude=seen,
-            backend=self.backend,
-            n_threads=self.n_threads,
-        )
+        return self._rank(self.user_factors_[rows], seen, n)
 
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
         """Fitted rows with exclude/candidates masks, or users unseen at fit time (fold-in)."""
@@ -120,30 +150,35 @@ class ALS(Recommender):
             seen = sp.csr_matrix(seen + mask)
         elif mask is not None:
             seen = mask
-        return dot_topk(
-            factors,
-            self.item_factors_,
-            n,
-            exclude=seen,
-            backend=self.backend,
-            n_threads=self.n_threads,
-        )
+        return self._rank(factors, seen, n)
 
     def fold_in(self, user_items) -> np.ndarray:
         """Factors of users unseen at fit time from their interactions (n_requests x n_items
         CSR over the fitted items): the user solve with the item factors fixed, by ``factors``
-        CG steps from zero (the exact solution of the f x f system, up to rounding)."""
+        CG steps from zero (the exact solution of the f x f system, up to rounding); the same
+        bits as :func:`fastrec.embedding.als_cg_update` with those arguments. Time
+        O(factors * (nnz + n_requests * f) * f); Y^T Y is computed once per fitted state."""
         self._check_fitted()
-        X0 = np.zeros((user_items.shape[0], int(self.factors)), dtype=self.item_factors_.dtype)
-        return als_cg_update(
-            user_items,
+        UI = check_csr(user_items, "user_items")
+        if UI.shape[1] != self.n_items_:
+            raise ValueError(
+                f"user_items has {UI.shape[1]} columns but the model knows {self.n_items_} items"
+            )
+        if UI.nnz and UI.data.min() < 0:
+            raise ValueError("user_items must be non-negative (implicit feedback confidences)")
+        Y, gram = self._items()
+        X0 = np.zeros((UI.shape[0], int(self.factors)), dtype=Y.dtype)
+        kernel = get_kernel("als_cg_update", self.backend)
+        return kernel(
+            UI.indptr,
+            UI.indices,
+            UI.data,
             X0,
-            self.item_factors_,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            cg_steps=int(self.factors),
-            backend=self.backend,
-            n_threads=self.n_threads,
+            Y,
+            gram,
+            float(self.alpha),
+            int(self.factors),
+            check_n_threads(self.n_threads),
         )
 
     def similar_items(self, item_ids, n: int = 10) -> TopK:
