@@ -182,7 +182,8 @@ def _index_array(a, what: str) -> np.ndarray:
     return a
 
 
-# Index arrays at least this long are bounds-checked on the caller's threads (when > 1).
+# Index arrays at least this long are bounds-checked by a compiled loop on the caller's
+# threads (one thread: 12 ms against NumPy's 15 ms for 80M int32 on Zen 4).
 _PARALLEL_INDEX_CHECK_MIN = 1 << 22
 
 
@@ -190,7 +191,7 @@ def _indices_within(stored: np.ndarray, n_minor: int, n_threads: int) -> bool:
     """Whether every entry of the int32/int64 array ``stored`` lies in [0, n_minor), in one
     read: viewed as unsigned, a negative index is >= 2^31 (2^63), so max < n_minor says both."""
     u = stored.view(np.uint32 if stored.itemsize == 4 else np.uint64)
-    if n_threads > 1 and u.shape[0] >= _PARALLEL_INDEX_CHECK_MIN:
+    if u.shape[0] >= _PARALLEL_INDEX_CHECK_MIN:
         try:
             from .kernels._index_max import max_unsigned
 
