@@ -44,7 +44,7 @@ ItemFilter: TypeAlias = "ArrayLike | sp.spmatrix | sp.sparray"
 # partial_fit: the grown Interactions, a dict of events in original ids, or the grown matrix.
 NewEvents: TypeAlias = "Interactions | dict[str, ArrayLike] | sp.spmatrix | sp.sparray"
 # A model file's path.
-PathLike: TypeAlias = "str | os.PathLike[str]"
+FilePath: TypeAlias = "str | os.PathLike[str]"
 
 
 def as_user_items(X: UserItems, name: str = "user_items") -> tuple[CSR, Interactions | None]:
@@ -455,7 +455,7 @@ class Recommender:
         arrays.update(self._state())
         return arrays
 
-    def save(self, path: PathLike) -> Path:
+    def save(self, path: FilePath) -> Path:
         """Save parameters and fitted arrays to a plain .npz (no pickle); returns the path."""
         self._check_fitted()
         return _persist.write_model(
@@ -470,7 +470,7 @@ class Recommender:
         return cls(**params)
 
     @classmethod
-    def load(cls, path: PathLike, *, mmap: bool = True) -> Self:
+    def load(cls, path: FilePath, *, mmap: bool = True) -> Self:
         """Load a model saved by :meth:`save`; large arrays are memory-mapped (read-only).
 
         The file is untrusted input: its members' CRCs and headers, the parameters and every

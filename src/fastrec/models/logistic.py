@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from .._dispatch import BACKENDS
 from .._validation import check_csr, check_dense, check_n_threads, check_scalar, make_csr
 from ..scoring import LogisticObjective, sigmoid_scores
-from ._base import PathLike
+from ._base import FilePath
 from ._persist import atomic_savez, check_vector, model_file_errors
 
 if TYPE_CHECKING:
@@ -303,10 +303,10 @@ class LogisticCTR:
     # ---- persistence ---------------------------------------------------------------------
 
     @overload
-    def save(self, path: PathLike) -> Path: ...
+    def save(self, path: FilePath) -> Path: ...
     @overload
     def save(self, path: IO[bytes]) -> IO[bytes]: ...
-    def save(self, path: PathLike | IO[bytes]) -> Path | IO[bytes]:
+    def save(self, path: FilePath | IO[bytes]) -> Path | IO[bytes]:
         """Write parameters and coefficients to a plain .npz (no pickled objects), crash-safe
         (temporary file, fsync, rename); returns the path written (".npz" appended when
         missing). ``path`` may also be a writable binary file object."""
@@ -329,7 +329,7 @@ class LogisticCTR:
         return atomic_savez(path, arrays)
 
     @classmethod
-    def load(cls, path: PathLike | IO[bytes]) -> Self:
+    def load(cls, path: FilePath | IO[bytes]) -> Self:
         """A fitted LogisticCTR from a file (or binary file object) written by :meth:`save`.
 
         The file is untrusted: parameters, dtypes, shapes and finiteness are checked; anything
