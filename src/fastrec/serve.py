@@ -597,13 +597,16 @@ def create_app(model_path, **options) -> Starlette:
     """The Starlette app serving ``model_path`` (options: see :class:`Service`)."""
     service = Service(model_path, **options)
 
-    async def api_error(request, exc: rq.ApiError):
+    # Starlette types every handler as taking an Exception; each gets only its own kind.
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, rq.ApiError)
         return rq.error(exc.status, exc.message)
 
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
         return rq.error(exc.status_code, str(exc.detail))
 
-    async def unexpected(request, exc: Exception):
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error answering %s", request.url.path)
         return rq.error(500, f"internal error: {type(exc).__name__}")
 
