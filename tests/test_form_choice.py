@@ -41,6 +41,30 @@ def test_each_csr_dot_form_is_exact_and_thread_independent(form, monkeypatch):
     np.testing.assert_allclose(g1[1], ref[1], rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.parametrize("form", form_choice.FORMS["csr_dot"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_csr_dot_form_same_bits_for_int32_and_int64_indices(form, dtype, monkeypatch):
+    """int32 indices are gathered with 32-bit lanes (numba_cpu._common.index31), int64 with
+    64-bit ones: same loads in the same order, so the same bits, canonical or not."""
+    monkeypatch.setitem(form_choice._chosen, "csr_dot", (form, "test"))
+    rng = np.random.default_rng(3)
+    n_rows, n_cols = 700, 5000
+    lengths = rng.integers(0, 90, n_rows)  # empty rows, tails of every length mod 8 and 16
+    indptr = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+    indices = rng.integers(0, n_cols, indptr[-1]).astype(np.int32)  # unsorted, duplicates
+    X = sp.csr_matrix(
+        (rng.standard_normal(indptr[-1]).astype(dtype), indices, indptr), shape=(n_rows, n_cols)
+    )
+    assert not X.has_canonical_format
+    X64 = X.copy()
+    X64.indices, X64.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
+    w = rng.standard_normal(n_cols).astype(dtype)
+    got = fastrec.sigmoid_scores(X, w, 0.3, backend="numba", n_threads=2)
+    np.testing.assert_array_equal(got, fastrec.sigmoid_scores(X64, w, 0.3, backend="numba"))
+    ref = fastrec.sigmoid_scores(X, w, 0.3, backend="numpy")
+    np.testing.assert_allclose(got, ref, rtol=1e-6 if dtype == np.float32 else 1e-13)
+
+
 def test_choice_is_measured_once_and_cached_per_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("FASTREC_FORMS", raising=False)

@@ -91,6 +91,26 @@ def test_int64_indices_kept():
     assert A.indices.dtype == np.int64 and A.indptr.dtype == np.int64
 
 
+@pytest.mark.parametrize("itype", [np.int32, np.int64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("bad", [None, -1, 50, -(2**31)])
+def test_index_bounds_one_read_any_threads(itype, n_threads, bad, monkeypatch):
+    """The one-read (unsigned maximum) bounds check, NumPy's and the parallel one, finds a
+    negative or too large column index wherever it is, and names it."""
+    import fastrec._validation as validation
+
+    monkeypatch.setattr(validation, "_PARALLEL_INDEX_CHECK_MIN", 64)
+    rng = np.random.default_rng(0)
+    m = sp.random(60, 50, density=0.3, format="csr", random_state=0)
+    m.indices, m.indptr = m.indices.astype(itype), m.indptr.astype(itype)
+    if bad is None:
+        assert check_csr(m, canonical=False, n_threads=n_threads).indices is m.indices
+        return
+    m.indices[rng.integers(m.nnz)] = bad
+    with pytest.raises(ValueError, match=f"column index {bad}, outside"):
+        check_csr(m, canonical=False, n_threads=n_threads)
+
+
 def test_dense_input_to_check_csr_rejected():
     with pytest.raises(TypeError, match="X must be a scipy.sparse"):
         check_csr(np.eye(2))

@@ -24,6 +24,7 @@ import os
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 
 class EventLogError(ValueError):
@@ -127,7 +128,8 @@ class EventLog:
         """
         if not events:
             raise ValueError("no events to append")
-        done, result = threading.Event(), []
+        done = threading.Event()
+        result: list[Any] = []  # (first, last) once committed, then the OSError or None
         with self._lock:
             self._queue.append((events, done, result))
             while self._writing and not done.is_set():
@@ -157,7 +159,9 @@ class EventLog:
 
     def _commit(self, batch) -> None:
         """One write and one fsync for every queued batch (outside the lock: appends queue)."""
-        seq, chunks, spans = self.last_seq, [], []
+        seq = self.last_seq
+        chunks: list[bytes] = []
+        spans: list[tuple[int, int, int]] = []
         for events, _, res in batch:
             chunk = _encode(seq + 1, events)
             spans.append((seq + 1, seq + len(events), self._size + sum(map(len, chunks))))
@@ -189,7 +193,7 @@ class EventLog:
         with self._lock:
             upto = self.last_seq if upto is None else min(upto, self.last_seq)
             spans = [s for s in self._index if s[1] > seq and s[0] <= upto]
-        out = []
+        out: list[list] = []
         if not spans:
             return out, seq
         with open(self.path, "rb") as f:

@@ -16,11 +16,18 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
 from . import data as _data
 from ._eventlog import fsync_dir
+
+if TYPE_CHECKING:
+    from .models._base import Recommender
+
+# (inode, size, mtime ns) of a model file: tells versions apart.
+Signature: TypeAlias = "tuple[int, int, int]"
 
 MARKER = "fastrec_serve"
 
@@ -33,7 +40,7 @@ class ModelFileReplaced(RuntimeError):
     """The model file changed while a new version was being written: the save was dropped."""
 
 
-def file_signature(path):
+def file_signature(path) -> Signature | None:
     """(inode, size, mtime ns) of a file, None when it is missing: tells files apart."""
     try:
         st = Path(path).stat()
@@ -55,7 +62,7 @@ def model_class_name(path) -> str:
         raise ModelFileError(f"{path} is not a fastrec recommender model file ({exc})") from None
 
 
-def load_model(path, *, mmap: bool = True):
+def load_model(path, *, mmap: bool = True) -> tuple[Recommender, int, int]:
     """(model, last event held, version) of a saved recommender model file.
 
     The class comes from the file's header and must be one of :mod:`fastrec.models`'
@@ -84,7 +91,9 @@ def load_model(path, *, mmap: bool = True):
     return model, int(marker[0]), int(marker[1])
 
 
-def save_model(model, path, events_held: int, version: int, *, expect=None):
+def save_model(
+    model: Recommender, path, events_held: int, version: int, *, expect: Signature | None = None
+) -> Signature | None:
     """Write ``model`` over ``path`` crash-safely, marked with (events held, version).
 
     Temporary file in the same directory (``model.save``, then the marker member), fsync,

@@ -111,6 +111,7 @@ def check_csr(
     drop_zeros: bool = False,
     canonical: bool = True,
     values: bool = True,
+    n_threads: int = 1,
 ) -> CSR:
     """Any scipy.sparse array or matrix -> :class:`CSR` raw arrays (caller's object untouched).
 
@@ -124,7 +125,8 @@ def check_csr(
     canonical). ``dtype`` forces the value type; otherwise float32/float64 are kept and bool
     or integer data become float64; ``values=False`` (a mask: only the pattern is read)
     leaves the values alone. Index arrays stay int32 or int64. NaN and infinity are rejected
-    unless ``allow_nonfinite`` (one chunked read of the values, 1 MB temporary).
+    unless ``allow_nonfinite`` (one chunked read of the values, 1 MB temporary). Large index
+    arrays are bounds-checked on ``n_threads`` threads (the caller's count).
 
     Copies: a non-CSR input is converted (scipy's tocsr); the values when their dtype must
     change; the indices when indptr and indices differ in dtype or are not int32/int64; all
@@ -142,7 +144,7 @@ def check_csr(
         target = None
     else:
         target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(X.dtype, name)
-    check_sparse_structure(X, name)  # before scipy's own C code reads the arrays
+    check_sparse_structure(X, name, n_threads)  # before scipy's own C code reads the arrays
 
     csr = X.tocsr(copy=False)
     owned = csr is not X  # a conversion already produced a fresh object we may modify
@@ -180,12 +182,39 @@ def _index_array(a, what: str) -> np.ndarray:
     return a
 
 
+# Index arrays at least this long are bounds-checked by a compiled loop on the caller's
+# threads (one thread: 12 ms against NumPy's 15 ms for 80M int32 on Zen 4).
+_PARALLEL_INDEX_CHECK_MIN = 1 << 22
+
+
+def _indices_within(stored: np.ndarray, n_minor: int, n_threads: int) -> bool:
+    """Whether every entry of the int32/int64 array ``stored`` lies in [0, n_minor), in one
+    read: viewed as unsigned, a negative index is >= 2^31 (2^63), so max < n_minor says both."""
+    u = stored.view(np.uint32 if stored.itemsize == 4 else np.uint64)
+    if u.shape[0] >= _PARALLEL_INDEX_CHECK_MIN:
+        try:
+            from .kernels._index_max import max_unsigned
+
+            return max_unsigned(u, n_threads) < n_minor
+        except ImportError:  # no Numba: NumPy's one-thread pass below
+            pass
+    return int(u.max()) < n_minor
+
+
 def check_compressed_structure(
-    indptr, indices, data, n_major: int, n_minor: int, name: str, axes=("row", "column")
+    indptr,
+    indices,
+    data,
+    n_major: int,
+    n_minor: int,
+    name: str,
+    axes=("row", "column"),
+    n_threads: int = 1,
 ) -> None:
     """ValueError unless (indptr, indices, data) is a well-formed compressed sparse structure
     of n_major x n_minor: indptr of length n_major + 1, starting at 0, non-decreasing, ending
-    within indices and data; every stored index in [0, n_minor). O(n_major + nnz), no copy."""
+    within indices and data; every stored index in [0, n_minor). O(n_major + nnz), no copy;
+    int32/int64 indices are read once (on ``n_threads`` threads when there are many)."""
     indptr = _index_array(indptr, f"{name}.indptr")
     indices = _index_array(indices, f"{name}.indices")
     data = np.asarray(data)
@@ -208,6 +237,9 @@ def check_compressed_structure(
         )
     if nnz:
         stored = indices[:nnz]
+        if stored.dtype in (np.int32, np.int64) and stored.flags.c_contiguous:
+            if _indices_within(stored, n_minor, n_threads):
+                return
         lo, hi = stored.min(), stored.max()
         if lo < 0 or hi >= n_minor:
             bad = lo if lo < 0 else hi
@@ -217,16 +249,19 @@ def check_compressed_structure(
             )
 
 
-def check_sparse_structure(X, name: str = "X") -> None:
+def check_sparse_structure(X, name: str = "X", n_threads: int = 1) -> None:
     """ValueError when a scipy sparse object's arrays contradict its shape (lengths, indptr
     order, indices outside the shape): such objects can be built, or edited in place, without
-    scipy noticing, and scipy's and our compiled code would read outside the arrays."""
+    scipy noticing, and scipy's and our compiled code would read outside the arrays. Large
+    CSR/CSC index arrays are read on ``n_threads`` threads."""
     fmt = X.format
     n_rows, n_cols = X.shape
     if fmt in ("csr", "csc"):
         major, minor = (n_rows, n_cols) if fmt == "csr" else (n_cols, n_rows)
         axes = ("row", "column") if fmt == "csr" else ("column", "row")
-        check_compressed_structure(X.indptr, X.indices, X.data, major, minor, name, axes)
+        check_compressed_structure(
+            X.indptr, X.indices, X.data, major, minor, name, axes, n_threads=n_threads
+        )
     elif fmt == "bsr":
         R, C = X.blocksize
         if R < 1 or C < 1 or n_rows % R or n_cols % C:

@@ -143,9 +143,9 @@ def demo(
             ) as progress,
         ):
             task = progress.add_task("starting", total=pipeline.N_STAGES)
-            stages_started = []
+            stages_started: list[str] = []
 
-            def stage(desc):
+            def stage(desc: str) -> None:
                 # Each stage's start completes the one before it.
                 if stages_started:
                     progress.advance(task)
@@ -190,9 +190,9 @@ def demo(
     )
     # MAP and coverage only where they fit: an 80-column terminal shows the rest untruncated.
     wide = console.width >= 100
-    columns = ["model", "fit s", "rec s", "P@10", "R@10", "NDCG@10"]
-    columns += ["MAP@10", "coverage"] if wide else []
-    for col in [*columns, "AUC", "log-loss"]:
+    headers = ["model", "fit s", "rec s", "P@10", "R@10", "NDCG@10"]
+    headers += ["MAP@10", "coverage"] if wide else []
+    for col in [*headers, "AUC", "log-loss"]:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     best = max(m.ranking["ndcg"] for m in result.models)
     for m in result.models:

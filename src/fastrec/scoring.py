@@ -24,15 +24,18 @@ from ._validation import (
 )
 
 
-def _features(X, allow_nonfinite=False):
+def _features(X, allow_nonfinite=False, n_threads=1):
     """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied.
+    A large CSR's indices are bounds-checked on ``n_threads`` threads.
 
     Every kernel here is linear in X's stored entries, so a CSR X is validated but not made
     canonical (duplicates and unsorted columns give the same sums): X's own arrays reach the
     kernel. Copies happen only as check_csr / check_dense say (a dtype or layout change).
     """
     if issparse(X):
-        return True, check_csr(X, "X", allow_nonfinite=allow_nonfinite, canonical=False)
+        return True, check_csr(
+            X, "X", allow_nonfinite=allow_nonfinite, canonical=False, n_threads=n_threads
+        )
     return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
 
 
@@ -75,7 +78,8 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     on_device, backend = check_placement(backend, X=X, w=w, out=out)
     if on_device:
         return _sigmoid_scores_device(X, w, b, out, backend, n_threads)
-    sparse, A = _features(X, allow_nonfinite=True)
+    n_threads = check_n_threads(n_threads)
+    sparse, A = _features(X, allow_nonfinite=True, n_threads=n_threads)
     n_rows, n_features = A.shape
     dtype = A.dtype
     w = _weights(w, n_features, dtype)
@@ -91,7 +95,6 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
             )
         if not (out.flags.c_contiguous and out.flags.writeable):
             raise ValueError("out must be C-contiguous and writeable")
-    n_threads = check_n_threads(n_threads)
     # X is unchecked here: the reference's NumPy arithmetic must not warn about what the check
     # below turns into a ValueError.
     with np.errstate(invalid="ignore", over="ignore"):
@@ -186,7 +189,8 @@ def logistic_loss_grad(
     on_device, backend = check_placement(backend, X=X, y=y, w=w, sample_weight=sample_weight)
     if on_device:
         return _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads)
-    sparse, A = _features(X)
+    n_threads = check_n_threads(n_threads)
+    sparse, A = _features(X, n_threads=n_threads)
     n_rows, n_features = A.shape
     if n_rows == 0:
         raise ValueError("X must have at least one row")
@@ -195,7 +199,6 @@ def logistic_loss_grad(
     b = check_scalar(b, "b")
     l2 = check_scalar(l2, "l2", min_value=0)
     sw = _sample_weight(sample_weight, n_rows)
-    n_threads = check_n_threads(n_threads)
     if sparse:
         kernel = get_kernel("logistic_loss_grad_csr", backend)
         return kernel(A.indptr, A.indices, A.data, y, w, b, l2, sw, n_threads)

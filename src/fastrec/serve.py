@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -54,6 +55,9 @@ from starlette.routing import Route
 from . import _serve_model as store
 from . import _serve_requests as rq
 from ._eventlog import EventLog
+
+if TYPE_CHECKING:
+    from .models._base import Recommender
 
 log = logging.getLogger("fastrec.serve")
 
@@ -94,9 +98,9 @@ class RecommendBatcher:
         self.max_batch = max_batch
         self._queue: list = []
         self._scheduled = False
-        self.batch_sizes = None  # a Histogram, set by the app
+        self.batch_sizes: Histogram | None = None  # set by the app
 
-    def submit(self, model, row: int, n: int, exclude_seen: bool) -> asyncio.Future:
+    def submit(self, model: Recommender, row: int, n: int, exclude_seen: bool) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.append((model, row, n, exclude_seen, fut))
@@ -141,9 +145,9 @@ class Service:
 
     def __init__(
         self,
-        model_path,
+        model_path: str | os.PathLike[str],
         *,
-        events_path=None,
+        events_path: str | os.PathLike[str] | None = None,
         fold_interval: float = 1.0,
         watch_interval: float = 1.0,
         max_body_bytes: int = 1 << 20,
@@ -160,14 +164,17 @@ class Service:
         self.fold_interval, self.watch_interval = float(fold_interval), float(watch_interval)
         self.max_body_bytes, self.max_n, self.max_events = max_body_bytes, max_n, max_events
         self.batcher = RecommendBatcher() if batching else None
-        self.model, self.served = None, (None, 0)
+        # The newest version, and the (model, version) pair requests read; None until start().
+        self.model: Recommender | None = None
+        self.served: tuple[Recommender, int] | None = None
         self.events_held = 0
         self.version = 0
         self.log: EventLog | None = None
-        self._file_sig = None
-        self._change = None  # asyncio.Lock: one version change at a time
-        self._events_waiting = None  # asyncio.Event: new events were logged
-        self._tasks: list = []
+        self._file_sig: store.Signature | None = None
+        # Made again by startup(), on the event loop that serves.
+        self._change = asyncio.Lock()  # one version change at a time
+        self._events_waiting = asyncio.Event()  # new events were logged
+        self._tasks: list[asyncio.Task] = []
         self._init_metrics()
 
     def _init_metrics(self) -> None:
@@ -236,7 +243,9 @@ class Service:
         if not self._fold_into(model, held, max(version, 1), sig):
             self._serve(model, held, max(version, 1), sig)
 
-    def _fold_into(self, model, held: int, version: int, base_sig) -> bool:
+    def _fold_into(
+        self, model: Recommender, held: int, version: int, base_sig: store.Signature | None
+    ) -> bool:
         """Fold the logged events after ``held`` into ``model`` (read from the file whose
         signature is ``base_sig``), save it as ``version`` and serve it; False (nothing
         changed) when the log holds no such event (at start: nothing else runs yet)."""
@@ -246,10 +255,11 @@ class Service:
         self._fold_commit(*folded, version, base_sig)
         return True
 
-    def _fold_compute(self, model, held: int):
+    def _fold_compute(self, model: Recommender, held: int) -> tuple[Recommender, int] | None:
         """(new model, last event in it) of the logged events after ``held`` folded into a
         copy of ``model``, or None when there are none. The slow part: runs without the lock,
         so requests and replacements go on meanwhile."""
+        assert self.log is not None, "start() opens the log before anything folds"
         events, upto = self.log.read_after(held)
         if held + 1 < self.log.first_seq() <= self.log.last_seq:
             log.warning(
@@ -261,13 +271,16 @@ class Service:
             return None
         return store.fold_events(model, events), upto
 
-    def _fold_commit(self, new, upto: int, version: int, base_sig) -> None:
+    def _fold_commit(
+        self, new: Recommender, upto: int, version: int, base_sig: store.Signature | None
+    ) -> None:
         """Save a folded version (unless the file changed: ModelFileReplaced) and serve it."""
+        assert self.log is not None, "start() opens the log before anything folds"
         sig = store.save_model(new, self.model_path, upto, version, expect=base_sig)
         self._serve(new, upto, version, sig)
         self.log.compact(upto)
 
-    def _load_replacement(self, sig) -> None:
+    def _load_replacement(self, sig: store.Signature | None) -> None:
         """A new model file appeared: load it and serve it (in a thread). The logged events it
         lacks stay pending and are folded in by the next fold (the caller wakes it): a fold
         takes longer than a load, and replacements may come faster than folds."""
@@ -283,7 +296,9 @@ class Service:
                 pass  # a newer file is there already: serve this one until that is loaded
         self._serve(model, held, version, sig)
 
-    def _serve(self, model, held: int, version: int, sig) -> None:
+    def _serve(
+        self, model: Recommender, held: int, version: int, sig: store.Signature | None
+    ) -> None:
         # One reference assignment: a request reads ``served`` once and keeps that version.
         self.served = (model, version)
         self.model, self.events_held, self.version, self._file_sig = model, held, version, sig
@@ -295,6 +310,7 @@ class Service:
             await asyncio.sleep(self.fold_interval)
             self._events_waiting.clear()
             model, held, version, sig = self.model, self.events_held, self.version, self._file_sig
+            assert model is not None, "startup() serves a model before it starts this loop"
             try:
                 folded = await asyncio.to_thread(self._fold_compute, model, held)
                 if folded is None:
@@ -363,9 +379,22 @@ class Service:
             self.log.close()
 
     # -- routes -----------------------------------------------------------------------------
+    def _served(self) -> tuple[Recommender, int]:
+        """(model, version) a request works with: read once, kept to the end of the request."""
+        served = self.served
+        if served is None:
+            raise rq.ApiError(503, "the service has not loaded its model yet")
+        return served
+
+    def _started(self) -> tuple[Recommender, EventLog]:
+        """The newest model version and the event log (503 before start() loaded them)."""
+        if self.model is None or self.log is None:
+            raise rq.ApiError(503, "the service has not loaded its model yet")
+        return self.model, self.log
+
     async def recommend(self, request: Request) -> JSONResponse:
         obj = await self._object(request)
-        model, version = self.served
+        model, version = self._served()
         n = rq.int_param(obj, "n", 10, 1, self.max_n)
         exclude_seen = rq.bool_param(obj, "exclude_seen", True)
         filters = self._filters(model, obj)
@@ -384,7 +413,7 @@ class Service:
                 top = rq.call(
                     model.recommend, np.array([row]), n, exclude_seen=exclude_seen, **filters
                 )
-            answer = {"user": obj["user"]}
+            answer: dict[str, Any] = {"user": obj["user"]}
         else:
             top = rq.call(
                 model.recommend,
@@ -399,7 +428,7 @@ class Service:
         answer["model_version"] = version
         return JSONResponse(answer)
 
-    def _filters(self, model, obj: dict) -> dict:
+    def _filters(self, model: Recommender, obj: dict) -> dict:
         """exclude / candidates of a request as item columns (404 naming an unknown id)."""
         out = {}
         for name in ("exclude", "candidates"):
@@ -408,7 +437,7 @@ class Service:
                 out[name] = rq.columns(model, ids)
         return out
 
-    def _user_items(self, model, obj: dict) -> sp.csr_matrix:
+    def _user_items(self, model: Recommender, obj: dict) -> sp.csr_matrix:
         """The request's own items (and values) as one CSR row over the model's columns."""
         items = rq.id_list(obj, "items", model.n_items_)
         values = obj.get("values")
@@ -432,7 +461,7 @@ class Service:
         return m
 
     async def similar(self, request: Request) -> JSONResponse:
-        model, version = self.served
+        model, version = self._served()
         params = request.query_params
         items = params.getlist("item")
         if not items:
@@ -460,14 +489,14 @@ class Service:
             if not hasattr(model, "similar_to_basket"):
                 raise rq.ApiError(422, f"{type(model).__name__} has no similar_to_basket")
             top = rq.call(model.similar_to_basket, cols, n, **filters)
-        answer = {"item" if len(cols) == 1 else "basket": query["items"]}
+        answer: dict[str, Any] = {"item" if len(cols) == 1 else "basket": query["items"]}
         answer.update(rq.as_answer(model, top))
         answer["model_version"] = version
         return JSONResponse(answer)
 
     async def explain(self, request: Request) -> JSONResponse:
         obj = await self._object(request)
-        model, version = self.served
+        model, version = self._served()
         if not hasattr(model, "explain"):
             raise rq.ApiError(422, f"{type(model).__name__} has no explain")
         if "item" not in obj:
@@ -494,7 +523,7 @@ class Service:
             )
         if len(events) > self.max_events:
             raise rq.ApiError(413, f"at most {self.max_events} events per request")
-        model = self.model
+        model, event_log = self._started()
         if model.user_ids_ is None or model.item_ids_ is None:
             raise rq.ApiError(
                 422,
@@ -502,13 +531,13 @@ class Service:
                 "without id maps: it cannot take events in original ids",
             )
         records = [rq.event_record(model, e, t) for t, e in enumerate(events)]
-        first, last = await asyncio.to_thread(self.log.append, records)
+        first, last = await asyncio.to_thread(event_log.append, records)
         self.m_events.inc(len(records))
         self._events_waiting.set()
         return JSONResponse({"accepted": len(records), "first_seq": first, "last_seq": last})
 
     async def health(self, request: Request) -> JSONResponse:
-        model = self.model
+        model, event_log = self._started()
         return JSONResponse(
             {
                 "status": "ok",
@@ -517,7 +546,7 @@ class Service:
                 "model_file": str(self.model_path),
                 "n_users": int(model.n_users_),
                 "n_items": int(model.n_items_),
-                "events_logged": self.log.last_seq,
+                "events_logged": event_log.last_seq,
                 "events_in_model": self.events_held,
                 "events_pending": self.events_pending,
             }
@@ -568,13 +597,16 @@ def create_app(model_path, **options) -> Starlette:
     """The Starlette app serving ``model_path`` (options: see :class:`Service`)."""
     service = Service(model_path, **options)
 
-    async def api_error(request, exc: rq.ApiError):
+    # Starlette types every handler as taking an Exception; each gets only its own kind.
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, rq.ApiError)
         return rq.error(exc.status, exc.message)
 
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
         return rq.error(exc.status_code, str(exc.detail))
 
-    async def unexpected(request, exc: Exception):
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error answering %s", request.url.path)
         return rq.error(500, f"internal error: {type(exc).__name__}")
 

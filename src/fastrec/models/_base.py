@@ -14,10 +14,14 @@ source of scores); the caller's matrix is left as it is.
 from __future__ import annotations
 
 import inspect
-from typing import NamedTuple
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from .. import _progress
 from .._dispatch import BACKENDS
@@ -26,8 +30,24 @@ from ..data import Interactions, decode_ids, id_order, lookup_ids
 from ..topk import TopK, topk
 from . import _persist
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
-def as_user_items(X, name: str = "user_items") -> tuple[CSR, Interactions | None]:
+# The types the public methods take (scipy has no type stubs: to mypy its matrices are Any).
+# A fit argument: a users x items scipy sparse matrix or array, or Interactions.
+UserItems: TypeAlias = "sp.spmatrix | sp.sparray | Interactions"
+# Users unseen at fit time: one sparse row per request, or per request a list of original item
+# ids (value 1 each) or a dict original item id -> value.
+RequestItems: TypeAlias = "sp.spmatrix | sp.sparray | Sequence[Sequence[Any] | Mapping[Any, float]]"
+# exclude / candidates: 1-D columns (or original ids) for every request, or a sparse mask.
+ItemFilter: TypeAlias = "ArrayLike | sp.spmatrix | sp.sparray"
+# partial_fit: the grown Interactions, a dict of events in original ids, or the grown matrix.
+NewEvents: TypeAlias = "Interactions | dict[str, ArrayLike] | sp.spmatrix | sp.sparray"
+# A model file's path.
+FilePath: TypeAlias = "str | os.PathLike[str]"
+
+
+def as_user_items(X: UserItems, name: str = "user_items") -> tuple[CSR, Interactions | None]:
     """(canonical CSR, the Interactions it came from or None) of a fit argument."""
     if isinstance(X, Interactions):
         return check_csr(X.matrix, name, drop_zeros=True), X
@@ -106,18 +126,22 @@ class _Requests:
 class Recommender:
     """Base class: parameters in the constructor, learned state in attributes ending in ``_``."""
 
-    def get_params(self) -> dict:
+    def get_params(self) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention), for cloning and saving."""
         sig = inspect.signature(type(self).__init__)
         return {name: getattr(self, name) for name in sig.parameters if name != "self"}
 
-    def clone(self):
+    def clone(self) -> Self:
         """An unfitted model with the same parameters."""
         return type(self)(**self.get_params())
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+    def fit(self, user_items: UserItems) -> Self:  # pragma: no cover - abstract
+        """Learn from a users x items matrix or Interactions; returns self (subclasses)."""
+        raise NotImplementedError
 
     # -- fitted state -------------------------------------------------------------------
     def _set_data(self, UI: CSR, source: Interactions | None) -> None:
@@ -191,19 +215,19 @@ class Recommender:
             self._id_orders = orders
         return orders[what]
 
-    def user_index(self, users) -> np.ndarray:
+    def user_index(self, users: ArrayLike) -> np.ndarray:
         """Rows (int64) of original user ids; ValueError naming an unknown id."""
         return lookup_ids(self._id_map("user"), users, "user id", self._order("user"))
 
-    def item_index(self, items) -> np.ndarray:
+    def item_index(self, items: ArrayLike) -> np.ndarray:
         """Columns (int64) of original item ids; ValueError naming an unknown id."""
         return lookup_ids(self._id_map("item"), items, "item id", self._order("item"))
 
-    def decode_items(self, indices, fill=None) -> np.ndarray:
+    def decode_items(self, indices: ArrayLike, fill: Any = None) -> np.ndarray:
         """Original item ids of ``TopK.indices`` (needs a fit on Interactions); -1 -> fill."""
         return decode_ids(self._id_map("item"), indices, fill)
 
-    def decode_users(self, indices, fill=None) -> np.ndarray:
+    def decode_users(self, indices: ArrayLike, fill: Any = None) -> np.ndarray:
         """Original user ids of user rows (e.g. ``similar_users(...).indices``); -1 -> fill."""
         return decode_ids(self._id_map("user"), indices, fill)
 
@@ -344,14 +368,14 @@ class Recommender:
 
     def recommend(
         self,
-        user_ids=None,
+        user_ids: ArrayLike | None = None,
         n: int = 10,
         *,
-        users=None,
-        user_items=None,
+        users: ArrayLike | None = None,
+        user_items: RequestItems | None = None,
         exclude_seen: bool = True,
-        exclude=None,
-        candidates=None,
+        exclude: ItemFilter | None = None,
+        candidates: ItemFilter | None = None,
     ) -> TopK:
         """Top-n items per request: TopK (n_requests, n), item columns (see decode_items).
 
@@ -431,7 +455,7 @@ class Recommender:
         arrays.update(self._state())
         return arrays
 
-    def save(self, path):
+    def save(self, path: FilePath) -> Path:
         """Save parameters and fitted arrays to a plain .npz (no pickle); returns the path."""
         self._check_fitted()
         return _persist.write_model(
@@ -446,7 +470,7 @@ class Recommender:
         return cls(**params)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = True):
+    def load(cls, path: FilePath, *, mmap: bool = True) -> Self:
         """Load a model saved by :meth:`save`; large arrays are memory-mapped (read-only).
 
         The file is untrusted input: its members' CRCs and headers, the parameters and every

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from .._dispatch import get_kernel
 from .._validation import (
@@ -16,7 +19,10 @@ from .._validation import (
 )
 from ..embedding import _dot_topk_block, als_cg_update, dot_topk
 from ..topk import TopK, _mask
-from ._base import Recommender, as_user_items
+from ._base import Recommender, UserItems, as_user_items
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Observed entries per chunk of the loss (bounds its memory to _LOSS_CHUNK * factors floats).
 _LOSS_CHUNK = 1 << 18
@@ -50,7 +56,7 @@ class ALS(Recommender):
         dtype: str = "float32",
         progress: bool = False,
         backend: str = "auto",
-        n_threads=None,
+        n_threads: int | None = None,
     ):
         self.factors = factors
         self.regularization = regularization
@@ -72,7 +78,7 @@ class ALS(Recommender):
         check_scalar(self.random_state, "random_state", min_value=0, integer=True)
         check_choice(self.dtype, "dtype", ("float32", "float64"))
 
-    def fit(self, user_items):
+    def fit(self, user_items: UserItems) -> Self:
         """Fit the factors to a users x items matrix or Interactions; returns self."""
         self._check_params()
         UI, source = as_user_items(user_items)
@@ -152,7 +158,7 @@ class ALS(Recommender):
             seen = mask
         return self._rank(factors, seen, n)
 
-    def fold_in(self, user_items) -> np.ndarray:
+    def fold_in(self, user_items: sp.spmatrix | sp.sparray) -> np.ndarray:
         """Factors of users unseen at fit time from their interactions (n_requests x n_items
         CSR over the fitted items): the user solve with the item factors fixed, by ``factors``
         CG steps from zero (the exact solution of the f x f system, up to rounding); the same
@@ -181,7 +187,7 @@ class ALS(Recommender):
             check_n_threads(self.n_threads),
         )
 
-    def similar_items(self, item_ids, n: int = 10) -> TopK:
+    def similar_items(self, item_ids: ArrayLike, n: int = 10) -> TopK:
         """The n items closest to each given item by cosine of their factors (the item itself
         excluded): TopK (len(item_ids), n), ties by smaller item."""
         items = self._check_items(item_ids)

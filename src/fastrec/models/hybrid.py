@@ -26,18 +26,33 @@ from __future__ import annotations
 import copy
 import io
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from .._validation import check_k, check_scalar
 from ..data import Interactions, contains, per_user_split
 from ..topk import TopK, topk
-from ._base import Explanation, Recommender, as_user_items
+from ._base import (
+    Explanation,
+    ItemFilter,
+    Recommender,
+    RequestItems,
+    UserItems,
+    as_user_items,
+)
 from ._persist import check_vector
 from .knn import ItemKNN, UserKNN
 from .popularity import Popularity
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .logistic import LogisticCTR
 
 # Users scored per block in recommend: bounds the candidate feature matrix.
 _BLOCK_USERS = 2048
@@ -60,17 +75,21 @@ class Hybrid(Recommender):
     ``max_train_users`` (users sampled for ranker training), ``seed``.
     """
 
+    # Set by _from_params from a model file, read by _check_loaded_params and _load_state.
+    _ranker_spec: dict[str, Any] | None
+    _feature_names: tuple[list[str], list[str]]
+
     def recommend(
         self,
-        user_ids=None,
+        user_ids: ArrayLike | None = None,
         n: int = 10,
         *,
-        users=None,
-        user_items=None,
+        users: ArrayLike | None = None,
+        user_items: RequestItems | None = None,
         exclude_seen: bool = True,
-        exclude=None,
-        candidates=None,
-        context=None,
+        exclude: ItemFilter | None = None,
+        candidates: ItemFilter | None = None,
+        context: dict[str, ArrayLike] | None = None,
     ) -> TopK:
         """Top-n items per user row: TopK (n_requests, n).
 
@@ -131,10 +150,10 @@ class Hybrid(Recommender):
 
     def __init__(
         self,
-        candidates=None,
-        weights=None,
+        candidates: Sequence[Recommender] | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
         rerank: bool = True,
-        ranker=None,
+        ranker: LogisticCTR | None = None,
         n_candidates: int = 50,
         validation_fraction: float = 0.2,
         max_train_users: int = 2000,
@@ -150,7 +169,7 @@ class Hybrid(Recommender):
         self.seed = seed
 
     # -- configuration -------------------------------------------------------------------
-    def _candidate_models(self):
+    def _candidate_models(self) -> list[Recommender]:
         if self.candidates is None:
             return [ItemKNN(k=100), UserKNN(k=50), Popularity()]
         models = list(self.candidates)
@@ -175,7 +194,7 @@ class Hybrid(Recommender):
         return w / w.sum()
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, user_items):
+    def fit(self, user_items: UserItems) -> Self:
         """Fit the CF models (and, with ``rerank``, the CTR ranker); returns self."""
         UI, source = as_user_items(user_items)
         n_cand = check_scalar(self.n_candidates, "n_candidates", min_value=1, integer=True)
@@ -441,14 +460,14 @@ class Hybrid(Recommender):
 
     def explain(
         self,
-        user_id=None,
-        item_id=None,
+        user_id: ArrayLike | None = None,
+        item_id: ArrayLike | None = None,
         *,
-        user=None,
-        item=None,
-        user_items=None,
-        exclude_seen=True,
-        context=None,
+        user: Any = None,
+        item: Any = None,
+        user_items: RequestItems | None = None,
+        exclude_seen: bool = True,
+        context: dict[str, ArrayLike] | None = None,
     ) -> Explanation:
         """The re-ranker's view of one (user, item) candidate.
 
@@ -517,19 +536,26 @@ class Hybrid(Recommender):
                 return m
         raise ValueError(f"this Hybrid has no {cls.__name__} among its candidates: no {what}")
 
-    def similar_items(self, item_ids=None, n: int = 10, **kwargs) -> TopK:
+    def similar_items(self, item_ids: ArrayLike | None = None, n: int = 10, **kwargs: Any) -> TopK:
         """:meth:`ItemKNN.similar_items` of the first ItemKNN among the CF models."""
         return self._first(ItemKNN, "item neighbours").similar_items(item_ids, n, **kwargs)
 
-    def similar_to_basket(self, item_ids=None, n: int = 10, **kwargs) -> TopK:
+    def similar_to_basket(
+        self, item_ids: ArrayLike | None = None, n: int = 10, **kwargs: Any
+    ) -> TopK:
         """:meth:`ItemKNN.similar_to_basket` of the first ItemKNN among the CF models."""
         return self._first(ItemKNN, "item neighbours").similar_to_basket(item_ids, n, **kwargs)
 
-    def similar_users(self, user_ids=None, n: int = 10, **kwargs) -> TopK:
+    def similar_users(self, user_ids: ArrayLike | None = None, n: int = 10, **kwargs: Any) -> TopK:
         """:meth:`UserKNN.similar_users` of the first UserKNN among the CF models."""
         return self._first(UserKNN, "user neighbours").similar_users(user_ids, n, **kwargs)
 
-    def candidate_scores(self, user_ids, exclude_seen: bool = True, context=None):
+    def candidate_scores(
+        self,
+        user_ids: ArrayLike,
+        exclude_seen: bool = True,
+        context: dict[str, ArrayLike] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(positions in user_ids, items, scores) of every candidate of the given users.
 
         Unranked; ordered by (position, item). The scores are the ranker's P(click) with
@@ -621,7 +647,8 @@ class Hybrid(Recommender):
             raise ValueError(f"parameter ranker={spec!r} must name a LogisticCTR")
 
     def _load_state(self, arrays) -> None:
-        self.weights_ = check_vector(arrays, "weights_", len(self.candidates), min_value=0)
+        models = self._candidate_models()  # those of the file (_from_params), checked
+        self.weights_ = check_vector(arrays, "weights_", len(models), min_value=0)
         self.item_pop_ = check_vector(arrays, "item_pop_", self.n_items_)
         self.context_sizes_ = np.asarray(
             check_vector(
@@ -638,7 +665,7 @@ class Hybrid(Recommender):
             for n in item_names
         }
         self.candidates_ = []
-        for i, m in enumerate(self.candidates):
+        for i, m in enumerate(models):
             prefix = f"cand{i}__"
             m.user_items_ = self.user_items_
             m.n_users_, m.n_items_ = self.n_users_, self.n_items_
@@ -662,7 +689,7 @@ class Hybrid(Recommender):
         def width(codes):
             return int(codes.max()) + 1 if codes.size else 1
 
-        n = 3 * len(self.candidates) + 3
+        n = 3 * len(self.candidates_) + 3
         item_widths = [width(self.item_features_[k]) for k in sorted(self.item_features_)]
         for u in self.user_features_.values():
             n += sum(width(u) * w for w in item_widths)

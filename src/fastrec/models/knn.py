@@ -9,8 +9,11 @@ interaction values. ``partial_fit`` folds new events in (see :mod:`._incremental
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from .. import _progress
 from .._validation import check_csr, check_k, check_scalar
@@ -19,7 +22,11 @@ from ..topk import TopK, fused_recommend, product_topk
 from . import _incremental
 from ._base import (
     Explanation,
+    ItemFilter,
+    NewEvents,
     Recommender,
+    RequestItems,
+    UserItems,
     as_user_items,
     csr_arrays,
     csr_from_arrays,
@@ -27,19 +34,22 @@ from ._base import (
 )
 from ._persist import check_csr_arrays, check_vector
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 
 class _KNN(Recommender):
     def __init__(
         self,
         k: int = 100,
         shrink: float = 0.0,
-        weighting=None,
+        weighting: str | None = None,
         min_support: int = 1,
         bm25_k1: float = 100.0,
         bm25_b: float = 0.8,
         reserve: int = 0,
         backend: str = "auto",
-        n_threads=None,
+        n_threads: int | None = None,
         verbose: bool = True,
     ):
         self.k = k
@@ -125,7 +135,11 @@ class _KNN(Recommender):
         """The rows compared: items (users' columns) for ItemKNN, users for UserKNN."""
         raise NotImplementedError
 
-    def fit(self, user_items):
+    def _vectors_count(self) -> int:
+        """How many rows are compared: n_items_ for ItemKNN, n_users_ for UserKNN."""
+        raise NotImplementedError
+
+    def fit(self, user_items: UserItems) -> Self:
         """Learn the neighbourhood; returns self. Fit memory: that of cosine_topk,
         O(nnz + n * (k + reserve) + threads * n) with compiled backends (n the rows
         compared). With ``reserve`` > 0 each row's next ``reserve`` neighbours are kept too
@@ -136,7 +150,7 @@ class _KNN(Recommender):
         self._neighbours_of(self._vectors(self.user_items_))
         return self
 
-    def partial_fit(self, new_events):
+    def partial_fit(self, new_events: NewEvents) -> Self:
         """Fold new events in; returns self. Results are bit-identical to ``fit`` on all events.
 
         ``new_events``: the grown data (an :class:`~fastrec.data.Interactions` made with
@@ -298,7 +312,7 @@ class ItemKNN(_KNN):
     def _vectors(self, user_items):
         return user_items.T.tocsr()
 
-    def _vectors_count(self):
+    def _vectors_count(self) -> int:
         return self.n_items_
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
@@ -321,7 +335,13 @@ class ItemKNN(_KNN):
         return self._product(R, self.neighbours_, n, R if exclude_seen else None, mask)
 
     def similar_items(
-        self, item_ids=None, n: int = 10, *, items=None, exclude=None, candidates=None
+        self,
+        item_ids: ArrayLike | None = None,
+        n: int = 10,
+        *,
+        items: ArrayLike | None = None,
+        exclude: ItemFilter | None = None,
+        candidates: ItemFilter | None = None,
     ) -> TopK:
         """Each item's n most similar other items (at most ``k`` exist): best first, ties by
         smaller index. ``item_ids`` (columns) or ``items`` (original ids); ``exclude`` /
@@ -331,7 +351,14 @@ class ItemKNN(_KNN):
         return self._filtered_neighbour_rows(cols, n, exclude, candidates, True)
 
     def similar_to_basket(
-        self, item_ids=None, n: int = 10, *, items=None, values=None, exclude=None, candidates=None
+        self,
+        item_ids: ArrayLike | None = None,
+        n: int = 10,
+        *,
+        items: ArrayLike | None = None,
+        values: ArrayLike | None = None,
+        exclude: ItemFilter | None = None,
+        candidates: ItemFilter | None = None,
     ) -> TopK:
         """Items similar to a basket of several items at once: one TopK row.
 
@@ -355,13 +382,13 @@ class ItemKNN(_KNN):
 
     def explain(
         self,
-        user_id=None,
-        item_id=None,
+        user_id: ArrayLike | None = None,
+        item_id: ArrayLike | None = None,
         *,
-        user=None,
-        item=None,
-        user_items=None,
-        exclude_seen=True,
+        user: Any = None,
+        item: Any = None,
+        user_items: RequestItems | None = None,
+        exclude_seen: bool = True,
     ) -> Explanation:
         """The user's items and each one's share value(u, i) * sim(i, item) of the score.
 
@@ -398,7 +425,7 @@ class UserKNN(_KNN):
     def _vectors(self, user_items):
         return user_items
 
-    def _vectors_count(self):
+    def _vectors_count(self) -> int:
         return self.n_users_
 
     def _recommend(self, rows, n, exclude_seen) -> TopK:
@@ -448,7 +475,13 @@ class UserKNN(_KNN):
         return self._product(A, self.user_items_, n, R if exclude_seen else None, mask)
 
     def similar_users(
-        self, user_ids=None, n: int = 10, *, users=None, exclude=None, candidates=None
+        self,
+        user_ids: ArrayLike | None = None,
+        n: int = 10,
+        *,
+        users: ArrayLike | None = None,
+        exclude: ArrayLike | sp.spmatrix | sp.sparray | None = None,
+        candidates: ArrayLike | sp.spmatrix | sp.sparray | None = None,
     ) -> TopK:
         """Each user's n most similar other users (at most ``k`` exist), best first, ties by
         smaller row. ``user_ids`` (rows) or ``users`` (original ids); ``exclude`` /
@@ -466,13 +499,13 @@ class UserKNN(_KNN):
 
     def explain(
         self,
-        user_id=None,
-        item_id=None,
+        user_id: ArrayLike | None = None,
+        item_id: ArrayLike | None = None,
         *,
-        user=None,
-        item=None,
-        user_items=None,
-        exclude_seen=True,
+        user: Any = None,
+        item: Any = None,
+        user_items: RequestItems | None = None,
+        exclude_seen: bool = True,
     ) -> Explanation:
         """The user's neighbours that have the item and each one's share sim(u, v) *
         value(v, item): they sum to the score recommend gives (to float rounding). Arguments

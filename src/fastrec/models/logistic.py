@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast, overload
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from .._dispatch import BACKENDS
 from .._validation import check_csr, check_dense, check_n_threads, check_scalar, make_csr
 from ..scoring import LogisticObjective, sigmoid_scores
+from ._base import FilePath
 from ._persist import atomic_savez, check_vector, model_file_errors
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# Features: a dense array (C or F order) or a scipy sparse matrix/array, float32 or float64.
+Features: TypeAlias = "np.ndarray | sp.spmatrix | sp.sparray"
 
 _FORMAT = "fastrec.LogisticCTR"
 _FORMAT_VERSION = 1  # version 1 files written before ``solver`` existed load as "lbfgs"
@@ -111,14 +121,14 @@ class LogisticCTR:
 
     def __init__(
         self,
-        C=1.0,
-        l2=None,
-        fit_intercept=True,
-        max_iter=100,
-        tol=1e-4,
-        backend="auto",
-        n_threads=None,
-        solver="lbfgs",
+        C: float = 1.0,
+        l2: float | None = None,
+        fit_intercept: bool = True,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        backend: str = "auto",
+        n_threads: int | None = None,
+        solver: str = "lbfgs",
     ):
         self.C = C
         self.l2 = l2
@@ -133,11 +143,11 @@ class LogisticCTR:
 
     _PARAMS = ("C", "l2", "fit_intercept", "max_iter", "tol", "backend", "n_threads", "solver")
 
-    def get_params(self, deep=True):
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters as a dict."""
         return {name: getattr(self, name) for name in self._PARAMS}
 
-    def set_params(self, **params):
+    def set_params(self, **params: Any) -> Self:
         """Set constructor parameters (unknown names raise ValueError); returns self."""
         for name, value in params.items():
             if name not in self._PARAMS:
@@ -167,7 +177,7 @@ class LogisticCTR:
 
     # ---- training ------------------------------------------------------------------------
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: Features, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
         """Fit to features X (n x d) and 0/1 labels y; returns self.
 
         A sparse X is fitted over the columns that hold a stored entry only: the others have
@@ -177,8 +187,7 @@ class LogisticCTR:
         column indices once (remapped, int32 or int64), when some column never occurs.
         """
         C, l2, max_iter, tol = self._check_params()
-        n_features = X.shape[1] if sp.issparse(X) else None
-        X_fit, used = _occurring_columns(X) if n_features is not None else (X, None)
+        X_fit, used = _occurring_columns(X) if sp.issparse(X) else (X, None)
         objective = LogisticObjective(
             X_fit,
             y,
@@ -237,7 +246,7 @@ class LogisticCTR:
         if used is None:
             self.coef_ = np.array(result.x[:d], dtype=np.float64)
         else:
-            self.coef_ = np.zeros(n_features, dtype=np.float64)
+            self.coef_ = np.zeros(X.shape[1], dtype=np.float64)
             self.coef_[used] = result.x[:d]
         self.intercept_ = float(result.x[d]) if self.fit_intercept else 0.0
         self.n_iter_ = int(result.nit)
@@ -266,12 +275,12 @@ class LogisticCTR:
             )
         return A
 
-    def decision_function(self, X):
+    def decision_function(self, X: Features) -> np.ndarray:
         """The logits X @ coef_ + intercept_, float64, shape (n,)."""
         A = self._check_features(X)
         return np.asarray(A @ self.coef_, dtype=np.float64).ravel() + self.intercept_
 
-    def predict_proba1(self, X, out=None):
+    def predict_proba1(self, X: Features, out: np.ndarray | None = None) -> np.ndarray:
         """p(click) for each row, shape (n,), in X's dtype (float32 stays float32): the fused
         sigmoid kernel, no (n, 2) array and no logits array. ``out`` as sigmoid_scores."""
         self._check_fitted()
@@ -282,23 +291,28 @@ class LogisticCTR:
             X, self.coef_, self.intercept_, out=out, backend=self.backend, n_threads=self.n_threads
         )
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: Features) -> np.ndarray:
         """scikit-learn's layout: shape (n, 2), columns [p(0), p(1)], in X's dtype."""
         p = self.predict_proba1(X)
         return np.stack([1.0 - p, p], axis=1)
 
-    def predict(self, X):
+    def predict(self, X: Features) -> np.ndarray:
         """0/1 labels: 1 where the logit is > 0 (scikit-learn's rule), int64."""
         return (self.decision_function(X) > 0).astype(np.int64)
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def save(self, path):
+    @overload
+    def save(self, path: FilePath) -> Path: ...
+    @overload
+    def save(self, path: IO[bytes]) -> IO[bytes]: ...
+    def save(self, path: FilePath | IO[bytes]) -> Path | IO[bytes]:
         """Write parameters and coefficients to a plain .npz (no pickled objects), crash-safe
         (temporary file, fsync, rename); returns the path written (".npz" appended when
         missing). ``path`` may also be a writable binary file object."""
         self._check_fitted()
-        arrays = dict(
+        # Any: np.savez's stub would take a key of ``**arrays`` for its allow_pickle flag.
+        arrays: dict[str, Any] = dict(
             format=np.array(_FORMAT),
             format_version=np.array(_FORMAT_VERSION),
             params=np.array(json.dumps(self.get_params())),
@@ -309,12 +323,13 @@ class LogisticCTR:
             loss=np.array(self.loss_),
         )
         if hasattr(path, "write"):
-            np.savez(path, **arrays)
-            return path
+            stream = cast("IO[bytes]", path)
+            np.savez(stream, **arrays)
+            return stream
         return atomic_savez(path, arrays)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: FilePath | IO[bytes]) -> Self:
         """A fitted LogisticCTR from a file (or binary file object) written by :meth:`save`.
 
         The file is untrusted: parameters, dtypes, shapes and finiteness are checked; anything

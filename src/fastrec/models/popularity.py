@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from ..topk import TopK, topk
 from . import _incremental
-from ._base import Explanation, Recommender, as_user_items
+from ._base import Explanation, NewEvents, Recommender, RequestItems, UserItems, as_user_items
 from ._persist import check_vector
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Users ranked per call of fastrec.topk: bounds the dense block to ROWS x n_items scores.
 _BLOCK_ROWS = 1024
@@ -22,12 +28,12 @@ class Popularity(Recommender):
     Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     """
 
-    def __init__(self, by: str = "users", backend: str = "auto", n_threads=None):
+    def __init__(self, by: str = "users", backend: str = "auto", n_threads: int | None = None):
         self.by = by
         self.backend = backend
         self.n_threads = n_threads
 
-    def fit(self, user_items):
+    def fit(self, user_items: UserItems) -> Self:
         """Count the items' interactions; returns self."""
         if self.by not in ("users", "values"):
             raise ValueError(f"by must be 'users' or 'values', got {self.by!r}")
@@ -36,7 +42,7 @@ class Popularity(Recommender):
         self._count(UI)
         return self
 
-    def partial_fit(self, new_events):
+    def partial_fit(self, new_events: NewEvents) -> Self:
         """Fold new events in (``new_events`` as in :meth:`ItemKNN.partial_fit`); returns self.
 
         The counts are recounted over the grown matrix: O(nnz), the cost of a fit, and
@@ -91,13 +97,13 @@ class Popularity(Recommender):
 
     def explain(
         self,
-        user_id=None,
-        item_id=None,
+        user_id: ArrayLike | None = None,
+        item_id: ArrayLike | None = None,
         *,
-        user=None,
-        item=None,
-        user_items=None,
-        exclude_seen=True,
+        user: Any = None,
+        item: Any = None,
+        user_items: RequestItems | None = None,
+        exclude_seen: bool = True,
     ) -> Explanation:
         """The item's score is its count, the same for every user: all of it in ``base``, no
         contributions. The seen-item rule is that of :meth:`ItemKNN.explain`."""

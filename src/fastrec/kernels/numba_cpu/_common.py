@@ -7,6 +7,8 @@ import contextlib
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 
 def unsigned(a):
@@ -17,6 +19,23 @@ def unsigned(a):
     (int64 CSR: several times slower signed).
     """
     return a.view(np.uint32 if a.dtype.itemsize == 4 else np.uint64)
+
+
+def index31(i):
+    """``i`` itself, for an index read from an :func:`unsigned` view (see the overload)."""
+    return i
+
+
+@overload(index31, inline="always")
+def _index31(i):
+    """A uint32 index with its top bit cleared: a no-op on a view of validated non-negative
+    int32 indices, but it tells LLVM the index fits in 31 bits, so vectorised gathers use
+    32-bit lanes (vgatherdps) instead of widening every index to 64 bits (vgatherqps):
+    measured 0.68 -> 0.61 ns per entry with w in L1, 1.32 -> 1.27 from L3 (Zen 4, 1 thread).
+    Same loads, same summation order: identical results. Wider indices pass unchanged."""
+    if isinstance(i, types.Integer) and i.bitwidth == 32 and not i.signed:
+        return lambda i: i & np.uint32(0x7FFFFFFF)
+    return lambda i: i
 
 
 def thread_count(n_threads):
