@@ -69,7 +69,12 @@ def extensions():
             Extension(
                 "fastrec.kernels._cython." + pyx.stem,
                 [str(rel)],
-                depends=[str(h.relative_to(HERE)) for h in sorted((HERE / CYTHON_DIR).glob("*.h"))],
+                depends=[
+                    str(h.relative_to(HERE))
+                    for h in sorted((HERE / CYTHON_DIR).glob("*.h"))
+                    + sorted((HERE / CYTHON_DIR).glob("*.pxi"))
+                    if h.suffix == ".h" or pyx.stem.startswith(h.stem)  # _als*.pyx: _als.pxi
+                ],
                 include_dirs=[np.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 extra_compile_args=compile_args,

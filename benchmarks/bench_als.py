@@ -5,8 +5,9 @@
 Equal settings: factors 64, regularization 0.01, confidence c = 1 + alpha * r with alpha = 1
 (implicit gets the matrix 1 + r and its alpha = 1.0, which is the same objective), 3 CG steps,
 float32, the same number of iterations. Time per iteration = median fit time / iterations
-(both libraries' own random starts). The objective is implicit's ``calculate_loss`` evaluated
-on both models' factors (and fastrec's ``als_loss`` as a cross-check).
+(both libraries' own random starts; repeats interleaved). The objective is implicit's
+``calculate_loss`` evaluated on both models' factors (and fastrec's ``als_loss`` as a
+cross-check).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def main(argv=None):
         f"CPU: {cpu_name()}; {T} threads; {args.size} {UI.shape} nnz {UI.nnz}; "
         f"{it} iterations; medians of {args.repeat}"
     )
-    rows = {}
-    for name in ("fastrec", "implicit"):
-        times = []
-        for _ in range(args.repeat):
+    # Interleaved repeats (fastrec, implicit, fastrec, ...): a shared machine's load drifts
+    # over minutes and must weigh on both alike. A small fit first compiles Numba.
+    ALS(factors=8, iterations=1, n_threads=T).fit(UI[:200])
+    times = {"fastrec": [], "implicit": []}
+    factors = {}
+    for _ in range(args.repeat):
+        for name in times:
             with threadpool_limits(1, user_api="blas") if name == "implicit" else _null():
                 t0 = time.perf_counter()
                 if name == "fastrec":
@@ -62,7 +66,7 @@ def main(argv=None):
                         cg_steps=3,
                         n_threads=T,
                     ).fit(UI)
-                    X, Y = m.user_factors_, m.item_factors_
+                    factors[name] = m.user_factors_, m.item_factors_
                 else:
                     m = AlternatingLeastSquares(
                         factors=64,
@@ -74,10 +78,12 @@ def main(argv=None):
                         random_state=0,
                     )
                     m.fit(C, show_progress=False)
-                    X, Y = m.user_factors, m.item_factors
-                times.append(time.perf_counter() - t0)
+                    factors[name] = m.user_factors, m.item_factors
+                times[name].append(time.perf_counter() - t0)
+    rows = {}
+    for name, (X, Y) in factors.items():
         loss = calculate_loss(C, X, Y, reg, num_threads=T)
-        rows[name] = (statistics.median(times) / it, loss, als_loss(UI, X, Y, reg, 1.0))
+        rows[name] = (statistics.median(times[name]) / it, loss, als_loss(UI, X, Y, reg, 1.0))
     print(f"\n{'':10} {'s/iteration':>12} {'implicit loss':>14} {'fastrec als_loss':>17}")
     for name, (t, loss, ours) in rows.items():
         print(f"{name:10} {t:12.3f} {loss:14.6g} {ours:17.6g}")

@@ -41,7 +41,10 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "topk": ("cython", "numba", "numpy"),
     "recommend": ("cython", "numba", "numpy"),
     "dot_topk": ("cython", "numba", "numpy"),
-    "als_cg_update": ("numba", "numpy"),
+    "als_cg_update": ("numba", "cython", "numpy"),
+    # ALS (benchmarks/bench_als_solve.py: 20k x 5k, 1%, 64 factors, 3 CG steps, 2 threads, Zen 4,
+    # loaded): numba 1.3x the Cython AVX-512 build, 2.2x its base build. On the mid set's fit
+    # the AVX-512 build was 1.07x numba (within the noise): numba stays first.
     # Scoring: benchmarks/README.md, "Scoring" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
     "sigmoid_csr": ("numba", "cython", "numpy"),

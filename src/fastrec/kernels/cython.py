@@ -1,5 +1,6 @@
 """The Cython (OpenMP) backend: re-exports the compiled kernels under their reference names."""
 
+from ._cython._als import cpu_isa as _als_cpu_isa
 from ._cython._embedding import dot_topk  # noqa: F401
 from ._cython._openmp import openmp_enabled, openmp_max_threads  # noqa: F401  (import = built)
 from ._cython._scoring import (  # noqa: F401
@@ -19,6 +20,21 @@ from ._cython._similarity import (  # noqa: F401
     cosine_topk_rows,
 )
 from ._cython._topk import recommend, topk  # noqa: F401
+
+
+def _als_module():
+    """The widest build of the ALS kernel that this CPU runs (see ``_cython/_als.pxi``)."""
+    isa = _als_cpu_isa()
+    if isa == "avx512":
+        from ._cython import _als_avx512 as module
+    elif isa == "avx2":
+        from ._cython import _als_avx2 as module
+    else:
+        from ._cython import _als as module
+    return module
+
+
+als_cg_update = _als_module().als_cg_update
 
 
 def is_available():

@@ -27,6 +27,40 @@ def _gram_times(G, v, out):
         out[s] = _dot(G[s], v)
 
 
+@numba.njit(inline="always")
+def _add_weighted_rows(lo, hi, indices, data, alpha, Y, v, acc, first):
+    """acc += sum over q in [lo, hi) of w_q Y[indices[q]], in q order, where with
+    c = alpha * data[q] and d = Y[indices[q]] . v: w_q = (1 + c) - c d (``first``: the
+    residual's right-hand side) or c d (the product Y^T (C_u - I) Y v). Four rows at a time:
+    four independent dots, then acc read and written once for the four (the same additions
+    in the same order as one row at a time; this pass in half the time on the mid set)."""
+    n_factors = acc.shape[0]
+    q4 = lo
+    while q4 + 4 <= hi:
+        q = q4
+        y0 = Y[indices[q]]
+        y1 = Y[indices[q + 1]]
+        y2 = Y[indices[q + 2]]
+        y3 = Y[indices[q + 3]]
+        w0 = _weight(alpha * data[q], _dot(y0, v), first)
+        w1 = _weight(alpha * data[q + 1], _dot(y1, v), first)
+        w2 = _weight(alpha * data[q + 2], _dot(y2, v), first)
+        w3 = _weight(alpha * data[q + 3], _dot(y3, v), first)
+        for s in range(n_factors):
+            acc[s] = acc[s] + w0 * y0[s] + w1 * y1[s] + w2 * y2[s] + w3 * y3[s]
+        q4 += 4
+    for q in range(q4, hi):
+        y = Y[indices[q]]
+        w = _weight(alpha * data[q], _dot(y, v), first)
+        for s in range(n_factors):
+            acc[s] += w * y[s]
+
+
+@numba.njit(inline="always")
+def _weight(c, d, first):
+    return (1.0 + c) - c * d if first else c * d
+
+
 # Reassociation lets LLVM vectorise the length-f dot products (measured below); the compiled
 # code is fixed, so every row still gets the same bits whichever thread solves it.
 @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -44,12 +78,7 @@ def _cg_impl(indptr, indices, data, X, Y, YtY, alpha, cg_steps, out):
             _gram_times(YtY, x, r)
             for s in range(n_factors):
                 r[s] = -r[s]
-            for q in range(indptr[u], indptr[u + 1]):
-                y = Y[indices[q]]
-                c1 = alpha * data[q]
-                w = (1.0 + c1) - c1 * _dot(y, x)
-                for s in range(n_factors):
-                    r[s] += w * y[s]
+            _add_weighted_rows(indptr[u], indptr[u + 1], indices, data, alpha, Y, x, r, True)
             rsold = _dot(r, r)
             if rsold < tiny:
                 for s in range(n_factors):
@@ -59,11 +88,7 @@ def _cg_impl(indptr, indices, data, X, Y, YtY, alpha, cg_steps, out):
                 p[s] = r[s]
             for _ in range(cg_steps):
                 _gram_times(YtY, p, Ap)
-                for q in range(indptr[u], indptr[u + 1]):
-                    y = Y[indices[q]]
-                    w = (alpha * data[q]) * _dot(y, p)
-                    for s in range(n_factors):
-                        Ap[s] += w * y[s]
+                _add_weighted_rows(indptr[u], indptr[u + 1], indices, data, alpha, Y, p, Ap, False)
                 a = rsold / _dot(p, Ap)
                 for s in range(n_factors):
                     x[s] += a * p[s]

@@ -59,6 +59,7 @@ from ._device import (
     is_available,
     is_device_array,
 )
+from .als import als_cg_update
 from .embedding import device_normalised_rows, dot_topk
 from .scoring import (
     logistic_hessp_csr,
@@ -75,6 +76,7 @@ __all__ = [
     "_SIM",
     "DeviceCSRCounts",
     "DeviceSummary",
+    "als_cg_update",
     "cosine_similarity",
     "cosine_topk",
     "device_cast",
