@@ -61,7 +61,7 @@ def _weight(c, d, first):
     return (1.0 + c) - c * d if first else c * d
 
 
-# Reassociation lets LLVM vectorise the length-f dot products (measured below); the compiled
+# Reassociation lets LLVM vectorise the length-f dot products; the compiled
 # code is fixed, so every row still gets the same bits whichever thread solves it.
 @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _cg_impl(indptr, indices, data, X, Y, YtY, alpha, cg_steps, out):
