@@ -10,18 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fastrec
 from fastrec._config import config
 from fastrec._dispatch import available_backends
 
 SCRIPT = Path(__file__).with_name("_fork_scenarios.py")
+# The children import the fastrec under test (installed, or the source tree with its build).
+FASTREC_ROOT = str(Path(fastrec.__file__).resolve().parents[1])
 CPU_BACKENDS = [b for b in ("numpy", "cython", "numba") if b in available_backends()]
 
 
 def _run(*args, timeout=240):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([FASTREC_ROOT, env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         capture_output=True,

@@ -14,10 +14,16 @@ import scipy.sparse as sp
 import fastrec
 
 HERE = Path(__file__).parent
+FASTREC_ROOT = str(Path(fastrec.__file__).resolve().parents[1])
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent / "src"), str(HERE), os.environ.get("PYTHONPATH", "")]
+        # the fastrec under test (installed, or the source tree with its build)
+        [
+            str(Path(fastrec.__file__).resolve().parents[1]),
+            str(HERE),
+            os.environ.get("PYTHONPATH", ""),
+        ]
     ),
 }
 

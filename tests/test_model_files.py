@@ -18,13 +18,20 @@ import pytest
 import scipy.sparse as sp
 from _model_fuzz import KINDS, mutate, real_models
 
+import fastrec
 from fastrec.models import ItemKNN, LogisticCTR, Popularity, UserKNN
 
 HERE = Path(__file__).parent
+FASTREC_ROOT = str(Path(fastrec.__file__).resolve().parents[1])
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent / "src"), str(HERE), os.environ.get("PYTHONPATH", "")]
+        # the fastrec under test (installed, or the source tree with its build)
+        [
+            str(Path(fastrec.__file__).resolve().parents[1]),
+            str(HERE),
+            os.environ.get("PYTHONPATH", ""),
+        ]
     ),
 }
 CASES_PER_KIND_AND_CLASS = 8  # 8 kinds x 6 classes x 2 load modes x 8: 768 files, ~15 s

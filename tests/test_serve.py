@@ -23,6 +23,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
+import fastrec
 from fastrec import data
 from fastrec._eventlog import EventLog, EventLogError
 from fastrec._serve_model import (
@@ -33,7 +34,8 @@ from fastrec._serve_model import (
 )
 from fastrec.models import ItemKNN
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+# The service subprocesses import the fastrec under test (installed, or the source tree).
+SRC = Path(fastrec.__file__).resolve().parents[1]
 
 
 def _inter(seed=0):
