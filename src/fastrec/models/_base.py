@@ -208,6 +208,17 @@ class Recommender:
             )
         return ids
 
+    def _per_fitted_state(self, name: str, source, compute, *, also=None):
+        """``compute(source)`` kept until the fitted ``source`` object (or ``also``) changes:
+        what requests would otherwise redo per call (validating fitted arrays, Gram matrices)
+        is done once per fitted state."""
+        cache = self.__dict__.setdefault("_fitted_cache", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] is not source or hit[1] != also:
+            hit = (source, also, compute(source))
+            cache[name] = hit
+        return hit[2]
+
     def _order(self, what):
         orders = getattr(self, "_id_orders", None) or {}
         if what not in orders:  # computed once per fitted model: lookups are then O(log n)

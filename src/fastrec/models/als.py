@@ -118,15 +118,15 @@ class ALS(Recommender):
     def _items(self):
         """(item factors as the kernels take them, Y^T Y + regularization I), validated and
         computed once per fitted state (not per request: O(n_items * f^2))."""
-        Y = self.item_factors_
-        hit = getattr(self, "_items_cache", None)
-        if hit is None or hit[0] is not Y or hit[1] != self.regularization:
+
+        def prepare(Y):
             Yc = np.ascontiguousarray(check_dense(Y, "item_factors_"))
             Y64 = Yc.astype(np.float64)  # as als_cg_update computes it: the same bits
-            gram = Y64.T @ Y64 + float(self.regularization) * np.eye(Yc.shape[1])
-            hit = (Y, self.regularization, Yc, gram)
-            self._items_cache = hit
-        return hit[2], hit[3]
+            return Yc, Y64.T @ Y64 + float(self.regularization) * np.eye(Yc.shape[1])
+
+        return self._per_fitted_state(
+            "item_factors_", self.item_factors_, prepare, also=self.regularization
+        )
 
     def _rank(self, factors, seen, n) -> TopK:
         """dot_topk of user factors against the validated item factors, ``seen`` excluded."""

@@ -202,20 +202,12 @@ class _KNN(Recommender):
         )
 
     def _checked(self, M):
-        if M is self.neighbours_ or M is self.user_items_:
-            cache = getattr(self, "_checked_cache", None) or {}
-            hit = cache.get(id(M))
-            if hit is None or hit[0] is not M:
-                name = "neighbours_" if M is self.neighbours_ else "user_items_"
-                hit = (M, check_csr(M, name, drop_zeros=True))
-                cache = {
-                    k: v
-                    for k, v in cache.items()
-                    if v[0] is self.neighbours_ or v[0] is self.user_items_
-                }
-                cache[id(M)] = hit
-                self._checked_cache = cache
-            return hit[1]
+        """``M`` as check_csr gives it; a fitted matrix is checked once per fitted state."""
+        for name in ("neighbours_", "user_items_"):
+            if M is getattr(self, name):
+                return self._per_fitted_state(
+                    name, M, lambda M, name=name: check_csr(M, name, drop_zeros=True)
+                )
         return check_csr(M, "user_items", drop_zeros=True)
 
     def _state(self) -> dict:
