@@ -149,3 +149,54 @@ def test_decreasing_indptr_rejected():
     X.indptr[1] = 4
     with pytest.raises(ValueError, match="indptr"):
         check_csr(X, canonical=False)
+
+
+def _reads_of_indices(monkeypatch):
+    """Count the host bounds passes over a CSR's indices (each one a full read of them)."""
+    import fastrec._validation as validation
+
+    calls = []
+    real = validation._indices_within
+
+    def counting(stored, n_minor, n_threads):
+        calls.append(stored.shape[0])
+        return real(stored, n_minor, n_threads)
+
+    monkeypatch.setattr(validation, "_indices_within", counting)
+    return calls
+
+
+def test_numba_sigmoid_csr_checks_columns_in_its_own_read(monkeypatch):
+    if "numba" not in compiled_backends("sigmoid_csr"):
+        pytest.skip("numba not available")
+    X = _non_canonical_csr(n_rows=1000)
+    w = np.ones(X.shape[1], dtype=np.float32)
+    calls = _reads_of_indices(monkeypatch)
+    got = fastrec.sigmoid_scores(X, w, backend="numba")
+    assert calls == []  # the kernel checked the indices: no separate pass over them
+    want = fastrec.sigmoid_scores(X, w, backend="numpy")
+    assert calls == [X.nnz]  # a backend that trusts its input gets the host pass
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("bad", [-1, 3, 2**31 - 1, -(2**31)])
+def test_out_of_range_column_named_by_every_backend(index_dtype, bad):
+    rng = np.random.default_rng(1)
+    X = sp.random(300, 3, density=0.5, format="csr", random_state=rng, dtype=np.float64)
+    indices = X.indices.astype(index_dtype)
+    indices[X.nnz // 2] = bad
+    X = sp.csr_matrix((X.data, indices, X.indptr.astype(index_dtype)), shape=X.shape)
+    before = X.indices.copy()
+    for backend in ["numpy", *compiled_backends("sigmoid_csr")]:
+        with pytest.raises(ValueError, match=f"column index {bad}, outside"):
+            fastrec.sigmoid_scores(X, np.ones(3), backend=backend)
+    np.testing.assert_array_equal(X.indices, before)  # untouched
+
+
+def test_entries_with_no_columns_rejected():
+    X = sp.csr_matrix((np.ones(1), np.array([0], dtype=np.int32), np.array([0, 1])), shape=(1, 1))
+    X._shape = (1, 0)  # a stored entry in a matrix without columns (scipy does not check)
+    for backend in ["numpy", *compiled_backends("sigmoid_csr")]:
+        with pytest.raises(ValueError, match="column index 0, outside"):
+            fastrec.sigmoid_scores(X, np.ones(0), backend=backend)

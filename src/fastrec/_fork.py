@@ -88,6 +88,7 @@ def fork_safe(kernel, backend: str):
         return _helper_executor().submit(kernel, *args, **kwargs).result()
 
     call.__wrapped__ = kernel
+    call.__dict__.update(getattr(kernel, "__dict__", {}))  # what the kernel declares
     call.__name__ = getattr(kernel, "__name__", "kernel")
     call.__doc__ = getattr(kernel, "__doc__", None)
     return call

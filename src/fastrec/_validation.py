@@ -112,6 +112,7 @@ def check_csr(
     canonical: bool = True,
     values: bool = True,
     n_threads: int = 1,
+    column_bounds: bool = True,
 ) -> CSR:
     """Any scipy.sparse array or matrix -> :class:`CSR` raw arrays (caller's object untouched).
 
@@ -127,6 +128,10 @@ def check_csr(
     leaves the values alone. Index arrays stay int32 or int64. NaN and infinity are rejected
     unless ``allow_nonfinite`` (one chunked read of the values, 1 MB temporary). Large index
     arrays are bounds-checked on ``n_threads`` threads (the caller's count).
+    ``column_bounds=False`` (with ``canonical=False`` only) leaves a CSR input's column
+    indices unchecked, for a kernel that checks them in its own read (``checks_columns``:
+    clamped loads, ValueError after the pass); other formats are still checked in full, as
+    scipy reads them to convert.
 
     Copies: a non-CSR input is converted (scipy's tocsr); the values when their dtype must
     change; the indices when indptr and indices differ in dtype or are not int32/int64; all
@@ -144,7 +149,10 @@ def check_csr(
         target = None
     else:
         target = check_dtype(dtype, "dtype") if dtype is not None else _float_dtype(X.dtype, name)
-    check_sparse_structure(X, name, n_threads)  # before scipy's own C code reads the arrays
+    if not (column_bounds or (not canonical and not drop_zeros)):
+        raise ValueError("column_bounds=False needs canonical=False: sorting reads the indices")
+    # Before scipy's own C code reads the arrays.
+    check_sparse_structure(X, name, n_threads, column_bounds=column_bounds)
 
     csr = X.tocsr(copy=False)
     owned = csr is not X  # a conversion already produced a fresh object we may modify
@@ -210,11 +218,14 @@ def check_compressed_structure(
     name: str,
     axes=("row", "column"),
     n_threads: int = 1,
+    minor_bounds: bool = True,
 ) -> None:
     """ValueError unless (indptr, indices, data) is a well-formed compressed sparse structure
     of n_major x n_minor: indptr of length n_major + 1, starting at 0, non-decreasing, ending
     within indices and data; every stored index in [0, n_minor). O(n_major + nnz), no copy;
-    int32/int64 indices are read once (on ``n_threads`` threads when there are many)."""
+    int32/int64 indices are read once (on ``n_threads`` threads when there are many).
+    ``minor_bounds=False`` leaves the indices unread (O(n_major)): for a kernel that checks
+    them in its own read (``checks_columns``)."""
     indptr = _index_array(indptr, f"{name}.indptr")
     indices = _index_array(indices, f"{name}.indices")
     data = np.asarray(data)
@@ -235,7 +246,7 @@ def check_compressed_structure(
             f"{name}.indptr ends at {nnz}, but indices has {indices.shape[0]} and "
             f"data {data.shape[0]} entries"
         )
-    if nnz:
+    if nnz and minor_bounds:
         stored = indices[:nnz]
         if stored.dtype in (np.int32, np.int64) and stored.flags.c_contiguous:
             if _indices_within(stored, n_minor, n_threads):
@@ -249,18 +260,29 @@ def check_compressed_structure(
             )
 
 
-def check_sparse_structure(X, name: str = "X", n_threads: int = 1) -> None:
+def check_sparse_structure(
+    X, name: str = "X", n_threads: int = 1, column_bounds: bool = True
+) -> None:
     """ValueError when a scipy sparse object's arrays contradict its shape (lengths, indptr
     order, indices outside the shape): such objects can be built, or edited in place, without
     scipy noticing, and scipy's and our compiled code would read outside the arrays. Large
-    CSR/CSC index arrays are read on ``n_threads`` threads."""
+    CSR/CSC index arrays are read on ``n_threads`` threads. ``column_bounds=False`` skips a
+    CSR's column-index bounds (see :func:`check_csr`); every other format is read in full."""
     fmt = X.format
     n_rows, n_cols = X.shape
     if fmt in ("csr", "csc"):
         major, minor = (n_rows, n_cols) if fmt == "csr" else (n_cols, n_rows)
         axes = ("row", "column") if fmt == "csr" else ("column", "row")
         check_compressed_structure(
-            X.indptr, X.indices, X.data, major, minor, name, axes, n_threads=n_threads
+            X.indptr,
+            X.indices,
+            X.data,
+            major,
+            minor,
+            name,
+            axes,
+            n_threads=n_threads,
+            minor_bounds=column_bounds or fmt != "csr",
         )
     elif fmt == "bsr":
         R, C = X.blocksize

@@ -24,9 +24,10 @@ from ._validation import (
 )
 
 
-def _features(X, allow_nonfinite=False, n_threads=1):
+def _features(X, allow_nonfinite=False, n_threads=1, column_bounds=True):
     """(is_sparse, CSR or dense array): dense keeps C or F order, other strides are copied.
-    A large CSR's indices are bounds-checked on ``n_threads`` threads.
+    A large CSR's indices are bounds-checked on ``n_threads`` threads, unless
+    ``column_bounds=False`` (the kernel checks them: see check_csr).
 
     Every kernel here is linear in X's stored entries, so a CSR X is validated but not made
     canonical (duplicates and unsorted columns give the same sums): X's own arrays reach the
@@ -34,7 +35,12 @@ def _features(X, allow_nonfinite=False, n_threads=1):
     """
     if issparse(X):
         return True, check_csr(
-            X, "X", allow_nonfinite=allow_nonfinite, canonical=False, n_threads=n_threads
+            X,
+            "X",
+            allow_nonfinite=allow_nonfinite,
+            canonical=False,
+            n_threads=n_threads,
+            column_bounds=column_bounds,
         )
     return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
 
@@ -66,7 +72,9 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     possible: w is checked first, so a non-finite entry of X makes its row's logit NaN or
     +-inf, hence its score NaN, 0 or 1. X is therefore scanned only when some score is
     exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. On that error
-    ``out`` has been written.
+    ``out`` has been written. So it has when a sparse X's column index lies outside
+    [0, n_features) and the kernel checks the indices in its own read (Numba: one pass over
+    X instead of two); the error is the same ValueError either way.
 
     Device arrays: X (dense), w and ``out`` may be GPU arrays (``__cuda_array_interface__``;
     X float32/float64, any strides). Then ``backend="auto"`` runs "cuda", a CPU backend is a
@@ -79,7 +87,11 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     if on_device:
         return _sigmoid_scores_device(X, w, b, out, backend, n_threads)
     n_threads = check_n_threads(n_threads)
-    sparse, A = _features(X, allow_nonfinite=True, n_threads=n_threads)
+    sparse = issparse(X)
+    kernel = get_kernel("sigmoid_csr" if sparse else "sigmoid_dense", backend)
+    # A kernel that checks X's column indices in its own read spares the bounds pass.
+    own_check = sparse and getattr(kernel, "checks_columns", False)
+    sparse, A = _features(X, allow_nonfinite=True, n_threads=n_threads, column_bounds=not own_check)
     n_rows, n_features = A.shape
     dtype = A.dtype
     w = _weights(w, n_features, dtype)
@@ -99,10 +111,8 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     # below turns into a ValueError.
     with np.errstate(invalid="ignore", over="ignore"):
         if sparse:
-            kernel = get_kernel("sigmoid_csr", backend)
             kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
         else:
-            kernel = get_kernel("sigmoid_dense", backend)
             kernel(A, w, b, out, n_threads)
     if not _scores_prove_finite(out):
         _features(A.to_scipy() if sparse else A)  # the full check: raises on NaN or infinity

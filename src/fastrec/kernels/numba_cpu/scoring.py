@@ -192,6 +192,54 @@ def _row_dot(indices, data, w, lo, hi, gather):
     return _sparse_dot_scalar(indices, data, w, lo, hi)
 
 
+# The sigmoid's CSR dot products check the column indices in the same read (the kernel's
+# ``checks_columns``): each gather's index is clamped to the last column, so no load leaves
+# w, and the largest index seen (unsigned: a negative one is huge) is returned for the caller
+# to compare with len(w). Same loads and order for valid indices, so identical results. It
+# spares the separate bounds pass over the indices: measured 7 ms of a 67 ms call (2 threads)
+# and 15 of 114 (1 thread), 2M rows x 40 entries, Zen 4; the clamp and maximum cost 2-5 ms.
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _sparse_dot_bounded(indices, data, w, lo, hi, last):
+    """:func:`_sparse_dot` with clamped gathers; returns (dot, largest index)."""
+    acc = 0.0
+    top = indices.dtype.type(0)
+    for k in range(lo, hi):
+        j = indices[k]
+        top = max(top, j)
+        acc += np.float64(data[k]) * np.float64(w[index31(min(j, last))])
+    return acc, top
+
+
+@numba.njit(cache=True)
+def _sparse_dot_scalar_bounded(indices, data, w, lo, hi, last):
+    """:func:`_sparse_dot_scalar` with clamped loads; returns (dot, largest index)."""
+    a0 = a1 = a2 = a3 = 0.0
+    top = indices.dtype.type(0)
+    k, end = np.int64(lo), np.int64(hi)
+    while k + 4 <= end:
+        j0, j1, j2, j3 = indices[k], indices[k + 1], indices[k + 2], indices[k + 3]
+        top = max(top, max(max(j0, j1), max(j2, j3)))
+        a0 += np.float64(data[k]) * np.float64(w[min(j0, last)])
+        a1 += np.float64(data[k + 1]) * np.float64(w[min(j1, last)])
+        a2 += np.float64(data[k + 2]) * np.float64(w[min(j2, last)])
+        a3 += np.float64(data[k + 3]) * np.float64(w[min(j3, last)])
+        k += 4
+    while k < end:
+        top = max(top, indices[k])
+        a0 += np.float64(data[k]) * np.float64(w[min(indices[k], last)])
+        k += 1
+    return (a0 + a1) + (a2 + a3), top
+
+
+@numba.njit(cache=True, inline="always")
+def _row_dot_bounded(indices, data, w, lo, hi, last, gather):
+    if gather:
+        return _sparse_dot_bounded(indices, data, w, lo, hi, last)
+    return _sparse_dot_scalar_bounded(indices, data, w, lo, hi, last)
+
+
 # The CSR dot product's form, "gather" or "scalar": chosen on first use by
 # kernels.form_choice (a short measurement on this CPU, cached per CPU model).
 CSR_DOT_FORMS = ("gather", "scalar")
@@ -272,18 +320,30 @@ def sigmoid_dense(X, w, b, out, n_threads):
 
 @numba.njit(parallel=True, cache=True)
 def _sigmoid_csr(indptr, indices, data, w, b, out, block_exp, gather):
+    """Returns the largest column index stored (unsigned), for the caller's bounds check."""
     n = indptr.shape[0] - 1
-    for blk in numba.prange((n + _CSR_BLOCK - 1) // _CSR_BLOCK):
+    n_blocks = (n + _CSR_BLOCK - 1) // _CSR_BLOCK
+    tops = np.zeros(max(n_blocks, 1), dtype=indices.dtype)
+    last = indices.dtype.type(max(w.shape[0], 1) - 1)  # w is never empty when X has entries
+    for blk in numba.prange(n_blocks):
         r0 = blk * _CSR_BLOCK
         r1 = min(n, r0 + _CSR_BLOCK)
+        top = indices.dtype.type(0)
         if block_exp:
             z = np.empty(r1 - r0, dtype=np.float64)
             for i in range(r0, r1):
-                z[i - r0] = _row_dot(indices, data, w, indptr[i], indptr[i + 1], gather)
+                z[i - r0], t = _row_dot_bounded(
+                    indices, data, w, indptr[i], indptr[i + 1], last, gather
+                )
+                top = max(top, t)
             _sigmoid_block(z, b, out[r0:r1])
         else:
             for i in range(r0, r1):
-                out[i] = _sigmoid(_row_dot(indices, data, w, indptr[i], indptr[i + 1], gather) + b)
+                zi, t = _row_dot_bounded(indices, data, w, indptr[i], indptr[i + 1], last, gather)
+                top = max(top, t)
+                out[i] = _sigmoid(zi + b)
+        tops[blk] = top
+    return tops.max()
 
 
 def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
@@ -293,9 +353,14 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     _sparse_dot_scalar, see kernels.form_choice); O(nnz) time, no memory beyond out
     (and one block's logits). float32 scores use the block-wise vectorised sigmoid as
     sigmoid_dense does (faster per thread than the per-row sigmoid).
+
+    Checks its column indices itself (``checks_columns``; indptr must be valid): ValueError
+    after the pass, with ``out`` written, when one lies outside [0, len(w)).
     """
+    if indptr[-1] and w.shape[0] == 0:
+        raise ValueError(f"X stores column index {indices[0]}, outside [0, 0)")
     with threads(n_threads):
-        _sigmoid_csr(
+        top = _sigmoid_csr(
             unsigned(indptr),
             unsigned(indices),
             data,
@@ -305,7 +370,14 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
             out.dtype == np.float32,
             _csr_gather(),
         )
+    if indptr[-1] and int(top) >= w.shape[0]:
+        bits = 8 * indices.dtype.itemsize
+        bad = int(top) - (1 << bits) * (int(top) >> (bits - 1))  # back to the signed value
+        raise ValueError(f"X stores column index {bad}, outside [0, {w.shape[0]})")
     return out
+
+
+sigmoid_csr.checks_columns = True  # type: ignore[attr-defined]
 
 
 @numba.njit(cache=True, inline="always")
