@@ -166,13 +166,14 @@ def _reads_of_indices(monkeypatch):
     return calls
 
 
-def test_numba_sigmoid_csr_checks_columns_in_its_own_read(monkeypatch):
-    if "numba" not in compiled_backends("sigmoid_csr"):
-        pytest.skip("numba not available")
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_sigmoid_csr_checks_columns_in_its_own_read(backend, monkeypatch):
+    if backend not in compiled_backends("sigmoid_csr"):
+        pytest.skip(f"{backend} not available")
     X = _non_canonical_csr(n_rows=1000)
     w = np.ones(X.shape[1], dtype=np.float32)
     calls = _reads_of_indices(monkeypatch)
-    got = fastrec.sigmoid_scores(X, w, backend="numba")
+    got = fastrec.sigmoid_scores(X, w, backend=backend)
     assert calls == []  # the kernel checked the indices: no separate pass over them
     want = fastrec.sigmoid_scores(X, w, backend="numpy")
     assert calls == [X.nnz]  # a backend that trusts its input gets the host pass

@@ -44,6 +44,14 @@ def _csr_dot_form() -> str:
     return f", CSR dot product: {form} [{why}]"
 
 
+def _csr_dot_form_cython() -> str:
+    from .kernels.form_choice import apply_csr_dot_form_cython, chosen
+
+    apply_csr_dot_form_cython()
+    form, why = chosen()["csr_dot_cython"]
+    return f", CSR dot product: {form} [{why}]"
+
+
 def auto_choices() -> dict:
     """kernel -> (backend "auto" runs here, why): the first of the kernel's preference order
     (``AUTO_ORDER``, fastest first as measured in benchmarks/README.md) that is available and
@@ -89,7 +97,7 @@ def config() -> dict:
                 f", OpenMP {'on' if openmp_enabled() else 'OFF (one thread)'}"
                 f", {openmp_max_threads()} OpenMP threads"
             )
-            detail += _topk_form("cython")
+            detail += _topk_form("cython") + _csr_dot_form_cython()
         if ok and name == "numba":
             import numba
 

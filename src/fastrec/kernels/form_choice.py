@@ -8,6 +8,9 @@ and compress stores are fast on Zen 5, slow on Zen 4, absent without AVX-512):
   differently (another summation order, last-bit differences in the float64 logit); each is
   fixed, so results never depend on the thread count, but they can differ between CPUs that
   chose differently.
+- ``csr_dot_cython`` (Cython CSR scoring): "gather" (the widest of AVX-512 and AVX2 vector
+  gathers this CPU runs, kernels/_cython/_scoring_simd.h) or "scalar" (four accumulators). They
+  round differently, as the Numba forms do.
 - ``topk_float32_numba`` / ``topk_float32_cython`` (float32 top-k rows with k >= 32):
   "compress" (vector compress; Cython's needs AVX-512) or "walk" (bit-mask walk). Identical
   results.
@@ -33,6 +36,7 @@ import numpy as np
 
 FORMS = {
     "csr_dot": ("gather", "scalar"),
+    "csr_dot_cython": ("gather", "scalar"),
     "topk_float32_numba": ("compress", "walk"),
     "topk_float32_cython": ("compress", "walk"),
 }
@@ -202,6 +206,38 @@ def csr_dot_form() -> str:
     if "csr_dot" in _chosen:  # the per-call fast path
         return _chosen["csr_dot"][0]
     return _choose("csr_dot", _csr_dot_runs)
+
+
+def _csr_dot_cython_runs():
+    from ._cython import _scoring
+
+    gather_isa = _scoring._csr_isa_available()
+    if not gather_isa:
+        return {"scalar": None}
+    rng = np.random.default_rng(0)
+    n_rows, per_row, n_cols = 65536, 40, 1 << 20  # as _csr_dot_runs
+    indices = rng.integers(0, n_cols, n_rows * per_row).astype(np.int32)
+    indptr = np.arange(0, n_rows * per_row + 1, per_row).astype(np.int32)
+    data = rng.random(n_rows * per_row, dtype=np.float32)
+    w = rng.standard_normal(n_cols).astype(np.float32)
+    out = np.empty(n_rows, dtype=np.float32)
+
+    def run(isa):  # one thread: the per-core cost decides
+        return lambda: _scoring._sigmoid_csr(indptr, indices, data, w, 0.0, out, 1, isa)
+
+    return {"gather": run(gather_isa), "scalar": run(0)}
+
+
+def apply_csr_dot_form_cython() -> str:
+    """Choose (once) and switch on the Cython CSR sigmoid's dot product form: "gather" (the
+    widest vector gathers this CPU runs) or "scalar"."""
+    from ._cython import _scoring
+
+    form = _choose("csr_dot_cython", _csr_dot_cython_runs)
+    if _applied.get("csr_dot_cython") != form:
+        _scoring._set_csr_isa(_scoring._csr_isa_available() if form == "gather" else 0)
+        _applied["csr_dot_cython"] = form
+    return form
 
 
 def _topk_runs(backend):

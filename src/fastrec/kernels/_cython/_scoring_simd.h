@@ -1,0 +1,366 @@
+/* Vector-gather CSR dot products of the Cython sigmoid (_scoring.pyx), for x86-64 CPUs with
+   AVX-512 or AVX2 (checked at run time: the module is built for the base ISA, so the wheel
+   runs anywhere; without either, _scoring.pyx's scalar loop runs). Included by the generated
+   _scoring.c after Python.h (Py_ssize_t).
+
+   fastrec_logits_<isa>_<index>_<value>(indptr, indices, data, w, r0, r1, last, z) writes the
+   float64 dot product of rows [r0, r1) into z[0 .. r1 - r0) and returns the largest column
+   index seen, compared as unsigned (a negative index is huge), zero-extended to 64 bits. Each
+   gather's index is first clamped to `last` (unsigned), so no load leaves w whatever the
+   indices hold; the caller compares the returned maximum with len(w).
+
+   Summation order (fixed by this code alone, so the same bits on any thread count): entry k of
+   a row goes to lane k mod L of one float64 accumulator (L = 8 for AVX-512, 4 for AVX2; fused
+   multiply-add, the row's last partial vector masked), and the lanes are summed in the fixed
+   tree of _mm512_reduce_add_pd / fastrec_hsum4. The two ISAs (and the scalar loop) therefore
+   round differently in the last bits of the float64 logit. */
+#ifndef FASTREC_SCORING_SIMD_H
+#define FASTREC_SCORING_SIMD_H
+
+#include <stdint.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+/* 2: AVX-512 (F, VL, DQ), 1: AVX2 with FMA, 0: neither. */
+static int fastrec_scoring_cpu_isa(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512dq"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 1;
+    return 0;
+}
+
+#define FASTREC_T512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define FASTREC_T256 __attribute__((target("avx2,fma")))
+
+/* ---- AVX-512: eight entries per step, a __mmask8 of the valid ones ------------------------ */
+
+/* One step: acc += data[k..k+8) * w[min(indices[k..k+8), last)] on the lanes of m, top =
+   max(top, indices) (masked-off lanes load index 0). I is the index type, V the value type. */
+#define FASTREC_STEP512_I32(LOADW)                                                            \
+    __m256i j = _mm256_maskz_loadu_epi32(m, ix + k);                                          \
+    top = _mm256_max_epu32(top, j);                                                           \
+    j = _mm256_min_epu32(j, lastv);                                                           \
+    LOADW
+#define FASTREC_STEP512_I64(LOADW)                                                            \
+    __m512i j = _mm512_maskz_loadu_epi64(m, ix + k);                                          \
+    top = _mm512_max_epu64(top, j);                                                           \
+    j = _mm512_min_epu64(j, lastv);                                                           \
+    LOADW
+
+#define FASTREC_W512_I32_F32                                                                  \
+    __m512d wv = _mm512_cvtps_pd(_mm256_mmask_i32gather_ps(_mm256_setzero_ps(), m, j, w, 4)); \
+    __m512d dv = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, dat + k));
+#define FASTREC_W512_I64_F32                                                                  \
+    __m512d wv = _mm512_cvtps_pd(_mm512_mask_i64gather_ps(_mm256_setzero_ps(), m, j, w, 4));  \
+    __m512d dv = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, dat + k));
+#define FASTREC_W512_I32_F64                                                                  \
+    __m512d wv = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, j, w, 8);                   \
+    __m512d dv = _mm512_maskz_loadu_pd(m, dat + k);
+#define FASTREC_W512_I64_F64                                                                  \
+    __m512d wv = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), m, j, w, 8);                   \
+    __m512d dv = _mm512_maskz_loadu_pd(m, dat + k);
+
+/* TOPV: the running maximum's vector type; LASTV: `last` broadcast (clamped to INT32_MAX for
+   32-bit indices, whose gathers sign-extend); TOPMAX: its horizontal maximum. */
+#define FASTREC_ROWS512(NAME, I, V, TOPV, LASTV, TOPINIT, STEP, TOPMAX)                        \
+    FASTREC_T512 static uint64_t NAME(const I* indptr, const I* ix, const V* dat, const V* w,  \
+                                      Py_ssize_t r0, Py_ssize_t r1, uint64_t last, double* z) { \
+        const TOPV lastv = LASTV;                                                              \
+        TOPV top = TOPINIT;                                                                    \
+        for (Py_ssize_t i = r0; i < r1; i++) {                                                 \
+            Py_ssize_t k = (Py_ssize_t) indptr[i], hi = (Py_ssize_t) indptr[i + 1];            \
+            __m512d acc = _mm512_setzero_pd();                                                 \
+            for (; k < hi; k += 8) {                                                           \
+                __mmask8 m = hi - k >= 8 ? 0xFF : (__mmask8) ((1u << (hi - k)) - 1);           \
+                STEP                                                                           \
+                acc = _mm512_fmadd_pd(dv, wv, acc);                                            \
+            }                                                                                  \
+            z[i - r0] = _mm512_reduce_add_pd(acc);                                             \
+        }                                                                                      \
+        return TOPMAX;                                                                         \
+    }
+
+FASTREC_T512 static inline uint64_t fastrec_max_epu32_256(__m256i v) {
+    uint32_t a[8], t = 0;
+    _mm256_storeu_si256((__m256i*) a, v);
+    for (int q = 0; q < 8; q++) t = a[q] > t ? a[q] : t;
+    return t;
+}
+
+#define FASTREC_LAST32 _mm256_set1_epi32((int) (last < INT32_MAX ? last : INT32_MAX))
+#define FASTREC_LAST64 _mm512_set1_epi64((long long) (last < INT64_MAX ? last : INT64_MAX))
+FASTREC_ROWS512(fastrec_logits_avx512_i32_f32, int32_t, float, __m256i, FASTREC_LAST32,
+                _mm256_setzero_si256(), FASTREC_STEP512_I32(FASTREC_W512_I32_F32),
+                fastrec_max_epu32_256(top))
+FASTREC_ROWS512(fastrec_logits_avx512_i32_f64, int32_t, double, __m256i, FASTREC_LAST32,
+                _mm256_setzero_si256(), FASTREC_STEP512_I32(FASTREC_W512_I32_F64),
+                fastrec_max_epu32_256(top))
+FASTREC_ROWS512(fastrec_logits_avx512_i64_f32, int64_t, float, __m512i, FASTREC_LAST64,
+                _mm512_setzero_si512(), FASTREC_STEP512_I64(FASTREC_W512_I64_F32),
+                _mm512_reduce_max_epu64(top))
+FASTREC_ROWS512(fastrec_logits_avx512_i64_f64, int64_t, double, __m512i, FASTREC_LAST64,
+                _mm512_setzero_si512(), FASTREC_STEP512_I64(FASTREC_W512_I64_F64),
+                _mm512_reduce_max_epu64(top))
+
+/* ---- AVX2: four entries per step; the row's last partial step takes lane masks ------------ */
+
+/* Lane masks for n = 1..4 valid lanes: loaded from fastrec_lanes32 + 4 - n (n all-ones first). */
+static const int32_t fastrec_lanes32[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+static const int64_t fastrec_lanes64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+FASTREC_T256 static inline double fastrec_hsum4(__m256d v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+/* Unsigned 64-bit comparisons, which AVX2 lacks: flip the sign bits, compare signed. */
+FASTREC_T256 static inline __m256i fastrec_gt_epu64(__m256i a, __m256i b) {
+    const __m256i s = _mm256_set1_epi64x((long long) 0x8000000000000000ULL);
+    return _mm256_cmpgt_epi64(_mm256_xor_si256(a, s), _mm256_xor_si256(b, s));
+}
+
+#define FASTREC_STEP256_I32(LOADW)                                                            \
+    __m128i m32 = _mm_loadu_si128((const __m128i*) (fastrec_lanes32 + 4 - n));                \
+    __m128i j = _mm_maskload_epi32((const int*) (ix + k), m32);                               \
+    top = _mm_max_epu32(top, j);                                                              \
+    j = _mm_min_epu32(j, lastv);                                                              \
+    LOADW
+#define FASTREC_STEP256_I64(LOADW)                                                            \
+    __m256i m64 = _mm256_loadu_si256((const __m256i*) (fastrec_lanes64 + 4 - n));             \
+    __m256i j = _mm256_maskload_epi64((const long long*) (ix + k), m64);                      \
+    top = _mm256_blendv_epi8(top, j, fastrec_gt_epu64(j, top));                               \
+    j = _mm256_blendv_epi8(j, lastv, fastrec_gt_epu64(j, lastv));                             \
+    LOADW
+
+#define FASTREC_W256_I32_F32                                                                  \
+    __m128 mf = _mm_castsi128_ps(m32);                                                        \
+    __m256d wv = _mm256_cvtps_pd(_mm_mask_i32gather_ps(_mm_setzero_ps(), w, j, mf, 4));       \
+    __m256d dv = _mm256_cvtps_pd(_mm_maskload_ps(dat + k, m32));
+#define FASTREC_W256_I64_F32                                                                  \
+    __m128i m32 = _mm_loadu_si128((const __m128i*) (fastrec_lanes32 + 4 - n));                \
+    __m256d wv = _mm256_cvtps_pd(                                                             \
+        _mm256_mask_i64gather_ps(_mm_setzero_ps(), w, j, _mm_castsi128_ps(m32), 4));          \
+    __m256d dv = _mm256_cvtps_pd(_mm_maskload_ps(dat + k, m32));
+#define FASTREC_W256_I32_F64                                                                  \
+    __m256i m64 = _mm256_cvtepi32_epi64(m32);                                                 \
+    __m256d wv = _mm256_mask_i32gather_pd(_mm256_setzero_pd(), w, j,                          \
+                                          _mm256_castsi256_pd(m64), 8);                       \
+    __m256d dv = _mm256_maskload_pd(dat + k, m64);
+#define FASTREC_W256_I64_F64                                                                  \
+    __m256d wv = _mm256_mask_i64gather_pd(_mm256_setzero_pd(), w, j,                          \
+                                          _mm256_castsi256_pd(m64), 8);                       \
+    __m256d dv = _mm256_maskload_pd(dat + k, m64);
+
+#define FASTREC_ROWS256(NAME, I, V, TOPV, LASTV, TOPINIT, STEP, TOPMAX)                        \
+    FASTREC_T256 static uint64_t NAME(const I* indptr, const I* ix, const V* dat, const V* w,  \
+                                      Py_ssize_t r0, Py_ssize_t r1, uint64_t last, double* z) { \
+        const TOPV lastv = LASTV;                                                              \
+        TOPV top = TOPINIT;                                                                    \
+        for (Py_ssize_t i = r0; i < r1; i++) {                                                 \
+            Py_ssize_t k = (Py_ssize_t) indptr[i], hi = (Py_ssize_t) indptr[i + 1];            \
+            __m256d acc = _mm256_setzero_pd();                                                 \
+            for (; k < hi; k += 4) {                                                           \
+                int n = hi - k >= 4 ? 4 : (int) (hi - k);                                      \
+                STEP                                                                           \
+                acc = _mm256_fmadd_pd(dv, wv, acc);                                            \
+            }                                                                                  \
+            z[i - r0] = fastrec_hsum4(acc);                                                    \
+        }                                                                                      \
+        return TOPMAX;                                                                         \
+    }
+
+FASTREC_T256 static inline uint64_t fastrec_max_epu32_128(__m128i v) {
+    uint32_t a[4], t = 0;
+    _mm_storeu_si128((__m128i*) a, v);
+    for (int q = 0; q < 4; q++) t = a[q] > t ? a[q] : t;
+    return t;
+}
+FASTREC_T256 static inline uint64_t fastrec_max_epu64_256(__m256i v) {
+    uint64_t a[4], t = 0;
+    _mm256_storeu_si256((__m256i*) a, v);
+    for (int q = 0; q < 4; q++) t = a[q] > t ? a[q] : t;
+    return t;
+}
+
+#define FASTREC_LAST32_128 _mm_set1_epi32((int) (last < INT32_MAX ? last : INT32_MAX))
+#define FASTREC_LAST64_256 _mm256_set1_epi64x((long long) (last < INT64_MAX ? last : INT64_MAX))
+FASTREC_ROWS256(fastrec_logits_avx2_i32_f32, int32_t, float, __m128i, FASTREC_LAST32_128,
+                _mm_setzero_si128(), FASTREC_STEP256_I32(FASTREC_W256_I32_F32),
+                fastrec_max_epu32_128(top))
+FASTREC_ROWS256(fastrec_logits_avx2_i32_f64, int32_t, double, __m128i, FASTREC_LAST32_128,
+                _mm_setzero_si128(), FASTREC_STEP256_I32(FASTREC_W256_I32_F64),
+                fastrec_max_epu32_128(top))
+FASTREC_ROWS256(fastrec_logits_avx2_i64_f32, int64_t, float, __m256i, FASTREC_LAST64_256,
+                _mm256_setzero_si256(), FASTREC_STEP256_I64(FASTREC_W256_I64_F32),
+                fastrec_max_epu64_256(top))
+FASTREC_ROWS256(fastrec_logits_avx2_i64_f64, int64_t, double, __m256i, FASTREC_LAST64_256,
+                _mm256_setzero_si256(), FASTREC_STEP256_I64(FASTREC_W256_I64_F64),
+                fastrec_max_epu64_256(top))
+
+#else /* not x86-64 with gcc/clang: only the scalar loop runs (these are never called) */
+
+static int fastrec_scoring_cpu_isa(void) { return 0; }
+#define FASTREC_NO_SIMD(NAME, I, V)                                                            \
+    static uint64_t NAME(const I* indptr, const I* ix, const V* dat, const V* w,               \
+                         Py_ssize_t r0, Py_ssize_t r1, uint64_t last, double* z) {              \
+        (void) indptr; (void) ix; (void) dat; (void) w; (void) r0; (void) r1; (void) last;     \
+        (void) z;                                                                              \
+        return 0;                                                                              \
+    }
+FASTREC_NO_SIMD(fastrec_logits_avx512_i32_f32, int32_t, float)
+FASTREC_NO_SIMD(fastrec_logits_avx512_i32_f64, int32_t, double)
+FASTREC_NO_SIMD(fastrec_logits_avx512_i64_f32, int64_t, float)
+FASTREC_NO_SIMD(fastrec_logits_avx512_i64_f64, int64_t, double)
+FASTREC_NO_SIMD(fastrec_logits_avx2_i32_f32, int32_t, float)
+FASTREC_NO_SIMD(fastrec_logits_avx2_i32_f64, int32_t, double)
+FASTREC_NO_SIMD(fastrec_logits_avx2_i64_f32, int64_t, float)
+FASTREC_NO_SIMD(fastrec_logits_avx2_i64_f64, int64_t, double)
+
+#endif
+
+/* ---- the sigmoid of a block of float32 logits ----------------------------------------------
+
+   out[t] = (float) sigmoid(z[t] + b) with a branch-free polynomial exp (Cody-Waite reduction,
+   degree-13 Taylor polynomial, 2^k from exponent bits in two halves): the arithmetic of the
+   Numba backend's _sigmoid_block / _exp_nonpos, operation for operation (no fused
+   multiply-adds: contraction is off here), so the scalar, AVX2 and AVX-512 forms give the same
+   bits, and those of Numba's. Within 3 ulp of libm's exp in float64: invisible after rounding
+   to float32 (float64 scores keep libm's exp). A NaN logit gives 0, as there (a score of 0
+   makes the caller scan X). */
+#include <math.h>
+#include <string.h>
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
+#define FASTREC_LN2_HI 6.93147180369123816490e-01
+#define FASTREC_LN2_LO 1.90821492927058770002e-10
+#define FASTREC_INV_LN2 1.44269504088896338700e00
+
+static inline double fastrec_pow2_bits(int64_t e) {
+    double v;
+    uint64_t bits = (uint64_t) (e + 1023) << 52;
+    memcpy(&v, &bits, 8);
+    return v;
+}
+
+static inline double fastrec_sigmoid_poly(double zt) {
+    double x = -fabs(zt);
+    double xc = x > -745.0 ? x : -745.0;
+    double k = floor(xc * FASTREC_INV_LN2 + 0.5);
+    double r = (xc - k * FASTREC_LN2_HI) - k * FASTREC_LN2_LO;
+    double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
+        + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
+        + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
+        + r / 6227020800.0))))))))))));
+    int64_t ki = (int64_t) k, h = ki >> 1;
+    double e = p * fastrec_pow2_bits(h) * fastrec_pow2_bits(ki - h);
+    e = x >= -745.0 ? e : 0.0;
+    return (zt >= 0.0 ? 1.0 : e) / (1.0 + e);
+}
+
+static void fastrec_sigmoid_block_scalar(const double* z, Py_ssize_t m, double b, float* out) {
+    for (Py_ssize_t t = 0; t < m; t++) out[t] = (float) fastrec_sigmoid_poly(z[t] + b);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* The Horner polynomial above on vectors, innermost coefficient first. */
+static const double fastrec_exp_coef[12] = {
+    1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720,
+    1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
+#define FASTREC_POLY(S, V, r, p)                                                              \
+    V p = S##_add_pd(S##_set1_pd(1.0 / 479001600), S##_div_pd(r, S##_set1_pd(6227020800.0))); \
+    for (int q = 0; q < 12; q++)                                                              \
+        p = S##_add_pd(S##_set1_pd(fastrec_exp_coef[q]), S##_mul_pd(r, p));
+
+FASTREC_T512 static void fastrec_sigmoid_block_avx512(const double* z, Py_ssize_t m, double b,
+                                                      float* out) {
+    const __m512d bv = _mm512_set1_pd(b), lo = _mm512_set1_pd(-745.0);
+    const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
+    const __m512i bias = _mm512_set1_epi64(1023);
+    Py_ssize_t t = 0;
+    for (; t + 8 <= m; t += 8) {
+        __m512d zt = _mm512_add_pd(_mm512_loadu_pd(z + t), bv);
+        __m512d x = _mm512_or_pd(zt, _mm512_set1_pd(-0.0));  /* -|zt| */
+        __m512d xc = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GT_OQ), lo, x);
+        __m512d k = _mm512_roundscale_pd(
+            _mm512_add_pd(_mm512_mul_pd(xc, _mm512_set1_pd(FASTREC_INV_LN2)),
+                          _mm512_set1_pd(0.5)),
+            _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512d r = _mm512_sub_pd(
+            _mm512_sub_pd(xc, _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_HI))),
+            _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_LO)));
+        FASTREC_POLY(_mm512, __m512d, r, p)
+        __m512i ki = _mm512_cvtpd_epi64(k), h = _mm512_srai_epi64(ki, 1);
+        __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(h, bias), 52));
+        __m512d s2 = _mm512_castsi512_pd(
+            _mm512_slli_epi64(_mm512_add_epi64(_mm512_sub_epi64(ki, h), bias), 52));
+        __m512d e = _mm512_mul_pd(_mm512_mul_pd(p, s1), s2);
+        e = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GE_OQ), zero, e);
+        __m512d num = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(zt, zero, _CMP_GE_OQ), e, one);
+        _mm256_storeu_ps(out + t, _mm512_cvtpd_ps(_mm512_div_pd(num, _mm512_add_pd(one, e))));
+    }
+    fastrec_sigmoid_block_scalar(z + t, m - t, b, out + t);
+}
+
+/* AVX2 has no 64-bit arithmetic shift nor double -> int64 conversion: k and h = floor(k / 2)
+   are integral doubles (|k| < 2^11), converted exactly through the 2^52 + 2^51 shift. */
+FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
+    const __m256d shift = _mm256_set1_pd(6755399441055744.0);
+    return _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(v, shift)),
+                            _mm256_castpd_si256(shift));
+}
+
+FASTREC_T256 static void fastrec_sigmoid_block_avx2(const double* z, Py_ssize_t m, double b,
+                                                    float* out) {
+    const __m256d bv = _mm256_set1_pd(b), lo = _mm256_set1_pd(-745.0);
+    const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
+    const __m256i bias = _mm256_set1_epi64x(1023);
+    Py_ssize_t t = 0;
+    for (; t + 4 <= m; t += 4) {
+        __m256d zt = _mm256_add_pd(_mm256_loadu_pd(z + t), bv);
+        __m256d x = _mm256_or_pd(zt, _mm256_set1_pd(-0.0));
+        __m256d xc = _mm256_blendv_pd(lo, x, _mm256_cmp_pd(x, lo, _CMP_GT_OQ));
+        __m256d k = _mm256_floor_pd(
+            _mm256_add_pd(_mm256_mul_pd(xc, _mm256_set1_pd(FASTREC_INV_LN2)),
+                          _mm256_set1_pd(0.5)));
+        __m256d r = _mm256_sub_pd(
+            _mm256_sub_pd(xc, _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_HI))),
+            _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_LO)));
+        FASTREC_POLY(_mm256, __m256d, r, p)
+        __m256d hd = _mm256_floor_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)));
+        __m256i ki = fastrec_int_of_integral(k), h = fastrec_int_of_integral(hd);
+        __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(h, bias), 52));
+        __m256d s2 = _mm256_castsi256_pd(
+            _mm256_slli_epi64(_mm256_add_epi64(_mm256_sub_epi64(ki, h), bias), 52));
+        __m256d e = _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);
+        e = _mm256_blendv_pd(zero, e, _mm256_cmp_pd(x, lo, _CMP_GE_OQ));
+        __m256d num = _mm256_blendv_pd(e, one, _mm256_cmp_pd(zt, zero, _CMP_GE_OQ));
+        _mm_storeu_ps(out + t, _mm256_cvtpd_ps(_mm256_div_pd(num, _mm256_add_pd(one, e))));
+    }
+    fastrec_sigmoid_block_scalar(z + t, m - t, b, out + t);
+}
+#endif
+
+/* isa: 2 AVX-512, 1 AVX2, 0 scalar (at most what the CPU runs). */
+static void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, float* out,
+                                      int isa) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (isa == 2) {
+        fastrec_sigmoid_block_avx512(z, m, b, out);
+        return;
+    }
+    if (isa == 1) {
+        fastrec_sigmoid_block_avx2(z, m, b, out);
+        return;
+    }
+#endif
+    (void) isa;
+    fastrec_sigmoid_block_scalar(z, m, b, out);
+}
+#pragma GCC pop_options
+
+#endif
