@@ -14,13 +14,13 @@ from ._validation import (
     check_choice,
     check_csr,
     check_dense,
-    check_device_dense,
     check_ids,
     check_k,
     check_n_threads,
     check_placement,
     check_scalar,
 )
+from ._validation_device import check_device_dense
 from .topk import TopK, _mask
 
 

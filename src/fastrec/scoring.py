@@ -10,17 +10,19 @@ from ._dispatch import get_kernel
 from ._validation import (
     check_csr,
     check_dense,
+    check_n_threads,
+    check_placement,
+    check_scalar,
+    is_device_array,
+    issparse,
+)
+from ._validation_device import (
     check_device_dense,
     check_device_labels,
     check_device_out,
     check_device_sample_weight,
     check_device_vector,
-    check_n_threads,
-    check_placement,
-    check_scalar,
     device_summary,
-    is_device_array,
-    issparse,
 )
 
 

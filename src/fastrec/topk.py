@@ -9,18 +9,20 @@ import numpy as np
 from ._dispatch import get_kernel
 from ._validation import (
     CSR,
-    DEVICE_SCRATCH_BYTES,
-    DeviceCSR,
     check_csr,
     check_dense,
-    check_device_csr,
-    check_device_dense,
-    check_device_memory,
     check_ids,
     check_k,
     check_n_threads,
     check_placement,
     is_device_sparse,
+)
+from ._validation_device import (
+    DEVICE_SCRATCH_BYTES,
+    DeviceCSR,
+    check_device_csr,
+    check_device_dense,
+    check_device_memory,
 )
 
 
@@ -119,7 +121,7 @@ def recommend(
     Device CSR: ``user_items`` and ``item_neighbours`` may both live on the GPU (CuPy or
     PyTorch sparse CSR, or any object with device ``indptr``/``indices``/``data`` and
     ``shape``; canonical, checked on the device: see
-    :func:`fastrec._validation.check_device_csr`); ``exclude`` may then be a device CSR too
+    :func:`fastrec._validation_device.check_device_csr`); ``exclude`` may then be a device CSR too
     (pattern only) or a host scipy mask (copied in). ``backend="auto"`` runs "cuda", a CPU
     backend is a TypeError, the matrices are read in place and the result is a TopK of device
     arrays (``user_ids`` stay a host list, copied in). A device :func:`cosine_topk` result
