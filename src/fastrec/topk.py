@@ -16,6 +16,7 @@ from ._validation import (
     check_n_threads,
     check_placement,
     is_device_sparse,
+    threads_for,
 )
 from ._validation_device import (
     DEVICE_SCRATCH_BYTES,
@@ -72,7 +73,7 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
         S = check_dense(scores, "scores", allow_nonfinite=True)
     k = check_k(k)
     ex_indptr, ex_indices = _mask(exclude, "exclude", S.shape)
-    n_threads = check_n_threads(n_threads)
+    n_threads = threads_for(check_n_threads(n_threads), S.shape[0] * S.shape[1])
     kernel = get_kernel("topk", backend)
     if not on_device and S.dtype == np.float32 and k >= 32:
         _float32_form(kernel)
@@ -202,6 +203,12 @@ def recommend_product(
     return product_topk(A, B, n, seen, exclude, backend, n_threads)
 
 
+def _product_work(row_entries: int, B) -> int:
+    """Products the recommend kernel forms for rows holding ``row_entries`` entries of A: each
+    entry meets a row of B (B's mean row length). For threads_for."""
+    return row_entries * max(1, B.nnz // max(1, B.shape[0]))
+
+
 def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     """:func:`recommend_product` of operands already validated by ``check_csr`` (the models
     validate their fitted neighbourhood once, not per request); the rest is checked here."""
@@ -211,7 +218,7 @@ def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     shape = (A.shape[0], B.shape[1])
     seen_indptr, seen_indices = _mask(seen, "seen", shape)
     ex_indptr, ex_indices = _mask(exclude, "exclude", shape)
-    n_threads = check_n_threads(n_threads)
+    n_threads = threads_for(check_n_threads(n_threads), _product_work(A.nnz, B))
     kernel = get_kernel("recommend", backend)
     rows = np.arange(A.shape[0], dtype=np.int64)
     return TopK(
@@ -282,6 +289,9 @@ def fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_thr
     ex_indptr, ex_indices = (_device_mask if on_device else _mask)(exclude, "exclude", UI.shape)
     seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
     n_threads = check_n_threads(n_threads)
+    if not on_device:
+        row_entries = A.nnz if user_ids is None else int(np.diff(A.indptr)[rows].sum())
+        n_threads = threads_for(n_threads, _product_work(row_entries, B))
     kernel = get_kernel("recommend", backend)
     if on_device:
         check_device_memory(
