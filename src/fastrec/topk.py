@@ -85,6 +85,7 @@ def _float32_form(kernel) -> None:
     (measured once, see kernels.form_choice); nothing for the reference."""
     from .kernels import form_choice
 
+    kernel = getattr(kernel, "__wrapped__", kernel)  # the fork-safe wrapper's kernel
     module = getattr(kernel, "__module__", "") or ""
     for backend, part in (("numba", ".numba_cpu"), ("cython", "._cython")):
         if part in module:
