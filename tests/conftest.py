@@ -14,6 +14,11 @@ from hypothesis import HealthCheck, settings
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not glob.glob("/dev/nvidia[0-9]*"):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+# Small calls run on fewer threads (fastrec._validation.threads_for); the tests' inputs are
+# small, so that the multi-threaded kernels still run here (and in the processes the tests
+# start, which inherit the variable), every call gets the threads it asks for.
+os.environ.setdefault("FASTREC_WORK_PER_THREAD", "1")
+
 settings.register_profile(
     "default",
     max_examples=40,

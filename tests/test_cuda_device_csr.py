@@ -355,7 +355,7 @@ def test_exclude_mask_only_needs_a_valid_pattern():
 
 
 def test_device_memory_checked_before_the_kernels_allocate(monkeypatch):
-    from fastrec._validation import DEVICE_SCRATCH_BYTES
+    from fastrec._validation_device import DEVICE_SCRATCH_BYTES
     from fastrec.kernels import numba_cuda as C
 
     assert DEVICE_SCRATCH_BYTES == C._device._SCRATCH_BYTES  # the bound counts the kernels' cap

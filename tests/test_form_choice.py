@@ -101,3 +101,32 @@ def test_topk_float32_forms_give_identical_results(monkeypatch):
         np.testing.assert_array_equal(got.indices, ref.indices)
         np.testing.assert_array_equal(got.scores, ref.scores)
         assert form_choice.chosen()[f"topk_float32_{backend}"][0] in ("compress", "walk")
+
+
+@pytest.mark.parametrize("form", ["walk", "compress"])
+def test_public_topk_runs_the_chosen_form_and_measures_once(form, monkeypatch):
+    """fastrec.topk switches its (fork-safe wrapped) kernel to the form chosen for this CPU;
+    after the first call the choice costs a lookup, not a new calibration input."""
+    import importlib
+
+    from fastrec.kernels import topk_forms
+
+    if "numba" not in compiled_backends("topk"):
+        pytest.skip("numba not available")
+    numba_topk = importlib.import_module("fastrec.kernels.numba_cpu.topk")
+    monkeypatch.setenv("FASTREC_FORMS", f"topk_float32_numba={form}")
+    monkeypatch.setattr(form_choice, "_chosen", {})
+    monkeypatch.setattr(form_choice, "_applied", {})
+    monkeypatch.setattr(numba_topk, "_COMPRESS", form == "walk")  # the other form
+    S = np.random.default_rng(2).random((8, 500), dtype=np.float32)
+    ref = fastrec.topk(S, 40, backend="numpy")
+    got = fastrec.topk(S, 40, backend="numba")
+    assert numba_topk._COMPRESS is (form == "compress")
+    assert topk_forms.compress_enabled("numba") is (form == "compress")
+
+    def no_new_measurement(backend):
+        raise AssertionError("calibration input rebuilt")
+
+    monkeypatch.setattr(form_choice, "_topk_runs", no_new_measurement)
+    fastrec.topk(S, 40, backend="numba")
+    np.testing.assert_array_equal(got.indices, ref.indices)

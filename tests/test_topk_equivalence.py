@@ -159,7 +159,7 @@ def test_float32_row_forms_equal_reference(backend, compress, data, k):
 
 
 @pytest.mark.parametrize(("backend", "compress"), FORMS, ids=FORM_IDS)
-@pytest.mark.parametrize("k", [1, 3, 100, 700])
+@pytest.mark.parametrize("k", [1, 3, 100, 256, 257, 700])
 def test_float32_row_forms_long_rows(backend, compress, k):
     """As test_topk_long_rows, plus a mask that removes most of each row's best entries (the
     compress forms treat blocks holding an excluded column apart)."""
@@ -298,3 +298,22 @@ def test_float32_form_switch_restores_and_rejects_bad_input():
         assert topk_forms.compress_enabled(backend) == before
     with pytest.raises(ValueError, match="backend"):
         topk_forms.compress_enabled("numpy")
+
+
+@pytest.mark.parametrize("form", ["auto", "base", "avx2", "avx512"])
+def test_cython_rank_sort_forms(form):
+    """Each form of the Cython rank sort that orders the emitted row (every vector width,
+    lengths around the vector widths, keys with the top bit set and clear)."""
+    if "cython" not in BACKENDS:
+        pytest.skip("no Cython backend")
+    from fastrec.kernels._cython import _topk
+
+    rng = np.random.default_rng(3)
+    for n in [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 100, 256, 300]:
+        keys = np.unique(rng.integers(0, 2**64 - 1, size=n, dtype=np.uint64, endpoint=True))
+        rng.shuffle(keys)
+        try:
+            got = _topk._rank_sort_keys(keys, form)
+        except ValueError:
+            pytest.skip(f"this CPU cannot run the {form} form")
+        np.testing.assert_array_equal(got, np.sort(keys)[::-1])

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 from hypothesis import given
 from strategies import canonical, raw_csr
 
+import fastrec
 from fastrec._validation import (
     check_csr,
     check_dense,
@@ -193,3 +194,52 @@ def test_device_array_to_a_cpu_backend_names_the_argument():
         check_placement("cython", X=np.ones(2), w=_ForeignDeviceArray())
     with pytest.raises(TypeError, match="X is a GPU device array; this call runs on the host"):
         check_dense(_ForeignDeviceArray(), "X")
+
+
+def test_small_calls_run_on_fewer_threads(monkeypatch):
+    import fastrec._validation as validation
+    from fastrec._validation import threads_for
+
+    monkeypatch.setattr(validation, "WORK_PER_THREAD", 1 << 16)
+    assert threads_for(8, 0) == 1
+    assert threads_for(8, (1 << 16) - 1) == 1
+    assert threads_for(8, 3 << 16) == 3
+    assert threads_for(2, 1 << 30) == 2
+    assert threads_for(1, 1 << 30) == 1
+
+
+def test_work_per_thread_from_the_environment(monkeypatch):
+    from fastrec._validation import _work_per_thread
+
+    monkeypatch.setenv("FASTREC_WORK_PER_THREAD", "1000")
+    assert _work_per_thread() == 1000
+    monkeypatch.delenv("FASTREC_WORK_PER_THREAD")
+    assert _work_per_thread() == 1 << 16
+    monkeypatch.setenv("FASTREC_WORK_PER_THREAD", "many")
+    with pytest.raises(ValueError, match="FASTREC_WORK_PER_THREAD"):
+        _work_per_thread()
+
+
+def test_a_small_call_asks_its_kernel_for_one_thread(monkeypatch):
+    """The public layer passes the reduced count down (the kernel sees n_threads=1)."""
+    import fastrec._validation as validation
+    import fastrec.scoring as scoring
+
+    monkeypatch.setattr(validation, "WORK_PER_THREAD", 1 << 16)
+    seen = []
+    real = scoring.get_kernel
+
+    def spy(name, backend="auto"):
+        kernel = real(name, backend)
+
+        def call(*args):
+            seen.append(args[-1])
+            return kernel(*args)
+
+        return call
+
+    monkeypatch.setattr(scoring, "get_kernel", spy)
+    X = np.ones((100, 4))
+    fastrec.sigmoid_scores(X, np.ones(4), backend="numpy", n_threads=2)
+    fastrec.sigmoid_scores(np.ones((1 << 15, 4)), np.ones(4), backend="numpy", n_threads=2)
+    assert seen == [1, 2]

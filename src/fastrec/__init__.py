@@ -14,7 +14,7 @@ import importlib
 
 from ._config import show_config
 from ._dispatch import BackendUnavailableError, available_backends
-from ._validation import DeviceCSR
+from ._validation_device import DeviceCSR
 from ._version import __version__
 from .embedding import dot_topk
 from .scoring import logistic_loss_grad, sigmoid_scores

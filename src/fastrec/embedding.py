@@ -14,13 +14,14 @@ from ._validation import (
     check_choice,
     check_csr,
     check_dense,
-    check_device_dense,
     check_ids,
     check_k,
     check_n_threads,
     check_placement,
     check_scalar,
+    threads_for,
 )
+from ._validation_device import check_device_dense
 from .topk import TopK, _mask
 
 
@@ -80,6 +81,8 @@ def dot_topk(
         queries, items, exclude, candidates, item_bias, metric, on_device
     )
     n_threads = check_n_threads(n_threads)
+    if not on_device:  # products formed (an upper bound with candidates)
+        n_threads = threads_for(n_threads, Q.shape[0] * X.shape[0] * X.shape[1])
     kernel = get_kernel("dot_topk", backend)
     return TopK(*kernel(Q, X, k, bias, cand, ex_indptr, ex_indices, n_threads))
 

@@ -10,17 +10,20 @@ from ._dispatch import get_kernel
 from ._validation import (
     check_csr,
     check_dense,
+    check_n_threads,
+    check_placement,
+    check_scalar,
+    is_device_array,
+    issparse,
+    threads_for,
+)
+from ._validation_device import (
     check_device_dense,
     check_device_labels,
     check_device_out,
     check_device_sample_weight,
     check_device_vector,
-    check_n_threads,
-    check_placement,
-    check_scalar,
     device_summary,
-    is_device_array,
-    issparse,
 )
 
 
@@ -43,6 +46,11 @@ def _features(X, allow_nonfinite=False, n_threads=1, column_bounds=True):
             column_bounds=column_bounds,
         )
     return False, check_dense(X, "X", order=None, allow_nonfinite=allow_nonfinite)
+
+
+def _work(A, sparse) -> int:
+    """Elementary steps of one pass over X (stored entries or elements): see threads_for."""
+    return A.nnz if sparse else A.size
 
 
 def _scores_prove_finite(out) -> bool:
@@ -92,6 +100,7 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     # A kernel that checks X's column indices in its own read spares the bounds pass.
     own_check = sparse and getattr(kernel, "checks_columns", False)
     sparse, A = _features(X, allow_nonfinite=True, n_threads=n_threads, column_bounds=not own_check)
+    n_threads = threads_for(n_threads, _work(A, sparse))
     n_rows, n_features = A.shape
     dtype = A.dtype
     w = _weights(w, n_features, dtype)
@@ -201,6 +210,7 @@ def logistic_loss_grad(
         return _logistic_loss_grad_device(X, y, w, b, l2, sample_weight, backend, n_threads)
     n_threads = check_n_threads(n_threads)
     sparse, A = _features(X, n_threads=n_threads)
+    n_threads = threads_for(n_threads, _work(A, sparse))
     n_rows, n_features = A.shape
     if n_rows == 0:
         raise ValueError("X must have at least one row")
@@ -284,7 +294,7 @@ class LogisticObjective:
         self.total_weight = float(np.sum(self._sw))
         self.l2 = check_scalar(l2, "l2", min_value=0)
         self.fit_intercept = bool(fit_intercept)
-        self._n_threads = check_n_threads(n_threads)
+        self._n_threads = threads_for(check_n_threads(n_threads), _work(A, sparse))
         self.n_evaluations = 0
         self.n_hessp = 0
         self._backend = backend

@@ -11,12 +11,8 @@ import numpy as np
 from ._dispatch import AUTO_ORDER, BackendUnavailableError, get_kernel
 from ._validation import (
     CSR,
-    DEVICE_SCRATCH_BYTES,
-    DeviceCSR,
     check_choice,
     check_csr,
-    check_device_csr,
-    check_device_memory,
     check_ids,
     check_k,
     check_memory,
@@ -25,6 +21,12 @@ from ._validation import (
     check_scalar,
     is_device_sparse,
     make_csr,
+)
+from ._validation_device import (
+    DEVICE_SCRATCH_BYTES,
+    DeviceCSR,
+    check_device_csr,
+    check_device_memory,
 )
 
 WEIGHTINGS = (None, "tfidf", "bm25")
@@ -268,13 +270,13 @@ def cosine_topk(
     The dense n x n product is never formed; compiled backends use
     O(nnz(X) + len(rows)*k + threads*n) memory. Result: CSR of X's family and dtype.
 
-    Device CSR: ``X`` may live on the GPU (a ``cupyx.scipy.sparse.csr_matrix``, a PyTorch
-    sparse CSR tensor, or any object with device ``indptr``/``indices``/``data`` and ``shape``;
-    see :func:`fastrec._validation.check_device_csr` for what is checked, on the device). Then
-    ``backend="auto"`` runs "cuda", a CPU backend is a TypeError, X is read in place (no copy
-    to the host) and the result is a :class:`DeviceCSR` of device arrays (indices int64, rows
-    in the order above). ``rows`` and ``weighting`` are host-only (ValueError). Device memory:
-    :func:`cosine_topk_device_memory`, checked against the GPU's free memory first.
+    Device CSR: ``X`` may live on the GPU (a ``cupyx.scipy.sparse.csr_matrix``, a PyTorch sparse
+    CSR tensor, or any object with device ``indptr``/``indices``/``data`` and ``shape``; see
+    :func:`fastrec._validation_device.check_device_csr` for what is checked, on the device).
+    Then ``backend="auto"`` runs "cuda", a CPU backend is a TypeError, X is read in place (no
+    copy to the host) and the result is a :class:`DeviceCSR` of device arrays (indices int64,
+    rows in the order above). ``rows`` and ``weighting`` are host-only (ValueError). Device
+    memory: :func:`cosine_topk_device_memory`, checked against the GPU's free memory first.
     """
     if isinstance(X, PreparedCosine):
         _check_prepared(X, weighting, backend)

@@ -9,18 +9,21 @@ import numpy as np
 from ._dispatch import get_kernel
 from ._validation import (
     CSR,
-    DEVICE_SCRATCH_BYTES,
-    DeviceCSR,
     check_csr,
     check_dense,
-    check_device_csr,
-    check_device_dense,
-    check_device_memory,
     check_ids,
     check_k,
     check_n_threads,
     check_placement,
     is_device_sparse,
+    threads_for,
+)
+from ._validation_device import (
+    DEVICE_SCRATCH_BYTES,
+    DeviceCSR,
+    check_device_csr,
+    check_device_dense,
+    check_device_memory,
 )
 
 
@@ -70,7 +73,7 @@ def topk(scores, k, *, exclude=None, backend="auto", n_threads=None) -> TopK:
         S = check_dense(scores, "scores", allow_nonfinite=True)
     k = check_k(k)
     ex_indptr, ex_indices = _mask(exclude, "exclude", S.shape)
-    n_threads = check_n_threads(n_threads)
+    n_threads = threads_for(check_n_threads(n_threads), S.shape[0] * S.shape[1])
     kernel = get_kernel("topk", backend)
     if not on_device and S.dtype == np.float32 and k >= 32:
         _float32_form(kernel)
@@ -82,6 +85,7 @@ def _float32_form(kernel) -> None:
     (measured once, see kernels.form_choice); nothing for the reference."""
     from .kernels import form_choice
 
+    kernel = getattr(kernel, "__wrapped__", kernel)  # the fork-safe wrapper's kernel
     module = getattr(kernel, "__module__", "") or ""
     for backend, part in (("numba", ".numba_cpu"), ("cython", "._cython")):
         if part in module:
@@ -119,7 +123,7 @@ def recommend(
     Device CSR: ``user_items`` and ``item_neighbours`` may both live on the GPU (CuPy or
     PyTorch sparse CSR, or any object with device ``indptr``/``indices``/``data`` and
     ``shape``; canonical, checked on the device: see
-    :func:`fastrec._validation.check_device_csr`); ``exclude`` may then be a device CSR too
+    :func:`fastrec._validation_device.check_device_csr`); ``exclude`` may then be a device CSR too
     (pattern only) or a host scipy mask (copied in). ``backend="auto"`` runs "cuda", a CPU
     backend is a TypeError, the matrices are read in place and the result is a TopK of device
     arrays (``user_ids`` stay a host list, copied in). A device :func:`cosine_topk` result
@@ -200,6 +204,12 @@ def recommend_product(
     return product_topk(A, B, n, seen, exclude, backend, n_threads)
 
 
+def _product_work(row_entries: int, B) -> int:
+    """Products the recommend kernel forms for rows holding ``row_entries`` entries of A: each
+    entry meets a row of B (B's mean row length). For threads_for."""
+    return row_entries * max(1, B.nnz // max(1, B.shape[0]))
+
+
 def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     """:func:`recommend_product` of operands already validated by ``check_csr`` (the models
     validate their fitted neighbourhood once, not per request); the rest is checked here."""
@@ -209,7 +219,7 @@ def product_topk(A: CSR, B: CSR, n, seen, exclude, backend, n_threads) -> TopK:
     shape = (A.shape[0], B.shape[1])
     seen_indptr, seen_indices = _mask(seen, "seen", shape)
     ex_indptr, ex_indices = _mask(exclude, "exclude", shape)
-    n_threads = check_n_threads(n_threads)
+    n_threads = threads_for(check_n_threads(n_threads), _product_work(A.nnz, B))
     kernel = get_kernel("recommend", backend)
     rows = np.arange(A.shape[0], dtype=np.int64)
     return TopK(
@@ -280,6 +290,9 @@ def fused_recommend(UI, A, B, n, user_ids, exclude_seen, exclude, backend, n_thr
     ex_indptr, ex_indices = (_device_mask if on_device else _mask)(exclude, "exclude", UI.shape)
     seen_indptr, seen_indices = (UI.indptr, UI.indices) if exclude_seen else (None, None)
     n_threads = check_n_threads(n_threads)
+    if not on_device:
+        row_entries = A.nnz if user_ids is None else int(np.diff(A.indptr)[rows].sum())
+        n_threads = threads_for(n_threads, _product_work(row_entries, B))
     kernel = get_kernel("recommend", backend)
     if on_device:
         check_device_memory(

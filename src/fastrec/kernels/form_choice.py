@@ -241,10 +241,11 @@ def apply_csr_dot_form_cython() -> str:
 
 
 def _topk_runs(backend):
+    """The calibration runs (built only when a choice is to be measured: 20 MB of scores)."""
     from . import topk_forms
 
     if not topk_forms.compress_available(backend):
-        return lambda: {"walk": None}
+        return {"walk": None}
     rng = np.random.default_rng(0)
     scores = rng.random((256, 20_000), dtype=np.float32)  # 20 MB: streamed, as in use
     if backend == "numba":
@@ -274,13 +275,17 @@ def _topk_runs(backend):
 
             return go
 
-    return lambda: {"compress": run(True), "walk": run(False)}
+    return {"compress": run(True), "walk": run(False)}
 
 
 def apply_topk_form(backend: str) -> str:
     """Choose (once) and switch on ``backend``'s float32 top-k row form for k >= 32:
-    "compress" or "walk". ``backend`` is "numba" or "cython"."""
-    form = _choose(f"topk_float32_{backend}", _topk_runs(backend))
+    "compress" or "walk". ``backend`` is "numba" or "cython". Called per topk call: once the
+    choice is applied it costs a dictionary lookup."""
+    applied = _applied.get(backend)
+    if applied is not None:
+        return applied
+    form = _choose(f"topk_float32_{backend}", lambda: _topk_runs(backend))
     if _applied.get(backend) != form:
         if backend == "numba":
             numba_topk = importlib.import_module(".numba_cpu.topk", __package__)

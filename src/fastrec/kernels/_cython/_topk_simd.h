@@ -83,6 +83,20 @@ static inline float fastrec_key_f32(uint64_t key) {
     memcpy(&v, &b, 4);
     return v;
 }
+/* Rank sort of the distinct keys a[:n] into out[:n], descending: a key's place is the number
+   of keys above it. O(n^2) compares, but branch-free and vectorised, so faster than a heap
+   sort (whose sift-downs mispredict about every other step) up to a few hundred keys; see
+   RANK_SORT_MAX in _topk.pyx. Vector forms are picked at run time (fastrec_rank_init). */
+static void fastrec_rank_keys_base(const uint64_t* a, Py_ssize_t n, uint64_t* out) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t x = a[i];
+        Py_ssize_t r = 0;
+        for (Py_ssize_t j = 0; j < n; j++) r += a[j] > x;
+        out[r] = x;
+    }
+}
+static void (*fastrec_rank_keys)(const uint64_t*, Py_ssize_t, uint64_t*) = fastrec_rank_keys_base;
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define FASTREC_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,popcnt")))
@@ -90,6 +104,54 @@ static int fastrec_cpu_has_avx512(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
         && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+FASTREC_AVX512 static void fastrec_rank_keys_avx512(const uint64_t* a, Py_ssize_t n,
+                                                   uint64_t* out) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const __m512i x = _mm512_set1_epi64((long long) a[i]);
+        Py_ssize_t r = 0, j = 0;
+        for (; j + 8 <= n; j += 8)
+            r += __builtin_popcount(_mm512_cmpgt_epu64_mask(_mm512_loadu_si512(a + j), x));
+        if (j < n) {
+            __mmask8 lanes = (__mmask8) ((1u << (n - j)) - 1);
+            r += __builtin_popcount(
+                _mm512_mask_cmpgt_epu64_mask(lanes, _mm512_maskz_loadu_epi64(lanes, a + j), x));
+        }
+        out[r] = a[i];
+    }
+}
+/* AVX2 compares signed 64-bit lanes: flipping the top bit maps unsigned order onto signed. */
+__attribute__((target("avx2"))) static void fastrec_rank_keys_avx2(const uint64_t* a,
+                                                                  Py_ssize_t n, uint64_t* out) {
+    const __m256i flip = _mm256_set1_epi64x((long long) 0x8000000000000000ull);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const __m256i x = _mm256_set1_epi64x((long long) (a[i] ^ 0x8000000000000000ull));
+        __m256i acc = _mm256_setzero_si256();
+        Py_ssize_t j = 0, r;
+        for (; j + 4 <= n; j += 4)  /* a lane's compare is -1 when above: subtract it */
+            acc = _mm256_sub_epi64(acc, _mm256_cmpgt_epi64(
+                _mm256_xor_si256(_mm256_loadu_si256((const __m256i*) (a + j)), flip), x));
+        int64_t lanes[4];
+        _mm256_storeu_si256((__m256i*) lanes, acc);
+        r = (Py_ssize_t) (lanes[0] + lanes[1] + lanes[2] + lanes[3]);
+        for (; j < n; j++) r += a[j] > a[i];
+        out[r] = a[i];
+    }
+}
+/* Form 0 base, 1 AVX2, 2 AVX-512. */
+static int fastrec_rank_form_available(int form) {
+    __builtin_cpu_init();
+    return form == 0 || (form == 1 && __builtin_cpu_supports("avx2"))
+        || (form == 2 && fastrec_cpu_has_avx512());
+}
+static void fastrec_rank_keys_form(int form, const uint64_t* a, Py_ssize_t n, uint64_t* out) {
+    if (form == 2) fastrec_rank_keys_avx512(a, n, out);
+    else if (form == 1) fastrec_rank_keys_avx2(a, n, out);
+    else fastrec_rank_keys_base(a, n, out);
+}
+static void fastrec_rank_init(void) {
+    if (fastrec_rank_form_available(2)) fastrec_rank_keys = fastrec_rank_keys_avx512;
+    else if (fastrec_rank_form_available(1)) fastrec_rank_keys = fastrec_rank_keys_avx2;
 }
 /* Keys of a[:n] > pivot (above) or < pivot, stored in order at out (may be a: each store
    lands at or before the vector it read); returns how many. Masked loads: no read past n. */
@@ -204,6 +266,11 @@ FASTREC_AVX512 static void fastrec_scan_f32(
 #else
 #define FASTREC_COMPRESS_BUILT 0
 static int fastrec_cpu_has_avx512(void) { return 0; }
+static void fastrec_rank_init(void) {}
+static int fastrec_rank_form_available(int form) { return form == 0; }
+static void fastrec_rank_keys_form(int form, const uint64_t* a, Py_ssize_t n, uint64_t* out) {
+    fastrec_rank_keys_base(a, n, out);
+}
 /* never called: fastrec_cpu_has_avx512() is 0 */
 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) {
     return 0;

@@ -257,18 +257,38 @@ def _topk_row_f32(row, k, ex, buf, hv, hi):
     _emit_keys(row, buf, cnt, k, hv, hi)
 
 
+# Up to this many keys the output row is ordered by rank sort, beyond by heap sort: measured
+# per row (Numba, Zen 4) rank / heap 0.14 / 0.23 us at 32 keys, 1.1 / 3.2 at 100, 4.8 / 10.6
+# at 256, 18 / 24 at 512. The heap's sift-downs mispredict about every other step; the rank
+# counts are branch-free vector compares.
+_RANK_SORT_MAX = 256
+
+
 @numba.njit(inline="always")
 def _emit_keys(row, keys, cnt, k, hv, hi):
-    """The best keys[:cnt] (cnt <= k) as a sorted, padded output row."""
-    # Heap-sort the keys (a min-heap popped to the back leaves them descending).
-    for t in range(cnt // 2 - 1, -1, -1):
-        _key_sift_down(keys, cnt, t, keys[t])
-    for end in range(cnt - 1, 0, -1):
-        last = keys[end]
-        keys[end] = keys[0]
-        _key_sift_down(keys, end, 0, last)
+    """The best keys[:cnt] (cnt <= k) as a sorted, padded output row; keys holds 2 cnt (the
+    upper half is scratch)."""
+    base = 0
+    if cnt <= _RANK_SORT_MAX:
+        # Rank sort: a key's place is the number of keys above it (distinct keys: a
+        # permutation), written to the scratch half.
+        base = cnt
+        for i in range(cnt):
+            x = keys[i]
+            r = 0
+            for j in range(cnt):
+                r += np.int64(keys[j] > x)
+            keys[cnt + r] = x
+    else:
+        # Heap-sort the keys (a min-heap popped to the back leaves them descending).
+        for t in range(cnt // 2 - 1, -1, -1):
+            _key_sift_down(keys, cnt, t, keys[t])
+        for end in range(cnt - 1, 0, -1):
+            last = keys[end]
+            keys[end] = keys[0]
+            _key_sift_down(keys, end, 0, last)
     for t in range(cnt):
-        j = _key_column(keys[t])
+        j = _key_column(keys[base + t])
         hi[t] = j
         hv[t] = row[j]  # the stored score itself (a -0.0 stays -0.0)
     for t in range(cnt, k):

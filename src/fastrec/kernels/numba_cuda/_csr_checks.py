@@ -1,7 +1,8 @@
-"""CUDA structure checks of device CSR matrices, for the public API's validation of device CSR
-inputs (``fastrec._validation.check_device_csr``): one pass over indptr and the stored entries,
-then one over the rows. Per-thread counts are summed over the block in shared memory, then added
-with one atomic per counter per block; only the counters (8 int64) come back to the host."""
+"""CUDA structure checks of device CSR matrices, for the public API's validation of device
+CSR inputs (``fastrec._validation_device.check_device_csr``): one pass over indptr and the
+stored entries, then one over the rows. Per-thread counts are summed over the block in shared
+memory, then added with one atomic per counter per block; only the counters (8 int64) come
+back to the host."""
 
 from __future__ import annotations
 
