@@ -38,35 +38,46 @@ static int fastrec_scoring_cpu_isa(void) {
 
 /* ---- AVX-512: eight entries per step, a __mmask8 of the valid ones ------------------------ */
 
-/* One step: acc += data[k..k+8) * w[min(indices[k..k+8), last)] on the lanes of m, top =
-   max(top, indices) (masked-off lanes load index 0). I is the index type, V the value type. */
-#define FASTREC_STEP512_I32(LOADW)                                                            \
-    __m256i j = _mm256_maskz_loadu_epi32(m, ix + k);                                          \
-    top = _mm256_max_epu32(top, j);                                                           \
-    j = _mm256_min_epu32(j, lastv);                                                           \
-    LOADW
-#define FASTREC_STEP512_I64(LOADW)                                                            \
-    __m512i j = _mm512_maskz_loadu_epi64(m, ix + k);                                          \
-    top = _mm512_max_epu64(top, j);                                                           \
-    j = _mm512_min_epu64(j, lastv);                                                           \
-    LOADW
+/* One step: acc += data[k..k+8) * w[min(indices[k..k+8), last)], top = max(top, indices).
+   Full steps load and gather unmasked (measured 5 ms of 47 faster per 2M rows of 40 entries,
+   w in L1, Zen 4, than masked ones throughout); the row's last partial step takes the lanes
+   of m (masked-off lanes load index 0 and gather nothing). */
+#define FASTREC_IX512_I32_FULL __m256i j = _mm256_loadu_si256((const __m256i*) (ix + k));
+#define FASTREC_IX512_I32_TAIL __m256i j = _mm256_maskz_loadu_epi32(m, ix + k);
+#define FASTREC_IX512_I64_FULL __m512i j = _mm512_loadu_si512(ix + k);
+#define FASTREC_IX512_I64_TAIL __m512i j = _mm512_maskz_loadu_epi64(m, ix + k);
+#define FASTREC_CLAMP512_I32 top = _mm256_max_epu32(top, j); j = _mm256_min_epu32(j, lastv);
+#define FASTREC_CLAMP512_I64 top = _mm512_max_epu64(top, j); j = _mm512_min_epu64(j, lastv);
 
-#define FASTREC_W512_I32_F32                                                                  \
+#define FASTREC_W512_I32_F32_FULL                                                             \
+    __m512d wv = _mm512_cvtps_pd(_mm256_i32gather_ps(w, j, 4));                               \
+    __m512d dv = _mm512_cvtps_pd(_mm256_loadu_ps(dat + k));
+#define FASTREC_W512_I32_F32_TAIL                                                             \
     __m512d wv = _mm512_cvtps_pd(_mm256_mmask_i32gather_ps(_mm256_setzero_ps(), m, j, w, 4)); \
     __m512d dv = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, dat + k));
-#define FASTREC_W512_I64_F32                                                                  \
+#define FASTREC_W512_I64_F32_FULL                                                             \
+    __m512d wv = _mm512_cvtps_pd(_mm512_i64gather_ps(j, w, 4));                               \
+    __m512d dv = _mm512_cvtps_pd(_mm256_loadu_ps(dat + k));
+#define FASTREC_W512_I64_F32_TAIL                                                             \
     __m512d wv = _mm512_cvtps_pd(_mm512_mask_i64gather_ps(_mm256_setzero_ps(), m, j, w, 4));  \
     __m512d dv = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, dat + k));
-#define FASTREC_W512_I32_F64                                                                  \
+#define FASTREC_W512_I32_F64_FULL                                                             \
+    __m512d wv = _mm512_i32gather_pd(j, w, 8);                                                \
+    __m512d dv = _mm512_loadu_pd(dat + k);
+#define FASTREC_W512_I32_F64_TAIL                                                             \
     __m512d wv = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, j, w, 8);                   \
     __m512d dv = _mm512_maskz_loadu_pd(m, dat + k);
-#define FASTREC_W512_I64_F64                                                                  \
+#define FASTREC_W512_I64_F64_FULL                                                             \
+    __m512d wv = _mm512_i64gather_pd(j, w, 8);                                                \
+    __m512d dv = _mm512_loadu_pd(dat + k);
+#define FASTREC_W512_I64_F64_TAIL                                                             \
     __m512d wv = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), m, j, w, 8);                   \
     __m512d dv = _mm512_maskz_loadu_pd(m, dat + k);
 
 /* TOPV: the running maximum's vector type; LASTV: `last` broadcast (clamped to INT32_MAX for
-   32-bit indices, whose gathers sign-extend); TOPMAX: its horizontal maximum. */
-#define FASTREC_ROWS512(NAME, I, V, TOPV, LASTV, TOPINIT, STEP, TOPMAX)                        \
+   32-bit indices, whose gathers sign-extend); TOPMAX: its horizontal maximum. IX: I32 or I64,
+   IV: I32_F32, ... (the step macros above). */
+#define FASTREC_ROWS512(NAME, I, V, TOPV, LASTV, TOPINIT, IX, IV, TOPMAX)                      \
     FASTREC_T512 static uint64_t NAME(const I* indptr, const I* ix, const V* dat, const V* w,  \
                                       Py_ssize_t r0, Py_ssize_t r1, uint64_t last, double* z) { \
         const TOPV lastv = LASTV;                                                              \
@@ -74,9 +85,17 @@ static int fastrec_scoring_cpu_isa(void) {
         for (Py_ssize_t i = r0; i < r1; i++) {                                                 \
             Py_ssize_t k = (Py_ssize_t) indptr[i], hi = (Py_ssize_t) indptr[i + 1];            \
             __m512d acc = _mm512_setzero_pd();                                                 \
-            for (; k < hi; k += 8) {                                                           \
-                __mmask8 m = hi - k >= 8 ? 0xFF : (__mmask8) ((1u << (hi - k)) - 1);           \
-                STEP                                                                           \
+            for (; k + 8 <= hi; k += 8) {                                                      \
+                FASTREC_IX512_##IX##_FULL                                                      \
+                FASTREC_CLAMP512_##IX                                                          \
+                FASTREC_W512_##IV##_FULL                                                       \
+                acc = _mm512_fmadd_pd(dv, wv, acc);                                            \
+            }                                                                                  \
+            if (k < hi) {                                                                      \
+                __mmask8 m = (__mmask8) ((1u << (hi - k)) - 1);                                \
+                FASTREC_IX512_##IX##_TAIL                                                      \
+                FASTREC_CLAMP512_##IX                                                          \
+                FASTREC_W512_##IV##_TAIL                                                       \
                 acc = _mm512_fmadd_pd(dv, wv, acc);                                            \
             }                                                                                  \
             z[i - r0] = _mm512_reduce_add_pd(acc);                                             \
@@ -94,16 +113,16 @@ FASTREC_T512 static inline uint64_t fastrec_max_epu32_256(__m256i v) {
 #define FASTREC_LAST32 _mm256_set1_epi32((int) (last < INT32_MAX ? last : INT32_MAX))
 #define FASTREC_LAST64 _mm512_set1_epi64((long long) (last < INT64_MAX ? last : INT64_MAX))
 FASTREC_ROWS512(fastrec_logits_avx512_i32_f32, int32_t, float, __m256i, FASTREC_LAST32,
-                _mm256_setzero_si256(), FASTREC_STEP512_I32(FASTREC_W512_I32_F32),
+                _mm256_setzero_si256(), I32, I32_F32,
                 fastrec_max_epu32_256(top))
 FASTREC_ROWS512(fastrec_logits_avx512_i32_f64, int32_t, double, __m256i, FASTREC_LAST32,
-                _mm256_setzero_si256(), FASTREC_STEP512_I32(FASTREC_W512_I32_F64),
+                _mm256_setzero_si256(), I32, I32_F64,
                 fastrec_max_epu32_256(top))
 FASTREC_ROWS512(fastrec_logits_avx512_i64_f32, int64_t, float, __m512i, FASTREC_LAST64,
-                _mm512_setzero_si512(), FASTREC_STEP512_I64(FASTREC_W512_I64_F32),
+                _mm512_setzero_si512(), I64, I64_F32,
                 _mm512_reduce_max_epu64(top))
 FASTREC_ROWS512(fastrec_logits_avx512_i64_f64, int64_t, double, __m512i, FASTREC_LAST64,
-                _mm512_setzero_si512(), FASTREC_STEP512_I64(FASTREC_W512_I64_F64),
+                _mm512_setzero_si512(), I64, I64_F64,
                 _mm512_reduce_max_epu64(top))
 
 /* ---- AVX2: four entries per step; the row's last partial step takes lane masks ------------ */
