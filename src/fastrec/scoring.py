@@ -81,8 +81,8 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     +-inf, hence its score NaN, 0 or 1. X is therefore scanned only when some score is
     exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. On that error
     ``out`` has been written. So it has when a sparse X's column index lies outside
-    [0, n_features) and the kernel checks the indices in its own read (Numba: one pass over
-    X instead of two); the error is the same ValueError either way.
+    [0, n_features) and the kernel checks the indices in its own read (Numba and Cython: one
+    pass over X instead of two); the error is the same ValueError either way.
 
     Device arrays: X (dense), w and ``out`` may be GPU arrays (``__cuda_array_interface__``;
     X float32/float64, any strides). Then ``backend="auto"`` runs "cuda", a CPU backend is a
