@@ -47,7 +47,9 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     # the AVX-512 build was 1.07x numba (within the noise): numba stays first.
     # Scoring: benchmarks/README.md, "Scoring" (weighting 2 threads, the default).
     "sigmoid_dense": ("numba", "cython", "numpy"),
-    "sigmoid_csr": ("numba", "cython", "numpy"),
+    # CSR: Cython's AVX-512 gathers 1.13-1.15x SciPy at 1 thread and 2.14-2.18x at 2 against
+    # Numba's 1.07-1.09x and 2.07-2.10x (Zen 4, 2M x 2^20, one run; bench_csr_sigmoid.py).
+    "sigmoid_csr": ("cython", "numba", "numpy"),
     "logistic_loss_grad_dense": ("numba", "cython", "numpy"),
     "logistic_loss_grad_csr": ("cython", "numba", "numpy"),
     # Hessian-vector products: benchmarks/README.md, "Fit" (hashed CSR: cython ahead; dense:
