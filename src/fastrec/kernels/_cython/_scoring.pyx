@@ -7,9 +7,10 @@ they are read, outputs cast back once), so a float32 score is the float64 score 
 Determinism: every sum has a fixed order that depends on the data's shape only, never on the
 thread count. Dot products use eight (dense) or four (CSR) interleaved accumulators combined
 in a fixed tree, or, in the CSR sigmoid on CPUs where they measure faster, the vector lanes of
-_scoring_simd.h (a fixed lane order and tree too); the loss/gradient reductions use blocks of rows whose boundaries are fixed by
-the shape, each block summing into its own partial buffer, and the partials are combined in
-block order. Threads only decide *who* computes a block, never what it sums.
+_scoring_simd.h (a fixed lane order and tree too); the loss/gradient reductions use blocks of
+rows whose boundaries are fixed by the shape, each block summing into its own partial buffer,
+and the partials are combined in block order. Threads only decide *who* computes a block,
+never what it sums.
 """
 from cython.parallel cimport parallel, prange
 from libc.math cimport exp, log1p
