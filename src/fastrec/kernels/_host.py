@@ -38,6 +38,23 @@ def bind(generic: Callable, loops: Any, module: str) -> Callable:
     return kernel
 
 
+def check_has_columns(indptr, indices, n_cols: int) -> None:
+    """Before a ``checks_columns`` kernel (one that clamps its gathers to the last column and
+    returns the largest index it saw): stored entries in a matrix with no column at all."""
+    if indptr[-1] and n_cols == 0:
+        raise ValueError(f"X stores column index {indices[0]}, outside [0, 0)")
+
+
+def check_column_top(top, indptr, indices, n_cols: int) -> None:
+    """After a ``checks_columns`` kernel: ValueError naming the index when ``top``, the
+    largest column index it saw (read unsigned, so a negative one is huge), is out of range."""
+    top = int(top)
+    if indptr[-1] and top >= n_cols:
+        bits = 8 * indices.dtype.itemsize
+        bad = top - (1 << bits) * (top >> (bits - 1))  # back to the signed value
+        raise ValueError(f"X stores column index {bad}, outside [0, {n_cols})")
+
+
 def empty_csr(n_rows: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An all-empty CSR result of ``n_rows`` rows: (indptr int64, indices int64, values)."""
     return np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)

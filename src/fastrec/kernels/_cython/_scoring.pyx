@@ -19,6 +19,7 @@ from libc.stdlib cimport free, malloc
 
 import numpy as np
 
+from .. import _host
 from .. import _scoring_plan as _plan
 
 ctypedef fused floating:
@@ -446,14 +447,9 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     """
     if not _csr_form_applied:
         _apply_csr_form()
-    nnz = int(indptr[indptr.shape[0] - 1])
-    if nnz and w.shape[0] == 0:
-        raise ValueError(f"X stores column index {indices[0]}, outside [0, 0)")
+    _host.check_has_columns(indptr, indices, w.shape[0])
     top = _sigmoid_csr(indptr, indices, data, w, b, out, n_threads, _csr_isa)
-    if nnz and top >= w.shape[0]:
-        bits = 8 * indices.dtype.itemsize
-        bad = top - (1 << bits) * (top >> (bits - 1))  # back to the signed value
-        raise ValueError(f"X stores column index {bad}, outside [0, {w.shape[0]})")
+    _host.check_column_top(top, indptr, indices, w.shape[0])
     return out
 
 

@@ -14,6 +14,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from .. import _scoring_plan as _plan
+from .._host import check_column_top, check_has_columns
 from .._numba_simd import prefetch_line
 from ._common import index31, threads, unsigned
 
@@ -357,8 +358,7 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
     Checks its column indices itself (``checks_columns``; indptr must be valid): ValueError
     after the pass, with ``out`` written, when one lies outside [0, len(w)).
     """
-    if indptr[-1] and w.shape[0] == 0:
-        raise ValueError(f"X stores column index {indices[0]}, outside [0, 0)")
+    check_has_columns(indptr, indices, w.shape[0])
     with threads(n_threads):
         top = _sigmoid_csr(
             unsigned(indptr),
@@ -370,10 +370,7 @@ def sigmoid_csr(indptr, indices, data, w, b, out, n_threads):
             out.dtype == np.float32,
             _csr_gather(),
         )
-    if indptr[-1] and int(top) >= w.shape[0]:
-        bits = 8 * indices.dtype.itemsize
-        bad = int(top) - (1 << bits) * (int(top) >> (bits - 1))  # back to the signed value
-        raise ValueError(f"X stores column index {bad}, outside [0, {w.shape[0]})")
+    check_column_top(top, indptr, indices, w.shape[0])
     return out
 
 
