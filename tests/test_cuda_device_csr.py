@@ -26,14 +26,6 @@ _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quick_thread_switches():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(old)
-
-
 def _device(a):
     """A device copy of host array ``a`` that refuses to be copied back to the host."""
     from numba import cuda

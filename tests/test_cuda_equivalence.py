@@ -8,7 +8,6 @@ same tests run on it. Skipped, with the reason, when numba-cuda is not installed
 
 import importlib
 import io
-import sys
 
 import numpy as np
 import pytest
@@ -25,15 +24,6 @@ _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
 
 few = settings(max_examples=4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quick_thread_switches():
-    """The simulator's threads hand the GIL around at every barrier: switch more often."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(old)
 
 
 def _cuda_module():

@@ -4,8 +4,10 @@ The simulator runs each CUDA thread of a block as a Python thread but implements
 intrinsics, so kernels written for the GPU (shuffle reductions) could not be tested in CI. This
 module adds ``shfl_sync``, ``shfl_down_sync``, ``shfl_up_sync``, ``shfl_xor_sync``,
 ``ballot_sync`` and ``syncwarp`` to the simulator's fake ``cuda`` module, each built on one
-exchange: every lane of the warp publishes its value, waits at a per-warp barrier, reads the
-values it needs, and waits again so that no slot is overwritten before all lanes have read it.
+exchange: every lane of the warp publishes its value, waits at a per-warp barrier and reads the
+values it needs. Exchanges alternate between two slot lists, so one barrier per exchange is
+enough: a lane can write a list again (two exchanges later) only after every lane has reached
+the barrier in between, which each lane does after it has read the list.
 
 Semantics follow the hardware for the way fastrec uses them: the whole warp (every lane of the
 block's warp, 32 or fewer in a last partial warp) takes part, so the ``mask`` argument must name
@@ -23,31 +25,36 @@ _registry_lock = threading.Lock()
 
 
 def _warp_state():
-    """(lane, slots, barrier) of the calling simulated thread's warp, created on first use."""
+    """(lane, warp state) of the calling simulated thread; the state (two slot lists, each lane's
+    count of exchanges, the warp's barrier) is created on the warp's first use."""
     thread = threading.current_thread()
-    manager = thread._manager
-    warp = thread.thread_id // 32
-    with _registry_lock:
-        warps = manager.__dict__.setdefault("_fastrec_warps", {})
-        state = warps.get(warp)
-        if state is None:
-            n_threads = 1
-            for extent in manager._block_dim:
-                n_threads *= extent
-            size = min(32, n_threads - 32 * warp)
-            state = ([None] * size, threading.Barrier(size, timeout=_TIMEOUT_S))
-            warps[warp] = state
-    return thread.thread_id % 32, state[0], state[1]
+    state = getattr(thread, "_fastrec_warp", None)
+    if state is None:
+        manager = thread._manager
+        warp = thread.thread_id // 32
+        with _registry_lock:
+            warps = manager.__dict__.setdefault("_fastrec_warps", {})
+            state = warps.get(warp)
+            if state is None:
+                n_threads = 1
+                for extent in manager._block_dim:
+                    n_threads *= extent
+                size = min(32, n_threads - 32 * warp)
+                slots = ([None] * size, [None] * size)
+                state = (slots, [0] * size, threading.Barrier(size, timeout=_TIMEOUT_S))
+                warps[warp] = state
+        thread._fastrec_warp = state  # a simulated thread belongs to one block for its life
+    return thread.thread_id % 32, state
 
 
 def _exchange(value):
     """Every lane's value, as a list indexed by lane."""
-    lane, slots, barrier = _warp_state()
-    slots[lane] = value
+    lane, (slots, counts, barrier) = _warp_state()
+    mine = slots[counts[lane] & 1]
+    counts[lane] += 1
+    mine[lane] = value
     barrier.wait()
-    values = list(slots)
-    barrier.wait()
-    return lane, values
+    return lane, list(mine)
 
 
 def shfl_sync(self, mask, value, src_lane):
