@@ -2,8 +2,11 @@
 for a deeper search); the CUDA backend on Numba's simulator when this machine has no GPU."""
 
 import glob
+import importlib.util
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
@@ -34,3 +37,38 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=500)
 settings.load_profile("default")
+
+
+# ---- Numba's kernels compiled beside the run (tests/_numba_warm.py) ---------------------------
+# A whole run on a fresh machine spends ~40 % of its time compiling the Numba backend's kernels,
+# one at a time, on one core; a second process compiles them into Numba's cache meanwhile.
+# Started for long runs only (a single test file does not want a process compiling for minutes);
+# FASTREC_TEST_WARM_NUMBA=0 turns it off, =1 forces it.
+_WARM_MIN_TESTS = 400
+_warm_process = None
+
+
+def pytest_collection_finish(session):
+    global _warm_process
+    wanted = os.environ.get("FASTREC_TEST_WARM_NUMBA", "")
+    if wanted == "0" or (wanted != "1" and len(session.items) < _WARM_MIN_TESTS):
+        return
+    spec = importlib.util.find_spec("fastrec")  # the fastrec under test, without importing it
+    if spec is None or spec.origin is None:
+        return
+    env = dict(os.environ)
+    root = str(Path(spec.origin).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    _warm_process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_numba_warm.py"))],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _warm_process is not None and _warm_process.poll() is None:
+        _warm_process.kill()
+        _warm_process.wait(timeout=60)
