@@ -331,6 +331,56 @@ def test_nonfinite_X_rejected_however_the_logit_comes_out(backend, bad, w_at_bad
         fastrec.sigmoid_scores(X, w, backend=backend)
 
 
+@pytest.mark.parametrize("backend", SIGMOID_BACKENDS)
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_kernels_count_scores_outside_open_interval(backend, order, dtype):
+    """``counts_unproven`` kernels return how many scores are not strictly inside (0, 1)
+    (NaN included), over several blocks; the public call then skips its pass over out."""
+    from fastrec._dispatch import get_kernel
+
+    kernel = get_kernel("sigmoid_dense", backend)
+    if not getattr(kernel, "counts_unproven", False):
+        pytest.skip(f"{backend}'s dense sigmoid does not count")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((5000, 4)).astype(dtype)
+    X[[7, 1999, 4321], 0] = 1e4  # scores exactly 1
+    X[[12, 3000], 0] = -1e4  # exactly 0
+    X[2500, 2] = np.nan
+    X = np.asfortranarray(X) if order == "F" else np.ascontiguousarray(X)
+    w = np.array([1.0, 0.5, -0.25, 0.1], dtype=dtype)
+    for n_threads in (1, 2):
+        out = np.empty(X.shape[0], dtype=dtype)
+        bad = kernel(X, w, 0.0, out, n_threads)
+        assert bad == np.sum(~((out > 0) & (out < 1))) == 6
+
+
+def test_counting_dense_kernel_spares_the_pass_over_scores(monkeypatch):
+    import fastrec.scoring as scoring
+
+    backends = [
+        b
+        for b in SIGMOID_BACKENDS
+        if getattr(scoring.get_kernel("sigmoid_dense", b), "counts_unproven", False)
+    ]
+    if not backends:
+        pytest.skip("no counting dense kernel available")
+
+    def fail(out):
+        raise AssertionError("the scores were scanned again")
+
+    X = np.random.default_rng(0).standard_normal((300, 5))
+    want = fastrec.sigmoid_scores(X, np.ones(5) / 5, backend="numpy")
+    monkeypatch.setattr(scoring, "_scores_prove_finite", fail)
+    for backend in backends:
+        got = fastrec.sigmoid_scores(X, np.ones(5) / 5, backend=backend)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        bad = X.copy()
+        bad[4, 1] = np.inf  # a counted 1.0 leads to the full check of X, which raises
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            fastrec.sigmoid_scores(bad, np.ones(5) / 5, backend=backend)
+
+
 def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
     nb = pytest.importorskip(
         "fastrec.kernels.numba_cpu.scoring", reason="Numba backend not importable"
