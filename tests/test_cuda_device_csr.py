@@ -1,10 +1,9 @@
 """Device CSR matrices end to end: cosine_topk, cosine_similarity and recommend on GPU-resident
 CSR inputs (CuPy, PyTorch, or any indptr/indices/data/shape object), validated on the device.
 
-CuPy and PyTorch are not needed: the inputs are Numba device arrays (the simulator's, without a
-GPU) inside small classes that mimic the attributes those libraries expose. Every device array
-refuses ``copy_to_host``, so a host round trip of an input fails the test. Inputs stay tiny: the
-simulator costs seconds per kernel launch.
+CuPy and PyTorch are not needed: the inputs are the stand-ins of ``device_inputs`` (Numba
+device arrays that refuse ``copy_to_host``, so a host round trip of an input fails the test).
+Inputs stay tiny: the simulator costs seconds per kernel launch.
 """
 
 import sys
@@ -14,6 +13,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from comparators import assert_csr_topk_equal, assert_topk_equal
+from device_inputs import CupyLikeCSR, DuckCSR, TorchLikeCSR
+from device_inputs import canonical as _canonical
+from device_inputs import device as _device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import raw_csr
@@ -32,68 +34,6 @@ def _quick_thread_switches():
     sys.setswitchinterval(5e-4)
     yield
     sys.setswitchinterval(old)
-
-
-def _device(a):
-    """A device copy of host array ``a`` that refuses to be copied back to the host."""
-    from numba import cuda
-
-    d = cuda.to_device(np.ascontiguousarray(a))
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a device input was copied to the host")
-
-    d.copy_to_host = refuse
-    return d
-
-
-class DuckCSR:
-    """Any object with device indptr/indices/data and a shape."""
-
-    def __init__(self, indptr, indices, data, shape):
-        self.indptr, self.indices, self.data = _device(indptr), _device(indices), _device(data)
-        self.shape = shape
-
-
-class CupyLikeCSR(DuckCSR):
-    """The attributes of ``cupyx.scipy.sparse.csr_matrix`` (and of its CSC sibling)."""
-
-    def __init__(self, m, fmt="csr"):
-        super().__init__(m.indptr, m.indices, m.data, m.shape)
-        self.format = fmt
-
-
-class _Layout:
-    def __init__(self, name):
-        self.name = name
-
-    def __str__(self):
-        return f"torch.{self.name}"
-
-
-class TorchLikeCSR:
-    """The attributes of a PyTorch CUDA sparse tensor: layout, is_cuda and the CSR accessors."""
-
-    def __init__(self, m, layout="sparse_csr"):
-        self.layout, self.is_cuda, self.shape = _Layout(layout), True, m.shape
-        self._parts = (_device(m.indptr), _device(m.indices), _device(m.data))
-
-    def crow_indices(self):
-        return self._parts[0]
-
-    def col_indices(self):
-        return self._parts[1]
-
-    def values(self):
-        return self._parts[2]
-
-
-def _canonical(m, dtype=np.float32, itype=np.int32):
-    m = sp.csr_matrix(m, dtype=dtype)
-    m.eliminate_zeros()
-    m.sum_duplicates()
-    m.indptr, m.indices = m.indptr.astype(itype), m.indices.astype(itype)
-    return m
 
 
 def _is_device(a):
