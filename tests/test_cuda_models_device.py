@@ -162,6 +162,10 @@ def test_bad_device_rows_rejected():
         model.recommend(user_items=bad)
     with pytest.raises(ValueError, match="cannot be combined with candidates"):
         model.recommend(user_items=CupyLikeCSR(R), exclude=CupyLikeCSR(R), candidates=[1, 2])
+    with pytest.raises(TypeError, match="candidates is a GPU device CSR: a device mask is"):
+        model.recommend(user_items=CupyLikeCSR(R), candidates=CupyLikeCSR(R))
+    with pytest.raises(TypeError, match="exclude is a GPU device CSR: a device mask is"):
+        model.recommend(user_items=R, exclude=CupyLikeCSR(R))
     negative = canonical(-R.toarray(), np.float64)
     with pytest.raises(ValueError, match="user_items must be non-negative"):
         ALS(factors=2, iterations=1).fit(UI).recommend(user_items=CupyLikeCSR(negative))

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 # A fit argument: a users x items scipy sparse matrix or array, or Interactions.
 UserItems: TypeAlias = "sp.spmatrix | sp.sparray | Interactions"
 # Users unseen at fit time: one sparse row per request, or per request a list of original item
-# ids (value 1 each) or a dict original item id -> value.
+# ids (value 1 each) or a dict original item id -> value; or a GPU device CSR (CuPy, PyTorch,
+# DeviceCSR: untyped here) for the models that score on the device.
 RequestItems: TypeAlias = "sp.spmatrix | sp.sparray | Sequence[Sequence[Any] | Mapping[Any, float]]"
 # exclude / candidates: 1-D columns (or original ids) for every request, or a sparse mask.
 ItemFilter: TypeAlias = "ArrayLike | sp.spmatrix | sp.sparray"
@@ -344,6 +345,11 @@ class Recommender:
         def as_mask(x, name):
             if x is None:
                 return None
+            if is_device_sparse(x):  # only a device request's exclude is read on the device
+                raise TypeError(
+                    f"{name} is a GPU device CSR: a device mask is taken as exclude with "
+                    f"device user_items only (see the model's docstring); {_TO_HOST}"
+                )
             if sp.issparse(x):
                 M = check_csr(x, name, allow_nonfinite=True)
                 if M.shape != (n_rows, n_cols):
