@@ -422,9 +422,10 @@ class Recommender:
         allow-list's complement (blocks of at most 4M masked entries).
 
         Device requests: ``user_items`` may be a GPU CSR (CuPy or PyTorch sparse CSR, or any
-        object with device ``indptr``/``indices``/``data`` and ``shape``; canonical, values
-        of the fitted dtype, checked on the device) for the models that score on the device
-        (ItemKNN, ALS, Popularity; the others raise a TypeError saying why). With the model's
+        object with device ``indptr``/``indices``/``data`` and ``shape``; canonical, checked
+        on the device; ItemKNN and ALS: values of the fitted dtype, as nothing is cast) for
+        the models that score on the device (ItemKNN, ALS, Popularity; the others raise a
+        TypeError saying why). With the model's
         ``backend`` "auto" or "cuda" it is read in place, never copied to the host, and the
         result is a TopK of device arrays; a CPU backend is a TypeError. Filters as above
         (host, copied in), or ``exclude`` as a device CSR mask; each model's docstring says
