@@ -1,7 +1,10 @@
 """Device CSR stand-ins for the CUDA tests: Numba device arrays (the simulator's, without a
 GPU) inside small classes that expose the attributes CuPy and PyTorch sparse matrices have.
 CuPy and PyTorch are not needed. Every input array refuses ``copy_to_host``, so a host round
-trip of an input fails the test that made it."""
+trip of an input fails the test that made it; on a GPU the public layer reads inputs through
+new views, which :func:`no_host_copy_of` watches too."""
+
+import contextlib
 
 import numpy as np
 import scipy.sparse as sp
@@ -68,3 +71,40 @@ def canonical(m, dtype=np.float32, itype=np.int32):
     m.sum_duplicates()
     m.indptr, m.indices = m.indptr.astype(itype), m.indices.astype(itype)
     return m
+
+
+def _parts(m):
+    if hasattr(m, "crow_indices"):
+        return m.crow_indices(), m.col_indices(), m.values()
+    return m.indptr, m.indices, m.data
+
+
+def _span(a):
+    """[start, end) of the bytes of device array ``a`` (a simulator array wraps a NumPy one)."""
+    iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    start = iface["data"][0]
+    return start, start + a.size * a.dtype.itemsize
+
+
+@contextlib.contextmanager
+def no_host_copy_of(*matrices):
+    """Fail when any array of the given stand-ins, or a view of its memory, is copied to the
+    host inside the block (a spy on the device array class's ``copy_to_host``)."""
+    from numba import cuda
+
+    watched = [_span(a) for m in matrices for a in _parts(m) if a.size]
+    cls = next(c for c in type(cuda.to_device(np.zeros(1))).__mro__ if "copy_to_host" in vars(c))
+    original = cls.copy_to_host
+
+    def spy(self, *args, **kwargs):
+        if self.size:
+            lo, hi = _span(self)
+            if any(lo < end and start < hi for start, end in watched):
+                raise AssertionError("a device input was copied to the host")
+        return original(self, *args, **kwargs)
+
+    cls.copy_to_host = spy
+    try:
+        yield
+    finally:
+        cls.copy_to_host = original

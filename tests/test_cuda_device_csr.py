@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from comparators import assert_csr_topk_equal, assert_topk_equal
-from device_inputs import CupyLikeCSR, DuckCSR, TorchLikeCSR
+from device_inputs import CupyLikeCSR, DuckCSR, TorchLikeCSR, no_host_copy_of
 from device_inputs import canonical as _canonical
 from device_inputs import device as _device
 from hypothesis import given, settings
@@ -69,7 +69,9 @@ def test_cosine_topk_device_csr_same_bits_as_host_input():
         TorchLikeCSR,
         lambda m: DuckCSR(m.indptr, m.indices.astype(np.int64), m.data, m.shape),
     ):
-        got = fastrec.cosine_topk(make(X), 4, **kw)  # backend="auto" runs "cuda"
+        X_device = make(X)
+        with no_host_copy_of(X_device):  # nor a view of it (what the spy sees on a GPU)
+            got = fastrec.cosine_topk(X_device, 4, **kw)  # backend="auto" runs "cuda"
         _assert_same_csr(got, fastrec.cosine_topk(X, 4, backend="cuda", **kw))
     assert_csr_topk_equal(got.to_scipy(), fastrec.cosine_topk(X, 4, backend="numpy", **kw), 4)
 
@@ -104,7 +106,9 @@ def test_cosine_similarity_device_csr_same_bits_as_host_input():
     rng = np.random.default_rng(4)
     X = _canonical(rng.normal(size=(5, 7)) * (rng.random((5, 7)) < 0.5), np.float64)
     Y = _canonical(rng.normal(size=(6, 7)) * (rng.random((6, 7)) < 0.5), np.float64)
-    got = fastrec.cosine_similarity(CupyLikeCSR(X), CupyLikeCSR(Y), min_similarity=-1.0)
+    X_device, Y_device = CupyLikeCSR(X), CupyLikeCSR(Y)
+    with no_host_copy_of(X_device, Y_device):
+        got = fastrec.cosine_similarity(X_device, Y_device, min_similarity=-1.0)
     _assert_same_csr(got, fastrec.cosine_similarity(X, Y, min_similarity=-1.0, backend="cuda"))
     want = fastrec.cosine_similarity(X, Y, min_similarity=-1.0, backend="numpy")
     np.testing.assert_allclose(got.to_scipy().toarray(), want.toarray(), rtol=1e-12, atol=1e-15)
@@ -116,9 +120,9 @@ def test_recommend_device_csr_same_bits_as_host_input_with_masks():
     NB = _canonical(np.round(rng.random((9, 9)) * 4) * (rng.random((9, 9)) < 0.5))  # ties
     exclude = _canonical(rng.random((7, 9)) < 0.2)
     user_ids = [6, 0, 0, 3]
-    got = fastrec.recommend(
-        CupyLikeCSR(UI), TorchLikeCSR(NB), 5, user_ids=user_ids, exclude=CupyLikeCSR(exclude)
-    )
+    inputs = CupyLikeCSR(UI), TorchLikeCSR(NB), CupyLikeCSR(exclude)
+    with no_host_copy_of(*inputs):
+        got = fastrec.recommend(inputs[0], inputs[1], 5, user_ids=user_ids, exclude=inputs[2])
     assert _is_device(got.indices) and _is_device(got.scores)
     got = (_host(got.indices), _host(got.scores))
     kw = dict(user_ids=user_ids, exclude=exclude)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from comparators import assert_topk_equal
-from device_inputs import CupyLikeCSR, DuckCSR, TorchLikeCSR, canonical
+from device_inputs import CupyLikeCSR, DuckCSR, TorchLikeCSR, canonical, no_host_copy_of
 
 import fastrec
 from fastrec._dispatch import backend_status
@@ -66,7 +66,10 @@ def test_itemknn_device_rows_same_bits_as_host_rows_and_neighbours_moved_once(mo
     moved = []
     copy = knn_module.device_csr_copy
     monkeypatch.setattr(knn_module, "device_csr_copy", lambda M: moved.append(M) or copy(M))
-    got = _on_host(model.recommend(user_items=CupyLikeCSR(R), n=5))
+    rows = CupyLikeCSR(R)
+    with no_host_copy_of(rows):
+        got = model.recommend(user_items=rows, n=5)
+    got = _on_host(got)
     assert_topk_equal(got, _host_cuda(model, user_items=R, n=5), exact=True)
     assert_topk_equal(got, model.recommend(user_items=R, n=5))  # the CPU backend
     again = model.recommend(user_items=TorchLikeCSR(R), n=5, exclude_seen=False)
@@ -104,7 +107,9 @@ def test_popularity_device_rows_same_as_host_rows_with_original_ids():
     model = Popularity(by="values").fit(data)
     np.testing.assert_array_equal(model.item_index([f"i{j}" for j in range(10)]), np.arange(10))
     kw = dict(n=4, exclude=["i3"], candidates=["i0", "i1", "i2", "i3", "i5", "i6", "i9"])
-    got = model.recommend(user_items=CupyLikeCSR(R), **kw)
+    rows = CupyLikeCSR(R)
+    with no_host_copy_of(rows):
+        got = model.recommend(user_items=rows, **kw)
     want = model.recommend(user_items=R, **kw)
     assert_topk_equal(_on_host(got), want, exact=True)  # 1 * score is exact: same bits
     np.testing.assert_array_equal(model.decode_items(got.indices), model.decode_items(want.indices))
@@ -119,11 +124,16 @@ def test_als_device_rows_same_bits_as_host_rows():
     UI, R = _data()
     R = R[1:3]  # one simulated block: a user with items and an empty one
     model = ALS(factors=2, iterations=2, dtype="float64").fit(UI)
-    got = _on_host(model.recommend(user_items=CupyLikeCSR(R), n=4, exclude=[0]))
+    rows = CupyLikeCSR(R)
+    with no_host_copy_of(rows):
+        got = model.recommend(user_items=rows, n=4, exclude=[0])
+    got = _on_host(got)
     assert_topk_equal(got, _host_cuda(model, user_items=R, n=4, exclude=[0]), exact=True)
     cpu = model.recommend(user_items=R, n=4, exclude=[0])
     assert_topk_equal(got, cpu, rtol=1e-9, atol=1e-12)
-    factors = model.fold_in(TorchLikeCSR(R))
+    rows = TorchLikeCSR(R)
+    with no_host_copy_of(rows):
+        factors = model.fold_in(rows)
     assert is_device_array(factors)
     np.testing.assert_allclose(factors.copy_to_host(), model.fold_in(R), rtol=1e-9, atol=1e-12)
 
