@@ -165,6 +165,31 @@ def device_cast(v, dtype):
     return _dev(v, dtype)
 
 
+def device_from_host(a):
+    """A device copy of host array ``a`` (a model's fitted state, moved once)."""
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def device_zeros(shape, dtype):
+    """A zero-filled device array, filled on the device."""
+    return _zeros(shape, dtype)
+
+
+def device_concat_rows(parts):
+    """Device arrays of equal trailing shape stacked along the first axis, copied device to
+    device (never through the host)."""
+    first = parts[0]
+    total = sum(int(p.shape[0]) for p in parts)
+    out = cuda.device_array((total, *first.shape[1:]), dtype=first.dtype)
+    r0 = 0
+    for p in parts:
+        r1 = r0 + int(p.shape[0])
+        if r1 > r0:
+            out[r0:r1].copy_to_device(p)
+        r0 = r1
+    return out
+
+
 class DeviceSummary(tuple):
     """(n_nonfinite, min, max, total, n_not_binary) of a device array; min/max/total over the
     finite values (+inf/-inf/0 when there are none), ``n_not_binary`` counts values not 0 or 1."""
