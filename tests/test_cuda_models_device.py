@@ -5,6 +5,7 @@ stand-ins, whose arrays refuse ``copy_to_host``: a host round trip of a request 
 Tiny inputs, few kernel launches: the simulator costs about a second per launch.
 """
 
+import pickle
 import sys
 
 import numpy as np
@@ -76,6 +77,11 @@ def test_itemknn_device_rows_same_bits_as_host_rows_and_neighbours_moved_once(mo
     want = model.recommend(user_items=R, n=5, exclude_seen=False)
     assert_topk_equal(_on_host(again), want)
     assert len(moved) == 1  # the neighbourhood went to the device once, not per request
+    # Pickled (as dask ships it) without the cache that now holds device arrays.
+    clone = pickle.loads(pickle.dumps(model))
+    assert "_fitted_cache" not in clone.__dict__ and "_fitted_cache" in model.__dict__
+    want_cpu = model.recommend(user_items=R, n=5)
+    assert_topk_equal(clone.recommend(user_items=R, n=5), want_cpu, exact=True)
 
 
 def test_itemknn_device_rows_with_filters_in_blocks_and_a_device_mask(monkeypatch):

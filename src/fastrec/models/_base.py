@@ -218,6 +218,14 @@ class Recommender:
             )
         return ids
 
+    def __getstate__(self):
+        """Pickled (dask ships models to its workers) without the per-fitted-state cache: it
+        is recomputed on demand, and after a device request it holds GPU arrays that a
+        worker without a GPU could not unpickle."""
+        state = self.__dict__.copy()
+        state.pop("_fitted_cache", None)
+        return state
+
     def _per_fitted_state(self, name: str, source, compute, *, also=None):
         """``compute(source)`` kept until the fitted ``source`` object (or ``also``) changes:
         what requests would otherwise redo per call (validating fitted arrays, Gram matrices)
