@@ -77,7 +77,8 @@ def _dot_topk_kernel(B, shared, max_registers, vtype):
     QP = _QB + 1  # pitches: +1 so that lanes reading a column hit distinct banks
     IP = _IB + 1
     QSIZE = DC * QP  # constants for shared.array (an expression in the kernel is not)
-    XSIZE = DC * IP  # >= _QB * IP: the score tile reuses it (below)
+    XSIZE = DC * IP  # the score tile reuses it (below)
+    assert XSIZE >= _QB * IP, "the score tile must fit the items' tile"
 
     @_jit(max_registers)
     def kernel(
