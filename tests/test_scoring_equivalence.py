@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from backends import compiled_backends
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import dense, raw_csr
 
@@ -379,6 +379,21 @@ def test_counting_dense_kernel_spares_the_pass_over_scores(monkeypatch):
         bad[4, 1] = np.inf  # a counted 1.0 leads to the full check of X, which raises
         with pytest.raises(ValueError, match="X contains NaN or infinity"):
             fastrec.sigmoid_scores(bad, np.ones(5) / 5, backend=backend)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(0, 70), seed=st.integers(0, 2**32 - 1))
+def test_numba_fused_dot_same_bits_for_float32(n, d, seed):
+    """The float32 C-order kernel fuses multiply-adds (the float64 product of two float32 is
+    exact, so fusing cannot change the sum): its scores are the unfused kernel's, bit for bit."""
+    nb = pytest.importorskip("fastrec.kernels.numba_cpu.scoring", reason="Numba unavailable")
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-6, 6, (n, d))).astype(np.float32)
+    w = (rng.standard_normal(d) * 10.0 ** rng.uniform(-6, 6, d)).astype(np.float32)
+    fused, plain = np.empty(n, np.float32), np.empty(n, np.float32)
+    nb._sigmoid_dense_c(X, w, 0.25, fused, True, 4, True)
+    nb._sigmoid_dense_c(X, w, 0.25, plain, True, 4, False)
+    np.testing.assert_array_equal(fused.view(np.uint32), plain.view(np.uint32))
 
 
 def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
