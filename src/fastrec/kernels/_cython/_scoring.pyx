@@ -44,6 +44,8 @@ cdef enum:
     CSR_BLOCK = 1024
     # Columns per block when the partial gradients are combined (in parallel over columns).
     COMBINE_BLOCK = 4096
+    # How far ahead the AVX-512 dense sigmoid prefetches X's rows (Numba's _PREFETCH_BYTES).
+    PREFETCH_BYTES = 12288
     # Folds of fewer partial-gradient entries than this run on one thread.
     COMBINE_PARALLEL_MIN = 1 << 20
 
@@ -156,21 +158,29 @@ cdef Py_ssize_t _sigmoid_rows_c(
             bad += _count_unproven(out + r0, r1 - r0)
         return bad
     # A block's logits by the AVX-512 dot (_scoring_simd.h), then its sigmoid: the block form
-    # for float32 (Numba's bits), libm's per row for float64 (as above).
+    # for float32 (Numba's bits), libm's per row for float64 (as above). Rows are prefetched
+    # PREFETCH_BYTES ahead; float32 w is converted to float64 once.
+    cdef Py_ssize_t ahead = max(1, PREFETCH_BYTES // max(1, d * <Py_ssize_t>sizeof(floating)))
+    cdef double* w64 = NULL
+    if floating is float:
+        w64 = <double*>malloc(max(d, 1) * sizeof(double))
+        for t in range(d):
+            w64[t] = w[t]
     with parallel(num_threads=n_threads):
         z = <double*>malloc(DENSE_BLOCK * sizeof(double))
         for blk in prange(nb, schedule="dynamic"):
             r0 = blk * DENSE_BLOCK
             r1 = min(n, r0 + DENSE_BLOCK)
             if floating is float:
-                fastrec_dense_logits_avx512_f32(X, r0, r1, d, w, z)
+                fastrec_dense_logits_avx512_f32(X, n, r0, r1, d, w64, ahead, z)
                 fastrec_sigmoid_block_f32(z, r1 - r0, b, out + r0, ISA_AVX512)
             else:
-                fastrec_dense_logits_avx512_f64(X, r0, r1, d, w, z)
+                fastrec_dense_logits_avx512_f64(X, n, r0, r1, d, w, ahead, z)
                 for t in range(r1 - r0):
                     out[r0 + t] = _sigmoid(z[t] + b)
             bad += _count_unproven(out + r0, r1 - r0)
         free(z)
+    free(w64)
     return bad
 
 
@@ -275,10 +285,12 @@ cdef extern from "_scoring_simd.h":
                                          double*) nogil
     void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, float* out,
                                    int isa) nogil
-    void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t r0, Py_ssize_t r1,
-                                         Py_ssize_t d, const float* w, double* z) nogil
-    void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t r0, Py_ssize_t r1,
-                                         Py_ssize_t d, const double* w, double* z) nogil
+    void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t n, Py_ssize_t r0,
+                                         Py_ssize_t r1, Py_ssize_t d, const double* w64,
+                                         Py_ssize_t ahead, double* z) nogil
+    void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t n, Py_ssize_t r0,
+                                         Py_ssize_t r1, Py_ssize_t d, const double* w,
+                                         Py_ssize_t ahead, double* z) nogil
 
 cdef enum:
     ISA_SCALAR = 0
