@@ -33,6 +33,7 @@ dispatcher.get_current_device = lambda: _Sm90()
 
 C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
 C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
+C_embedding = importlib.import_module("fastrec.kernels.numba_cuda.embedding")
 
 f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
 
@@ -52,12 +53,45 @@ def cases():
         (
             "terms_dense_c f32",
             C_scoring._terms_dense_c.py_func,
-            (_a((3, 4), f32), _a(3, f64), _a(4, f64), 0.5, _a(3, f64), _a(3, f64), _a(3, f64), 8),
+            (
+                _a((3, 4), f32),
+                _a(3, f64),
+                _a(4, f64),
+                0.5,
+                _a(3, f64),
+                _a(3, f64),
+                _a(3, f64),
+                8,
+                False,
+            ),
+        ),
+        *(
+            (
+                f"warp topk f32 B{B} {items} loads{' pipelined' if pipe else ''}",
+                C_topk._warp_topk_kernel(B, 4, items, pipe, None, f32).py_func,
+                (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((3, 5), i64), _a((3, 5), f32)),
+            )
+            for B, items, pipe in ((512, 8, True), (512, 8, False), (1024, 16, True))
         ),
         (
-            "warp topk f32 B512",
-            C_topk._warp_topk_kernel(512, 4, f32).py_func,
-            (_a((3, 4), f32), 5, _a(4, i64), _a(1, i64), _a((3, 5), i64), _a((3, 5), f32)),
+            "dot_topk f32 B64",
+            C_embedding._dot_topk_kernel(64, True, None, f32).py_func,
+            (
+                _a((3, 4), f32),
+                _a((5, 4), f32),
+                2,
+                _a(1, f32),
+                False,
+                _a(1, i64),
+                False,
+                5,
+                _a(4, i64),
+                _a(1, i64),
+                _a((1, 1), f32),
+                _a((1, 1), i32),
+                _a((3, 2), i64),
+                _a((3, 2), f32),
+            ),
         ),
         (
             "block topk f32 P2048",

@@ -64,6 +64,7 @@ from fastrec.kernels import numba_cuda as C  # noqa: E402
 C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
 C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
 C_device = importlib.import_module("fastrec.kernels.numba_cuda._device")
+C_embedding = importlib.import_module("fastrec.kernels.numba_cuda.embedding")
 
 try:
     import torch
@@ -473,25 +474,38 @@ def case_topk():
         gbs,
         check,
     )
-    items0 = C_topk._WARP_ITEMS
-    for items in (4, 16):  # loads in flight per lane of the warp kernel: the tuning evidence
-        C_topk._WARP_ITEMS = items
-        C_device._KERNELS.clear()
+    # The warp kernel's tuning evidence: loads per lane per step, the next step's loads issued
+    # before this step is filtered (pipelined) or not, ptxas's register cap (resident warps).
+    knobs = ("_WARP_ITEMS", "_WARP_PIPELINE", "_WARP_MAX_REGISTERS")
+    default = tuple(getattr(C_topk, name) for name in knobs)
+    for variant in (
+        (8, False, None),
+        (16, True, None),
+        (4, True, None),
+        (8, True, 64),
+        (8, True, 80),
+    ):
+        if variant == default:
+            continue
+        for name, value in zip(knobs, variant):
+            setattr(C_topk, name, value)
         try:
             vidx, vval = C.topk(S, k, None, None, None)
             same = np.array_equal(vidx.copy_to_host(), idx.copy_to_host()) and np.array_equal(
                 vval.copy_to_host(), val.copy_to_host()
             )
+            items, pipelined, regs = variant
             record(
                 case,
-                f"  variant: warp kernel, {items} loads in flight per lane",
+                f"  variant: {items} loads per lane, {'' if pipelined else 'not '}pipelined, "
+                f"registers {regs or 'uncapped'}",
                 lambda: timed(lambda: C.topk(S, k, None, None, None)),
                 gbs,
                 verdict(same, "identical"),
             )
         finally:
-            C_topk._WARP_ITEMS = items0
-            C_device._KERNELS.clear()
+            for name, value in zip(knobs, default):
+                setattr(C_topk, name, value)
     old_min_rows = C_topk._WARP_TOPK_MIN_ROWS
     C_topk._WARP_TOPK_MIN_ROWS = 1 << 62  # the block-per-row kernel (used below 8 rows per SM)
     try:
@@ -717,6 +731,22 @@ def case_dot_topk():
         record(case, "fastrec cuda dot_topk (fused, seen excluded)", lambda: timed(f), rate, check)
         g = lambda: C.dot_topk(Q, X, k, None, None, None, None, None)  # noqa: E731
         record(case, "fastrec cuda dot_topk (no exclusion)", lambda: timed(g), rate)
+        for regs in (128, 96):  # ptxas's register cap: 2 blocks per SM instead of 1
+            C_embedding._MAX_REGISTERS = regs
+            try:
+                vidx, vval = f()
+                same = np.array_equal(vidx.copy_to_host(), idx.copy_to_host()) and np.array_equal(
+                    vval.copy_to_host(), val.copy_to_host()
+                )
+                record(
+                    case,
+                    f"  variant: registers capped at {regs}",
+                    lambda: timed(f),
+                    rate,
+                    verdict(same, "identical"),
+                )
+            finally:
+                C_embedding._MAX_REGISTERS = None
         record(
             case,
             "fastrec.dot_topk(device arrays, host mask)",

@@ -2,7 +2,7 @@
 
 Run under Nsight Compute on a GPU machine, from the repository root, e.g.:
 
-    ncu --kernel-name regex:"sigmoid|^kernel" --launch-skip 2 --launch-count 2 \
+    ncu --kernel-name regex:"sigmoid|^kernel" --launch-skip 2 --launch-count 3 \
         --section SpeedOfLight --section Occupancy --section WarpStateStats \
         python benchmarks/gpu_profile.py
 
@@ -32,8 +32,16 @@ def main() -> int:
     for _ in range(3):
         C.sigmoid_dense(X, w, 0.1, out, None)
         C.topk(S, 100, None, None, None)
+    X = S = None
+    Q = cuda.to_device(rng.uniform(-0.1, 0.1, (50_000, 64)).astype(np.float32))
+    items = cuda.to_device(rng.uniform(-0.1, 0.1, (20_000, 64)).astype(np.float32))
+    for _ in range(3):
+        C.dot_topk(Q, items, 10, None, None, None, None, None)
     cuda.synchronize()
-    print("profiled: sigmoid_dense 2M x 64 fp32, topk 4096 x 100k fp32 k=100")
+    print(
+        "profiled: sigmoid_dense 2M x 64 fp32, topk 4096 x 100k fp32 k=100, "
+        "dot_topk 50k x 20k x 64 fp32 k=10"
+    )
     return 0
 
 

@@ -51,6 +51,7 @@ def compile_all() -> int:
     C_scoring = importlib.import_module("fastrec.kernels.numba_cuda.scoring")
     C_similarity = importlib.import_module("fastrec.kernels.numba_cuda.similarity")
     C_topk = importlib.import_module("fastrec.kernels.numba_cuda.topk")
+    C_embedding = importlib.import_module("fastrec.kernels.numba_cuda.embedding")
 
     f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
 
@@ -287,19 +288,19 @@ def compile_all() -> int:
                     (X, a(3, f64), 256, a((2, 4), f64)),
                 )
             )
-        for B, wpb in ((512, 8), (1024, 4)):
+        for B, wpb, items, pipe in ((512, 8, 8, True), (1024, 4, 16, False)):
             for it in (i32, i64):
                 cases.append(
                     (
-                        f"warp topk {vt.__name__} {it.__name__} B{B}",
-                        C_topk._warp_topk_kernel(B, wpb, vt).py_func,
+                        f"warp topk {vt.__name__} {it.__name__} B{B} pipelined={pipe}",
+                        C_topk._warp_topk_kernel(B, wpb, items, pipe, None, vt).py_func,
                         (a((3, 4), vt), 5, a(4, it), a(1, it), a((3, 5), i64), a((3, 5), vt)),
                     )
                 )
         cases.append(
             (
                 "strided warp topk",
-                C_topk._warp_topk_kernel(512, 8, vt).py_func,
+                C_topk._warp_topk_kernel(512, 8, 8, True, 64, vt).py_func,
                 (a((3, 8), vt)[:, ::2], 5, a(4, i64), a(1, i64), a((3, 5), i64), a((3, 5), vt)),
             )
         )
@@ -319,6 +320,30 @@ def compile_all() -> int:
                 ),
             )
         )
+        for B, shared, it, strided in ((64, True, i64, False), (256, False, i32, True)):
+            Q = a((3, 8), vt)[:, ::2] if strided else a((3, 4), vt)
+            cases.append(
+                (
+                    f"dot_topk {vt.__name__} B{B} shared={shared} strided={strided}",
+                    C_embedding._dot_topk_kernel(B, shared, None, vt).py_func,
+                    (
+                        Q,
+                        a((5, 4), vt, "F" if strided else "C"),
+                        2,
+                        a(5, vt),
+                        True,
+                        a(5, i64),
+                        True,
+                        5,
+                        a(4, it),
+                        a(1, it),
+                        a((12, B), vt),
+                        a((12, B), i32),
+                        a((3, 2), i64),
+                        a((3, 2), vt),
+                    ),
+                )
+            )
     cases.append(("chunk_sums", C_scoring._chunk_sums.py_func, (a(4, f64), 256, a(2, f64))))
     cases.append(("add_levels", C_scoring._add_levels.py_func, (a(4, f64), a(4, f64), a(4, f64))))
     cases.append(

@@ -1,10 +1,9 @@
 """Device CSR matrices end to end: cosine_topk, cosine_similarity and recommend on GPU-resident
 CSR inputs (CuPy, PyTorch, or any indptr/indices/data/shape object), validated on the device.
 
-CuPy and PyTorch are not needed: the inputs are Numba device arrays (the simulator's, without a
-GPU) inside small classes that mimic the attributes those libraries expose. Every device array
-refuses ``copy_to_host``, so a host round trip of an input fails the test. Inputs stay tiny: the
-simulator costs seconds per kernel launch.
+CuPy and PyTorch are not needed: the inputs are the stand-ins of ``device_inputs`` (Numba
+device arrays that refuse ``copy_to_host``, so a host round trip of an input fails the test).
+Inputs stay tiny: the simulator costs seconds per kernel launch.
 """
 
 import sys
@@ -14,6 +13,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from comparators import assert_csr_topk_equal, assert_topk_equal
+from device_inputs import CupyLikeCSR, DuckCSR, TorchLikeCSR, no_host_copy_of
+from device_inputs import canonical as _canonical
+from device_inputs import device as _device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import raw_csr
@@ -24,68 +26,6 @@ from fastrec._validation import check_csr
 
 _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
-
-
-def _device(a):
-    """A device copy of host array ``a`` that refuses to be copied back to the host."""
-    from numba import cuda
-
-    d = cuda.to_device(np.ascontiguousarray(a))
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a device input was copied to the host")
-
-    d.copy_to_host = refuse
-    return d
-
-
-class DuckCSR:
-    """Any object with device indptr/indices/data and a shape."""
-
-    def __init__(self, indptr, indices, data, shape):
-        self.indptr, self.indices, self.data = _device(indptr), _device(indices), _device(data)
-        self.shape = shape
-
-
-class CupyLikeCSR(DuckCSR):
-    """The attributes of ``cupyx.scipy.sparse.csr_matrix`` (and of its CSC sibling)."""
-
-    def __init__(self, m, fmt="csr"):
-        super().__init__(m.indptr, m.indices, m.data, m.shape)
-        self.format = fmt
-
-
-class _Layout:
-    def __init__(self, name):
-        self.name = name
-
-    def __str__(self):
-        return f"torch.{self.name}"
-
-
-class TorchLikeCSR:
-    """The attributes of a PyTorch CUDA sparse tensor: layout, is_cuda and the CSR accessors."""
-
-    def __init__(self, m, layout="sparse_csr"):
-        self.layout, self.is_cuda, self.shape = _Layout(layout), True, m.shape
-        self._parts = (_device(m.indptr), _device(m.indices), _device(m.data))
-
-    def crow_indices(self):
-        return self._parts[0]
-
-    def col_indices(self):
-        return self._parts[1]
-
-    def values(self):
-        return self._parts[2]
-
-
-def _canonical(m, dtype=np.float32, itype=np.int32):
-    m = sp.csr_matrix(m, dtype=dtype)
-    m.eliminate_zeros()
-    m.sum_duplicates()
-    m.indptr, m.indices = m.indptr.astype(itype), m.indices.astype(itype)
-    return m
 
 
 def _is_device(a):
@@ -121,7 +61,9 @@ def test_cosine_topk_device_csr_same_bits_as_host_input():
         TorchLikeCSR,
         lambda m: DuckCSR(m.indptr, m.indices.astype(np.int64), m.data, m.shape),
     ):
-        got = fastrec.cosine_topk(make(X), 4, **kw)  # backend="auto" runs "cuda"
+        X_device = make(X)
+        with no_host_copy_of(X_device):  # nor a view of it (what the spy sees on a GPU)
+            got = fastrec.cosine_topk(X_device, 4, **kw)  # backend="auto" runs "cuda"
         _assert_same_csr(got, fastrec.cosine_topk(X, 4, backend="cuda", **kw))
     assert_csr_topk_equal(got.to_scipy(), fastrec.cosine_topk(X, 4, backend="numpy", **kw), 4)
 
@@ -156,7 +98,9 @@ def test_cosine_similarity_device_csr_same_bits_as_host_input():
     rng = np.random.default_rng(4)
     X = _canonical(rng.normal(size=(5, 7)) * (rng.random((5, 7)) < 0.5), np.float64)
     Y = _canonical(rng.normal(size=(6, 7)) * (rng.random((6, 7)) < 0.5), np.float64)
-    got = fastrec.cosine_similarity(CupyLikeCSR(X), CupyLikeCSR(Y), min_similarity=-1.0)
+    X_device, Y_device = CupyLikeCSR(X), CupyLikeCSR(Y)
+    with no_host_copy_of(X_device, Y_device):
+        got = fastrec.cosine_similarity(X_device, Y_device, min_similarity=-1.0)
     _assert_same_csr(got, fastrec.cosine_similarity(X, Y, min_similarity=-1.0, backend="cuda"))
     want = fastrec.cosine_similarity(X, Y, min_similarity=-1.0, backend="numpy")
     np.testing.assert_allclose(got.to_scipy().toarray(), want.toarray(), rtol=1e-12, atol=1e-15)
@@ -168,9 +112,9 @@ def test_recommend_device_csr_same_bits_as_host_input_with_masks():
     NB = _canonical(np.round(rng.random((9, 9)) * 4) * (rng.random((9, 9)) < 0.5))  # ties
     exclude = _canonical(rng.random((7, 9)) < 0.2)
     user_ids = [6, 0, 0, 3]
-    got = fastrec.recommend(
-        CupyLikeCSR(UI), TorchLikeCSR(NB), 5, user_ids=user_ids, exclude=CupyLikeCSR(exclude)
-    )
+    inputs = CupyLikeCSR(UI), TorchLikeCSR(NB), CupyLikeCSR(exclude)
+    with no_host_copy_of(*inputs):
+        got = fastrec.recommend(inputs[0], inputs[1], 5, user_ids=user_ids, exclude=inputs[2])
     assert _is_device(got.indices) and _is_device(got.scores)
     got = (_host(got.indices), _host(got.scores))
     kw = dict(user_ids=user_ids, exclude=exclude)

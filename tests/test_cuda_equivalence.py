@@ -173,18 +173,20 @@ def test_topk_matches_reference(case, k):
     np.testing.assert_array_equal(S, before)
 
 
-@pytest.mark.parametrize("kernel", ["warp", "block-shared", "block-global"])
+@pytest.mark.parametrize("kernel", ["warp", "warp-unpipelined", "block-shared", "block-global"])
 def test_topk_long_rows_many_ties_each_kernel(kernel, monkeypatch):
     """Rows several steps long with heavy ties, k below and above the row length: the
-    threshold, repeated compactions, the warp-per-row kernel and both buffer placements of the
-    block-per-row kernel are exercised."""
+    threshold, repeated compactions, the warp-per-row kernel (its loads pipelined or not) and
+    both buffer placements of the block-per-row kernel are exercised."""
     D, T = _cuda_part("_device"), _cuda_part("topk")
-    monkeypatch.setattr(T, "_WARP_TOPK_MIN_ROWS", 1 if kernel == "warp" else 10**9)
+    monkeypatch.setattr(T, "_WARP_TOPK_MIN_ROWS", 1 if kernel.startswith("warp") else 10**9)
+    monkeypatch.setattr(T, "_WARP_PIPELINE", kernel != "warp-unpipelined")
     if kernel == "block-global":
         monkeypatch.setattr(D, "_SHARED_BYTES", 0)
     rng = np.random.default_rng(7)
     S = rng.integers(0, 6, (3, 3 * D._TILE + 17)).astype(np.float64)
     S[1, ::3] = np.nan
+    S[2] = np.arange(S.shape[1]) // 2  # the best come last: a compaction at every step
     mask = sp.random(3, S.shape[1], density=0.2, format="csr", random_state=1)
     for k in (40, S.shape[1] + 3):
         got = fastrec.topk(S, k, exclude=mask, backend="cuda")

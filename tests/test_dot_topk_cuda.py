@@ -36,7 +36,7 @@ def _quick_thread_switches():
 def test_dot_topk_cuda_equals_reference(seed, dtype, k, exact):
     """Exclusions, bias and candidates; more items than one tile, more queries than a block."""
     rng = np.random.default_rng(seed)
-    n_queries, n_items, n_factors = 5, 140, 11
+    n_queries, n_items, n_factors = 11, 140, 11
     if exact:  # small integers: exact products, many ties
         Q = rng.integers(-2, 3, (n_queries, n_factors)).astype(dtype)
         X = rng.integers(-2, 3, (n_items, n_factors)).astype(dtype)
@@ -57,6 +57,25 @@ def test_dot_topk_cuda_equals_reference(seed, dtype, k, exact):
     else:
         tol = 1e-4 if dtype == np.float32 else 1e-10
         assert_topk_equal(got, want, rtol=tol, atol=tol)
+
+
+def test_dot_topk_cuda_global_buffers_many_groups(monkeypatch):
+    """Candidate buffers in global memory (k too large for shared memory), more query groups
+    than blocks (each block ranks several groups in turn), factors not a multiple of the
+    shared chunk, rows whose best items come last (a compaction at every step), ties."""
+    from fastrec.kernels.numba_cuda import _device
+
+    monkeypatch.setattr(_device, "_SHARED_BYTES", 0)
+    rng = np.random.default_rng(5)
+    n_queries, n_items = 28, 100
+    Q = rng.integers(-2, 3, (n_queries, 9)).astype(np.float64)
+    Q[3] = 1.0
+    X = rng.integers(-2, 3, (n_items, 9)).astype(np.float64)
+    X[:, 0] = np.arange(n_items) // 3  # query 3: ascending scores, in triples of ties
+    seen = sp.random(n_queries, n_items, density=0.2, format="csr", random_state=2)
+    want = fastrec.dot_topk(Q, X, 7, exclude=seen, backend="numpy")
+    got = fastrec.dot_topk(Q, X, 7, exclude=seen, backend="cuda")
+    assert_topk_equal(got, want, exact=True)
 
 
 def test_device_arrays_in_device_arrays_out_cosine():

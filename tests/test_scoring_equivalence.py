@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from backends import compiled_backends
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import dense, raw_csr
 
@@ -329,6 +329,71 @@ def test_nonfinite_X_rejected_however_the_logit_comes_out(backend, bad, w_at_bad
     w = np.array([0.1, w_at_bad, -0.2])
     with pytest.raises(ValueError, match="X contains NaN or infinity"):
         fastrec.sigmoid_scores(X, w, backend=backend)
+
+
+@pytest.mark.parametrize("backend", SIGMOID_BACKENDS)
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_kernels_count_scores_outside_open_interval(backend, order, dtype):
+    """``counts_unproven`` kernels return how many scores are not strictly inside (0, 1)
+    (NaN included), over several blocks; the public call then skips its pass over out."""
+    from fastrec._dispatch import get_kernel
+
+    kernel = get_kernel("sigmoid_dense", backend)
+    if not getattr(kernel, "counts_unproven", False):
+        pytest.skip(f"{backend}'s dense sigmoid does not count")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((5000, 4)).astype(dtype)
+    X[[7, 1999, 4321], 0] = 1e4  # scores exactly 1
+    X[[12, 3000], 0] = -1e4  # exactly 0
+    X[2500, 2] = np.nan
+    X = np.asfortranarray(X) if order == "F" else np.ascontiguousarray(X)
+    w = np.array([1.0, 0.5, -0.25, 0.1], dtype=dtype)
+    for n_threads in (1, 2):
+        out = np.empty(X.shape[0], dtype=dtype)
+        bad = kernel(X, w, 0.0, out, n_threads)
+        assert bad == np.sum(~((out > 0) & (out < 1))) == 6
+
+
+def test_counting_dense_kernel_spares_the_pass_over_scores(monkeypatch):
+    import fastrec.scoring as scoring
+
+    backends = [
+        b
+        for b in SIGMOID_BACKENDS
+        if getattr(scoring.get_kernel("sigmoid_dense", b), "counts_unproven", False)
+    ]
+    if not backends:
+        pytest.skip("no counting dense kernel available")
+
+    def fail(out):
+        raise AssertionError("the scores were scanned again")
+
+    X = np.random.default_rng(0).standard_normal((300, 5))
+    want = fastrec.sigmoid_scores(X, np.ones(5) / 5, backend="numpy")
+    monkeypatch.setattr(scoring, "_scores_prove_finite", fail)
+    for backend in backends:
+        got = fastrec.sigmoid_scores(X, np.ones(5) / 5, backend=backend)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        bad = X.copy()
+        bad[4, 1] = np.inf  # a counted 1.0 leads to the full check of X, which raises
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            fastrec.sigmoid_scores(bad, np.ones(5) / 5, backend=backend)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(0, 70), seed=st.integers(0, 2**32 - 1))
+def test_numba_fused_dot_same_bits_for_float32(n, d, seed):
+    """The float32 C-order kernel fuses multiply-adds (the float64 product of two float32 is
+    exact, so fusing cannot change the sum): its scores are the unfused kernel's, bit for bit."""
+    nb = pytest.importorskip("fastrec.kernels.numba_cpu.scoring", reason="Numba unavailable")
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-6, 6, (n, d))).astype(np.float32)
+    w = (rng.standard_normal(d) * 10.0 ** rng.uniform(-6, 6, d)).astype(np.float32)
+    fused, plain = np.empty(n, np.float32), np.empty(n, np.float32)
+    nb._sigmoid_dense_c(X, w, 0.25, fused, True, 4, True)
+    nb._sigmoid_dense_c(X, w, 0.25, plain, True, 4, False)
+    np.testing.assert_array_equal(fused.view(np.uint32), plain.view(np.uint32))
 
 
 def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():

@@ -2,7 +2,9 @@
 
 The front door for device inputs (``_validation`` is the host one, and decides where a call
 runs: ``check_placement``). The checks run one-pass reductions of the CUDA backend
-(``device_summary``) and bring back only scalars, never the data.
+(``device_summary``) and bring back only scalars, never the data. At the end, the few
+host-to-device moves the models make of their fitted state (through the backend, which the
+models never import).
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ def _device_csr_parts(X, name):
     return (*parts, tuple(getattr(X, "shape", ())))
 
 
-def check_device_csr(X, name: str = "X", *, pattern_only: bool = False) -> DeviceCSR:
+def check_device_csr(
+    X, name: str = "X", *, pattern_only: bool = False, sorted_rows: bool | None = None
+) -> DeviceCSR:
     """A device CSR matrix -> :class:`DeviceCSR` of zero-copy views, validated on the device.
 
     Accepts a ``cupyx.scipy.sparse.csr_matrix``, a PyTorch sparse CSR tensor on the GPU, a
@@ -132,7 +136,9 @@ def check_device_csr(X, name: str = "X", *, pattern_only: bool = False) -> Devic
     nnz; indices lie in [0, n_cols); and, unless ``pattern_only`` (masks, whose values are
     ignored), the values are finite and non-zero and each row's indices strictly increase
     (sorted, no duplicates: the canonical form the host path makes by copying, and what the
-    CUDA kernels need to give the host's results). A ValueError says which rule failed.
+    CUDA kernels need to give the host's results). ``sorted_rows`` asks for that row order
+    regardless (True: a mask that a kernel binary-searches, as dot_topk's) or waives it
+    (False); None follows ``pattern_only``. A ValueError says which rule failed.
     """
     indptr, indices, data, shape = _device_csr_parts(X, name)
     if len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in shape):
@@ -164,7 +170,9 @@ def check_device_csr(X, name: str = "X", *, pattern_only: bool = False) -> Devic
             f"{name}.indices and {name}.data must have the same length, got {nnz} "
             f"and {data.shape[0]}"
         )
-    c = cu.device_csr_counts(indptr, indices, data, n_cols, not pattern_only, not pattern_only)
+    if sorted_rows is None:
+        sorted_rows = not pattern_only
+    c = cu.device_csr_counts(indptr, indices, data, n_cols, not pattern_only, bool(sorted_rows))
     if c.first != 0:
         raise ValueError(f"{name}.indptr must start at 0, got {c.first}")
     if c.decreasing:
@@ -185,6 +193,7 @@ def check_device_csr(X, name: str = "X", *, pattern_only: bool = False) -> Devic
                 f"{name} stores {c.zeros} explicit zero(s); remove them first "
                 "(CuPy: X.eliminate_zeros())"
             )
+    if sorted_rows:
         if c.unsorted or c.repeated:
             what = "unsorted column indices" if c.unsorted else "duplicate entries"
             raise ValueError(
@@ -302,3 +311,34 @@ def check_device_out(out, n_rows: int, dtype):
 def device_summary(d):
     """(n_nonfinite, min, max, total, n_not_binary) of a device array, computed on the device."""
     return _cuda().device_summary(d)
+
+
+# ---- device memory the models hold or build: fitted state moved once, results stacked -----------
+
+
+def device_copy(a):
+    """A device copy of host array ``a`` (C order): how a model moves a fitted array, once."""
+    return _cuda().device_from_host(a)
+
+
+def device_csr_copy(M) -> DeviceCSR:
+    """A device copy of a host CSR that ``check_csr`` has validated (its arrays moved as they
+    are, so the device matrix is canonical too)."""
+    cu = _cuda()
+    parts = (cu.device_from_host(a) for a in (M.indptr, M.indices, M.data))
+    return DeviceCSR(*parts, (int(M.shape[0]), int(M.shape[1])))
+
+
+def device_to_host(a) -> np.ndarray:
+    """A host copy of device array ``a`` (for what must live on the host: decoded ids)."""
+    return _cuda().device_view(a).copy_to_host()
+
+
+def device_zeros(shape, dtype):
+    """A zero-filled device array (filled on the device: nothing crosses from the host)."""
+    return _cuda().device_zeros(shape, dtype)
+
+
+def device_concat_rows(parts):
+    """Device arrays stacked along the first axis, device to device."""
+    return _cuda().device_concat_rows(parts)

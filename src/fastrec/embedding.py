@@ -22,7 +22,7 @@ from ._validation import (
     threads_for,
 )
 from ._validation_device import check_device_dense
-from .topk import TopK, _mask
+from .topk import TopK, _device_mask, _mask
 
 
 def _normalised_rows(X: np.ndarray) -> np.ndarray:
@@ -72,7 +72,9 @@ def dot_topk(
 
     Device arrays: ``queries`` and ``items`` may be GPU arrays (CUDA array interface: Numba,
     CuPy, PyTorch; C-contiguous rows are read without copying). Then ``backend="auto"`` runs
-    "cuda", both must have the same dtype, ``exclude``, ``candidates`` and ``item_bias`` are
+    "cuda", both must have the same dtype, ``exclude`` is a host scipy mask (copied in) or a
+    device CSR (pattern only, checked on the device, read in place: see
+    :func:`fastrec._validation_device.check_device_csr`), ``candidates`` and ``item_bias`` are
     host arrays copied in, and the result holds Numba device arrays.
     """
     on_device, backend = check_placement(backend, queries=queries, items=items)
@@ -119,7 +121,12 @@ def _prepare(queries, items, exclude, candidates, item_bias, metric, on_device=F
                 f"item_bias must have length {n_items} (the rows of items), got {bias.shape[0]}"
             )
     cand = _check_candidates(candidates, n_items)
-    ex_indptr, ex_indices = _mask(exclude, "exclude", (n_queries, n_items))
+    if on_device:  # the kernel binary-searches each row of the mask
+        ex_indptr, ex_indices = _device_mask(
+            exclude, "exclude", (n_queries, n_items), sorted_rows=True
+        )
+    else:
+        ex_indptr, ex_indices = _mask(exclude, "exclude", (n_queries, n_items))
     if on_device:
         from ._dispatch import backend_module
 

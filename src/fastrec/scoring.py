@@ -79,7 +79,9 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     NaN or infinity in X raises ValueError, checked without a second pass over X where
     possible: w is checked first, so a non-finite entry of X makes its row's logit NaN or
     +-inf, hence its score NaN, 0 or 1. X is therefore scanned only when some score is
-    exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. On that error
+    exactly 0 or 1 (|logit| beyond ~37 in float64, ~17 in float32) or NaN. The compiled dense
+    kernels count such scores as they write them (``counts_unproven``), sparing a pass over
+    ``out``; otherwise its minimum and maximum are taken. On that error
     ``out`` has been written. So it has when a sparse X's column index lies outside
     [0, n_features) and the kernel checks the indices in its own read (Numba and Cython: one
     pass over X instead of two); the error is the same ValueError either way.
@@ -121,9 +123,13 @@ def sigmoid_scores(X, w, b=0.0, *, out=None, backend="auto", n_threads=None):
     with np.errstate(invalid="ignore", over="ignore"):
         if sparse:
             kernel(A.indptr, A.indices, A.data, w, b, out, n_threads)
+            proven = _scores_prove_finite(out)
+        elif getattr(kernel, "counts_unproven", False):  # it counted them in its own pass
+            proven = kernel(A, w, b, out, n_threads) == 0
         else:
             kernel(A, w, b, out, n_threads)
-    if not _scores_prove_finite(out):
+            proven = _scores_prove_finite(out)
+    if not proven:
         _features(A.to_scipy() if sparse else A)  # the full check: raises on NaN or infinity
     return out
 

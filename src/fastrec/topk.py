@@ -263,12 +263,13 @@ def _device_operands(M1, name1, M2, name2):
     return check_device_csr(M1, name1), check_device_csr(M2, name2)
 
 
-def _device_mask(exclude, name, shape):
-    """An exclusion mask for a device call: a device CSR (pattern checked on the device) or a
-    host scipy mask (copied in by the kernel)."""
+def _device_mask(exclude, name, shape, *, sorted_rows=False):
+    """An exclusion mask for a device call: a device CSR (pattern checked on the device; each
+    row's indices strictly increasing too with ``sorted_rows``, for kernels that binary-search
+    it) or a host scipy mask (copied in by the kernel)."""
     if exclude is None or not is_device_sparse(exclude):
         return _mask(exclude, name, shape)
-    M = check_device_csr(exclude, name, pattern_only=True)
+    M = check_device_csr(exclude, name, pattern_only=True, sorted_rows=sorted_rows)
     if M.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {M.shape}")
     return M.indptr, M.indices

@@ -25,10 +25,10 @@ from numpy.typing import ArrayLike
 
 from .. import _progress
 from .._dispatch import BACKENDS
-from .._validation import CSR, check_csr, check_k, check_n_threads
+from .._validation import CSR, check_csr, check_k, check_n_threads, is_device_sparse
 from ..data import Interactions, decode_ids, id_order, lookup_ids
 from ..topk import TopK, topk
-from . import _persist
+from . import _device, _persist
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 # A fit argument: a users x items scipy sparse matrix or array, or Interactions.
 UserItems: TypeAlias = "sp.spmatrix | sp.sparray | Interactions"
 # Users unseen at fit time: one sparse row per request, or per request a list of original item
-# ids (value 1 each) or a dict original item id -> value.
+# ids (value 1 each) or a dict original item id -> value; or a GPU device CSR (CuPy, PyTorch,
+# DeviceCSR: untyped here) for the models that score on the device.
 RequestItems: TypeAlias = "sp.spmatrix | sp.sparray | Sequence[Sequence[Any] | Mapping[Any, float]]"
 # exclude / candidates: 1-D columns (or original ids) for every request, or a sparse mask.
 ItemFilter: TypeAlias = "ArrayLike | sp.spmatrix | sp.sparray"
@@ -79,6 +80,12 @@ def csr_from_arrays(prefix: str, arrays: dict) -> sp.csr_matrix:
 
 # Mask entries per block of request rows: bounds the memory of an allow-list's complement.
 _MASK_BLOCK_ENTRIES = 1 << 22
+
+_ONE_REQUEST_KIND = (
+    "give exactly one of user_ids (rows), users (original ids) or "
+    "user_items (one sparse row per request)"
+)
+_TO_HOST = "copy it to the host first (CuPy: X.get(); PyTorch: X.cpu())"
 
 
 class Explanation(NamedTuple):
@@ -125,6 +132,9 @@ class _Requests:
 
 class Recommender:
     """Base class: parameters in the constructor, learned state in attributes ending in ``_``."""
+
+    # Why recommend(user_items=<device CSR>) is refused (None: the model scores on the device).
+    _device_refusal: str | None = "it has no device path"
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (scikit-learn convention), for cloning and saving."""
@@ -208,6 +218,14 @@ class Recommender:
             )
         return ids
 
+    def __getstate__(self):
+        """Pickled (dask ships models to its workers) without the per-fitted-state cache: it
+        is recomputed on demand, and after a device request it holds GPU arrays that a
+        worker without a GPU could not unpickle."""
+        state = self.__dict__.copy()
+        state.pop("_fitted_cache", None)
+        return state
+
     def _per_fitted_state(self, name: str, source, compute, *, also=None):
         """``compute(source)`` kept until the fitted ``source`` object (or ``also``) changes:
         what requests would otherwise redo per call (validating fitted arrays, Gram matrices)
@@ -235,21 +253,20 @@ class Recommender:
         return lookup_ids(self._id_map("item"), items, "item id", self._order("item"))
 
     def decode_items(self, indices: ArrayLike, fill: Any = None) -> np.ndarray:
-        """Original item ids of ``TopK.indices`` (needs a fit on Interactions); -1 -> fill."""
-        return decode_ids(self._id_map("item"), indices, fill)
+        """Original item ids of ``TopK.indices`` (needs a fit on Interactions); -1 -> fill.
+        Device indices (a result of device requests) are copied to the host: the ids are
+        host objects."""
+        return decode_ids(self._id_map("item"), _device.host_indices(indices), fill)
 
     def decode_users(self, indices: ArrayLike, fill: Any = None) -> np.ndarray:
         """Original user ids of user rows (e.g. ``similar_users(...).indices``); -1 -> fill."""
-        return decode_ids(self._id_map("user"), indices, fill)
+        return decode_ids(self._id_map("user"), _device.host_indices(indices), fill)
 
     # -- requests -----------------------------------------------------------------------
     def _requests(self, user_ids, users, user_items) -> _Requests:
         given = [x is not None for x in (user_ids, users, user_items)]
         if sum(given) != 1:
-            raise ValueError(
-                "give exactly one of user_ids (rows), users (original ids) or "
-                "user_items (one sparse row per request)"
-            )
+            raise ValueError(_ONE_REQUEST_KIND)
         if user_ids is not None:
             return _Requests(rows=self._check_users(user_ids))
         if users is not None:
@@ -263,6 +280,12 @@ class Recommender:
         Accepts a scipy sparse (n_requests x n_items) or a list with one entry per request:
         a sequence of original item ids (value 1 each) or a dict original item id -> value.
         """
+        if is_device_sparse(user_items):  # never copied behind the caller's back
+            self._refuse_device()
+            raise TypeError(
+                f"user_items is a GPU device CSR: {type(self).__name__}.recommend takes it on "
+                f"the device, this method works on the host: {_TO_HOST}"
+            )
         self._check_fitted()
         if sp.issparse(user_items):
             R = check_csr(user_items, "user_items", dtype=self.user_items_.dtype, drop_zeros=True)
@@ -330,6 +353,11 @@ class Recommender:
         def as_mask(x, name):
             if x is None:
                 return None
+            if is_device_sparse(x):  # only a device request's exclude is read on the device
+                raise TypeError(
+                    f"{name} is a GPU device CSR: a device mask is taken as exclude with "
+                    f"device user_items only (see the model's docstring); {_TO_HOST}"
+                )
             if sp.issparse(x):
                 M = check_csr(x, name, allow_nonfinite=True)
                 if M.shape != (n_rows, n_cols):
@@ -400,7 +428,24 @@ class Recommender:
         n_items). Sorted by score descending, ties by smaller item, -1/-inf padding. Memory
         per model (see the class docstring), plus O(rows * n_items) per block of rows for an
         allow-list's complement (blocks of at most 4M masked entries).
+
+        Device requests: ``user_items`` may be a GPU CSR (CuPy or PyTorch sparse CSR, or any
+        object with device ``indptr``/``indices``/``data`` and ``shape``; canonical, checked
+        on the device; ItemKNN and ALS: values of the fitted dtype, as nothing is cast) for
+        the models that score on the device (ItemKNN, ALS, Popularity; the others raise a
+        TypeError saying why). With the model's
+        ``backend`` "auto" or "cuda" it is read in place, never copied to the host, and the
+        result is a TopK of device arrays; a CPU backend is a TypeError. Filters as above
+        (host, copied in), or ``exclude`` as a device CSR mask; each model's docstring says
+        which combinations it takes.
         """
+        if is_device_sparse(user_items):
+            if user_ids is not None or users is not None:
+                raise ValueError(_ONE_REQUEST_KIND)
+            self._refuse_device()
+            return self._recommend_device(
+                user_items, check_k(n, "n"), bool(exclude_seen), exclude, candidates
+            )
         req = self._requests(user_ids, users, user_items)
         n = check_k(n, "n")
         exclude_seen = bool(exclude_seen)
@@ -428,6 +473,18 @@ class Recommender:
     def _recommend_requests(self, req: _Requests, n, exclude_seen, mask) -> TopK:
         """recommend for request rows or masked fitted rows (subclasses implement)."""
         raise ValueError(f"{type(self).__name__} does not take user_items, exclude or candidates")
+
+    def _refuse_device(self) -> None:
+        """TypeError for device request rows when the model has no device path."""
+        if self._device_refusal is not None:
+            raise TypeError(
+                f"{type(self).__name__} cannot take user_items as a GPU device CSR: "
+                f"{self._device_refusal}; {_TO_HOST}"
+            )
+
+    def _recommend_device(self, user_items, n, exclude_seen, exclude, candidates) -> TopK:
+        """recommend for device request rows (the models with a device path implement)."""
+        raise NotImplementedError  # pragma: no cover - _refuse_device raised first
 
     # -- explanations ---------------------------------------------------------------------
     def _explain_target(self, user_id, item_id, user, item, user_items, exclude_seen):

@@ -16,9 +16,12 @@ from .._validation import (
     check_k,
     check_n_threads,
     check_scalar,
+    is_device_sparse,
 )
+from .._validation_device import device_copy, device_summary, device_zeros
 from ..embedding import _dot_topk_block, als_cg_update, dot_topk
 from ..topk import TopK, _mask
+from . import _device
 from ._base import Recommender, UserItems, as_user_items
 
 if TYPE_CHECKING:
@@ -43,7 +46,18 @@ class ALS(Recommender):
     ``recommend`` ranks x_u . y_i with :func:`fastrec.dot_topk` (seen items excluded),
     ``similar_items`` by cosine of item factors. Memory: the factors, the interactions and
     their transpose; a fit iteration costs O(cg_steps * (nnz + (n_users + n_items) * f) * f).
+
+    ``recommend(user_items=<GPU device CSR>)`` (values of the model's interaction dtype) and
+    ``fold_in(<GPU device CSR>)`` run on the device: the item factors are copied there once
+    per fitted state (n_items * f), the request rows are read in place by the CUDA fold-in
+    and then ranked by :func:`fastrec.dot_topk` with the rows as its exclusion mask; factors
+    and TopK stay on the device (the same bits as the "cuda" backend on host rows). Filters:
+    ``exclude`` / ``candidates`` as item lists (the same for every request), or ``exclude``
+    as a per-request mask (host or device) with ``exclude_seen=False``; other combinations
+    are a ValueError saying what to pass.
     """
+
+    _device_refusal = None
 
     def __init__(
         self,
@@ -158,13 +172,55 @@ class ALS(Recommender):
             seen = mask
         return self._rank(factors, seen, n)
 
+    def _recommend_device(self, user_items, n, exclude_seen, exclude, candidates) -> TopK:
+        backend = _device.device_backend(self, user_items)
+        R = _device.request_rows(self, user_items)
+        cand, ex_indptr, ex_indices = _device.dot_filters(
+            self, R, exclude, candidates, exclude_seen
+        )
+        factors = self._fold_in_device(R, backend)
+        return _dot_topk_block(
+            factors,
+            self._items_device(),
+            None,
+            cand,
+            ex_indptr,
+            ex_indices,
+            n,
+            backend,
+            self.n_threads,
+        )
+
+    def _items_device(self):
+        """The validated item factors on the device, copied once per fitted state."""
+        return _device.fitted(
+            self, "item_factors_", self.item_factors_, lambda Y: device_copy(self._items()[0])
+        )
+
+    def _fold_in_device(self, R, backend):
+        """fold_in of validated device rows: factors on the device."""
+        if R.nnz and device_summary(R.data).min < 0:
+            raise ValueError("user_items must be non-negative (implicit feedback confidences)")
+        Y, gram = self._items_device(), self._items()[1]
+        X0 = device_zeros((R.shape[0], int(self.factors)), Y.dtype)
+        kernel = get_kernel("als_cg_update", backend)
+        args = (float(self.alpha), int(self.factors), check_n_threads(self.n_threads))
+        return kernel(R.indptr, R.indices, R.data, X0, Y, gram, *args)
+
     def fold_in(self, user_items: sp.spmatrix | sp.sparray) -> np.ndarray:
         """Factors of users unseen at fit time from their interactions (n_requests x n_items
         CSR over the fitted items): the user solve with the item factors fixed, by ``factors``
         CG steps from zero (the exact solution of the f x f system, up to rounding); the same
         bits as :func:`fastrec.embedding.als_cg_update` with those arguments. Time
-        O(factors * (nnz + n_requests * f) * f); Y^T Y is computed once per fitted state."""
+        O(factors * (nnz + n_requests * f) * f); Y^T Y is computed once per fitted state.
+        A GPU device CSR (float32/float64 values, canonical, checked on the device) runs the
+        CUDA solve on it in place (the model's backend "auto" or "cuda") and returns device
+        factors."""
         self._check_fitted()
+        if is_device_sparse(user_items):
+            backend = _device.device_backend(self, user_items)
+            R = _device.request_rows(self, user_items, model_dtype=False)
+            return self._fold_in_device(R, backend)
         UI = check_csr(user_items, "user_items")
         if UI.shape[1] != self.n_items_:
             raise ValueError(

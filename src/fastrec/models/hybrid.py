@@ -73,7 +73,14 @@ class Hybrid(Recommender):
     unfitted LogisticCTR; default ``LogisticCTR(C=1.0)``), ``n_candidates`` per model and user,
     ``validation_fraction`` of each user's items held out to train the ranker,
     ``max_train_users`` (users sampled for ranker training), ``seed``.
+    A GPU device CSR as ``user_items`` is a TypeError (the features and the ranking are
+    built on the host): copy it to the host.
     """
+
+    _device_refusal = (
+        "its candidates' features and the CTR re-ranking are built on the host from each CF "
+        "model's scores"
+    )
 
     # Set by _from_params from a model file, read by _check_loaded_params and _load_state.
     _ranker_spec: dict[str, Any] | None

@@ -17,9 +17,10 @@ from numpy.typing import ArrayLike
 
 from .. import _progress
 from .._validation import check_csr, check_k, check_scalar
+from .._validation_device import device_csr_copy
 from ..similarity import _check_weighting, cosine_topk, prepare_cosine_topk
 from ..topk import TopK, fused_recommend, product_topk
-from . import _incremental
+from . import _device, _incremental
 from ._base import (
     Explanation,
     ItemFilter,
@@ -299,7 +300,15 @@ class ItemKNN(_KNN):
     Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
     Unseen users (``recommend(user_items=...)``) are scored by the same fused kernel on the
     given rows: O(sum over the request's items of their k neighbours) per request.
+    ``user_items`` may be a GPU device CSR (see :meth:`Recommender.recommend`): the
+    neighbourhood is copied to the device once per fitted state (O(n_items * k) device
+    memory, kept on the model), the request rows are read in place by the CUDA recommend
+    kernel (the same bits as the "cuda" backend on host rows) and the result stays on the
+    device. Filters: host ``exclude`` / ``candidates`` as for host requests (copied in), or
+    ``exclude`` as a device CSR mask without ``candidates``.
     """
+
+    _device_refusal = None
 
     def _vectors(self, user_items):
         return user_items.T.tocsr()
@@ -325,6 +334,16 @@ class ItemKNN(_KNN):
     def _recommend_requests(self, req, n, exclude_seen, mask) -> TopK:
         R = req.seen(self.user_items_)
         return self._product(R, self.neighbours_, n, R if exclude_seen else None, mask)
+
+    def _recommend_device(self, user_items, n, exclude_seen, exclude, candidates) -> TopK:
+        backend = _device.device_backend(self, user_items)
+        R = _device.request_rows(self, user_items)
+        NB = _device.fitted(
+            self, "neighbours_", self.neighbours_, lambda M: device_csr_copy(self._checked(M))
+        )
+        return _device.product_recommend(
+            self, R, R, NB, n, exclude_seen, exclude, candidates, backend
+        )
 
     def similar_items(
         self,
@@ -412,7 +431,14 @@ class UserKNN(_KNN):
     fit on the fitted users plus the request rows would give it (the other requests not
     counted): a :func:`~fastrec.prepare_cosine_topk` of the stacked matrix per call, O(nnz).
     Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
+    A GPU device CSR as ``user_items`` is a TypeError (the request's neighbours are found on
+    the host, see ``_device_refusal``): copy it to the host.
     """
+
+    _device_refusal = (
+        "an unseen user's neighbours come from a cosine top-k over the fitted users and the "
+        "request rows (with shrink, min_support and weighting), which runs on the host"
+    )
 
     def _vectors(self, user_items):
         return user_items

@@ -8,8 +8,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
+from .._validation_device import device_copy
+from ..embedding import _dot_topk_block
 from ..topk import TopK, topk
-from . import _incremental
+from . import _device, _incremental
 from ._base import Explanation, NewEvents, Recommender, RequestItems, UserItems, as_user_items
 from ._persist import check_vector
 
@@ -26,7 +28,17 @@ class Popularity(Recommender):
     scores with :func:`fastrec.topk`, seen items masked, ``_BLOCK_ROWS`` users at a time
     (memory O(_BLOCK_ROWS * n_items)). Ties go to the smaller item index.
     Stored zeros in ``user_items`` are dropped at fit: not interactions, never "seen".
+
+    ``recommend(user_items=<GPU device CSR>)`` ranks on the device: the scores as an
+    (n_items, 1) device column (copied once per fitted state) against a column of ones by
+    :func:`fastrec.dot_topk` (exact: 1 * score), the request rows as its exclusion mask,
+    read in place; the same TopK as on the host, as device arrays. Memory O(n_requests * n)
+    beyond the inputs (no dense block). Filters: ``exclude`` / ``candidates`` as item lists
+    (the same for every request), or ``exclude`` as a per-request mask (host or device) with
+    ``exclude_seen=False``; other combinations are a ValueError saying what to pass.
     """
+
+    _device_refusal = None
 
     def __init__(self, by: str = "users", backend: str = "auto", n_threads: int | None = None):
         self.by = by
@@ -94,6 +106,20 @@ class Popularity(Recommender):
             )
             idx[r0:r1], scores[r0:r1] = res
         return TopK(idx, scores)
+
+    def _recommend_device(self, user_items, n, exclude_seen, exclude, candidates) -> TopK:
+        backend = _device.device_backend(self, user_items)
+        R = _device.request_rows(self, user_items, model_dtype=False)  # scores are float64
+        cand, ex_indptr, ex_indices = _device.dot_filters(
+            self, R, exclude, candidates, exclude_seen
+        )
+        scores = _device.fitted(
+            self, "item_scores_", self.item_scores_, lambda s: device_copy(s.reshape(-1, 1))
+        )
+        ones = device_copy(np.ones((R.shape[0], 1)))  # the queries: n_requests floats
+        return _dot_topk_block(
+            ones, scores, None, cand, ex_indptr, ex_indices, n, backend, self.n_threads
+        )
 
     def explain(
         self,

@@ -44,6 +44,8 @@ cdef enum:
     CSR_BLOCK = 1024
     # Columns per block when the partial gradients are combined (in parallel over columns).
     COMBINE_BLOCK = 4096
+    # How far ahead the AVX-512 dense sigmoid prefetches X's rows (Numba's _PREFETCH_BYTES).
+    PREFETCH_BYTES = 12288
     # Folds of fewer partial-gradient entries than this run on one thread.
     COMBINE_PARALLEL_MIN = 1 << 20
 
@@ -131,42 +133,66 @@ cdef inline double _sparse_dot(
 
 # ---- sigmoid scoring -------------------------------------------------------------------------
 
-cdef void _sigmoid_rows_c(
+cdef inline Py_ssize_t _count_unproven(const floating* s, Py_ssize_t m) noexcept nogil:
+    """How many of s[:m] lie outside (0, 1), NaN included (see ``counts_unproven``)."""
+    cdef Py_ssize_t t, c = 0
+    for t in range(m):
+        c += not (s[t] > 0 and s[t] < 1)
+    return c
+
+
+cdef Py_ssize_t _sigmoid_rows_c(
     const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
     int n_threads, bint avx512,
 ) noexcept nogil:
+    """Returns the number of scores outside (0, 1) (counted per block, from cache)."""
     cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, i, r0, r1, t
+    cdef Py_ssize_t bad = 0
     cdef double* z
     if not avx512:
         for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
-            r1 = min(n, (blk + 1) * DENSE_BLOCK)
-            for i in range(blk * DENSE_BLOCK, r1):
+            r0 = blk * DENSE_BLOCK
+            r1 = min(n, r0 + DENSE_BLOCK)
+            for i in range(r0, r1):
                 out[i] = <floating>_sigmoid(_dot(X + i * d, w, d) + b)
-        return
+            bad += _count_unproven(out + r0, r1 - r0)
+        return bad
     # A block's logits by the AVX-512 dot (_scoring_simd.h), then its sigmoid: the block form
-    # for float32 (Numba's bits), libm's per row for float64 (as above).
+    # for float32 (Numba's bits), libm's per row for float64 (as above). Rows are prefetched
+    # PREFETCH_BYTES ahead; float32 w is converted to float64 once.
+    cdef Py_ssize_t ahead = max(1, PREFETCH_BYTES // max(1, d * <Py_ssize_t>sizeof(floating)))
+    cdef double* w64 = NULL
+    if floating is float:
+        w64 = <double*>malloc(max(d, 1) * sizeof(double))
+        for t in range(d):
+            w64[t] = w[t]
     with parallel(num_threads=n_threads):
         z = <double*>malloc(DENSE_BLOCK * sizeof(double))
         for blk in prange(nb, schedule="dynamic"):
             r0 = blk * DENSE_BLOCK
             r1 = min(n, r0 + DENSE_BLOCK)
             if floating is float:
-                fastrec_dense_logits_avx512_f32(X, r0, r1, d, w, z)
+                fastrec_dense_logits_avx512_f32(X, n, r0, r1, d, w64, ahead, z)
                 fastrec_sigmoid_block_f32(z, r1 - r0, b, out + r0, ISA_AVX512)
             else:
-                fastrec_dense_logits_avx512_f64(X, r0, r1, d, w, z)
+                fastrec_dense_logits_avx512_f64(X, n, r0, r1, d, w, ahead, z)
                 for t in range(r1 - r0):
                     out[r0 + t] = _sigmoid(z[t] + b)
+            bad += _count_unproven(out + r0, r1 - r0)
         free(z)
+    free(w64)
+    return bad
 
 
-cdef void _sigmoid_rows_f(
+cdef Py_ssize_t _sigmoid_rows_f(
     const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
     int n_threads,
 ) noexcept nogil:
+    """Returns the number of scores outside (0, 1)."""
     # Column-major: a block's logits are built column by column (contiguous, vectorised
     # axpy), in a thread-private buffer of DENSE_BLOCK float64s.
     cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, j, t, r0, m
+    cdef Py_ssize_t bad = 0
     cdef double* acc
     cdef const floating* col
     cdef double wj
@@ -184,39 +210,46 @@ cdef void _sigmoid_rows_f(
                     acc[t] = acc[t] + <double>col[t] * wj
             for t in range(m):
                 out[r0 + t] = <floating>_sigmoid(acc[t] + b)
+            bad += _count_unproven(out + r0, m)
         free(acc)
+    return bad
 
 
 def _sigmoid_dense_c(const floating[:, ::1] X, const floating[::1] w, double b,
                      floating[::1] out, int n_threads):
-    if X.shape[0] == 0:
-        return
-    with nogil:
-        _sigmoid_rows_c(&X[0, 0], X.shape[0], X.shape[1], &w[0] if X.shape[1] else NULL,
-                        b, &out[0], n_threads, _dense_avx512)
+    cdef Py_ssize_t bad = 0
+    if X.shape[0]:
+        with nogil:
+            bad = _sigmoid_rows_c(&X[0, 0], X.shape[0], X.shape[1],
+                                  &w[0] if X.shape[1] else NULL, b, &out[0], n_threads,
+                                  _dense_avx512)
+    return bad
 
 
 def _sigmoid_dense_f(const floating[::1, :] X, const floating[::1] w, double b,
                      floating[::1] out, int n_threads):
-    if X.shape[0] == 0:
-        return
-    with nogil:
-        _sigmoid_rows_f(&X[0, 0], X.shape[0], X.shape[1], &w[0] if X.shape[1] else NULL,
-                        b, &out[0], n_threads)
+    cdef Py_ssize_t bad = 0
+    if X.shape[0]:
+        with nogil:
+            bad = _sigmoid_rows_f(&X[0, 0], X.shape[0], X.shape[1],
+                                  &w[0] if X.shape[1] else NULL, b, &out[0], n_threads)
+    return bad
 
 
 def sigmoid_dense(X, w, b, out, n_threads):
-    """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order; returns out.
+    """out[i] = sigmoid(X[i] @ w + b) for a dense (n, d) X in C or F order.
 
     w and out have X's dtype; the dot product and the sigmoid are float64, rounded once into
     out. One fused pass over X, no temporary beyond a 2 KB buffer per thread (F order).
-    O(n d) time. Results do not depend on n_threads.
+    O(n d) time. Results do not depend on n_threads. Returns the number of scores outside
+    (0, 1), NaN included (``counts_unproven``), counted per block while it is in cache.
     """
     if X.flags.c_contiguous:
-        _sigmoid_dense_c(X, w, b, out, n_threads)
-    else:
-        _sigmoid_dense_f(X, w, b, out, n_threads)
-    return out
+        return _sigmoid_dense_c(X, w, b, out, n_threads)
+    return _sigmoid_dense_f(X, w, b, out, n_threads)
+
+
+sigmoid_dense.counts_unproven = True
 
 
 # The CSR sigmoid's dot products: vector gathers (_scoring_simd.h, AVX-512 or AVX2, chosen at
@@ -252,10 +285,12 @@ cdef extern from "_scoring_simd.h":
                                          double*) nogil
     void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, float* out,
                                    int isa) nogil
-    void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t r0, Py_ssize_t r1,
-                                         Py_ssize_t d, const float* w, double* z) nogil
-    void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t r0, Py_ssize_t r1,
-                                         Py_ssize_t d, const double* w, double* z) nogil
+    void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t n, Py_ssize_t r0,
+                                         Py_ssize_t r1, Py_ssize_t d, const double* w64,
+                                         Py_ssize_t ahead, double* z) nogil
+    void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t n, Py_ssize_t r0,
+                                         Py_ssize_t r1, Py_ssize_t d, const double* w,
+                                         Py_ssize_t ahead, double* z) nogil
 
 cdef enum:
     ISA_SCALAR = 0

@@ -385,28 +385,40 @@ static void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, f
    columns (float32) or 8 (float64), the last partial step masked (absent lanes add +0), then
    acc0 + acc1 and a fixed lane tree: one order per d, whatever the thread count. */
 #if defined(__GNUC__) && defined(__x86_64__)
-FASTREC_T512 static void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t r0,
-                                                        Py_ssize_t r1, Py_ssize_t d,
-                                                        const float* w, double* z) {
+/* Rows r0..r1 of a C-order X (n rows of d) times w, in float64: z[i - r0]. Each row is
+   prefetched `ahead` rows in advance (the hardware prefetcher alone leaves one thread's
+   stream short of the read: see the Numba kernel's _PREFETCH_BYTES). float32: w64 is w
+   converted once per call, and the multiply-adds are fused (the float64 product of two
+   float32 is exact, so the bits are those of a separate multiply and add). */
+static inline void fastrec_prefetch_row(const char* p, Py_ssize_t bytes) {
+    for (Py_ssize_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+FASTREC_T512 static void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t n,
+                                                        Py_ssize_t r0, Py_ssize_t r1,
+                                                        Py_ssize_t d, const double* w64,
+                                                        Py_ssize_t ahead, double* z) {
     for (Py_ssize_t i = r0; i < r1; i++) {
         const float* x = X + i * d;
+        if (i + ahead < n) fastrec_prefetch_row((const char*) (x + ahead * d), d * 4);
         __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
         for (Py_ssize_t j = 0; j < d; j += 16) {
             __mmask16 m = d - j >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (d - j)) - 1);
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + j), wv = _mm512_maskz_loadu_ps(m, w + j);
-            a0 = _mm512_add_pd(a0, _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)),
-                                                 _mm512_cvtps_pd(_mm512_castps512_ps256(wv))));
-            a1 = _mm512_add_pd(a1, _mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1)),
-                                                 _mm512_cvtps_pd(_mm512_extractf32x8_ps(wv, 1))));
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+            a0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)),
+                                 _mm512_maskz_loadu_pd((__mmask8) m, w64 + j), a0);
+            a1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1)),
+                                 _mm512_maskz_loadu_pd((__mmask8) (m >> 8), w64 + j + 8), a1);
         }
         z[i - r0] = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
     }
 }
-FASTREC_T512 static void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t r0,
-                                                        Py_ssize_t r1, Py_ssize_t d,
-                                                        const double* w, double* z) {
+FASTREC_T512 static void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t n,
+                                                        Py_ssize_t r0, Py_ssize_t r1,
+                                                        Py_ssize_t d, const double* w,
+                                                        Py_ssize_t ahead, double* z) {
     for (Py_ssize_t i = r0; i < r1; i++) {
         const double* x = X + i * d;
+        if (i + ahead < n) fastrec_prefetch_row((const char*) (x + ahead * d), d * 8);
         __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
         Py_ssize_t j = 0;
         for (; j + 16 <= d; j += 16) {
@@ -423,10 +435,12 @@ FASTREC_T512 static void fastrec_dense_logits_avx512_f64(const double* X, Py_ssi
     }
 }
 #else
-static void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t r0, Py_ssize_t r1,
-                                            Py_ssize_t d, const float* w, double* z) {}
-static void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t r0, Py_ssize_t r1,
-                                            Py_ssize_t d, const double* w, double* z) {}
+static void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t n, Py_ssize_t r0,
+                                            Py_ssize_t r1, Py_ssize_t d, const double* w64,
+                                            Py_ssize_t ahead, double* z) {}
+static void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t n, Py_ssize_t r0,
+                                            Py_ssize_t r1, Py_ssize_t d, const double* w,
+                                            Py_ssize_t ahead, double* z) {}
 #endif
 
 #pragma GCC pop_options

@@ -165,6 +165,31 @@ def device_cast(v, dtype):
     return _dev(v, dtype)
 
 
+def device_from_host(a):
+    """A device copy of host array ``a`` (a model's fitted state, moved once)."""
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def device_zeros(shape, dtype):
+    """A zero-filled device array, filled on the device."""
+    return _zeros(shape, dtype)
+
+
+def device_concat_rows(parts):
+    """Device arrays of equal trailing shape stacked along the first axis, copied device to
+    device (never through the host)."""
+    first = parts[0]
+    total = sum(int(p.shape[0]) for p in parts)
+    out = cuda.device_array((total, *first.shape[1:]), dtype=first.dtype)
+    r0 = 0
+    for p in parts:
+        r1 = r0 + int(p.shape[0])
+        if r1 > r0:
+            out[r0:r1].copy_to_device(p)
+        r0 = r1
+    return out
+
+
 class DeviceSummary(tuple):
     """(n_nonfinite, min, max, total, n_not_binary) of a device array; min/max/total over the
     finite values (+inf/-inf/0 when there are none), ``n_not_binary`` counts values not 0 or 1."""
@@ -359,11 +384,14 @@ def _bitonic_pad(buf_val, buf_idx, count, first, step):
 @cuda.jit(device=True)
 def _bitonic_step(buf_val, buf_idx, size, block, stride, first, step):
     """One compare-exchange pass of the bitonic network over buf[0:size]."""
-    for t in range(first, size // 2, step):
-        i = 2 * t - (t & (stride - 1))
-        j = i + stride
+    # 32-bit unsigned index arithmetic (buffers are < 2**31 entries): fewer registers than
+    # Numba's int64 and no wrap-around of negative indices.
+    u = numba.uint32
+    for t in range(u(first), u(size // 2), u(step)):
+        i = u(2) * t - (t & u(stride - 1))
+        j = i + u(stride)
         av, ai, bv, bi = buf_val[i], buf_idx[i], buf_val[j], buf_idx[j]
-        if (i & block) == 0:
+        if (i & u(block)) == 0:
             swap = _before(bv, bi, av, ai)
         else:
             swap = _before(av, ai, bv, bi)
@@ -436,6 +464,14 @@ def _selection_buffers(P: int, shared: bool, blocks: int, dtype):
     """Global buffers when the selection does not fit shared memory (1 x 1 dummies if it does)."""
     rows, cols = (1, 1) if shared else (blocks, P)
     return cuda.device_array((rows, cols), dtype=dtype), cuda.device_array((rows, cols), np.int32)
+
+
+def _jit(max_registers=None):
+    """``cuda.jit`` for a kernel, with ptxas's register cap when one is given (more resident
+    warps, at the price of spills; the simulator has no registers and takes no cap)."""
+    if max_registers is None or _SIM:
+        return cuda.jit
+    return cuda.jit(max_registers=max_registers)
 
 
 _KERNELS: dict = {}

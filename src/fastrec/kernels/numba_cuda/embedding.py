@@ -3,15 +3,18 @@
 Also the device helper ``device_normalised_rows`` that the public layer uses for
 ``metric="cosine"``.
 
-Design: a block of W warps ranks W queries at a time, one query per warp. The items stream
-through in tiles of T = 32 * _ITEMS_PER_LANE, each loaded once per block into shared memory in
-chunks of _FACTOR_CHUNK factors (coalesced: a chunk of an item row is contiguous) and used by
-all W queries, so items are read from memory n_queries / W times instead of n_queries. Every lane
-holds the scores of _ITEMS_PER_LANE items of the tile in registers (factors summed in order,
-in the dtype), then the warp filters them against its running threshold and appends survivors
-by ballot to its buffer, compacted by a warp bitonic sort: the selection of ``topk``'s warp
-kernel. The product is never written to memory. Ties: the order (score descending, item
-ascending) is total, so the result is deterministic.
+Design: a block ranks QB queries at a time. The items stream through in tiles of IB, and the
+block computes the QB x IB score tile as a small matrix product: each thread owns a 4 x 4
+register tile (4 queries x 4 items), reading per factor 4 query and 4 item values from shared
+memory (the tiles are staged there in chunks of DC factors, coalesced from the row-major
+arrays), 16 multiply-adds for 8 shared loads. Items are read from memory n_queries / QB times,
+and each score is summed over the factors in order, in the dtype, so the result does not
+depend on the tiling. The score tile goes to shared memory, where each warp filters the rows of
+its own queries (QB / warps of them) against each query's running k-th best: one ballot says
+whether any lane holds a candidate, and only then are survivors appended by ballot to the
+query's buffer, compacted by a warp bitonic sort (the selection of ``topk``'s warp kernel).
+The product is never written to memory. Ties: the order (score descending, item ascending)
+is total, so the result is deterministic.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import numba
 import numpy as np
 from numba import cuda
 
+from . import _device
 from ._device import (
     _FULL_MASK,
     _INT32_MAX,
-    _SHARED_BYTES,
     _SIM,
     _WARP,
     _any_device,
@@ -35,25 +38,49 @@ from ._device import (
     _factory,
     _grid,
     _in_sorted,
+    _jit,
     _next_pow2,
 )
 from .topk import _index_result, _warp_sort
 
-_ITEMS_PER_LANE = 2 if _SIM else 4
-_TILE_ITEMS = _WARP * _ITEMS_PER_LANE
-_FACTOR_CHUNK = 8 if _SIM else 32
-_MAX_WARPS = 2 if _SIM else 8
+# Threads of a block: _TQ groups of 4 queries x _TI groups of 4 items (a warp is 32 / _TI
+# query groups). The simulator runs one warp a block.
+_TQ = 2 if _SIM else 8
+_TI = 16
+_QB = 4 * _TQ  # queries per block
+_IB = 4 * _TI  # items per tile
+_BLOCK = _TQ * _TI
+_u = numba.uint64
+_s = numba.uint32
+
+
+def _chunk(itemsize: int) -> int:
+    """Factors per shared-memory chunk: 64 float32 or 32 float64 (the tiles then take 25 KB of
+    the 48 KB a block may declare), 8 on the simulator."""
+    return 8 if _SIM else 256 // itemsize
+
+
+def _tile_bytes(itemsize: int) -> int:
+    """Shared memory of the kernel's tiles and per-query state (without the buffers)."""
+    dc = _chunk(itemsize)
+    return (dc * (_QB + 1) + dc * (_IB + 1)) * itemsize + _QB * (itemsize + 8)
 
 
 @_factory
-def _dot_topk_kernel(B, W, shared, vtype):
-    """B: candidate-buffer entries per warp (a power of two >= k + tile); W: warps per block."""
-    T = _TILE_ITEMS
-    DC = _FACTOR_CHUNK
-    IPL = _ITEMS_PER_LANE
-    DCP = DC + 1  # a constant for shared.array (an expression in the kernel is not)
+def _dot_topk_kernel(B, shared, max_registers, vtype):
+    """B: candidate-buffer entries per query (a power of two >= k + 32); ``shared``: the
+    buffers live in shared memory (else in the per-block rows of gbuf_*); ``max_registers``:
+    ptxas's cap (None: its choice)."""
+    n_warps = _BLOCK // _WARP
+    per_warp = _QB // n_warps  # queries whose selection a warp runs
+    DC = _chunk(vtype.bitwidth // 8)
+    QP = _QB + 1  # pitches: +1 so that lanes reading a column hit distinct banks
+    IP = _IB + 1
+    QSIZE = DC * QP  # constants for shared.array (an expression in the kernel is not)
+    XSIZE = DC * IP  # the score tile reuses it (below)
+    assert XSIZE >= _QB * IP, "the score tile must fit the items' tile"
 
-    @cuda.jit
+    @_jit(max_registers)
     def kernel(
         queries,
         items,
@@ -70,82 +97,117 @@ def _dot_topk_kernel(B, W, shared, vtype):
         out_idx,
         out_val,
     ):
-        tile = cuda.shared.array((T, DCP), vtype)  # +1: lanes read distinct banks
-        q_sh = cuda.shared.array((W, DC), vtype)
+        # Flat tiles, [factor][query] and [factor][item]: a thread's 4 values of one factor are
+        # one base address plus constant offsets (32-bit index arithmetic in the inner loop).
+        # The score tile [query][item] lives in x_sh: it is written after the tile's last
+        # product and read before the next tile's first load, with barriers between.
+        q_sh = cuda.shared.array(QSIZE, vtype)
+        x_sh = cuda.shared.array(XSIZE, vtype)
+        counts = cuda.shared.array(_QB, numba.int32)
+        thr_v = cuda.shared.array(_QB, vtype)
+        thr_i = cuda.shared.array(_QB, numba.int32)
         if shared:
-            sbuf_val = cuda.shared.array((W, B), vtype)
-            sbuf_idx = cuda.shared.array((W, B), numba.int32)
-        acc = cuda.local.array(IPL, vtype)
+            sbuf_val = cuda.shared.array((_QB, B), vtype)
+            sbuf_idx = cuda.shared.array((_QB, B), numba.int32)
+        acc = cuda.local.array((4, 4), vtype)
+        qa = cuda.local.array(4, vtype)
+        xb = cuda.local.array(4, vtype)
         tid = cuda.threadIdx.x
+        tq = tid // _TI
+        ti = tid % _TI
         warp = tid // _WARP
         lane = tid % _WARP
-        if shared:
-            buf_val = sbuf_val[warp]
-            buf_idx = sbuf_idx[warp]
-        else:
-            buf_val = gbuf_val[cuda.blockIdx.x * W + warp]
-            buf_idx = gbuf_idx[cuda.blockIdx.x * W + warp]
         below = (1 << lane) - 1
+        q_first = _s(4 * tq)
+        x_first = _s(ti)
         n_queries = queries.shape[0]
         n_factors = queries.shape[1]
-        n_groups = (n_queries + W - 1) // W
-        # Every loop bound below is block-uniform (tile and factor loops, with their barriers)
-        # or warp-uniform (the selection, with its ballots), so no barrier is skipped.
+        n_groups = (n_queries + _QB - 1) // _QB
+        # Loop bounds are block-uniform (tiles, factor chunks: barriers) or warp-uniform (the
+        # selection: ballots), so no barrier or ballot is skipped by part of its group.
+        one_chunk = n_factors <= DC  # then the queries' tile is loaded once per group
         for g in range(cuda.blockIdx.x, n_groups, cuda.gridDim.x):
-            q = g * W + warp
-            valid = q < n_queries
-            lo = ex_indptr[q] if valid else 0
-            hi = ex_indptr[q + 1] if valid else 0
-            count = 0
-            full = False
-            tv = -math.inf
-            ti = _INT32_MAX
-            for p0 in range(0, n_pos, T):
-                for i in range(IPL):
-                    acc[i] = 0
+            q0 = g * _QB
+            if tid < _QB:
+                counts[tid] = 0
+                thr_v[tid] = -math.inf  # with thr_i: a sentinel every candidate ranks before
+                thr_i[tid] = _INT32_MAX
+            for p0 in range(0, n_pos, _IB):
+                for a in range(4):
+                    for b in range(4):
+                        acc[a, b] = 0
                 for f0 in range(0, n_factors, DC):
-                    cuda.syncthreads()
-                    for e in range(tid, T * DC, W * _WARP):
+                    cuda.syncthreads()  # the previous chunk's products are done with the tiles
+                    for e in range(tid, _IB * DC, _BLOCK):
                         ii = e // DC
                         ff = e - ii * DC
                         p = p0 + ii
                         f = f0 + ff
-                        x = 0
+                        x = vtype(0)
                         if p < n_pos and f < n_factors:
-                            x = items[cand[p] if has_cand else p, f]
-                        tile[ii, ff] = x
-                    for e in range(tid, W * DC, W * _WARP):
-                        w = e // DC
-                        ff = e - w * DC
-                        qq = g * W + w
-                        x = 0
-                        if qq < n_queries and f0 + ff < n_factors:
-                            x = queries[qq, f0 + ff]
-                        q_sh[w, ff] = x
+                            j = cand[_u(p)] if has_cand else p
+                            x = items[_u(j), _u(f)]
+                        x_sh[_u(ff * IP + ii)] = x
+                    if p0 == 0 or not one_chunk:
+                        for e in range(tid, _QB * DC, _BLOCK):
+                            qq = e // DC
+                            ff = e - qq * DC
+                            x = vtype(0)
+                            if q0 + qq < n_queries and f0 + ff < n_factors:
+                                x = queries[_u(q0 + qq), _u(f0 + ff)]
+                            q_sh[_u(ff * QP + qq)] = x
                     cuda.syncthreads()
-                    for ff in range(DC):
-                        qv = q_sh[warp, ff]
-                        for i in range(IPL):
-                            acc[i] += qv * tile[i * _WARP + lane, ff]
-                if valid:
-                    if count > B - T:  # the tile might not fit: keep the best k
-                        _warp_sort(buf_val, buf_idx, count, lane)
-                        count = min(count, k)
-                        full = count >= k
-                        if full:
-                            tv = buf_val[k - 1]
-                            ti = buf_idx[k - 1]
-                    for i in range(IPL):
-                        p = p0 + i * _WARP + lane
-                        ok = p < n_pos
+                    for ff in range(_s(min(DC, n_factors - f0))):
+                        qo = ff * _s(QP) + q_first
+                        xo = ff * _s(IP) + x_first
+                        for a in range(4):
+                            qa[a] = q_sh[qo + _s(a)]
+                        for b in range(4):
+                            xb[b] = x_sh[xo + _s(_TI * b)]
+                        for a in range(4):
+                            for b in range(4):
+                                acc[a, b] += qa[a] * xb[b]
+                cuda.syncthreads()  # every warp is done selecting from the previous tile
+                for a in range(4):
+                    for b in range(4):
+                        x_sh[_u((4 * tq + a) * IP + ti + _TI * b)] = acc[a, b]
+                cuda.syncthreads()
+                for r in range(per_warp):
+                    ql = warp * per_warp + r
+                    q = q0 + ql
+                    if q >= n_queries:  # warp-uniform
+                        break
+                    if shared:
+                        buf_val = sbuf_val[ql]
+                        buf_idx = sbuf_idx[ql]
+                    else:
+                        buf_val = gbuf_val[cuda.blockIdx.x * _QB + ql]
+                        buf_idx = gbuf_idx[cuda.blockIdx.x * _QB + ql]
+                    lo = ex_indptr[q]
+                    hi = ex_indptr[q + 1]
+                    count = counts[ql]
+                    tv = thr_v[ql]
+                    ti_ = thr_i[ql]
+                    for h in range(0, _IB, _WARP):
+                        p = p0 + h + lane
+                        v = x_sh[_u(ql * IP + h + lane)]
                         j = 0
-                        v = acc[i]
-                        if ok:
-                            j = cand[p] if has_cand else p
+                        if p < n_pos:
+                            j = cand[_u(p)] if has_cand else p
                             if has_bias:
-                                v += bias[j]
-                            ok = v == v and v > -math.inf and (not full or _before(v, j, tv, ti))
-                        if ok and hi > lo:
+                                v += bias[_u(j)]
+                        # NaN fails both tests; the exact order is checked for hits only.
+                        hit = p < n_pos and v >= tv
+                        if cuda.ballot_sync(_FULL_MASK, hit) == 0:
+                            continue
+                        if count > B - _WARP:  # the next 32 might not fit: keep the best k
+                            _warp_sort(buf_val, buf_idx, count, lane)
+                            count = min(count, k)
+                            if count >= k:
+                                tv = buf_val[k - 1]
+                                ti_ = buf_idx[k - 1]
+                        ok = hit and v > -math.inf and _before(v, j, tv, ti_)
+                        if ok and hi > lo:  # the mask is searched for survivors only
                             ok = not _in_sorted(ex_indices, lo, hi, j)
                         ballot = cuda.ballot_sync(_FULL_MASK, ok)
                         if ok:
@@ -153,7 +215,24 @@ def _dot_topk_kernel(B, W, shared, vtype):
                             buf_val[pos] = v
                             buf_idx[pos] = j
                         count += cuda.popc(ballot)
-            if valid:
+                    cuda.syncwarp(_FULL_MASK)
+                    if lane == 0:
+                        counts[ql] = count
+                        thr_v[ql] = tv
+                        thr_i[ql] = ti_
+                    cuda.syncwarp(_FULL_MASK)
+            for r in range(per_warp):
+                ql = warp * per_warp + r
+                q = q0 + ql
+                if q >= n_queries:
+                    break
+                if shared:
+                    buf_val = sbuf_val[ql]
+                    buf_idx = sbuf_idx[ql]
+                else:
+                    buf_val = gbuf_val[cuda.blockIdx.x * _QB + ql]
+                    buf_idx = gbuf_idx[cuda.blockIdx.x * _QB + ql]
+                count = counts[ql]
                 _warp_sort(buf_val, buf_idx, count, lane)
                 kept = min(count, k)
                 for t in range(lane, k, _WARP):
@@ -164,19 +243,24 @@ def _dot_topk_kernel(B, W, shared, vtype):
                         out_idx[q, t] = -1
                         out_val[q, t] = -math.inf
                 cuda.syncwarp(_FULL_MASK)
+            cuda.syncthreads()  # the group's state is read before the next group resets it
 
     return kernel
 
 
+# A block declares at most 48 KB of shared memory (static arrays); ptxas's register cap for
+# the kernel (None: its choice).
+_STATIC_SHARED = 48 * 1024
+_MAX_REGISTERS = None
+
+
 def _plan(k_eff: int, dtype):
-    """(B, warps per block, whether the buffers fit shared memory)."""
-    B = _next_pow2(k_eff + _TILE_ITEMS)
+    """(B, whether the candidate buffers go to shared memory: they fit the selection budget
+    ``_device._SHARED_BYTES`` and, with the tiles, a block's 48 KB)."""
+    B = _next_pow2(k_eff + _WARP)
     size = np.dtype(dtype).itemsize
-    fixed = _TILE_ITEMS * (_FACTOR_CHUNK + 1) * size
-    for W in (8, 4, 2, 1):
-        if W <= _MAX_WARPS and fixed + W * (_FACTOR_CHUNK * size + B * (size + 4)) <= _SHARED_BYTES:
-            return B, W, True
-    return B, min(4, _MAX_WARPS), False
+    buffers = _QB * B * (size + 4)
+    return B, buffers <= _device._SHARED_BYTES and _tile_bytes(size) + buffers <= _STATIC_SHARED
 
 
 def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_threads):
@@ -186,9 +270,10 @@ def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_
     (any strides; read in place), the other arrays host or device. Scores: factors summed in
     order in the dtype (fused multiply-adds where the compiler makes them), so they differ from
     the reference's float64 product by rounding only. Results stay on the device when an input
-    was there. Time O(n_queries * n_items * n_factors / W) shared-memory reads; memory: the
-    O(n_queries * k) output, shared memory per block, and per-warp global buffers of
-    O(k + 128) only when k is too large for shared memory. n_items must be < 2**31.
+    was there. Time O(n_queries * n_items * n_factors) multiply-adds from registers, items read
+    n_queries / QB times; memory: the O(n_queries * k) output, shared memory per block, and
+    per-block global buffers of O(QB * (k + 32)) only when k is too large for shared memory.
+    n_items must be < 2**31.
     """
     keep = _any_device(queries, items, item_bias, candidates, ex_indptr, ex_indices)
     dtype = np.dtype(queries.dtype)
@@ -208,15 +293,12 @@ def dot_topk(queries, items, k, item_bias, candidates, ex_indptr, ex_indices, n_
     out_idx = cuda.device_array((n_queries, k), dtype=np.int64)
     out_val = cuda.device_array((n_queries, k), dtype=dtype)
     if n_queries:
-        B, W, shared = _plan(max(1, min(k, n_pos)), dtype)
-        G = _grid(-(-n_queries // W), 1, cap_per_sm=8)
-        if shared:
-            gbuf_val = cuda.device_array((1, 1), dtype=dtype)
-            gbuf_idx = cuda.device_array((1, 1), dtype=np.int32)
-        else:
-            gbuf_val = cuda.device_array((G * W, B), dtype=dtype)
-            gbuf_idx = cuda.device_array((G * W, B), dtype=np.int32)
-        _dot_topk_kernel(B, W, shared, dtype)[G, W * _WARP](
+        B, shared = _plan(max(1, min(k, n_pos)), dtype)
+        G = _grid(-(-n_queries // _QB), 1, cap_per_sm=8)
+        rows = 1 if shared else G * _QB
+        gbuf_val = cuda.device_array((rows, 1 if shared else B), dtype=dtype)
+        gbuf_idx = cuda.device_array((rows, 1 if shared else B), dtype=np.int32)
+        _dot_topk_kernel(B, shared, _MAX_REGISTERS, dtype)[G, _BLOCK](
             d_q,
             d_x,
             k,

@@ -12,7 +12,6 @@ from numba import cuda
 from . import _device
 from ._device import (
     _FULL_MASK,
-    _INT32_MAX,
     _ITEMS,
     _SCRATCH_BYTES,
     _SIM,
@@ -29,6 +28,7 @@ from ._device import (
     _grid,
     _host,
     _in_sorted,
+    _jit,
     _next_pow2,
     _row_work,
     _scratch_grid,
@@ -43,10 +43,15 @@ from ._device import (
 )
 
 # Warp-per-row topk: elements each lane loads per step before it looks at any of them (loads in
-# flight per lane: what keeps HBM busy), and the row count from which a warp per row fills the
-# GPU (below it, a block per row; None: 8 rows per SM, computed at the first call).
+# flight per lane: what keeps HBM busy), whether the next step's loads are issued before the
+# current step is filtered (software pipelining: twice the loads in flight), and the row count
+# from which a warp per row fills the GPU (below it, a block per row; None: 8 rows per SM,
+# computed at the first call).
 _WARP_ITEMS = 2 if _SIM else 8
+_WARP_PIPELINE = True
+_WARP_MAX_REGISTERS = None  # ptxas's choice
 _WARP_TOPK_MIN_ROWS = 2 if _SIM else None
+_u = numba.uint64
 
 
 @_factory
@@ -116,15 +121,30 @@ def _warp_sort(buf_val, buf_idx, count, lane):
 
 
 @_factory
-def _warp_topk_kernel(B, warps_per_block, vtype):
-    """Warp per row; B = candidate-buffer entries per warp (shared memory), a power of two."""
-    step = _WARP * _WARP_ITEMS
+def _warp_topk_kernel(B, warps_per_block, items, pipeline, max_registers, vtype):
+    """Warp per row; B = candidate-buffer entries per warp (shared memory), a power of two;
+    ``items`` loads per lane per step; ``pipeline``: the next step's loads are issued before the
+    current step is filtered; ``max_registers``: ptxas's cap (None: its choice)."""
+    step = _WARP * items
 
-    @cuda.jit
+    @cuda.jit(device=True)
+    def load(scores, row, c0, n_cols, lane, vals):
+        """vals[i] = scores[row, c0 + 32 i + lane] (-inf past the row's end). Unsigned indices:
+        Numba wraps negative signed indices around, a compare and select per load."""
+        if c0 + step <= n_cols:
+            for i in range(items):
+                vals[i] = scores[_u(row), _u(c0 + i * _WARP + lane)]
+        else:
+            for i in range(items):
+                c = c0 + i * _WARP + lane
+                vals[i] = scores[_u(row), _u(c)] if c < n_cols else -math.inf
+
+    @_jit(max_registers)
     def kernel(scores, k, ex_indptr, ex_indices, out_idx, out_val):
         sbuf_val = cuda.shared.array((warps_per_block, B), vtype)
         sbuf_idx = cuda.shared.array((warps_per_block, B), numba.int32)
-        vals = cuda.local.array(_WARP_ITEMS, vtype)
+        vals = cuda.local.array(items, vtype)
+        nxt = cuda.local.array(items, vtype)
         lane = cuda.threadIdx.x % _WARP
         buf_val = sbuf_val[cuda.threadIdx.x // _WARP]
         buf_idx = sbuf_idx[cuda.threadIdx.x // _WARP]
@@ -136,30 +156,35 @@ def _warp_topk_kernel(B, warps_per_block, vtype):
             lo = ex_indptr[row]
             hi = ex_indptr[row + 1]
             count = 0  # entries in the buffer; after a compaction the best ones, sorted, first
-            full = False  # the buffer's first k entries are the best k so far: tv, ti is the k-th
-            tv = -math.inf
-            ti = _INT32_MAX
+            # The k-th best so far (-inf until k are known). Columns arrive in increasing order,
+            # so every buffered column is smaller than every later one: a later element ranks
+            # before the k-th best exactly when its score is larger, and "v > tv" is the whole
+            # filter (NaN, and -inf before k are known, fail it too).
+            tv = vtype(-math.inf)
+            if pipeline:
+                load(scores, row, 0, n_cols, lane, nxt)
             for c0 in range(0, n_cols, step):
-                if count > B - step:  # the next step might not fit: keep the best k
+                if pipeline:
+                    for i in range(items):
+                        vals[i] = nxt[i]
+                    if c0 + step < n_cols:  # in flight while this step is filtered
+                        load(scores, row, c0 + step, n_cols, lane, nxt)
+                else:
+                    load(scores, row, c0, n_cols, lane, vals)
+                hit = False
+                for i in range(items):
+                    hit |= vals[i] > tv
+                if cuda.ballot_sync(_FULL_MASK, hit) == 0:  # the common case once k are known
+                    continue
+                if count > B - step:  # the step might not fit: keep the best k
                     _warp_sort(buf_val, buf_idx, count, lane)
                     count = min(count, k)
-                    full = count >= k
-                    if full:
+                    if count >= k:
                         tv = buf_val[k - 1]
-                        ti = buf_idx[k - 1]
-                # All loads of the step first (independent: _WARP_ITEMS in flight per lane,
-                # each instruction a warp-wide contiguous 32-element segment), then the filter.
-                if c0 + step <= n_cols:
-                    for i in range(_WARP_ITEMS):
-                        vals[i] = scores[row, c0 + i * _WARP + lane]
-                else:
-                    for i in range(_WARP_ITEMS):
-                        c = c0 + i * _WARP + lane
-                        vals[i] = scores[row, c] if c < n_cols else -math.inf
-                for i in range(_WARP_ITEMS):
+                for i in range(items):
                     c = c0 + i * _WARP + lane
                     v = vals[i]
-                    ok = v == v and v > -math.inf and (not full or _before(v, c, tv, ti))
+                    ok = v > tv
                     if ok and hi > lo:  # the mask is searched for survivors only
                         ok = not _in_sorted(ex_indices, lo, hi, c)
                     ballot = cuda.ballot_sync(_FULL_MASK, ok)
@@ -190,8 +215,9 @@ def _warp_topk_plan(n_rows: int, k_eff: int, dtype):
     per_warp = B * (np.dtype(dtype).itemsize + 4)
     if n_rows < min_rows or per_warp > _device._SHARED_BYTES:
         return None
-    # At most 4 warps a block: the kernel needs ~94 registers a thread (ptxas, sm_90), so an SM
-    # holds 2 blocks of 8 warps (16 warps) but 5 blocks of 4 (20 warps).
+    # At most 4 warps a block: the kernel needs ~95 registers a thread (ptxas, sm_90:
+    # benchmarks/cuda_registers.py), so an SM holds 2 blocks of 8 warps (16 warps) but 5
+    # blocks of 4 (20 warps).
     return B, max(1, min(4, _THREADS // _WARP, _device._SHARED_BYTES // per_warp))
 
 
@@ -205,8 +231,11 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     """Row-wise top-k of a dense (n_rows, n_cols) float array (contract of the reference).
 
     Enough rows (8 per SM): a warp per row. Each step every lane issues ``_WARP_ITEMS``
-    independent loads (a warp-wide contiguous segment each), then filters them against the
-    warp's current k-th best; survivors are appended, by ballot and popcount, to the warp's
+    independent loads (a warp-wide contiguous segment each; with ``_WARP_PIPELINE`` the next
+    step's loads are in flight while this one is filtered), then compares them with the warp's
+    current k-th best: one ballot says whether any lane holds a candidate, which after the
+    first steps is rare, so most steps cost a compare per element. Survivors are appended, by
+    ballot and popcount, to the warp's
     candidate buffer in shared memory (B = next power of two >= k + one step), which a warp
     bitonic sort compacts to the best k, raising the threshold, whenever the next step might
     not fit. After the first few steps almost nothing survives, so the row is read once at
@@ -232,9 +261,10 @@ def topk(scores, k, exclude_indptr, exclude_indices, n_threads):
     if plan is not None:
         B, warps_per_block = plan
         grid = _grid(n_rows, warps_per_block, cap_per_sm=64 // warps_per_block)
-        _warp_topk_kernel(B, warps_per_block, dtype)[grid, warps_per_block * _WARP](
-            d_scores, k, ex_indptr, ex_indices, out_idx, out_val
+        kernel = _warp_topk_kernel(
+            B, warps_per_block, _WARP_ITEMS, _WARP_PIPELINE, _WARP_MAX_REGISTERS, dtype
         )
+        kernel[grid, warps_per_block * _WARP](d_scores, k, ex_indptr, ex_indices, out_idx, out_val)
         return _index_result(out_idx, out_val, keep)
     P, shared = _selection_plan(max(1, min(k, n_cols)), dtype)
     G = _grid(n_rows, 1, cap_per_sm=16)
