@@ -6,7 +6,6 @@ Tiny inputs, few kernel launches: the simulator costs about a second per launch.
 """
 
 import pickle
-import sys
 
 import numpy as np
 import pytest
@@ -24,14 +23,6 @@ from fastrec.models import knn as knn_module
 
 _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quick_thread_switches():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(old)
 
 
 def _data(dtype=np.float64):

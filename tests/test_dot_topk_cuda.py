@@ -1,8 +1,6 @@
 """fastrec.dot_topk on the CUDA backend against the NumPy reference (Numba's simulator in CI:
 tiny inputs, few examples; on a GPU the same tests run on it)."""
 
-import sys
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,15 +13,6 @@ from fastrec._dispatch import backend_status
 
 _ok, _why = backend_status("cuda")
 pytestmark = pytest.mark.skipif(not _ok, reason=f"CUDA backend unavailable: {_why}")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quick_thread_switches():
-    """The simulator's threads hand the GIL around at every barrier: switch more often."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(old)
 
 
 @settings(max_examples=3)
