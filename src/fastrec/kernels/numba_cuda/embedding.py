@@ -106,9 +106,14 @@ def _dot_topk_kernel(B, shared, max_registers, vtype):
         counts = cuda.shared.array(_QB, numba.int32)
         thr_v = cuda.shared.array(_QB, vtype)
         thr_i = cuda.shared.array(_QB, numba.int32)
+        # Row ql: the candidate buffer of the block's query ql (shared, or this block's rows
+        # of the global buffers).
         if shared:
-            sbuf_val = cuda.shared.array((_QB, B), vtype)
-            sbuf_idx = cuda.shared.array((_QB, B), numba.int32)
+            buf_vals = cuda.shared.array((_QB, B), vtype)
+            buf_idxs = cuda.shared.array((_QB, B), numba.int32)
+        else:
+            buf_vals = gbuf_val[cuda.blockIdx.x * _QB : (cuda.blockIdx.x + 1) * _QB]
+            buf_idxs = gbuf_idx[cuda.blockIdx.x * _QB : (cuda.blockIdx.x + 1) * _QB]
         acc = cuda.local.array((4, 4), vtype)
         qa = cuda.local.array(4, vtype)
         xb = cuda.local.array(4, vtype)
@@ -177,12 +182,8 @@ def _dot_topk_kernel(B, shared, max_registers, vtype):
                     q = q0 + ql
                     if q >= n_queries:  # warp-uniform
                         break
-                    if shared:
-                        buf_val = sbuf_val[ql]
-                        buf_idx = sbuf_idx[ql]
-                    else:
-                        buf_val = gbuf_val[cuda.blockIdx.x * _QB + ql]
-                        buf_idx = gbuf_idx[cuda.blockIdx.x * _QB + ql]
+                    buf_val = buf_vals[ql]
+                    buf_idx = buf_idxs[ql]
                     lo = ex_indptr[q]
                     hi = ex_indptr[q + 1]
                     count = counts[ql]
@@ -226,12 +227,8 @@ def _dot_topk_kernel(B, shared, max_registers, vtype):
                 q = q0 + ql
                 if q >= n_queries:
                     break
-                if shared:
-                    buf_val = sbuf_val[ql]
-                    buf_idx = sbuf_idx[ql]
-                else:
-                    buf_val = gbuf_val[cuda.blockIdx.x * _QB + ql]
-                    buf_idx = gbuf_idx[cuda.blockIdx.x * _QB + ql]
+                buf_val = buf_vals[ql]
+                buf_idx = buf_idxs[ql]
                 count = counts[ql]
                 _warp_sort(buf_val, buf_idx, count, lane)
                 kept = min(count, k)
