@@ -13,9 +13,15 @@ import pytest
 from fastrec import _dispatch
 from fastrec.kernels import reference
 
-# Names a backend module may export besides kernels: availability and OpenMP probes, and the
-# CUDA backend's device-array helpers (``device_*``, ``Device*``, ``is_device_array``).
-NOT_KERNELS = {"is_available", "openmp_enabled", "openmp_max_threads", "is_device_array"}
+# Names a backend module may export besides kernels: availability, "auto" and OpenMP probes,
+# and the CUDA backend's device-array helpers (``device_*``, ``Device*``, ``is_device_array``).
+NOT_KERNELS = {
+    "is_available",
+    "auto_pass",
+    "openmp_enabled",
+    "openmp_max_threads",
+    "is_device_array",
+}
 NOT_KERNEL_PREFIXES = ("device_", "Device")
 # The kernels: every name AUTO_ORDER ranks, and the prepare/rows forms that fastrec.dask uses.
 KERNELS = set(_dispatch.AUTO_ORDER) | {

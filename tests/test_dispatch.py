@@ -53,3 +53,25 @@ def test_cython_extension_built():
 
     assert _openmp.openmp_max_threads() >= 1
     assert "cython" in fastrec.available_backends()
+
+
+def test_auto_passes_over_cython_dense_sigmoid_without_avx2(monkeypatch):
+    """Where the CPU lacks AVX2 with FMA, Cython's dense sigmoid runs its base loop (slower than
+    Numba's): "auto" passes over it, and ``fastrec info`` says why; explicit requests still run."""
+    pytest.importorskip("fastrec.kernels.numba_cpu.scoring", reason="Numba unavailable")
+    _scoring = pytest.importorskip("fastrec.kernels._cython._scoring", reason="Cython build")
+    from fastrec import _config
+
+    monkeypatch.setattr(_scoring, "_dense_simd_available", lambda: False)
+    assert "AVX2" in _dispatch.auto_pass("cython", "sigmoid_dense")
+    assert _dispatch.auto_pass("cython", "sigmoid_csr") == ""
+    picked = get_kernel("sigmoid_dense", "auto")
+    assert getattr(picked, "__wrapped__", picked) is _dispatch._load("numba").sigmoid_dense
+    pick, why = _config.auto_choices()["sigmoid_dense"]
+    assert pick == "numba" and "cython passed over: no AVX2" in why
+    X = np.random.default_rng(0).standard_normal((50, 9))
+    np.testing.assert_allclose(
+        fastrec.sigmoid_scores(X, np.ones(9), backend="cython"),
+        fastrec.sigmoid_scores(X, np.ones(9), backend="numpy"),
+        rtol=1e-12,
+    )

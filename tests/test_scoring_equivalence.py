@@ -70,6 +70,27 @@ def test_sigmoid_dense_equals_reference(backend, X, seed, b):
 
 
 @pytest.mark.parametrize("backend", SIGMOID_BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_sigmoid_dense_across_blocks_and_chunks(backend, dtype, order):
+    """Row counts around the sigmoid chunks (_scoring_plan.SIGMOID_CHUNK) and the blocks
+    (DENSE_BLOCK), widths around the vector steps: every row against the reference, and the
+    same bits on 1 and 3 threads."""
+    chunk, block = _scoring_plan.SIGMOID_CHUNK, _scoring_plan.DENSE_BLOCK
+    rng = np.random.default_rng(11)
+    for n in (chunk - 1, chunk + 1, block - 1, block + chunk + 3, 3 * block + 5):
+        for d in (3, 8, 13, 64):
+            X = rng.standard_normal((n, d)).astype(dtype)
+            X = np.asfortranarray(X) if order == "F" else X
+            w = _weights(rng, d, dtype, scale=d**-0.5)
+            want = fastrec.sigmoid_scores(X, w, -0.5, backend="numpy")
+            got = fastrec.sigmoid_scores(X, w, -0.5, backend=backend, n_threads=1)
+            np.testing.assert_allclose(got, want, **_tol(dtype))
+            again = fastrec.sigmoid_scores(X, w, -0.5, backend=backend, n_threads=3)
+            np.testing.assert_array_equal(again, got)
+
+
+@pytest.mark.parametrize("backend", SIGMOID_BACKENDS)
 @given(X=raw_csr(max_rows=30, max_cols=30), seed=st.integers(0, 2**31), b=st.floats(-3, 3))
 def test_sigmoid_csr_equals_reference(backend, X, seed, b):
     rng = np.random.default_rng(seed)

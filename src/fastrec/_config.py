@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 
-from ._dispatch import AUTO_ORDER, BACKENDS, _load, backend_status
+from ._dispatch import AUTO_ORDER, BACKENDS, _load, auto_pass, backend_status
 from ._fork import describe as describe_fork
 from ._fork import fork_safe
 from ._validation import usable_cpu_count
@@ -61,10 +61,15 @@ def auto_choices() -> dict:
         skipped, pick = [], None
         for name in order:
             ok, _ = backend_status(name)
-            if ok and hasattr(_load(name), kernel):
+            passed = auto_pass(name, kernel) if ok and hasattr(_load(name), kernel) else ""
+            if ok and hasattr(_load(name), kernel) and not passed:
                 pick = name
                 break
-            skipped.append(f"{name} {'lacks it' if ok else 'unavailable'}")
+            skipped.append(
+                f"{name} passed over: {passed}"
+                if passed
+                else f"{name} {'lacks it' if ok else 'unavailable'}"
+            )
         why = "order " + " > ".join(order) + (f"; {', '.join(skipped)}" if skipped else "")
         out[kernel] = (pick or "none", why)
     return out

@@ -45,8 +45,10 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     # ALS (benchmarks/bench_als_solve.py: 20k x 5k, 1%, 64 factors, 3 CG steps, 2 threads, Zen 4,
     # loaded): numba 1.3x the Cython AVX-512 build, 2.2x its base build. On the mid set's fit
     # the AVX-512 build was 1.07x numba (within the noise): numba stays first.
-    # Scoring: benchmarks/README.md, "Scoring" (weighting 2 threads, the default).
-    "sigmoid_dense": ("numba", "cython", "numpy"),
+    # Scoring: benchmarks/README.md, "Scoring". Dense: Cython's AVX2 rows compute a 2M x 64
+    # float32 row in ~9 ns against Numba's ~12 (rows in L3, Zen 4); where the CPU lacks AVX2
+    # with FMA, "auto" passes over Cython (``auto_pass``) to Numba.
+    "sigmoid_dense": ("cython", "numba", "numpy"),
     # CSR: Cython's AVX-512 gathers 1.13-1.15x SciPy at 1 thread and 2.14-2.18x at 2 against
     # Numba's 1.07-1.09x and 2.07-2.10x (Zen 4, 2M x 2^20, one run; bench_csr_sigmoid.py).
     "sigmoid_csr": ("cython", "numba", "numpy"),
@@ -85,6 +87,14 @@ def backend_status(backend: str) -> tuple[bool, str]:
     return True, ""
 
 
+def auto_pass(backend: str, kernel: str) -> str:
+    """Why "auto" passes over an available ``backend`` for ``kernel`` on this CPU ("" if it
+    does not): a backend whose fast form of a kernel needs CPU features that this machine lacks
+    says so through its optional ``auto_pass(kernel)``."""
+    check = getattr(_load(backend), "auto_pass", None)
+    return check(kernel) if check is not None else ""
+
+
 def get_kernel(kernel: str, backend: str = "auto"):
     """The function implementing ``kernel`` for ``backend`` ("auto" resolves by AUTO_ORDER)."""
     if not isinstance(backend, str):
@@ -93,7 +103,7 @@ def get_kernel(kernel: str, backend: str = "auto"):
         for name in AUTO_ORDER[kernel]:
             ok, _ = backend_status(name)
             fn = getattr(_load(name), kernel, None) if ok else None
-            if fn is not None:
+            if fn is not None and not auto_pass(name, kernel):
                 return _fork_safe_kernel(kernel, name)
         raise BackendUnavailableError(f"no backend available for {kernel}")  # pragma: no cover
     if backend not in BACKENDS:

@@ -39,3 +39,12 @@ als_cg_update = _als_module().als_cg_update
 
 def is_available():
     return True, ""
+
+
+def auto_pass(kernel: str) -> str:
+    """Why backend "auto" passes over this backend for ``kernel`` on this CPU ("" if not)."""
+    from ._cython._scoring import _dense_simd_available
+
+    if kernel == "sigmoid_dense" and not _dense_simd_available():
+        return "no AVX2 with FMA here for its dense rows (its base loop is slower than Numba's)"
+    return ""

@@ -44,14 +44,15 @@ cdef enum:
     CSR_BLOCK = 1024
     # Columns per block when the partial gradients are combined (in parallel over columns).
     COMBINE_BLOCK = 4096
-    # How far ahead the AVX-512 dense sigmoid prefetches X's rows (Numba's _PREFETCH_BYTES).
-    PREFETCH_BYTES = 12288
+    # Rows whose logits the vector dense sigmoid computes before taking their sigmoid
+    # (_scoring_plan.SIGMOID_CHUNK; 8 rows, too many calls: 0.70 of the read).
+    SIGMOID_CHUNK = 32
     # Folds of fewer partial-gradient entries than this run on one thread.
     COMBINE_PARALLEL_MIN = 1 << 20
 
 # Block sizes are fixed with the other backends in _scoring_plan (checked at import).
-if (DENSE_BLOCK, CSR_BLOCK, COMBINE_BLOCK) != (
-    _plan.DENSE_BLOCK, _plan.CSR_BLOCK, _plan.COMBINE_BLOCK
+if (DENSE_BLOCK, SIGMOID_CHUNK, CSR_BLOCK, COMBINE_BLOCK) != (
+    _plan.DENSE_BLOCK, _plan.SIGMOID_CHUNK, _plan.CSR_BLOCK, _plan.COMBINE_BLOCK
 ):  # pragma: no cover
     raise ImportError("fastrec: _scoring.pyx block sizes differ from kernels/_scoring_plan.py")
 
@@ -143,13 +144,13 @@ cdef inline Py_ssize_t _count_unproven(const floating* s, Py_ssize_t m) noexcept
 
 cdef Py_ssize_t _sigmoid_rows_c(
     const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
-    int n_threads, bint avx512,
+    int n_threads, bint simd,
 ) noexcept nogil:
     """Returns the number of scores outside (0, 1) (counted per block, from cache)."""
-    cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, i, r0, r1, t
+    cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, i, r0, r1, t, c0, c1
     cdef Py_ssize_t bad = 0
     cdef double* z
-    if not avx512:
+    if not simd:
         for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
             r0 = blk * DENSE_BLOCK
             r1 = min(n, r0 + DENSE_BLOCK)
@@ -157,27 +158,34 @@ cdef Py_ssize_t _sigmoid_rows_c(
                 out[i] = <floating>_sigmoid(_dot(X + i * d, w, d) + b)
             bad += _count_unproven(out + r0, r1 - r0)
         return bad
-    # A block's logits by the AVX-512 dot (_scoring_simd.h), then its sigmoid: the block form
-    # for float32 (Numba's bits), libm's per row for float64 (as above). Rows are prefetched
-    # PREFETCH_BYTES ahead; float32 w is converted to float64 once.
-    cdef Py_ssize_t ahead = max(1, PREFETCH_BYTES // max(1, d * <Py_ssize_t>sizeof(floating)))
+    # Logits by the AVX2 dot (_scoring_simd.h) SIGMOID_CHUNK rows at a time, then their
+    # sigmoid: the block form for float32 (Numba's bits), libm's per row for float64 (as
+    # above). float32 w is converted to float64 once. "guided" hands each thread long runs of
+    # consecutive blocks first (one stream each, as the read floor's static halves: 2M x 64
+    # float32, 2 threads, Zen 4: 0.97-0.99 of the read, 0.87 with "dynamic"'s interleaved
+    # blocks) and short ones at the end, so that a thread held up by other load is waited
+    # for little.
     cdef double* w64 = NULL
     if floating is float:
         w64 = <double*>malloc(max(d, 1) * sizeof(double))
         for t in range(d):
             w64[t] = w[t]
     with parallel(num_threads=n_threads):
-        z = <double*>malloc(DENSE_BLOCK * sizeof(double))
-        for blk in prange(nb, schedule="dynamic"):
+        z = <double*>malloc(SIGMOID_CHUNK * sizeof(double))
+        for blk in prange(nb, schedule="guided"):
             r0 = blk * DENSE_BLOCK
             r1 = min(n, r0 + DENSE_BLOCK)
-            if floating is float:
-                fastrec_dense_logits_avx512_f32(X, n, r0, r1, d, w64, ahead, z)
-                fastrec_sigmoid_block_f32(z, r1 - r0, b, out + r0, ISA_AVX512)
-            else:
-                fastrec_dense_logits_avx512_f64(X, n, r0, r1, d, w, ahead, z)
-                for t in range(r1 - r0):
-                    out[r0 + t] = _sigmoid(z[t] + b)
+            c0 = r0
+            while c0 < r1:
+                c1 = min(r1, c0 + SIGMOID_CHUNK)
+                if floating is float:
+                    fastrec_dense_logits_f32(X, c0, c1, d, w64, z)
+                    fastrec_sigmoid_block_f32(z, c1 - c0, b, out + c0, _csr_isa_here)
+                else:
+                    fastrec_dense_logits_f64(X, c0, c1, d, w, z)
+                    for t in range(c1 - c0):
+                        out[c0 + t] = _sigmoid(z[t] + b)
+                c0 = c1
             bad += _count_unproven(out + r0, r1 - r0)
         free(z)
     free(w64)
@@ -222,7 +230,7 @@ def _sigmoid_dense_c(const floating[:, ::1] X, const floating[::1] w, double b,
         with nogil:
             bad = _sigmoid_rows_c(&X[0, 0], X.shape[0], X.shape[1],
                                   &w[0] if X.shape[1] else NULL, b, &out[0], n_threads,
-                                  _dense_avx512)
+                                  _dense_simd)
     return bad
 
 
@@ -285,12 +293,10 @@ cdef extern from "_scoring_simd.h":
                                          double*) nogil
     void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, float* out,
                                    int isa) nogil
-    void fastrec_dense_logits_avx512_f32(const float* X, Py_ssize_t n, Py_ssize_t r0,
-                                         Py_ssize_t r1, Py_ssize_t d, const double* w64,
-                                         Py_ssize_t ahead, double* z) nogil
-    void fastrec_dense_logits_avx512_f64(const double* X, Py_ssize_t n, Py_ssize_t r0,
-                                         Py_ssize_t r1, Py_ssize_t d, const double* w,
-                                         Py_ssize_t ahead, double* z) nogil
+    void fastrec_dense_logits_f32(const float* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d,
+                                  const double* w64, double* z) nogil
+    void fastrec_dense_logits_f64(const double* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d,
+                                  const double* w, double* z) nogil
 
 cdef enum:
     ISA_SCALAR = 0
@@ -308,21 +314,26 @@ def _csr_isa_available():
     return _csr_isa_here
 
 
-# The dense C-order rows take the AVX-512 dot product (_scoring_simd.h) where the CPU has it:
-# 2M x 64 float32, Zen 4, 1 thread: 33.9 against 74.1 ms for the base-ISA loop with libm's
-# exp per row (NumPy's float32 expit(X @ w) 42.7 ms); at 2 threads all three meet the memory
-# (38.9, 40.2, 37.5 ms against a read of 28.2 ms in that run).
-cdef bint _dense_avx512 = _csr_isa_here == ISA_AVX512
+# The dense C-order rows take the AVX2 dot product (_scoring_simd.h) where the CPU has AVX2
+# and FMA (AVX-512 CPUs included): 2M x 64 float32, Zen 4, 1 thread: 33.9 ms for the former
+# AVX-512 form against 74.1 ms for the base-ISA loop with libm's exp per row (NumPy's float32
+# expit(X @ w) 42.7 ms); this form computes a row in about half the former's time.
+cdef bint _dense_simd = _csr_isa_here >= ISA_AVX2
 
 
-def _set_dense_avx512(bint flag):
-    """Take (True, where the CPU has it) or not the AVX-512 dense dot; returns the previous.
-    Module-wide: not thread-safe (for tests)."""
-    global _dense_avx512
-    if flag and _csr_isa_here != ISA_AVX512:
-        raise ValueError("this CPU has no AVX-512")
-    previous = _dense_avx512
-    _dense_avx512 = flag
+def _dense_simd_available():
+    """Whether this CPU runs the vector dense dot (AVX2 with FMA)."""
+    return _csr_isa_here >= ISA_AVX2
+
+
+def _set_dense_simd(bint flag):
+    """Take (True, where the CPU has AVX2 and FMA) or not the vector dense dot; returns the
+    previous. Module-wide: not thread-safe (for tests)."""
+    global _dense_simd
+    if flag and _csr_isa_here < ISA_AVX2:
+        raise ValueError("this CPU has no AVX2 with FMA")
+    previous = _dense_simd
+    _dense_simd = flag
     return previous
 
 

@@ -19,6 +19,7 @@ from .._numba_simd import prefetch_line
 from ._common import index31, threads, unsigned
 
 _DENSE_BLOCK = _plan.DENSE_BLOCK
+_SIGMOID_CHUNK = _plan.SIGMOID_CHUNK
 _CSR_BLOCK = _plan.CSR_BLOCK
 _COMBINE_BLOCK = _plan.COMBINE_BLOCK
 
@@ -263,13 +264,6 @@ def _csr_gather():
     return csr_dot_form() == "gather"
 
 
-# The C-order kernel prefetches the row _PREFETCH_BYTES ahead: measured, 2M x 64, raw kernel,
-# same process as the read baseline: 1 thread 0.70 -> 0.89 (float64) and 0.65 -> 0.87
-# (float32) of the read; 2 threads float32 0.66 -> 0.86, float64 unchanged (0.93-0.95). The
-# hardware prefetcher alone left a single thread's stream short of the read's.
-_PREFETCH_BYTES = 12288
-
-
 @numba.njit(cache=True)
 def _count_unproven(s):
     """How many of s lie outside (0, 1), NaN included."""
@@ -279,9 +273,18 @@ def _count_unproven(s):
     return c
 
 
+# float64 rows are prefetched _PREFETCH_BYTES ahead: 2M x 64 float64, Zen 4, raw kernel against
+# the same run's read: 1 thread 0.52-0.53 -> 0.75-0.76, 2 threads 0.76-0.81 -> 0.86-0.90 (three
+# of four runs; the fourth even). float32 rows are not: with the sigmoid every _SIGMOID_CHUNK
+# rows, 12 KB ahead cost 0.76-0.84 -> 0.70-0.77 at one thread and nothing at two.
+_PREFETCH_BYTES = 12288
+
+
 @numba.njit(parallel=True, cache=True)
 def _sigmoid_dense_c(X, w, b, out, block_exp, ahead, fma):
-    """Returns the number of scores outside (0, 1). ``fma``: float32 X and w (:func:`_dot_fma`)."""
+    """Returns the number of scores outside (0, 1). ``ahead``: rows prefetched ahead (n: none);
+    ``fma``: float32 X and w (:func:`_dot_fma`). The sigmoid is taken every _SIGMOID_CHUNK rows
+    (see _scoring_plan)."""
     n = X.shape[0]
     row_bytes = X.shape[1] * X.itemsize
     n_blocks = (n + _DENSE_BLOCK - 1) // _DENSE_BLOCK
@@ -289,17 +292,19 @@ def _sigmoid_dense_c(X, w, b, out, block_exp, ahead, fma):
     for blk in numba.prange(n_blocks):
         r0 = blk * _DENSE_BLOCK
         r1 = min(n, r0 + _DENSE_BLOCK)
-        z = np.empty(r1 - r0, dtype=np.float64)
-        for i in range(r0, r1):
-            if i + ahead < n:
-                for off in range(0, row_bytes, 64):
-                    prefetch_line(X, i + ahead, off)
-            z[i - r0] = _dot_fma(X[i], w) if fma else _dot(X[i], w)
-        if block_exp:
-            _sigmoid_block(z, b, out[r0:r1])
-        else:
-            for t in range(r1 - r0):
-                out[r0 + t] = _sigmoid(z[t] + b)
+        z = np.empty(_SIGMOID_CHUNK, dtype=np.float64)
+        for c0 in range(r0, r1, _SIGMOID_CHUNK):
+            c1 = min(r1, c0 + _SIGMOID_CHUNK)
+            for i in range(c0, c1):
+                if i + ahead < n:
+                    for off in range(0, row_bytes, 64):
+                        prefetch_line(X, i + ahead, off)
+                z[i - c0] = _dot_fma(X[i], w) if fma else _dot(X[i], w)
+            if block_exp:
+                _sigmoid_block(z[: c1 - c0], b, out[c0:c1])
+            else:
+                for t in range(c1 - c0):
+                    out[c0 + t] = _sigmoid(z[t] + b)
         bad[blk] = _count_unproven(out[r0:r1])
     return bad.sum()
 
@@ -343,8 +348,8 @@ def sigmoid_dense(X, w, b, out, n_threads):
     """
     with threads(n_threads):
         if X.flags.c_contiguous:
-            ahead = max(1, _PREFETCH_BYTES // max(1, X.shape[1] * X.itemsize))
             fma = X.dtype == np.float32
+            ahead = X.shape[0] if fma else max(1, _PREFETCH_BYTES // max(1, X.shape[1] * 8))
             return int(_sigmoid_dense_c(X, w, float(b), out, True, ahead, fma))
         return int(_sigmoid_dense_f(X, w, float(b), out, True))
 
