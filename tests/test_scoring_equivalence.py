@@ -74,12 +74,14 @@ def test_sigmoid_dense_equals_reference(backend, X, seed, b):
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_sigmoid_dense_across_blocks_and_chunks(backend, dtype, order):
     """Row counts around the sigmoid chunks (_scoring_plan.SIGMOID_CHUNK) and the blocks
-    (DENSE_BLOCK), widths around the vector steps: every row against the reference, and the
-    same bits on 1 and 3 threads."""
+    (DENSE_BLOCK, SIGMOID_F_BLOCK), widths around the vector steps and the F-order kernels'
+    eight-column passes: every row against the reference, and the same bits on 1 and 3
+    threads."""
     chunk, block = _scoring_plan.SIGMOID_CHUNK, _scoring_plan.DENSE_BLOCK
+    f_block = _scoring_plan.SIGMOID_F_BLOCK
     rng = np.random.default_rng(11)
-    for n in (chunk - 1, chunk + 1, block - 1, block + chunk + 3, 3 * block + 5):
-        for d in (3, 8, 13, 64):
+    for n in (chunk - 1, chunk + 1, block - 1, block + chunk + 3, 3 * block + 5, f_block + 37):
+        for d in (3, 8, 13, 64) if n < f_block else (19,):
             X = rng.standard_normal((n, d)).astype(dtype)
             X = np.asfortranarray(X) if order == "F" else X
             w = _weights(rng, d, dtype, scale=d**-0.5)

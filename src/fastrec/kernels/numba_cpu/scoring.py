@@ -20,6 +20,7 @@ from ._common import index31, threads, unsigned
 
 _DENSE_BLOCK = _plan.DENSE_BLOCK
 _SIGMOID_CHUNK = _plan.SIGMOID_CHUNK
+_SIGMOID_F_BLOCK = _plan.SIGMOID_F_BLOCK
 _CSR_BLOCK = _plan.CSR_BLOCK
 _COMBINE_BLOCK = _plan.COMBINE_BLOCK
 
@@ -309,23 +310,58 @@ def _sigmoid_dense_c(X, w, b, out, block_exp, ahead, fma):
     return bad.sum()
 
 
+@numba.njit(cache=True, inline="always")
+def _add_columns8(acc, X, r0, r1, j, w):
+    """acc[t] += X[r0 + t, j + c] * w[j + c] for c = 0..7 in order, in float64: one pass over
+    acc for eight columns (the same sums, in the same order, as eight single-column passes)."""
+    c0, c1, c2, c3 = X[r0:r1, j], X[r0:r1, j + 1], X[r0:r1, j + 2], X[r0:r1, j + 3]
+    c4, c5, c6, c7 = X[r0:r1, j + 4], X[r0:r1, j + 5], X[r0:r1, j + 6], X[r0:r1, j + 7]
+    w0, w1, w2, w3 = (
+        np.float64(w[j]),
+        np.float64(w[j + 1]),
+        np.float64(w[j + 2]),
+        np.float64(w[j + 3]),
+    )
+    w4, w5, w6, w7 = (
+        np.float64(w[j + 4]),
+        np.float64(w[j + 5]),
+        np.float64(w[j + 6]),
+        np.float64(w[j + 7]),
+    )
+    for t in range(r1 - r0):
+        a = acc[t] + np.float64(c0[t]) * w0
+        a = a + np.float64(c1[t]) * w1
+        a = a + np.float64(c2[t]) * w2
+        a = a + np.float64(c3[t]) * w3
+        a = a + np.float64(c4[t]) * w4
+        a = a + np.float64(c5[t]) * w5
+        a = a + np.float64(c6[t]) * w6
+        acc[t] = a + np.float64(c7[t]) * w7
+
+
 @numba.njit(parallel=True, cache=True)
 def _sigmoid_dense_f(X, w, b, out, block_exp):
     """Returns the number of scores outside (0, 1)."""
-    # Column-major: a block's logits are built column by column (contiguous, vectorised).
+    # Column-major: a block's logits are built column by column, eight columns per pass over
+    # the block's accumulator (contiguous, vectorised), blocks of _SIGMOID_F_BLOCK rows.
     n, d = X.shape
-    n_blocks = (n + _DENSE_BLOCK - 1) // _DENSE_BLOCK
+    n_blocks = (n + _SIGMOID_F_BLOCK - 1) // _SIGMOID_F_BLOCK
     bad = np.zeros(max(n_blocks, 1), dtype=np.int64)
     for blk in numba.prange(n_blocks):
-        r0 = blk * _DENSE_BLOCK
-        r1 = min(n, r0 + _DENSE_BLOCK)
+        r0 = blk * _SIGMOID_F_BLOCK
+        r1 = min(n, r0 + _SIGMOID_F_BLOCK)
         acc = np.zeros(r1 - r0, dtype=np.float64)
-        for j in range(d):
+        j = 0
+        while j + 8 <= d:
+            _add_columns8(acc, X, r0, r1, j, w)
+            j += 8
+        while j < d:
             # A column slice indexed from 0: offset indexing into X defeats vectorisation.
             col = X[r0:r1, j]
             wj = np.float64(w[j])
             for t in range(r1 - r0):
                 acc[t] += np.float64(col[t]) * wj
+            j += 1
         if block_exp:
             _sigmoid_block(acc, b, out[r0:r1])
         else:
