@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from strategies import raw_csr
 
 import fastrec
-from fastrec.kernels import form_choice
+from fastrec.kernels import form_choice, reference
 
 pytestmark = pytest.mark.skipif(
     "cython" not in compiled_backends("sigmoid_csr"), reason="cython backend unavailable"
@@ -105,7 +105,8 @@ def test_each_form_checks_the_columns_in_its_own_read(isa, itype, bad, monkeypat
             fastrec.sigmoid_scores(Y, w, backend="cython")
 
 
-def test_block_sigmoid_forms_same_bits_as_each_other_and_numba():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_sigmoid_forms_same_bits_as_each_other_and_numba(dtype):
     rng = np.random.default_rng(2)
     specials = [
         0.0,
@@ -129,14 +130,16 @@ def test_block_sigmoid_forms_same_bits_as_each_other_and_numba():
     z = np.r_[rng.standard_normal(3000) * 10, rng.standard_normal(3000) * 300, specials]
     outs = []
     for form in ISAS:
-        out = np.empty(z.size - form, dtype=np.float32)  # lengths not multiples of 4 or 8
-        _scoring._sigmoid_block_f32(z[form:], 0.25, out, form)
-        outs.append(np.r_[np.full(form, np.nan, dtype=np.float32), out])
+        out = np.empty(z.size - form, dtype=dtype)  # lengths not multiples of 4 or 8
+        _scoring._sigmoid_block(z[form:], 0.25, out, form)
+        outs.append(np.r_[np.full(form, np.nan, dtype=dtype), out])
     for form, out in zip(ISAS[1:], outs[1:]):
         np.testing.assert_array_equal(out[form:], outs[0][form:])
-    with np.errstate(over="ignore"):
-        want = (1 / (1 + np.exp(-(z + 0.25)))).astype(np.float32)
-    np.testing.assert_allclose(outs[0], want, rtol=1.2e-7, atol=0)  # a float32 ulp at most
+    want = reference.sigmoid(z + 0.25).astype(dtype)
+    # a float32 ulp at most; float64: the polynomial exp's 3 ulp (subnormal scores: their
+    # absolute spacing)
+    rtol, atol = (1.2e-7, 0) if dtype == np.float32 else (1e-15, 1e-322)
+    np.testing.assert_allclose(outs[0], want, rtol=rtol, atol=atol)
     if "numba" in compiled_backends("sigmoid_csr"):
         import numba
 
@@ -146,7 +149,7 @@ def test_block_sigmoid_forms_same_bits_as_each_other_and_numba():
         def block(z, b, out):
             nb._sigmoid_block(z, b, out)
 
-        got = np.empty(z.size, dtype=np.float32)
+        got = np.empty(z.size, dtype=dtype)
         block(z, 0.25, got)
         np.testing.assert_array_equal(got, outs[0])
 

@@ -162,12 +162,12 @@ cdef Py_ssize_t _sigmoid_rows_c(
             bad += _count_unproven(out + r0, r1 - r0)
         return bad
     # Logits by the AVX2 dot (_scoring_simd.h) SIGMOID_CHUNK rows at a time, then their
-    # sigmoid: the block form for float32 (Numba's bits), libm's per row for float64 (as
-    # above). float32 w is converted to float64 once. "guided" hands each thread long runs of
-    # consecutive blocks first (one stream each, as the read floor's static halves: 2M x 64
-    # float32, 2 threads, Zen 4: 0.97-0.99 of the read, 0.87 with "dynamic"'s interleaved
-    # blocks) and short ones at the end, so that a thread held up by other load is waited
-    # for little.
+    # sigmoid in the block form (Numba's arithmetic: 2M x 64 float64, Zen 4, 0.92 and 0.77 of
+    # the read at 1 and 2 threads, against 0.50-0.69 with libm's exp per row). float32 w is
+    # converted to float64 once. "guided" hands each thread long runs of consecutive blocks
+    # first (one stream each, as the read floor's static halves: 2M x 64 float32, 2 threads,
+    # Zen 4: 0.97-0.99 of the read, 0.87 with "dynamic"'s interleaved blocks) and short ones at
+    # the end, so that a thread held up by other load is waited for little.
     cdef double* w64 = NULL
     if floating is float:
         w64 = <double*>malloc(max(d, 1) * sizeof(double))
@@ -186,8 +186,7 @@ cdef Py_ssize_t _sigmoid_rows_c(
                     fastrec_sigmoid_block_f32(z, c1 - c0, b, out + c0, _csr_isa_here)
                 else:
                     fastrec_dense_logits_f64(X, c0, c1, d, w, z)
-                    for t in range(c1 - c0):
-                        out[c0 + t] = _sigmoid(z[t] + b)
+                    fastrec_sigmoid_block_f64(z, c1 - c0, b, out + c0, _csr_isa_here)
                 c0 = c1
             bad += _count_unproven(out + r0, r1 - r0)
         free(z)
@@ -231,7 +230,7 @@ cdef Py_ssize_t _sigmoid_rows_f(
     """Returns the number of scores outside (0, 1)."""
     # Column-major: a block's logits are built column by column, eight columns per pass
     # (vectorised), in a thread-private buffer of SIGMOID_F_BLOCK float64s; blocks handed out
-    # "guided" (see _sigmoid_rows_c). float32: the block sigmoid where the CPU has AVX2.
+    # "guided" (see _sigmoid_rows_c). The block sigmoid where the CPU has AVX2 (as there).
     cdef Py_ssize_t nb = (n + SIGMOID_F_BLOCK - 1) // SIGMOID_F_BLOCK, blk, j, t, r0, m
     cdef Py_ssize_t bad = 0
     cdef double* acc
@@ -256,6 +255,8 @@ cdef Py_ssize_t _sigmoid_rows_f(
                 j = j + 1
             if floating is float and _dense_simd:
                 fastrec_sigmoid_block_f32(acc, m, b, out + r0, _csr_isa_here)
+            elif floating is double and _dense_simd:
+                fastrec_sigmoid_block_f64(acc, m, b, out + r0, _csr_isa_here)
             else:
                 for t in range(m):
                     out[r0 + t] = <floating>_sigmoid(acc[t] + b)
@@ -334,6 +335,8 @@ cdef extern from "_scoring_simd.h":
                                          double*) nogil
     void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, float* out,
                                    int isa) nogil
+    void fastrec_sigmoid_block_f64(const double* z, Py_ssize_t m, double b, double* out,
+                                   int isa) nogil
     void fastrec_dense_logits_f32(const float* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d,
                                   const double* w64, double* z) nogil
     void fastrec_dense_logits_f64(const double* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d,
@@ -390,13 +393,17 @@ def _set_csr_isa(int isa):
     return previous
 
 
-def _sigmoid_block_f32(const double[::1] z, double b, float[::1] out, int isa):
-    """out = float32(sigmoid(z + b)) by the block sigmoid in form isa (0 scalar, 1 AVX2,
-    2 AVX-512; at most what the CPU runs): for tests, which compare the forms' bits."""
+def _sigmoid_block(const double[::1] z, double b, floating[::1] out, int isa):
+    """out = sigmoid(z + b) (rounded to out's dtype) by the block sigmoid in form isa
+    (0 scalar, 1 AVX2, 2 AVX-512; at most what the CPU runs): for tests, which compare the
+    forms' bits."""
     if isa < 0 or isa > _csr_isa_here or out.shape[0] != z.shape[0]:
         raise ValueError("isa not available here, or out and z of different lengths")
     if z.shape[0]:
-        fastrec_sigmoid_block_f32(&z[0], z.shape[0], b, &out[0], isa)
+        if floating is float:
+            fastrec_sigmoid_block_f32(&z[0], z.shape[0], b, &out[0], isa)
+        else:
+            fastrec_sigmoid_block_f64(&z[0], z.shape[0], b, &out[0], isa)
 
 
 cdef inline uint64_t _unsigned_index(index_t j) noexcept nogil:

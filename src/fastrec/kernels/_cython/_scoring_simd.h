@@ -241,15 +241,15 @@ FASTREC_NO_SIMD(fastrec_logits_avx2_i64_f64, int64_t, double)
 
 #endif
 
-/* ---- the sigmoid of a block of float32 logits ----------------------------------------------
+/* ---- the sigmoid of a block of logits -------------------------------------------------------
 
-   out[t] = (float) sigmoid(z[t] + b) with a branch-free polynomial exp (Cody-Waite reduction,
-   degree-13 Taylor polynomial, 2^k from exponent bits in two halves): the arithmetic of the
-   Numba backend's _sigmoid_block / _exp_nonpos, operation for operation (no fused
-   multiply-adds: contraction is off here), so the scalar, AVX2 and AVX-512 forms give the same
-   bits, and those of Numba's. Within 3 ulp of libm's exp in float64: invisible after rounding
-   to float32 (float64 scores keep libm's exp). A NaN logit gives 0, as there (a score of 0
-   makes the caller scan X). */
+   out[t] = sigmoid(z[t] + b), rounded to float32 or float64, with a branch-free polynomial exp
+   (Cody-Waite reduction, degree-13 Taylor polynomial, 2^k from exponent bits in two halves):
+   the arithmetic of the Numba backend's _sigmoid_block / _exp_nonpos, operation for operation
+   (no fused multiply-adds: contraction is off here), so the scalar, AVX2 and AVX-512 forms
+   give the same bits, and those of Numba's. Within 3 ulp of libm's exp in float64: invisible
+   after rounding to float32 (the dense float64 scores take it too; the CSR float64 scores
+   keep libm's exp). A NaN logit gives 0, as there (a score of 0 makes the caller scan X). */
 #include <math.h>
 #include <string.h>
 #pragma GCC push_options
@@ -284,6 +284,10 @@ static inline double fastrec_sigmoid_poly(double zt) {
 static void fastrec_sigmoid_block_scalar(const double* z, Py_ssize_t m, double b, float* out) {
     for (Py_ssize_t t = 0; t < m; t++) out[t] = (float) fastrec_sigmoid_poly(z[t] + b);
 }
+static void fastrec_sigmoid_block_scalar_f64(const double* z, Py_ssize_t m, double b,
+                                             double* out) {
+    for (Py_ssize_t t = 0; t < m; t++) out[t] = fastrec_sigmoid_poly(z[t] + b);
+}
 
 #if defined(__GNUC__) && defined(__x86_64__)
 /* The Horner polynomial above on vectors, innermost coefficient first. */
@@ -295,35 +299,40 @@ static const double fastrec_exp_coef[12] = {
     for (int q = 0; q < 12; q++)                                                              \
         p = S##_add_pd(S##_set1_pd(fastrec_exp_coef[q]), S##_mul_pd(r, p));
 
-FASTREC_T512 static void fastrec_sigmoid_block_avx512(const double* z, Py_ssize_t m, double b,
-                                                      float* out) {
-    const __m512d bv = _mm512_set1_pd(b), lo = _mm512_set1_pd(-745.0);
-    const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
-    const __m512i bias = _mm512_set1_epi64(1023);
-    Py_ssize_t t = 0;
-    for (; t + 8 <= m; t += 8) {
-        __m512d zt = _mm512_add_pd(_mm512_loadu_pd(z + t), bv);
-        __m512d x = _mm512_or_pd(zt, _mm512_set1_pd(-0.0));  /* -|zt| */
-        __m512d xc = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GT_OQ), lo, x);
-        __m512d k = _mm512_roundscale_pd(
-            _mm512_add_pd(_mm512_mul_pd(xc, _mm512_set1_pd(FASTREC_INV_LN2)),
-                          _mm512_set1_pd(0.5)),
-            _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-        __m512d r = _mm512_sub_pd(
-            _mm512_sub_pd(xc, _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_HI))),
-            _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_LO)));
-        FASTREC_POLY(_mm512, __m512d, r, p)
-        __m512i ki = _mm512_cvtpd_epi64(k), h = _mm512_srai_epi64(ki, 1);
-        __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(h, bias), 52));
-        __m512d s2 = _mm512_castsi512_pd(
-            _mm512_slli_epi64(_mm512_add_epi64(_mm512_sub_epi64(ki, h), bias), 52));
-        __m512d e = _mm512_mul_pd(_mm512_mul_pd(p, s1), s2);
-        e = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GE_OQ), zero, e);
-        __m512d num = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(zt, zero, _CMP_GE_OQ), e, one);
-        _mm256_storeu_ps(out + t, _mm512_cvtpd_ps(_mm512_div_pd(num, _mm512_add_pd(one, e))));
-    }
-    fastrec_sigmoid_block_scalar(z + t, m - t, b, out + t);
+#define FASTREC_SIGMOID512(NAME, OUT_T, STORE, TAIL)                                          \
+    FASTREC_T512 static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out) {       \
+    const __m512d bv = _mm512_set1_pd(b), lo = _mm512_set1_pd(-745.0);                         \
+    const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();                       \
+    const __m512i bias = _mm512_set1_epi64(1023);                                              \
+    Py_ssize_t t = 0;                                                                          \
+    for (; t + 8 <= m; t += 8) {                                                               \
+        __m512d zt = _mm512_add_pd(_mm512_loadu_pd(z + t), bv);                                \
+        __m512d x = _mm512_or_pd(zt, _mm512_set1_pd(-0.0));  /* -|zt| */                       \
+        __m512d xc = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GT_OQ), lo, x);       \
+        __m512d k = _mm512_roundscale_pd(                                                      \
+            _mm512_add_pd(_mm512_mul_pd(xc, _mm512_set1_pd(FASTREC_INV_LN2)),                  \
+                          _mm512_set1_pd(0.5)),                                                \
+            _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);                                        \
+        __m512d r = _mm512_sub_pd(                                                             \
+            _mm512_sub_pd(xc, _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_HI))),               \
+            _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_LO)));                                 \
+        FASTREC_POLY(_mm512, __m512d, r, p)                                                    \
+        __m512i ki = _mm512_cvtpd_epi64(k), h = _mm512_srai_epi64(ki, 1);                      \
+        __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(h, bias), 52));    \
+        __m512d s2 = _mm512_castsi512_pd(                                                      \
+            _mm512_slli_epi64(_mm512_add_epi64(_mm512_sub_epi64(ki, h), bias), 52));           \
+        __m512d e = _mm512_mul_pd(_mm512_mul_pd(p, s1), s2);                                   \
+        e = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_GE_OQ), zero, e);              \
+        __m512d num = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(zt, zero, _CMP_GE_OQ), e, one);  \
+        STORE(out + t, _mm512_div_pd(num, _mm512_add_pd(one, e)));                             \
+    }                                                                                          \
+    TAIL(z + t, m - t, b, out + t);                                                            \
 }
+#define FASTREC_STORE512_F32(P, V) _mm256_storeu_ps((P), _mm512_cvtpd_ps(V))
+FASTREC_SIGMOID512(fastrec_sigmoid_block_avx512, float, FASTREC_STORE512_F32,
+                   fastrec_sigmoid_block_scalar)
+FASTREC_SIGMOID512(fastrec_sigmoid_block_avx512_f64, double, _mm512_storeu_pd,
+                   fastrec_sigmoid_block_scalar_f64)
 
 /* AVX2 has no 64-bit arithmetic shift nor double -> int64 conversion: k and h = floor(k / 2)
    are integral doubles (|k| < 2^11), converted exactly through the 2^52 + 2^51 shift. */
@@ -333,35 +342,40 @@ FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
                             _mm256_castpd_si256(shift));
 }
 
-FASTREC_T256 static void fastrec_sigmoid_block_avx2(const double* z, Py_ssize_t m, double b,
-                                                    float* out) {
-    const __m256d bv = _mm256_set1_pd(b), lo = _mm256_set1_pd(-745.0);
-    const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
-    const __m256i bias = _mm256_set1_epi64x(1023);
-    Py_ssize_t t = 0;
-    for (; t + 4 <= m; t += 4) {
-        __m256d zt = _mm256_add_pd(_mm256_loadu_pd(z + t), bv);
-        __m256d x = _mm256_or_pd(zt, _mm256_set1_pd(-0.0));
-        __m256d xc = _mm256_blendv_pd(lo, x, _mm256_cmp_pd(x, lo, _CMP_GT_OQ));
-        __m256d k = _mm256_floor_pd(
-            _mm256_add_pd(_mm256_mul_pd(xc, _mm256_set1_pd(FASTREC_INV_LN2)),
-                          _mm256_set1_pd(0.5)));
-        __m256d r = _mm256_sub_pd(
-            _mm256_sub_pd(xc, _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_HI))),
-            _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_LO)));
-        FASTREC_POLY(_mm256, __m256d, r, p)
-        __m256d hd = _mm256_floor_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)));
-        __m256i ki = fastrec_int_of_integral(k), h = fastrec_int_of_integral(hd);
-        __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(h, bias), 52));
-        __m256d s2 = _mm256_castsi256_pd(
-            _mm256_slli_epi64(_mm256_add_epi64(_mm256_sub_epi64(ki, h), bias), 52));
-        __m256d e = _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);
-        e = _mm256_blendv_pd(zero, e, _mm256_cmp_pd(x, lo, _CMP_GE_OQ));
-        __m256d num = _mm256_blendv_pd(e, one, _mm256_cmp_pd(zt, zero, _CMP_GE_OQ));
-        _mm_storeu_ps(out + t, _mm256_cvtpd_ps(_mm256_div_pd(num, _mm256_add_pd(one, e))));
-    }
-    fastrec_sigmoid_block_scalar(z + t, m - t, b, out + t);
+#define FASTREC_SIGMOID256(NAME, OUT_T, STORE, TAIL)                                          \
+    FASTREC_T256 static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out) {       \
+    const __m256d bv = _mm256_set1_pd(b), lo = _mm256_set1_pd(-745.0);                         \
+    const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();                       \
+    const __m256i bias = _mm256_set1_epi64x(1023);                                             \
+    Py_ssize_t t = 0;                                                                          \
+    for (; t + 4 <= m; t += 4) {                                                               \
+        __m256d zt = _mm256_add_pd(_mm256_loadu_pd(z + t), bv);                                \
+        __m256d x = _mm256_or_pd(zt, _mm256_set1_pd(-0.0));                                    \
+        __m256d xc = _mm256_blendv_pd(lo, x, _mm256_cmp_pd(x, lo, _CMP_GT_OQ));                \
+        __m256d k = _mm256_floor_pd(                                                           \
+            _mm256_add_pd(_mm256_mul_pd(xc, _mm256_set1_pd(FASTREC_INV_LN2)),                  \
+                          _mm256_set1_pd(0.5)));                                               \
+        __m256d r = _mm256_sub_pd(                                                             \
+            _mm256_sub_pd(xc, _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_HI))),               \
+            _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_LO)));                                 \
+        FASTREC_POLY(_mm256, __m256d, r, p)                                                    \
+        __m256d hd = _mm256_floor_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)));                   \
+        __m256i ki = fastrec_int_of_integral(k), h = fastrec_int_of_integral(hd);              \
+        __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(h, bias), 52));    \
+        __m256d s2 = _mm256_castsi256_pd(                                                      \
+            _mm256_slli_epi64(_mm256_add_epi64(_mm256_sub_epi64(ki, h), bias), 52));           \
+        __m256d e = _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);                                   \
+        e = _mm256_blendv_pd(zero, e, _mm256_cmp_pd(x, lo, _CMP_GE_OQ));                       \
+        __m256d num = _mm256_blendv_pd(e, one, _mm256_cmp_pd(zt, zero, _CMP_GE_OQ));           \
+        STORE(out + t, _mm256_div_pd(num, _mm256_add_pd(one, e)));                             \
+    }                                                                                          \
+    TAIL(z + t, m - t, b, out + t);                                                            \
 }
+#define FASTREC_STORE256_F32(P, V) _mm_storeu_ps((P), _mm256_cvtpd_ps(V))
+FASTREC_SIGMOID256(fastrec_sigmoid_block_avx2, float, FASTREC_STORE256_F32,
+                   fastrec_sigmoid_block_scalar)
+FASTREC_SIGMOID256(fastrec_sigmoid_block_avx2_f64, double, _mm256_storeu_pd,
+                   fastrec_sigmoid_block_scalar_f64)
 #endif
 
 /* isa: 2 AVX-512, 1 AVX2, 0 scalar (at most what the CPU runs). */
@@ -379,6 +393,22 @@ static void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, f
 #endif
     (void) isa;
     fastrec_sigmoid_block_scalar(z, m, b, out);
+}
+/* The same for float64 scores (the float32 form's values, unrounded). */
+static void fastrec_sigmoid_block_f64(const double* z, Py_ssize_t m, double b, double* out,
+                                      int isa) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (isa == 2) {
+        fastrec_sigmoid_block_avx512_f64(z, m, b, out);
+        return;
+    }
+    if (isa == 1) {
+        fastrec_sigmoid_block_avx2_f64(z, m, b, out);
+        return;
+    }
+#endif
+    (void) isa;
+    fastrec_sigmoid_block_scalar_f64(z, m, b, out);
 }
 /* ---- dense rows: logits of rows r0..r1 of a C-order X (d columns), AVX2 + FMA ---------------
    z[i - r0] = sum_j X[i, j] * w[j] in float64: two accumulators of 4 lanes over steps of 8
