@@ -229,8 +229,12 @@ cdef Py_ssize_t _sigmoid_rows_f(
 ) noexcept nogil:
     """Returns the number of scores outside (0, 1)."""
     # Column-major: a block's logits are built column by column, eight columns per pass
-    # (vectorised), in a thread-private buffer of SIGMOID_F_BLOCK float64s; blocks handed out
-    # "guided" (see _sigmoid_rows_c). The block sigmoid where the CPU has AVX2 (as there).
+    # (vectorised), in a thread-private buffer of SIGMOID_F_BLOCK float64s. The block sigmoid
+    # where the CPU has AVX2 (as _sigmoid_rows_c). Blocks are handed out one at a time, so that
+    # the threads read neighbouring stretches of the same eight columns: 2M x 64 float32,
+    # 2 threads, Zen 4, six alternated runs: 0.50-0.97 of the read (median 0.72; NumPy's
+    # expit(X @ w) 0.57-0.80) against 0.48-0.92 (median 0.59) for "guided"'s long runs of
+    # blocks per thread (sixteen column streams).
     cdef Py_ssize_t nb = (n + SIGMOID_F_BLOCK - 1) // SIGMOID_F_BLOCK, blk, j, t, r0, m
     cdef Py_ssize_t bad = 0
     cdef double* acc
@@ -238,7 +242,7 @@ cdef Py_ssize_t _sigmoid_rows_f(
     cdef double wj
     with parallel(num_threads=n_threads):
         acc = <double*>malloc(SIGMOID_F_BLOCK * sizeof(double))
-        for blk in prange(nb, schedule="guided"):
+        for blk in prange(nb, schedule="dynamic"):
             r0 = blk * SIGMOID_F_BLOCK
             m = min(SIGMOID_F_BLOCK, n - r0)
             for t in range(m):
