@@ -5,9 +5,10 @@
 
 Issue 18's case: a rows x 64 array of normal floats, ``fastrec.sigmoid_scores``
 (validation included) per backend. Every implementation runs once per round, rounds
-interleaved, so that a shared machine's load falls on all of them alike; medians, and ratios
-within this run only. Rows: the floor (a parallel read of X on the same threads), NumPy's
-``expit(X @ w + b)`` in X's dtype (BLAS limited to the same threads), then fastrec per backend.
+interleaved (in a rotated order), so that a shared machine's load falls on all of them
+alike; medians, and ratios within this run only. Rows: the floor (a parallel read of X on
+the same threads), NumPy's ``expit(X @ w + b)`` in X's dtype (BLAS limited to the same
+threads), then fastrec per backend.
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ def main(argv=None):
                     fn()  # compile, warm
                 times = {name: [] for name in cases}
                 load0 = os.getloadavg()[0]
-                for _ in range(args.rounds):
-                    for name, fn in cases.items():
+                names = list(cases)
+                for r in range(args.rounds):
+                    # Rotated order: a case right after NumPy's BLAS call shares the cores
+                    # with BLAS threads still spinning (OpenBLAS waits a while before they
+                    # sleep), so no case may always come second.
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
                         t0 = time.perf_counter()
-                        fn()
+                        cases[name]()
                         times[name].append(time.perf_counter() - t0)
             med = {name: float(np.median(t)) for name, t in times.items()}
             floor = med["floor (read X)"]
