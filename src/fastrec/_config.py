@@ -61,8 +61,9 @@ def auto_choices() -> dict:
         skipped, pick = [], None
         for name in order:
             ok, _ = backend_status(name)
-            passed = auto_pass(name, kernel) if ok and hasattr(_load(name), kernel) else ""
-            if ok and hasattr(_load(name), kernel) and not passed:
+            has = ok and hasattr(_load(name), kernel)
+            passed = auto_pass(name, kernel) if has else ""
+            if has and not passed:
                 pick = name
                 break
             skipped.append(

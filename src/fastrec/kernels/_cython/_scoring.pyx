@@ -225,7 +225,7 @@ cdef inline void _add_columns8(
 
 cdef Py_ssize_t _sigmoid_rows_f(
     const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
-    int n_threads,
+    int n_threads, bint simd,
 ) noexcept nogil:
     """Returns the number of scores outside (0, 1)."""
     # Column-major: a block's logits are built column by column, eight columns per pass
@@ -241,7 +241,7 @@ cdef Py_ssize_t _sigmoid_rows_f(
     cdef const floating* col
     cdef double wj
     with parallel(num_threads=n_threads):
-        acc = <double*>malloc(SIGMOID_F_BLOCK * sizeof(double))
+        acc = <double*>malloc(min(SIGMOID_F_BLOCK, n) * sizeof(double))
         for blk in prange(nb, schedule="dynamic"):
             r0 = blk * SIGMOID_F_BLOCK
             m = min(SIGMOID_F_BLOCK, n - r0)
@@ -257,9 +257,9 @@ cdef Py_ssize_t _sigmoid_rows_f(
                 for t in range(m):
                     acc[t] = acc[t] + <double>col[t] * wj
                 j = j + 1
-            if floating is float and _dense_simd:
+            if floating is float and simd:
                 fastrec_sigmoid_block_f32(acc, m, b, out + r0, _csr_isa_here)
-            elif floating is double and _dense_simd:
+            elif floating is double and simd:
                 fastrec_sigmoid_block_f64(acc, m, b, out + r0, _csr_isa_here)
             else:
                 for t in range(m):
@@ -286,7 +286,8 @@ def _sigmoid_dense_f(const floating[::1, :] X, const floating[::1] w, double b,
     if X.shape[0]:
         with nogil:
             bad = _sigmoid_rows_f(&X[0, 0], X.shape[0], X.shape[1],
-                                  &w[0] if X.shape[1] else NULL, b, &out[0], n_threads)
+                                  &w[0] if X.shape[1] else NULL, b, &out[0], n_threads,
+                                  _dense_simd)
     return bad
 
 

@@ -378,38 +378,27 @@ FASTREC_SIGMOID256(fastrec_sigmoid_block_avx2_f64, double, _mm256_storeu_pd,
                    fastrec_sigmoid_block_scalar_f64)
 #endif
 
-/* isa: 2 AVX-512, 1 AVX2, 0 scalar (at most what the CPU runs). */
-static void fastrec_sigmoid_block_f32(const double* z, Py_ssize_t m, double b, float* out,
-                                      int isa) {
+/* fastrec_sigmoid_block_f32 / _f64(z, m, b, out, isa): the form for isa (2 AVX-512, 1 AVX2,
+   0 scalar; at most what the CPU runs); float64 scores are the float32 form's values,
+   unrounded. */
 #if defined(__GNUC__) && defined(__x86_64__)
-    if (isa == 2) {
-        fastrec_sigmoid_block_avx512(z, m, b, out);
-        return;
+#define FASTREC_SIGMOID_DISPATCH(NAME, OUT_T, F512, F256, SCALAR)                             \
+    static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out, int isa) {          \
+        if (isa == 2) F512(z, m, b, out);                                                    \
+        else if (isa == 1) F256(z, m, b, out);                                               \
+        else SCALAR(z, m, b, out);                                                           \
     }
-    if (isa == 1) {
-        fastrec_sigmoid_block_avx2(z, m, b, out);
-        return;
+#else
+#define FASTREC_SIGMOID_DISPATCH(NAME, OUT_T, F512, F256, SCALAR)                             \
+    static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out, int isa) {          \
+        (void) isa;                                                                          \
+        SCALAR(z, m, b, out);                                                                \
     }
 #endif
-    (void) isa;
-    fastrec_sigmoid_block_scalar(z, m, b, out);
-}
-/* The same for float64 scores (the float32 form's values, unrounded). */
-static void fastrec_sigmoid_block_f64(const double* z, Py_ssize_t m, double b, double* out,
-                                      int isa) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (isa == 2) {
-        fastrec_sigmoid_block_avx512_f64(z, m, b, out);
-        return;
-    }
-    if (isa == 1) {
-        fastrec_sigmoid_block_avx2_f64(z, m, b, out);
-        return;
-    }
-#endif
-    (void) isa;
-    fastrec_sigmoid_block_scalar_f64(z, m, b, out);
-}
+FASTREC_SIGMOID_DISPATCH(fastrec_sigmoid_block_f32, float, fastrec_sigmoid_block_avx512,
+                         fastrec_sigmoid_block_avx2, fastrec_sigmoid_block_scalar)
+FASTREC_SIGMOID_DISPATCH(fastrec_sigmoid_block_f64, double, fastrec_sigmoid_block_avx512_f64,
+                         fastrec_sigmoid_block_avx2_f64, fastrec_sigmoid_block_scalar_f64)
 /* ---- dense rows: logits of rows r0..r1 of a C-order X (d columns), AVX2 + FMA ---------------
    z[i - r0] = sum_j X[i, j] * w[j] in float64: two accumulators of 4 lanes over steps of 8
    columns (lane l of the first sums the columns j = l mod 8 in order, of the second j = 4 + l
