@@ -61,6 +61,7 @@ def test_bench_runs_outside_the_source_tree(tmp_path):
     ):
         assert case in report, case
     assert "| read floor |" in report
+    assert "- memory: the 2-thread read ran " in report
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "speedup.png").stat().st_size > 1000
     else:
@@ -77,6 +78,15 @@ def test_report_ratios_are_the_medians_ratios():
     text = markdown(rows, {"c": "scipy"}, {"c": []}, ["# head"])
     assert "| c | fastrec | 500.00 | 2.00x | 0.80 |" in text
     assert "| c | read floor | 400.00 | - | - |" in text
+
+
+def test_memory_state_says_what_sets_the_floor():
+    from fastrec.bench._floor import memory_state
+
+    assert "the cores, not the memory" in memory_state(2, 1.9)
+    assert "the memory sets the read floor" in memory_state(2, 1.1)
+    assert "the memory sets the read floor" in memory_state(16, 5.0)
+    assert "1.90x" in memory_state(2, 1.9)
 
 
 def test_unknown_case_is_one_error_line(tmp_path):

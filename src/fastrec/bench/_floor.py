@@ -3,9 +3,14 @@
 A one-thread NumPy sum is not a floor on a multi-core machine; this sums every element of each
 array in row blocks on ``n_threads`` Numba threads (a pure streaming read of its bytes), so a
 kernel's time over the floor's is the fraction of the machine's read bandwidth it reaches.
+That bandwidth is the memory's, or, where the memory keeps up with every thread, the cores'
+own streaming speed: :func:`read_scaling` and :func:`memory_state` tell which.
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import numba
 import numpy as np
@@ -52,3 +57,45 @@ def parallel_read(arrays, n_threads: int):
             numba.set_num_threads(saved)
 
     return read
+
+
+def _last_level_cache_bytes() -> int:
+    try:
+        return max(0, int(os.sysconf("SC_LEVEL3_CACHE_SIZE")))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def read_scaling(n_threads: int, rounds: int = 3) -> float:
+    """How many times faster an ``n_threads`` read of an array beyond the caches runs than a
+    1-thread read (medians of ``rounds``; the array: 256 MB, or four times the last-level
+    cache where that is larger, at most 1 GB)."""
+    nbytes = min(1 << 30, max(1 << 28, 4 * _last_level_cache_bytes()))
+    a = np.ones(nbytes // 4, dtype=np.float32)
+    one, many = parallel_read([a], 1), parallel_read([a], n_threads)
+    one(), many()  # compile, fault the pages in
+    t_one, t_many = [], []
+    for _ in range(rounds):
+        for fn, ts in ((one, t_one), (many, t_many)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return float(np.median(t_one) / np.median(t_many))
+
+
+def memory_state(n_threads: int, scaling: float) -> str:
+    """What the read floor is in a run whose ``n_threads`` read ran ``scaling`` times as fast
+    as the 1-thread read: the memory's speed, or (near-linear scaling) the cores' own
+    streaming speed, which a kernel doing work per element reaches only about as well as it
+    does on one thread."""
+    if scaling >= 0.8 * n_threads:
+        return (
+            f"the {n_threads}-thread read ran {scaling:.2f}x as fast as the 1-thread read: the "
+            "cores, not the memory, set the read floor in this run (each streams at its own "
+            "peak); a kernel that works on every element reaches about the fraction of it it "
+            "reaches on one thread"
+        )
+    return (
+        f"the {n_threads}-thread read ran {scaling:.2f}x as fast as the 1-thread read: the "
+        "memory sets the read floor in this run"
+    )
