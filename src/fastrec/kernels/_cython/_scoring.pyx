@@ -145,13 +145,22 @@ cdef inline Py_ssize_t _count_unproven(const floating* s, Py_ssize_t m) noexcept
     return c
 
 
+cdef inline void _sigmoid_chunk(const double* z, Py_ssize_t r, Py_ssize_t m, double b,
+                                floating* out) noexcept nogil:
+    """out[r:r + m] = sigmoid(z[:m] + b), the block form (_scoring_simd.h)."""
+    if floating is float:
+        fastrec_sigmoid_block_f32(z, m, b, out + r, _csr_isa_here)
+    else:
+        fastrec_sigmoid_block_f64(z, m, b, out + r, _csr_isa_here)
+
+
 cdef Py_ssize_t _sigmoid_rows_c(
     const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* w, double b, floating* out,
     int n_threads, bint simd,
 ) noexcept nogil:
     """Returns the number of scores outside (0, 1) (counted per block, from cache)."""
     cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, i, r0, r1, t, c0, c1
-    cdef Py_ssize_t bad = 0
+    cdef Py_ssize_t bad = 0, prev, half
     cdef double* z
     if not simd:
         for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
@@ -174,20 +183,30 @@ cdef Py_ssize_t _sigmoid_rows_c(
         for t in range(d):
             w64[t] = w[t]
     with parallel(num_threads=n_threads):
-        z = <double*>malloc(SIGMOID_CHUNK * sizeof(double))
+        z = <double*>malloc(2 * SIGMOID_CHUNK * sizeof(double))
         for blk in prange(nb, schedule="guided"):
             r0 = blk * DENSE_BLOCK
             r1 = min(n, r0 + DENSE_BLOCK)
+            # A chunk's sigmoid is taken after the next chunk's logits, when its inputs are
+            # long computed, so that it overlaps that chunk's loads instead of waiting on them
+            # (2M x 64 float32, Zen 4, ~1300 runs each: one thread 0.76 -> 0.80 of the read;
+            # 2 threads 0.79 -> 0.82 where the cores set the read's speed, 0.96 where the
+            # memory does, as before).
             c0 = r0
+            prev = -1
+            half = 0
             while c0 < r1:
                 c1 = min(r1, c0 + SIGMOID_CHUNK)
                 if floating is float:
-                    fastrec_dense_logits_f32(X, c0, c1, d, w64, z)
-                    fastrec_sigmoid_block_f32(z, c1 - c0, b, out + c0, _csr_isa_here)
+                    fastrec_dense_logits_f32(X, c0, c1, d, w64, z + half)
                 else:
-                    fastrec_dense_logits_f64(X, c0, c1, d, w, z)
-                    fastrec_sigmoid_block_f64(z, c1 - c0, b, out + c0, _csr_isa_here)
+                    fastrec_dense_logits_f64(X, c0, c1, d, w, z + half)
+                half = SIGMOID_CHUNK - half
+                if prev >= 0:
+                    _sigmoid_chunk(z + half, prev, c0 - prev, b, out)
+                prev = c0
                 c0 = c1
+            _sigmoid_chunk(z + SIGMOID_CHUNK - half, prev, r1 - prev, b, out)
             bad += _count_unproven(out + r0, r1 - r0)
         free(z)
     free(w64)
