@@ -154,6 +154,35 @@ def test_block_sigmoid_forms_same_bits_as_each_other_and_numba(dtype):
         np.testing.assert_array_equal(got, outs[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_pipeline_same_bits_for_any_chunk(dtype):
+    # The C-order dense sigmoid takes each chunk's sigmoid after the next chunk's logits (two
+    # logit buffers in turn): any chunk size, dividing the 256-row blocks or not, must give the
+    # default's bits and count, on 1 and 2 threads.
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((1000, 37)).astype(dtype)
+    X[[3, 500, 999], 0] = 1e4  # scores of exactly 1, counted
+    w = (rng.standard_normal(37) / 4).astype(dtype)
+    kernel = _scoring.sigmoid_dense
+    want = np.empty(1000, dtype=dtype)
+    want_bad = kernel(X, w, 0.25, want, 1)
+    np.testing.assert_allclose(
+        want, reference.sigmoid(X.astype(np.float64) @ w.astype(np.float64) + 0.25), rtol=2e-7
+    )
+    saved = _scoring._set_dense_chunk(16)
+    try:
+        for chunk in (1, 3, 7, 16, 32, 100, 255, 256):
+            _scoring._set_dense_chunk(chunk)
+            for n_threads in (1, 2):
+                out = np.full(1000, np.nan, dtype=dtype)
+                assert kernel(X, w, 0.25, out, n_threads) == want_bad == 3
+                np.testing.assert_array_equal(out, want)
+        with pytest.raises(ValueError, match="1..256"):
+            _scoring._set_dense_chunk(0)
+    finally:
+        _scoring._set_dense_chunk(saved)
+
+
 def test_unavailable_form_rejected():
     with pytest.raises(ValueError, match="not available"):
         _scoring._set_csr_isa(ISAS[-1] + 1)

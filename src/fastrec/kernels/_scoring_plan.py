@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 DENSE_BLOCK = 256
-# The dense C-order sigmoid takes the sigmoid of every SIGMOID_CHUNK rows' logits as soon as
-# they are computed, so that the memory stream never waits long for it (a speed choice only:
-# the scores are the same for any chunk). 2M x 64 float32, one thread, Zen 4: a whole block
-# (256 rows) at a time left the kernel at 0.68-0.74 of the read; 32 rows, 0.79-0.85.
+# Numba's dense C-order sigmoid takes the sigmoid of every SIGMOID_CHUNK rows' logits as soon
+# as they are computed, so that the memory stream never waits long for it (a speed choice
+# only: the scores are the same for any chunk). 2M x 64 float32, one thread, Zen 4: a whole
+# block (256 rows) at a time left the kernel at 0.68-0.74 of the read; 32 rows, 0.79-0.85.
+# Cython's takes 16-row chunks, each one's sigmoid after the next one's logits
+# (_scoring.pyx, _dense_chunk).
 SIGMOID_CHUNK = 32
 # Rows per block of the F-order sigmoid (its logits are built column by column, in place in a
 # block's float64 accumulator: 128 KB, in L2). Long column runs keep the hardware prefetcher

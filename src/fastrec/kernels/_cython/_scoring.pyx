@@ -44,18 +44,14 @@ cdef enum:
     CSR_BLOCK = 1024
     # Columns per block when the partial gradients are combined (in parallel over columns).
     COMBINE_BLOCK = 4096
-    # Rows whose logits the vector dense sigmoid computes before taking their sigmoid
-    # (_scoring_plan.SIGMOID_CHUNK; 8 rows, too many calls: 0.70 of the read).
-    SIGMOID_CHUNK = 32
     # Rows per block of the F-order sigmoid (_scoring_plan.SIGMOID_F_BLOCK).
     SIGMOID_F_BLOCK = 16384
     # Folds of fewer partial-gradient entries than this run on one thread.
     COMBINE_PARALLEL_MIN = 1 << 20
 
 # Block sizes are fixed with the other backends in _scoring_plan (checked at import).
-if (DENSE_BLOCK, SIGMOID_CHUNK, SIGMOID_F_BLOCK, CSR_BLOCK, COMBINE_BLOCK) != (
-    _plan.DENSE_BLOCK, _plan.SIGMOID_CHUNK, _plan.SIGMOID_F_BLOCK, _plan.CSR_BLOCK,
-    _plan.COMBINE_BLOCK,
+if (DENSE_BLOCK, SIGMOID_F_BLOCK, CSR_BLOCK, COMBINE_BLOCK) != (
+    _plan.DENSE_BLOCK, _plan.SIGMOID_F_BLOCK, _plan.CSR_BLOCK, _plan.COMBINE_BLOCK,
 ):  # pragma: no cover
     raise ImportError("fastrec: _scoring.pyx block sizes differ from kernels/_scoring_plan.py")
 
@@ -145,6 +141,24 @@ cdef inline Py_ssize_t _count_unproven(const floating* s, Py_ssize_t m) noexcept
     return c
 
 
+# Rows per chunk of the C-order dense sigmoid's pipeline (_sigmoid_rows_c): a speed choice
+# only (the scores are the same for any chunk), settable for A/B runs (_set_dense_chunk).
+# 2M x 64 float32, Zen 4, 684 runs with the chunk sizes interleaved in each: 16 rows ahead of
+# 32 in 95% of them at one thread (medians 0.724 and 0.686 of the read) and 82% at two (0.960
+# and 0.940; 0.753 and 0.720 where the cores set the read's speed); 8 and 64 rows behind 32.
+cdef Py_ssize_t _dense_chunk = 16
+
+
+def _set_dense_chunk(Py_ssize_t rows):
+    """Rows per chunk of the C-order dense sigmoid (1..256); returns the previous value."""
+    global _dense_chunk
+    if not 1 <= rows <= 256:
+        raise ValueError("rows must be in 1..256")
+    previous = _dense_chunk
+    _dense_chunk = rows
+    return previous
+
+
 cdef inline void _sigmoid_chunk(const double* z, Py_ssize_t r, Py_ssize_t m, double b,
                                 floating* out) noexcept nogil:
     """out[r:r + m] = sigmoid(z[:m] + b), the block form (_scoring_simd.h)."""
@@ -160,7 +174,7 @@ cdef Py_ssize_t _sigmoid_rows_c(
 ) noexcept nogil:
     """Returns the number of scores outside (0, 1) (counted per block, from cache)."""
     cdef Py_ssize_t nb = (n + DENSE_BLOCK - 1) // DENSE_BLOCK, blk, i, r0, r1, t, c0, c1
-    cdef Py_ssize_t bad = 0, prev, half
+    cdef Py_ssize_t bad = 0, prev, half, chunk = _dense_chunk
     cdef double* z
     if not simd:
         for blk in prange(nb, schedule="dynamic", num_threads=n_threads):
@@ -170,7 +184,7 @@ cdef Py_ssize_t _sigmoid_rows_c(
                 out[i] = <floating>_sigmoid(_dot(X + i * d, w, d) + b)
             bad += _count_unproven(out + r0, r1 - r0)
         return bad
-    # Logits by the AVX2 dot (_scoring_simd.h) SIGMOID_CHUNK rows at a time, then their
+    # Logits by the AVX2 dot (_scoring_simd.h) _dense_chunk rows at a time, then their
     # sigmoid in the block form (Numba's arithmetic: 2M x 64 float64, Zen 4, 0.92 and 0.77 of
     # the read at 1 and 2 threads, against 0.50-0.69 with libm's exp per row). float32 w is
     # converted to float64 once. "guided" hands each thread long runs of consecutive blocks
@@ -183,30 +197,30 @@ cdef Py_ssize_t _sigmoid_rows_c(
         for t in range(d):
             w64[t] = w[t]
     with parallel(num_threads=n_threads):
-        z = <double*>malloc(2 * SIGMOID_CHUNK * sizeof(double))
+        z = <double*>malloc(2 * chunk * sizeof(double))
         for blk in prange(nb, schedule="guided"):
             r0 = blk * DENSE_BLOCK
             r1 = min(n, r0 + DENSE_BLOCK)
             # A chunk's sigmoid is taken after the next chunk's logits, when its inputs are
             # long computed, so that it overlaps that chunk's loads instead of waiting on them
-            # (2M x 64 float32, Zen 4, ~1300 runs each: one thread 0.76 -> 0.80 of the read;
-            # 2 threads 0.79 -> 0.82 where the cores set the read's speed, 0.96 where the
-            # memory does, as before).
+            # (32-row chunks, 2M x 64 float32, Zen 4, ~1300 runs of each build in alternated
+            # stretches: one thread 0.76 -> 0.80 of the read; 2 threads 0.79 -> 0.82 where the
+            # cores set the read's speed, 0.96 where the memory does, as before).
             c0 = r0
             prev = -1
             half = 0
             while c0 < r1:
-                c1 = min(r1, c0 + SIGMOID_CHUNK)
+                c1 = min(r1, c0 + chunk)
                 if floating is float:
                     fastrec_dense_logits_f32(X, c0, c1, d, w64, z + half)
                 else:
                     fastrec_dense_logits_f64(X, c0, c1, d, w, z + half)
-                half = SIGMOID_CHUNK - half
+                half = chunk - half
                 if prev >= 0:
                     _sigmoid_chunk(z + half, prev, c0 - prev, b, out)
                 prev = c0
                 c0 = c1
-            _sigmoid_chunk(z + SIGMOID_CHUNK - half, prev, r1 - prev, b, out)
+            _sigmoid_chunk(z + chunk - half, prev, r1 - prev, b, out)
             bad += _count_unproven(out + r0, r1 - r0)
         free(z)
     free(w64)

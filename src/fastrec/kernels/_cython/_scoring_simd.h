@@ -412,7 +412,7 @@ FASTREC_SIGMOID_DISPATCH(fastrec_sigmoid_block_f64, double, fastrec_sigmoid_bloc
    converted once per call, and the multiply-adds are fused (the float64 product of two
    float32 is exact, so the bits are those of a separate multiply and add); float64: a
    multiply, then an add. No software prefetch: with the sigmoid taken every few rows
-   (_scoring.pyx, SIGMOID_CHUNK) the hardware prefetcher keeps up, and prefetching 12 KB
+   (_scoring.pyx, _dense_chunk) the hardware prefetcher keeps up, and prefetching 12 KB
    ahead cost 5-10% at one thread (Zen 4, 2M x 64 float32). */
 #define FASTREC_DENSE_ROWS(NAME, T, W, LOADX, LOADX_TAIL, STEP)                                \
     FASTREC_T256 static void NAME(const T* X, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d,       \
