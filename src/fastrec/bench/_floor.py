@@ -73,7 +73,8 @@ def read_scaling(n_threads: int, rounds: int = 3) -> float:
     nbytes = min(1 << 30, max(1 << 28, 4 * _last_level_cache_bytes()))
     a = np.ones(nbytes // 4, dtype=np.float32)
     one, many = parallel_read([a], 1), parallel_read([a], n_threads)
-    one(), many()  # compile, fault the pages in
+    one()  # compiles, faults the pages in
+    many()
     t_one, t_many = [], []
     for _ in range(rounds):
         for fn, ts in ((one, t_one), (many, t_many)):
@@ -88,14 +89,11 @@ def memory_state(n_threads: int, scaling: float) -> str:
     as the 1-thread read: the memory's speed, or (near-linear scaling) the cores' own
     streaming speed, which a kernel doing work per element reaches only about as well as it
     does on one thread."""
+    measured = f"the {n_threads}-thread read ran {scaling:.2f}x as fast as the 1-thread read: "
     if scaling >= 0.8 * n_threads:
-        return (
-            f"the {n_threads}-thread read ran {scaling:.2f}x as fast as the 1-thread read: the "
-            "cores, not the memory, set the read floor in this run (each streams at its own "
+        return measured + (
+            "the cores, not the memory, set the read floor in this run (each streams at its own "
             "peak); a kernel that works on every element reaches about the fraction of it it "
             "reaches on one thread"
         )
-    return (
-        f"the {n_threads}-thread read ran {scaling:.2f}x as fast as the 1-thread read: the "
-        "memory sets the read floor in this run"
-    )
+    return measured + "the memory sets the read floor in this run"

@@ -290,10 +290,8 @@ cdef Py_ssize_t _sigmoid_rows_f(
                 for t in range(m):
                     acc[t] = acc[t] + <double>col[t] * wj
                 j = j + 1
-            if floating is float and simd:
-                fastrec_sigmoid_block_f32(acc, m, b, out + r0, _csr_isa_here)
-            elif floating is double and simd:
-                fastrec_sigmoid_block_f64(acc, m, b, out + r0, _csr_isa_here)
+            if simd:
+                _sigmoid_chunk(acc, r0, m, b, out)
             else:
                 for t in range(m):
                     out[r0 + t] = <floating>_sigmoid(acc[t] + b)
