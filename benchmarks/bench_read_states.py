@@ -1,6 +1,7 @@
 """Issue 18's two read-bound targets across the memory states of the machine.
 
-    python benchmarks/bench_read_states.py [--minutes 10] [--rounds 3] [--kernels topk dense]
+    python benchmarks/bench_read_states.py [--minutes 10] [--rounds 3]
+        [--kernels topk topk-inf dense]
 
 On a small VM the 2-thread read of the same array takes anywhere from about the 1-thread time
 (the memory is the bottleneck) to half of it (each core streams at its own peak, and the
@@ -8,7 +9,9 @@ memory keeps up with both). A run here times, in interleaved rounds, the read fl
 2 threads and the kernel on 1 and 2 threads, for ``fastrec.topk`` (4096 x 100k float32, k=100)
 and ``fastrec.sigmoid_scores`` (2M x 64 float32, C order), default backend: one line per run
 (the read's scaling: 1-thread read time / 2-thread read time, of the first kernel's array),
-then the medians grouped by that scaling.
+then the medians grouped by that scaling. ``topk-inf`` is topk on Cython with its rows started
+from -inf instead of a guess (the A/B of the guessed start; needs ``topk`` too, whose read it
+shares).
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ def main(argv=None):
         for t in (1, 2):
             cases[f"read topk {t}"] = parallel_read([S], t)
             cases[f"topk {t}"] = lambda t=t: fastrec.topk(S, 100, n_threads=t)
+    if "topk-inf" in args.kernels:
+        from fastrec.kernels._cython import _topk
+
+        def from_inf(t):
+            previous = _topk._set_guess(False)
+            try:
+                fastrec.topk(S, 100, backend="cython", n_threads=t)
+            finally:
+                _topk._set_guess(previous)
+
+        for t in (1, 2):
+            cases[f"topk-inf {t}"] = lambda t=t: from_inf(t)
     if "dense" in args.kernels:
         X = rng.standard_normal((2_000_000, 64), dtype=np.float32)
         w = (rng.standard_normal(64) / 8).astype(np.float32)
@@ -53,7 +68,8 @@ def main(argv=None):
         run()  # compile, choose forms, warm
     print(f"CPU: {form_choice.cpu_description()}")
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
-    kernels = [k for k in ("topk", "dense") if k in args.kernels]
+    kernels = [k for k in ("topk", "topk-inf", "dense") if k in args.kernels]
+    reads = {k: "topk" if k == "topk-inf" else k for k in kernels}
     heads = " | ".join(f"{k} {t} thr" for k in kernels for t in (1, 2))
     print(f"| run | read ({first}) 1 / 2 thr, ms | scaling | {heads} |")
     print("|---|---|---|" + "---|" * 2 * len(kernels))
@@ -70,7 +86,7 @@ def main(argv=None):
                 times[name].append(time.perf_counter() - t0)
         m = {name: float(np.median(ts)) for name, ts in times.items()}
         row = [m[f"read {first} 1"] / m[f"read {first} 2"]]
-        row += [m[f"read {k} {t}"] / m[f"{k} {t}"] for k in kernels for t in (1, 2)]
+        row += [m[f"read {reads[k]} {t}"] / m[f"{k} {t}"] for k in kernels for t in (1, 2)]
         rows.append(row)
         print(
             f"| {len(rows)} | {m[f'read {first} 1'] * 1e3:.1f} / {m[f'read {first} 2'] * 1e3:.1f}"

@@ -5,6 +5,8 @@ float64 in the reference's order and is compared tie-tolerantly. Each backend mu
 bit-identical output for 1, 2 and 3 threads and leave its inputs untouched.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -174,6 +176,94 @@ def test_float32_row_forms_long_rows(backend, compress, k):
             got = fastrec.topk(S, k, exclude=mask, backend=backend, n_threads=2)
         assert_topk_equal(got, want, exact=True)
         np.testing.assert_array_equal(np.signbit(got.scores), np.signbit(want.scores))
+
+
+@st.composite
+def guessed_rows(draw):
+    """Rows long enough that the compiled rows start from a guess of the k-th best score
+    (k >= 64 and n >= 256 k: up to 32 sampled 16-column lines, one per 2k columns, at least
+    8), shaped so that the guess is right, too high (fewer than k entries pass it: sparse
+    positives, a mask over the best entries, -inf and NaN rows), or not taken (tied maxima)."""
+    k = draw(st.integers(64, 100))
+    n_cols = draw(st.integers(256 * k, 256 * k + 3000))
+    n_rows = draw(st.integers(1, 8))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["uniform", "sparse", "ties", "ascending", "descending", "-inf"]))
+    shape = (n_rows, n_cols)
+    if kind == "uniform":
+        S = rng.standard_normal(shape)
+    elif kind == "sparse":  # a few positives among zeros: fewer than k (mostly), or more
+        S = np.zeros(shape)
+        for row in S:
+            c = int(rng.integers(1, k if rng.random() < 0.7 else 3 * k))
+            row[rng.choice(n_cols, c, replace=False)] = rng.random(c) + 0.5
+    elif kind == "ties":
+        S = rng.integers(0, 3, shape).astype(float)
+    elif kind in ("ascending", "descending"):
+        S = np.tile(np.arange(n_cols, dtype=float), (n_rows, 1))
+        S = S if kind == "ascending" else -S
+    else:
+        S = np.full(shape, -np.inf)
+        few = rng.random(shape) < draw(st.sampled_from([0.001, 0.01]))
+        S[few] = rng.random(few.sum())
+        S[rng.random(shape) < 0.01] = np.nan
+    dtype = draw(float_dtypes)
+    S = S.astype(dtype)
+    M = None
+    if draw(st.booleans()):  # most of the best 2k excluded, and a sprinkle elsewhere
+        order = np.argsort(-np.nan_to_num(S, nan=-np.inf), axis=1, kind="stable")[:, : 2 * k]
+        dense = rng.random(shape) < draw(st.sampled_from([0.0, 0.05]))
+        np.put_along_axis(dense, order, rng.random(order.shape) < 0.8, axis=1)
+        M = sp.csr_matrix(dense)
+    return S, M, k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=guessed_rows())
+def test_long_rows_from_a_guess_equal_reference(backend, case):
+    S, M, k = case
+    want = fastrec.topk(S, k, exclude=M, backend="numpy")
+    forms = (
+        [None]
+        if S.dtype != np.float32 or backend not in topk_forms.BACKENDS
+        else [c for c in (False, True) if not c or topk_forms.compress_available(backend)]
+    )
+    for compress in forms:
+        if compress is None:
+            got = fastrec.topk(S, k, exclude=M, backend=backend, n_threads=2)
+        else:
+            with topk_forms.float32_form(backend, compress):
+                got = fastrec.topk(S, k, exclude=M, backend=backend, n_threads=2)
+        assert_topk_equal(got, want, exact=True)
+
+
+_GUESS_SWITCH = {
+    "cython": "fastrec.kernels._cython._topk",
+    "numba": "fastrec.kernels.numba_cpu.topk",
+}
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in _GUESS_SWITCH])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_guessed_start_changes_nothing_but_speed(backend, dtype):
+    """The same rows with and without the guessed start: the same output, on rows where the
+    guess is too high in about a third of the rows (a few positives among zeros: a scan that
+    did not start again from -inf would miss entries)."""
+    switch = importlib.import_module(_GUESS_SWITCH[backend])
+    rng = np.random.default_rng(7)
+    S = np.zeros((64, 20_000))
+    for row in S:
+        c = int(rng.integers(5, 120))
+        row[rng.choice(S.shape[1], c, replace=False)] = rng.random(c) + 0.5
+    S = S.astype(dtype)
+    want = fastrec.topk(S, 64, backend="numpy")
+    for guessing in (True, False):
+        previous = switch._set_guess(guessing)
+        try:
+            got = fastrec.topk(S, 64, backend=backend, n_threads=2)
+        finally:
+            switch._set_guess(previous)
+        assert_topk_equal(got, want, exact=True)
 
 
 @st.composite

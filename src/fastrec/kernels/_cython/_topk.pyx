@@ -38,6 +38,8 @@ cdef extern from "_topk_simd.h":
     int fastrec_any_f64(const double* p, double thr) nogil
     uint64_t fastrec_hits_f32(const float* p, float thr) nogil
     uint64_t fastrec_hits_f64(const double* p, double thr) nogil
+    float fastrec_max16_f32(const float* p) nogil
+    double fastrec_max16_f64(const double* p) nogil
     int __builtin_ctzll(unsigned long long) nogil
     int fastrec_cpu_has_avx512() nogil
     void fastrec_rank_init() nogil
@@ -129,23 +131,90 @@ cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p,
 
 
 # The threshold scan both topk rows share: entries strictly above ``thr`` (the k-th best so
-# far, -inf before there are k, which also rejects NaN and -inf) are appended to a buffer of
-# 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
+# far; at the start -inf or a guess, below: NaN and -inf never pass) are appended to a buffer
+# of 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
 # becomes the threshold. Columns are scanned in increasing order, so an entry equal to the
 # threshold never beats it (the kept one has the smaller column). 64-wide blocks with nothing
 # above ``thr`` are skipped after one vector comparison; in the others only the set bits of the
 # hit mask are visited, and the row's sorted excluded columns are merged in then. Each
 # candidate costs O(1) (a heap's O(log k) chain of dependent, unpredictable branches measured
 # 3.5x more work per row at k=100, n=1e5).
+#
+# The start: from -inf, the first few thousand columns of a long row are nearly all
+# candidates, and the cuts they cost come in a burst that the row's loads cannot hide (the
+# scan itself keeps up with memory). So a long row starts from a guess of its k-th best
+# score: the fourth largest of the maxima of up to GUESS_LINES 16-column lines spread evenly
+# over it (excluded columns left out). Fewer than four of those lines may hold one of the
+# row's best k, so on random rows about 4 n / (16 GUESS_LINES) entries (800 at n = 1e5)
+# pass it, spread over the row, and the guess is too high in under 0.2% of rows
+# (sampling at most one line per 2k of them keeps the expected count of such lines <= 0.5).
+# A guess is only a start: when fewer than k entries pass it, the row is scanned again
+# from -inf (from cache), so the result never depends on it. The sample's loads (up to a
+# microsecond a row) cost more than the burst saves below k = 64, where it is taken (one
+# rule for every form of both backends; below it the gain was mixed). Figures, both
+# backends, every form: benchmarks/README ("topk: the guessed start").
+cdef enum:
+    GUESS_WIDTH = 16
+    GUESS_LINES = 32
+    GUESS_MIN_LINES = 8
+    GUESS_MIN_K = 64
 
-cdef void _topk_row(
+cdef bint _guessing = True
+
+
+def _set_guess(bint flag):
+    """Start long rows from a guess (True) or from -inf; returns the previous setting. For
+    A/B runs and for tests (the results are the same)."""
+    global _guessing
+    previous = _guessing
+    _guessing = flag
+    return previous
+
+
+cdef inline floating _guess(const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
+                            const index_t* ex, Py_ssize_t n_ex) noexcept nogil:
+    """A start for the row's threshold (see above); -inf for k < GUESS_MIN_K, a short row, or
+    when the largest sampled maxima tie. Branch-free but for lines holding an excluded
+    column, so that the lines' loads are all in flight at once (a mispredicted branch would
+    serialise them), the four largest maxima kept in t0 >= .. >= t3 by a min/max insertion."""
+    cdef Py_ssize_t n_lines = n_cols // GUESS_WIDTH
+    cdef Py_ssize_t lines = min(<Py_ssize_t> GUESS_LINES, n_lines // (2 * k)), i, c, j, p = 0
+    cdef floating t0 = -INFINITY, t1 = -INFINITY, t2 = -INFINITY, t3 = -INFINITY, m, x
+    if k < GUESS_MIN_K or lines < GUESS_MIN_LINES or not _guessing:
+        return -INFINITY
+    for i in range(lines):
+        c = GUESS_WIDTH * ((i * n_lines) // lines + n_lines // (2 * lines))
+        while p < n_ex and ex[p] < c:
+            p += 1
+        if p < n_ex and ex[p] < c + GUESS_WIDTH:
+            m = -INFINITY
+            for j in range(c, c + GUESS_WIDTH):
+                if row[j] > m and _allowed(ex, n_ex, &p, j):
+                    m = row[j]
+        elif floating is float:
+            m = fastrec_max16_f32(row + c)
+        else:
+            m = fastrec_max16_f64(row + c)
+        x = max(t0, m)
+        m = min(t0, m)
+        t0 = x
+        x = max(t1, m)
+        m = min(t1, m)
+        t1 = x
+        x = max(t2, m)
+        m = min(t2, m)
+        t2 = x
+        t3 = max(t3, m)
+    return t3 if t0 > t3 else -INFINITY
+
+
+cdef Py_ssize_t _scan_pairs(
     const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
-    const index_t* ex, Py_ssize_t n_ex, floating* bv, int64_t* bi, floating* hv, int64_t* hi,
+    const index_t* ex, Py_ssize_t n_ex, floating* bv, int64_t* bi, floating thr,
 ) noexcept nogil:
-    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
-    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
-    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0 = 0, j1, j, t
-    cdef floating thr = -INFINITY
+    """The scan from ``thr`` into the candidate buffer bv/bi (2k); returns how many it holds
+    (the best k of them first when more than k)."""
+    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0 = 0, j1, j
     cdef floating v
     cdef uint64_t m
     while j0 < n_cols:
@@ -164,6 +233,20 @@ cdef void _topk_row(
                     cnt = k
                     thr = bv[k - 1]
         j0 = j1
+    return cnt
+
+
+cdef void _topk_row(
+    const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
+    const index_t* ex, Py_ssize_t n_ex, floating* bv, int64_t* bi, floating* hv, int64_t* hi,
+) noexcept nogil:
+    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
+    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
+    cdef Py_ssize_t t
+    cdef floating guess = _guess(row, n_cols, k, ex, n_ex)
+    cdef Py_ssize_t cnt = _scan_pairs(row, n_cols, k, ex, n_ex, bv, bi, guess)
+    if cnt < k and guess > -INFINITY:  # the guess was above the k-th best
+        cnt = _scan_pairs(row, n_cols, k, ex, n_ex, bv, bi, -INFINITY)
     if cnt > k:
         _select_pairs(bv, bi, cnt, k)
         cnt = k
@@ -228,13 +311,12 @@ cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos,
     a[pos] = key
 
 
-cdef void _topk_row_f32(
+cdef Py_ssize_t _scan_keys(
     const float* row, Py_ssize_t n_cols, Py_ssize_t k,
-    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float* hv, int64_t* hi,
+    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float thr,
 ) noexcept nogil:
-    """_topk_row for float32 rows of fewer than 2**32 columns, with a key buffer of 2k."""
+    """_scan_pairs with keys: the scan from ``thr`` into buf (2k); returns how many it holds."""
     cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0, j1, j
-    cdef float thr = -INFINITY
     cdef float v
     cdef uint64_t m
     j0 = 0
@@ -253,6 +335,18 @@ cdef void _topk_row_f32(
                     cnt = k
                     thr = _key_f32(buf[k - 1])
         j0 = j1
+    return cnt
+
+
+cdef void _topk_row_f32(
+    const float* row, Py_ssize_t n_cols, Py_ssize_t k,
+    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float* hv, int64_t* hi,
+) noexcept nogil:
+    """_topk_row for float32 rows of fewer than 2**32 columns, with a key buffer of 2k."""
+    cdef float guess = _guess(row, n_cols, k, ex, n_ex)
+    cdef Py_ssize_t cnt = _scan_keys(row, n_cols, k, ex, n_ex, buf, guess)
+    if cnt < k and guess > -INFINITY:  # the guess was above the k-th best
+        cnt = _scan_keys(row, n_cols, k, ex, n_ex, buf, -INFINITY)
     if cnt > k:
         _select_keys(buf, cnt, k)
         cnt = k
@@ -285,21 +379,32 @@ cdef void _emit_keys(const float* row, uint64_t* buf, Py_ssize_t cnt, Py_ssize_t
         hi[t] = -1
 
 
-cdef void _topk_row_f32_compress(
+cdef Py_ssize_t _scan_stream(
     const float* row, Py_ssize_t n_cols, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
-    uint64_t* keys, uint32_t* cols, uint64_t* s, float* hv, int64_t* hi,
+    uint64_t* keys, uint32_t* cols, uint64_t* s, float thr,
 ) noexcept nogil:
-    """_topk_row_f32 in the stream form (full blocks in fastrec_scan_f32); keys and s of
-    3k + SLACK, cols of k + SLACK; ex: the row's excluded columns, sorted, as int64."""
+    """The stream form's scan from ``thr``; returns how many keys it holds (< 3k)."""
     cdef Py_ssize_t nk = 0, p = 0, j
     cdef Py_ssize_t n_full = n_cols - n_cols % BLOCK
-    cdef float thr = -INFINITY
     if n_full:
         fastrec_scan_f32(row, n_full, k, ex, n_ex, keys, cols, s, &nk, &thr)
     for j in range(n_full, n_cols):
         if row[j] > thr and _allowed(ex, n_ex, &p, j):
             keys[nk] = _f32_key(row[j], j)
             nk += 1
+    return nk
+
+
+cdef void _topk_row_f32_compress(
+    const float* row, Py_ssize_t n_cols, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
+    uint64_t* keys, uint32_t* cols, uint64_t* s, float* hv, int64_t* hi,
+) noexcept nogil:
+    """_topk_row_f32 in the stream form (full blocks in fastrec_scan_f32); keys and s of
+    3k + SLACK, cols of k + SLACK; ex: the row's excluded columns, sorted, as int64."""
+    cdef float guess = _guess(row, n_cols, k, ex, n_ex)
+    cdef Py_ssize_t nk = _scan_stream(row, n_cols, k, ex, n_ex, keys, cols, s, guess)
+    if nk < k and guess > -INFINITY:  # the guess was above the k-th best
+        nk = _scan_stream(row, n_cols, k, ex, n_ex, keys, cols, s, -INFINITY)
     if nk > k:
         fastrec_cut_keys(keys, nk, k, s)
         nk = k

@@ -5,6 +5,7 @@
 #ifndef FASTREC_TOPK_SIMD_H
 #define FASTREC_TOPK_SIMD_H
 
+#include <math.h>
 #include <stdint.h>
 /* A full 64-wide block: whether any p[t] > thr, and the hit mask (bit t set when
    p[t] > thr; never for NaN). gcc vectorises neither well at the base ISA, so on x86-64
@@ -37,7 +38,32 @@ static inline uint64_t fastrec_hits_f64(const double* p, double thr) {
         m |= (uint64_t)_mm_movemask_pd(_mm_cmpgt_pd(_mm_loadu_pd(p + 2 * q), t)) << (2 * q);
     return m;
 }
+/* The largest of p[0:16] that is not NaN (-inf when none is): maxps returns its second
+   operand when either is NaN, and m never is. */
+static inline float fastrec_max16_f32(const float* p) {
+    __m128 m = _mm_set1_ps(-INFINITY);
+    for (int q = 0; q < 4; q++) m = _mm_max_ps(_mm_loadu_ps(p + 4 * q), m);
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtss_f32(m);
+}
+static inline double fastrec_max16_f64(const double* p) {
+    __m128d m = _mm_set1_pd(-INFINITY);
+    for (int q = 0; q < 8; q++) m = _mm_max_pd(_mm_loadu_pd(p + 2 * q), m);
+    m = _mm_max_pd(m, _mm_shuffle_pd(m, m, 1));
+    return _mm_cvtsd_f64(m);
+}
 #else
+static inline float fastrec_max16_f32(const float* p) {
+    float m = -INFINITY;
+    for (int t = 0; t < 16; t++) m = p[t] > m ? p[t] : m;
+    return m;
+}
+static inline double fastrec_max16_f64(const double* p) {
+    double m = -INFINITY;
+    for (int t = 0; t < 16; t++) m = p[t] > m ? p[t] : m;
+    return m;
+}
 static inline int fastrec_any_f32(const float* p, float thr) {
     int h = 0;
     for (int t = 0; t < 64; t++) h |= p[t] > thr;
@@ -219,13 +245,13 @@ FASTREC_AVX512 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ss
    block's columns above the threshold are appended to cols with compress stores, whether
    or not there are any (no data-dependent branch), then its excluded columns (ex, sorted)
    are dropped; every k columns become keys; 2k keys are cut back to k, raising the
-   threshold. Returns the keys held (*nk_io < 3k) and the threshold. keys and s hold
-   3k + 80, cols k + 80. */
+   threshold, which starts at *thr_io. Returns the keys held (*nk_io < 3k) and the
+   threshold. keys and s hold 3k + 80, cols k + 80. */
 FASTREC_AVX512 static void fastrec_scan_f32(
         const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
         uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
     Py_ssize_t nk = 0, nc = 0, p = 0, j0 = 0;
-    float thr = -INFINITY;
+    float thr = *thr_io;
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     __m512 t = _mm512_set1_ps(thr);
     for (; j0 < j_end; j0 += 64) {

@@ -49,14 +49,73 @@ def _not_excluded(ex, p, j):
 
 
 # The threshold scan both topk rows share: entries strictly above ``thr`` (the k-th best so
-# far, -inf before there are k, which also rejects NaN and -inf) are appended to a buffer of
-# 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
+# far; at the start -inf or a guess, below: NaN and -inf never pass) are appended to a buffer
+# of 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
 # becomes the threshold. Columns are scanned in increasing order, so an entry equal to the
 # threshold never beats it (the kept one has the smaller column). 64-wide blocks with nothing
 # above ``thr`` are skipped after one branch-free comparison; in the others only the set bits
 # of the hit mask are visited, and the row's sorted excluded columns are merged in then. Each
 # candidate costs O(1) (a heap's O(log k) chain of dependent, unpredictable branches measured
 # 3.5x more work per row at k=100, n=1e5).
+#
+# A long row starts from a guess of its k-th best score rather than from -inf (whose first
+# few thousand columns are nearly all candidates, a burst of cuts the row's loads cannot
+# hide): the fourth largest of the maxima of up to _GUESS_LINES 16-column lines
+# spread evenly over the row, excluded columns left out. When fewer than k entries pass it,
+# the row is scanned again from -inf, so the result never depends on it. Taken for k >= 64.
+# The same rule, the same lines and the same reasoning as the Cython backend (_topk.pyx,
+# "The start").
+_GUESS_WIDTH = 16
+_GUESS_LINES = 32
+_GUESS_MIN_LINES = 8
+_GUESS_MIN_K = 64
+_guessing = True
+
+
+def _set_guess(flag):
+    """Start long rows from a guess (True) or from -inf; returns the previous setting. For
+    A/B runs and for tests (the results are the same)."""
+    global _guessing
+    previous, _guessing = _guessing, bool(flag)
+    return previous
+
+
+@numba.njit(inline="always")
+def _guess(row, k, ex, min_k):
+    """A start for the row's threshold; -inf for k < min_k (_GUESS_MIN_K, or never when the
+    guess is switched off), a short row, or when the largest sampled maxima tie. Branch-free
+    but for lines holding an excluded column, so that the lines' loads are all in flight at
+    once (a mispredicted branch would serialise them: a branchy form measured 4 us a row),
+    the four largest maxima kept in scalars t0 >= .. >= t3 by a min/max insertion."""
+    n_lines = row.shape[0] // _GUESS_WIDTH
+    lines = min(_GUESS_LINES, n_lines // (2 * k))
+    none = row.dtype.type(-np.inf)
+    if k < min_k or lines < _GUESS_MIN_LINES:
+        return none
+    t0 = t1 = t2 = t3 = none
+    n_ex = ex.shape[0]
+    p = 0
+    for i in range(lines):
+        c = _GUESS_WIDTH * ((i * n_lines) // lines + n_lines // (2 * lines))
+        m = none
+        while p < n_ex and ex[p] < c:
+            p += 1
+        if p < n_ex and ex[p] < c + _GUESS_WIDTH:
+            for j in range(c, c + _GUESS_WIDTH):
+                v = row[j]
+                if v > m:
+                    p, ok = _not_excluded(ex, p, j)
+                    if ok:
+                        m = v
+        else:
+            for j in range(c, c + _GUESS_WIDTH):
+                v = row[j]
+                m = v if v > m else m  # NaN never is
+        t0, m = max(t0, m), min(t0, m)
+        t1, m = max(t1, m), min(t1, m)
+        t2, m = max(t2, m), min(t2, m)
+        t3 = max(t3, m)
+    return t3 if t0 > t3 else none
 
 
 @numba.njit(inline="always")
@@ -111,15 +170,13 @@ def _select_pairs(bv, bi, n, k):
             lo = s + 1
 
 
-@numba.njit(inline="always")
-def _topk_row(row, k, ex, bv, bi, hv, hi):
-    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
-    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
+@numba.njit
+def _scan_pairs(row, k, ex, bv, bi, thr):
+    """The scan from ``thr`` into the candidate buffer bv/bi (2k); returns how many it holds."""
     n_cols = row.shape[0]
     cap = bv.shape[0]
     cnt = 0
     p = 0
-    thr = row.dtype.type(-np.inf)
     for j0 in range(0, n_cols, _BLOCK):
         m = _block_hits(row[j0 : j0 + _BLOCK], thr)
         while m:
@@ -136,6 +193,17 @@ def _topk_row(row, k, ex, bv, bi, hv, hi):
                         _select_pairs(bv, bi, cnt, k)
                         cnt = k
                         thr = bv[k - 1]
+    return cnt
+
+
+@numba.njit(inline="always")
+def _topk_row(row, k, ex, bv, bi, hv, hi, guess_min_k):
+    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
+    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
+    guess = _guess(row, k, ex, guess_min_k)
+    cnt = _scan_pairs(row, k, ex, bv, bi, guess)
+    if cnt < k and guess > -np.inf:  # the guess was above the k-th best
+        cnt = _scan_pairs(row, k, ex, bv, bi, row.dtype.type(-np.inf))
     if cnt > k:
         _select_pairs(bv, bi, cnt, k)
         cnt = k
@@ -227,14 +295,13 @@ def _key_sift_down(a, size, pos, key):
     a[pos] = key
 
 
-@numba.njit(inline="always")
-def _topk_row_f32(row, k, ex, buf, hv, hi):
-    """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf`` (2k)."""
+@numba.njit
+def _scan_keys(row, k, ex, buf, thr):
+    """_scan_pairs with keys: the scan from ``thr`` into buf (2k); returns how many it holds."""
     n_cols = row.shape[0]
     cap = buf.shape[0]
     cnt = 0
     p = 0
-    thr = np.float32(-np.inf)
     for j0 in range(0, n_cols, _BLOCK):
         block = row[j0 : j0 + _BLOCK]
         m = _block_hits(block, thr)
@@ -251,6 +318,16 @@ def _topk_row_f32(row, k, ex, buf, hv, hi):
                         _select_keys(buf, cnt, k)
                         cnt = k
                         thr = _key_f32(buf[k - 1])
+    return cnt
+
+
+@numba.njit(inline="always")
+def _topk_row_f32(row, k, ex, buf, hv, hi, guess_min_k):
+    """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf`` (2k)."""
+    guess = _guess(row, k, ex, guess_min_k)
+    cnt = _scan_keys(row, k, ex, buf, guess)
+    if cnt < k and guess > -np.inf:  # the guess was above the k-th best
+        cnt = _scan_keys(row, k, ex, buf, np.float32(-np.inf))
     if cnt > k:
         _select_keys(buf, cnt, k)
         cnt = k
@@ -378,16 +455,15 @@ def _columns_to_keys(row, cols, nc, keys, nk):
     return nk + nc
 
 
-@numba.njit(inline="always")
-def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi):
-    """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK, cols of k + _SLACK.
-    A block holding an excluded column drops it from the columns it appended."""
+@numba.njit
+def _scan_stream(row, k, ex, keys, cols, s, thr):
+    """The stream form's scan from ``thr``; returns how many keys it holds (< 3k). A block
+    holding an excluded column drops it from the columns it appended."""
     n_cols = row.shape[0]
     n_ex = ex.shape[0]
     nk = 0
     nc = 0
     p = 0
-    thr = np.float32(-np.inf)
     n_full = n_cols - n_cols % _BLOCK
     for j0 in range(0, n_full, _BLOCK):
         m = above_mask64(row, j0, thr)
@@ -412,6 +488,16 @@ def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi):
             if ok:
                 keys[nk] = _f32_key(v, j)
                 nk += 1
+    return nk
+
+
+@numba.njit(inline="always")
+def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi, guess_min_k):
+    """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK, cols of k + _SLACK."""
+    guess = _guess(row, k, ex, guess_min_k)
+    nk = _scan_stream(row, k, ex, keys, cols, s, guess)
+    if nk < k and guess > -np.inf:  # the guess was above the k-th best
+        nk = _scan_stream(row, k, ex, keys, cols, s, np.float32(-np.inf))
     if nk > k:
         _cut_keys(keys, nk, k, s)
         nk = k
@@ -422,7 +508,7 @@ _TOPK_GROUP = 8
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guess_min_k):
     n = scores.shape[0]
     empty = ex_indices[:0]
     # Rows in groups of _TOPK_GROUP, one candidate buffer per group (not one per row).
@@ -431,22 +517,24 @@ def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
         bi = np.empty(2 * k, np.int64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r])
+            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r], guess_min_k)
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guess_min_k):
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
         buf = np.empty(2 * k, np.uint64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r])
+            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r], guess_min_k)
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val):
+def _topk_impl_f32_compress(
+    scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guess_min_k
+):
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
@@ -455,7 +543,9 @@ def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx,
         cols = np.empty(k + _SLACK, np.uint32)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row_f32_compress(scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r])
+            _topk_row_f32_compress(
+                scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r], guess_min_k
+            )
 
 
 @numba.njit(inline="always")
@@ -543,7 +633,7 @@ def _run_topk(call, n_threads):
     else:
         impl = _topk_impl
     with threads(n_threads):
-        impl(*call)
+        impl(*call, _GUESS_MIN_K if _guessing else np.iinfo(np.int64).max)
 
 
 def _run_recommend(call, n_threads):
