@@ -177,10 +177,12 @@ cdef inline floating _guess(const floating* row, Py_ssize_t n_cols, Py_ssize_t k
     when the largest sampled maxima tie. Branch-free but for lines holding an excluded
     column, so that the lines' loads are all in flight at once (a mispredicted branch would
     serialise them), the four largest maxima kept in t0 >= .. >= t3 by a min/max insertion."""
-    cdef Py_ssize_t n_lines = n_cols // GUESS_WIDTH
-    cdef Py_ssize_t lines = min(<Py_ssize_t> GUESS_LINES, n_lines // (2 * k)), i, c, j, p = 0
+    cdef Py_ssize_t n_lines = n_cols // GUESS_WIDTH, lines, i, c, j, p = 0
     cdef floating t0 = -INFINITY, t1 = -INFINITY, t2 = -INFINITY, t3 = -INFINITY, m, x
-    if k < GUESS_MIN_K or lines < GUESS_MIN_LINES or not _guessing:
+    if k < GUESS_MIN_K or not _guessing:
+        return -INFINITY
+    lines = min(<Py_ssize_t> GUESS_LINES, n_lines // (2 * k))
+    if lines < GUESS_MIN_LINES:
         return -INFINITY
     for i in range(lines):
         c = GUESS_WIDTH * ((i * n_lines) // lines + n_lines // (2 * lines))

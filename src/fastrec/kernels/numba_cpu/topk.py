@@ -87,10 +87,12 @@ def _guess(row, k, ex, min_k):
     but for lines holding an excluded column, so that the lines' loads are all in flight at
     once (a mispredicted branch would serialise them: a branchy form measured 4 us a row),
     the four largest maxima kept in scalars t0 >= .. >= t3 by a min/max insertion."""
+    none = row.dtype.type(-np.inf)
+    if k < min_k:
+        return none
     n_lines = row.shape[0] // _GUESS_WIDTH
     lines = min(_GUESS_LINES, n_lines // (2 * k))
-    none = row.dtype.type(-np.inf)
-    if k < min_k or lines < _GUESS_MIN_LINES:
+    if lines < _GUESS_MIN_LINES:
         return none
     t0 = t1 = t2 = t3 = none
     n_ex = ex.shape[0]
@@ -170,6 +172,9 @@ def _select_pairs(bv, bi, n, k):
             lo = s + 1
 
 
+# The scans are compiled apart, not inlined: each row calls its scan twice (from the guess,
+# and again from -inf when the guess was too high), and inlining both calls doubled the row's
+# code for no measured gain.
 @numba.njit
 def _scan_pairs(row, k, ex, bv, bi, thr):
     """The scan from ``thr`` into the candidate buffer bv/bi (2k); returns how many it holds."""
