@@ -81,14 +81,14 @@ def _set_guess(flag):
 
 
 @numba.njit(inline="always")
-def _guess(row, k, ex, min_k):
-    """A start for the row's threshold; -inf for k < min_k (_GUESS_MIN_K, or never when the
-    guess is switched off), a short row, or when the largest sampled maxima tie. Branch-free
+def _guess(row, k, ex, guessing):
+    """A start for the row's threshold; -inf when not ``guessing``, for k < _GUESS_MIN_K, a
+    short row, or when the largest sampled maxima tie. Branch-free
     but for lines holding an excluded column, so that the lines' loads are all in flight at
     once (a mispredicted branch would serialise them: a branchy form measured 4 us a row),
     the four largest maxima kept in scalars t0 >= .. >= t3 by a min/max insertion."""
     none = row.dtype.type(-np.inf)
-    if k < min_k:
+    if not guessing or k < _GUESS_MIN_K:
         return none
     n_lines = row.shape[0] // _GUESS_WIDTH
     lines = min(_GUESS_LINES, n_lines // (2 * k))
@@ -202,10 +202,10 @@ def _scan_pairs(row, k, ex, bv, bi, thr):
 
 
 @numba.njit(inline="always")
-def _topk_row(row, k, ex, bv, bi, hv, hi, guess_min_k):
+def _topk_row(row, k, ex, bv, bi, hv, hi, guessing):
     """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
     bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
-    guess = _guess(row, k, ex, guess_min_k)
+    guess = _guess(row, k, ex, guessing)
     cnt = _scan_pairs(row, k, ex, bv, bi, guess)
     if cnt < k and guess > -np.inf:  # the guess was above the k-th best
         cnt = _scan_pairs(row, k, ex, bv, bi, row.dtype.type(-np.inf))
@@ -327,9 +327,9 @@ def _scan_keys(row, k, ex, buf, thr):
 
 
 @numba.njit(inline="always")
-def _topk_row_f32(row, k, ex, buf, hv, hi, guess_min_k):
+def _topk_row_f32(row, k, ex, buf, hv, hi, guessing):
     """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf`` (2k)."""
-    guess = _guess(row, k, ex, guess_min_k)
+    guess = _guess(row, k, ex, guessing)
     cnt = _scan_keys(row, k, ex, buf, guess)
     if cnt < k and guess > -np.inf:  # the guess was above the k-th best
         cnt = _scan_keys(row, k, ex, buf, np.float32(-np.inf))
@@ -497,9 +497,9 @@ def _scan_stream(row, k, ex, keys, cols, s, thr):
 
 
 @numba.njit(inline="always")
-def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi, guess_min_k):
+def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi, guessing):
     """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK, cols of k + _SLACK."""
-    guess = _guess(row, k, ex, guess_min_k)
+    guess = _guess(row, k, ex, guessing)
     nk = _scan_stream(row, k, ex, keys, cols, s, guess)
     if nk < k and guess > -np.inf:  # the guess was above the k-th best
         nk = _scan_stream(row, k, ex, keys, cols, s, np.float32(-np.inf))
@@ -513,7 +513,7 @@ _TOPK_GROUP = 8
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guess_min_k):
+def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guessing):
     n = scores.shape[0]
     empty = ex_indices[:0]
     # Rows in groups of _TOPK_GROUP, one candidate buffer per group (not one per row).
@@ -522,24 +522,22 @@ def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, gue
         bi = np.empty(2 * k, np.int64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r], guess_min_k)
+            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r], guessing)
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guess_min_k):
+def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guessing):
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
         buf = np.empty(2 * k, np.uint64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r], guess_min_k)
+            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r], guessing)
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl_f32_compress(
-    scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guess_min_k
-):
+def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guessing):
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
@@ -549,7 +547,7 @@ def _topk_impl_f32_compress(
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
             _topk_row_f32_compress(
-                scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r], guess_min_k
+                scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r], guessing
             )
 
 
@@ -638,7 +636,7 @@ def _run_topk(call, n_threads):
     else:
         impl = _topk_impl
     with threads(n_threads):
-        impl(*call, _GUESS_MIN_K if _guessing else np.iinfo(np.int64).max)
+        impl(*call, _guessing)
 
 
 def _run_recommend(call, n_threads):
