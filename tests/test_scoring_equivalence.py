@@ -429,12 +429,15 @@ def test_numba_block_exp_within_3_ulp_and_zero_below_underflow():
             -np.abs(np.random.default_rng(7).standard_normal(10_000)),
         ]
     )
-    got = np.array([nb._exp_nonpos(v) for v in x[::97]] + [nb._exp_nonpos(0.0)])
     want = np.exp(np.append(x[::97], 0.0))
     normal = want > 2.3e-308
-    np.testing.assert_allclose(got[normal], want[normal], rtol=3.4e-16, atol=0)
-    np.testing.assert_allclose(got[~normal], want[~normal], rtol=0, atol=1e-323)
-    assert got[-1] == 1.0 and nb._exp_nonpos(-746.0) == 0.0 and nb._exp_nonpos(-800.0) == 0.0
+    # degree 13 (float64 scores): 3 ulp; degree 9 (float32 scores): truncation < 1e-11
+    for f32, rtol in ((False, 3.4e-16), (True, 1e-11)):
+        got = np.array([nb._exp_nonpos(v, f32) for v in x[::97]] + [nb._exp_nonpos(0.0, f32)])
+        np.testing.assert_allclose(got[normal], want[normal], rtol=rtol, atol=0)
+        np.testing.assert_allclose(got[~normal], want[~normal], rtol=0, atol=rtol * 1e-308)
+        assert got[-1] == 1.0
+        assert nb._exp_nonpos(-746.0, f32) == 0.0 and nb._exp_nonpos(-800.0, f32) == 0.0
 
 
 def test_numba_log1pexp_sigmoid_pieces_equal_reference():

@@ -244,12 +244,15 @@ FASTREC_NO_SIMD(fastrec_logits_avx2_i64_f64, int64_t, double)
 /* ---- the sigmoid of a block of logits -------------------------------------------------------
 
    out[t] = sigmoid(z[t] + b), rounded to float32 or float64, with a branch-free polynomial exp
-   (Cody-Waite reduction, degree-13 Taylor polynomial, 2^k from exponent bits in two halves):
-   the arithmetic of the Numba backend's _sigmoid_block / _exp_nonpos, operation for operation
-   (no fused multiply-adds: contraction is off here), so the scalar, AVX2 and AVX-512 forms
-   give the same bits, and those of Numba's. Within 3 ulp of libm's exp in float64: invisible
-   after rounding to float32 (the dense float64 scores take it too; the CSR float64 scores
-   keep libm's exp). A NaN logit gives 0, as there (a score of 0 makes the caller scan X). */
+   (Cody-Waite reduction, a Taylor polynomial, 2^k from exponent bits in two halves): the
+   arithmetic of the Numba backend's _sigmoid_block / _exp_nonpos, operation for operation (no
+   fused multiply-adds: contraction is off here), so the scalar, AVX2 and AVX-512 forms give the
+   same bits, and those of Numba's. float64 scores take degree 13 (within 3 ulp of libm's exp);
+   float32 scores degree 9 (truncation < 1e-11, so the float32 score is libm's rounded but for
+   about 5 in a million, 1 ulp off). Both multiply by constant coefficients: a division in the
+   polynomial would cost as much as the rest of it (Zen 4: a 512-bit divide takes ~2.5 ns). The
+   CSR float64 scores keep libm's exp. A NaN logit gives 0, as there (a score of 0 makes the
+   caller scan X). */
 #include <math.h>
 #include <string.h>
 #pragma GCC push_options
@@ -266,15 +269,24 @@ static inline double fastrec_pow2_bits(int64_t e) {
     return v;
 }
 
-static inline double fastrec_sigmoid_poly(double zt) {
+/* exp(r) for |r| <= ln2 / 2: degree 13 (f64) or 9 (float32 scores), Horner, innermost first. */
+static inline double fastrec_exp_reduced(double r, int f32) {
+    double p;
+    if (f32)
+        p = 1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880))));
+    else
+        p = 1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
+            + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
+            + r * (1.0 / 6227020800))))))));
+    return 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * p))));
+}
+
+static inline double fastrec_sigmoid_poly(double zt, int f32) {
     double x = -fabs(zt);
     double xc = x > -745.0 ? x : -745.0;
     double k = floor(xc * FASTREC_INV_LN2 + 0.5);
     double r = (xc - k * FASTREC_LN2_HI) - k * FASTREC_LN2_LO;
-    double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
-        + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
-        + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
-        + r / 6227020800.0))))))))))));
+    double p = fastrec_exp_reduced(r, f32);
     int64_t ki = (int64_t) k, h = ki >> 1;
     double e = p * fastrec_pow2_bits(h) * fastrec_pow2_bits(ki - h);
     e = x >= -745.0 ? e : 0.0;
@@ -282,24 +294,25 @@ static inline double fastrec_sigmoid_poly(double zt) {
 }
 
 static void fastrec_sigmoid_block_scalar(const double* z, Py_ssize_t m, double b, float* out) {
-    for (Py_ssize_t t = 0; t < m; t++) out[t] = (float) fastrec_sigmoid_poly(z[t] + b);
+    for (Py_ssize_t t = 0; t < m; t++) out[t] = (float) fastrec_sigmoid_poly(z[t] + b, 1);
 }
 static void fastrec_sigmoid_block_scalar_f64(const double* z, Py_ssize_t m, double b,
                                              double* out) {
-    for (Py_ssize_t t = 0; t < m; t++) out[t] = fastrec_sigmoid_poly(z[t] + b);
+    for (Py_ssize_t t = 0; t < m; t++) out[t] = fastrec_sigmoid_poly(z[t] + b, 0);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-/* The Horner polynomial above on vectors, innermost coefficient first. */
-static const double fastrec_exp_coef[12] = {
-    1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720,
-    1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
-#define FASTREC_POLY(S, V, r, p)                                                              \
-    V p = S##_add_pd(S##_set1_pd(1.0 / 479001600), S##_div_pd(r, S##_set1_pd(6227020800.0))); \
-    for (int q = 0; q < 12; q++)                                                              \
+/* The Horner polynomials above on vectors, innermost coefficient first. */
+static const double fastrec_exp_coef[13] = {
+    1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
+    1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
+#define FASTREC_POLY(S, V, r, p, F32)                                                         \
+    const int q0 = (F32) ? 4 : 0;                                                             \
+    V p = S##_set1_pd((F32) ? 1.0 / 362880 : 1.0 / 6227020800);                                \
+    for (int q = q0; q < 13; q++)                                                             \
         p = S##_add_pd(S##_set1_pd(fastrec_exp_coef[q]), S##_mul_pd(r, p));
 
-#define FASTREC_SIGMOID512(NAME, OUT_T, STORE, TAIL)                                          \
+#define FASTREC_SIGMOID512(NAME, OUT_T, STORE, TAIL, F32)                                          \
     FASTREC_T512 static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out) {       \
     const __m512d bv = _mm512_set1_pd(b), lo = _mm512_set1_pd(-745.0);                         \
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();                       \
@@ -316,7 +329,7 @@ static const double fastrec_exp_coef[12] = {
         __m512d r = _mm512_sub_pd(                                                             \
             _mm512_sub_pd(xc, _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_HI))),               \
             _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_LO)));                                 \
-        FASTREC_POLY(_mm512, __m512d, r, p)                                                    \
+        FASTREC_POLY(_mm512, __m512d, r, p, F32)                                                   \
         __m512i ki = _mm512_cvtpd_epi64(k), h = _mm512_srai_epi64(ki, 1);                      \
         __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(h, bias), 52));    \
         __m512d s2 = _mm512_castsi512_pd(                                                      \
@@ -330,9 +343,9 @@ static const double fastrec_exp_coef[12] = {
 }
 #define FASTREC_STORE512_F32(P, V) _mm256_storeu_ps((P), _mm512_cvtpd_ps(V))
 FASTREC_SIGMOID512(fastrec_sigmoid_block_avx512, float, FASTREC_STORE512_F32,
-                   fastrec_sigmoid_block_scalar)
+                   fastrec_sigmoid_block_scalar, 1)
 FASTREC_SIGMOID512(fastrec_sigmoid_block_avx512_f64, double, _mm512_storeu_pd,
-                   fastrec_sigmoid_block_scalar_f64)
+                   fastrec_sigmoid_block_scalar_f64, 0)
 
 /* AVX2 has no 64-bit arithmetic shift nor double -> int64 conversion: k and h = floor(k / 2)
    are integral doubles (|k| < 2^11), converted exactly through the 2^52 + 2^51 shift. */
@@ -342,7 +355,7 @@ FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
                             _mm256_castpd_si256(shift));
 }
 
-#define FASTREC_SIGMOID256(NAME, OUT_T, STORE, TAIL)                                          \
+#define FASTREC_SIGMOID256(NAME, OUT_T, STORE, TAIL, F32)                                          \
     FASTREC_T256 static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out) {       \
     const __m256d bv = _mm256_set1_pd(b), lo = _mm256_set1_pd(-745.0);                         \
     const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();                       \
@@ -358,7 +371,7 @@ FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
         __m256d r = _mm256_sub_pd(                                                             \
             _mm256_sub_pd(xc, _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_HI))),               \
             _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_LO)));                                 \
-        FASTREC_POLY(_mm256, __m256d, r, p)                                                    \
+        FASTREC_POLY(_mm256, __m256d, r, p, F32)                                                   \
         __m256d hd = _mm256_floor_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)));                   \
         __m256i ki = fastrec_int_of_integral(k), h = fastrec_int_of_integral(hd);              \
         __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(h, bias), 52));    \
@@ -373,14 +386,13 @@ FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
 }
 #define FASTREC_STORE256_F32(P, V) _mm_storeu_ps((P), _mm256_cvtpd_ps(V))
 FASTREC_SIGMOID256(fastrec_sigmoid_block_avx2, float, FASTREC_STORE256_F32,
-                   fastrec_sigmoid_block_scalar)
+                   fastrec_sigmoid_block_scalar, 1)
 FASTREC_SIGMOID256(fastrec_sigmoid_block_avx2_f64, double, _mm256_storeu_pd,
-                   fastrec_sigmoid_block_scalar_f64)
+                   fastrec_sigmoid_block_scalar_f64, 0)
 #endif
 
 /* fastrec_sigmoid_block_f32 / _f64(z, m, b, out, isa): the form for isa (2 AVX-512, 1 AVX2,
-   0 scalar; at most what the CPU runs); float64 scores are the float32 form's values,
-   unrounded. */
+   0 scalar; at most what the CPU runs). */
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FASTREC_SIGMOID_DISPATCH(NAME, OUT_T, F512, F256, SCALAR)                             \
     static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out, int isa) {          \
