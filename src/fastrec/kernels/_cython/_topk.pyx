@@ -428,7 +428,12 @@ def _topk_impl(
     if n_rows == 0:
         return
     with nogil:
-        for r in prange(n_rows, schedule="dynamic", num_threads=n_threads):
+        # "guided": each thread first takes a long run of consecutive rows, one stream that
+        # the prefetcher follows across row ends, then shorter runs to even out the end.
+        # "dynamic" handed out rows in turn, so each thread jumped a row at every row end
+        # (4096 x 100k float32, k=100, 2 threads, Zen 4, where each core streams at its own
+        # peak: 0.63 -> 0.72 of the read; "static" halves 0.69; memory-bound runs 0.90 all).
+        for r in prange(n_rows, schedule="guided", num_threads=n_threads):
             if has_mask:
                 lo = ex_indptr[r]
                 hi = ex_indptr[r + 1]
