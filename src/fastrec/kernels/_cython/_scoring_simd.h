@@ -249,8 +249,8 @@ FASTREC_NO_SIMD(fastrec_logits_avx2_i64_f64, int64_t, double)
    fused multiply-adds: contraction is off here), so the scalar, AVX2 and AVX-512 forms give the
    same bits, and those of Numba's. float64 scores take degree 13 (within 3 ulp of libm's exp);
    float32 scores degree 9 (truncation < 1e-11, so the float32 score is libm's rounded but for
-   about 5 in a million, 1 ulp off). Both multiply by constant coefficients: a division in the
-   polynomial would cost as much as the rest of it (Zen 4: a 512-bit divide takes ~2.5 ns). The
+   about 5 in a million, 1 ulp off; Zen 4, AVX-512, 32k logits: 1.35 ns a score against 1.77
+   for degree 13). Both multiply by constant coefficients (a division by 13! cost 5%). The
    CSR float64 scores keep libm's exp. A NaN logit gives 0, as there (a score of 0 makes the
    caller scan X). */
 #include <math.h>

@@ -70,8 +70,8 @@ _INV_LN2 = 1.44269504088896338700e00
 def _exp_reduced(r, f32):
     """exp(r) for |r| <= ln2 / 2 by its Taylor polynomial, Horner: degree 13 (truncation
     < 5e-18) or, for float32 scores (``f32``), degree 9 (< 1e-11: the float32 score is libm's
-    rounded but for about 5 in a million, 1 ulp off). Constant coefficients, no division: a
-    divide costs as much as the rest of the polynomial."""
+    rounded but for about 5 in a million, 1 ulp off; a quarter less time a score).
+    Constant coefficients: no division."""
     if f32:
         p = 1 / 120 + r * (1 / 720 + r * (1 / 5040 + r * (1 / 40320 + r * (1 / 362880))))
     else:
