@@ -185,8 +185,9 @@ cdef Py_ssize_t _sigmoid_rows_c(
             bad += _count_unproven(out + r0, r1 - r0)
         return bad
     # Logits by the AVX2 dot (_scoring_simd.h) _dense_chunk rows at a time, then their
-    # sigmoid in the block form (Numba's arithmetic: 2M x 64 float64, Zen 4, 0.92 and 0.77 of
-    # the read at 1 and 2 threads, against 0.50-0.69 with libm's exp per row). float32 w is
+    # sigmoid in the block form (Numba's arithmetic; when it came in, 2M x 64 float64, Zen 4:
+    # 0.92 and 0.77 of the read at 1 and 2 threads, against 0.50-0.69 with libm's exp per
+    # row; current figures in benchmarks/README). float32 w is
     # converted to float64 once. "guided" hands each thread long runs of consecutive blocks
     # first (one stream each, as the read floor's static halves: 2M x 64 float32, 2 threads,
     # Zen 4: 0.97-0.99 of the read, 0.87 with "dynamic"'s interleaved blocks) and short ones at

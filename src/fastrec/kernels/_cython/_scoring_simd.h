@@ -312,7 +312,7 @@ static const double fastrec_exp_coef[13] = {
     for (int q = q0; q < 13; q++)                                                             \
         p = S##_add_pd(S##_set1_pd(fastrec_exp_coef[q]), S##_mul_pd(r, p));
 
-#define FASTREC_SIGMOID512(NAME, OUT_T, STORE, TAIL, F32)                                          \
+#define FASTREC_SIGMOID512(NAME, OUT_T, STORE, TAIL, F32)                                      \
     FASTREC_T512 static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out) {       \
     const __m512d bv = _mm512_set1_pd(b), lo = _mm512_set1_pd(-745.0);                         \
     const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();                       \
@@ -329,7 +329,7 @@ static const double fastrec_exp_coef[13] = {
         __m512d r = _mm512_sub_pd(                                                             \
             _mm512_sub_pd(xc, _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_HI))),               \
             _mm512_mul_pd(k, _mm512_set1_pd(FASTREC_LN2_LO)));                                 \
-        FASTREC_POLY(_mm512, __m512d, r, p, F32)                                                   \
+        FASTREC_POLY(_mm512, __m512d, r, p, F32)                                               \
         __m512i ki = _mm512_cvtpd_epi64(k), h = _mm512_srai_epi64(ki, 1);                      \
         __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(h, bias), 52));    \
         __m512d s2 = _mm512_castsi512_pd(                                                      \
@@ -355,7 +355,7 @@ FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
                             _mm256_castpd_si256(shift));
 }
 
-#define FASTREC_SIGMOID256(NAME, OUT_T, STORE, TAIL, F32)                                          \
+#define FASTREC_SIGMOID256(NAME, OUT_T, STORE, TAIL, F32)                                      \
     FASTREC_T256 static void NAME(const double* z, Py_ssize_t m, double b, OUT_T* out) {       \
     const __m256d bv = _mm256_set1_pd(b), lo = _mm256_set1_pd(-745.0);                         \
     const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();                       \
@@ -371,7 +371,7 @@ FASTREC_T256 static inline __m256i fastrec_int_of_integral(__m256d v) {
         __m256d r = _mm256_sub_pd(                                                             \
             _mm256_sub_pd(xc, _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_HI))),               \
             _mm256_mul_pd(k, _mm256_set1_pd(FASTREC_LN2_LO)));                                 \
-        FASTREC_POLY(_mm256, __m256d, r, p, F32)                                                   \
+        FASTREC_POLY(_mm256, __m256d, r, p, F32)                                               \
         __m256d hd = _mm256_floor_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)));                   \
         __m256i ki = fastrec_int_of_integral(k), h = fastrec_int_of_integral(hd);              \
         __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(h, bias), 52));    \
