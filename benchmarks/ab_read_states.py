@@ -45,10 +45,11 @@ def main(argv=None):
             done = subprocess.run(cmd + args.kernels, env=env, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{name} build failed:\n{done.stderr}")
-            for line in done.stdout.splitlines():
-                m = RUN.match(line)
-                if m:
-                    rows[name].append([float(v) for v in m.group(2).split(" | ")])
+            runs = [RUN.match(line) for line in done.stdout.splitlines()]
+            runs = [[float(v) for v in m.group(2).split(" | ")] for m in runs if m]
+            if not runs:  # bench_read_states.py's run lines changed, or no run fit the time
+                sys.exit(f"no runs read from the {name} build's output:\n{done.stdout}")
+            rows[name] += runs
             print(f"pair {p + 1}: {name}, {len(rows[name])} runs", flush=True)
     heads = " | ".join(f"{k} {t} thr" for k in args.kernels for t in (1, 2))
     print(f"\n| build | scaling | runs | {heads} |")

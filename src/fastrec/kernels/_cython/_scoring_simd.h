@@ -269,16 +269,19 @@ static inline double fastrec_pow2_bits(int64_t e) {
     return v;
 }
 
-/* exp(r) for |r| <= ln2 / 2: degree 13 (f64) or 9 (float32 scores), Horner, innermost first. */
+/* exp(r) for |r| <= ln2 / 2 by its Taylor polynomial, Horner, innermost coefficient first:
+   degree 13 (float64 scores) from 1 / 13!, or 9 (float32 scores) from 1 / 9!, entering the
+   table at 1 / 8!. One table for the scalar form and the vector ones (FASTREC_POLY). */
+static const double fastrec_exp_coef[13] = {
+    1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
+    1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
+#define FASTREC_EXP_LAST(F32) ((F32) ? 1.0 / 362880 : 1.0 / 6227020800)
+#define FASTREC_EXP_FIRST(F32) ((F32) ? 4 : 0)
+
 static inline double fastrec_exp_reduced(double r, int f32) {
-    double p;
-    if (f32)
-        p = 1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880))));
-    else
-        p = 1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
-            + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
-            + r * (1.0 / 6227020800))))))));
-    return 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * p))));
+    double p = FASTREC_EXP_LAST(f32);
+    for (int q = FASTREC_EXP_FIRST(f32); q < 13; q++) p = fastrec_exp_coef[q] + r * p;
+    return p;
 }
 
 static inline double fastrec_sigmoid_poly(double zt, int f32) {
@@ -302,14 +305,10 @@ static void fastrec_sigmoid_block_scalar_f64(const double* z, Py_ssize_t m, doub
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-/* The Horner polynomials above on vectors, innermost coefficient first. */
-static const double fastrec_exp_coef[13] = {
-    1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
-    1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
+/* fastrec_exp_reduced on vectors. */
 #define FASTREC_POLY(S, V, r, p, F32)                                                         \
-    const int q0 = (F32) ? 4 : 0;                                                             \
-    V p = S##_set1_pd((F32) ? 1.0 / 362880 : 1.0 / 6227020800);                                \
-    for (int q = q0; q < 13; q++)                                                             \
+    V p = S##_set1_pd(FASTREC_EXP_LAST(F32));                                                 \
+    for (int q = FASTREC_EXP_FIRST(F32); q < 13; q++)                                         \
         p = S##_add_pd(S##_set1_pd(fastrec_exp_coef[q]), S##_mul_pd(r, p));
 
 #define FASTREC_SIGMOID512(NAME, OUT_T, STORE, TAIL, F32)                                      \
