@@ -10,8 +10,8 @@ memory keeps up with both). A run here times, in interleaved rounds, the read fl
 and ``fastrec.sigmoid_scores`` (2M x 64 float32, C order), default backend: one line per run
 (the read's scaling: 1-thread read time / 2-thread read time, of the first kernel's array),
 then the medians grouped by that scaling. ``topk-inf`` is topk on Cython with its rows started
-from -inf instead of a guess (the A/B of the guessed start; needs ``topk`` too, whose read it
-shares).
+from -inf instead of their block-maxima bound (the A/B of the bounded start; needs ``topk``
+too, whose read it shares).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def main(argv=None):
         from fastrec.kernels._cython import _topk
 
         def from_inf(t):
-            previous = _topk._set_guess(False)
+            previous = _topk._set_bound(False)
             try:
                 fastrec.topk(S, 100, backend="cython", n_threads=t)
             finally:
-                _topk._set_guess(previous)
+                _topk._set_bound(previous)
 
         for t in (1, 2):
             cases[f"topk-inf {t}"] = lambda t=t: from_inf(t)

@@ -179,16 +179,19 @@ def test_float32_row_forms_long_rows(backend, compress, k):
 
 
 @st.composite
-def guessed_rows(draw):
-    """Rows long enough that the compiled rows start from a guess of the k-th best score
-    (k >= 64 and n >= 256 k: up to 32 sampled 16-column lines, one per 2k columns, at least
-    8), shaped so that the guess is right, too high (fewer than k entries pass it: sparse
-    positives, a mask over the best entries, -inf and NaN rows), or not taken (tied maxima)."""
-    k = draw(st.integers(64, 100))
-    n_cols = draw(st.integers(256 * k, 256 * k + 3000))
+def bounded_rows(draw):
+    """Rows of at least 2k full 64-column blocks (k >= 16), where the compiled rows start from
+    the bound of their blocks' maxima, shaped to test it: random, a few positives among zeros
+    (fewer than k finite maxima), ties (of entries and of block maxima), every block's
+    maximum equal in float32 but not in float64, magnitudes past float32's range, rising
+    rows, -inf and NaN; with or without a mask over most of the best entries (blocks whose
+    maximum is excluded)."""
+    k = draw(st.integers(16, 80))
+    n_cols = draw(st.integers(128 * k, 128 * k + 3000))
     n_rows = draw(st.integers(1, 8))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["uniform", "sparse", "ties", "ascending", "descending", "-inf"]))
+    kinds = ["uniform", "sparse", "ties", "plateau", "huge", "ascending", "descending", "-inf"]
+    kind = draw(st.sampled_from(kinds))
     shape = (n_rows, n_cols)
     if kind == "uniform":
         S = rng.standard_normal(shape)
@@ -199,6 +202,12 @@ def guessed_rows(draw):
             row[rng.choice(n_cols, c, replace=False)] = rng.random(c) + 0.5
     elif kind == "ties":
         S = rng.integers(0, 3, shape).astype(float)
+    elif kind == "plateau":  # one entry per block within 1e-12 of 1: one float32 value
+        S = rng.random(shape) * 0.5
+        first = rng.integers(0, 64, (n_rows, n_cols // 64)) + 64 * np.arange(n_cols // 64)
+        np.put_along_axis(S, first, 1 + 1e-12 * rng.random(first.shape), axis=1)
+    elif kind == "huge":  # for float64, beyond float32's range at both ends
+        S = rng.standard_normal(shape) * 10.0 ** rng.choice([-300, -40, 38, 300], shape)
     elif kind in ("ascending", "descending"):
         S = np.tile(np.arange(n_cols, dtype=float), (n_rows, 1))
         S = S if kind == "ascending" else -S
@@ -208,7 +217,8 @@ def guessed_rows(draw):
         S[few] = rng.random(few.sum())
         S[rng.random(shape) < 0.01] = np.nan
     dtype = draw(float_dtypes)
-    S = S.astype(dtype)
+    with np.errstate(over="ignore"):
+        S = S.astype(dtype)
     M = None
     if draw(st.booleans()):  # most of the best 2k excluded, and a sprinkle elsewhere
         order = np.argsort(-np.nan_to_num(S, nan=-np.inf), axis=1, kind="stable")[:, : 2 * k]
@@ -219,8 +229,8 @@ def guessed_rows(draw):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(case=guessed_rows())
-def test_long_rows_from_a_guess_equal_reference(backend, case):
+@given(case=bounded_rows())
+def test_rows_from_their_block_bound_equal_reference(backend, case):
     S, M, k = case
     want = fastrec.topk(S, k, exclude=M, backend="numpy")
     forms = (
@@ -237,32 +247,32 @@ def test_long_rows_from_a_guess_equal_reference(backend, case):
         assert_topk_equal(got, want, exact=True)
 
 
-_GUESS_SWITCH = {
+_BOUND_SWITCH = {
     "cython": "fastrec.kernels._cython._topk",
     "numba": "fastrec.kernels.numba_cpu.topk",
 }
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in _GUESS_SWITCH])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in _BOUND_SWITCH])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_guessed_start_changes_nothing_but_speed(backend, dtype):
-    """The same rows with and without the guessed start: the same output, on rows where the
-    guess is too high in about a third of the rows (a few positives among zeros: a scan that
-    did not start again from -inf would miss entries)."""
-    switch = importlib.import_module(_GUESS_SWITCH[backend])
+def test_bounded_start_changes_nothing_but_speed(backend, dtype):
+    """The same rows with and without the bound: the same output, where each block's
+    maximum rounds to the same float32 (float64 rows list every block at the bound, not only
+    the k ranked first) and a few rows hold fewer than k finite entries."""
+    switch = importlib.import_module(_BOUND_SWITCH[backend])
     rng = np.random.default_rng(7)
-    S = np.zeros((64, 20_000))
-    for row in S:
-        c = int(rng.integers(5, 120))
-        row[rng.choice(S.shape[1], c, replace=False)] = rng.random(c) + 0.5
+    S = rng.random((64, 20_000)) * 0.5
+    S[:, ::64] = 1 + 1e-12 * rng.random((64, 20_000 // 64 + 1))
+    S[:4] = -np.inf
+    S[:4, :30] = 1.0
     S = S.astype(dtype)
     want = fastrec.topk(S, 64, backend="numpy")
-    for guessing in (True, False):
-        previous = switch._set_guess(guessing)
+    for bounding in (True, False):
+        previous = switch._set_bound(bounding)
         try:
             got = fastrec.topk(S, 64, backend=backend, n_threads=2)
         finally:
-            switch._set_guess(previous)
+            switch._set_bound(previous)
         assert_topk_equal(got, want, exact=True)
 
 
@@ -378,6 +388,25 @@ def test_memory_stays_within_the_stated_bound(backend):
         assert peak < 5000 * 10 * 16 + 2 * 2001 * 17 + (2 << 20), peak
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bounded_rows_take_memory_per_thread_not_per_row(backend):
+    """Rows that start from their block bound hold a key per block (and, in stream form, a
+    scratch of as many) per thread: O(threads * n_cols / 64) beyond the output."""
+    import tracemalloc
+
+    S = np.random.default_rng(0).random((64, 200_000), dtype=np.float32)  # 51 MB
+    fastrec.topk(S[:2], 20, backend=backend)  # compile / warm up outside
+    n_blocks = S.shape[1] // 64
+    tracemalloc.start()
+    try:
+        fastrec.topk(S, 20, backend=backend, n_threads=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # output + 2 threads x 2 x n_blocks keys + 256 KB (per row would be 64 x 50 KB)
+    assert peak < 64 * 20 * 12 + 2 * 2 * n_blocks * 8 + (256 << 10), peak
 
 
 def test_float32_form_switch_restores_and_rejects_bad_input():

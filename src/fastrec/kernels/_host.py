@@ -475,9 +475,10 @@ def topk(loops: RankingLoops, scores, k, exclude_indptr, exclude_indices, n_thre
     +inf is a score. Returns (indices int64, scores of the input dtype), both (n_rows, k),
     sorted descending, ties by smaller column, -1/-inf padding. ``scores`` is only read (a
     non-C-contiguous array is copied once). Time O(n_rows * n_cols) reads plus expected O(1)
-    per entry above the running threshold (about 2k ln(n_cols / k) per random row; fewer where
-    a long row starts from a guess of its k-th best, and a second pass, from cache, of a row
-    whose guess proved too high); memory O(n_rows * k) output plus O(k) per thread.
+    per entry above the running threshold (about k (1 + ln(n_cols / k)) per random row; about
+    k + k / 8 where a row of at least 2k 64-column blocks, k >= 16, starts from the k-th largest
+    of its blocks' maxima and scans again only those k blocks, from cache); memory O(n_rows * k)
+    output plus O(k + n_cols / 64) per thread.
     """
     scores = np.ascontiguousarray(scores)
     n_rows = scores.shape[0]

@@ -1,5 +1,5 @@
 """Vector primitives for the Numba kernels, written as LLVM IR intrinsics: compress, count,
-a 64-lane comparison mask, and a cache-line prefetch.
+a 64-lane comparison mask, a 64-lane maximum, and a cache-line prefetch.
 
 LLVM does not vectorise a compress loop (``if x > t: out[n] = x; n += 1``) by itself, and on
 CPUs with AVX-512 (vpcompress) the explicit form is several times faster for the top-k
@@ -119,6 +119,39 @@ def above_mask64(typingctx, row, j, thr):
         vals = _load(builder, _pointer(context, builder, signature.args[0], row_v, j_v), f64x, 4)
         above = builder.fcmp_ordered(">", vals, _splat(builder, thr_v, f64x))
         return builder.bitcast(above, _I64)
+
+    return sig, codegen
+
+
+@intrinsic
+def max64(typingctx, row, j):
+    """The largest of row[j:j + 64] that is not NaN (float32 or float64), -inf when none: one
+    vector load, NaN lanes made -inf, a vector max reduction (a scalar loop of
+    ``m = v if v > m else m`` does not vectorise: each step waits on the last)."""
+    if not (_c_array(row, types.float32) or _c_array(row, types.float64)):
+        return None
+    sig = row.dtype(row, types.int64)
+
+    def codegen(context, builder, signature, args):
+        row_v, j_v = args
+        ftype = ir.FloatType() if signature.args[0].dtype == types.float32 else ir.DoubleType()
+        vtype = ir.VectorType(ftype, 64)
+        vals = _load(builder, _pointer(context, builder, signature.args[0], row_v, j_v), vtype, 4)
+        ninf = _splat(builder, ir.Constant(ftype, float("-inf")), vtype)
+        vals = builder.select(builder.fcmp_unordered("uno", vals, vals), ninf, vals)
+        # A tree of halves, each step select(a > b, a, b): maxps's own rule, so one
+        # instruction (llvm.vector.reduce.fmax without nnan expands to a slow chain).
+        n = 64
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(
+                vals, vals, ir.Constant(ir.VectorType(_I32, n), list(range(n)))
+            )
+            hi = builder.shuffle_vector(
+                vals, vals, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n)))
+            )
+            vals = builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
+        return builder.extract_element(vals, ir.Constant(_I32, 0))
 
     return sig, codegen
 

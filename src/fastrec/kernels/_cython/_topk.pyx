@@ -13,8 +13,9 @@ from fastrec.kernels import _host
 
 cimport cython
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, nextafter, nextafterf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 from ._heap cimport _heap_offer, _heap_sort, _select_pairs, _sift_down
 
@@ -48,10 +49,14 @@ cdef extern from "_topk_simd.h":
     int fastrec_rank_form_available(int form) nogil
     uint64_t _f32_key "fastrec_f32_key"(float v, int64_t j) nogil
     float _key_f32 "fastrec_key_f32"(uint64_t key) nogil
+    uint64_t fastrec_f64_floor_key(double x, int64_t j) nogil
     uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64_t* s) nogil
     void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex,
                           Py_ssize_t n_ex, uint64_t* keys, uint32_t* cols, uint64_t* s,
-                          Py_ssize_t* nk_io, float* thr_io) nogil
+                          Py_ssize_t* nk_io, float* thr_io, const uint64_t* listed) nogil
+    float fastrec_block_bound_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k,
+                                  const int64_t* ex, Py_ssize_t n_ex, uint64_t* keys,
+                                  uint64_t* s, uint64_t* listed) nogil
 
 
 # Up to this many keys the output row is ordered by rank sort (fastrec_rank_keys), beyond by
@@ -131,94 +136,131 @@ cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p,
 
 
 # The threshold scan both topk rows share: entries strictly above ``thr`` (the k-th best so
-# far; at the start -inf or a guess, below: NaN and -inf never pass) are appended to a buffer
-# of 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
-# becomes the threshold. Columns are scanned in increasing order, so an entry equal to the
-# threshold never beats it (the kept one has the smaller column). 64-wide blocks with nothing
-# above ``thr`` are skipped after one vector comparison; in the others only the set bits of the
-# hit mask are visited, and the row's sorted excluded columns are merged in then. Each
-# candidate costs O(1) (a heap's O(log k) chain of dependent, unpredictable branches measured
-# 3.5x more work per row at k=100, n=1e5).
+# far; at the start -inf or just below the row's bound, below: NaN and -inf never pass) are
+# appended to a buffer of 2k candidates; a full buffer is cut back to its best k by a
+# quickselect, whose k-th entry becomes the threshold. Columns are scanned in increasing order,
+# so an entry equal to the threshold never beats it (the kept one has the smaller column).
+# 64-wide blocks with nothing above ``thr`` are skipped after one vector comparison; in the
+# others only the set bits of the hit mask are visited, and the row's sorted excluded columns
+# are merged in then. Each candidate costs O(1) (a heap's O(log k) chain of dependent,
+# unpredictable branches measured 3.5x more work per row at k=100, n=1e5).
 #
-# The start: from -inf, the first few thousand columns of a long row are nearly all
-# candidates, and the cuts they cost come in a burst that the row's loads cannot hide (the
-# scan itself keeps up with memory). So a long row starts from a guess of its k-th best
-# score: the fourth largest of the maxima of up to GUESS_LINES 16-column lines spread evenly
-# over it (excluded columns left out). Fewer than four of those lines may hold one of the
-# row's best k, so on random rows about 4 n / (16 GUESS_LINES) entries (800 at n = 1e5)
-# pass it, spread over the row, and the guess is too high in under 0.2% of rows
-# (sampling at most one line per 2k of them keeps the expected count of such lines <= 0.5).
-# A guess is only a start: when fewer than k entries pass it, the row is scanned again
-# from -inf (from cache), so the result never depends on it. The sample's loads (up to a
-# microsecond a row) cost more than the burst saves below k = 64, where it is taken (one
-# rule for every form of both backends; below it the gain was mixed). Figures, both
-# backends, every form: benchmarks/README ("topk: the guessed start").
+# The start. From -inf a random row passes about k (1 + ln(n / k)) entries (650 at k = 100,
+# n = 25k), most of them in a burst at its start whose cuts the row's loads cannot hide. A row
+# of at least 2k full 64-column blocks (k >= BOUND_MIN_K) starts from an exact bound instead,
+# in two passes:
+# 1. the maxima of its blocks (excluded columns and NaN left out), read at the memory's pace,
+#    and the k-th largest of them, ranked as entries are (ties by the smaller block): k
+#    distinct entries are at least that bound, so the row's k-th best is too;
+# 2. the scan from just below the bound, over only the k blocks of those maxima. Every entry
+#    of the best k lies in one of them: an entry of another block is at most the bound, and
+#    equal only in a block after the bound's, so behind all k maxima.
+# Pass 2 reads k blocks again, from cache (a row of 25k float32 is 100 KB) or, for rows beyond
+# it, k scattered lines; on random rows it passes about k + k / 8 entries. The result never
+# depends on the start. Figures: benchmarks/README ("topk: an exact bound from block maxima").
 cdef enum:
-    GUESS_WIDTH = 16
-    GUESS_LINES = 32
-    GUESS_MIN_LINES = 8
-    GUESS_MIN_K = 64
+    BOUND_MIN_K = 16
 
-cdef bint _guessing = True
+cdef bint _bounding = True
 
 
-def _set_guess(bint flag):
-    """Start long rows from a guess (True) or from -inf; returns the previous setting. For
-    A/B runs and for tests (the results are the same)."""
-    global _guessing
-    previous = _guessing
-    _guessing = flag
+def _set_bound(bint flag):
+    """Start long rows from their block-maxima bound (True) or from -inf; returns the previous
+    setting. For A/B runs and for tests (the results are the same)."""
+    global _bounding
+    previous = _bounding
+    _bounding = flag
     return previous
 
 
-cdef inline floating _guess(const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
-                            const index_t* ex, Py_ssize_t n_ex) noexcept nogil:
-    """A start for the row's threshold (see above); -inf for k < GUESS_MIN_K, a short row, or
-    when the largest sampled maxima tie. Branch-free but for lines holding an excluded
-    column, so that the lines' loads are all in flight at once (a mispredicted branch would
-    serialise them), the four largest maxima kept in t0 >= .. >= t3 by a min/max insertion."""
-    cdef Py_ssize_t n_lines = n_cols // GUESS_WIDTH, lines, i, c, j, p = 0
-    cdef floating t0 = -INFINITY, t1 = -INFINITY, t2 = -INFINITY, t3 = -INFINITY, m, x
-    if k < GUESS_MIN_K or not _guessing:
-        return -INFINITY
-    lines = min(<Py_ssize_t> GUESS_LINES, n_lines // (2 * k))
-    if lines < GUESS_MIN_LINES:
-        return -INFINITY
-    for i in range(lines):
-        c = GUESS_WIDTH * ((i * n_lines) // lines + n_lines // (2 * lines))
-        while p < n_ex and ex[p] < c:
-            p += 1
-        if p < n_ex and ex[p] < c + GUESS_WIDTH:
-            m = -INFINITY
-            for j in range(c, c + GUESS_WIDTH):
-                if row[j] > m and _allowed(ex, n_ex, &p, j):
-                    m = row[j]
-        elif floating is float:
-            m = fastrec_max16_f32(row + c)
+cdef inline bint _takes_bound(Py_ssize_t n_cols, Py_ssize_t k) noexcept nogil:
+    return _bounding and k >= BOUND_MIN_K and n_cols // BLOCK >= 2 * k
+
+
+cdef inline floating _block_max(const floating* row, Py_ssize_t j0, const index_t* ex,
+                                Py_ssize_t n_ex, Py_ssize_t* p) noexcept nogil:
+    """The largest of row[j0:j0 + BLOCK] neither NaN nor excluded, -inf when none; p[0]: the
+    exclusion cursor, advanced to j0."""
+    cdef Py_ssize_t j, q
+    cdef floating m
+    while p[0] < n_ex and ex[p[0]] < j0:
+        p[0] += 1
+    if p[0] < n_ex and ex[p[0]] < j0 + BLOCK:
+        m = -INFINITY
+        q = p[0]
+        for j in range(j0, j0 + BLOCK):
+            if row[j] > m and _allowed(ex, n_ex, &q, j):
+                m = row[j]
+        return m
+    if floating is float:
+        return max(max(fastrec_max16_f32(row + j0), fastrec_max16_f32(row + j0 + 16)),
+                   max(fastrec_max16_f32(row + j0 + 32), fastrec_max16_f32(row + j0 + 48)))
+    else:
+        return max(max(fastrec_max16_f64(row + j0), fastrec_max16_f64(row + j0 + 16)),
+                   max(fastrec_max16_f64(row + j0 + 32), fastrec_max16_f64(row + j0 + 48)))
+
+
+cdef inline void _list_block(uint64_t* listed, Py_ssize_t b) noexcept nogil:
+    listed[b >> 6] |= (<uint64_t> 1) << (b & 63)
+
+
+cdef float _bound_keys(const floating* row, Py_ssize_t n_cols, Py_ssize_t k, const index_t* ex,
+                       Py_ssize_t n_ex, uint64_t* keys, uint64_t* listed) noexcept nogil:
+    """The row's bound and its blocks in ``listed`` (see above); keys: n_cols / BLOCK. The
+    blocks are ranked by keys of their maxima, which float64 maxima enter rounded down to
+    float32: the bound is then a float32 at most the k-th best, and a block is listed when
+    its rounded maximum is at least the bound (not only the k ranked first, whose rounded
+    maxima may tie with others' of larger true maxima)."""
+    cdef Py_ssize_t n_blocks = n_cols // BLOCK, b, p = 0
+    cdef uint64_t least
+    for b in range(n_blocks):
+        if floating is float:
+            keys[b] = _f32_key(_block_max(row, BLOCK * b, ex, n_ex, &p), b)
         else:
-            m = fastrec_max16_f64(row + c)
-        x = max(t0, m)
-        m = min(t0, m)
-        t0 = x
-        x = max(t1, m)
-        m = min(t1, m)
-        t1 = x
-        x = max(t2, m)
-        m = min(t2, m)
-        t2 = x
-        t3 = max(t3, m)
-    return t3 if t0 > t3 else -INFINITY
+            keys[b] = fastrec_f64_floor_key(_block_max(row, BLOCK * b, ex, n_ex, &p), b)
+    _select_keys(keys, n_blocks, k)
+    least = keys[k - 1]
+    memset(listed, 0, sizeof(uint64_t) * ((n_blocks + 63) // 64))
+    if floating is float:
+        for b in range(k):
+            _list_block(listed, <Py_ssize_t> (0xFFFFFFFFu - (keys[b] & 0xFFFFFFFFu)))
+    else:
+        for b in range(n_blocks):
+            if keys[b] >> 32 >= least >> 32:
+                _list_block(listed, <Py_ssize_t> (0xFFFFFFFFu - (keys[b] & 0xFFFFFFFFu)))
+    return _key_f32(least)
+
+
+cdef inline Py_ssize_t _next_block(const uint64_t* listed, uint64_t* bits, Py_ssize_t* w,
+                                   Py_ssize_t n_full, Py_ssize_t j1) noexcept nogil:
+    """Where the scan goes after the block ending at j1 (0 at the start): the next block; or,
+    with ``listed``, the next listed full block, then the tail (from n_full), then the end.
+    bits and w: the walk's state over the words of ``listed`` (0 and -1 at the start)."""
+    if listed == NULL or j1 > n_full:
+        return j1
+    while bits[0] == 0:
+        w[0] += 1
+        if w[0] * 64 * BLOCK >= n_full:
+            return n_full
+        bits[0] = listed[w[0]]
+    j1 = BLOCK * (64 * w[0] + __builtin_ctzll(bits[0]))
+    bits[0] &= bits[0] - 1
+    return j1
 
 
 cdef Py_ssize_t _scan_pairs(
     const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
     const index_t* ex, Py_ssize_t n_ex, floating* bv, int64_t* bi, floating thr,
+    const uint64_t* listed,
 ) noexcept nogil:
-    """The scan from ``thr`` into the candidate buffer bv/bi (2k); returns how many it holds
-    (the best k of them first when more than k)."""
-    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0 = 0, j1, j
+    """The scan from ``thr`` (of the listed full blocks and the tail only, when ``listed`` is
+    not NULL) into the candidate buffer bv/bi (2k); returns how many it holds (the best k of
+    them first when more than k)."""
+    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0, j1, j, w = -1
+    cdef Py_ssize_t n_full = n_cols - n_cols % BLOCK
+    cdef uint64_t m, bits = 0
     cdef floating v
-    cdef uint64_t m
+    j0 = _next_block(listed, &bits, &w, n_full, 0)
     while j0 < n_cols:
         j1 = j0 + BLOCK if j0 + BLOCK < n_cols else n_cols
         m = _block_hits(row + j0, j1 - j0, thr)
@@ -234,21 +276,28 @@ cdef Py_ssize_t _scan_pairs(
                     _select_pairs(bv, bi, cnt, k)
                     cnt = k
                     thr = bv[k - 1]
-        j0 = j1
+        j0 = _next_block(listed, &bits, &w, n_full, j1)
     return cnt
 
 
 cdef void _topk_row(
-    const floating* row, Py_ssize_t n_cols, Py_ssize_t k,
-    const index_t* ex, Py_ssize_t n_ex, floating* bv, int64_t* bi, floating* hv, int64_t* hi,
+    const floating* row, Py_ssize_t n_cols, Py_ssize_t k, const index_t* ex, Py_ssize_t n_ex,
+    floating* bv, int64_t* bi, uint64_t* keys, uint64_t* listed, floating* hv, int64_t* hi,
 ) noexcept nogil:
-    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
-    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
-    cdef Py_ssize_t t
-    cdef floating guess = _guess(row, n_cols, k, ex, n_ex)
-    cdef Py_ssize_t cnt = _scan_pairs(row, n_cols, k, ex, n_ex, bv, bi, guess)
-    if cnt < k and guess > -INFINITY:  # the guess was above the k-th best
-        cnt = _scan_pairs(row, n_cols, k, ex, n_ex, bv, bi, -INFINITY)
+    """Best k of one row into hv/hi (sorted, padded); bv/bi: the (score, column) candidate
+    buffer of 2k; where the row takes the bound, keys of n_cols / BLOCK and a bit per block
+    in listed. See the scan described above."""
+    cdef Py_ssize_t t, cnt
+    cdef floating thr = -INFINITY
+    if _takes_bound(n_cols, k):
+        # the scan passes entries above its threshold: those at least the bound
+        if floating is float:
+            thr = nextafterf(_bound_keys(row, n_cols, k, ex, n_ex, keys, listed), -INFINITY)
+        else:
+            thr = nextafter(_bound_keys(row, n_cols, k, ex, n_ex, keys, listed), -INFINITY)
+    else:
+        listed = NULL
+    cnt = _scan_pairs(row, n_cols, k, ex, n_ex, bv, bi, thr, listed)
     if cnt > k:
         _select_pairs(bv, bi, cnt, k)
         cnt = k
@@ -315,13 +364,14 @@ cdef inline void _key_sift_down(uint64_t* a, Py_ssize_t size, Py_ssize_t pos,
 
 cdef Py_ssize_t _scan_keys(
     const float* row, Py_ssize_t n_cols, Py_ssize_t k,
-    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float thr,
+    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float thr, const uint64_t* listed,
 ) noexcept nogil:
     """_scan_pairs with keys: the scan from ``thr`` into buf (2k); returns how many it holds."""
-    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0, j1, j
+    cdef Py_ssize_t cap = 2 * k, cnt = 0, p = 0, j0, j1, j, w = -1
+    cdef Py_ssize_t n_full = n_cols - n_cols % BLOCK
+    cdef uint64_t m, bits = 0
     cdef float v
-    cdef uint64_t m
-    j0 = 0
+    j0 = _next_block(listed, &bits, &w, n_full, 0)
     while j0 < n_cols:
         j1 = j0 + BLOCK if j0 + BLOCK < n_cols else n_cols
         m = _block_hits(row + j0, j1 - j0, thr)
@@ -336,19 +386,23 @@ cdef Py_ssize_t _scan_keys(
                     _select_keys(buf, cnt, k)
                     cnt = k
                     thr = _key_f32(buf[k - 1])
-        j0 = j1
+        j0 = _next_block(listed, &bits, &w, n_full, j1)
     return cnt
 
 
 cdef void _topk_row_f32(
-    const float* row, Py_ssize_t n_cols, Py_ssize_t k,
-    const index_t* ex, Py_ssize_t n_ex, uint64_t* buf, float* hv, int64_t* hi,
+    const float* row, Py_ssize_t n_cols, Py_ssize_t k, const index_t* ex, Py_ssize_t n_ex,
+    uint64_t* buf, uint64_t* listed, float* hv, int64_t* hi,
 ) noexcept nogil:
-    """_topk_row for float32 rows of fewer than 2**32 columns, with a key buffer of 2k."""
-    cdef float guess = _guess(row, n_cols, k, ex, n_ex)
-    cdef Py_ssize_t cnt = _scan_keys(row, n_cols, k, ex, n_ex, buf, guess)
-    if cnt < k and guess > -INFINITY:  # the guess was above the k-th best
-        cnt = _scan_keys(row, n_cols, k, ex, n_ex, buf, -INFINITY)
+    """_topk_row for float32 rows of fewer than 2**32 columns, with a key buffer of 2k (and
+    of n_cols / BLOCK where the row takes the bound)."""
+    cdef float thr = -INFINITY
+    cdef Py_ssize_t cnt
+    if _takes_bound(n_cols, k):
+        thr = nextafterf(_bound_keys(row, n_cols, k, ex, n_ex, buf, listed), -INFINITY)
+    else:
+        listed = NULL
+    cnt = _scan_keys(row, n_cols, k, ex, n_ex, buf, thr, listed)
     if cnt > k:
         _select_keys(buf, cnt, k)
         cnt = k
@@ -383,13 +437,14 @@ cdef void _emit_keys(const float* row, uint64_t* buf, Py_ssize_t cnt, Py_ssize_t
 
 cdef Py_ssize_t _scan_stream(
     const float* row, Py_ssize_t n_cols, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
-    uint64_t* keys, uint32_t* cols, uint64_t* s, float thr,
+    uint64_t* keys, uint32_t* cols, uint64_t* s, float thr, const uint64_t* listed,
 ) noexcept nogil:
-    """The stream form's scan from ``thr``; returns how many keys it holds (< 3k)."""
+    """The stream form's scan from ``thr`` (of the listed full blocks only, when not NULL,
+    and the tail); returns how many keys it holds (< 3k)."""
     cdef Py_ssize_t nk = 0, p = 0, j
     cdef Py_ssize_t n_full = n_cols - n_cols % BLOCK
     if n_full:
-        fastrec_scan_f32(row, n_full, k, ex, n_ex, keys, cols, s, &nk, &thr)
+        fastrec_scan_f32(row, n_full, k, ex, n_ex, keys, cols, s, &nk, &thr, listed)
     for j in range(n_full, n_cols):
         if row[j] > thr and _allowed(ex, n_ex, &p, j):
             keys[nk] = _f32_key(row[j], j)
@@ -399,14 +454,19 @@ cdef Py_ssize_t _scan_stream(
 
 cdef void _topk_row_f32_compress(
     const float* row, Py_ssize_t n_cols, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
-    uint64_t* keys, uint32_t* cols, uint64_t* s, float* hv, int64_t* hi,
+    uint64_t* keys, uint32_t* cols, uint64_t* s, uint64_t* listed, float* hv, int64_t* hi,
 ) noexcept nogil:
     """_topk_row_f32 in the stream form (full blocks in fastrec_scan_f32); keys and s of
-    3k + SLACK, cols of k + SLACK; ex: the row's excluded columns, sorted, as int64."""
-    cdef float guess = _guess(row, n_cols, k, ex, n_ex)
-    cdef Py_ssize_t nk = _scan_stream(row, n_cols, k, ex, n_ex, keys, cols, s, guess)
-    if nk < k and guess > -INFINITY:  # the guess was above the k-th best
-        nk = _scan_stream(row, n_cols, k, ex, n_ex, keys, cols, s, -INFINITY)
+    3k + SLACK (and of n_cols / BLOCK where the row takes the bound), cols of k + SLACK,
+    listed of n_cols / BLOCK bits; ex: the row's excluded columns, sorted, as int64."""
+    cdef float thr = -INFINITY
+    cdef Py_ssize_t nk
+    if _takes_bound(n_cols, k):
+        thr = nextafterf(fastrec_block_bound_f32(row, n_cols - n_cols % BLOCK, k, ex, n_ex,
+                                                 keys, s, listed), -INFINITY)
+    else:
+        listed = NULL
+    nk = _scan_stream(row, n_cols, k, ex, n_ex, keys, cols, s, thr, listed)
     if nk > k:
         fastrec_cut_keys(keys, nk, k, s)
         nk = k
@@ -419,7 +479,8 @@ def _topk_impl(
     const floating[:, ::1] scores, Py_ssize_t k, const index_t[::1] ex_indptr,
     const index_t[::1] ex_indices, bint has_mask, int64_t[:, ::1] out_idx,
     floating[:, ::1] out_val, uint64_t[:, ::1] keys, uint32_t[:, ::1] cols,
-    floating[:, ::1] bv, int64_t[:, ::1] bi, bint keyed, bint compress, int n_threads,
+    floating[:, ::1] bv, int64_t[:, ::1] bi, uint64_t[:, ::1] listed, bint keyed,
+    bint compress, int n_threads,
 ):
     cdef Py_ssize_t n_rows = scores.shape[0], n_cols = scores.shape[1], r
     cdef Py_ssize_t lo, hi
@@ -448,14 +509,16 @@ def _topk_impl(
                     _topk_row_f32_compress(row, n_cols, k, ex, hi - lo, &keys[threadid(), 0],
                                            &cols[threadid(), 0],
                                            &keys[threadid(), keys.shape[1] // 2],
-                                           &out_val[r, 0], &out_idx[r, 0])
+                                           &listed[threadid(), 0], &out_val[r, 0],
+                                           &out_idx[r, 0])
                     continue
                 if keyed:
                     _topk_row_f32(row, n_cols, k, ex, hi - lo, &keys[threadid(), 0],
-                                  &out_val[r, 0], &out_idx[r, 0])
+                                  &listed[threadid(), 0], &out_val[r, 0], &out_idx[r, 0])
                     continue
             _topk_row(row, n_cols, k, ex, hi - lo, &bv[threadid(), 0], &bi[threadid(), 0],
-                      &out_val[r, 0], &out_idx[r, 0])
+                      &keys[threadid(), 0], &listed[threadid(), 0], &out_val[r, 0],
+                      &out_idx[r, 0])
 
 
 # ---- what this backend gives the shared host layer (kernels/_host.py) -------------------------
@@ -479,13 +542,18 @@ def _run_topk(call, n_threads):
     compress = _takes_compress(scores, k)
     n_buf = max(1, n_threads)
     # Keyed rows: the 2k key buffer; in stream form 3k keys, a scratch of 3k after them and k
-    # columns, each with SLACK for a block's appends and whole-vector stores.
-    n_keys = 2 * (3 * k + SLACK) if compress else 2 * k if keyed else 1
+    # columns, each with SLACK for a block's appends and whole-vector stores; other rows 2k
+    # pairs. Rows that take the bound: keys (and, in stream form, a scratch) of their block
+    # count and a bit per block. Memory O(threads * (k + n_cols / 64)).
+    n_blocks = scores.shape[1] // BLOCK if _takes_bound(scores.shape[1], k) else 0
+    n_keys = (2 * max(3 * k + SLACK, n_blocks) if compress else
+              max(2 * k, n_blocks) if keyed else max(1, n_blocks))
     keys = np.empty((n_buf, n_keys), dtype=np.uint64)
+    listed = np.empty((n_buf, n_blocks // 64 + 1), dtype=np.uint64)
     cols = np.empty((n_buf, k + SLACK if compress else 1), dtype=np.uint32)
     bv = np.empty((n_buf, 1 if keyed else 2 * k), dtype=scores.dtype)
     bi = np.empty((n_buf, 1 if keyed else 2 * k), dtype=np.int64)
-    _topk_impl(*call, keys, cols, bv, bi, keyed, compress, n_threads)
+    _topk_impl(*call, keys, cols, bv, bi, listed, keyed, compress, n_threads)
 
 
 # ---- fused sparse recommend ------------------------------------------------------------------

@@ -102,6 +102,14 @@ static inline uint64_t fastrec_f32_key(float v, int64_t j) {
     b ^= (b >> 31) ? 0xFFFFFFFFu : 0x80000000u;
     return ((uint64_t) b << 32) | (0xFFFFFFFFu - (uint64_t) j);
 }
+/* The key of the largest float32 not above the float64 x, with column j; branch-free (the map
+   of floats to keys is contiguous but for the code of -0.0, which no key uses). */
+static inline uint64_t fastrec_f64_floor_key(double x, int64_t j) {
+    float f = (float) x;
+    uint64_t key = fastrec_f32_key(f, j), u = (key >> 32) - ((double) f > x);
+    u -= u == 0x7FFFFFFFu;
+    return (u << 32) | (key & 0xFFFFFFFFu);
+}
 static inline float fastrec_key_f32(uint64_t key) {
     uint32_t b = (uint32_t) (key >> 32);
     float v;
@@ -241,45 +249,64 @@ FASTREC_AVX512 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ss
     fastrec_compress_keys(a, n, least - 1, 1, a);
     return least;
 }
+/* One full block of the stream form's scan (below), its state in the caller's locals. */
+FASTREC_AVX512 static inline __attribute__((always_inline)) void fastrec_scan_block(
+        const float* row, Py_ssize_t j0, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
+        uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk, Py_ssize_t* nc,
+        Py_ssize_t* p, float* thr, __m512* t) {
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    Py_ssize_t c0 = *nc;
+    for (int q = 0; q < 4; q++) {
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j0 + 16 * q), *t, _CMP_GT_OQ);
+        __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int) (j0 + 16 * q)), iota);
+        _mm512_storeu_si512(cols + *nc, _mm512_maskz_compress_epi32(m, c));
+        *nc += __builtin_popcount(m);
+    }
+    while (*p < n_ex && ex[*p] < j0) (*p)++;
+    if (*p < n_ex && ex[*p] < j0 + 64) {  /* drop this block's excluded columns */
+        Py_ssize_t o = c0, q = *p;
+        for (Py_ssize_t u = c0; u < *nc; u++) {
+            while (q < n_ex && ex[q] < (int64_t) cols[u]) q++;
+            if (!(q < n_ex && ex[q] == (int64_t) cols[u])) cols[o++] = cols[u];
+        }
+        *nc = o;
+    }
+    if (*nc >= k) {
+        for (Py_ssize_t u = 0; u < *nc; u++)
+            keys[*nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
+        *nk += *nc;
+        *nc = 0;
+        if (*nk >= 2 * k) {
+            *thr = fastrec_key_f32(fastrec_cut_keys(keys, *nk, k, s));
+            *t = _mm512_set1_ps(*thr);
+            *nk = k;
+        }
+    }
+}
 /* Scan the full blocks of row[:j_end] (j_end a multiple of 64) in the stream form: each
    block's columns above the threshold are appended to cols with compress stores, whether
    or not there are any (no data-dependent branch), then its excluded columns (ex, sorted)
    are dropped; every k columns become keys; 2k keys are cut back to k, raising the
-   threshold, which starts at *thr_io. Returns the keys held (*nk_io < 3k) and the
+   threshold, which starts at *thr_io. Only the blocks whose bit is set in ``listed`` are
+   scanned, every block when it is NULL. Returns the keys held (*nk_io < 3k) and the
    threshold. keys and s hold 3k + 80, cols k + 80. */
 FASTREC_AVX512 static void fastrec_scan_f32(
         const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
-        uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io) {
-    Py_ssize_t nk = 0, nc = 0, p = 0, j0 = 0;
+        uint64_t* keys, uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io, float* thr_io,
+        const uint64_t* listed) {
+    Py_ssize_t nk = 0, nc = 0, p = 0;
     float thr = *thr_io;
-    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     __m512 t = _mm512_set1_ps(thr);
-    for (; j0 < j_end; j0 += 64) {
-        Py_ssize_t c0 = nc;
-        for (int q = 0; q < 4; q++) {
-            __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + j0 + 16 * q), t, _CMP_GT_OQ);
-            __m512i c = _mm512_add_epi32(_mm512_set1_epi32((int) (j0 + 16 * q)), iota);
-            _mm512_storeu_si512(cols + nc, _mm512_maskz_compress_epi32(m, c));
-            nc += __builtin_popcount(m);
-        }
-        while (p < n_ex && ex[p] < j0) p++;
-        if (p < n_ex && ex[p] < j0 + 64) {  /* drop this block's excluded columns */
-            Py_ssize_t o = c0, q = p;
-            for (Py_ssize_t u = c0; u < nc; u++) {
-                while (q < n_ex && ex[q] < (int64_t) cols[u]) q++;
-                if (!(q < n_ex && ex[q] == (int64_t) cols[u])) cols[o++] = cols[u];
-            }
-            nc = o;
-        }
-        if (nc >= k) {
-            for (Py_ssize_t u = 0; u < nc; u++)
-                keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
-            nk += nc;
-            nc = 0;
-            if (nk >= 2 * k) {
-                thr = fastrec_key_f32(fastrec_cut_keys(keys, nk, k, s));
-                t = _mm512_set1_ps(thr);
-                nk = k;
+    if (listed == NULL) {
+        for (Py_ssize_t j0 = 0; j0 < j_end; j0 += 64)
+            fastrec_scan_block(row, j0, k, ex, n_ex, keys, cols, s, &nk, &nc, &p, &thr, &t);
+    } else {
+        Py_ssize_t n_blocks = j_end / 64;
+        for (Py_ssize_t w = 0; w < (n_blocks + 63) / 64; w++) {
+            for (uint64_t bits = listed[w]; bits; bits &= bits - 1) {
+                Py_ssize_t j0 = 64 * (64 * w + __builtin_ctzll(bits));
+                fastrec_scan_block(row, j0, k, ex, n_ex, keys, cols, s, &nk, &nc, &p, &thr,
+                                   &t);
             }
         }
     }
@@ -287,6 +314,44 @@ FASTREC_AVX512 static void fastrec_scan_f32(
         keys[nk + u] = fastrec_f32_key(row[cols[u]], cols[u]);
     *nk_io = nk + nc;
     *thr_io = thr;
+}
+/* A lower bound of the k-th best score of row[:j_end] (j_end = 64 n_blocks, n_blocks >= k):
+   the k-th largest of its 64-column blocks' maxima (excluded columns and NaN left out), k
+   distinct entries being at least that. Sets in ``listed`` (n_blocks bits) the blocks of
+   those k maxima: every entry of the row's best k lies in one of them (an entry of another
+   block ties at most with the bound and comes after all k maxima). keys and s: n_blocks. */
+FASTREC_AVX512 static float fastrec_block_bound_f32(
+        const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
+        uint64_t* keys, uint64_t* s, uint64_t* listed) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    Py_ssize_t n_blocks = j_end / 64, p = 0;
+    for (Py_ssize_t b = 0; b < n_blocks; b++) {
+        const float* q = row + 64 * b;
+        /* maxps returns its second operand when either is NaN: -inf never is */
+        __m512 m = _mm512_max_ps(
+            _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(q), ninf),
+                          _mm512_max_ps(_mm512_loadu_ps(q + 16), ninf)),
+            _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(q + 32), ninf),
+                          _mm512_max_ps(_mm512_loadu_ps(q + 48), ninf)));
+        float v = _mm512_reduce_max_ps(m);
+        while (p < n_ex && ex[p] < 64 * b) p++;
+        if (p < n_ex && ex[p] < 64 * b + 64) {  /* the block's maximum over allowed columns */
+            Py_ssize_t e = p;
+            v = -INFINITY;
+            for (Py_ssize_t j = 64 * b; j < 64 * b + 64; j++) {
+                while (e < n_ex && ex[e] < j) e++;
+                if (row[j] > v && !(e < n_ex && ex[e] == j)) v = row[j];
+            }
+        }
+        keys[b] = fastrec_f32_key(v, b);
+    }
+    uint64_t least = fastrec_cut_keys(keys, n_blocks, k, s);
+    memset(listed, 0, sizeof(uint64_t) * ((n_blocks + 63) / 64));
+    for (Py_ssize_t u = 0; u < k; u++) {
+        uint64_t b = 0xFFFFFFFFu - (keys[u] & 0xFFFFFFFFu);
+        listed[b >> 6] |= 1ull << (b & 63);
+    }
+    return fastrec_key_f32(least);
 }
 #define FASTREC_COMPRESS_BUILT 1
 #else
@@ -304,7 +369,12 @@ static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k, uint64
 static void fastrec_scan_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k,
                              const int64_t* ex, Py_ssize_t n_ex, uint64_t* keys,
                              uint32_t* cols, uint64_t* s, Py_ssize_t* nk_io,
-                             float* thr_io) {}
+                             float* thr_io, const uint64_t* listed) {}
+static float fastrec_block_bound_f32(const float* row, Py_ssize_t j_end, Py_ssize_t k,
+                                     const int64_t* ex, Py_ssize_t n_ex, uint64_t* keys,
+                                     uint64_t* s, uint64_t* listed) {
+    return 0;
+}
 #endif
 
 #endif /* FASTREC_TOPK_SIMD_H */

@@ -38,6 +38,17 @@ def _index31(i):
     return lambda i: i
 
 
+def is_float32(a):
+    """Whether array ``a`` holds float32, as a compile-time constant (see the overload)."""
+    return a.dtype == np.float32
+
+
+@overload(is_float32, inline="always")
+def _is_float32_impl(a):
+    flag = a.dtype == types.float32
+    return lambda a: flag
+
+
 def thread_count(n_threads):
     """The thread count a kernel gets: n_threads capped at Numba's pool size."""
     return max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))

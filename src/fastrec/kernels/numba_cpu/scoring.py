@@ -11,12 +11,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba.core import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .. import _scoring_plan as _plan
 from .._host import check_column_top, check_has_columns
 from .._numba_simd import prefetch_line
-from ._common import index31, threads, unsigned
+from ._common import index31, is_float32, threads, unsigned
 
 _DENSE_BLOCK = _plan.DENSE_BLOCK
 _SIGMOID_CHUNK = _plan.SIGMOID_CHUNK
@@ -116,23 +116,12 @@ def _exp_nonpos(x, f32):
     return e if x >= -745.0 else 0.0
 
 
-def _is_float32(a):
-    """Whether array ``a`` holds float32, as a compile-time constant (see the overload)."""
-    return a.dtype == np.float32
-
-
-@overload(_is_float32, inline="always")
-def _is_float32_impl(a):
-    flag = a.dtype == types.float32
-    return lambda a: flag
-
-
 @numba.njit(cache=True, inline="always")
 def _sigmoid_block(z, b, out):
     """out[t] = sigmoid(z[t] + b) over a block, branch-free with :func:`_exp_nonpos` so the
     loop vectorises (about twice as fast per row as libm's exp for float32). Inlined
     into its callers at Numba IR level: called as a function, the loop stayed scalar."""
-    f32 = _is_float32(out)
+    f32 = is_float32(out)
     for t in range(z.shape[0]):
         zt = z[t] + b
         e = _exp_nonpos(-abs(zt), f32)

@@ -12,9 +12,10 @@ from .._numba_simd import (
     append_columns16,
     compress8,
     count_above8,
+    max64,
     target_has_compress,
 )
-from ._common import heap_offer, heap_sort, sift_down, threads
+from ._common import heap_offer, heap_sort, is_float32, sift_down, threads
 
 _BLOCK = 64
 
@@ -49,75 +50,102 @@ def _not_excluded(ex, p, j):
 
 
 # The threshold scan both topk rows share: entries strictly above ``thr`` (the k-th best so
-# far; at the start -inf or a guess, below: NaN and -inf never pass) are appended to a buffer
-# of 2k candidates; a full buffer is cut back to its best k by a quickselect, whose k-th entry
-# becomes the threshold. Columns are scanned in increasing order, so an entry equal to the
-# threshold never beats it (the kept one has the smaller column). 64-wide blocks with nothing
-# above ``thr`` are skipped after one branch-free comparison; in the others only the set bits
-# of the hit mask are visited, and the row's sorted excluded columns are merged in then. Each
-# candidate costs O(1) (a heap's O(log k) chain of dependent, unpredictable branches measured
-# 3.5x more work per row at k=100, n=1e5).
+# far; at the start -inf or just below the row's bound, below: NaN and -inf never pass) are
+# appended to a buffer of 2k candidates; a full buffer is cut back to its best k by a
+# quickselect, whose k-th entry becomes the threshold. Columns are scanned in increasing order,
+# so an entry equal to the threshold never beats it (the kept one has the smaller column).
+# 64-wide blocks with nothing above ``thr`` are skipped after one branch-free comparison; in
+# the others only the set bits of the hit mask are visited, and the row's sorted excluded
+# columns are merged in then. Each candidate costs O(1) (a heap's O(log k) chain of dependent,
+# unpredictable branches measured 3.5x more work per row at k=100, n=1e5).
 #
-# A long row starts from a guess of its k-th best score rather than from -inf (whose first
-# few thousand columns are nearly all candidates, a burst of cuts the row's loads cannot
-# hide): the fourth largest of the maxima of up to _GUESS_LINES 16-column lines
-# spread evenly over the row, excluded columns left out. When fewer than k entries pass it,
-# the row is scanned again from -inf, so the result never depends on it. Taken for k >= 64.
-# The same rule, the same lines and the same reasoning as the Cython backend (_topk.pyx,
-# "The start").
-_GUESS_WIDTH = 16
-_GUESS_LINES = 32
-_GUESS_MIN_LINES = 8
-_GUESS_MIN_K = 64
-_guessing = True
+# A row of at least 2k full 64-column blocks (k >= _BOUND_MIN_K) starts from an exact bound
+# rather than from -inf (whose first few thousand columns are nearly all candidates, a burst
+# of cuts the row's loads cannot hide): the k-th largest of its blocks' maxima, excluded
+# columns and NaN left out, then a scan of only those k blocks. The same rule, the same
+# blocks and the same reasoning as the Cython backend (_topk.pyx, "The start").
+_BOUND_MIN_K = 16
+_bounding = True
 
 
-def _set_guess(flag):
-    """Start long rows from a guess (True) or from -inf; returns the previous setting. For
-    A/B runs and for tests (the results are the same)."""
-    global _guessing
-    previous, _guessing = _guessing, bool(flag)
+def _set_bound(flag):
+    """Start long rows from their block-maxima bound (True) or from -inf; returns the previous
+    setting. For A/B runs and for tests (the results are the same)."""
+    global _bounding
+    previous, _bounding = _bounding, bool(flag)
     return previous
 
 
-@numba.njit(inline="always")
-def _guess(row, k, ex, guessing):
-    """A start for the row's threshold; -inf when not ``guessing``, for k < _GUESS_MIN_K, a
-    short row, or when the largest sampled maxima tie. Branch-free
-    but for lines holding an excluded column, so that the lines' loads are all in flight at
-    once (a mispredicted branch would serialise them: a branchy form measured 4 us a row),
-    the four largest maxima kept in scalars t0 >= .. >= t3 by a min/max insertion."""
-    none = row.dtype.type(-np.inf)
-    if not guessing or k < _GUESS_MIN_K:
-        return none
-    n_lines = row.shape[0] // _GUESS_WIDTH
-    lines = min(_GUESS_LINES, n_lines // (2 * k))
-    if lines < _GUESS_MIN_LINES:
-        return none
-    t0 = t1 = t2 = t3 = none
+def _bound_blocks(n_cols, k, bounding):
+    """How many blocks a row's bound ranks (0: the rows start from -inf)."""
+    n_blocks = n_cols // _BLOCK
+    return n_blocks if bounding and k >= _BOUND_MIN_K and n_blocks >= 2 * k else 0
+
+
+@numba.njit
+def _excluded_max(row, j0, ex, p):
+    """The largest of row[j0:j0 + 64] neither NaN nor in ex[p:] (sorted), -inf when none."""
+    m = row.dtype.type(-np.inf)
+    for j in range(j0, j0 + _BLOCK):
+        v = row[j]
+        if v > m:
+            p, ok = _not_excluded(ex, p, j)
+            if ok:
+                m = v
+    return m
+
+
+@numba.njit
+def _bound(row, k, ex, keys, s, listed):
+    """The row's bound and its blocks in ``listed`` (bits; see above); keys: one per block,
+    s: a scratch of as many + 16 for the stream form's cut, else empty. The blocks are
+    ranked by keys of their maxima, which float64 maxima enter rounded down to float32: the
+    bound is then a float32 at most the k-th best, and a block is listed when its rounded
+    maximum is at least the bound (not only the k ranked first, whose rounded maxima may tie
+    with others' of larger true maxima)."""
+    n_blocks = row.shape[0] // _BLOCK
     n_ex = ex.shape[0]
     p = 0
-    for i in range(lines):
-        c = _GUESS_WIDTH * ((i * n_lines) // lines + n_lines // (2 * lines))
-        m = none
-        while p < n_ex and ex[p] < c:
+    # Written out here, not in an inlined helper taking the arrays: that form reference-
+    # counted them at every block (4x slower).
+    for b in range(n_blocks):
+        j0 = b * _BLOCK
+        while p < n_ex and ex[p] < j0:
             p += 1
-        if p < n_ex and ex[p] < c + _GUESS_WIDTH:
-            for j in range(c, c + _GUESS_WIDTH):
-                v = row[j]
-                if v > m:
-                    p, ok = _not_excluded(ex, p, j)
-                    if ok:
-                        m = v
+        if p < n_ex and ex[p] < j0 + _BLOCK:
+            m = _excluded_max(row, j0, ex, p)
         else:
-            for j in range(c, c + _GUESS_WIDTH):
-                v = row[j]
-                m = v if v > m else m  # NaN never is
-        t0, m = max(t0, m), min(t0, m)
-        t1, m = max(t1, m), min(t1, m)
-        t2, m = max(t2, m), min(t2, m)
-        t3 = max(t3, m)
-    return t3 if t0 > t3 else none
+            m = max64(row, j0)  # NaN left out, -inf when none
+        keys[b] = _f32_key(m, b) if is_float32(row) else _f64_floor_key(m, b)
+    if s.shape[0]:
+        least = _cut_keys(keys, n_blocks, k, s)
+    else:
+        _select_keys(keys, n_blocks, k)
+        least = keys[k - 1]
+    listed[:] = 0
+    if is_float32(row):
+        for t in range(k):
+            _list_block(listed, _key_column(keys[t]))
+    else:
+        for t in range(n_blocks):
+            if keys[t] >> np.uint64(32) >= least >> np.uint64(32):
+                _list_block(listed, _key_column(keys[t]))
+    return _key_f32(least)
+
+
+@numba.njit(inline="always")
+def _list_block(listed, b):
+    listed[b >> 6] |= np.uint64(1) << np.uint64(b & 63)
+
+
+@numba.njit(inline="always")
+def _start(row, k, ex, keys, s, listed):
+    """The scan's first threshold: just below the row's bound (the scan passes entries above
+    it: those at least the bound) when ``listed`` has room, else -inf."""
+    if listed.shape[0] == 0:
+        return row.dtype.type(-np.inf)
+    bound = row.dtype.type(_bound(row, k, ex, keys, s, listed))
+    return np.nextafter(bound, row.dtype.type(-np.inf))
 
 
 @numba.njit(inline="always")
@@ -172,43 +200,57 @@ def _select_pairs(bv, bi, n, k):
             lo = s + 1
 
 
-# The scans are compiled apart, not inlined: each row calls its scan twice (from the guess,
-# and again from -inf when the guess was too high), and inlining both calls doubled the row's
-# code for no measured gain.
+@numba.njit(inline="always")
+def _pairs_block(row, j0, k, ex, bv, bi, thr, cnt, p):
+    """One block of _scan_pairs; returns its state (cnt, p, thr)."""
+    m = _block_hits(row[j0 : j0 + _BLOCK], thr)
+    while m:
+        j = j0 + trailing_zeros(m)
+        m &= m - np.uint64(1)
+        v = row[j]
+        if v > thr:  # thr may have risen since the mask was taken
+            p, ok = _not_excluded(ex, p, j)
+            if ok:
+                bv[cnt] = v
+                bi[cnt] = j
+                cnt += 1
+                if cnt == 2 * k:
+                    _select_pairs(bv, bi, cnt, k)
+                    cnt = k
+                    thr = bv[k - 1]
+    return cnt, p, thr
+
+
 @numba.njit
-def _scan_pairs(row, k, ex, bv, bi, thr):
-    """The scan from ``thr`` into the candidate buffer bv/bi (2k); returns how many it holds."""
+def _scan_pairs(row, k, ex, bv, bi, thr, listed):
+    """The scan from ``thr`` into the candidate buffer bv/bi (2k), of every block, or of the
+    blocks set in ``listed`` and the tail when it is not empty; returns how many it holds."""
     n_cols = row.shape[0]
-    cap = bv.shape[0]
     cnt = 0
     p = 0
-    for j0 in range(0, n_cols, _BLOCK):
-        m = _block_hits(row[j0 : j0 + _BLOCK], thr)
-        while m:
-            j = j0 + trailing_zeros(m)
-            m &= m - np.uint64(1)
-            v = row[j]
-            if v > thr:  # thr may have risen since the mask was taken
-                p, ok = _not_excluded(ex, p, j)
-                if ok:
-                    bv[cnt] = v
-                    bi[cnt] = j
-                    cnt += 1
-                    if cnt == cap:
-                        _select_pairs(bv, bi, cnt, k)
-                        cnt = k
-                        thr = bv[k - 1]
+    if listed.shape[0] == 0:
+        for j0 in range(0, n_cols, _BLOCK):
+            cnt, p, thr = _pairs_block(row, j0, k, ex, bv, bi, thr, cnt, p)
+        return cnt
+    for w in range(listed.shape[0]):
+        bits = listed[w]
+        while bits:
+            j0 = _BLOCK * (64 * w + trailing_zeros(bits))
+            bits &= bits - np.uint64(1)
+            cnt, p, thr = _pairs_block(row, j0, k, ex, bv, bi, thr, cnt, p)
+    n_full = n_cols - n_cols % _BLOCK
+    if n_full < n_cols:
+        cnt, p, thr = _pairs_block(row, n_full, k, ex, bv, bi, thr, cnt, p)
     return cnt
 
 
 @numba.njit(inline="always")
-def _topk_row(row, k, ex, bv, bi, hv, hi, guessing):
-    """Best k of one row into hv/hi (sorted, padded), reading each score once from memory;
-    bv/bi: the (score, column) candidate buffer of 2k. See the scan described above."""
-    guess = _guess(row, k, ex, guessing)
-    cnt = _scan_pairs(row, k, ex, bv, bi, guess)
-    if cnt < k and guess > -np.inf:  # the guess was above the k-th best
-        cnt = _scan_pairs(row, k, ex, bv, bi, row.dtype.type(-np.inf))
+def _topk_row(row, k, ex, bv, bi, keys, listed, hv, hi):
+    """Best k of one row into hv/hi (sorted, padded); bv/bi: the (score, column) candidate
+    buffer of 2k; keys and listed: the bound's (empty when the row starts from -inf). See the
+    scan described above."""
+    thr = _start(row, k, ex, keys, keys[:0], listed)
+    cnt = _scan_pairs(row, k, ex, bv, bi, thr, listed)
     if cnt > k:
         _select_pairs(bv, bi, cnt, k)
         cnt = k
@@ -247,6 +289,17 @@ def _key_f32(key):
 @numba.njit(inline="always")
 def _key_column(key):
     return np.int64(_KEY_LOW - (key & _KEY_LOW))
+
+
+@numba.njit(inline="always")
+def _f64_floor_key(x, j):
+    """The key of the largest float32 not above the float64 x, with column j; branch-free (the
+    map of floats to keys is contiguous but for the code of -0.0, which no key uses)."""
+    f = np.float32(x)
+    key = _f32_key(f, j)
+    u = (key >> np.uint64(32)) - np.uint64(np.float64(f) > x)
+    u -= np.uint64(u == np.uint64(0x7FFFFFFF))
+    return (u << np.uint64(32)) | (key & _KEY_LOW)
 
 
 @numba.njit(inline="always")
@@ -300,39 +353,55 @@ def _key_sift_down(a, size, pos, key):
     a[pos] = key
 
 
+@numba.njit(inline="always")
+def _keys_block(row, j0, k, ex, buf, thr, cnt, p):
+    """One block of _scan_keys; returns its state (cnt, p, thr)."""
+    block = row[j0 : j0 + _BLOCK]
+    m = _block_hits(block, thr)
+    while m:
+        t = trailing_zeros(m)
+        m &= m - np.uint64(1)
+        v = block[t]
+        if v > thr:  # thr may have risen since the mask was taken
+            p, ok = _not_excluded(ex, p, j0 + t)
+            if ok:
+                buf[cnt] = _f32_key(v, j0 + t)
+                cnt += 1
+                if cnt == 2 * k:
+                    _select_keys(buf, cnt, k)
+                    cnt = k
+                    thr = _key_f32(buf[k - 1])
+    return cnt, p, thr
+
+
 @numba.njit
-def _scan_keys(row, k, ex, buf, thr):
+def _scan_keys(row, k, ex, buf, thr, listed):
     """_scan_pairs with keys: the scan from ``thr`` into buf (2k); returns how many it holds."""
     n_cols = row.shape[0]
-    cap = buf.shape[0]
     cnt = 0
     p = 0
-    for j0 in range(0, n_cols, _BLOCK):
-        block = row[j0 : j0 + _BLOCK]
-        m = _block_hits(block, thr)
-        while m:
-            t = trailing_zeros(m)
-            m &= m - np.uint64(1)
-            v = block[t]
-            if v > thr:  # thr may have risen since the mask was taken
-                p, ok = _not_excluded(ex, p, j0 + t)
-                if ok:
-                    buf[cnt] = _f32_key(v, j0 + t)
-                    cnt += 1
-                    if cnt == cap:
-                        _select_keys(buf, cnt, k)
-                        cnt = k
-                        thr = _key_f32(buf[k - 1])
+    if listed.shape[0] == 0:
+        for j0 in range(0, n_cols, _BLOCK):
+            cnt, p, thr = _keys_block(row, j0, k, ex, buf, thr, cnt, p)
+        return cnt
+    for w in range(listed.shape[0]):
+        bits = listed[w]
+        while bits:
+            j0 = _BLOCK * (64 * w + trailing_zeros(bits))
+            bits &= bits - np.uint64(1)
+            cnt, p, thr = _keys_block(row, j0, k, ex, buf, thr, cnt, p)
+    n_full = n_cols - n_cols % _BLOCK
+    if n_full < n_cols:
+        cnt, p, thr = _keys_block(row, n_full, k, ex, buf, thr, cnt, p)
     return cnt
 
 
 @numba.njit(inline="always")
-def _topk_row_f32(row, k, ex, buf, hv, hi, guessing):
-    """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf`` (2k)."""
-    guess = _guess(row, k, ex, guessing)
-    cnt = _scan_keys(row, k, ex, buf, guess)
-    if cnt < k and guess > -np.inf:  # the guess was above the k-th best
-        cnt = _scan_keys(row, k, ex, buf, np.float32(-np.inf))
+def _topk_row_f32(row, k, ex, buf, listed, hv, hi):
+    """_topk_row for float32 rows of fewer than 2**32 columns, with the key buffer ``buf``
+    (2k, and one per block where the row takes the bound)."""
+    thr = _start(row, k, ex, buf, buf[:0], listed)
+    cnt = _scan_keys(row, k, ex, buf, thr, listed)
     if cnt > k:
         _select_keys(buf, cnt, k)
         cnt = k
@@ -461,16 +530,35 @@ def _columns_to_keys(row, cols, nc, keys, nk):
 
 
 @numba.njit
-def _scan_stream(row, k, ex, keys, cols, s, thr):
-    """The stream form's scan from ``thr``; returns how many keys it holds (< 3k). A block
-    holding an excluded column drops it from the columns it appended."""
+def _scan_stream(row, k, ex, keys, cols, s, thr, listed):
+    """The stream form's scan from ``thr`` (of the full blocks set in ``listed`` when it is not
+    empty); returns how many keys it holds (< 3k). A block holding an excluded column drops
+    it from the columns it appended."""
     n_cols = row.shape[0]
     n_ex = ex.shape[0]
+    n_words = listed.shape[0]
     nk = 0
     nc = 0
     p = 0
     n_full = n_cols - n_cols % _BLOCK
-    for j0 in range(0, n_full, _BLOCK):
+    w = -1
+    bits = np.uint64(0)
+    j0 = -_BLOCK
+    # One loop body for both orders of blocks: as an inlined helper taking the arrays, it was
+    # reference-counting them at every block (twice as slow).
+    while True:
+        if n_words == 0:
+            j0 += _BLOCK
+            if j0 >= n_full:
+                break
+        else:
+            while bits == 0 and w + 1 < n_words:
+                w += 1
+                bits = listed[w]
+            if bits == 0:
+                break
+            j0 = _BLOCK * (64 * w + trailing_zeros(bits))
+            bits &= bits - np.uint64(1)
         m = above_mask64(row, j0, thr)
         c0 = nc
         for q in range(0, _BLOCK, 16):
@@ -497,12 +585,11 @@ def _scan_stream(row, k, ex, keys, cols, s, thr):
 
 
 @numba.njit(inline="always")
-def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi, guessing):
-    """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK, cols of k + _SLACK."""
-    guess = _guess(row, k, ex, guessing)
-    nk = _scan_stream(row, k, ex, keys, cols, s, guess)
-    if nk < k and guess > -np.inf:  # the guess was above the k-th best
-        nk = _scan_stream(row, k, ex, keys, cols, s, np.float32(-np.inf))
+def _topk_row_f32_compress(row, k, ex, keys, cols, s, listed, hv, hi):
+    """_topk_row_f32 in the stream form above; keys and s of 3k + _SLACK (and of a block
+    count + 16 where the row takes the bound), cols of k + _SLACK."""
+    thr = _start(row, k, ex, keys, s, listed)
+    nk = _scan_stream(row, k, ex, keys, cols, s, thr, listed)
     if nk > k:
         _cut_keys(keys, nk, k, s)
         nk = k
@@ -512,43 +599,46 @@ def _topk_row_f32_compress(row, k, ex, keys, cols, s, hv, hi, guessing):
 _TOPK_GROUP = 8
 
 
+# n_blocks: the blocks a row's bound ranks, 0 when the rows start from -inf (_bound_blocks).
 @numba.njit(parallel=True, cache=True)
-def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guessing):
+def _topk_impl(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, n_blocks):
     n = scores.shape[0]
     empty = ex_indices[:0]
     # Rows in groups of _TOPK_GROUP, one candidate buffer per group (not one per row).
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
         bv = np.empty(2 * k, scores.dtype)
         bi = np.empty(2 * k, np.int64)
+        keys = np.empty(n_blocks, np.uint64)
+        listed = np.empty((n_blocks + 63) // 64, np.uint64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row(scores[r], k, ex, bv, bi, out_val[r], out_idx[r], guessing)
+            _topk_row(scores[r], k, ex, bv, bi, keys, listed, out_val[r], out_idx[r])
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guessing):
+def _topk_impl_f32(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, n_blocks):
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
-        buf = np.empty(2 * k, np.uint64)
+        buf = np.empty(max(2 * k, n_blocks), np.uint64)
+        listed = np.empty((n_blocks + 63) // 64, np.uint64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row_f32(scores[r], k, ex, buf, out_val[r], out_idx[r], guessing)
+            _topk_row_f32(scores[r], k, ex, buf, listed, out_val[r], out_idx[r])
 
 
 @numba.njit(parallel=True, cache=True)
-def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, guessing):
+def _topk_impl_f32_compress(scores, k, ex_indptr, ex_indices, has_mask, out_idx, out_val, n_blocks):
     n = scores.shape[0]
     empty = ex_indices[:0]
     for g in numba.prange((n + _TOPK_GROUP - 1) // _TOPK_GROUP):
-        keys = np.empty(3 * k + _SLACK, np.uint64)
-        s = np.empty(3 * k + _SLACK, np.uint64)
+        keys = np.empty(max(3 * k + _SLACK, n_blocks + 16), np.uint64)
+        s = np.empty(max(3 * k + _SLACK, n_blocks + 16), np.uint64)
         cols = np.empty(k + _SLACK, np.uint32)
+        listed = np.empty((n_blocks + 63) // 64, np.uint64)
         for r in range(g * _TOPK_GROUP, min(n, (g + 1) * _TOPK_GROUP)):
             ex = ex_indices[ex_indptr[r] : ex_indptr[r + 1]] if has_mask else empty
-            _topk_row_f32_compress(
-                scores[r], k, ex, keys, cols, s, out_val[r], out_idx[r], guessing
-            )
+            _topk_row_f32_compress(scores[r], k, ex, keys, cols, s, listed, out_val[r], out_idx[r])
 
 
 @numba.njit(inline="always")
@@ -636,7 +726,7 @@ def _run_topk(call, n_threads):
     else:
         impl = _topk_impl
     with threads(n_threads):
-        impl(*call, _guessing)
+        impl(*call, _bound_blocks(scores.shape[1], k, _bounding))
 
 
 def _run_recommend(call, n_threads):
