@@ -187,8 +187,9 @@ def bounded_rows(draw):
     rows, -inf and NaN; with or without a mask over most of the best entries (blocks whose
     maximum is excluded)."""
     k = draw(st.integers(16, 80))
-    n_cols = draw(st.integers(128 * k, 128 * k + 3000))
-    n_rows = draw(st.integers(1, 8))
+    # 2k blocks and more; from 8k blocks (and 512) the bound's cut starts from a sampled pivot
+    n_cols = draw(st.sampled_from([128, 640])) * k + draw(st.integers(0, 3000))
+    n_rows = draw(st.integers(1, 8 if n_cols < 256 * k else 2))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     kinds = ["uniform", "sparse", "ties", "plateau", "huge", "ascending", "descending", "-inf"]
     kind = draw(st.sampled_from(kinds))
@@ -245,6 +246,25 @@ def test_rows_from_their_block_bound_equal_reference(backend, case):
             with topk_forms.float32_form(backend, compress):
                 got = fastrec.topk(S, k, exclude=M, backend=backend, n_threads=2)
         assert_topk_equal(got, want, exact=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bound_whose_sampled_pivot_is_too_high_equal_reference(backend, dtype):
+    """The blocks a cut of many block maxima samples for its first pivot (every n / 64-th)
+    hold the largest maxima, so fewer than k keys lie above the pivot and the cut falls back
+    to the whole of them."""
+    rng = np.random.default_rng(3)
+    n_blocks = 1024
+    S = rng.random((3, 64 * n_blocks))
+    for t in range(64):
+        S[:, 64 * (t * (n_blocks // 64)) + t % 64] = 10 + t
+    S = S.astype(dtype)
+    want = fastrec.topk(S, 32, backend="numpy")
+    assert_topk_equal(fastrec.topk(S, 32, backend=backend), want, exact=True)
+    if dtype == np.float32 and topk_forms.compress_available(backend):
+        with topk_forms.float32_form(backend, True):
+            assert_topk_equal(fastrec.topk(S, 32, backend=backend), want, exact=True)
 
 
 _BOUND_SWITCH = {

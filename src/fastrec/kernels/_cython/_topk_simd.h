@@ -216,12 +216,26 @@ FASTREC_AVX512 static Py_ssize_t fastrec_count_above(const uint64_t* a, Py_ssize
     return c;
 }
 /* Keep the k largest of the distinct keys a[:n] (n >= k) in a[:k] (in no order); returns
-   the least of them. s: scratch of n. */
+   the least of them. s: scratch of n. Quickselect, each level counting then compressing the
+   side that holds the answer. When k is a small part of n (the bound's cut of a row's block
+   maxima), a first level keeps the keys above a pivot sampled just above rank k (the
+   twelfth or so of 64 evenly spaced keys): one compress pass, where halving levels took
+   five pairs of passes. */
 FASTREC_AVX512 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k,
                                                 uint64_t* s) {
     const uint64_t* src = a;
     Py_ssize_t m = n, need = k;
     uint64_t least;
+    if (n >= 512 && 8 * k <= n) {
+        uint64_t sample[128];
+        for (int t = 0; t < 64; t++) sample[t] = a[t * (n / 64)];
+        uint64_t pivot = fastrec_cut_keys(sample, 64, k * 64 / n + 4, sample + 64);
+        Py_ssize_t above = fastrec_compress_keys(a, n, pivot, 1, s);
+        if (above >= k) {  /* else (rarely) the pivot was above the k-th: the whole of a */
+            src = s;
+            m = above;
+        }
+    }
     for (;;) {
         if (m <= 24) {  /* insertion-sort the few left, descending */
             for (Py_ssize_t t = 0; t < m; t++) {
@@ -315,35 +329,79 @@ FASTREC_AVX512 static void fastrec_scan_f32(
     *nk_io = nk + nc;
     *thr_io = thr;
 }
+/* The largest of row[64 b:64 b + 64] that is neither NaN nor in ex (sorted; e: a cursor at
+   or before the block's first excluded column), -inf when none. */
+static float fastrec_excluded_max(const float* row, Py_ssize_t b, const int64_t* ex,
+                                  Py_ssize_t n_ex, Py_ssize_t e) {
+    float v = -INFINITY;
+    for (Py_ssize_t j = 64 * b; j < 64 * b + 64; j++) {
+        while (e < n_ex && ex[e] < j) e++;
+        if (row[j] > v && !(e < n_ex && ex[e] == j)) v = row[j];
+    }
+    return v;
+}
+/* The 16-lane maximum of one 64-column block: maxps returns its second operand when either
+   is NaN, so the running maximum (from -inf) never is one. */
+FASTREC_AVX512 static inline __m512 fastrec_block_lanes(const float* q) {
+    __m512 m = _mm512_max_ps(_mm512_loadu_ps(q), _mm512_set1_ps(-INFINITY));
+    m = _mm512_max_ps(_mm512_loadu_ps(q + 16), m);
+    m = _mm512_max_ps(_mm512_loadu_ps(q + 32), m);
+    return _mm512_max_ps(_mm512_loadu_ps(q + 48), m);
+}
+/* The keys of the maxima of the 16 blocks from b0 (lane t: block b0 + t), without reducing
+   each block's lanes alone: the 16 lane vectors are folded pairwise (256-bit halves, then
+   128-bit, 64-bit and 32-bit ones), which leaves block 4 s + q in lane 4 q + s. */
+FASTREC_AVX512 static inline void fastrec_block_keys16(const float* row, Py_ssize_t b0,
+                                                      uint64_t* keys) {
+    __m512 v[16], w[8], x[4], y[2];
+    for (int t = 0; t < 16; t++) v[t] = fastrec_block_lanes(row + 64 * (b0 + t));
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm512_max_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++)
+        x[i] = _mm512_max_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++) {
+        __m512d a = _mm512_castps_pd(x[2 * i]), c = _mm512_castps_pd(x[2 * i + 1]);
+        y[i] = _mm512_max_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, c)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, c)));
+    }
+    __m512 z = _mm512_max_ps(_mm512_shuffle_ps(y[0], y[1], 0x88),
+                             _mm512_shuffle_ps(y[0], y[1], 0xDD));
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    z = _mm512_add_ps(_mm512_permutexvar_ps(order, z), _mm512_setzero_ps());  /* -0.0 -> +0.0 */
+    /* fastrec_f32_key's map, 16 lanes at once: flip every bit of negatives, the sign of others */
+    __m512i bits = _mm512_castps_si512(z);
+    bits = _mm512_xor_si512(bits, _mm512_or_si512(_mm512_srai_epi32(bits, 31),
+                                                  _mm512_set1_epi32((int) 0x80000000u)));
+    const __m512i low = _mm512_sub_epi64(_mm512_set1_epi64(0xFFFFFFFFll - b0),
+                                         _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    __m512i k0 = _mm512_slli_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(bits)), 32);
+    __m512i k1 = _mm512_slli_epi64(
+        _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(bits, 1)), 32);
+    _mm512_storeu_si512(keys + b0, _mm512_or_si512(k0, low));
+    _mm512_storeu_si512(keys + b0 + 8,
+                        _mm512_or_si512(k1, _mm512_sub_epi64(low, _mm512_set1_epi64(8))));
+}
 /* A lower bound of the k-th best score of row[:j_end] (j_end = 64 n_blocks, n_blocks >= k):
    the k-th largest of its 64-column blocks' maxima (excluded columns and NaN left out), k
    distinct entries being at least that. Sets in ``listed`` (n_blocks bits) the blocks of
    those k maxima: every entry of the row's best k lies in one of them (an entry of another
-   block ties at most with the bound and comes after all k maxima). keys and s: n_blocks. */
+   block ties at most with the bound and comes after all k maxima). keys and s: n_blocks.
+   The maxima are taken 16 blocks at a time (fastrec_block_keys16; reducing each block's
+   lanes alone took three times the instructions), blocks holding an excluded column
+   redone then. */
 FASTREC_AVX512 static float fastrec_block_bound_f32(
         const float* row, Py_ssize_t j_end, Py_ssize_t k, const int64_t* ex, Py_ssize_t n_ex,
         uint64_t* keys, uint64_t* s, uint64_t* listed) {
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    Py_ssize_t n_blocks = j_end / 64, p = 0;
-    for (Py_ssize_t b = 0; b < n_blocks; b++) {
-        const float* q = row + 64 * b;
-        /* maxps returns its second operand when either is NaN: -inf never is */
-        __m512 m = _mm512_max_ps(
-            _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(q), ninf),
-                          _mm512_max_ps(_mm512_loadu_ps(q + 16), ninf)),
-            _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(q + 32), ninf),
-                          _mm512_max_ps(_mm512_loadu_ps(q + 48), ninf)));
-        float v = _mm512_reduce_max_ps(m);
-        while (p < n_ex && ex[p] < 64 * b) p++;
-        if (p < n_ex && ex[p] < 64 * b + 64) {  /* the block's maximum over allowed columns */
-            Py_ssize_t e = p;
-            v = -INFINITY;
-            for (Py_ssize_t j = 64 * b; j < 64 * b + 64; j++) {
-                while (e < n_ex && ex[e] < j) e++;
-                if (row[j] > v && !(e < n_ex && ex[e] == j)) v = row[j];
-            }
-        }
-        keys[b] = fastrec_f32_key(v, b);
+    Py_ssize_t n_blocks = j_end / 64, n16 = n_blocks - n_blocks % 16, p = 0;
+    for (Py_ssize_t b = 0; b < n16; b += 16) fastrec_block_keys16(row, b, keys);
+    for (Py_ssize_t b = n16; b < n_blocks; b++)
+        keys[b] = fastrec_f32_key(_mm512_reduce_max_ps(fastrec_block_lanes(row + 64 * b)), b);
+    while (p < n_ex && ex[p] < j_end) {
+        Py_ssize_t b = ex[p] / 64;
+        keys[b] = fastrec_f32_key(fastrec_excluded_max(row, b, ex, n_ex, p), b);
+        while (p < n_ex && ex[p] < 64 * (b + 1)) p++;
     }
     uint64_t least = fastrec_cut_keys(keys, n_blocks, k, s);
     memset(listed, 0, sizeof(uint64_t) * ((n_blocks + 63) / 64));
