@@ -152,9 +152,10 @@ cdef inline bint _allowed(const index_t* ex, Py_ssize_t n_ex, Py_ssize_t* p,
 # 1. the maxima of its blocks (excluded columns and NaN left out), read at the memory's pace,
 #    and the k-th largest of them, ranked as entries are (ties by the smaller block): k
 #    distinct entries are at least that bound, so the row's k-th best is too;
-# 2. the scan from just below the bound, over only the k blocks of those maxima. Every entry
-#    of the best k lies in one of them: an entry of another block is at most the bound, and
-#    equal only in a block after the bound's, so behind all k maxima.
+# 2. the scan from just below the bound, over only the k blocks of those maxima (float64:
+#    every block at the bound, _bound_keys). Every entry of the best k lies in one of them:
+#    an entry of another block is at most the bound, and equal only in a block after the
+#    bound's, so behind all k maxima.
 # Pass 2 reads k blocks again, from cache (a row of 25k float32 is 100 KB) or, for rows beyond
 # it, k scattered lines; on random rows it passes about k + k / 8 entries. The result never
 # depends on the start. Figures: benchmarks/README ("topk: an exact bound from block maxima").

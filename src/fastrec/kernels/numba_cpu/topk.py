@@ -62,8 +62,9 @@ def _not_excluded(ex, p, j):
 # A row of at least 2k full 64-column blocks (k >= _BOUND_MIN_K) starts from an exact bound
 # rather than from -inf (whose first few thousand columns are nearly all candidates, a burst
 # of cuts the row's loads cannot hide): the k-th largest of its blocks' maxima, excluded
-# columns and NaN left out, then a scan of only those k blocks. The same rule, the same
-# blocks and the same reasoning as the Cython backend (_topk.pyx, "The start").
+# columns and NaN left out, then a scan of only those k blocks (float64: every block at the
+# bound, _bound). The same rule, the same blocks and the same reasoning as the Cython backend
+# (_topk.pyx, "The start").
 _BOUND_MIN_K = 16
 _bounding = True
 
