@@ -219,8 +219,8 @@ FASTREC_AVX512 static Py_ssize_t fastrec_count_above(const uint64_t* a, Py_ssize
    the least of them. s: scratch of n. Quickselect, each level counting then compressing the
    side that holds the answer. When k is a small part of n (the bound's cut of a row's block
    maxima), a first level keeps the keys above a pivot sampled just above rank k (the
-   twelfth or so of 64 evenly spaced keys): one compress pass, where halving levels took
-   five pairs of passes. */
+   (64 k / n + 4)-th largest of 64 evenly spaced keys): one compress pass, where halving
+   levels took five pairs of passes. */
 FASTREC_AVX512 static uint64_t fastrec_cut_keys(uint64_t* a, Py_ssize_t n, Py_ssize_t k,
                                                 uint64_t* s) {
     const uint64_t* src = a;

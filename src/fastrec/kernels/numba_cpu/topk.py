@@ -467,10 +467,26 @@ _SLACK = _BLOCK + 16  # a block's appends land past the count before a flush; ve
 def _cut_keys(a, n, k, s):
     """Keep the k largest of the distinct keys a[:n] (n >= k) in a[:k] (in no order); returns
     the least of them. s: scratch of n + 16. Quickselect with a median-of-three pivot, each
-    level counting then compressing the side that holds the answer; small ends scalar."""
+    level counting then compressing the side that holds the answer; small ends scalar. When k
+    is a small part of n (the bound's cut of a row's block maxima), a first level keeps the
+    keys above a pivot sampled just above rank k, as Cython's fastrec_cut_keys."""
     src = a
     m = n
     need = k
+    if n >= 512 and 8 * k <= n:
+        for t in range(64):
+            s[t] = a[t * (n // 64)]
+        r = k * 64 // n + 4
+        _select_keys(s, 64, r)
+        pivot = s[r - 1]
+        n8 = n - n % 8
+        o = 0
+        for i in range(0, n8, 8):
+            o += compress8(a, i, 8, pivot, True, s, o)
+        o += compress8(a, n8, n - n8, pivot, True, s, o)
+        if o >= k:  # else (rarely) the pivot was above the k-th: the whole of a
+            src = s
+            m = o
     while True:
         if m <= 24:
             for t in range(m):
